@@ -1,0 +1,44 @@
+# ContactPoint Gateway — the README's commands. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CLI := $(BIN)/contactpoint-gateway
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test lint bench golden clean
+
+help: ## list the commands
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP) ## create .venv and install the project with its dev tools
+
+run: $(STAMP) ## migrate, load demo data into an empty database, serve on 127.0.0.1:$GATEWAY_PORT
+	$(CLI) db upgrade
+	$(CLI) demo-data --if-empty --children $${GATEWAY_DEMO_CHILDREN:-2000} \
+		--authorities $${GATEWAY_DEMO_AUTHORITIES:-4} --seed $${GATEWAY_DEMO_SEED:-2026}
+	$(CLI) serve
+
+test: $(STAMP) ## run the whole test suite (SQLite, and PostgreSQL when GATEWAY_TEST_POSTGRES_URL is set)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff and mypy (strict on adapter/)
+	$(BIN)/ruff check adapter tests bench wsgi.py
+	$(BIN)/mypy
+
+bench: $(STAMP) ## run the benchmarks in bench/ and print figures next to their baselines
+	$(BIN)/python -m bench
+
+golden: $(STAMP) ## regenerate tests/golden outputs (review the diff before committing)
+	$(BIN)/python -m tests.golden_regen
+
+clean: ## remove the virtual environment and caches (keeps instance/)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

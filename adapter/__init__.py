@@ -1,0 +1,30 @@
+"""ContactPoint Gateway: FHIR R4 (UK Core) and directory XML in front of the children's
+directory, and its managed decommissioning."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from adapter import config as config_module
+
+__all__ = ["create_app"]
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Create the gateway's Flask application.
+
+    Settings come from defaults, then ``GATEWAY_*`` environment variables, then ``config``.
+    """
+    from adapter import db, health, http
+
+    app = Flask(__name__, instance_path=None)
+    app.config.update(config_module.load(config))
+    logging.getLogger("adapter").setLevel(app.config["LOG_LEVEL"])
+    db.init_app(app)
+    http.init_app(app)
+    health.init_app(app)
+    return app

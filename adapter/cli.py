@@ -1,0 +1,77 @@
+"""The ``contactpoint-gateway`` command line, built on Flask's click group."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from flask import Flask, current_app
+from flask.cli import FlaskGroup, with_appcontext
+
+from adapter import create_app
+from adapter.db import get_db
+
+
+def _create_app() -> Flask:
+    """Create the app for the CLI from defaults and environment."""
+    return create_app()
+
+
+@click.group(cls=FlaskGroup, create_app=_create_app, add_default_commands=False,
+             add_version_option=False)
+def main() -> None:
+    """ContactPoint Gateway: serve, migrate, load demo data and run the directory's run-down."""
+
+
+@main.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", type=int, default=None, help="Port (default GATEWAY_PORT).")
+@click.option("--workers", type=int, default=None, help="Workers (default GATEWAY_WORKERS).")
+@with_appcontext
+def serve_command(host: str, port: int | None, workers: int | None) -> None:
+    """Serve the gateway with gunicorn."""
+    from adapter.server import serve
+
+    settings = current_app.config
+    serve(host, port or settings["PORT"], workers or settings["WORKERS"])
+
+
+@main.group("db")
+def db_group() -> None:
+    """Database schema commands."""
+
+
+@db_group.command("upgrade")
+@click.option("--revision", default="head", show_default=True, help="Target revision.")
+@with_appcontext
+def db_upgrade_command(revision: str) -> None:
+    """Migrate the database (GATEWAY_DATABASE_URL) to the latest schema."""
+    get_db().upgrade(revision)
+    click.echo(f"database at {revision}")
+
+
+@main.command("demo-data")
+@click.option("--children", type=int, default=1000, show_default=True, help="Children to write.")
+@click.option("--authorities", type=int, default=3, show_default=True,
+              help="Local authorities to spread them over.")
+@click.option("--seed", type=int, default=2026, show_default=True, help="Random seed.")
+@click.option("--if-empty", is_flag=True, help="Do nothing when the database holds children.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@with_appcontext
+def demo_data_command(children: int, authorities: int, seed: int, if_empty: bool,
+                      quiet: bool) -> None:
+    """Write synthetic, entirely fictional directory entries (deterministic for a seed)."""
+    from adapter.demo import count_children, load_demo_data
+
+    db = get_db()
+    if if_empty and (existing := count_children(db)):
+        click.echo(f"database already holds {existing} children: no demo data written")
+        return
+    written = load_demo_data(db, children=children, authorities=authorities, seed=seed,
+                             progress=not quiet)
+    click.echo(f"wrote {written} children")
+
+
+def run(args: list[str] | None = None, **extra: Any) -> None:
+    """Run the CLI (used by tests and ``python -m adapter``)."""
+    main.main(args=args, **extra)

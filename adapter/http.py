@@ -1,0 +1,85 @@
+"""The HTTP layer shared by every route: content negotiation, rendering and the one error
+handler that turns every error into a FHIR OperationOutcome (ARCHITECTURE.md "Routes are thin").
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
+
+from adapter.errors import GatewayError, issue, operation_outcome
+
+log = logging.getLogger(__name__)
+
+FHIR_JSON = "application/fhir+json"
+FHIR_XML = "application/fhir+xml"
+# _format values and Accept types (FHIR R4 http.html#mime-type), mapped to json or xml.
+FORMAT_ALIASES = {
+    "json": "json", "application/json": "json", FHIR_JSON: "json", "application/json+fhir": "json",
+    "xml": "xml", "text/xml": "xml", "application/xml": "xml", FHIR_XML: "xml",
+    "application/xml+fhir": "xml",
+}
+
+
+def negotiated_format() -> str:
+    """Return "json" or "xml" from ``_format``, then ``Accept``; JSON is the default."""
+    requested = request.args.get("_format")
+    if requested:
+        return FORMAT_ALIASES.get(requested.split(";")[0].strip().lower(), "json")
+    best = request.accept_mimetypes.best_match(list(FORMAT_ALIASES), default=FHIR_JSON)
+    return FORMAT_ALIASES.get(best or FHIR_JSON, "json")
+
+
+def json_response(body: Any, status: int = 200, content_type: str = "application/json",
+                  headers: dict[str, str] | None = None) -> Response:
+    """Return ``body`` serialised with orjson."""
+    return Response(orjson.dumps(body), status=status, content_type=content_type,
+                    headers=headers)
+
+
+def fhir_response(resource: dict[str, Any], status: int = 200,
+                  headers: dict[str, str] | None = None) -> Response:
+    """Return a FHIR resource in the negotiated format (JSON or XML)."""
+    if negotiated_format() == "xml":
+        from adapter.fhir.xml import dumps_resource
+
+        return Response(dumps_resource(resource), status=status,
+                        content_type=f"{FHIR_XML}; charset=utf-8", headers=headers)
+    return json_response(resource, status, f"{FHIR_JSON}; charset=utf-8", headers)
+
+
+def handle_gateway_error(error: GatewayError) -> Response:
+    """Render a GatewayError as an OperationOutcome."""
+    if error.status >= 500:
+        log.error("request failed with %s: %s", error.status, type(error).__name__)
+    return fhir_response(error.to_outcome(), error.status, error.headers)
+
+
+def handle_http_exception(error: HTTPException) -> Response:
+    """Render a werkzeug HTTP error (404 route, 405 method, 413 size) as an OperationOutcome."""
+    code = error.code or 500
+    issue_code = {404: "not-found", 405: "not-supported", 413: "too-costly"}.get(code, "invalid")
+    outcome = operation_outcome([issue("error", issue_code, error.description or error.name)])
+    response = fhir_response(outcome, code)
+    if code == 405 and error.valid_methods:  # type: ignore[attr-defined]
+        response.headers["Allow"] = ", ".join(error.valid_methods)  # type: ignore[attr-defined]
+    return response
+
+
+def handle_unexpected(error: Exception) -> Response:
+    """Render an unexpected error as a 500 OperationOutcome without internals (a bug: logged)."""
+    log.exception("unhandled error: %s", type(error).__name__)
+    outcome = operation_outcome([issue("fatal", "exception",
+                                       "Internal error; it has been logged for the operators.")])
+    return fhir_response(outcome, 500)
+
+
+def init_app(app: Flask) -> None:
+    """Install the error handlers."""
+    app.register_error_handler(GatewayError, handle_gateway_error)
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(Exception, handle_unexpected)

@@ -1,0 +1,263 @@
+"""Identifier and format rules: NHS number, UPN, ContactPoint ID, ODS, URN, GSS, postcode.
+
+Every validator returns the normalised value or raises :class:`InvalidIdentifier`, which names
+the field and says why, so that API and import errors can point at the offending element
+without ever echoing the value itself (identifiers of children are personal data).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import uuid
+from typing import Final
+
+
+class InvalidIdentifier(ValueError):
+    """An identifier or code failed its format or check-digit rule."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+# --- NHS number --------------------------------------------------------------------------
+# NHS Data Model and Dictionary, "NHS Number": 10 digits, the 10th a modulus 11 check digit
+# over the first nine with weights 10..2; a remainder giving check 10 means the number is invalid.
+
+def nhs_number_check_digit(first_nine: str) -> int | None:
+    """Return the modulus 11 check digit for nine digits, or None when no valid digit exists."""
+    total = sum(int(d) * w for d, w in zip(first_nine, range(10, 1, -1), strict=True))
+    check = 11 - total % 11
+    if check == 11:
+        return 0
+    return None if check == 10 else check
+
+
+def validate_nhs_number(value: str, field: str = "nhs_number") -> str:
+    """Return the NHS number without spaces, or raise InvalidIdentifier.
+
+    :raises InvalidIdentifier: not 10 digits or the check digit does not match.
+    """
+    digits = value.replace(" ", "")
+    if not re.fullmatch(r"\d{10}", digits):
+        raise InvalidIdentifier(field, "an NHS number is 10 digits")
+    expected = nhs_number_check_digit(digits[:9])
+    if expected is None or expected != int(digits[9]):
+        raise InvalidIdentifier(field, "the NHS number check digit (modulus 11) does not match")
+    return digits
+
+
+def make_test_nhs_number(serial: int) -> str:
+    """Return a valid NHS number in the never-issued 999 range for synthetic data.
+
+    Serials whose check digit would be 10 (no valid number) move on to the next serial.
+    """
+    n = serial
+    while (check := nhs_number_check_digit(f"999{n % 1_000_000:06d}")) is None:
+        n += 1
+    return f"999{n % 1_000_000:06d}{check}"
+
+
+# --- Unique Pupil Number -----------------------------------------------------------------
+# DfE "Unique Pupil Numbers (UPN) – A guide for schools and local authorities", Annex A:
+# check letter = sum(digit * position for positions 2..13) mod 23, indexing the letter table.
+UPN_LETTERS: Final = "ABCDEFGHJKLMNPQRTUVWXYZ"
+
+
+def upn_check_letter(body: str) -> str:
+    """Return the check letter for the 12 characters after it (digits, or a final letter)."""
+    total = 0
+    for position, char in enumerate(body, start=2):
+        total += (int(char) if char.isdigit() else UPN_LETTERS.index(char)) * position
+    return UPN_LETTERS[total % 23]
+
+
+def validate_upn(value: str, field: str = "upn") -> str:
+    """Return the UPN upper-cased, or raise InvalidIdentifier.
+
+    :raises InvalidIdentifier: wrong shape or the check letter does not match.
+    """
+    upn = value.strip().upper()
+    if not re.fullmatch(rf"[{UPN_LETTERS}]\d{{11}}[0-9{UPN_LETTERS}]", upn):
+        raise InvalidIdentifier(
+            field,
+            "a UPN is a check letter, 11 digits and a final digit (or letter for a temporary UPN)",
+        )
+    if upn_check_letter(upn[1:]) != upn[0]:
+        raise InvalidIdentifier(field, "the UPN check letter does not match")
+    return upn
+
+
+def make_upn(la_number: str, establishment: str, year: int, serial: int) -> str:
+    """Return a permanent UPN for an authority, establishment, 2-digit year and serial."""
+    body = f"{la_number}{establishment}{year % 100:02d}{serial % 1000:03d}"
+    return upn_check_letter(body) + body
+
+
+# --- ContactPoint ID ---------------------------------------------------------------------
+# The gateway's documented format (README, "Identifiers"): "CP", eight Crockford base-32
+# symbols, and a Crockford mod-37 check symbol, so that a mistyped id is caught.
+CROCKFORD: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+CROCKFORD_CHECK: Final = CROCKFORD + "*~$=U"
+CONTACTPOINT_ID_RE: Final = re.compile(rf"CP[{CROCKFORD}]{{8}}[{re.escape(CROCKFORD_CHECK)}]")
+
+
+def _crockford_check(body: str) -> str:
+    number = 0
+    for char in body:
+        number = number * 32 + CROCKFORD.index(char)
+    return CROCKFORD_CHECK[number % 37]
+
+
+def make_contactpoint_id(number: int) -> str:
+    """Return the ContactPoint ID for a 40-bit number."""
+    body = ""
+    for _ in range(8):
+        number, digit = divmod(number, 32)
+        body = CROCKFORD[digit] + body
+    return f"CP{body}{_crockford_check(body)}"
+
+
+def allocate_contactpoint_id() -> str:
+    """Return a fresh random ContactPoint ID (uniqueness is enforced by the database)."""
+    return make_contactpoint_id(secrets.randbits(40))
+
+
+def validate_contactpoint_id(value: str, field: str = "contactpoint_id") -> str:
+    """Return the ContactPoint ID upper-cased, or raise InvalidIdentifier.
+
+    :raises InvalidIdentifier: wrong shape or check symbol.
+    """
+    cpid = value.strip().upper()
+    if not CONTACTPOINT_ID_RE.fullmatch(cpid):
+        raise InvalidIdentifier(
+            field, "a ContactPoint ID is 'CP', 8 Crockford base-32 symbols and a check symbol"
+        )
+    if _crockford_check(cpid[2:10]) != cpid[10]:
+        raise InvalidIdentifier(field, "the ContactPoint ID check symbol does not match")
+    return cpid
+
+
+# Resource ids are UUIDv5 of the ContactPoint ID (DOMAIN.md: stable, opaque, never the
+# identifier itself in a URL), so that re-imports of the same child are idempotent.
+RESOURCE_NAMESPACE: Final = uuid.UUID("6f1d4a52-4f0e-5d0b-9a7c-2c1f3e0b8d41")
+
+
+def resource_id_for(kind: str, key: str) -> str:
+    """Return the stable FHIR logical id for a record of ``kind`` with natural key ``key``."""
+    return str(uuid.uuid5(RESOURCE_NAMESPACE, f"{kind}/{key}"))
+
+
+# --- Organisations -----------------------------------------------------------------------
+
+def validate_ods_code(value: str, field: str = "ods_code") -> str:
+    """Return the ODS code upper-cased, or raise InvalidIdentifier.
+
+    ODS organisation codes are 3 to 6 letters and digits with at least one letter (trusts
+    ``RXX``, sites ``RXX01``, GP practices a letter and five digits such as ``A81001``).
+
+    :raises InvalidIdentifier: wrong shape.
+    """
+    code = value.strip().upper()
+    if not re.fullmatch(r"[A-Z0-9]{3,6}", code) or not re.search(r"[A-Z]", code):
+        raise InvalidIdentifier(field, "an ODS code is 3 to 6 letters and digits, one a letter")
+    return code
+
+
+def validate_gp_practice_code(value: str, field: str = "ods_code") -> str:
+    """Return a GP practice ODS code (a letter and five digits), or raise InvalidIdentifier.
+
+    :raises InvalidIdentifier: wrong shape.
+    """
+    code = validate_ods_code(value, field)
+    if not re.fullmatch(r"[A-Z]\d{5}", code):
+        raise InvalidIdentifier(field, "a GP practice ODS code is a letter and five digits")
+    return code
+
+
+def validate_urn(value: str, field: str = "urn") -> str:
+    """Return a DfE school URN (6 digits, 100000–999999), or raise InvalidIdentifier.
+
+    :raises InvalidIdentifier: wrong shape.
+    """
+    urn = value.strip()
+    if not re.fullmatch(r"[1-9]\d{5}", urn):
+        raise InvalidIdentifier(field, "a school URN is 6 digits, not starting with 0")
+    return urn
+
+
+def validate_la_number(value: str, field: str = "la_number") -> str:
+    """Return a DfE local authority number (3 digits, 201–938), or raise InvalidIdentifier.
+
+    :raises InvalidIdentifier: wrong shape or out of the DfE range.
+    """
+    number = value.strip()
+    if not re.fullmatch(r"\d{3}", number) or not 201 <= int(number) <= 938:
+        raise InvalidIdentifier(field, "a DfE local authority number is 3 digits from 201 to 938")
+    return number
+
+
+# ONS GSS codes of children's services authorities (DOMAIN.md): E06 unitary, E08 metropolitan
+# borough, E09 London borough, E10 county. E07 districts are not children's services authorities.
+CHILDRENS_SERVICES_GSS_RE: Final = re.compile(r"E(06|08|09|10)\d{6}")
+
+
+def validate_gss_code(value: str, field: str = "gss_code") -> str:
+    """Return the GSS code of a children's services authority, or raise InvalidIdentifier.
+
+    :raises InvalidIdentifier: wrong shape or not a children's services authority.
+    """
+    code = value.strip().upper()
+    if re.fullmatch(r"E07\d{6}", code):
+        raise InvalidIdentifier(field, "E07 district councils are not children's services authorities")
+    if not CHILDRENS_SERVICES_GSS_RE.fullmatch(code):
+        raise InvalidIdentifier(field, "a children's services authority GSS code is E06, E08, E09 "
+                                       "or E10 followed by 6 digits")
+    return code
+
+
+# --- Postcode ----------------------------------------------------------------------------
+# Royal Mail / BS7666 postcode format: outward code (area, district) and inward code
+# (sector digit and two unit letters, never C, I, K, M, O, V); GIR 0AA is the one exception.
+POSTCODE_RE: Final = re.compile(
+    r"(GIR ?0AA|[A-PR-UWYZ]([0-9]{1,2}|[A-HK-Y][0-9]{1,2}|[0-9][A-HJKPS-UW]|[A-HK-Y][0-9][ABEHMNPRV-Y])"
+    r" ?[0-9][ABD-HJLNP-UW-Z]{2})"
+)
+
+
+def validate_postcode(value: str, field: str = "postcode") -> str:
+    """Return the postcode upper-cased with one space before the inward code.
+
+    :raises InvalidIdentifier: not a UK postcode.
+    """
+    compact = re.sub(r"\s+", "", value).upper()
+    if not POSTCODE_RE.fullmatch(compact):
+        raise InvalidIdentifier(field, "not a UK postcode (e.g. 'SW1A 1AA')")
+    return f"{compact[:-3]} {compact[-3:]}"
+
+
+def validate_email(value: str, field: str = "email") -> str:
+    """Return the e-mail address if it has the shape local@domain, or raise InvalidIdentifier.
+
+    :raises InvalidIdentifier: not an e-mail address.
+    """
+    email = value.strip()
+    if len(email) > 254 or not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
+        raise InvalidIdentifier(field, "not an e-mail address")
+    return email
+
+
+def validate_phone(value: str, field: str = "phone") -> str:
+    """Return a UK telephone number with single spaces, or raise InvalidIdentifier.
+
+    :raises InvalidIdentifier: not 10 or 11 digits after an optional +44.
+    """
+    phone = re.sub(r"\s+", " ", value.strip())
+    digits = re.sub(r"[\s()-]", "", phone)
+    if digits.startswith("+44"):
+        digits = "0" + digits[3:]
+    if not re.fullmatch(r"0\d{9,10}", digits):
+        raise InvalidIdentifier(field, "a UK telephone number is 10 or 11 digits starting with 0")
+    return phone

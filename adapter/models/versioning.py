@@ -1,0 +1,47 @@
+"""Version bumping: a change to any row that belongs to a child (or an assessment) is a new
+version of that child (or assessment), the FHIR ``meta.versionId`` and ETag (FHIR R4 http.html
+"Managing Resource Contention")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from adapter.models.assessment import Assessment, TeamMember
+from adapter.models.base import utcnow
+from adapter.models.directory import Carer, Child, ChildName, Involvement, LocalIdentifier
+
+CHILD_PARTS = (ChildName, Carer, Involvement, LocalIdentifier)
+
+
+def _owner_of(obj: object) -> Child | Assessment | None:
+    """Return the versioned record that ``obj`` is part of, if any."""
+    if isinstance(obj, CHILD_PARTS):
+        return obj.child
+    if isinstance(obj, TeamMember):
+        return obj.assessment
+    return None
+
+
+def touch_owners(session: Session, _context: Any, _instances: Any) -> None:
+    """Before a flush, stamp ``last_updated`` on every child or assessment whose parts changed.
+
+    Stamping the owner makes it dirty, so SQLAlchemy's ``version_id_col`` bumps its version
+    in the same flush (and the UPDATE's version check gives optimistic locking).
+    """
+    now = utcnow()
+    for obj in (*session.new, *session.dirty, *session.deleted):
+        if isinstance(obj, Child | Assessment | CHILD_PARTS | TeamMember) and (
+            obj in session.new or obj in session.deleted or session.is_modified(obj)
+        ):
+            owner = obj if isinstance(obj, Child | Assessment) else _owner_of(obj)
+            if owner is not None and owner not in session.deleted:
+                owner.last_updated = now
+
+
+def install_versioning() -> None:
+    """Register the before-flush listener once for every Session."""
+    if not event.contains(Session, "before_flush", touch_owners):
+        event.listen(Session, "before_flush", touch_owners)
