@@ -76,6 +76,8 @@ class TeamMember(ContactColumns, Base):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    # FHIR id of the PractitionerRole this team member is published as (stable, opaque).
+    resource_id: Mapped[str] = mapped_column(String(64), unique=True)
     assessment_id: Mapped[int] = mapped_column(
         ForeignKey("assessment.id", ondelete="CASCADE"), index=True)
     position: Mapped[int] = mapped_column(Integer)

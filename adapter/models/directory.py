@@ -225,6 +225,8 @@ class Involvement(ContactColumns, Base):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    # FHIR id of the PractitionerRole this involvement is published as (stable, opaque).
+    resource_id: Mapped[str] = mapped_column(String(64), unique=True)
     child_id: Mapped[int] = mapped_column(ForeignKey("child.id", ondelete="CASCADE"), index=True)
     position: Mapped[int] = mapped_column(Integer)
     role: Mapped[str] = mapped_column(String(30))

@@ -302,6 +302,7 @@ def upgrade() -> None:
     op.create_table(
         "involvement",
         sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("resource_id", sa.String(length=64), nullable=False),
         sa.Column("child_id", sa.Integer(), nullable=False),
         sa.Column("position", sa.Integer(), nullable=False),
         sa.Column("role", sa.String(length=30), nullable=False),
@@ -353,6 +354,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_involvement")),
         sa.UniqueConstraint("child_id", "position", name=op.f("uq_involvement_child_id_position")),
+        sa.UniqueConstraint("resource_id", name=op.f("uq_involvement_resource_id")),
     )
     with op.batch_alter_table("involvement", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_involvement_child_id"), ["child_id"], unique=False)
@@ -389,6 +391,7 @@ def upgrade() -> None:
     op.create_table(
         "team_member",
         sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("resource_id", sa.String(length=64), nullable=False),
         sa.Column("assessment_id", sa.Integer(), nullable=False),
         sa.Column("position", sa.Integer(), nullable=False),
         sa.Column("role", sa.String(length=30), nullable=False),
@@ -420,6 +423,7 @@ def upgrade() -> None:
         sa.UniqueConstraint(
             "assessment_id", "position", name=op.f("uq_team_member_assessment_id_position")
         ),
+        sa.UniqueConstraint("resource_id", name=op.f("uq_team_member_resource_id")),
     )
     with op.batch_alter_table("team_member", schema=None) as batch_op:
         batch_op.create_index(
