@@ -19,12 +19,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     Settings come from defaults, then ``GATEWAY_*`` environment variables, then ``config``.
     """
-    from adapter import db, health, http
+    from adapter import db, health, http, security
 
-    app = Flask(__name__, instance_path=None)
+    app = Flask(__name__, static_folder=None)
     app.config.update(config_module.load(config))
     logging.getLogger("adapter").setLevel(app.config["LOG_LEVEL"])
     db.init_app(app)
     http.init_app(app)
+    security.init_app(app)
     health.init_app(app)
     return app

@@ -72,6 +72,21 @@ def demo_data_command(children: int, authorities: int, seed: int, if_empty: bool
     click.echo(f"wrote {written} children")
 
 
+# Flask's generic options (--app, --env-file, --debug) do not apply: the app is always ours.
+main.params = [p for p in main.params if p.name not in {"app", "env_file", "debug"}]
+
+
+def _register_commands() -> None:
+    """Add the command groups that live beside their services."""
+    from adapter.security.cli import clients_group, token_command
+
+    main.add_command(clients_group)
+    main.add_command(token_command)
+
+
+_register_commands()
+
+
 def run(args: list[str] | None = None, **extra: Any) -> None:
     """Run the CLI (used by tests and ``python -m adapter``)."""
     main.main(args=args, **extra)

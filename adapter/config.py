@@ -24,6 +24,10 @@ SETTINGS: Final[dict[str, tuple[Any, str]]] = {
     "CANONICAL_BASE": ("https://fhir.contactpoint-gateway.example.org",
                        "Base URL of this service's own identifier systems, CodeSystems and "
                        "profiles (set it to your published address in production)."),
+    "PUBLIC_URL": ("", "Absolute base URL clients reach the gateway at (token audience, links); "
+                       "default: taken from each request, and `http://127.0.0.1:<PORT>` for "
+                       "the CLI."),
+    "TOKEN_LIFETIME": (300, "Lifetime of access tokens in seconds."),
     "LOG_LEVEL": ("INFO", "Python logging level."),
     "DEMO_CHILDREN": (2000, "Children `make run` generates into an empty database."),
     "DEMO_AUTHORITIES": (4, "Local authorities for the demo data of `make run`."),

@@ -10,12 +10,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from adapter.db import get_db
 from adapter.errors import Unavailable
 from adapter.http import json_response
+from adapter.security.access import public
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("health", __name__)
 
 
 @blueprint.get("/healthz")
+@public("meta")
 def healthz() -> Response:
     """Report whether the database answers.
 

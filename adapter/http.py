@@ -8,7 +8,7 @@ import logging
 from typing import Any
 
 import orjson
-from flask import Flask, Response, request
+from flask import Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 
 from adapter.errors import GatewayError, issue, operation_outcome
@@ -23,6 +23,12 @@ FORMAT_ALIASES = {
     "xml": "xml", "text/xml": "xml", "application/xml": "xml", FHIR_XML: "xml",
     "application/xml+fhir": "xml",
 }
+
+
+def public_base() -> str:
+    """Return the absolute base URL of this server (``GATEWAY_PUBLIC_URL`` or the request's)."""
+    configured: str = current_app.config["PUBLIC_URL"]
+    return configured.rstrip("/") if configured else request.host_url.rstrip("/")
 
 
 def negotiated_format() -> str:

@@ -11,12 +11,15 @@ from adapter.models.directory import (
     Organisation,
     Practitioner,
 )
+from adapter.models.security import AuditRecord, Client, UsedAssertion
 from adapter.models.versioning import install_versioning
 
 install_versioning()
 
 __all__ = [
     "Assessment",
+    "AuditRecord",
+    "Client",
     "Base",
     "Carer",
     "Child",
@@ -26,4 +29,5 @@ __all__ = [
     "Organisation",
     "Practitioner",
     "TeamMember",
+    "UsedAssertion",
 ]

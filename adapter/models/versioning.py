@@ -14,6 +14,7 @@ from adapter.models.base import utcnow
 from adapter.models.directory import Carer, Child, ChildName, Involvement, LocalIdentifier
 
 CHILD_PARTS = (ChildName, Carer, Involvement, LocalIdentifier)
+VERSIONED_OR_PART = (Child, Assessment, TeamMember, *CHILD_PARTS)
 
 
 def _owner_of(obj: object) -> Child | Assessment | None:
@@ -33,7 +34,7 @@ def touch_owners(session: Session, _context: Any, _instances: Any) -> None:
     """
     now = utcnow()
     for obj in (*session.new, *session.dirty, *session.deleted):
-        if isinstance(obj, Child | Assessment | CHILD_PARTS | TeamMember) and (
+        if isinstance(obj, VERSIONED_OR_PART) and (
             obj in session.new or obj in session.deleted or session.is_modified(obj)
         ):
             owner = obj if isinstance(obj, Child | Assessment) else _owner_of(obj)

@@ -1,0 +1,110 @@
+"""Registered client systems, used assertion ids and the audit trail (ARCHITECTURE.md
+"Security model")."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    event,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from adapter.models.base import Base, utcnow
+
+CLIENT_RIGHTS = ("shielded", "sensitive", "audit", "admin")
+CLIENT_STATUSES = ("active", "disabled")
+
+
+class Client(Base):
+    """A registered calling system: its organisation, scopes, rights and public keys.
+
+    Only public keys (a JWKS) are stored: the gateway holds no client secret at all.
+    """
+
+    __tablename__ = "client"
+    __table_args__ = (
+        CheckConstraint("status IN ('active', 'disabled')", name="status"),
+        CheckConstraint("rate_limit_per_minute > 0", name="rate_limit_positive"),
+        CheckConstraint("harvest_ceiling_per_hour > 0", name="harvest_ceiling_positive"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(100), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    # ODS code of an NHS body or GSS code of a local authority.
+    organisation_code: Mapped[str] = mapped_column(String(9), index=True)
+    scopes: Mapped[str] = mapped_column(Text)
+    rights: Mapped[list[str]] = mapped_column(JSON, default=list)
+    jwks: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(10), default="active")
+    key_version: Mapped[int] = mapped_column(Integer, default=1)
+    rate_limit_per_minute: Mapped[int] = mapped_column(Integer, default=600)
+    harvest_ceiling_per_hour: Mapped[int] = mapped_column(Integer, default=500)
+    created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
+                                                 onupdate=utcnow)
+
+
+class UsedAssertion(Base):
+    """A client assertion ``jti`` already presented, kept until the assertion expires
+    (SMART Backend Services: the server must reject a replayed ``jti``)."""
+
+    __tablename__ = "used_assertion"
+    __table_args__ = (UniqueConstraint("client_id", "jti"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(100))
+    jti: Mapped[str] = mapped_column(String(255))
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class AuditRecord(Base):
+    """One access to or change of a child's data (or of the service's state), append-only.
+
+    ``child_ref`` is the child's FHIR logical id while the directory lives; destruction replaces
+    it with a keyed hash whose key is then destroyed (issue 7).
+    """
+
+    __tablename__ = "audit_record"
+    __table_args__ = (
+        CheckConstraint("outcome IN ('0', '4', '8', '12')", name="outcome"),
+        Index("ix_audit_record_child_ref_recorded", "child_ref", "recorded"),
+        Index("ix_audit_record_client_recorded", "client_id", "recorded"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    recorded: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
+                                                  index=True)
+    client_id: Mapped[str] = mapped_column(String(100))
+    organisation_code: Mapped[str] = mapped_column(String(9))
+    # read, vread, search, create, update, delete, export, purge, token, alert, ...
+    action: Mapped[str] = mapped_column(String(30), index=True)
+    resource_type: Mapped[str | None] = mapped_column(String(40))
+    resource_id: Mapped[str | None] = mapped_column(String(64))
+    child_ref: Mapped[str | None] = mapped_column(String(64))
+    # FHIR AuditEvent.outcome: 0 success, 4 minor failure, 8 serious failure, 12 major failure.
+    outcome: Mapped[str] = mapped_column(String(2), default="0")
+    override: Mapped[bool] = mapped_column(Boolean, default=False)
+    purpose_of_use: Mapped[str | None] = mapped_column(String(100))
+    detail: Mapped[str | None] = mapped_column(String(500))
+    request_id: Mapped[str | None] = mapped_column(String(64))
+
+
+@event.listens_for(AuditRecord, "before_update")
+def _refuse_audit_update(*_args: Any) -> None:
+    """Audit records are append-only (issue 5: they cannot be changed through any interface).
+
+    :raises PermissionError: always.
+    """
+    raise PermissionError("audit records are append-only")

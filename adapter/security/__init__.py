@@ -1,0 +1,13 @@
+"""Clients, tokens, scopes, the access layer and the audit trail."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+
+def init_app(app: Flask) -> None:
+    """Install the access layer and the auth routes."""
+    from adapter.security import access, routes
+
+    access.init_app(app)
+    app.register_blueprint(routes.blueprint)

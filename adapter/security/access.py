@@ -1,0 +1,143 @@
+"""The one access layer every route sits behind: each view declares what it is (a FHIR
+interaction on a resource type, a public document, ...) and one ``before_request`` hook
+authenticates the caller and checks the declaration (ARCHITECTURE.md "Security model").
+
+A route without a declaration is refused: access is never granted by omission.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
+
+from flask import Flask, current_app, g, request
+from sqlalchemy import select
+
+from adapter.db import get_db
+from adapter.errors import Forbidden, Unauthorized
+from adapter.models import Client
+from adapter.security.caller import Caller
+from adapter.security.scopes import parse_scopes
+from adapter.security.tokens import TokenError, read_access_token
+
+F = TypeVar("F", bound=Callable[..., Any])
+PURPOSE_HEADER: Final = "X-Purpose-Of-Use"
+# Phase classes of a route, for the decommissioning phases (issue 7): what a route does.
+KINDS: Final = ("meta", "read", "write", "purge", "admin")
+
+
+@dataclass(frozen=True)
+class Access:
+    """What a route is: public or not, and which scope it needs (if fixed per route)."""
+
+    kind: str
+    resource_type: str | None = None
+    interaction: str | None = None
+    public: bool = False
+    right: str | None = None
+
+
+def _declare(access: Access) -> Callable[[F], F]:
+    """Return a decorator attaching ``access`` to a view function."""
+    def decorate(view: F) -> F:
+        view._access = access  # type: ignore[attr-defined]
+        return view
+    return decorate
+
+
+def public(kind: str = "meta") -> Callable[[F], F]:
+    """Declare a route that needs no token (metadata, discovery, health, the token endpoint)."""
+    return _declare(Access(kind, public=True))
+
+
+def interaction(resource_type: str, name: str, kind: str) -> Callable[[F], F]:
+    """Declare a FHIR interaction on ``resource_type``: a token with a matching scope is needed."""
+    return _declare(Access(kind, resource_type, name))
+
+
+def authenticated(kind: str, right: str | None = None) -> Callable[[F], F]:
+    """Declare a route that needs a token (and ``right`` if given) and checks scopes itself."""
+    return _declare(Access(kind, right=right))
+
+
+def access_of(endpoint: str) -> Access | None:
+    """Return the declaration of the view behind ``endpoint``."""
+    view = current_app.view_functions.get(endpoint)
+    declared: Access | None = getattr(view, "_access", None)
+    return declared
+
+
+def bearer_token() -> str:
+    """Return the bearer token of the request.
+
+    :raises Unauthorized: no ``Authorization: Bearer`` header.
+    """
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("A bearer token is required: get one from POST /auth/token "
+                           "(SMART Backend Services).", headers=_challenge("invalid_request"))
+    return token.strip()
+
+
+def _challenge(error: str) -> dict[str, str]:
+    """Return the ``WWW-Authenticate`` header of a 401 (RFC 6750 section 3)."""
+    return {"WWW-Authenticate": f'Bearer realm="contactpoint-gateway", error="{error}"'}
+
+
+def authenticate() -> Caller:
+    """Return the caller behind the request's bearer token.
+
+    :raises Unauthorized: missing, malformed, expired token, or a disabled or re-keyed client.
+    """
+    try:
+        claims = read_access_token(bearer_token(), current_app.config["INSTANCE_PATH"])
+    except TokenError as exc:
+        raise Unauthorized(exc.description, headers=_challenge("invalid_token")) from exc
+    with get_db().sessions() as session:
+        client = session.scalar(select(Client).where(Client.client_id == claims.get("sub")))
+    if client is None or client.status != "active" or client.key_version != claims.get("kv"):
+        raise Unauthorized("The token's client is disabled or its keys were rotated: "
+                           "request a new token.", headers=_challenge("invalid_token"))
+    return Caller(client.client_id, client.organisation_code,
+                  parse_scopes(str(claims.get("scope", ""))), frozenset(client.rights),
+                  request.headers.get(PURPOSE_HEADER, "")[:100] or None, g.request_id)
+
+
+def enforce_access() -> None:
+    """Authenticate and authorise the request by its route's declaration (before_request).
+
+    :raises Unauthorized: no valid token.
+    :raises Forbidden: the route is undeclared, or the token lacks the scope or right.
+    """
+    g.request_id = request.headers.get("X-Request-ID", "")[:64] or uuid.uuid4().hex
+    if request.endpoint is None:
+        return  # no route: the 404/405 handler answers
+    access = access_of(request.endpoint)
+    if access is None:
+        raise Forbidden("This route has no access declaration.")
+    if access.public:
+        return
+    caller = authenticate()
+    if access.right and not caller.has_right(access.right):
+        raise Forbidden(f"This needs the '{access.right}' right.")
+    if access.resource_type and access.interaction:
+        require_scope(caller, access.resource_type, access.interaction)
+    g.caller = caller
+
+
+def require_scope(caller: Caller, resource_type: str, name: str) -> None:
+    """Check one interaction against the caller's scopes (routes that act on several types).
+
+    :raises Forbidden: no scope allows it.
+    """
+    if not caller.may(resource_type, name):
+        raise Forbidden(f"The token's scopes do not allow {name} on {resource_type} "
+                        f"(e.g. system/{resource_type}.rs for reads).")
+
+
+def init_app(app: Flask) -> None:
+    """Install the access check before every request."""
+    app.before_request(enforce_access)

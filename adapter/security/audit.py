@@ -1,0 +1,30 @@
+"""The audit trail: one call, made by every service function that reads or changes a child's
+data, in the same transaction as the access (issue 5; DOMAIN.md "Who used it")."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from adapter.models import AuditRecord
+from adapter.security.caller import Caller, current_caller
+
+
+def record(session: Session, action: str, *, resource_type: str | None = None,
+           resource_id: str | None = None, child_ref: str | None = None, outcome: str = "0",
+           override: bool = False, detail: str | None = None,
+           caller: Caller | None = None) -> AuditRecord:
+    """Add one audit record to ``session`` (committed with the access it records).
+
+    ``detail`` must never hold personal data: it is kept after destruction.
+    """
+    who = caller or current_caller()
+    entry = AuditRecord(
+        client_id=who.client_id if who else "system",
+        organisation_code=who.organisation_code if who else "-",
+        action=action, resource_type=resource_type, resource_id=resource_id,
+        child_ref=child_ref, outcome=outcome, override=override,
+        purpose_of_use=who.purpose_of_use if who else None,
+        detail=detail, request_id=who.request_id if who else None,
+    )
+    session.add(entry)
+    return entry

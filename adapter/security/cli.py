@@ -1,0 +1,155 @@
+"""``contactpoint-gateway clients ...`` and ``token`` commands."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+from flask import current_app
+from flask.cli import with_appcontext
+from joserfc import jwt
+from joserfc.jwk import ECKey
+from sqlalchemy import select
+
+from adapter.db import get_db
+from adapter.errors import GatewayError
+from adapter.models import Client, Organisation
+from adapter.security import clients as registry
+from adapter.security.tokens import ASSERTION_TYPE, TokenError, exchange_assertion
+
+
+def _keys_dir() -> Path:
+    """Return the folder of demo clients' private keys under the instance folder."""
+    return Path(current_app.config["INSTANCE_PATH"]) / "keys"
+
+
+def _cli_token_url() -> str:
+    """Return the token URL the CLI signs assertions for."""
+    base = current_app.config["PUBLIC_URL"] or f"http://127.0.0.1:{current_app.config['PORT']}"
+    return f"{base.rstrip('/')}/auth/token"
+
+
+def _load_jwks(jwks_file: str) -> Any:
+    """Read a JWKS file (JSON).
+
+    :raises click.BadParameter: not JSON.
+    """
+    try:
+        return orjson.loads(Path(jwks_file).read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise click.BadParameter(f"cannot read a JSON JWKS: {exc}") from exc
+
+
+@click.group("clients")
+def clients_group() -> None:
+    """Register, list, disable and re-key client systems."""
+
+
+@clients_group.command("add")
+@click.argument("client_id")
+@click.option("--name", required=True, help="Human-readable name of the system.")
+@click.option("--organisation", required=True, help="ODS code or GSS code of its organisation.")
+@click.option("--scopes", required=True, help='Allowed SMART scopes, e.g. "system/*.rs".')
+@click.option("--right", "rights", multiple=True,
+              type=click.Choice(["shielded", "sensitive", "audit", "admin"]), help="A right.")
+@click.option("--jwks", "jwks_file", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="File holding the client's public JWKS.")
+@with_appcontext
+def add_command(client_id: str, name: str, organisation: str, scopes: str,
+                rights: tuple[str, ...], jwks_file: str) -> None:
+    """Register a client system with its public keys."""
+    _run(lambda s: registry.add_client(s, client_id, name, organisation, scopes, list(rights),
+                                       _load_jwks(jwks_file)))
+    click.echo(f"registered {client_id}")
+
+
+@clients_group.command("list")
+@with_appcontext
+def list_command() -> None:
+    """List registered clients."""
+    with get_db().sessions() as session:
+        for client in session.scalars(select(Client).order_by(Client.client_id)):
+            click.echo(f"{client.client_id}\t{client.status}\t{client.organisation_code}\t"
+                       f"{client.scopes}\t{','.join(client.rights) or '-'}")
+
+
+@clients_group.command("disable")
+@click.argument("client_id")
+@with_appcontext
+def disable_command(client_id: str) -> None:
+    """Disable a client: its tokens stop working at once."""
+    _run(lambda s: registry.disable_client(s, client_id))
+    click.echo(f"disabled {client_id}")
+
+
+@clients_group.command("rotate-key")
+@click.argument("client_id")
+@click.option("--jwks", "jwks_file", required=True, type=click.Path(exists=True, dir_okay=False))
+@with_appcontext
+def rotate_command(client_id: str, jwks_file: str) -> None:
+    """Replace a client's public keys (tokens issued before stop working)."""
+    _run(lambda s: registry.rotate_key(s, client_id, _load_jwks(jwks_file)))
+    click.echo(f"rotated keys of {client_id}")
+
+
+@clients_group.command("ensure-demo")
+@with_appcontext
+def ensure_demo_command() -> None:
+    """Register demo-admin and demo-la (keys under the instance folder) if absent."""
+    with get_db().transaction() as session:
+        authority = session.scalar(select(Organisation.gss_code).where(
+            Organisation.type == "local-authority").order_by(Organisation.id).limit(1))
+        for spec in registry.demo_clients(authority or "E09000001"):
+            if session.scalar(select(Client.id).where(Client.client_id == spec["client_id"])):
+                continue
+            jwks = registry.generate_keypair(_keys_dir() / f"{spec['client_id']}.jwk.json")
+            registry.add_client(session, jwks=jwks, **spec)
+            click.echo(f"registered {spec['client_id']}")
+
+
+def sign_assertion(client_id: str, token_url: str, key_file: Path) -> str:
+    """Return a SMART client assertion for ``client_id`` signed with its private key."""
+    key = ECKey.import_key(orjson.loads(key_file.read_bytes()))
+    now = int(time.time())
+    claims = {"iss": client_id, "sub": client_id, "aud": token_url, "exp": now + 240,
+              "jti": secrets.token_urlsafe(24)}
+    return jwt.encode({"alg": "ES384", "kid": key.kid or "", "typ": "JWT"}, claims, key,
+                      algorithms=["ES384"])
+
+
+@click.command("token")
+@click.option("--client", "client_id", required=True, help="A client whose key is in instance/.")
+@click.option("--scope", default="system/*.cruds", show_default=True, help="Scopes to ask for.")
+@with_appcontext
+def token_command(client_id: str, scope: str) -> None:
+    """Print a bearer token for a demo client: signs a real assertion and runs the exchange."""
+    key_file = _keys_dir() / f"{client_id}.jwk.json"
+    if not key_file.exists():
+        raise click.ClickException(f"no private key for {client_id} at {key_file}")
+    form = {"grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE,
+            "client_assertion": sign_assertion(client_id, _cli_token_url(), key_file),
+            "scope": scope}
+    try:
+        with get_db().transaction() as session:
+            issued = exchange_assertion(session, form, {_cli_token_url()},
+                                        current_app.config["INSTANCE_PATH"],
+                                        current_app.config["TOKEN_LIFETIME"])
+    except TokenError as exc:
+        raise click.ClickException(f"{exc.error}: {exc.description}") from exc
+    click.echo(issued.access_token)
+
+
+def _run(action: Any) -> None:
+    """Run a registry action in a transaction, turning gateway errors into CLI errors.
+
+    :raises click.ClickException: the action failed.
+    """
+    try:
+        with get_db().transaction() as session:
+            action(session)
+    except GatewayError as exc:
+        raise click.ClickException(exc.message) from exc
