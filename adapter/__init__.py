@@ -28,4 +28,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     http.init_app(app)
     security.init_app(app)
     health.init_app(app)
+    from adapter.fhir import api as fhir_api
+
+    fhir_api.init_app(app)
     return app

@@ -28,6 +28,9 @@ SETTINGS: Final[dict[str, tuple[Any, str]]] = {
                        "default: taken from each request, and `http://127.0.0.1:<PORT>` for "
                        "the CLI."),
     "TOKEN_LIFETIME": (300, "Lifetime of access tokens in seconds."),
+    "MAX_BODY_BYTES": (5_000_000, "Largest FHIR request body accepted (bytes); larger: 413."),
+    "MAX_IMPORT_BYTES": (2_000_000_000, "Largest directory XML batch accepted (bytes); it is "
+                                        "streamed, never held in memory."),
     "LOG_LEVEL": ("INFO", "Python logging level."),
     "DEMO_CHILDREN": (2000, "Children `make run` generates into an empty database."),
     "DEMO_AUTHORITIES": (4, "Local authorities for the demo data of `make run`."),

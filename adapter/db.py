@@ -18,7 +18,13 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    """Enforce foreign keys and use WAL with a busy timeout on every SQLite connection."""
+    """Enforce foreign keys and use WAL with a busy timeout on every SQLite connection.
+
+    The driver's own transaction handling is switched off so that SQLAlchemy's BEGIN (below)
+    starts every transaction (SQLAlchemy docs, "Serializable isolation / Savepoints /
+    Transactional DDL" for pysqlite).
+    """
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -27,14 +33,20 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """Create an engine for ``url``; SQLite files get their folder and pragmas."""
+def make_engine(url: str, *, immediate: bool = False, **kwargs: Any) -> Engine:
+    """Create an engine for ``url``; SQLite files get their folder and pragmas.
+
+    ``immediate``: SQLite transactions take the write lock at BEGIN, so that concurrent
+    writers queue (busy timeout) instead of failing on a stale read snapshot.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
+        begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql(begin))
         return engine
     return create_engine(url, pool_pre_ping=True, **kwargs)
 
@@ -46,11 +58,21 @@ class Database:
         self.url = url
         self.engine = make_engine(url, **engine_kwargs)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        self.write_engine = (make_engine(url, immediate=True, **engine_kwargs)
+                             if self.is_sqlite else self.engine)
+        self.write_sessions = sessionmaker(self.write_engine, expire_on_commit=False)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """Yield a session in a transaction: committed on success, rolled back on error."""
         with self.sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def write_transaction(self) -> Iterator[Session]:
+        """Yield a session in a transaction that will write (on SQLite: BEGIN IMMEDIATE)."""
+        with self.write_sessions.begin() as session:
             yield session
 
     def ping(self) -> bool:
@@ -68,6 +90,7 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+        self.write_engine.dispose()
 
 
 def alembic_config() -> Config:

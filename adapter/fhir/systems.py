@@ -46,7 +46,7 @@ class OwnSystems:
         return f"{self.base}/StructureDefinition/ContactPointGateway-{name}"
 
     def extension(self, name: str) -> str:
-        """Return the extension ``<base>/StructureDefinition/Extension-ContactPointGateway-<name>``."""
+        """Return the extension URL ``<base>/StructureDefinition/Extension-...-<name>``."""
         return f"{self.base}/StructureDefinition/Extension-ContactPointGateway-{name}"
 
     @property

@@ -11,6 +11,7 @@ from adapter.models.directory import (
     Organisation,
     Practitioner,
 )
+from adapter.models.history import RecordVersion
 from adapter.models.security import AuditRecord, Client, UsedAssertion
 from adapter.models.versioning import install_versioning
 
@@ -28,6 +29,7 @@ __all__ = [
     "LocalIdentifier",
     "Organisation",
     "Practitioner",
+    "RecordVersion",
     "TeamMember",
     "UsedAssertion",
 ]

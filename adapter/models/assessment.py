@@ -13,7 +13,6 @@ from sqlalchemy import (
     ForeignKey,
     Integer,
     String,
-    UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -72,7 +71,6 @@ class TeamMember(ContactColumns, Base):
     __tablename__ = "team_member"
     __table_args__ = (
         CheckConstraint(codes.sql_in("role", codes.INVOLVEMENT_ROLES), name="role"),
-        UniqueConstraint("assessment_id", "position"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

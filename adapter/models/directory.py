@@ -99,6 +99,8 @@ class Child(AddressColumns, Base):
             "AND address_paon IS NULL AND address_street IS NULL AND address_town IS NULL)",
             name="statement_has_no_address",
         ),
+        CheckConstraint("address_end IS NULL OR address_start IS NULL "
+                        "OR address_end >= address_start", name="address_period_order"),
         CheckConstraint("version >= 1", name="version_positive"),
         Index("ix_child_managing_org_updated", "managing_organisation_id", "last_updated", "id"),
         Index("ix_child_birth_date", "birth_date"),
@@ -219,7 +221,7 @@ class Involvement(ContactColumns, Base):
         ),
         CheckConstraint("period_end IS NULL OR period_start IS NULL OR period_end >= period_start",
                         name="period_order"),
-        UniqueConstraint("child_id", "position"),
+        # No unique position: involvements are matched by natural key and renumbered in place.
         Index("ix_involvement_organisation", "organisation_id"),
         Index("ix_involvement_practitioner", "practitioner_id"),
     )

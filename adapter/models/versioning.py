@@ -33,16 +33,26 @@ def touch_owners(session: Session, _context: Any, _instances: Any) -> None:
     in the same flush (and the UPDATE's version check gives optimistic locking).
     """
     now = utcnow()
+    # One new version per owner per transaction, however many flushes the transaction makes.
+    stamped: set[Child | Assessment] = session.info.setdefault("versioned", set())
     for obj in (*session.new, *session.dirty, *session.deleted):
         if isinstance(obj, VERSIONED_OR_PART) and (
             obj in session.new or obj in session.deleted or session.is_modified(obj)
         ):
             owner = obj if isinstance(obj, Child | Assessment) else _owner_of(obj)
-            if owner is not None and owner not in session.deleted:
+            if owner is not None and owner not in session.deleted and owner not in stamped:
                 owner.last_updated = now
+                stamped.add(owner)
+
+
+def forget_stamps(session: Session, _transaction: Any) -> None:
+    """Start counting versions afresh when a transaction ends."""
+    if not _transaction.nested:
+        session.info.pop("versioned", None)
 
 
 def install_versioning() -> None:
     """Register the before-flush listener once for every Session."""
     if not event.contains(Session, "before_flush", touch_owners):
         event.listen(Session, "before_flush", touch_owners)
+        event.listen(Session, "after_transaction_end", forget_stamps)

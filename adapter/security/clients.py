@@ -50,7 +50,7 @@ def validate_jwks(jwks: Any) -> dict[str, Any]:
         if key.get("kty") not in ("RSA", "EC"):
             raise Invalid("jwks: keys must be RSA or EC (RS384 / ES384)", expression="jwks")
     try:
-        KeySet.import_key_set(jwks)
+        KeySet.import_key_set(jwks)  # type: ignore[arg-type]
     except (JoseError, ValueError, TypeError) as exc:
         raise Invalid(f"jwks: not a valid key set ({type(exc).__name__})",
                       expression="jwks") from exc

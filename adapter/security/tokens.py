@@ -72,7 +72,8 @@ def _verify_assertion(assertion: str, client: Client, token_urls: set[str]) -> d
     :raises TokenError: bad signature or claims (iss/sub, aud, exp, jti).
     """
     try:
-        token = jwt.decode(assertion, KeySet.import_key_set(client.jwks), algorithms=ASSERTION_ALGS)
+        key_set = KeySet.import_key_set(client.jwks)  # type: ignore[arg-type]
+        token = jwt.decode(assertion, key_set, algorithms=ASSERTION_ALGS)
     except (JoseError, ValueError) as exc:
         raise TokenError("invalid_client", "client_assertion signature does not verify with "
                                            "the client's registered keys") from exc

@@ -116,6 +116,10 @@ def upgrade() -> None:
             "nhs_number_status IS NULL OR nhs_number IS NOT NULL",
             name=op.f("ck_child_nhs_status_needs_number"),
         ),
+        sa.CheckConstraint(
+            "address_end IS NULL OR address_start IS NULL OR address_end >= address_start",
+            name=op.f("ck_child_address_period_order"),
+        ),
         sa.CheckConstraint("version >= 1", name=op.f("ck_child_version_positive")),
         sa.ForeignKeyConstraint(
             ["managing_organisation_id"],
@@ -353,7 +357,6 @@ def upgrade() -> None:
             name=op.f("fk_involvement_practitioner_id_practitioner"),
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_involvement")),
-        sa.UniqueConstraint("child_id", "position", name=op.f("uq_involvement_child_id_position")),
         sa.UniqueConstraint("resource_id", name=op.f("uq_involvement_resource_id")),
     )
     with op.batch_alter_table("involvement", schema=None) as batch_op:
@@ -420,9 +423,6 @@ def upgrade() -> None:
             name=op.f("fk_team_member_practitioner_id_practitioner"),
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_team_member")),
-        sa.UniqueConstraint(
-            "assessment_id", "position", name=op.f("uq_team_member_assessment_id_position")
-        ),
         sa.UniqueConstraint("resource_id", name=op.f("uq_team_member_resource_id")),
     )
     with op.batch_alter_table("team_member", schema=None) as batch_op:

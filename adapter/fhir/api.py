@@ -1,0 +1,40 @@
+"""The FHIR REST API at ``/fhir``: the handlers it serves and its metadata route."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, Response
+
+from adapter.fhir.capability import capability_statement
+from adapter.fhir.handlers import ResourceHandler
+from adapter.fhir.routes import register_handler
+from adapter.http import fhir_response
+from adapter.security.access import public
+
+HANDLERS: list[ResourceHandler] = []
+# Read-only resources served by other modules (conformance resources, topics), declared in
+# the CapabilityStatement by the module that registers their routes.
+EXTRA_RESOURCES: list[dict[str, Any]] = []
+
+
+@public("meta")
+def metadata() -> Response:
+    """Return the CapabilityStatement (public, FHIR R4 http.html#capabilities)."""
+    return fhir_response(capability_statement(HANDLERS, EXTRA_RESOURCES))
+
+
+def handlers() -> list[ResourceHandler]:
+    """Return the handler of every resource type with REST interactions."""
+    from adapter.services.children import PatientHandler
+
+    return [PatientHandler()]
+
+
+def init_app(app: Flask) -> None:
+    """Register the FHIR routes."""
+    HANDLERS[:] = handlers()
+    for handler in HANDLERS:
+        register_handler(app, handler)
+    app.add_url_rule("/fhir/metadata", endpoint="fhir.metadata", view_func=metadata,
+                     methods=["GET"])

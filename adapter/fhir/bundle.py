@@ -1,0 +1,128 @@
+"""Bundles this server returns: search sets, histories and transaction/batch responses,
+with absolute URLs everywhere (FHIR R4 bundle.html, http.html#search)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterable
+from typing import Any, Final
+from urllib.parse import urlencode
+
+from flask import request
+
+from adapter.http import public_base
+
+SUBSETTED: Final = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+                    "code": "SUBSETTED", "display": "subsetted"}
+MANDATORY_ELEMENTS: Final = frozenset({"resourceType", "id", "meta"})
+
+
+def fhir_base() -> str:
+    """Return the absolute FHIR base URL."""
+    return f"{public_base()}/fhir"
+
+
+def full_url(resource: dict[str, Any]) -> str:
+    """Return the absolute URL of a resource."""
+    return f"{fhir_base()}/{resource['resourceType']}/{resource['id']}"
+
+
+def now_instant() -> str:
+    """Return the current time as a FHIR instant."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def search_url(resource_type: str, params: list[tuple[str, str]]) -> str:
+    """Return the absolute URL of a search with ``params``."""
+    query = urlencode(params)
+    return f"{fhir_base()}/{resource_type}" + (f"?{query}" if query else "")
+
+
+def page_links(resource_type: str, next_cursor: str | None,
+               ignored: Iterable[str] = ()) -> list[dict[str, str]]:
+    """Return the ``self`` and ``next`` links: self shows only the parameters applied."""
+    dropped = set(ignored)
+    applied = [(k, v) for k, v in request.args.items(multi=True)
+               if k not in dropped and f"{k}={v}" not in dropped and k != "_cursor"]
+    links = [{"relation": "self", "url": search_url(resource_type, applied + _cursor_arg())}]
+    if next_cursor:
+        links.append({"relation": "next",
+                      "url": search_url(resource_type, applied + [("_cursor", next_cursor)])})
+    return links
+
+
+def _cursor_arg() -> list[tuple[str, str]]:
+    """Return the current page's cursor argument, if any."""
+    cursor = request.args.get("_cursor")
+    return [("_cursor", cursor)] if cursor else []
+
+
+def apply_elements(resource: dict[str, Any], elements: list[str] | None) -> dict[str, Any]:
+    """Keep only the requested top-level elements (``_elements``), marked SUBSETTED."""
+    if not elements:
+        return resource
+    kept = {k: v for k, v in resource.items() if k in MANDATORY_ELEMENTS or k in elements}
+    meta = dict(kept.get("meta", {}))
+    meta["tag"] = [*meta.get("tag", []), SUBSETTED]
+    kept["meta"] = meta
+    return kept
+
+
+def searchset(resource_type: str, matches: list[dict[str, Any]],
+              included: list[dict[str, Any]], next_cursor: str | None,
+              ignored: list[str], elements: list[str] | None = None,
+              total: int | None = None) -> dict[str, Any]:
+    """Return a search-set Bundle of ``matches`` and ``included`` resources."""
+    entries = [{"fullUrl": full_url(r), "resource": apply_elements(r, elements),
+                "search": {"mode": "match"}} for r in matches]
+    entries += [{"fullUrl": full_url(r), "resource": r, "search": {"mode": "include"}}
+                for r in included]
+    if ignored:
+        entries.append({"resource": ignored_outcome(ignored), "search": {"mode": "outcome"}})
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "id": str(uuid.uuid4()),
+                              "meta": {"lastUpdated": now_instant()}, "type": "searchset"}
+    if total is not None:
+        bundle["total"] = total
+    bundle["link"] = page_links(resource_type, next_cursor, ignored)
+    if entries:
+        bundle["entry"] = entries
+    return bundle
+
+
+def ignored_outcome(ignored: list[str]) -> dict[str, Any]:
+    """Return the OperationOutcome saying which parameters were ignored (lenient handling)."""
+    from adapter.errors import issue, operation_outcome
+
+    return operation_outcome([issue("warning", "not-supported",
+                                    f"Parameter ignored: {name} (not supported here; send "
+                                    "Prefer: handling=strict to get an error instead).", name)
+                              for name in ignored])
+
+
+def count_bundle(total: int) -> dict[str, Any]:
+    """Return the Bundle of a ``_summary=count`` search."""
+    return {"resourceType": "Bundle", "id": str(uuid.uuid4()),
+            "meta": {"lastUpdated": now_instant()}, "type": "searchset", "total": total,
+            "link": page_links(request.path.rsplit("/", 1)[-1], None)}
+
+
+def history_bundle(resource_type: str, resource_id: str,
+                   versions: list[tuple[dict[str, Any] | None, str, str, str]]) -> dict[str, Any]:
+    """Return a history Bundle; each version is (resource or None if deleted, version id,
+    method, last updated)."""
+    entries = []
+    for resource, version, method, updated in versions:
+        url = f"{fhir_base()}/{resource_type}/{resource_id}"
+        entry: dict[str, Any] = {"fullUrl": url}
+        if resource is not None:
+            entry["resource"] = resource
+        entry["request"] = {"method": method, "url": f"{resource_type}/{resource_id}"}
+        entry["response"] = {"status": "410" if resource is None else "200",
+                             "etag": f'W/"{version}"', "lastModified": updated}
+        entries.append(entry)
+    return {"resourceType": "Bundle", "id": str(uuid.uuid4()),
+            "meta": {"lastUpdated": now_instant()}, "type": "history", "total": len(entries),
+            "link": [{"relation": "self", "url": f"{fhir_base()}/{resource_type}/{resource_id}"
+                                                 "/_history"}],
+            "entry": entries}

@@ -1,0 +1,289 @@
+"""The FHIR REST routes (FHIR R4 http.html), generated per resource type from its handler:
+each route parses the request, calls one handler method in one transaction and renders the
+result in the negotiated format. The access layer knows each route's interaction."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from email.utils import format_datetime, parsedate_to_datetime
+from typing import Any
+from urllib.parse import parse_qsl
+
+from flask import Flask, Response, g, request
+from werkzeug.datastructures import MultiDict
+
+from adapter.db import get_db
+from adapter.errors import BadRequest, PreconditionFailed, UnsupportedMediaType, operation_outcome
+from adapter.fhir.body import read_resource
+from adapter.fhir.bundle import count_bundle, fhir_base, history_bundle, searchset
+from adapter.fhir.handlers import Rendered, ResourceHandler, WriteResult
+from adapter.fhir.search import SearchRequest, parse_search
+from adapter.http import fhir_response
+from adapter.security.access import interaction
+from adapter.security.caller import Caller
+
+View = Callable[..., Response]
+
+
+def caller() -> Caller:
+    """Return the authenticated caller (set by the access layer)."""
+    who: Caller = g.caller
+    return who
+
+
+def version_headers(rendered: Rendered) -> dict[str, str]:
+    """Return ETag and Last-Modified of a rendered resource (FHIR R4 http.html#versioning)."""
+    return {"ETag": f'W/"{rendered.version}"',
+            "Last-Modified": format_datetime(_aware(rendered.last_updated), usegmt=True)}
+
+
+def _aware(moment: dt.datetime) -> dt.datetime:
+    """Return ``moment`` as an aware UTC datetime."""
+    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
+
+
+def parse_etag(value: str, header: str) -> int:
+    """Return the version number of an ETag (``W/"3"`` or ``"3"``).
+
+    :raises BadRequest: not a version ETag of this server.
+    """
+    text = value.strip().removeprefix("W/").strip('"')
+    if not text.isdigit():
+        raise BadRequest(f'{header} must be a version ETag such as W/"3".', expression=header)
+    return int(text)
+
+
+def not_modified(rendered: Rendered) -> bool:
+    """Return True when If-None-Match / If-Modified-Since show the client's copy is current."""
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match:
+        return any(tag.strip() == "*" or tag.strip().removeprefix("W/").strip('"')
+                   == str(rendered.version) for tag in if_none_match.split(","))
+    since = request.headers.get("If-Modified-Since")
+    if since:
+        try:
+            moment = parsedate_to_datetime(since)
+        except (TypeError, ValueError):
+            return False
+        return _aware(rendered.last_updated).replace(microsecond=0) <= _aware(moment)
+    return False
+
+
+def render(rendered: Rendered, status: int = 200) -> Response:
+    """Return a resource response with its version headers (and warnings: break-glass)."""
+    headers = version_headers(rendered)
+    if status == 200 and request.method == "GET" and not_modified(rendered):
+        return Response(status=304, headers=headers)
+    warnings = [i["diagnostics"] for i in rendered.issues if i["severity"] == "warning"]
+    if warnings:  # RFC 7234 section 5.5: 199 miscellaneous warning
+        headers["Warning"] = ", ".join(f'199 contactpoint-gateway "{w}"' for w in warnings)
+    return fhir_response(rendered.resource, status, headers)
+
+
+def render_write(result: WriteResult) -> Response:
+    """Return a create/update response per ``Prefer: return=`` (FHIR R4 http.html#ops).
+
+    By default the resource is returned; when inbound data was not kept, the informational
+    OperationOutcome saying so is returned instead (unless representation was asked for).
+    """
+    rendered = result.rendered
+    resource = rendered.resource
+    location = f"{fhir_base()}/{resource['resourceType']}/{resource['id']}" \
+               f"/_history/{rendered.version}"
+    headers = {**version_headers(rendered), "Location": location}
+    status = 201 if result.created else 200
+    prefer = request.headers.get("Prefer", "")
+    if "return=minimal" in prefer:
+        return Response(status=status, headers=headers)
+    if "return=OperationOutcome" in prefer or (rendered.issues
+                                               and "return=representation" not in prefer):
+        outcome = operation_outcome(rendered.issues or [
+            {"severity": "information", "code": "informational",
+             "diagnostics": "created" if result.created else "updated"}])
+        return fhir_response(outcome, status, headers)
+    return fhir_response(resource, status, headers)
+
+
+def run_search(handler: ResourceHandler, args: Any) -> Response:
+    """Parse a search and return its Bundle."""
+    search = parse_search(args, handler.search_params, handler.includes, handler.revincludes)
+    with get_db().transaction() as session:
+        if search.summary == "count":
+            return fhir_response(count_bundle(handler.count(session, search, caller())))
+        page = handler.search(session, search, caller())
+    return fhir_response(searchset(handler.resource_type, page.matches, page.included,
+                                   page.next_cursor, search.ignored, search.elements, page.total))
+
+
+def conditional_matches(handler: ResourceHandler, session: Any, query: str,
+                        header: str) -> list[str]:
+    """Return the ids of resources matching a conditional create/update query (at most 2).
+
+    :raises BadRequest: the query is empty or uses unknown parameters.
+    """
+    args: MultiDict[str, str] = MultiDict(parse_qsl(query.lstrip("?"), keep_blank_values=True))
+    if not args:
+        raise BadRequest(f"{header} needs search parameters.", expression=header)
+    parsed = parse_search(args, handler.search_params)
+    if parsed.ignored or not parsed.criteria:
+        raise BadRequest(f"{header} must use supported search parameters "
+                         f"({', '.join(sorted(handler.search_params))}).", expression=header)
+    search = SearchRequest(criteria=parsed.criteria, count=2)
+    return [str(r["id"]) for r in handler.search(session, search, caller()).matches]
+
+
+def if_match() -> int | None:
+    """Return the version of the request's If-Match header, if any."""
+    value = request.headers.get("If-Match")
+    return parse_etag(value, "If-Match") if value else None
+
+
+# --- views --------------------------------------------------------------------------------
+
+def make_read(handler: ResourceHandler) -> View:
+    """Return the read view of ``handler``'s type."""
+    def view(resource_id: str) -> Response:
+        with get_db().transaction() as session:
+            return render(handler.read(session, resource_id, caller()))
+    return view
+
+
+def make_vread(handler: ResourceHandler) -> View:
+    """Return the vread view."""
+    def view(resource_id: str, version: str) -> Response:
+        if not version.isdigit():
+            raise BadRequest("The version id is a number.", expression="versionId")
+        with get_db().transaction() as session:
+            return render(handler.vread(session, resource_id, int(version), caller()))
+    return view
+
+
+def make_history(handler: ResourceHandler) -> View:
+    """Return the instance history view."""
+    def view(resource_id: str) -> Response:
+        with get_db().transaction() as session:
+            versions = handler.history(session, resource_id, caller())
+        entries = [(r.resource if r else None, str(v), method, _instant(updated))
+                   for r, v, method, updated in versions]
+        return fhir_response(history_bundle(handler.resource_type, resource_id, entries))
+    return view
+
+
+def _instant(moment: dt.datetime) -> str:
+    """Return a FHIR instant."""
+    return _aware(moment).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def make_search(handler: ResourceHandler) -> View:
+    """Return the search view (GET with query, or POST _search with a form)."""
+    def view() -> Response:
+        if request.method == "POST":
+            if request.mimetype != "application/x-www-form-urlencoded":
+                raise UnsupportedMediaType("POST _search takes application/x-www-form-urlencoded.")
+            args = MultiDict([*request.args.items(multi=True), *request.form.items(multi=True)])
+            return run_search(handler, args)
+        return run_search(handler, request.args)
+    return view
+
+
+def make_create(handler: ResourceHandler) -> View:
+    """Return the create view (conditional with If-None-Exist)."""
+    def view() -> Response:
+        resource = read_resource()
+        condition = request.headers.get("If-None-Exist")
+        with get_db().write_transaction() as session:
+            if condition:
+                found = conditional_matches(handler, session, condition, "If-None-Exist")
+                if len(found) > 1:
+                    raise PreconditionFailed("If-None-Exist matches more than one resource.")
+                if found:
+                    return render(handler.read(session, found[0], caller()))
+            return render_write(handler.create(session, resource, caller()))
+    return view
+
+
+def make_update(handler: ResourceHandler) -> View:
+    """Return the update view (PUT by id)."""
+    def view(resource_id: str) -> Response:
+        resource = read_resource()
+        with get_db().write_transaction() as session:
+            return render_write(handler.update(session, resource_id, resource, caller(),
+                                               if_match()))
+    return view
+
+
+def make_conditional_update(handler: ResourceHandler) -> View:
+    """Return the conditional update view (PUT with search parameters)."""
+    def view() -> Response:
+        resource = read_resource()
+        with get_db().write_transaction() as session:
+            found = conditional_matches(handler, session, request.query_string.decode(),
+                                        "search parameters")
+            if len(found) > 1:
+                raise PreconditionFailed("The conditional update matches more than one "
+                                         "resource: narrow the criteria.")
+            if not found:
+                return render_write(handler.create(session, resource, caller()))
+            return render_write(handler.update(session, found[0], resource, caller(),
+                                               if_match()))
+    return view
+
+
+def make_delete(handler: ResourceHandler) -> View:
+    """Return the delete view."""
+    def view(resource_id: str) -> Response:
+        with get_db().write_transaction() as session:
+            handler.delete(session, resource_id, caller())
+        return Response(status=204)
+    return view
+
+
+def make_validate(handler: ResourceHandler) -> View:
+    """Return the $validate view: the same checks as an inbound write, nothing stored."""
+    def view() -> Response:
+        resource = read_resource()
+        if resource.get("resourceType") == "Parameters":
+            resource = _resource_parameter(resource)
+        issues = handler.validate(resource, caller())
+        return fhir_response(operation_outcome(issues))
+    return view
+
+
+def _resource_parameter(parameters: dict[str, Any]) -> dict[str, Any]:
+    """Return the ``resource`` parameter of a $validate Parameters body.
+
+    :raises BadRequest: there is none.
+    """
+    for parameter in parameters.get("parameter") or []:
+        if isinstance(parameter, dict) and parameter.get("name") == "resource" \
+                and isinstance(parameter.get("resource"), dict):
+            resource: dict[str, Any] = parameter["resource"]
+            return resource
+    raise BadRequest("$validate with Parameters needs a 'resource' parameter.",
+                     expression="Parameters.parameter")
+
+
+# interaction name -> (URL suffix, HTTP methods, view factory, scope interaction, kind)
+ROUTES: dict[str, tuple[str, list[str], Callable[[ResourceHandler], View], str, str]] = {
+    "read": ("/<resource_id>", ["GET"], make_read, "read", "read"),
+    "vread": ("/<resource_id>/_history/<version>", ["GET"], make_vread, "read", "read"),
+    "history-instance": ("/<resource_id>/_history", ["GET"], make_history, "read", "read"),
+    "search-type": ("", ["GET"], make_search, "search", "read"),
+    "search-type-post": ("/_search", ["POST"], make_search, "search", "read"),
+    "create": ("", ["POST"], make_create, "create", "write"),
+    "update": ("/<resource_id>", ["PUT"], make_update, "update", "write"),
+    "conditional-update": ("", ["PUT"], make_conditional_update, "update", "write"),
+    "delete": ("/<resource_id>", ["DELETE"], make_delete, "delete", "write"),
+    "validate": ("/$validate", ["POST"], make_validate, "read", "read"),
+}
+
+
+def register_handler(app: Flask, handler: ResourceHandler) -> None:
+    """Add a URL rule for each interaction ``handler`` supports, each with its declaration."""
+    kind_type = handler.resource_type
+    for name in handler.interactions:
+        suffix, methods, factory, scope, kind = ROUTES[name]
+        view = interaction(kind_type, scope, kind)(factory(handler))
+        app.add_url_rule(f"/fhir/{kind_type}{suffix}", endpoint=f"fhir.{kind_type}.{name}",
+                         view_func=view, methods=methods)

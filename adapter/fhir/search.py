@@ -1,0 +1,232 @@
+"""FHIR search requests (FHIR R4 search.html): parameters with their types and modifiers,
+prefixes on dates, OR (comma) and AND (repetition), result parameters, and the
+``Prefer: handling=strict|lenient`` rule for parameters the server does not know."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from typing import Final
+
+from flask import request
+from werkzeug.datastructures import MultiDict
+
+from adapter.errors import BadRequest
+
+DEFAULT_COUNT: Final = 50
+MAX_COUNT: Final = 1000
+PREFIXES: Final = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+# Result and framework parameters (search.html#return, http.html#parameters).
+CONTROL: Final = frozenset({"_count", "_summary", "_elements", "_include", "_revinclude",
+                            "_format", "_cursor", "_pretty"})
+MODIFIERS: Final = {"string": frozenset({"exact", "contains"}), "token": frozenset({"not"}),
+                    "date": frozenset(), "reference": frozenset({"identifier"}),
+                    "special": frozenset()}
+DATE_RE: Final = re.compile(
+    r"(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?"
+    r"(Z|[+-]\d{2}:\d{2}))?)?)?")
+
+
+@dataclass(frozen=True)
+class SearchParam:
+    """A search parameter this server supports on one resource type."""
+
+    name: str
+    type: str
+    description: str
+    definition: str | None = None
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """One occurrence of a parameter: its modifier and its OR-ed values."""
+
+    param: SearchParam
+    modifier: str | None
+    values: tuple[str, ...]
+
+
+@dataclass
+class SearchRequest:
+    """A parsed search: criteria (AND-ed), paging and result parameters."""
+
+    criteria: list[Criterion] = field(default_factory=list)
+    count: int = DEFAULT_COUNT
+    cursor: str | None = None
+    summary: str | None = None
+    elements: list[str] | None = None
+    includes: list[str] = field(default_factory=list)
+    revincludes: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+
+    def values_of(self, name: str) -> list[Criterion]:
+        """Return the criteria on parameter ``name``."""
+        return [c for c in self.criteria if c.param.name == name]
+
+
+@dataclass(frozen=True)
+class DateRange:
+    """A date search value: prefix and the half-open range [start, end) its precision covers."""
+
+    prefix: str
+    start: dt.datetime
+    end: dt.datetime
+
+
+def _strict() -> bool:
+    """Return True when the client asked for strict handling of unknown parameters."""
+    prefer = request.headers.get("Prefer", "")
+    return any(part.strip().lower() == "handling=strict" for part in prefer.split(","))
+
+
+def _parse_count(raw: str) -> int:
+    """Return a valid ``_count``.
+
+    :raises BadRequest: not a non-negative integer.
+    """
+    if not raw.isdigit():
+        raise BadRequest("_count must be a non-negative integer.", expression="_count")
+    return min(int(raw), MAX_COUNT)
+
+
+def parse_search(args: MultiDict[str, str], params: dict[str, SearchParam],
+                 includes: frozenset[str] = frozenset(),
+                 revincludes: frozenset[str] = frozenset()) -> SearchRequest:
+    """Parse query arguments against the supported ``params``.
+
+    :raises BadRequest: a malformed value, or (strict handling) an unknown parameter.
+    """
+    search = SearchRequest()
+    strict = _strict()
+    for key, raw in args.items(multi=True):
+        name, _, modifier = key.partition(":")
+        if key in CONTROL:
+            _apply_control(search, key, raw, includes, revincludes, strict)
+        elif name in params and (not modifier or modifier in MODIFIERS[params[name].type]):
+            values = tuple(v for v in raw.split(",") if v != "")
+            if not values:
+                raise BadRequest(f"Parameter {key} has no value.", expression=key)
+            search.criteria.append(Criterion(params[name], modifier or None, values))
+        elif strict:
+            raise BadRequest(f"Unknown or unsupported search parameter '{key}' "
+                             "(Prefer: handling=strict).", expression=key)
+        else:
+            search.ignored.append(key)
+    return search
+
+
+def _apply_control(search: SearchRequest, key: str, raw: str, includes: frozenset[str],
+                   revincludes: frozenset[str], strict: bool) -> None:
+    """Apply one result parameter.
+
+    :raises BadRequest: a malformed or (strict) unsupported value.
+    """
+    if key == "_count":
+        search.count = _parse_count(raw)
+    elif key == "_cursor":
+        search.cursor = raw
+    elif key == "_summary":
+        if raw not in ("count", "false"):
+            raise BadRequest("_summary supports 'count' and 'false'.", expression="_summary")
+        search.summary = raw
+    elif key == "_elements":
+        search.elements = [e.strip() for e in raw.split(",") if e.strip()]
+    elif key in ("_include", "_revinclude"):
+        allowed = includes if key == "_include" else revincludes
+        if raw in allowed:
+            (search.includes if key == "_include" else search.revincludes).append(raw)
+        elif strict:
+            raise BadRequest(f"{key}={raw} is not supported here; supported: "
+                             f"{', '.join(sorted(allowed)) or 'none'}.", expression=key)
+        else:
+            search.ignored.append(f"{key}={raw}")
+
+
+def split_prefix(value: str) -> tuple[str, str]:
+    """Split a search value into its comparison prefix (default ``eq``) and the rest."""
+    if len(value) > 2 and value[:2] in PREFIXES and (value[2].isdigit() or value[2] == "-"):
+        return value[:2], value[2:]
+    return "eq", value
+
+
+def parse_date(value: str, name: str) -> DateRange:
+    """Parse a date search value with prefix into the range its precision covers.
+
+    :raises BadRequest: not a FHIR date/dateTime.
+    """
+    prefix, text = split_prefix(value)
+    match = DATE_RE.fullmatch(text)
+    if not match:
+        raise BadRequest(f"{name}: '{text}' is not a date (YYYY, YYYY-MM, YYYY-MM-DD or a "
+                         "dateTime with a time zone).", expression=name)
+    try:
+        start, end = _date_bounds(match)
+    except ValueError as exc:
+        raise BadRequest(f"{name}: '{text}' is not a valid date ({exc}).",
+                         expression=name) from exc
+    return DateRange(prefix, start, end)
+
+
+def _date_bounds(match: re.Match[str]) -> tuple[dt.datetime, dt.datetime]:
+    """Return the half-open UTC range covered by a matched date at its precision."""
+    year, month, day, hour, minute, second, zone = match.groups()
+    if hour is not None:
+        tz = dt.UTC if zone == "Z" else dt.datetime.strptime(zone, "%z").tzinfo
+        start = dt.datetime(int(year), int(month), int(day), int(hour), int(minute),
+                            int(second or 0), tzinfo=tz).astimezone(dt.UTC)
+        return start, start + dt.timedelta(seconds=1 if second else 60)
+    if day is not None:
+        start = dt.datetime(int(year), int(month), int(day), tzinfo=dt.UTC)
+        return start, start + dt.timedelta(days=1)
+    if month is not None:
+        start = dt.datetime(int(year), int(month), 1, tzinfo=dt.UTC)
+        next_month = dt.datetime(int(year) + int(month) // 12, int(month) % 12 + 1, 1,
+                                 tzinfo=dt.UTC)
+        return start, next_month
+    return (dt.datetime(int(year), 1, 1, tzinfo=dt.UTC),
+            dt.datetime(int(year) + 1, 1, 1, tzinfo=dt.UTC))
+
+
+def split_token(value: str) -> tuple[str | None, str]:
+    """Split a token value ``system|code`` into (system or None, code); ``|code`` has system ""."""
+    if "|" in value:
+        system, _, code = value.partition("|")
+        return system, code
+    return None, value
+
+
+def reference_id(value: str, resource_type: str, name: str) -> str:
+    """Return the logical id of a reference search value (``Type/id``, an absolute URL or ``id``).
+
+    :raises BadRequest: a reference to another resource type.
+    """
+    parts = value.rstrip("/").split("/")
+    if len(parts) >= 2:
+        if parts[-2] != resource_type:
+            raise BadRequest(f"{name} must reference a {resource_type}.", expression=name)
+        return parts[-1]
+    return value
+
+
+def encode_cursor(*keys: object) -> str:
+    """Return an opaque keyset cursor for the last row of a page."""
+    text = "|".join(str(k) for k in keys)
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, arity: int) -> list[str]:
+    """Return the keys of a cursor made by ``encode_cursor``.
+
+    :raises BadRequest: not a cursor of this server.
+    """
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest("_cursor is not a paging cursor of this server: follow the "
+                         "Bundle's next link.", expression="_cursor") from exc
+    keys = text.split("|")
+    if len(keys) != arity:
+        raise BadRequest("_cursor is not a paging cursor of this search.", expression="_cursor")
+    return keys

@@ -1,0 +1,738 @@
+"""FHIR R4 XML (https://hl7.org/fhir/R4/xml.html): a fast writer and a hardened reader for
+resources in their FHIR JSON shape (plain dicts, as the mappings build them for orjson).
+
+Element order, cardinality and types come from the FHIR definitions, read once per process
+from the ``fhir.resources.R4B`` models (``elements_sequence()`` and each field's type) into
+one table per type; serving then walks the dict against those tables and builds the XML text
+directly, without model validation (issue 3 item 4: validity is proven by the tests against
+the official R4 XSD). The service declares FHIR 4.0.1: only the resource types in
+``R4_RESOURCE_TYPES`` are handled, whose R4B definitions match R4 (a test compares every one
+with the R4 ``fhir-single.xsd``), and elements typed with a data type that R4B added
+(``R4B_ONLY_TYPES``) are refused rather than written.
+
+Decimals read from XML become JSON numbers: ``int`` for integer literals, else ``float``
+(what orjson can write); a decimal's trailing zeros and digits beyond binary64 precision are
+not kept (FHIR R4 json.html "decimal" warns of the same for JSON parsers).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+import re
+import threading
+import types
+import typing
+from decimal import Decimal
+from typing import Any, Final
+
+import orjson
+from lxml import etree
+
+from adapter.errors import Invalid
+from adapter.xmlsafe import parse_bytes, safe_parser
+
+FHIR_NS: Final = "http://hl7.org/fhir"
+XHTML_NS: Final = "http://www.w3.org/1999/xhtml"
+_XHTML_DIV: Final = f"{{{XHTML_NS}}}div"
+_XHTML_NSMAP: Final[dict[Any, str]] = {None: XHTML_NS}
+_DECLARATION: Final = '<?xml version="1.0" encoding="UTF-8"?>'
+
+# The resource types this service reads and writes (ARCHITECTURE.md, issue 3 item 4).
+R4_RESOURCE_TYPES: Final = frozenset({
+    "AuditEvent", "Bundle", "CapabilityStatement", "CareTeam", "CodeSystem", "ConceptMap",
+    "OperationDefinition", "OperationOutcome", "Organization", "Parameters", "Patient",
+    "Practitioner", "PractitionerRole", "SearchParameter", "StructureDefinition",
+    "Subscription", "Task", "ValueSet",
+})
+# Data types new in R4B (https://hl7.org/fhir/R4B/diff.html): not in FHIR 4.0.1.
+R4B_ONLY_TYPES: Final = frozenset({"CodeableReference", "RatioRange"})
+
+# Field kinds. Primitive kinds come first so that ``kind <= _DEC`` tests for a primitive.
+_STR, _BOOL, _INT, _DEC = 0, 1, 2, 3
+_COMPLEX, _RESOURCE, _XHTML, _COMPANION, _ATTR, _R4B_ONLY = 4, 5, 6, 7, 8, 9
+_INT_MARKERS: Final = frozenset({"Integer", "UnsignedInt", "PositiveInt", "Integer64"})
+_MARKER_KINDS: Final = {"Decimal": _DEC, "Xhtml": _XHTML}
+
+# A field: (kind, child table, repeats, XML element name / value key, companion key); the
+# child table of a field that is not complex-typed is the empty ``_NO_TABLE``.
+# For a primitive ``given`` the companion is ``_given`` (FHIR R4 json.html "primitive
+# types"); the companion's own entry names ``given`` as its value key.
+Field = tuple[int, "TypeTable", bool, str, str]
+
+
+class TypeTable:
+    """The children of one FHIR type in definition order, for writing and reading XML."""
+
+    __slots__ = ("name", "is_resource", "attrs", "order", "fields", "by_tag")
+
+    def __init__(self, name: str, is_resource: bool) -> None:
+        self.name = name
+        self.is_resource = is_resource
+        # Element.id and Extension.url are XML attributes (FHIR R4 xml.html).
+        self.attrs: tuple[str, ...] = () if is_resource else ("id",)
+        self.order: dict[str, int] = {}
+        self.fields: dict[str, Field] = {}
+        self.by_tag: dict[str, Field] = {}
+
+
+_NO_TABLE: Final = TypeTable("", False)
+_LOCK = threading.Lock()
+_TABLES: dict[Any, TypeTable] = {}
+_RESOURCES: dict[str, TypeTable] = {}
+
+
+def _unwrap(annotation: Any) -> tuple[Any, bool]:
+    """Return the item type of a field annotation and whether the field repeats."""
+    repeats = False
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin in (typing.Union, types.UnionType):
+            annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+        elif origin is list:
+            annotation, repeats = typing.get_args(annotation)[0], True
+        else:
+            return annotation, repeats
+
+
+def _primitive_kind(item: Any) -> int | None:
+    """Return the kind of a primitive item type, or None for a complex type or resource."""
+    if item is bool:
+        return _BOOL
+    if typing.get_origin(item) is typing.Annotated:
+        marker = type(typing.get_args(item)[-1]).__name__
+        return _INT if marker in _INT_MARKERS else _MARKER_KINDS.get(marker, _STR)
+    return None
+
+
+def _model_kind(item: Any) -> tuple[int, Any]:
+    """Return the kind and model class of a complex or resource item type."""
+    from fhir.resources.R4B.resource import Resource
+
+    model = item.get_model_klass()
+    if model is Resource:
+        return _RESOURCE, None
+    if model.__name__ in R4B_ONLY_TYPES:
+        return _R4B_ONLY, None
+    return _COMPLEX, model
+
+
+def _add_field(table: TypeTable, index: int, name: str, annotation: Any) -> Any:
+    """Add one element of ``table``; return the model class still to tabulate, if any."""
+    item, repeats = _unwrap(annotation)
+    kind = _primitive_kind(item)
+    model = None
+    if kind is None:
+        kind, model = _model_kind(item)
+    if name in table.attrs:
+        table.order[name] = -1
+        table.fields[name] = (_ATTR, _NO_TABLE, False, name, name)
+        return None
+    table.order[name] = 2 * index
+    table.fields[name] = (kind, _NO_TABLE, repeats, name, "_" + name)
+    tag = _XHTML_DIV if kind == _XHTML else f"{{{FHIR_NS}}}{name}"
+    table.by_tag[tag] = table.fields[name]
+    if kind <= _DEC:  # xhtml has no _div: narrative cannot carry extensions (narrative.html)
+        table.order["_" + name] = 2 * index + 1
+        table.fields["_" + name] = (_COMPANION, _NO_TABLE, repeats, name, "_" + name)
+    return model
+
+
+def _tabulate(model: Any) -> TypeTable:
+    """Return the table of ``model``, building it and every type it uses (lock held)."""
+    from fhir.resources.R4B.resource import Resource
+
+    table = _TABLES.get(model)
+    if table is not None:
+        return table
+    table = _TABLES[model] = TypeTable(model.__name__, issubclass(model, Resource))
+    if table.name == "Extension":
+        table.attrs = ("id", "url")
+    if table.is_resource:
+        table.order["resourceType"] = -1
+        table.fields["resourceType"] = (_ATTR, _NO_TABLE, False, "resourceType", "resourceType")
+    aliases = {info.alias or key: info for key, info in model.model_fields.items()}
+    for index, name in enumerate(model.elements_sequence()):
+        child_model = _add_field(table, index, name, aliases[name].annotation)
+        if child_model is not None:
+            child = _tabulate(child_model)
+            kind, _none, repeats, tag, companion = table.fields[name]
+            table.fields[name] = table.by_tag[f"{{{FHIR_NS}}}{name}"] = (
+                kind, child, repeats, tag, companion)
+    return table
+
+
+def resource_table(resource_type: str) -> TypeTable:
+    """Return the table of a supported resource type, built once per process.
+
+    :raises KeyError: ``resource_type`` is not one of ``R4_RESOURCE_TYPES``.
+    """
+    table = _RESOURCES.get(resource_type)
+    if table is not None:
+        return table
+    if resource_type not in R4_RESOURCE_TYPES:
+        raise KeyError(resource_type)
+    from fhir.resources.R4B import get_fhir_model_class
+
+    with _LOCK:
+        if resource_type not in _RESOURCES:
+            _RESOURCES[resource_type] = _tabulate(get_fhir_model_class(resource_type))
+    return _RESOURCES[resource_type]
+
+
+@functools.cache
+def element_table() -> TypeTable:
+    """Return the table of ``Element``: what a primitive carries besides its value."""
+    from fhir.resources.R4B.element import Element
+
+    with _LOCK:
+        return _tabulate(Element)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+class _ShapeError(ValueError):
+    """The dict is not a FHIR R4 resource this writer can express; ``path`` says where."""
+
+    def __init__(self, reason: str, *path: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.path = list(path)
+
+
+# Attribute values keep tabs and line ends as character references: a parser would
+# otherwise normalise them to spaces (XML 1.0 section 3.3.3).
+_ESCAPES: Final = (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ('"', "&quot;"),
+                   ("\t", "&#9;"), ("\n", "&#10;"), ("\r", "&#13;"))
+_NEEDS_ESCAPE: Final = re.compile(r'[&<>"\t\n\r]').search
+# Characters XML 1.0 cannot carry (section 2.2), which FHIR strings cannot hold either.
+_NOT_XML: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]").search
+_BOOL_TEXT: Final = {True: "true", False: "false"}
+_THREAD = threading.local()
+
+
+def _escape(text: str) -> str:
+    """Return ``text`` escaped for a double-quoted XML attribute value."""
+    if _NEEDS_ESCAPE(text) is None:
+        return text
+    for char, reference in _ESCAPES:
+        text = text.replace(char, reference)
+    return text
+
+
+def _is_plain(resource: dict[str, Any]) -> bool:
+    """Return True if every string in ``resource`` can go into XML as it is.
+
+    One scan of orjson's C-speed serialisation replaces a check per value on the common
+    path (issue 3 item 4); anything orjson cannot write (lone surrogates) takes the checked
+    path. In JSON text a string needing an XML escape shows &, < or > as they are, or a
+    backslash for ", tab, line ends and every other control character (RFC 8259 section 7);
+    U+FFFE and U+FFFF, not XML characters, are the only others to look for.
+    """
+    try:
+        text = orjson.dumps(resource)
+    except orjson.JSONEncodeError:
+        return False
+    if b"&" in text or b"<" in text or b">" in text or b"\\" in text:
+        return False
+    return text.isascii() or not (b"\xef\xbf\xbe" in text or b"\xef\xbf\xbf" in text)
+
+
+def _number_text(value: Any) -> str:
+    """Return a JSON number as FHIR XML writes it: as given, never in exponent form.
+
+    :raises _ShapeError: the value is not a finite number.
+    """
+    if type(value) is int:
+        return str(value)
+    if type(value) is float and math.isfinite(value) or type(value) is Decimal:
+        text = str(value)
+        # xs:decimal (the XSD's decimal-primitive) has no exponent form.
+        return format(Decimal(text), "f") if "e" in text or "E" in text else text
+    raise _ShapeError(f"expected a number, got {type(value).__name__}")
+
+
+def _value_text(kind: int, value: Any) -> str:
+    """Return the ``value`` attribute text of a primitive of ``kind``.
+
+    :raises _ShapeError: the value's JSON type does not match the element's FHIR type.
+    """
+    if kind == _STR and type(value) is str:
+        return _escape(value)
+    if kind == _BOOL and type(value) is bool:
+        return _BOOL_TEXT[value]
+    if kind == _INT and type(value) is int:
+        return str(value)
+    if kind == _DEC and type(value) is not bool:
+        return _number_text(value)
+    raise _ShapeError(f"a value of JSON type {type(value).__name__} does not fit this element")
+
+
+def _write_primitive(out: list[str], kind: int, tag: str, value: Any, extra: Any) -> None:
+    """Write one primitive element: ``value`` as the attribute, ``extra`` its id/extensions.
+
+    :raises _ShapeError: the value or its ``_`` companion is malformed.
+    """
+    head = f"<{tag}" if value is None else f'<{tag} value="{_value_text(kind, value)}"'
+    if extra is None:
+        if value is None:
+            raise _ShapeError("a primitive needs a value, an id or extensions (ele-1)")
+        out.append(head + "/>")
+        return
+    if type(extra) is not dict or not extra:
+        raise _ShapeError("the _ companion of a primitive must be a non-empty object")
+    _write_element(out, tag, extra, element_table(), head, False)
+
+
+def _write_primitives(out: list[str], field: Field, value: Any, extra: Any) -> None:
+    """Write a primitive element, or each item of a repeating one with its companion item.
+
+    :raises _ShapeError: the arrays are malformed or of different lengths.
+    """
+    kind, _child, repeats, tag, _companion = field
+    if not repeats:
+        _write_primitive(out, kind, tag, value, extra)
+        return
+    values = _nonempty_list(value if value is not None else [None] * len(extra or ()))
+    extras = [None] * len(values) if extra is None else _nonempty_list(extra)
+    if len(extras) != len(values):
+        raise _ShapeError("a repeating primitive and its _ companion differ in length")
+    for index, (item, item_extra) in enumerate(zip(values, extras, strict=True)):
+        try:
+            _write_primitive(out, kind, tag, item, item_extra)
+        except _ShapeError as exc:
+            exc.path.insert(0, f"[{index}]")
+            raise
+
+
+def _nonempty_list(value: Any) -> list[Any]:
+    """Return ``value`` if it is a non-empty list (FHIR R4 json.html: no empty arrays).
+
+    :raises _ShapeError: it is not.
+    """
+    if type(value) is not list or not value:
+        raise _ShapeError("a repeating element must be a non-empty array")
+    return value
+
+
+def _write_div(out: list[str], value: Any) -> None:
+    """Write ``Narrative.div``: the XHTML string, parsed safely and re-serialised.
+
+    :raises _ShapeError: it is not a well-formed XHTML ``div`` (FHIR R4 narrative.html).
+    """
+    try:
+        div = etree.fromstring(value.encode("utf-8"), _parser()) if type(value) is str else None
+    except etree.XMLSyntaxError as exc:
+        raise _ShapeError(f"the narrative div is not well-formed XML: {exc.msg}") from None
+    if div is None or div.tag != _XHTML_DIV or div.getroottree().docinfo.internalDTD is not None:
+        raise _ShapeError(f'the narrative must be one <div xmlns="{XHTML_NS}"> element')
+    out.append(etree.tostring(div, encoding="unicode"))
+
+
+def _write_items(out: list[str], tag: str, items: Any, table: TypeTable, repeats: bool,
+                 raw: bool) -> None:
+    """Write a complex-typed element for each object of ``items``.
+
+    :raises _ShapeError: an item is not a non-empty object, or there are no items.
+    """
+    if not items:
+        raise _ShapeError("a repeating element must be a non-empty array")
+    for index, item in enumerate(items):
+        try:
+            if type(item) is not dict or not item:
+                raise _ShapeError("a complex element must be a non-empty object")
+            _write_element(out, tag, item, table, "<" + tag, raw)
+        except _ShapeError as exc:
+            exc.path.insert(0, f"[{index}]" if repeats else "")
+            raise
+
+
+def _write_resources(out: list[str], field: Field, value: Any, raw: bool) -> None:
+    """Write resources nested in an element (``contained``, ``Bundle.entry.resource``).
+
+    :raises _ShapeError: an item is not a resource of a supported type.
+    """
+    tag = field[3]
+    items = _nonempty_list(value) if field[2] else [value]
+    for index, item in enumerate(items):
+        out.append(f"<{tag}>")
+        try:
+            _write_resource(out, item, "", raw)
+        except _ShapeError as exc:
+            exc.path.insert(0, f"[{index}]" if field[2] else "")
+            raise
+        out.append(f"</{tag}>")
+
+
+def _write_field(out: list[str], obj: dict[str, Any], key: str, field: Field,
+                 raw: bool) -> None:
+    """Write the element(s) of ``obj[key]`` as ``field`` describes them (the general case).
+
+    :raises _ShapeError: the value does not fit the element.
+    """
+    kind, child, repeats, tag, companion = field
+    value = obj[key]
+    if value is None:
+        raise _ShapeError("null is not a FHIR value (FHIR R4 json.html)")
+    if kind <= _DEC:
+        _write_primitives(out, field, value, obj.get(companion))
+    elif kind == _COMPLEX:
+        _write_items(out, tag, value if repeats else (value,), child, repeats, raw)
+    elif kind == _COMPANION and tag not in obj:
+        _write_primitives(out, (_STR, _NO_TABLE, repeats, tag, key), None, value)
+    elif kind == _RESOURCE:
+        _write_resources(out, field, value, raw)
+    elif kind == _XHTML:
+        _write_div(out, value)
+    elif kind == _R4B_ONLY:
+        raise _ShapeError("this element exists only in FHIR R4B, not in FHIR R4 (4.0.1)")
+
+
+def _ordered_keys(obj: dict[str, Any], table: TypeTable) -> list[str]:
+    """Return the keys of ``obj`` in the order of the type's definition.
+
+    :raises _ShapeError: a key is not an element of the type.
+    """
+    try:
+        return sorted(obj, key=table.order.__getitem__)
+    except KeyError as exc:
+        raise _ShapeError(f"{table.name} has no element {exc.args[0]!r}",
+                          str(exc.args[0])) from None
+
+
+def _start_tag(head: str, obj: dict[str, Any], names: tuple[str, ...]) -> str:
+    """Return ``head`` with the XML attributes (``id``, ``Extension.url``) found in ``obj``.
+
+    :raises _ShapeError: an attribute value is not a string.
+    """
+    for name in names:
+        if name in obj:
+            text = obj[name]
+            if type(text) is not str:
+                raise _ShapeError(f"{name} must be a string", name)
+            head = f'{head} {name}="{_escape(text)}"'
+    return head
+
+
+def _write_element(out: list[str], tag: str, obj: dict[str, Any], table: TypeTable,
+                   head: str, raw: bool) -> None:
+    """Write an element: ``head`` (the open start tag), its attributes, children, end tag.
+
+    Strings and objects, nearly every element, are written here directly: this loop is the
+    serving path's cost (issue 3 item 4). ``raw``: no string needs an escape (``_is_plain``).
+
+    :raises _ShapeError: the content does not fit the element's type.
+    """
+    attrs = table.attrs
+    if attrs and (attrs[0] in obj or len(attrs) > 1):
+        head = _start_tag(head, obj, attrs)
+    start = len(out)
+    out.append("")  # the start tag, known once the children are written
+    fields = table.fields
+    for key in _ordered_keys(obj, table):
+        kind, child, repeats, name, companion = field = fields[key]
+        value = obj[key]
+        try:
+            if kind == _STR and type(value) is str and not repeats and companion not in obj:
+                out.append(f'<{name} value="{value if raw else _escape(value)}"/>')
+            elif kind == _COMPLEX and type(value) is (list if repeats else dict):
+                _write_items(out, name, value if repeats else (value,), child, repeats, raw)
+            elif kind != _ATTR:
+                _write_field(out, obj, key, field, raw)
+        except _ShapeError as exc:
+            exc.path.insert(0, key)
+            raise
+    if len(out) == start + 1:
+        out[start] = head + "/>"
+    else:
+        out[start] = head + ">"
+        out.append(f"</{tag}>")
+
+
+def _write_resource(out: list[str], resource: Any, namespace: str, raw: bool) -> None:
+    """Write a resource as an element named after its type.
+
+    :raises _ShapeError: it is not a resource of a supported type.
+    """
+    if type(resource) is not dict:
+        raise _ShapeError("a resource must be an object")
+    resource_type = resource.get("resourceType")
+    if type(resource_type) is not str or resource_type not in R4_RESOURCE_TYPES:
+        raise _ShapeError(f"resource type {resource_type!r} is not supported in FHIR R4 XML "
+                          f"by this service")
+    table = resource_table(resource_type)
+    _write_element(out, resource_type, resource, table, f"<{resource_type}{namespace}", raw)
+
+
+def dumps_resource(resource: dict[str, Any]) -> bytes:
+    """Return a FHIR resource (JSON shape) as FHIR R4 XML in UTF-8 (FHIR R4 xml.html).
+
+    :raises ValueError: the dict is not a FHIR R4 resource of a supported type; the message
+        names the element (a mapping bug: output is never guessed).
+    """
+    out = [_DECLARATION]
+    plain = _is_plain(resource)
+    try:
+        _write_resource(out, resource, f' xmlns="{FHIR_NS}"', plain)
+    except _ShapeError as exc:
+        where = ".".join(part for part in exc.path if part).replace(".[", "[")
+        raise ValueError(f"{exc.reason} (at {resource.get('resourceType')}.{where})") from None
+    text = "".join(out)
+    if not plain and _NOT_XML(text):
+        raise ValueError("a string holds a character that XML 1.0 cannot carry")
+    return text.encode("utf-8")
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+class _ReadError(Exception):
+    """The XML is well-formed but not a FHIR R4 resource; ``path`` says where."""
+
+    def __init__(self, reason: str, element: etree._Element, *path: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.line = element.sourceline
+        self.path = list(path)
+
+
+# Lexical forms of FHIR R4 datatypes.html (integer, decimal); ranges are left to validation.
+_INTEGER: Final = re.compile(r"[+-]?(0|[1-9][0-9]*)").fullmatch
+_DECIMAL: Final = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?").fullmatch
+_BOOLEANS: Final = {"true": True, "false": False}
+_KIND_NAMES: Final = {_BOOL: "boolean", _INT: "integer", _DEC: "decimal"}
+
+
+def _parser() -> etree.XMLParser:
+    """Return this thread's hardened parser (an lxml parser is used by one thread at a time)."""
+    parser: etree.XMLParser | None = getattr(_THREAD, "parser", None)
+    if parser is None:
+        parser = _THREAD.parser = safe_parser(remove_comments=True)
+    return parser
+
+
+def _local_name(element: etree._Element) -> str:
+    """Return the element's name as a FHIRPath step (its namespace when not FHIR's)."""
+    tag = element.tag
+    if not isinstance(tag, str):
+        return "?"
+    if not tag.startswith("{"):
+        return tag
+    namespace, _brace, local = tag[1:].partition("}")
+    return local if namespace == FHIR_NS else tag
+
+
+def _convert(kind: int, text: str, element: etree._Element) -> Any:
+    """Return the JSON value of a primitive's ``value`` attribute (FHIR R4 json.html).
+
+    :raises _ReadError: the text is not a lexical form of the element's type.
+    """
+    if kind == _STR:
+        return text
+    if kind == _BOOL and text in _BOOLEANS:
+        return _BOOLEANS[text]
+    if kind == _INT and _INTEGER(text):
+        return int(text)
+    if kind == _DEC and _DECIMAL(text):
+        number = int(text) if _INTEGER(text) else float(text)
+        if math.isfinite(number):
+            return number
+    # The value itself is not repeated: it may be personal data.
+    raise _ReadError(f"the value is not a valid {_KIND_NAMES[kind]} (FHIR R4 datatypes.html)",
+                     element)
+
+
+def _check_text(element: etree._Element, text: str | None) -> None:
+    """Refuse character data where FHIR XML has only elements (FHIR R4 xml.html).
+
+    :raises _ReadError: ``text`` holds more than white space.
+    """
+    if text is not None and not text.isspace():
+        raise _ReadError("text content is not allowed here; FHIR puts values in attributes",
+                         element)
+
+
+def _read_attributes(element: etree._Element, names: tuple[str, ...], obj: dict[str, Any],
+                     skip: str = "") -> None:
+    """Copy the XML attributes ``names`` (``id``, ``Extension.url``) of ``element`` to ``obj``.
+
+    :raises _ReadError: the element has another attribute.
+    """
+    for name, value in element.attrib.items():
+        if name == skip:
+            continue
+        if name not in names:
+            raise _ReadError(f"unknown attribute {name!r}", element)
+        obj[name] = value
+
+
+def _read_children(element: etree._Element, table: TypeTable, obj: dict[str, Any]) -> None:
+    """Add the child elements of ``element`` to ``obj`` as ``table`` describes them.
+
+    :raises _ReadError: a child is not an element of the type, or does not fit it.
+    """
+    _check_text(element, element.text)
+    by_tag = table.by_tag
+    for child in element:
+        field = by_tag.get(child.tag)
+        if field is None or field[0] == _R4B_ONLY:
+            name = _local_name(child)
+            raise _ReadError(f"unknown element {name!r} in {table.name}", child, name)
+        try:
+            _read_field(child, field, obj)
+        except _ReadError as exc:
+            name, repeats = field[3], field[2]
+            exc.path.insert(0, f"{name}[{len(obj.get(name) or ())}]" if repeats else name)
+            raise
+        _check_text(child, child.tail)
+
+
+def _read_field(element: etree._Element, field: Field, obj: dict[str, Any]) -> None:
+    """Add one child element to ``obj``.
+
+    :raises _ReadError: it does not fit its definition, or repeats where it may not.
+    """
+    kind, table, repeats, name, _companion = field
+    if kind <= _DEC:
+        _read_primitive(element, field, obj)
+        return
+    if kind == _COMPLEX:
+        value: Any = _read_element(element, table)
+    elif kind == _RESOURCE:
+        value = _read_contained(element)
+    else:
+        value = _read_div(element)
+    if repeats:
+        obj.setdefault(name, []).append(value)
+    elif name in obj:
+        raise _ReadError(f"{name} appears more than once but allows one", element)
+    else:
+        obj[name] = value
+
+
+def _read_element(element: etree._Element, table: TypeTable) -> dict[str, Any]:
+    """Return the object of a complex-typed element.
+
+    :raises _ReadError: its content does not fit the type, or it is empty (ele-1).
+    """
+    obj: dict[str, Any] = {}
+    if element.attrib:
+        _read_attributes(element, table.attrs, obj)
+    _read_children(element, table, obj)
+    if not obj:
+        raise _ReadError("an element needs attributes or children (ele-1)", element)
+    return obj
+
+
+def _read_primitive(element: etree._Element, field: Field, obj: dict[str, Any]) -> None:
+    """Add a primitive element's value to ``obj``, and its id/extensions to the companion.
+
+    :raises _ReadError: the value is not valid, or the element is empty (ele-1).
+    """
+    kind, _table, repeats, name, companion = field
+    text = element.get("value")
+    value = None if text is None else _convert(kind, text, element)
+    extra: dict[str, Any] | None = None
+    if len(element) or len(element.attrib) > (text is not None) or element.text:
+        extra = {}
+        _read_attributes(element, ("id",), extra, skip="value")
+        _read_children(element, element_table(), extra)
+    if value is None and not extra:
+        raise _ReadError("a primitive needs a value, an id or extensions (ele-1)", element)
+    if repeats:
+        _append_aligned(obj, name, companion, value, extra or None)
+    elif name in obj or companion in obj:
+        raise _ReadError(f"{name} appears more than once but allows one", element)
+    else:
+        if value is not None:
+            obj[name] = value
+        if extra:
+            obj[companion] = extra
+
+
+def _append_aligned(obj: dict[str, Any], name: str, companion: str, value: Any,
+                    extra: dict[str, Any] | None) -> None:
+    """Append to a repeating primitive's value array and keep its ``_`` array aligned.
+
+    FHIR R4 json.html: a missing value is null in the value array, a missing id/extension
+    null in the ``_`` array, which is left out when every item would be null.
+    """
+    values = obj.setdefault(name, [])
+    values.append(value)
+    extras = obj.get(companion)
+    if extra is not None:
+        if extras is None:
+            extras = obj[companion] = [None] * (len(values) - 1)
+        extras.append(extra)
+    elif extras is not None:
+        extras.append(None)
+
+
+def _read_contained(element: etree._Element) -> dict[str, Any]:
+    """Return the resource inside a resource-typed element (``contained``, ``resource``).
+
+    :raises _ReadError: the element does not hold exactly one resource.
+    """
+    children = list(element)
+    if len(children) != 1 or element.attrib:
+        raise _ReadError("a resource element must hold exactly one resource", element)
+    _check_text(element, element.text)
+    _check_text(children[0], children[0].tail)
+    return _read_resource(children[0])
+
+
+def _read_div(element: etree._Element) -> str:
+    """Return ``Narrative.div`` as an XHTML string with the XHTML namespace as the default."""
+    nsmap = element.nsmap
+    if element.prefix is not None or len(nsmap) != 1 or nsmap.get(None) != XHTML_NS:
+        # Re-root the div so that the string declares only the XHTML namespace, as FHIR
+        # JSON's div does (FHIR R4 narrative.html).
+        root = etree.Element(_XHTML_DIV, nsmap=_XHTML_NSMAP)
+        for name, value in element.attrib.items():
+            root.set(name, value)
+        root.text = element.text
+        root.extend(copy.deepcopy(child) for child in element)
+        etree.cleanup_namespaces(root)
+        element = root
+    return etree.tostring(element, encoding="unicode", with_tail=False)
+
+
+def _read_resource(element: etree._Element) -> dict[str, Any]:
+    """Return the JSON shape of a resource element.
+
+    :raises _ReadError: it is not a FHIR resource of a supported type, or does not fit it.
+    """
+    tag = element.tag
+    resource_type = tag[len(FHIR_NS) + 2:] if isinstance(tag, str) else ""
+    if not isinstance(tag, str) or not tag.startswith(f"{{{FHIR_NS}}}"):
+        raise _ReadError(f"{_local_name(element)!r} is not a FHIR resource "
+                         f"(namespace {FHIR_NS})", element)
+    try:
+        table = resource_table(resource_type)
+    except KeyError:
+        raise _ReadError(f"resource type {resource_type!r} is not supported", element) from None
+    if element.attrib:
+        raise _ReadError("a resource element has no attributes", element)
+    obj: dict[str, Any] = {"resourceType": resource_type}
+    _read_children(element, table, obj)
+    return obj
+
+
+def loads_resource(data: bytes) -> dict[str, Any]:
+    """Return the FHIR JSON shape of a FHIR R4 XML resource, parsed with the hardened parser.
+
+    :raises BadRequest: the body is not well-formed XML or declares a DTD.
+    :raises Invalid: it is not a FHIR R4 resource of a supported type; ``expression`` names
+        the offending element.
+    """
+    root = parse_bytes(data, _parser())
+    try:
+        return _read_resource(root)
+    except _ReadError as exc:
+        base = _local_name(root)
+        where = ".".join([base, *exc.path]).replace(".[", "[")
+        raise Invalid(f"{exc.reason} (line {exc.line})", expression=where) from None

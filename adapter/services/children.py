@@ -1,0 +1,486 @@
+"""Children's directory entries as FHIR Patients: load, disclose, audit, render; search;
+create and update from a FHIR Patient (the REST handler of ``Patient``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, ClassVar, Final
+
+from flask import current_app
+from sqlalchemy import Select, and_, exists, func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, joinedload, selectinload
+from sqlalchemy.orm.exc import StaleDataError
+
+from adapter import identifiers
+from adapter.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    Gone,
+    Invalid,
+    MethodNotAllowed,
+    NotFound,
+    PreconditionFailed,
+    issue,
+)
+from adapter.fhir import systems
+from adapter.fhir.handlers import Page, Rendered, WriteResult
+from adapter.fhir.search import (
+    Criterion,
+    SearchParam,
+    SearchRequest,
+    decode_cursor,
+    encode_cursor,
+    parse_date,
+    reference_id,
+    split_token,
+)
+from adapter.mapping import fhir as mapping
+from adapter.models import Child, ChildName, LocalIdentifier, Organisation
+from adapter.models.canonical import normalise_name
+from adapter.security import audit
+from adapter.security.caller import Caller
+from adapter.security.policy import disclose_child, organisation_code
+from adapter.services import history
+from adapter.services.records import apply_child
+
+GENDER_CODES: Final = {"male": "1", "female": "2", "other": "9", "unknown": "X"}
+BREAK_GLASS: Final = ("This child is shielded: your access used the shielding right, has been "
+                      "recorded as an override and will be reviewed.")
+
+
+def child_query() -> Select[Child]:
+    """Return a select of children with every part a mapping needs loaded."""
+    return select(Child).options(
+        joinedload(Child.managing_organisation), selectinload(Child.names),
+        selectinload(Child.carers), selectinload(Child.involvements),
+        selectinload(Child.local_identifiers))
+
+
+def visible_to(caller: Caller) -> Any:
+    """Return the condition hiding archived entries from ordinary callers (DOMAIN.md
+    "Retention": archived entries are invisible to every ordinary caller)."""
+    return Child.record_status == "live" if not caller.has_right("admin") else Child.id.is_not(None)
+
+
+def load_child(session: Session, resource_id: str, caller: Caller) -> Child:
+    """Return the child with FHIR id ``resource_id``.
+
+    :raises NotFound: no such child, or archived for this caller.
+    :raises Gone: the child was deleted.
+    """
+    child = session.scalar(child_query().where(Child.resource_id == resource_id,
+                                               visible_to(caller)))
+    if child is not None:
+        return child
+    versions = history.child_versions(session, resource_id)
+    if versions and versions[0].deleted:
+        raise Gone(f"Patient/{resource_id} has been deleted.")
+    raise NotFound(f"No Patient/{resource_id} on this server.")
+
+
+def base() -> str:
+    """Return the canonical base of this server's own systems."""
+    return str(current_app.config["CANONICAL_BASE"])
+
+
+def render_patient(session: Session, child: Child, caller: Caller,
+                   action: str | None) -> Rendered:
+    """Disclose, audit (as ``action``; None when the write's own record covers it) and map
+    one child for ``caller``."""
+    disclosure = disclose_child(child, caller)
+    if action is not None:
+        audit.record(session, action, resource_type="Patient", resource_id=child.resource_id,
+                     child_ref=child.resource_id, override=disclosure.override, caller=caller)
+    resource = mapping.child_to_patient(disclosure.child, redacted=disclosure.redacted)
+    issues = [issue("warning", "suppressed", BREAK_GLASS)] if disclosure.override else []
+    return Rendered(resource, child.version, child.last_updated, issues)
+
+
+def _string_condition(column: Any, value: str, modifier: str | None) -> Any:
+    """Return a FHIR string match on a normalised column (search.html#string: starts-with,
+    case- and accent-insensitive; ``:exact``; ``:contains``)."""
+    if modifier == "exact":
+        return column == normalise_name(value) if value else column == ""
+    norm = normalise_name(value).replace("%", "").replace("_", "")
+    return column.like(f"%{norm}%") if modifier == "contains" else column.like(f"{norm}%")
+
+
+def _name_condition(criterion: Criterion, which: str) -> Any:
+    """Return a condition matching any of a child's names on family, given or either."""
+    options = []
+    for value in criterion.values:
+        family = _string_condition(ChildName.family_norm, value, criterion.modifier)
+        given = or_(_string_condition(ChildName.given_norm, value, criterion.modifier),
+                    ChildName.given_norm.like(f"% {normalise_name(value)}%"))
+        options.append({"family": family, "given": given}.get(which, or_(family, given)))
+    return exists().where(ChildName.child_id == Child.id, or_(*options))
+
+
+def _identifier_condition(value: str, caller: Caller) -> Any:
+    """Return a condition for one identifier token (system|value or value alone)."""
+    system, code = split_token(value)
+    own = systems.OwnSystems(base())
+    hidden_if_shielded = Child.shielded.is_(False) if not caller.has_right("shielded") \
+        else Child.id.is_not(None)
+    by_system = {
+        systems.NHS_NUMBER: and_(Child.nhs_number == code.replace(" ", ""), hidden_if_shielded),
+        own.upn: and_(Child.upn == code.upper(), hidden_if_shielded),
+        own.contactpoint_id: Child.contactpoint_id == code.upper(),
+    }
+    if system in by_system:
+        return by_system[system]
+    if system and system.startswith(own.id_system("local/")):
+        return _local_identifier_condition(system.rsplit("/", 1)[-1], code, caller)
+    if system:
+        return Child.id.is_(None)  # a system this directory does not hold matches nothing
+    return or_(*by_system.values())
+
+
+def _local_identifier_condition(org_code: str, value: str, caller: Caller) -> Any:
+    """Match a local identifier, only for callers of the allocating organisation."""
+    if org_code != caller.organisation_code:
+        return Child.id.is_(None)
+    return exists().where(LocalIdentifier.child_id == Child.id, LocalIdentifier.value == value,
+                          LocalIdentifier.organisation_id.in_(
+                              select(Organisation.id).where(or_(
+                                  Organisation.ods_code == org_code,
+                                  Organisation.gss_code == org_code,
+                                  Organisation.urn == org_code)))) & hidden_unless(caller)
+
+
+def hidden_unless(caller: Caller) -> Any:
+    """Return the condition excluding shielded children for callers without the right."""
+    return Child.shielded.is_(False) if not caller.has_right("shielded") \
+        else Child.id.is_not(None)
+
+
+def _date_condition(column: Any, value: str, name: str, as_date: bool) -> Any:
+    """Return a FHIR date comparison (search.html#prefix) on ``column``."""
+    rng = parse_date(value, name)
+    start: Any = rng.start.date() if as_date else rng.start
+    end: Any = rng.end.date() if as_date else rng.end
+    return {
+        "eq": and_(column >= start, column < end), "ne": or_(column < start, column >= end),
+        "lt": column < start, "le": column < end, "gt": column >= end, "ge": column >= start,
+        "sa": column >= end, "eb": column < start,
+        "ap": and_(column >= _widen(start, -1), column < _widen(end, 1)),
+    }[rng.prefix]
+
+
+def _widen(moment: Any, sign: int) -> Any:
+    """Return ``moment`` moved by 10% of a year for ``ap`` (approximately), search.html#prefix."""
+    return moment + sign * dt.timedelta(days=36)
+
+
+def _gender_condition(value: str) -> Any:
+    """Return a condition on the administrative gender code."""
+    _system, code = split_token(value)
+    if code not in GENDER_CODES:
+        raise BadRequest(f"gender must be one of {', '.join(GENDER_CODES)}.", expression="gender")
+    return Child.gender == GENDER_CODES[code]
+
+
+def _postcode_condition(value: str, caller: Caller) -> Any:
+    """Match postcodes by prefix, never on shielded children for callers without the right."""
+    compact = "".join(value.upper().split())
+    if not compact.isalnum():
+        raise BadRequest("address-postalcode takes letters and digits.",
+                         expression="address-postalcode")
+    stored = func.replace(Child.address_postcode, " ", "")
+    return and_(stored.like(f"{compact}%"), hidden_unless(caller))
+
+
+def _organization_condition(value: str) -> Any:
+    """Match the managing organisation by logical id."""
+    rid = reference_id(value, "Organization", "organization")
+    return Child.managing_organisation_id.in_(
+        select(Organisation.id).where(Organisation.resource_id == rid))
+
+
+PATIENT_PARAMS: Final = {p.name: p for p in (
+    SearchParam("_id", "token", "Logical id of the Patient"),
+    SearchParam("_lastUpdated", "date", "When the entry last changed (with prefixes)"),
+    SearchParam("identifier", "token",
+                "system|value: NHS number, UPN, ContactPoint ID or your organisation's local id",
+                "http://hl7.org/fhir/SearchParameter/Patient-identifier"),
+    SearchParam("family", "string", "Family name, current or former (starts with)",
+                "http://hl7.org/fhir/SearchParameter/individual-family"),
+    SearchParam("given", "string", "A given name (starts with)",
+                "http://hl7.org/fhir/SearchParameter/individual-given"),
+    SearchParam("name", "string", "Family or given name (starts with)",
+                "http://hl7.org/fhir/SearchParameter/Patient-name"),
+    SearchParam("birthdate", "date", "Date of birth (eq, ne, lt, le, gt, ge, sa, eb, ap)",
+                "http://hl7.org/fhir/SearchParameter/individual-birthdate"),
+    SearchParam("gender", "token", "male | female | other | unknown",
+                "http://hl7.org/fhir/SearchParameter/individual-gender"),
+    SearchParam("address-postalcode", "string",
+                "Postcode (starts with); never matches a shielded child for callers without "
+                "the shielding right",
+                "http://hl7.org/fhir/SearchParameter/individual-address-postalcode"),
+    SearchParam("organization", "reference", "The managing local authority (Organization)",
+                "http://hl7.org/fhir/SearchParameter/Patient-organization"),
+)}
+
+
+def criterion_condition(criterion: Criterion, caller: Caller) -> Any:
+    """Return the SQL condition of one criterion (its values OR-ed).
+
+    :raises BadRequest: a value is malformed.
+    """
+    name, values = criterion.param.name, criterion.values
+    if name in ("family", "given", "name"):
+        return _name_condition(criterion, name)
+    builders = {
+        "_id": lambda v: Child.resource_id == v,
+        "_lastUpdated": lambda v: _date_condition(Child.last_updated, v, name, False),
+        "identifier": lambda v: _identifier_condition(v, caller),
+        "birthdate": lambda v: _date_condition(Child.birth_date, v, name, True),
+        "gender": _gender_condition,
+        "address-postalcode": lambda v: _postcode_condition(v, caller),
+        "organization": _organization_condition,
+    }
+    return or_(*(builders[name](value) for value in values))
+
+
+def patient_select(search: SearchRequest, caller: Caller) -> Select[Child]:
+    """Return the select of children matching ``search`` for ``caller`` (no paging)."""
+    query = child_query().where(visible_to(caller))
+    for criterion in search.criteria:
+        query = query.where(criterion_condition(criterion, caller))
+    return query
+
+
+def require_own_authority(child_authority: Organisation | None, caller: Caller) -> None:
+    """A client writes only entries its own organisation manages (issue 5 item 3).
+
+    :raises Forbidden: another authority's entry.
+    """
+    code = organisation_code(child_authority) if child_authority is not None else None
+    if code != caller.organisation_code and not caller.has_right("admin"):
+        raise Forbidden("You may write only entries whose managing organisation is your own "
+                        f"({caller.organisation_code}).", expression="Patient.managingOrganization")
+
+
+def _allocate_contactpoint_id(session: Session) -> str:
+    """Return a ContactPoint ID not yet used."""
+    while True:
+        cpid = identifiers.allocate_contactpoint_id()
+        if session.scalar(select(Child.id).where(Child.contactpoint_id == cpid)) is None:
+            return cpid
+
+
+def _merged_involvements(record: Child, existing: Child) -> list[Any]:
+    """Return the involvements of an entry updated from a Patient, in their stored order:
+    every involvement other than the GP unchanged (a Patient carries only
+    ``generalPractitioner``), the stored GP practices the Patient still names, then GP
+    practices it adds."""
+    from adapter.security.policy import copy_involvement, organisation_code
+
+    named = {organisation_code(i.organisation): i for i in record.involvements if i.role == "gp"}
+    kept = [copy_involvement(i) for i in existing.involvements
+            if i.role != "gp" or organisation_code(i.organisation) in named]
+    stored = {organisation_code(i.organisation) for i in existing.involvements if i.role == "gp"}
+    return kept + [i for code, i in named.items() if code not in stored]
+
+
+def _patient_record(session: Session, resource: dict[str, Any], caller: Caller,
+                    existing: Child | None) -> tuple[Child, list[str]]:
+    """Map a Patient to a transient Child, completing what a Patient does not carry from the
+    stored entry: involvements other than the GP, and other organisations' local ids.
+
+    :raises Invalid: not a valid Patient.
+    """
+    record, ignored = mapping.patient_to_child(resource)
+    if not record.contactpoint_id:
+        record.contactpoint_id = existing.contactpoint_id if existing else \
+            _allocate_contactpoint_id(session)
+    if record.managing_organisation is None:
+        record.managing_organisation = existing.managing_organisation if existing else None
+    if existing is not None:
+        from adapter.security.policy import copy_local_identifier, may_see_local_identifier
+
+        record.involvements = _merged_involvements(record, existing)
+        record.local_identifiers = [*record.local_identifiers, *(
+            copy_local_identifier(li) for li in existing.local_identifiers
+            if not may_see_local_identifier(li, caller))]
+    return record, ignored
+
+
+def _not_kept(ignored: list[str]) -> list[dict[str, Any]]:
+    """Return the informational issues naming inbound elements that were not stored."""
+    return [issue("information", "informational",
+                  f"Not kept: {path} (this directory holds only the items of the 2007 "
+                  "Regulations, Schedule 1).", path) for path in ignored]
+
+
+class PatientHandler:
+    """The REST handler of ``Patient``."""
+
+    resource_type: ClassVar[str] = "Patient"
+    interactions: ClassVar[tuple[str, ...]] = (
+        "read", "vread", "history-instance", "search-type", "search-type-post", "create",
+        "update", "conditional-update", "validate")
+    search_params: ClassVar[dict[str, SearchParam]] = PATIENT_PARAMS
+    includes: ClassVar[frozenset[str]] = frozenset()
+    revincludes: ClassVar[frozenset[str]] = frozenset({"CareTeam:subject"})
+    profile: ClassVar[str | None] = "Patient"
+
+    def read(self, session: Session, resource_id: str, caller: Caller) -> Rendered:
+        """Return the current Patient as ``caller`` may see it."""
+        return render_patient(session, load_child(session, resource_id, caller), caller, "read")
+
+    def vread(self, session: Session, resource_id: str, version: int,
+              caller: Caller) -> Rendered:
+        """Return one version of a Patient.
+
+        :raises NotFound: no such version.
+        """
+        current = load_child(session, resource_id, caller)
+        if version == current.version:
+            return render_patient(session, current, caller, "vread")
+        for stored in history.child_versions(session, resource_id):
+            if stored.version == version and not stored.deleted:
+                return render_patient(session, history.child_from_snapshot(stored), caller,
+                                      "vread")
+        raise NotFound(f"Patient/{resource_id} has no version {version}.")
+
+    def history(self, session: Session, resource_id: str,
+                caller: Caller) -> list[tuple[Rendered | None, int, str, dt.datetime]]:
+        """Return every version of a Patient, newest first."""
+        current = load_child(session, resource_id, caller)
+        out: list[tuple[Rendered | None, int, str, dt.datetime]] = [(
+            render_patient(session, current, caller, "history"), current.version,
+            "POST" if current.version == 1 else "PUT", current.last_updated)]
+        for stored in history.child_versions(session, resource_id):
+            rendered = render_patient(session, history.child_from_snapshot(stored), caller,
+                                      "history")
+            out.append((rendered, stored.version, "POST" if stored.version == 1 else "PUT",
+                        stored.last_updated))
+        return out
+
+    def search(self, session: Session, search: SearchRequest, caller: Caller) -> Page:
+        """Return one page of Patients (keyset paging on the internal id)."""
+        query = patient_select(search, caller).order_by(Child.id)
+        if search.cursor:
+            query = query.where(Child.id > int(decode_cursor(search.cursor, 1)[0]))
+        children = list(session.scalars(query.limit(search.count + 1)).unique())
+        more = len(children) > search.count
+        children = children[:search.count]
+        matches = [render_patient(session, c, caller, "search").resource for c in children]
+        included = self._revincluded(session, children, caller) if search.revincludes else []
+        cursor = encode_cursor(children[-1].id) if more and children else None
+        return Page(matches, included, cursor)
+
+    def _revincluded(self, session: Session, children: list[Child],
+                     caller: Caller) -> list[dict[str, Any]]:
+        """Return the CareTeams whose subject is one of ``children`` (``_revinclude``)."""
+        from adapter.services.careteams import careteams_of
+
+        return [r for child in children for r in careteams_of(session, child, caller)]
+
+    def count(self, session: Session, search: SearchRequest, caller: Caller) -> int:
+        """Return how many Patients match (no audit: no child's data is disclosed)."""
+        query = patient_select(search, caller).with_only_columns(func.count(Child.id))
+        return int(session.scalar(query.order_by(None)) or 0)
+
+    def create(self, session: Session, resource: dict[str, Any], caller: Caller) -> WriteResult:
+        """Create an entry from a Patient (allocating a ContactPoint ID when it has none).
+
+        :raises Conflict: an entry with that ContactPoint ID exists.
+        """
+        record, ignored = _patient_record(session, resource, caller, None)
+        require_own_authority(record.managing_organisation, caller)
+        if session.scalar(select(Child.id).where(
+                Child.contactpoint_id == record.contactpoint_id)) is not None:
+            raise Conflict("An entry with this ContactPoint ID exists: update it with PUT.",
+                           expression="Patient.identifier")
+        child, _outcome = apply_child(session, record, None)
+        return self._saved(session, child, caller, "create", ignored, created=True)
+
+    def update(self, session: Session, resource_id: str, resource: dict[str, Any],
+               caller: Caller, if_match: int | None) -> WriteResult:
+        """Update an entry from a Patient (``If-Match`` guards against lost updates).
+
+        :raises PreconditionFailed: ``If-Match`` names an older version.
+        :raises Invalid: the body's id differs from the URL's.
+        """
+        if resource.get("id") not in (None, resource_id):
+            raise Invalid("The Patient's id must match the id in the URL.",
+                          expression="Patient.id")
+        existing = session.scalar(child_query().where(Child.resource_id == resource_id))
+        if existing is None:
+            return self._create_at(session, resource_id, resource, caller)
+        self._check_writable(existing, caller, if_match)
+        record, ignored = _patient_record(session, resource, caller, existing)
+        if record.contactpoint_id != existing.contactpoint_id:
+            raise Invalid("The ContactPoint ID of an entry cannot change.",
+                          expression="Patient.identifier")
+        require_own_authority(record.managing_organisation, caller)
+        before = history.child_snapshot(existing)
+        child, outcome = apply_child(session, record, existing)
+        if outcome != "unchanged":
+            session.add(before)
+        return self._saved(session, child, caller, "update", ignored, created=False,
+                           changed=outcome != "unchanged")
+
+    def _create_at(self, session: Session, resource_id: str, resource: dict[str, Any],
+                   caller: Caller) -> WriteResult:
+        """Create through PUT: only at the id this server derives from the ContactPoint ID.
+
+        :raises Invalid: another id.
+        """
+        result = self.create(session, resource, caller)
+        if result.rendered.resource["id"] != resource_id:
+            raise Invalid("A new Patient can be created by PUT only at the id derived from its "
+                          "ContactPoint ID; use POST instead.", expression="Patient.id")
+        return result
+
+    def _check_writable(self, existing: Child, caller: Caller, if_match: int | None) -> None:
+        """Check version, ownership and shielding before an update.
+
+        :raises PreconditionFailed: stale ``If-Match``.
+        :raises Forbidden: another authority's entry, or shielded without the right.
+        """
+        if if_match is not None and if_match != existing.version:
+            raise PreconditionFailed(f"If-Match names version {if_match}, the current version is "
+                                     f"{existing.version}: read it again and re-apply.")
+        require_own_authority(existing.managing_organisation, caller)
+        if existing.shielded and not caller.has_right("shielded"):
+            raise Forbidden("Updating a shielded entry needs the shielding right (part of it "
+                            "is withheld from you).", expression="Patient")
+
+    def _saved(self, session: Session, child: Child, caller: Caller, action: str,
+               ignored: list[str], *, created: bool, changed: bool = True) -> WriteResult:
+        """Flush, snapshot, audit and render a written entry.
+
+        :raises PreconditionFailed: a concurrent update won (optimistic lock).
+        """
+        try:
+            session.flush()
+        except StaleDataError as exc:
+            raise PreconditionFailed("The entry changed while you were updating it: read it "
+                                     "again and re-apply.") from exc
+        except IntegrityError as exc:
+            raise Conflict("The entry conflicts with another one (e.g. its ContactPoint ID "
+                           "was taken meanwhile).") from exc
+        audit.record(session, action if changed else "update-unchanged", resource_type="Patient",
+                     resource_id=child.resource_id, child_ref=child.resource_id, caller=caller)
+        rendered = render_patient(session, child, caller, None)
+        rendered.issues = _not_kept(ignored) + rendered.issues
+        return WriteResult(rendered, created, changed)
+
+    def delete(self, session: Session, resource_id: str, caller: Caller) -> None:
+        """Entries are not deleted by callers: they are archived by the retention rules.
+
+        :raises MethodNotAllowed: always.
+        """
+        raise MethodNotAllowed("A directory entry is not deleted: it is archived when its "
+                               "retention ends (DOMAIN.md 'Retention').")
+
+    def validate(self, resource: dict[str, Any], caller: Caller) -> list[dict[str, Any]]:
+        """Return the issues a create of ``resource`` would meet (nothing is stored)."""
+        from adapter.services.validation import validate_inbound
+
+        return validate_inbound("Patient", resource)

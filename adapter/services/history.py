@@ -1,0 +1,83 @@
+"""Version snapshots of children (and assessment references) for ``vread`` and ``_history``:
+the canonical dump of every version, and transient records rebuilt from one."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Final
+
+import orjson
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from adapter.identifiers import resource_id_for
+from adapter.models import Child, RecordVersion
+from adapter.models.canonical import as_utc, build_child, canonical_dump
+
+DATE_KEYS: Final = frozenset({"birth_date", "death_date", "address_start", "address_end",
+                              "retention_date", "period_start", "period_end", "started_date",
+                              "completed_date", "closed_date"})
+
+
+def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
+    """Return ``data`` with dates and datetimes as ISO strings (JSON column contents)."""
+    value: dict[str, Any] = orjson.loads(orjson.dumps(data))
+    return value
+
+
+def _typed(value: Any, key: str | None = None) -> Any:
+    """Return a snapshot value with its dates and datetimes parsed back."""
+    if isinstance(value, dict):
+        return {k: _typed(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_typed(v) for v in value]
+    if isinstance(value, str) and key in DATE_KEYS:
+        return dt.date.fromisoformat(value)
+    if isinstance(value, str) and key == "last_updated":
+        return dt.datetime.fromisoformat(value)
+    return value
+
+
+def child_snapshot(child: Child) -> RecordVersion:
+    """Return the snapshot of ``child`` as it is now (taken before an update changes it).
+
+    Only superseded versions are stored: the current version is always the live entry.
+    """
+    return RecordVersion(kind="child", resource_id=child.resource_id, version=child.version,
+                         last_updated=as_utc(child.last_updated),
+                         snapshot=_jsonable(canonical_dump(child)))
+
+
+def record_child_deleted(session: Session, resource_id: str, version: int) -> None:
+    """Store a deletion tombstone after the last version of a child."""
+    session.add(RecordVersion(kind="child", resource_id=resource_id, version=version,
+                              last_updated=dt.datetime.now(dt.UTC), deleted=True))
+
+
+def child_versions(session: Session, resource_id: str) -> list[RecordVersion]:
+    """Return every superseded version of a child (and its tombstone), newest first."""
+    return list(session.scalars(
+        select(RecordVersion).where(RecordVersion.kind == "child",
+                                    RecordVersion.resource_id == resource_id)
+        .order_by(RecordVersion.version.desc())))
+
+
+def child_from_snapshot(version: RecordVersion) -> Child:
+    """Return a transient Child as it was at ``version`` (with derived resource ids)."""
+    assert version.snapshot is not None  # noqa: S101 - tombstones are never rebuilt
+    data = _typed(version.snapshot)
+    child, _builder = build_child(data)
+    child.resource_id = version.resource_id
+    child.version, child.last_updated = version.version, version.last_updated
+    for involvement in child.involvements:
+        involvement.resource_id = resource_id_for(
+            "PractitionerRole", f"{child.contactpoint_id}/{involvement.position}")
+    for organisation in _builder.organisations.values():
+        code = organisation.ods_code or organisation.urn or organisation.gss_code or ""
+        organisation.resource_id = resource_id_for("Organization", code)
+    for practitioner in _builder.practitioners.values():
+        org = practitioner.organisation
+        code = org.ods_code or org.urn or org.gss_code or ""
+        practitioner.resource_id = resource_id_for("Practitioner",
+                                                   f"{code}/{practitioner.local_id}")
+    return child

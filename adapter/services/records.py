@@ -1,0 +1,279 @@
+"""Applying an inbound record (a transient canonical object built by a reverse mapping) to the
+database: resolve organisations and practitioners by natural key, create or update the child
+in place, and tell created / updated / unchanged apart so that re-imports change nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final, TypeVar
+
+from sqlalchemy import inspect, select
+from sqlalchemy.orm import Session
+
+from adapter.errors import Invalid
+from adapter.identifiers import resource_id_for
+from adapter.models import (
+    Assessment,
+    Carer,
+    Child,
+    ChildName,
+    Involvement,
+    LocalIdentifier,
+    Organisation,
+    Practitioner,
+    TeamMember,
+)
+from adapter.models.base import Base
+from adapter.models.canonical import normalise_name
+from adapter.retention import retention_date
+
+# Columns that are bookkeeping, never data to compare or copy.
+BOOKKEEPING: Final = frozenset({"id", "child_id", "assessment_id", "version", "last_updated",
+                                "created", "organisation_id", "practitioner_id",
+                                "managing_organisation_id", "lead_practitioner_id",
+                                "lead_organisation_id"})
+T = TypeVar("T", bound=Base)
+
+
+def copy_columns(source: Base, target: Base, exclude: frozenset[str] = BOOKKEEPING) -> bool:
+    """Copy every data column of ``source`` onto ``target``; return True if any differed."""
+    changed = False
+    for column in inspect(type(target)).columns:
+        name = column.key
+        if name in exclude:
+            continue
+        value = getattr(source, name, None)
+        if getattr(target, name) != value:
+            setattr(target, name, value)
+            changed = True
+    return changed
+
+
+def organisation_key(org: Organisation) -> tuple[str, str]:
+    """Return the natural key of an organisation: (kind, code)."""
+    for kind in ("ods_code", "urn", "gss_code"):
+        code = getattr(org, kind)
+        if code:
+            return kind, code
+    raise ValueError("an organisation needs an ODS code, URN or GSS code")
+
+
+def resolve_organisation(session: Session, org: Organisation) -> Organisation:
+    """Return the stored organisation with ``org``'s natural key, creating or updating it."""
+    kind, code = organisation_key(org)
+    stored = session.scalar(select(Organisation).where(getattr(Organisation, kind) == code))
+    if stored is None:
+        stored = Organisation(resource_id=resource_id_for("Organization", code))
+        copy_columns(org, stored, BOOKKEEPING | {"resource_id"})
+        session.add(stored)
+        return stored
+    if org.name:  # a reference that carries details updates them; a bare key does not
+        copy_columns(org, stored, BOOKKEEPING | {"resource_id"} | _unset_columns(org))
+    return stored
+
+
+def _unset_columns(obj: Base) -> frozenset[str]:
+    """Return the names of columns that ``obj`` leaves at None (not given inbound)."""
+    return frozenset(c.key for c in inspect(type(obj)).columns if getattr(obj, c.key) is None)
+
+
+def resolve_practitioner(session: Session, practitioner: Practitioner) -> Practitioner:
+    """Return the stored practitioner (organisation + local id), creating or updating it."""
+    organisation = resolve_organisation(session, practitioner.organisation)
+    session.flush([organisation]) if organisation.id is None else None
+    stored = session.scalar(select(Practitioner).where(
+        Practitioner.organisation_id == organisation.id,
+        Practitioner.local_id == practitioner.local_id))
+    if stored is None:
+        code = organisation_key(organisation)[1]
+        stored = Practitioner(resource_id=resource_id_for(
+            "Practitioner", f"{code}/{practitioner.local_id}"), organisation=organisation)
+        session.add(stored)
+    copy_columns(practitioner, stored, BOOKKEEPING | {"resource_id"})
+    return stored
+
+
+def merge_parts(existing: list[T], incoming: Sequence[T], make: type[T],
+                link: Any = None) -> bool:
+    """Make ``existing`` hold ``incoming``'s data position by position, in place.
+
+    Updating rows in place (rather than replacing them) keeps their ids and stable resource
+    ids, and a row whose data did not change is not written at all.
+    """
+    changed = len(existing) != len(incoming)
+    for position, item in enumerate(incoming):
+        if position < len(existing):
+            target = existing[position]
+        else:
+            target = make()
+            existing.append(target)
+        changed |= copy_columns(item, target, BOOKKEEPING | {"resource_id"})
+        if link is not None:
+            changed |= link(item, target)
+        if target.position != position:  # type: ignore[attr-defined]
+            target.position = position  # type: ignore[attr-defined]
+    del existing[len(incoming):]
+    return changed
+
+
+def part_key(part: Involvement | TeamMember) -> str:
+    """Return the natural key of an involvement or team member: role, organisation,
+    practitioner and start date. Matching on it keeps each one's row and PractitionerRole id."""
+    org = organisation_key(part.organisation)[1]
+    person = part.practitioner.local_id if part.practitioner is not None else ""
+    start = getattr(part, "period_start", None) or ""
+    return f"{part.role}/{org}/{person}/{start}"
+
+
+def merge_keyed(session: Session, existing: list[Any], incoming: Sequence[Any], make: type,
+                link: Any) -> bool:
+    """Make ``existing`` hold ``incoming``, matching rows by :func:`part_key` (in place).
+
+    A matched row keeps its id and resource id; unmatched rows are deleted (flushed first, so
+    that a new row can take a freed key) and new ones added; positions follow ``incoming``.
+    """
+    by_key = {part_key(row): row for row in existing}
+    keys = [part_key(item) for item in incoming]
+    removed = [row for key, row in by_key.items() if key not in keys]
+    for row in removed:
+        existing.remove(row)
+    if any(inspect(row).persistent for row in removed):
+        session.flush()
+    if len(set(keys)) != len(keys):
+        raise Invalid("The same involvement (role, organisation, practitioner, start) is "
+                      "listed twice.", expression="involvement")
+    changed = bool(removed)
+    ordered = []
+    for position, (key, item) in enumerate(zip(keys, incoming, strict=True)):
+        target = by_key.get(key)
+        if target is None:
+            target, changed = make(), True
+        changed |= copy_columns(item, target, BOOKKEEPING | {"resource_id"})
+        changed |= link(item, target)
+        target.position = position
+        ordered.append(target)
+    existing[:] = ordered
+    return changed
+
+
+def _link_involvement(session: Session, cpid: str) -> Any:
+    """Return a ``link`` callback resolving an involvement's organisation and practitioner."""
+    def link(item: Involvement, target: Involvement) -> bool:
+        organisation = resolve_organisation(session, item.organisation)
+        practitioner = (resolve_practitioner(session, item.practitioner)
+                        if item.practitioner is not None else None)
+        changed = target.organisation is not organisation or target.practitioner is not practitioner
+        target.organisation, target.practitioner = organisation, practitioner
+        if not target.resource_id:
+            target.resource_id = resource_id_for("PractitionerRole", f"{cpid}/{part_key(item)}")
+        return changed
+    return link
+
+
+def _link_local_identifier(session: Session) -> Any:
+    """Return a ``link`` callback resolving a local identifier's issuing organisation."""
+    def link(item: LocalIdentifier, target: LocalIdentifier) -> bool:
+        organisation = resolve_organisation(session, item.organisation)
+        changed = target.organisation is not organisation
+        target.organisation = organisation
+        return changed
+    return link
+
+
+def _number_positions(parts: Sequence[Any]) -> None:
+    """Give inbound parts their list positions (the order is the data's order)."""
+    for position, part in enumerate(parts):
+        part.position = position
+
+
+def apply_child(session: Session, record: Child, existing: Child | None) -> tuple[Child, str]:
+    """Create ``record`` as a new child or apply it onto ``existing`` in place.
+
+    :returns: the stored child and "created", "updated" or "unchanged".
+    """
+    for parts in (record.names, record.carers, record.involvements):
+        _number_positions(parts)
+    for name in record.names:  # derived search keys (ChildName.family_norm / given_norm)
+        name.family_norm = normalise_name(name.family or "")[:35]
+        name.given_norm = " ".join(normalise_name(g) for g in name.given or [])[:200]
+    with session.no_autoflush:
+        return _apply_child(session, record, existing)
+
+
+def _apply_child(session: Session, record: Child, existing: Child | None) -> tuple[Child, str]:
+    """Apply ``record`` (see :func:`apply_child`) with autoflush off."""
+    child = existing or Child(resource_id=resource_id_for("Patient", record.contactpoint_id))
+    record.retention_date = retention_date(record.birth_date, record.death_date,
+                                           record.extended_retention)
+    changed = copy_columns(record, child, BOOKKEEPING | {"resource_id"})
+    authority = resolve_organisation(session, record.managing_organisation)
+    changed |= child.managing_organisation is not authority
+    child.managing_organisation = authority
+    changed |= merge_parts(child.names, record.names, ChildName)
+    changed |= merge_parts(child.carers, record.carers, Carer)
+    changed |= merge_keyed(session, child.involvements, record.involvements, Involvement,
+                           _link_involvement(session, record.contactpoint_id))
+    changed |= _merge_local_identifiers(session, child, record.local_identifiers)
+    if existing is None:
+        session.add(child)
+        return child, "created"
+    return child, "updated" if changed else "unchanged"
+
+
+def _merge_local_identifiers(session: Session, child: Child,
+                             incoming: Sequence[LocalIdentifier]) -> bool:
+    """Merge local identifiers (they have no position column: order by arrival)."""
+    link = _link_local_identifier(session)
+    changed = len(child.local_identifiers) != len(incoming)
+    for index, item in enumerate(incoming):
+        if index < len(child.local_identifiers):
+            target = child.local_identifiers[index]
+        else:
+            target = LocalIdentifier()
+            child.local_identifiers.append(target)
+        changed |= copy_columns(item, target) | link(item, target)
+    del child.local_identifiers[len(incoming):]
+    return changed
+
+
+def apply_assessment(session: Session, record: Assessment, child: Child,
+                     existing: Assessment | None) -> tuple[Assessment, str]:
+    """Create ``record`` as a new assessment reference or apply it onto ``existing``.
+
+    :returns: the stored assessment and "created", "updated" or "unchanged".
+    """
+    _number_positions(record.members)
+    assessment = existing or Assessment(
+        resource_id=resource_id_for("CareTeam", f"ecaf/{record.assessment_id}"))
+    changed = copy_columns(record, assessment, BOOKKEEPING | {"resource_id"})
+    changed |= assessment.child is not child
+    assessment.child = child
+    changed |= _link_lead(session, record, assessment)
+
+    def link(item: TeamMember, target: TeamMember) -> bool:
+        organisation = resolve_organisation(session, item.organisation)
+        practitioner = (resolve_practitioner(session, item.practitioner)
+                        if item.practitioner is not None else None)
+        moved = target.organisation is not organisation or target.practitioner is not practitioner
+        target.organisation, target.practitioner = organisation, practitioner
+        if not target.resource_id:
+            target.resource_id = resource_id_for(
+                "PractitionerRole", f"ecaf/{record.assessment_id}/{part_key(item)}")
+        return moved
+
+    changed |= merge_keyed(session, assessment.members, record.members, TeamMember, link)
+    if existing is None:
+        session.add(assessment)
+        return assessment, "created"
+    return assessment, "updated" if changed else "unchanged"
+
+
+def _link_lead(session: Session, record: Assessment, assessment: Assessment) -> bool:
+    """Resolve the lead professional's organisation and practitioner of an assessment."""
+    organisation = resolve_organisation(session, record.lead_organisation)
+    practitioner = (resolve_practitioner(session, record.lead_practitioner)
+                    if record.lead_practitioner is not None else None)
+    changed = (assessment.lead_organisation is not organisation
+               or assessment.lead_practitioner is not practitioner)
+    assessment.lead_organisation, assessment.lead_practitioner = organisation, practitioner
+    return changed
