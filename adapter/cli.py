@@ -60,15 +60,22 @@ def db_upgrade_command(revision: str) -> None:
 @with_appcontext
 def demo_data_command(children: int, authorities: int, seed: int, if_empty: bool,
                       quiet: bool) -> None:
-    """Write synthetic, entirely fictional directory entries (deterministic for a seed)."""
+    """Write synthetic, entirely fictional directory entries (deterministic for a seed).
+
+    \f
+    :raises click.BadParameter: the amounts are out of range.
+    """
     from adapter.demo import count_children, load_demo_data
 
     db = get_db()
     if if_empty and (existing := count_children(db)):
         click.echo(f"database already holds {existing} children: no demo data written")
         return
-    written = load_demo_data(db, children=children, authorities=authorities, seed=seed,
-                             progress=not quiet)
+    try:
+        written = load_demo_data(db, children=children, authorities=authorities, seed=seed,
+                                 progress=not quiet)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
     click.echo(f"wrote {written} children")
 
 

@@ -36,5 +36,8 @@ def init_app(app: Flask) -> None:
     HANDLERS[:] = handlers()
     for handler in HANDLERS:
         register_handler(app, handler)
+    from adapter.fhir import transaction
+
+    transaction.init_app(app)
     app.add_url_rule("/fhir/metadata", endpoint="fhir.metadata", view_func=metadata,
                      methods=["GET"])

@@ -105,15 +105,20 @@ def render_write(result: WriteResult) -> Response:
     return fhir_response(resource, status, headers)
 
 
+def run_search_page(handler: ResourceHandler, session: Any, args: Any) -> dict[str, Any]:
+    """Parse and run a search in ``session``; return its Bundle."""
+    search = parse_search(args, handler.search_params, handler.includes, handler.revincludes)
+    if search.summary == "count":
+        return count_bundle(handler.count(session, search, caller()))
+    page = handler.search(session, search, caller())
+    return searchset(handler.resource_type, page.matches, page.included, page.next_cursor,
+                     search.ignored, search.elements, page.total)
+
+
 def run_search(handler: ResourceHandler, args: Any) -> Response:
     """Parse a search and return its Bundle."""
-    search = parse_search(args, handler.search_params, handler.includes, handler.revincludes)
     with get_db().transaction() as session:
-        if search.summary == "count":
-            return fhir_response(count_bundle(handler.count(session, search, caller())))
-        page = handler.search(session, search, caller())
-    return fhir_response(searchset(handler.resource_type, page.matches, page.included,
-                                   page.next_cursor, search.ignored, search.elements, page.total))
+        return fhir_response(run_search_page(handler, session, args))
 
 
 def conditional_matches(handler: ResourceHandler, session: Any, query: str,
@@ -164,13 +169,13 @@ def make_history(handler: ResourceHandler) -> View:
     def view(resource_id: str) -> Response:
         with get_db().transaction() as session:
             versions = handler.history(session, resource_id, caller())
-        entries = [(r.resource if r else None, str(v), method, _instant(updated))
+        entries = [(r.resource if r else None, str(v), method, instant(updated))
                    for r, v, method, updated in versions]
         return fhir_response(history_bundle(handler.resource_type, resource_id, entries))
     return view
 
 
-def _instant(moment: dt.datetime) -> str:
+def instant(moment: dt.datetime) -> str:
     """Return a FHIR instant."""
     return _aware(moment).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 

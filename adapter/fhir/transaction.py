@@ -1,0 +1,293 @@
+"""``POST /fhir`` with a ``transaction`` Bundle (all or nothing, ``urn:uuid`` references
+resolved) or a ``batch`` Bundle (each entry on its own) — FHIR R4 http.html#transaction."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import parse_qsl, urlsplit
+
+from flask import Flask, Response
+from sqlalchemy.orm import Session
+from werkzeug.datastructures import MultiDict
+
+from adapter.db import get_db
+from adapter.errors import BadRequest, GatewayError, MethodNotAllowed, NotFound
+from adapter.fhir.body import read_resource
+from adapter.fhir.bundle import fhir_base, now_instant
+from adapter.fhir.handlers import Rendered, ResourceHandler, WriteResult
+from adapter.fhir.routes import caller, conditional_matches, instant, parse_etag, run_search_page
+from adapter.http import fhir_response
+from adapter.security.access import authenticated, require_scope
+
+# FHIR R4 http.html#trules: DELETE, then POST, then PUT, then GET.
+METHOD_ORDER: Final = {"DELETE": 0, "POST": 1, "PUT": 2, "GET": 3}
+STATUS_TEXT: Final = {200: "200 OK", 201: "201 Created", 204: "204 No Content"}
+
+
+@dataclass
+class Entry:
+    """One request entry of the Bundle, with its position."""
+
+    index: int
+    method: str
+    url: str
+    full_url: str | None
+    resource: dict[str, Any] | None
+    if_match: str | None
+    if_none_exist: str | None
+
+
+def _entries(bundle: dict[str, Any]) -> list[Entry]:
+    """Return the Bundle's request entries.
+
+    :raises BadRequest: an entry without a usable request.
+    """
+    out = []
+    for index, raw in enumerate(bundle.get("entry") or []):
+        request = raw.get("request") if isinstance(raw, dict) else None
+        if not isinstance(request, dict) or request.get("method") not in METHOD_ORDER \
+                or not isinstance(request.get("url"), str):
+            raise BadRequest("Each entry needs request.method (GET, POST, PUT, DELETE) and "
+                             "request.url.", expression=f"Bundle.entry[{index}].request")
+        resource = raw.get("resource")
+        out.append(Entry(index, request["method"], request["url"], raw.get("fullUrl"),
+                         resource if isinstance(resource, dict) else None,
+                         request.get("ifMatch"), request.get("ifNoneExist")))
+    return out
+
+
+def _replace_references(value: Any, known: dict[str, str]) -> Any:
+    """Return ``value`` with every ``reference`` naming a known ``urn:uuid`` rewritten."""
+    if isinstance(value, dict):
+        return {k: (known.get(v, v) if k == "reference" and isinstance(v, str)
+                    else _replace_references(v, known)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_replace_references(v, known) for v in value]
+    return value
+
+
+def _urn_references(value: Any) -> set[str]:
+    """Return every ``urn:uuid:`` reference inside ``value``."""
+    if isinstance(value, dict):
+        found = {v for k, v in value.items() if k == "reference" and isinstance(v, str)
+                 and v.startswith("urn:uuid:")}
+        for child in value.values():
+            found |= _urn_references(child)
+        return found
+    if isinstance(value, list):
+        return set().union(*(_urn_references(v) for v in value)) if value else set()
+    return set()
+
+
+def processing_order(entries: list[Entry]) -> list[Entry]:
+    """Return entries in FHIR processing order, creates before the entries referring to them.
+
+    :raises BadRequest: ``urn:uuid`` references that form a cycle.
+    """
+    ordered = sorted(entries, key=lambda e: METHOD_ORDER[e.method])
+    created = {e.full_url for e in ordered if e.method == "POST" and e.full_url}
+    done: set[str] = set()
+    result: list[Entry] = []
+    pending = ordered
+    while pending:
+        ready = [e for e in pending if not ((_urn_references(e.resource) & created) - done)]
+        if not ready:
+            raise BadRequest("The Bundle's urn:uuid references form a cycle.",
+                             expression="Bundle.entry")
+        for entry in ready:
+            result.append(entry)
+            if entry.full_url:
+                done.add(entry.full_url)
+        pending = [e for e in pending if e not in ready]
+    return result
+
+
+def _target(entry: Entry, handlers: dict[str, ResourceHandler]) -> tuple[ResourceHandler, list[str],
+                                                                          str]:
+    """Return the handler, the path segments after the type, and the query of an entry's URL.
+
+    :raises NotFound: a resource type this server does not serve.
+    """
+    parts = urlsplit(entry.url)
+    path = parts.path.removeprefix(fhir_base()).strip("/")
+    if path.startswith("fhir/"):
+        path = path[len("fhir/"):]
+    segments = [s for s in path.split("/") if s]
+    if not segments or segments[0] not in handlers:
+        raise NotFound(f"{entry.url}: not a resource type of this server.",
+                       expression=f"Bundle.entry[{entry.index}].request.url")
+    return handlers[segments[0]], segments[1:], parts.query
+
+
+def _need(handler: ResourceHandler, interaction: str, entry: Entry) -> None:
+    """Check the handler supports ``interaction`` and the caller's scope allows it.
+
+    :raises MethodNotAllowed: the type does not support it.
+    :raises Forbidden: no scope.
+    """
+    if interaction not in handler.interactions:
+        raise MethodNotAllowed(f"{handler.resource_type} does not support {interaction}.",
+                               expression=f"Bundle.entry[{entry.index}].request")
+    scope = {"conditional-update": "update", "search-type": "search"}.get(interaction,
+                                                                         interaction)
+    require_scope(caller(), handler.resource_type, scope)
+
+
+def _resource_of(entry: Entry) -> dict[str, Any]:
+    """Return the entry's resource.
+
+    :raises BadRequest: POST/PUT without one.
+    """
+    if entry.resource is None:
+        raise BadRequest(f"A {entry.method} entry needs a resource.",
+                         expression=f"Bundle.entry[{entry.index}].resource")
+    return entry.resource
+
+
+def _write_entry(session: Session, entry: Entry, handler: ResourceHandler, rest: list[str],
+                 query: str) -> WriteResult:
+    """Carry out a POST or PUT entry."""
+    resource = _resource_of(entry)
+    if entry.method == "POST":
+        _need(handler, "create", entry)
+        if entry.if_none_exist:
+            found = conditional_matches(handler, session, entry.if_none_exist, "ifNoneExist")
+            if found:
+                return WriteResult(handler.read(session, found[0], caller()), False, False)
+        return handler.create(session, resource, caller())
+    if rest:
+        _need(handler, "update", entry)
+        if_match = parse_etag(entry.if_match, "ifMatch") if entry.if_match else None
+        return handler.update(session, rest[0], resource, caller(), if_match)
+    _need(handler, "conditional-update", entry)
+    found = conditional_matches(handler, session, query, "request.url")
+    if not found:
+        return handler.create(session, resource, caller())
+    return handler.update(session, found[0], resource, caller(), None)
+
+
+def _response_entry(rendered: Rendered | None, status: int,
+                    include_resource: bool = True) -> dict[str, Any]:
+    """Return a response entry with status, location, etag and lastModified."""
+    response: dict[str, Any] = {"status": STATUS_TEXT.get(status, str(status))}
+    entry: dict[str, Any] = {}
+    if rendered is not None:
+        resource = rendered.resource
+        url = f"{fhir_base()}/{resource['resourceType']}/{resource['id']}"
+        entry["fullUrl"] = url
+        if include_resource:
+            entry["resource"] = resource
+        response.update({"location": f"{url}/_history/{rendered.version}",
+                         "etag": f'W/"{rendered.version}"',
+                         "lastModified": instant(rendered.last_updated)})
+        if rendered.issues:
+            response["outcome"] = {"resourceType": "OperationOutcome",
+                                   "issue": rendered.issues}
+    entry["response"] = response
+    return entry
+
+
+def _read_entry(session: Session, entry: Entry, handler: ResourceHandler, rest: list[str],
+                query: str) -> dict[str, Any]:
+    """Carry out a GET entry (read, vread or search)."""
+    if not rest:
+        _need(handler, "search-type", entry)
+        bundle = run_search_page(handler, session, MultiDict(parse_qsl(query)))
+        return {"resource": bundle, "response": {"status": "200 OK"}}
+    _need(handler, "read", entry)
+    if len(rest) == 3 and rest[1] == "_history" and rest[2].isdigit():
+        return _response_entry(handler.vread(session, rest[0], int(rest[2]), caller()), 200)
+    return _response_entry(handler.read(session, rest[0], caller()), 200)
+
+
+def run_entry(session: Session, entry: Entry, handlers: dict[str, ResourceHandler],
+              known: dict[str, str]) -> dict[str, Any]:
+    """Carry out one entry and return its response entry; record a created urn:uuid."""
+    if entry.resource is not None:
+        entry.resource = _replace_references(entry.resource, known)
+    handler, rest, query = _target(entry, handlers)
+    if entry.method == "GET":
+        return _read_entry(session, entry, handler, rest, query)
+    if entry.method == "DELETE":
+        _need(handler, "delete", entry)
+        if not rest:
+            raise BadRequest("Conditional delete is not supported: name the resource id.",
+                             expression=f"Bundle.entry[{entry.index}].request.url")
+        handler.delete(session, rest[0], caller())
+        return {"response": {"status": "204 No Content"}}
+    result = _write_entry(session, entry, handler, rest, query)
+    resource = result.rendered.resource
+    if entry.full_url and entry.full_url.startswith("urn:uuid:"):
+        known[entry.full_url] = f"{resource['resourceType']}/{resource['id']}"
+    return _response_entry(result.rendered, 201 if result.created else 200)
+
+
+def _located(error: GatewayError, entry: Entry) -> GatewayError:
+    """Return ``error`` with its expression pointing into the failing entry."""
+    where = f"Bundle.entry[{entry.index}]"
+    if not error.expression or not error.expression.startswith("Bundle."):
+        error.expression = f"{where}.resource" + (
+            f" ({error.expression})" if error.expression else "")
+    error.message = f"entry {entry.index}: {error.message}"
+    return error
+
+
+def run_transaction(entries: list[Entry], handlers: dict[str, ResourceHandler]) -> list[Any]:
+    """Carry out a transaction: every entry, or (on the first error) none.
+
+    :raises GatewayError: the first entry that failed, located.
+    """
+    known: dict[str, str] = {}
+    responses: dict[int, dict[str, Any]] = {}
+    with get_db().write_transaction() as session:
+        for entry in processing_order(entries):
+            try:
+                responses[entry.index] = run_entry(session, entry, handlers, known)
+            except GatewayError as error:
+                raise _located(error, entry) from error
+    return [responses[e.index] for e in entries]
+
+
+def run_batch(entries: list[Entry], handlers: dict[str, ResourceHandler]) -> list[Any]:
+    """Carry out a batch: each entry in its own savepoint; failures reported per entry."""
+    responses = []
+    with get_db().write_transaction() as session:
+        for entry in entries:
+            try:
+                with session.begin_nested():
+                    responses.append(run_entry(session, entry, handlers, {}))
+            except GatewayError as error:
+                responses.append({"response": {
+                    "status": str(error.status),
+                    "outcome": _located(error, entry).to_outcome()}})
+    return responses
+
+
+@authenticated("write")
+def bundle_endpoint() -> Response:
+    """Accept a transaction or batch Bundle at the FHIR base.
+
+    :raises BadRequest: not a Bundle of type transaction or batch.
+    """
+    from adapter.fhir.api import HANDLERS
+
+    bundle = read_resource()
+    kind = bundle.get("type")
+    if bundle.get("resourceType") != "Bundle" or kind not in ("transaction", "batch"):
+        raise BadRequest("POST /fhir takes a Bundle of type transaction or batch.",
+                         expression="Bundle.type")
+    handlers = {h.resource_type: h for h in HANDLERS}
+    entries = _entries(bundle)
+    runner: Callable[..., list[Any]] = run_transaction if kind == "transaction" else run_batch
+    return fhir_response({"resourceType": "Bundle", "id": str(uuid.uuid4()),
+                          "meta": {"lastUpdated": now_instant()}, "type": f"{kind}-response",
+                          "entry": runner(entries, handlers)})
+
+
+def init_app(app: Flask) -> None:
+    """Register ``POST /fhir``."""
+    app.add_url_rule("/fhir", endpoint="fhir.system.bundle", view_func=bundle_endpoint,
+                     methods=["POST"])
