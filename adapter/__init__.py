@@ -29,6 +29,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     security.init_app(app)
     health.init_app(app)
     from adapter.fhir import api as fhir_api
+    from adapter.services import validation
+
+    validation.init_app(app)
 
     fhir_api.init_app(app)
     return app

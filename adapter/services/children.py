@@ -44,6 +44,7 @@ from adapter.security.caller import Caller
 from adapter.security.policy import disclose_child, organisation_code
 from adapter.services import history
 from adapter.services.records import apply_child
+from adapter.services.validation import require_valid, validate_inbound
 
 GENDER_CODES: Final = {"male": "1", "female": "2", "other": "9", "unknown": "X"}
 BREAK_GLASS: Final = ("This child is shielded: your access used the shielding right, has been "
@@ -286,13 +287,16 @@ def _merged_involvements(record: Child, existing: Child) -> list[Any]:
 
 
 def _patient_record(session: Session, resource: dict[str, Any], caller: Caller,
-                    existing: Child | None) -> tuple[Child, list[str]]:
-    """Map a Patient to a transient Child, completing what a Patient does not carry from the
-    stored entry: involvements other than the GP, and other organisations' local ids.
+                    existing: Child | None) -> tuple[Child, list[dict[str, Any]]]:
+    """Validate and map a Patient to a transient Child, completing what a Patient does not
+    carry from the stored entry: involvements other than the GP, and other organisations'
+    local ids. Returns the child and the validation's warnings and information (what was not
+    kept).
 
     :raises Invalid: not a valid Patient.
     """
-    record, ignored = mapping.patient_to_child(resource)
+    notes = require_valid("Patient", resource)
+    record, _ignored = mapping.patient_to_child(resource)
     if not record.contactpoint_id:
         record.contactpoint_id = existing.contactpoint_id if existing else \
             _allocate_contactpoint_id(session)
@@ -305,14 +309,7 @@ def _patient_record(session: Session, resource: dict[str, Any], caller: Caller,
         record.local_identifiers = [*record.local_identifiers, *(
             copy_local_identifier(li) for li in existing.local_identifiers
             if not may_see_local_identifier(li, caller))]
-    return record, ignored
-
-
-def _not_kept(ignored: list[str]) -> list[dict[str, Any]]:
-    """Return the informational issues naming inbound elements that were not stored."""
-    return [issue("information", "informational",
-                  f"Not kept: {path} (this directory holds only the items of the 2007 "
-                  "Regulations, Schedule 1).", path) for path in ignored]
+    return record, notes
 
 
 class PatientHandler:
@@ -452,7 +449,8 @@ class PatientHandler:
                             "is withheld from you).", expression="Patient")
 
     def _saved(self, session: Session, child: Child, caller: Caller, action: str,
-               ignored: list[str], *, created: bool, changed: bool = True) -> WriteResult:
+               notes: list[dict[str, Any]], *, created: bool,
+               changed: bool = True) -> WriteResult:
         """Flush, snapshot, audit and render a written entry.
 
         :raises PreconditionFailed: a concurrent update won (optimistic lock).
@@ -468,7 +466,7 @@ class PatientHandler:
         audit.record(session, action if changed else "update-unchanged", resource_type="Patient",
                      resource_id=child.resource_id, child_ref=child.resource_id, caller=caller)
         rendered = render_patient(session, child, caller, None)
-        rendered.issues = _not_kept(ignored) + rendered.issues
+        rendered.issues = notes + rendered.issues
         return WriteResult(rendered, created, changed)
 
     def delete(self, session: Session, resource_id: str, caller: Caller) -> None:
@@ -481,6 +479,4 @@ class PatientHandler:
 
     def validate(self, resource: dict[str, Any], caller: Caller) -> list[dict[str, Any]]:
         """Return the issues a create of ``resource`` would meet (nothing is stored)."""
-        from adapter.services.validation import validate_inbound
-
         return validate_inbound("Patient", resource)

@@ -1,0 +1,84 @@
+"""Inbound validation, the same for every write and for ``$validate`` (issue 4): the FHIR
+resource model (fhir.resources R4B), then the profiles it claims (this service's, else the
+UK Core profile of its type, read from the StructureDefinitions), then the mapping's rules."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from flask import Flask, current_app
+
+from adapter.config import PROJECT_ROOT
+from adapter.errors import Invalid, issue
+from adapter.fhir import conformance
+from adapter.fhir.systems import UKCORE_PROFILE_BASE
+from adapter.mapping import fhir as mapping
+
+UK_CORE_FOLDER: Final = PROJECT_ROOT / "schemas" / "uk-core"
+# The reverse mapping of each type, whose Invalid errors and ignored paths are reported.
+REVERSE: Final = {
+    "Patient": mapping.patient_to_child,
+    "Organization": mapping.organization_to_organisation,
+    "Practitioner": mapping.practitioner_from_fhir,
+    "PractitionerRole": mapping.practitionerrole_to_involvement,
+}
+
+
+def profile_issues(resource: dict[str, Any], resource_type: str) -> list[dict[str, Any]]:
+    """Return the issues of ``resource`` against its declared profiles, else UK Core's."""
+    declared = conformance.declared_profiles(resource)
+    profiles = declared or [f"{UKCORE_PROFILE_BASE}UKCore-{resource_type}"]
+    found = [i for url in profiles for i in conformance.check_resource(resource, url)]
+    return [issue(i.severity, i.code, i.message, i.expression) for i in found]
+
+
+def _careteam_reverse(resource: dict[str, Any]) -> tuple[Any, list[str]]:
+    """Map a CareTeam back by its kind (eCAF Team Around the Child, or a child's team)."""
+    codes = {c.get("code") for cat in resource.get("category") or []
+             for c in cat.get("coding") or []}
+    if "ecaf-tac" in codes:
+        return mapping.careteam_to_assessment(resource)
+    return mapping.careteam_to_involvements(resource)
+
+
+def mapping_issues(resource: dict[str, Any], resource_type: str) -> list[dict[str, Any]]:
+    """Return the mapping's errors, and what it would not keep, as issues."""
+    reverse = _careteam_reverse if resource_type == "CareTeam" else REVERSE[resource_type]
+    try:
+        _record, ignored = reverse(resource)
+    except Invalid as exc:
+        return [issue("error", exc.issue_code, exc.message, exc.expression)]
+    return [issue("information", "informational", f"Not kept: {path}.", path)
+            for path in ignored]
+
+
+def validate_inbound(resource_type: str, resource: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return every issue an inbound write of ``resource`` meets (empty: acceptable)."""
+    try:
+        mapping.validate_resource(resource, resource_type)
+    except Invalid as exc:
+        return [issue("error", exc.issue_code, exc.message, exc.expression)]
+    return profile_issues(resource, resource_type) + mapping_issues(resource, resource_type)
+
+
+def require_valid(resource_type: str, resource: dict[str, Any]) -> list[dict[str, Any]]:
+    """Validate an inbound write; return its warnings and information.
+
+    :raises Invalid: an error (the first one, with its expression).
+    """
+    issues = validate_inbound(resource_type, resource)
+    for found in issues:
+        if found["severity"] in ("error", "fatal"):
+            where = (found.get("expression") or [None])[0]
+            raise Invalid(found["diagnostics"], expression=where)
+    return [i for i in issues if i["severity"] in ("warning", "information")]
+
+
+def init_app(app: Flask) -> None:
+    """Load this service's profiles and the vendored UK Core definitions once."""
+    conformance.configure([UK_CORE_FOLDER], app.config["CANONICAL_BASE"])
+
+
+def canonical_base() -> str:
+    """Return the configured canonical base."""
+    return str(current_app.config["CANONICAL_BASE"])
