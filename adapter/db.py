@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,7 +50,45 @@ def make_engine(url: str, *, immediate: bool = False, **kwargs: Any) -> Engine:
         begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql(begin))
         return engine
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    # No pre-ping (a round trip per checkout on the hot path): connections are recycled
+    # instead, and a connection lost to a server restart answers one 503 (adapter.http).
+    return create_engine(url, pool_recycle=1800, **kwargs)
+
+
+class WriterQueue:
+    """Queues SQLite writers of all threads and processes on one lock file, in arrival order.
+
+    SQLite's own busy handler polls with sleeps of up to 100 ms, which makes writers that
+    meet under load wait far longer than the write takes; an exclusive ``flock`` on a lock
+    file beside the database (one per process, plus a thread lock, since flock is per open
+    file) hands the lock over at once. A writer that ignores the file still meets SQLite's
+    own locking, so this is an optimisation, never the guarantee.
+    """
+
+    def __init__(self, url: str) -> None:
+        database = make_url(url).database
+        self.path = f"{database}.writers" if database and database != ":memory:" else None
+        self.thread_lock = threading.Lock()
+        self.handle: Any = None
+
+    def __enter__(self) -> None:
+        self.thread_lock.acquire()
+        if self.path is None:
+            return
+        try:
+            self.handle = open(self.path, "a+b")  # noqa: SIM115 - closed in __exit__
+            fcntl.flock(self.handle, fcntl.LOCK_EX)
+        except OSError:
+            self.thread_lock.release()
+            raise
+
+    def __exit__(self, *_exc: object) -> None:
+        try:
+            if self.handle is not None:
+                self.handle.close()  # closing releases the flock
+                self.handle = None
+        finally:
+            self.thread_lock.release()
 
 
 class Database:
@@ -62,6 +102,7 @@ class Database:
         self.write_engine = (make_engine(url, immediate=True, **engine_kwargs)
                              if self.is_sqlite else self.engine)
         self.write_sessions = sessionmaker(self.write_engine, expire_on_commit=False)
+        self.writer_queue = WriterQueue(url) if self.is_sqlite else None
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -71,8 +112,18 @@ class Database:
 
     @contextmanager
     def write_transaction(self) -> Iterator[Session]:
-        """Yield a session in a transaction that will write (on SQLite: BEGIN IMMEDIATE)."""
-        with self.write_sessions.begin() as session:
+        """Yield a session in a transaction that will write (on SQLite: BEGIN IMMEDIATE).
+
+        Every read of a child's data writes its audit record in the same transaction, so reads
+        use this too: on SQLite a deferred transaction that reads and then writes fails with
+        "database is locked" when another writer committed in between (SQLite "WAL mode",
+        busy snapshot), whereas BEGIN IMMEDIATE queues behind the busy timeout.
+        """
+        if self.writer_queue is None:
+            with self.write_sessions.begin() as session:
+                yield session
+            return
+        with self.writer_queue, self.write_sessions.begin() as session:
             yield session
 
     def ping(self) -> bool:

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 from flask import Flask, Response, current_app, request
+from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from adapter.errors import GatewayError, issue, operation_outcome
@@ -24,6 +25,9 @@ FORMAT_ALIASES = {
     "application/xml+fhir": "xml",
 }
 
+# The media types Accept may choose among (JSON first: it is the default on a tie).
+ACCEPT_TYPES = [t for t in FORMAT_ALIASES if "/" in t]
+
 
 def public_base() -> str:
     """Return the absolute base URL of this server (``GATEWAY_PUBLIC_URL`` or the request's)."""
@@ -36,7 +40,7 @@ def negotiated_format() -> str:
     requested = request.args.get("_format")
     if requested:
         return FORMAT_ALIASES.get(requested.split(";")[0].strip().lower(), "json")
-    best = request.accept_mimetypes.best_match(list(FORMAT_ALIASES), default=FHIR_JSON)
+    best = request.accept_mimetypes.best_match(ACCEPT_TYPES, default=FHIR_JSON)
     return FORMAT_ALIASES.get(best or FHIR_JSON, "json")
 
 
@@ -76,6 +80,16 @@ def handle_http_exception(error: HTTPException) -> Response:
     return response
 
 
+def handle_database_unavailable(error: DBAPIError) -> Response:
+    """Answer 503 when the database connection failed (server down or restarted)."""
+    if not error.connection_invalidated and not isinstance(error, OperationalError):
+        return handle_unexpected(error)
+    log.warning("database unavailable: %s", type(error.orig).__name__)
+    outcome = operation_outcome([issue("error", "transient", "The database is unavailable or "
+                                       "was restarted; retry the request.")])
+    return fhir_response(outcome, 503, {"Retry-After": "5"})
+
+
 def handle_unexpected(error: Exception) -> Response:
     """Render an unexpected error as a 500 OperationOutcome without internals (a bug: logged)."""
     log.exception("unhandled error: %s", type(error).__name__)
@@ -88,4 +102,5 @@ def init_app(app: Flask) -> None:
     """Install the error handlers."""
     app.register_error_handler(GatewayError, handle_gateway_error)
     app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(DBAPIError, handle_database_unavailable)
     app.register_error_handler(Exception, handle_unexpected)

@@ -211,7 +211,8 @@ def validate_gss_code(value: str, field: str = "gss_code") -> str:
     """
     code = value.strip().upper()
     if re.fullmatch(r"E07\d{6}", code):
-        raise InvalidIdentifier(field, "E07 district councils are not children's services authorities")
+        raise InvalidIdentifier(
+            field, "E07 district councils are not children's services authorities")
     if not CHILDRENS_SERVICES_GSS_RE.fullmatch(code):
         raise InvalidIdentifier(field, "a children's services authority GSS code is E06, E08, E09 "
                                        "or E10 followed by 6 digits")
@@ -222,7 +223,8 @@ def validate_gss_code(value: str, field: str = "gss_code") -> str:
 # Royal Mail / BS7666 postcode format: outward code (area, district) and inward code
 # (sector digit and two unit letters, never C, I, K, M, O, V); GIR 0AA is the one exception.
 POSTCODE_RE: Final = re.compile(
-    r"(GIR ?0AA|[A-PR-UWYZ]([0-9]{1,2}|[A-HK-Y][0-9]{1,2}|[0-9][A-HJKPS-UW]|[A-HK-Y][0-9][ABEHMNPRV-Y])"
+    r"(GIR ?0AA|[A-PR-UWYZ]"
+    r"([0-9]{1,2}|[A-HK-Y][0-9]{1,2}|[0-9][A-HJKPS-UW]|[A-HK-Y][0-9][ABEHMNPRV-Y])"
     r" ?[0-9][ABD-HJLNP-UW-Z]{2})"
 )
 

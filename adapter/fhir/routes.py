@@ -117,7 +117,7 @@ def run_search_page(handler: ResourceHandler, session: Any, args: Any) -> dict[s
 
 def run_search(handler: ResourceHandler, args: Any) -> Response:
     """Parse a search and return its Bundle."""
-    with get_db().transaction() as session:
+    with get_db().write_transaction() as session:
         return fhir_response(run_search_page(handler, session, args))
 
 
@@ -149,7 +149,7 @@ def if_match() -> int | None:
 def make_read(handler: ResourceHandler) -> View:
     """Return the read view of ``handler``'s type."""
     def view(resource_id: str) -> Response:
-        with get_db().transaction() as session:
+        with get_db().write_transaction() as session:
             return render(handler.read(session, resource_id, caller()))
     return view
 
@@ -159,7 +159,7 @@ def make_vread(handler: ResourceHandler) -> View:
     def view(resource_id: str, version: str) -> Response:
         if not version.isdigit():
             raise BadRequest("The version id is a number.", expression="versionId")
-        with get_db().transaction() as session:
+        with get_db().write_transaction() as session:
             return render(handler.vread(session, resource_id, int(version), caller()))
     return view
 
@@ -167,7 +167,7 @@ def make_vread(handler: ResourceHandler) -> View:
 def make_history(handler: ResourceHandler) -> View:
     """Return the instance history view."""
     def view(resource_id: str) -> Response:
-        with get_db().transaction() as session:
+        with get_db().write_transaction() as session:
             versions = handler.history(session, resource_id, caller())
         entries = [(r.resource if r else None, str(v), method, instant(updated))
                    for r, v, method, updated in versions]

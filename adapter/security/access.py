@@ -7,6 +7,7 @@ A route without a declaration is refused: access is never granted by omission.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from adapter.db import get_db
 from adapter.errors import Forbidden, Unauthorized
 from adapter.models import Client
 from adapter.security.caller import Caller
-from adapter.security.scopes import parse_scopes
+from adapter.security.scopes import Scope, parse_scopes
 from adapter.security.tokens import TokenError, read_access_token
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -96,14 +97,23 @@ def authenticate() -> Caller:
         claims = read_access_token(bearer_token(), current_app.config["INSTANCE_PATH"])
     except TokenError as exc:
         raise Unauthorized(exc.description, headers=_challenge("invalid_token")) from exc
-    with get_db().sessions() as session:
-        client = session.scalar(select(Client).where(Client.client_id == claims.get("sub")))
+    # Looked up on every request (not cached): disabling a client stops its tokens at once.
+    with get_db().engine.connect() as connection:
+        client = connection.execute(select(
+            Client.client_id, Client.organisation_code, Client.rights, Client.status,
+            Client.key_version).where(Client.client_id == claims.get("sub"))).first()
     if client is None or client.status != "active" or client.key_version != claims.get("kv"):
         raise Unauthorized("The token's client is disabled or its keys were rotated: "
                            "request a new token.", headers=_challenge("invalid_token"))
     return Caller(client.client_id, client.organisation_code,
-                  parse_scopes(str(claims.get("scope", ""))), frozenset(client.rights),
+                  _scopes(str(claims.get("scope", ""))), frozenset(client.rights),
                   request.headers.get(PURPOSE_HEADER, "")[:100] or None, g.request_id)
+
+
+@functools.lru_cache(maxsize=1024)
+def _scopes(text: str) -> list[Scope]:
+    """Parse a granted scope string (cached: tokens repeat it)."""
+    return parse_scopes(text)
 
 
 def enforce_access() -> None:

@@ -4,6 +4,7 @@ gateway's own access tokens. The JOSE work is done by joserfc; nothing here is c
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import secrets
 import time
 from dataclasses import dataclass
@@ -149,18 +150,28 @@ def issue_access_token(client: Client, scope: str, instance_path: str,
     return IssuedToken(token, lifetime, scope)
 
 
-def read_access_token(token: str, instance_path: str) -> dict[str, Any]:
-    """Verify an access token's signature and expiry; return its claims.
+@functools.lru_cache(maxsize=8192)
+def _verified_claims(token: str, instance_path: str) -> tuple[tuple[str, Any], ...]:
+    """Verify an access token's signature once per process (a token seen again is the same
+    signed bytes); return its claims. Failures are not cached.
 
-    :raises TokenError: bad signature, malformed or expired.
+    :raises TokenError: bad signature, malformed, or not an access token of this server.
     """
     try:
         decoded = jwt.decode(token, service_key(instance_path), algorithms=[SERVICE_KEY_ALG])
     except (JoseError, ValueError) as exc:
         raise TokenError("invalid_token", "the access token is not valid", 401) from exc
-    claims = dict(decoded.claims)
     if decoded.header.get("typ") != "at+jwt":
         raise TokenError("invalid_token", "not an access token of this server", 401)
+    return tuple(decoded.claims.items())
+
+
+def read_access_token(token: str, instance_path: str) -> dict[str, Any]:
+    """Verify an access token's signature and expiry; return its claims.
+
+    :raises TokenError: bad signature, malformed or expired.
+    """
+    claims = dict(_verified_claims(token, instance_path))
     if not isinstance(claims.get("exp"), int) or claims["exp"] < time.time():
         raise TokenError("invalid_token", "the access token has expired", 401)
     return claims

@@ -4,6 +4,7 @@ in place, and tell created / updated / unchanged apart so that re-imports change
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any, Final, TypeVar
 
@@ -31,17 +32,21 @@ from adapter.retention import retention_date
 BOOKKEEPING: Final = frozenset({"id", "child_id", "assessment_id", "version", "last_updated",
                                 "created", "organisation_id", "practitioner_id",
                                 "managing_organisation_id", "lead_practitioner_id",
-                                "lead_organisation_id"})
+                                "lead_organisation_id", "careteam_id", "lead_role_id"})
 T = TypeVar("T", bound=Base)
+
+
+@functools.lru_cache(maxsize=64)
+def column_keys(cls: type, exclude: frozenset[str]) -> tuple[str, ...]:
+    """Return the column attribute names of a mapped class, less ``exclude`` (cached)."""
+    columns: Any = inspect(cls).columns
+    return tuple(c.key for c in columns if c.key not in exclude)
 
 
 def copy_columns(source: Base, target: Base, exclude: frozenset[str] = BOOKKEEPING) -> bool:
     """Copy every data column of ``source`` onto ``target``; return True if any differed."""
     changed = False
-    for column in inspect(type(target)).columns:
-        name = column.key
-        if name in exclude:
-            continue
+    for name in column_keys(type(target), exclude):
         value = getattr(source, name, None)
         if getattr(target, name) != value:
             setattr(target, name, value)
@@ -244,7 +249,8 @@ def apply_assessment(session: Session, record: Assessment, child: Child,
     """
     _number_positions(record.members)
     assessment = existing or Assessment(
-        resource_id=resource_id_for("CareTeam", f"ecaf/{record.assessment_id}"))
+        resource_id=resource_id_for("CareTeam", f"ecaf/{record.assessment_id}"),
+        assessment_id=record.assessment_id)
     changed = copy_columns(record, assessment, BOOKKEEPING | {"resource_id"})
     changed |= assessment.child is not child
     assessment.child = child
