@@ -296,8 +296,10 @@ def _involvement(builder: ObjectBuilder, position: int, data: Mapping[str, Any])
 
 
 def build_child(data: Mapping[str, Any]) -> tuple[Child, ObjectBuilder]:
-    """Return a transient Child with its parts from a canonical dict (``version`` and
-    ``last_updated`` are left to the database), and the builder holding its organisations."""
+    """Return a transient Child with its parts, and the builder holding its organisations.
+
+    ``version`` and ``last_updated`` are left to the database.
+    """
     builder = ObjectBuilder()
     child = Child(**_present(data, CHILD_FIELDS),
                   managing_organisation=builder.organisation(data["managing_organisation"]))
@@ -311,8 +313,10 @@ def build_child(data: Mapping[str, Any]) -> tuple[Child, ObjectBuilder]:
 
 
 def build_assessment(data: Mapping[str, Any]) -> tuple[Assessment, ObjectBuilder]:
-    """Return a transient Assessment (without its child, which the service layer resolves
-    from ``data["child"]``) and the builder holding its organisations and practitioners."""
+    """Return a transient Assessment with its team, and the builder holding its organisations.
+
+    The child is left out: the service layer resolves it from ``data["child"]``.
+    """
     builder = ObjectBuilder()
     assessment = Assessment(**_present(data, ASSESSMENT_FIELDS),
                             lead_organisation=builder.organisation(data["lead_organisation"]),
@@ -326,8 +330,10 @@ def build_assessment(data: Mapping[str, Any]) -> tuple[Assessment, ObjectBuilder
 
 
 class ChildRecord:
-    """A directory entry read from a dialect: its canonical dict, and on first use the
-    transient Child with its parts and the Organisation and Practitioner objects it refers to.
+    """A directory entry read from a dialect, as a canonical dict and transient objects.
+
+    On first use it builds the transient Child with its parts and the Organisation and
+    Practitioner objects it refers to.
 
     Resource ids and versions are left to the service layer, which resolves organisations and
     practitioners by natural key before it adds the child to a session.
@@ -363,8 +369,11 @@ class ChildRecord:
 
 
 class AssessmentRecord:
-    """An eCAF assessment reference read from a dialect: its canonical dict, the identifiers
-    of its child, and on first use the transient Assessment with its team."""
+    """An eCAF assessment reference read from a dialect, as a canonical dict and objects.
+
+    It holds the identifiers of its child and, on first use, the transient Assessment with its
+    team.
+    """
 
     def __init__(self, data: Canonical) -> None:
         self.data = data
