@@ -26,9 +26,14 @@ def metadata() -> Response:
 
 def handlers() -> list[ResourceHandler]:
     """Return the handler of every resource type with REST interactions."""
+    from adapter.fhir.published import published_handlers
+    from adapter.services.careteams import CareTeamHandler
     from adapter.services.children import PatientHandler
+    from adapter.services.organisations import OrganizationHandler, PractitionerHandler
+    from adapter.services.practitioner_roles import PractitionerRoleHandler
 
-    return [PatientHandler()]
+    return [PatientHandler(), CareTeamHandler(), PractitionerRoleHandler(),
+            OrganizationHandler(), PractitionerHandler(), *published_handlers()]
 
 
 def init_app(app: Flask) -> None:
@@ -41,3 +46,6 @@ def init_app(app: Flask) -> None:
     transaction.init_app(app)
     app.add_url_rule("/fhir/metadata", endpoint="fhir.metadata", view_func=metadata,
                      methods=["GET"])
+    from adapter import export
+
+    export.init_app(app)

@@ -1,0 +1,128 @@
+"""The CapabilityStatement promises only what works: every declared search parameter finds a
+known resource, and every declared interaction answers, in JSON and in XML."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from flask.testing import FlaskClient
+from lxml import etree
+
+from tests.api.conftest import Callers
+
+Resource = dict[str, Any]
+FHIR = "{http://hl7.org/fhir}"
+
+
+def _identifier(system_suffix: str) -> Callable[[Resource], str]:
+    """Return a function giving ``system|value`` of the identifier whose system ends so."""
+    def value(resource: Resource) -> str:
+        found = next(i for i in resource["identifier"] if i["system"].endswith(system_suffix))
+        return f"{found['system']}|{found['value']}"
+    return value
+
+
+def _reference_id(key: str) -> Callable[[Resource], str]:
+    """Return a function giving the logical id a reference element points at."""
+    def value(resource: Resource) -> str:
+        ref = resource[key]
+        ref = ref[0] if isinstance(ref, list) else ref
+        return str(ref["reference"]).rsplit("/", 1)[-1]
+    return value
+
+
+# (resource type, parameter) -> the query value that must find the sample resource.
+SEARCH_EXAMPLES: dict[tuple[str, str], Callable[[Resource], str]] = {
+    ("Patient", "_id"): lambda r: r["id"],
+    ("Patient", "_lastUpdated"): lambda r: "le" + r["meta"]["lastUpdated"],
+    ("Patient", "identifier"): _identifier("contactpoint-id"),
+    ("Patient", "family"): lambda r: r["name"][0]["family"][:3],
+    ("Patient", "given"): lambda r: r["name"][0]["given"][0],
+    ("Patient", "name"): lambda r: r["name"][0]["family"],
+    ("Patient", "birthdate"): lambda r: "eq" + r["birthDate"],
+    ("Patient", "gender"): lambda r: r["gender"],
+    ("Patient", "address-postalcode"): lambda r: r["address"][0]["postalCode"][:4],
+    ("Patient", "organization"): _reference_id("managingOrganization"),
+}
+for _published in ("StructureDefinition", "CodeSystem", "ValueSet", "ConceptMap"):
+    SEARCH_EXAMPLES[(_published, "_id")] = lambda r: str(r["id"])
+    SEARCH_EXAMPLES[(_published, "url")] = lambda r: str(r["url"])
+    SEARCH_EXAMPLES[(_published, "name")] = lambda r: str(r["name"])[:4]
+
+
+def sample(client: FlaskClient, callers: Callers, resource_type: str) -> Resource:
+    """Return a resource of ``resource_type`` that has every element the examples read."""
+    bundle = client.get(f"/fhir/{resource_type}?_count=50", headers=callers.admin).json
+    for entry in bundle.get("entry", []):
+        resource = entry["resource"]
+        if resource_type != "Patient" or ("address" in resource and "meta" in resource
+                                          and "R" not in {s["code"] for s in
+                                                          resource["meta"].get("security", [])}):
+            return resource  # type: ignore[no-any-return]
+    raise AssertionError(f"no sample {resource_type}")
+
+
+def ids_in(body: bytes, fmt: str) -> set[str]:
+    """Return the ids of the match entries of a searchset in JSON or XML."""
+    if fmt == "json":
+        import orjson
+
+        bundle = orjson.loads(body)
+        return {e["resource"]["id"] for e in bundle.get("entry", [])
+                if e.get("search", {}).get("mode") == "match"}
+    root = etree.fromstring(body)
+    return {e.find(f"{FHIR}resource/*/{FHIR}id").get("value")
+            for e in root.iter(f"{FHIR}entry")
+            if e.find(f"{FHIR}search/{FHIR}mode").get("value") == "match"}
+
+
+def declared(client: FlaskClient) -> list[dict[str, Any]]:
+    """Return the CapabilityStatement's resources."""
+    statement = client.get("/fhir/metadata").json
+    resources: list[dict[str, Any]] = statement["rest"][0]["resource"]
+    return resources
+
+
+@pytest.mark.parametrize("fmt", ["json", "xml"])
+def test_every_declared_search_parameter_works(client: FlaskClient, callers: Callers,
+                                               fmt: str) -> None:
+    """Each searchParam finds the sample resource it was derived from."""
+    tested = 0
+    for resource in declared(client):
+        if "search-type" not in {i["code"] for i in resource.get("interaction", [])}:
+            continue
+        target = sample(client, callers, resource["type"])
+        for param in resource.get("searchParam", []):
+            key = (resource["type"], param["name"])
+            assert key in SEARCH_EXAMPLES, f"{key} is declared but has no test"
+            value = quote(SEARCH_EXAMPLES[key](target), safe="|:")
+            url = f"/fhir/{resource['type']}?{param['name']}={value}&_count=1000&_format={fmt}"
+            response = client.get(url, headers=callers.admin)
+            assert response.status_code == 200, (key, response.data[:300])
+            assert target["id"] in ids_in(response.data, fmt), key
+            tested += 1
+    assert tested >= len([k for k in SEARCH_EXAMPLES if k[0] == "Patient"])
+
+
+@pytest.mark.parametrize("fmt", ["json", "xml"])
+def test_every_declared_read_interaction_answers(client: FlaskClient, callers: Callers,
+                                                 fmt: str) -> None:
+    """read, vread and history-instance answer 200 for a sample of each type."""
+    for resource in declared(client):
+        codes = {i["code"] for i in resource.get("interaction", [])}
+        if "read" not in codes:
+            continue
+        target = sample(client, callers, resource["type"])
+        base = f"/fhir/{resource['type']}/{target['id']}"
+        paths = [base]
+        if "vread" in codes:
+            paths.append(f"{base}/_history/{target['meta']['versionId']}")
+        if "history-instance" in codes:
+            paths.append(f"{base}/_history")
+        for path in paths:
+            response = client.get(f"{path}?_format={fmt}", headers=callers.admin)
+            assert response.status_code == 200, (path, response.data[:300])
+            assert response.mimetype == f"application/fhir+{fmt}"
