@@ -1,0 +1,279 @@
+"""Canonical records <-> FHIR R4 JSON (UK Core, this service's profiles): the public API.
+
+Outbound functions build plain dicts with mappings compiled once per canonical base (serialise
+them with :func:`dumps`); they never touch fhir.resources. Inbound functions validate the
+resource with ``fhir.resources.R4B`` first, then map it back to transient (not session-bound)
+ORM objects and return the FHIR element paths they did not keep. Organisations and
+practitioners come back as transient objects carrying their natural keys (ODS code / school
+URN / GSS code; organisation code + local id) and, where the reference is relative, their
+``resource_id``, for the service layer to resolve.
+
+The canonical base is the ``base`` argument, else the Flask app's ``CANONICAL_BASE``.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from collections.abc import Mapping
+from typing import Any, Final
+
+import orjson
+from flask import current_app, has_app_context
+from pydantic import ValidationError
+
+from adapter.config import PROJECT_ROOT
+from adapter.errors import Invalid
+from adapter.fhir.systems import OwnSystems
+from adapter.mapping.conceptmaps import load_translations
+from adapter.mapping.engine import Compiled, Context, MappingSpec, compile_mapping, read_spec
+from adapter.mapping.paths import format_path
+from adapter.mapping.transforms import Env, lead_role_id
+from adapter.models import (
+    Assessment,
+    Child,
+    Involvement,
+    Organisation,
+    Practitioner,
+    TeamMember,
+)
+
+MAPPING_DIR: Final = PROJECT_ROOT / "mappings"
+# fhir.resources R4B model of each resource type the mappings read (R4B and R4 have the same
+# shape for these resources: DOMAIN.md "Profiles to build on").
+R4B_MODELS: Final = {
+    "Patient": "fhir.resources.R4B.patient.Patient",
+    "CareTeam": "fhir.resources.R4B.careteam.CareTeam",
+    "Organization": "fhir.resources.R4B.organization.Organization",
+    "Practitioner": "fhir.resources.R4B.practitioner.Practitioner",
+    "PractitionerRole": "fhir.resources.R4B.practitionerrole.PractitionerRole",
+}
+_REDACTED: Final = {"redacted": True}
+Ignored = list[str]
+
+
+# --- compiled mappings --------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=1)
+def read_specs() -> dict[str, MappingSpec]:
+    """Return every mapping file of ``mappings/`` by name (read once)."""
+    return {path.stem: read_spec(path) for path in sorted(MAPPING_DIR.glob("*.toml"))}
+
+
+@functools.lru_cache(maxsize=8)
+def compiled_mappings(base: str) -> dict[str, Compiled]:
+    """Return every mapping compiled under ``base`` (compiled once per base)."""
+    context = Context(Env(OwnSystems(base)), load_translations(base))
+    return {name: compile_mapping(spec, context) for name, spec in read_specs().items()}
+
+
+def canonical_base(base: str | None = None) -> str:
+    """Return the canonical base: ``base``, else the Flask app's ``CANONICAL_BASE``.
+
+    :raises LookupError: no base given outside a Flask application context.
+    """
+    if base:
+        return base.rstrip("/")
+    if has_app_context():
+        return str(current_app.config["CANONICAL_BASE"])
+    raise LookupError("no canonical base: pass base= or call within a Flask app context")
+
+
+def mapping(name: str, base: str | None = None) -> Compiled:
+    """Return the compiled mapping ``name`` under the canonical base."""
+    return compiled_mappings(canonical_base(base))[name]
+
+
+def dumps(resource: Mapping[str, Any]) -> bytes:
+    """Return a resource as FHIR JSON bytes."""
+    return orjson.dumps(resource)
+
+
+# --- outbound -----------------------------------------------------------------------------
+
+def child_to_patient(child: Child, *, redacted: bool = False,
+                     base: str | None = None) -> dict[str, Any]:
+    """Return the child's Patient (labelled REDACTED when the policy removed elements)."""
+    return mapping("child_to_patient", base).forward(child, _REDACTED if redacted else None)
+
+
+def child_to_careteam(child: Child, *, redacted: bool = False,
+                      base: str | None = None) -> dict[str, Any]:
+    """Return the CareTeam of the practitioners and services working with the child."""
+    return mapping("involvements_to_careteam", base).forward(
+        child, _REDACTED if redacted else None)
+
+
+def assessment_to_careteam(assessment: Assessment, *, redacted: bool = False,
+                           base: str | None = None) -> dict[str, Any]:
+    """Return the CareTeam of an eCAF assessment's Team Around the Child."""
+    return mapping("assessment_to_careteam", base).forward(
+        assessment, _REDACTED if redacted else None)
+
+
+def organisation_to_fhir(org: Organisation, *, base: str | None = None) -> dict[str, Any]:
+    """Return an organisation as an Organization."""
+    return mapping("organisation_to_organization", base).forward(org)
+
+
+def practitioner_to_fhir(person: Practitioner, *, base: str | None = None) -> dict[str, Any]:
+    """Return a practitioner as a Practitioner."""
+    return mapping("practitioner_to_practitioner", base).forward(person)
+
+
+def involvement_to_practitionerrole(involvement: Involvement, *, redacted: bool = False,
+                                    base: str | None = None) -> dict[str, Any]:
+    """Return an involvement as the PractitionerRole its CareTeam participant refers to."""
+    return mapping("involvement_to_practitionerrole", base).forward(
+        involvement, _REDACTED if redacted else None)
+
+
+def team_member_to_practitionerrole(member: TeamMember, *,
+                                    base: str | None = None) -> dict[str, Any]:
+    """Return an eCAF Team Around the Child member as a PractitionerRole."""
+    return mapping("team_member_to_practitionerrole", base).forward(member)
+
+
+def assessment_lead_to_practitionerrole(assessment: Assessment, *,
+                                        base: str | None = None) -> dict[str, Any]:
+    """Return an eCAF assessment's lead professional as a PractitionerRole."""
+    return mapping("assessment_lead_to_practitionerrole", base).forward(assessment)
+
+
+# --- inbound ------------------------------------------------------------------------------
+
+def validate_resource(resource: Any, resource_type: str) -> dict[str, Any]:
+    """Validate a FHIR JSON resource with fhir.resources.R4B and return it.
+
+    :raises Invalid: not a ``resource_type`` or not valid FHIR (``expression`` = first error).
+    """
+    if not isinstance(resource, dict) or resource.get("resourceType") != resource_type:
+        raise Invalid(f"a {resource_type} resource is needed", expression=resource_type)
+    module, _, name = R4B_MODELS[resource_type].rpartition(".")
+    model = getattr(importlib.import_module(module), name)
+    try:
+        model.model_validate(resource)
+    except ValidationError as exc:
+        errors = exc.errors(include_input=False, include_url=False)
+        first = errors[0]
+        path = tuple(p for p in first["loc"] if isinstance(p, str | int))
+        expression = format_path(resource_type, path)
+        raise Invalid(f"{expression}: {first['msg']} ({len(errors)} error(s))",
+                      expression=expression) from None
+    return resource
+
+
+def _reverse(name: str, resource: Any, resource_type: str,
+             base: str | None) -> tuple[Any, Ignored]:
+    """Validate ``resource`` and map it back with the mapping ``name``."""
+    checked = validate_resource(resource, resource_type)
+    obj, ignored = mapping(name, base).reverse(checked)
+    return obj, ignored
+
+
+def patient_to_child(resource: Any, *, base: str | None = None) -> tuple[Child, Ignored]:
+    """Return a transient Child from a Patient, and the element paths not kept.
+
+    :raises Invalid: the Patient is not valid or an element cannot be mapped.
+    """
+    child, ignored = _reverse("child_to_patient", resource, "Patient", base)
+    return child, ignored
+
+
+def careteam_to_involvements(resource: Any,
+                             practitioner_roles: Mapping[str, Any] | None = None, *,
+                             base: str | None = None) -> tuple[list[Involvement], Ignored]:
+    """Return a child's involvements from its CareTeam (and the PractitionerRoles its
+    participants refer to, by id, when given), and the element paths not kept.
+
+    :raises Invalid: a resource is not valid or an element cannot be mapped.
+    """
+    child, ignored = _reverse("involvements_to_careteam", resource, "CareTeam", base)
+    involvements: list[Involvement] = list(child.involvements)
+    for involvement in involvements:
+        ignored += _merge_role(involvement, practitioner_roles, base)
+    return involvements, ignored
+
+
+def careteam_subject(resource: Any, *, base: str | None = None) -> Child:
+    """Return a transient Child carrying the keys of a child's team CareTeam's subject.
+
+    :raises Invalid: the CareTeam is not valid or its subject cannot be read.
+    """
+    child, _ignored = _reverse("involvements_to_careteam", resource, "CareTeam", base)
+    return child  # type: ignore[no-any-return]
+
+
+def careteam_to_assessment(resource: Any, practitioner_roles: Mapping[str, Any] | None = None,
+                           *, base: str | None = None) -> tuple[Assessment, Ignored]:
+    """Return a transient Assessment from an eCAF CareTeam (and its PractitionerRoles by id,
+    when given), and the element paths not kept.
+
+    :raises Invalid: a resource is not valid or an element cannot be mapped.
+    """
+    assessment, ignored = _reverse("assessment_to_careteam", resource, "CareTeam", base)
+    roles = practitioner_roles or {}
+    lead = roles.get(lead_role_id(assessment.assessment_id))
+    if lead is not None:
+        role, more = _reverse("assessment_lead_to_practitionerrole", lead, "PractitionerRole",
+                              base)
+        assessment.lead_practitioner, assessment.phone, assessment.email = (
+            role.lead_practitioner, role.phone, role.email)
+        ignored += more
+    for member in assessment.members:
+        ignored += _merge_role(member, roles, base)
+    return assessment, ignored
+
+
+def _merge_role(part: Involvement | TeamMember, roles: Mapping[str, Any] | None,
+                base: str | None) -> Ignored:
+    """Copy practitioner and contact details from the PractitionerRole ``part`` refers to."""
+    resource = (roles or {}).get(part.resource_id)
+    if resource is None:
+        return []
+    role, ignored = practitionerrole_to_involvement(resource, base=base)
+    part.practitioner, part.phone, part.email = role.practitioner, role.phone, role.email
+    return ignored
+
+
+def organization_to_organisation(resource: Any, *,
+                                 base: str | None = None) -> tuple[Organisation, Ignored]:
+    """Return a transient Organisation from an Organization, and the paths not kept.
+
+    :raises Invalid: the resource is not valid or an element cannot be mapped.
+    """
+    org, ignored = _reverse("organisation_to_organization", resource, "Organization", base)
+    return org, ignored
+
+
+def practitioner_from_fhir(resource: Any, *,
+                           base: str | None = None) -> tuple[Practitioner, Ignored]:
+    """Return a transient Practitioner from a Practitioner, and the paths not kept.
+
+    :raises Invalid: the resource is not valid or an element cannot be mapped.
+    """
+    person, ignored = _reverse("practitioner_to_practitioner", resource, "Practitioner", base)
+    return person, ignored
+
+
+def practitionerrole_to_involvement(resource: Any, *,
+                                    base: str | None = None) -> tuple[Involvement, Ignored]:
+    """Return a transient Involvement from a PractitionerRole (without the CareTeam's
+    indicators), and the paths not kept.
+
+    :raises Invalid: the resource is not valid or an element cannot be mapped.
+    """
+    role, ignored = _reverse("involvement_to_practitionerrole", resource, "PractitionerRole",
+                             base)
+    return role, ignored
+
+
+def practitionerrole_to_team_member(resource: Any, *,
+                                    base: str | None = None) -> tuple[TeamMember, Ignored]:
+    """Return a transient TeamMember from a PractitionerRole, and the paths not kept.
+
+    :raises Invalid: the resource is not valid or an element cannot be mapped.
+    """
+    member, ignored = _reverse("team_member_to_practitionerrole", resource, "PractitionerRole",
+                               base)
+    return member, ignored
