@@ -36,7 +36,14 @@ def organisation_code(org: Organisation) -> str | None:
 
 
 def may_see_involvement(involvement: Involvement, caller: Caller) -> bool:
-    """Return True when ``caller`` may see ``involvement`` (DOMAIN.md "Sensitive services")."""
+    """Return True when ``caller`` may see ``involvement`` (DOMAIN.md "Sensitive services").
+
+    Without the sensitive-services right a caller sees "at most that a sensitive service is
+    involved and whom to ask": the involvement itself is withheld (even its role would say
+    which kind of service), the entry is labelled REDACTED, and ``managingOrganization`` names
+    the authority whose directory team brokers contact. Consent allows the involvement to be
+    recorded; it does not widen who sees the provider.
+    """
     return not involvement.sensitive or caller.has_right("sensitive")
 
 

@@ -31,7 +31,8 @@ BODIES = st.one_of(
                      b"<Patient xmlns='http://hl7.org/fhir'><id value='1'/></Patient>",
                      b"<?xml version='1.0'?><x/>", b"<a><b></a>",
                      b'{"resourceType": "Patient", "birthDate": "2015-13-45"}']),
-    st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+    st.recursive(st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1)
+                 | st.text(max_size=10),
                  lambda inner: st.lists(inner, max_size=3)
                  | st.dictionaries(st.text(max_size=8), inner, max_size=3),
                  max_leaves=10).map(lambda v: __import__("orjson").dumps(v)),
