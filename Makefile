@@ -25,10 +25,21 @@ run: $(STAMP) ## migrate, load demo data into an empty database, serve on 127.0.
 	$(CLI) db upgrade
 	$(CLI) demo-data --if-empty --children $${GATEWAY_DEMO_CHILDREN:-2000} \
 		--authorities $${GATEWAY_DEMO_AUTHORITIES:-4} --seed $${GATEWAY_DEMO_SEED:-2026}
+	$(CLI) clients ensure-demo
+	@echo
+	@echo "Call the API from this folder, in a shell with the same GATEWAY_* variables as this one:"
+	@echo '  curl -H "Authorization: Bearer $$($(CLI) token --client demo-la)"' \
+		"'http://127.0.0.1:$${GATEWAY_PORT:-8000}/fhir/Patient?_count=1'"
+	@echo "(demo-la: one authority's system; demo-admin: every right, including shielded and audit)"
+	@echo
 	$(CLI) serve
 
-test: $(STAMP) ## run the whole test suite (SQLite, and PostgreSQL when GATEWAY_TEST_POSTGRES_URL is set)
+test: $(STAMP) /usr/bin/chromium ## run the whole test suite (SQLite, and PostgreSQL when GATEWAY_TEST_POSTGRES_URL is set)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Debian's Chromium for the dashboard's browser test, installed when missing.
+/usr/bin/chromium:
+	scripts/install-chromium.sh
 
 lint: $(STAMP) ## ruff and mypy (strict on adapter/)
 	$(BIN)/ruff check adapter tests bench wsgi.py

@@ -34,4 +34,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     validation.init_app(app)
 
     fhir_api.init_app(app)
+    from adapter.directory import routes as directory_routes
+
+    directory_routes.init_app(app)
+    from adapter import notify
+
+    notify.init_app(app)
+    from adapter import decommission
+
+    decommission.init_app(app)
     return app

@@ -64,10 +64,15 @@ def demo_data_command(children: int, authorities: int, seed: int, if_empty: bool
 
     \f
     :raises click.BadParameter: the amounts are out of range.
+    :raises click.ClickException: the decommissioning run-down has begun.
     """
     from adapter.demo import count_children, load_demo_data
 
     db = get_db()
+    from adapter.decommission.phases import current_phase
+
+    if current_phase(db) != "live":  # issue 7: no writes once run-down has begun
+        raise click.ClickException(f"The directory is {current_phase(db)}: no data is written.")
     if if_empty and (existing := count_children(db)):
         click.echo(f"database already holds {existing} children: no demo data written")
         return
@@ -85,10 +90,21 @@ main.params = [p for p in main.params if p.name not in {"app", "env_file", "debu
 
 def _register_commands() -> None:
     """Add the command groups that live beside their services."""
-    from adapter.security.cli import clients_group, token_command
+    from adapter.decommission.cli import decommission_group
+    from adapter.directory.cli import export_command, import_command
+    from adapter.export.cli import export_sweep_command
+    from adapter.notify.cli import dispatch_command, events_group
+    from adapter.security.cli import audit_group, clients_group, token_command
 
     main.add_command(clients_group)
     main.add_command(token_command)
+    main.add_command(audit_group)
+    main.add_command(export_sweep_command)
+    main.add_command(import_command)
+    main.add_command(export_command)
+    main.add_command(dispatch_command)
+    main.add_command(events_group)
+    main.add_command(decommission_group)
 
 
 _register_commands()

@@ -31,6 +31,49 @@ SETTINGS: Final[dict[str, tuple[Any, str]]] = {
     "MAX_BODY_BYTES": (5_000_000, "Largest FHIR request body accepted (bytes); larger: 413."),
     "MAX_IMPORT_BYTES": (2_000_000_000, "Largest directory XML batch accepted (bytes); it is "
                                         "streamed, never held in memory."),
+    "EXPORT_TTL_SECONDS": (3600, "How long a bulk `$export` job and its NDJSON files are kept "
+                                 "after the job finishes (seconds); then they are deleted."),
+    "EXPORT_STALL_SECONDS": (300, "A running `$export` job that makes no progress for this long "
+                                  "(seconds; its process ended) is marked failed."),
+    "EXPORT_INLINE": (False, "Run `$export` jobs inside the kick-off request instead of a "
+                             "background thread (deterministic runs: tests, scripts)."),
+    "NOTIFY_THREADS": (4, "Delivery threads of each `contactpoint-gateway dispatch` process."),
+    "NOTIFY_BATCH": (100, "Most notifications a dispatcher delivers for one subscription before "
+                          "it lets go of it (its lane) and commits."),
+    "NOTIFY_TIMEOUT": (10, "Seconds a delivery attempt may take; a subscription's "
+                           "backport-timeout extension overrides it (up to 60)."),
+    "NOTIFY_RETRY_BUDGET": (8, "Attempts per notification before it is marked dead and its "
+                               "subscription `error` (delivery then goes on at the slowest "
+                               "backoff, in order, until it succeeds)."),
+    "NOTIFY_BACKOFF_BASE_MS": (2000, "First retry delay in milliseconds; doubled per attempt, "
+                                     "with jitter."),
+    "NOTIFY_BACKOFF_MAX": (600, "Longest retry delay in seconds (also how often a subscription "
+                                "in `error` is retried)."),
+    "NOTIFY_POLL_MS": (500, "How long an idle dispatcher thread waits before looking for work "
+                            "again (milliseconds)."),
+    "NOTIFY_ALLOW_HTTP": (False, "Accept `http://` rest-hook endpoints (tests, local receivers); "
+                                 "otherwise only `https://`."),
+    "MESH_URL": ("", "MESH API base URL of the gateway's mailbox for the `mesh` channel, e.g. "
+                     "`https://mesh-sync.spineservices.nhs.uk`; empty: no MESH channel."),
+    "MESH_MAILBOX": ("", "The gateway's own MESH mailbox id (the sender)."),
+    "MESH_PASSWORD": ("", "Password of the gateway's MESH mailbox."),
+    "MESH_SHARED_KEY": ("", "MESH shared key for the authorisation token (environment-specific)."),
+    "MESH_WORKFLOW_ID": ("CPGW_NOTIFICATION", "MESH workflow id of notification messages."),
+    "MESH_CA_BUNDLE": ("", "CA bundle file to verify the MESH server's TLS certificate; empty: "
+                           "the system's."),
+    "DECOMMISSION_TIME_ZONE": ("Europe/London", "Time zone of the decommissioning timetable's "
+                                                 "dates (`decommission plan`)."),
+    "DECOMMISSION_SWITCH_OFF_TIME": ("12:00", "Time of day of a switch-off or destroy-by given "
+                                              "as a bare date (HH:MM; the announcement said "
+                                              "noon)."),
+    "DECOMMISSION_REMINDER_DAYS": (7, "Days between reminders of a purge Task nobody "
+                                      "answered or completed (a plan may set its own)."),
+    "DECOMMISSION_ESCALATE_DAYS": (14, "Days after switch-off when a purge Task not completed "
+                                       "is escalated (a plan may set its own)."),
+    "DECOMMISSION_INLINE_CHILDREN": (1000, "Most children a purge Task names inline; above "
+                                           "this it refers to an NDJSON list instead."),
+    "ADMIN_SESSION_SECONDS": (28800, "Lifetime of an admin dashboard session (seconds) "
+                                     "opened with an admin client's access token."),
     "LOG_LEVEL": ("INFO", "Python logging level."),
     "DEMO_CHILDREN": (2000, "Children `make run` generates into an empty database."),
     "DEMO_AUTHORITIES": (4, "Local authorities for the demo data of `make run`."),

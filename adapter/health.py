@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from flask import Blueprint, Flask, Response
 from sqlalchemy.exc import SQLAlchemyError
@@ -19,7 +20,7 @@ blueprint = Blueprint("health", __name__)
 @blueprint.get("/healthz")
 @public("meta")
 def healthz() -> Response:
-    """Report whether the database answers.
+    """Report whether the database answers, and the decommissioning phase.
 
     :raises Unavailable: the database does not answer.
     """
@@ -28,7 +29,16 @@ def healthz() -> Response:
     except SQLAlchemyError as exc:
         log.warning("health check: database unreachable (%s)", type(exc).__name__)
         raise Unavailable("The database does not answer; see the gateway's log.") from exc
-    return json_response({"status": "ok", "database": "ok"})
+    from adapter.decommission.phases import current_plan
+
+    plan = current_plan()
+    body: dict[str, Any] = {"status": "ok", "database": "ok",
+                            "phase": plan.phase if plan else "live"}
+    if plan is not None:  # the timetable, so that monitoring sees what comes next (issue 7)
+        body["timetable"] = {"runDownAt": plan.timetable.run_down_at.isoformat(),
+                             "switchOffAt": plan.timetable.switch_off_at.isoformat(),
+                             "destroyByAt": plan.timetable.destroy_by_at.isoformat()}
+    return json_response(body)
 
 
 def init_app(app: Flask) -> None:

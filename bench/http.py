@@ -55,9 +55,9 @@ def wait_for(port: int, timeout: float = 60) -> None:
 
 
 @contextmanager
-def served(app: str, env: dict[str, str]) -> Iterator[int]:
-    """Serve ``app`` with gunicorn on a free port for the duration of the block."""
-    port = free_port()
+def served(app: str, env: dict[str, str], port: int | None = None) -> Iterator[int]:
+    """Serve ``app`` with gunicorn on ``port`` (default: a free one) for the block."""
+    port = port or free_port()
     process = subprocess.Popen([str(BIN / "gunicorn"), *GUNICORN, "--bind",
                                 f"127.0.0.1:{port}", app], cwd=ROOT, env=env)
     try:
@@ -89,10 +89,15 @@ def _percentile(out: str, which: str) -> float:
 
 def prepare(instance: Path, url: str) -> tuple[dict[str, str], str, str, str]:
     """Create a demo database; return the environment, a token, a Patient id and a query."""
-    env = {**os.environ, "GATEWAY_INSTANCE_PATH": str(instance), "GATEWAY_DATABASE_URL": url}
+    # Access tokens are bound to the address the gateway serves at: the CLI's token names
+    # 127.0.0.1:GATEWAY_PORT, so the port is chosen before the token is made.
+    env = {**os.environ, "GATEWAY_INSTANCE_PATH": str(instance), "GATEWAY_DATABASE_URL": url,
+           "GATEWAY_PORT": str(free_port())}
     cli = str(BIN / "contactpoint-gateway")
     for args in (["db", "upgrade"], ["demo-data", "--children", str(CHILDREN), "--quiet"],
-                 ["clients", "ensure-demo"]):
+                 ["clients", "ensure-demo"],
+                 # wrk sends far more than a client's default rate limit (600 a minute).
+                 ["clients", "set-limits", "demo-admin", "--rate-limit", "100000000"]):
         subprocess.run([cli, *args], check=True, env=env, stdout=subprocess.DEVNULL)
     return env, *_probe(env, cli)
 
@@ -140,7 +145,7 @@ def measure(url: str) -> tuple[tuple[float, float, float], tuple[float, float, f
         target = url or f"sqlite:///{Path(folder) / 'gateway.db'}"
         env, token, rid, query = prepare(Path(folder), target)
         auth = {"Authorization": f"Bearer {token}", "Accept": "application/fhir+json"}
-        with served("wsgi:app", env) as port:
+        with served("wsgi:app", env, int(env["GATEWAY_PORT"])) as port:
             read = wrk(f"http://127.0.0.1:{port}/fhir/Patient/{rid}", auth)
             search = wrk(f"http://127.0.0.1:{port}/fhir/Patient?{query}", auth)
     return read, search

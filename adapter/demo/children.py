@@ -371,6 +371,7 @@ class ChildFactory:
         updated = timestamp(rng, retention) if status == "archived" else \
             max(created, timestamp(rng, between(rng, created.date(), REFERENCE_DATE)))
         return {"id": draft.id, "resource_id": resource_id_for("Patient", draft.cpid),
+                "careteam_id": resource_id_for("CareTeam", "team/" + draft.cpid),
                 "contactpoint_id": draft.cpid, "nhs_number": nhs, "nhs_number_status": nhs_status,
                 "upn": self._upn(draft), "gender": draft.gender, "birth_date": draft.birth,
                 "death_date": draft.death, "shielded": "shielded" in draft.tags,
@@ -596,6 +597,7 @@ class ChildFactory:
         dates = self._assessment_dates(draft, status)
         last = max(d for d in dates.values() if d is not None)
         return {"id": pk, "resource_id": resource_id_for("CareTeam", "ecaf/" + assessment_id),
+                "lead_role_id": resource_id_for("PractitionerRole", f"ecaf/{assessment_id}/lead"),
                 "assessment_id": assessment_id, "child_id": draft.id, "status": status,
                 **dates, "lead_practitioner_id": lead["practitioner_id"],
                 "lead_organisation_id": lead["organisation_id"],

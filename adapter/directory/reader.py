@@ -86,9 +86,26 @@ def _datetime(text: str | None, path: str) -> dt.datetime | None:
         raise Invalid("not a valid date and time", expression=path) from None
 
 
+# libxml2 keeps an element's line in 16 bits: from this line on it stores the marker and
+# xmlGetLineNo (lxml's ``sourceline``) answers the line of the text node the element starts
+# with, or of the one after it, which libxml2 numbers by the line that text ends on
+# (XML_PARSE_BIG_LINES keeps full line numbers for text nodes only: libxml2 tree.c
+# xmlGetLineNoInternal, parser.h XML_PARSE_BIG_LINES).
+BIG_LINE: Final = 65535
+
+
 def _line(element: etree._Element) -> int | None:
-    """Return the line an element starts on (lxml-stubs leave ``sourceline`` untyped)."""
+    """Return the line an element starts on, also past line 65,535 (see ``BIG_LINE``)."""
     line: int | None = element.sourceline  # type: ignore[assignment]
+    node = element
+    while line is not None and line >= BIG_LINE:
+        if node.text is not None:  # the element's first child is that text node
+            return line - node.text.count("\n")
+        children = [child for child in node if isinstance(child.tag, str)]
+        if children:  # no text before it: the first child starts on the element's line
+            node = children[0]
+            continue
+        return line - (node.tail or "").count("\n")
     return line
 
 
@@ -299,7 +316,7 @@ def _names(entry: _Node) -> list[Canonical]:
 def _child_address(entry: _Node) -> Canonical:
     """Return the address fields, its status and period from Address or AddressStatement.
 
-    :raises Invalid: neither is given (only for an element that skipped the XSD).
+    :raises Invalid: neither is given.
     """
     address = entry.node("Address")
     if address is not None:
@@ -307,7 +324,11 @@ def _child_address(entry: _Node) -> Canonical:
         data["address_status"] = address.element.get("status")
         data["address_start"], data["address_end"] = address.period()
         return data
-    statement = entry.required("AddressStatement")
+    statement = entry.node("AddressStatement")
+    if statement is None:
+        # directory-entry.xsd leaves both out only in a redacted entry (a shielded child's).
+        raise Invalid("Address or AddressStatement is missing (an entry whose address was "
+                      "withheld, redacted=\"true\", cannot be imported)", expression=entry.path)
     data = dict.fromkeys(ADDRESS_FIELDS)
     data["address_status"] = statement.text("Statement")
     data["address_start"], data["address_end"] = statement.period()

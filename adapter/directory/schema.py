@@ -22,7 +22,10 @@ SCHEMA_DIR: Final = Path(__file__).resolve().parents[2] / "schemas" / "xml"
 ENTRY_XSD: Final = "directory-entry.xsd"
 ASSESSMENT_XSD: Final = "ecaf-assessment.xsd"
 REPORT_XSD: Final = "import-report.xsd"
-SCHEMA_FILES: Final = ("common.xsd", ENTRY_XSD, ASSESSMENT_XSD, REPORT_XSD)
+DECOMMISSION_XSD: Final = "decommission.xsd"
+CERTIFICATE_XSD: Final = "certificate.xsd"
+SCHEMA_FILES: Final = ("common.xsd", ENTRY_XSD, ASSESSMENT_XSD, REPORT_XSD, DECOMMISSION_XSD,
+                       CERTIFICATE_XSD)
 
 # lxml validators keep the last error log on the schema object, so each thread compiles its
 # own copy (lxml FAQ, "Is lxml thread safe?") rather than sharing one.

@@ -131,17 +131,26 @@ def _local_identifier(parent: etree._Element, data: Data) -> None:
 
 
 def _record_meta(element: etree._Element, data: Data) -> None:
-    """Set the version and lastUpdated attributes of a record."""
+    """Set the version, lastUpdated and redacted attributes of a record.
+
+    ``redacted`` (common.xsd DisclosureAttributes) is set when the dict carries a true
+    ``redacted`` key: the disclosure policy withheld parts of it (a visible redaction).
+    """
     if data.get("version") is not None:
         element.set("version", str(data["version"]))
     if data.get("last_updated") is not None:
         element.set("lastUpdated", xml_datetime(data["last_updated"]))
+    if data.get("redacted"):
+        element.set("redacted", "true")
 
 
 # --- directory entries -------------------------------------------------------------------
 
 def _child_address(entry: etree._Element, data: Data) -> None:
-    """Append the child's Address, or the AddressStatement that replaces it."""
+    """Append the child's Address, or the AddressStatement that replaces it (neither when the
+    disclosure policy withheld it: a shielded child's redacted entry)."""
+    if data["address_status"] is None:
+        return
     if data["address_status"] in codes.ADDRESS_STATUSES_WITH_ADDRESS:
         address = etree.SubElement(entry, q("Address"), status=data["address_status"])
         _address_lines(address, data)
@@ -347,6 +356,15 @@ def write_assessments(assessments: Iterable[Assessment], stream: IO[bytes], *,
                       generated_at: dt.datetime | None = None) -> int:
     """Stream an AssessmentReferences batch of ``assessments``; return how many were written."""
     records = (write_assessment(assessment) for assessment in assessments)
+    return _write_batch(stream, "AssessmentReferences", records,
+                        header_element(source, generated_at, count))
+
+
+def write_assessments_data(assessments: Iterable[Data], stream: IO[bytes], *,
+                           source: str = SOURCE, count: int | None = None,
+                           generated_at: dt.datetime | None = None) -> int:
+    """Stream an AssessmentReferences batch of canonical assessment dicts to ``stream``."""
+    records = (assessment_element(data) for data in assessments)
     return _write_batch(stream, "AssessmentReferences", records,
                         header_element(source, generated_at, count))
 

@@ -27,13 +27,16 @@ def metadata() -> Response:
 def handlers() -> list[ResourceHandler]:
     """Return the handler of every resource type with REST interactions."""
     from adapter.fhir.published import published_handlers
+    from adapter.notify.subscriptions import SubscriptionHandler
+    from adapter.security.audit_api import AuditEventHandler
     from adapter.services.careteams import CareTeamHandler
     from adapter.services.children import PatientHandler
     from adapter.services.organisations import OrganizationHandler, PractitionerHandler
     from adapter.services.practitioner_roles import PractitionerRoleHandler
 
     return [PatientHandler(), CareTeamHandler(), PractitionerRoleHandler(),
-            OrganizationHandler(), PractitionerHandler(), *published_handlers()]
+            OrganizationHandler(), PractitionerHandler(), AuditEventHandler(),
+            SubscriptionHandler(), *published_handlers()]
 
 
 def init_app(app: Flask) -> None:

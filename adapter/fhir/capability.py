@@ -17,6 +17,13 @@ INTERACTION_CODES: Final = {"read": "read", "vread": "vread", "history-instance"
                             "history-instance", "search-type": "search-type",
                             "create": "create", "update": "update", "delete": "delete"}
 OAUTH_URIS: Final = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
+# FHIR Bulk Data Access IG v2: its server CapabilityStatement and export OperationDefinitions,
+# declared when the export routes exist (endpoint -> declaration).
+BULK_DATA: Final = "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"
+SYSTEM_EXPORT: Final = ("fhir.export.system",
+                        "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export")
+GROUP_EXPORT: Final = ("fhir.export.group",
+                       "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export")
 
 
 def registered_interactions(app: Flask, resource_type: str) -> list[str]:
@@ -51,6 +58,10 @@ def resource_entry(app: Flask, handler: ResourceHandler, own: OwnSystems) -> dic
     if "validate" in names:
         entry["operation"] = [{"name": "validate", "definition":
                                "http://hl7.org/fhir/OperationDefinition/Resource-validate"}]
+    extras = getattr(handler, "capability_extras", None)
+    if extras is not None:  # a handler's own declarations (Subscription: topics, operations)
+        for key, value in extras().items():
+            entry[key] = [*entry.get(key, []), *value] if isinstance(value, list) else value
     return entry
 
 
@@ -67,8 +78,14 @@ def capability_statement(handlers: list[ResourceHandler],
     """Return the CapabilityStatement of this server."""
     app = current_app
     own = OwnSystems(app.config["CANONICAL_BASE"])
-    resources = [resource_entry(app, h, own) for h in handlers] + extra_resources
-    return {
+    resources = [resource_entry(app, h, own) for h in handlers] + extra_resources \
+        + _group_export(app)
+    rest: dict[str, Any] = {"mode": "server", "security": _security(),
+                            "resource": sorted(resources, key=lambda r: str(r["type"])),
+                            "interaction": _system_interactions(app)}
+    if operations := _system_operations(app):
+        rest["operation"] = operations
+    statement: dict[str, Any] = {
         "resourceType": "CapabilityStatement",
         "status": "active", "date": now_instant(), "kind": "instance",
         "publisher": "ContactPoint Gateway",
@@ -78,10 +95,14 @@ def capability_statement(handlers: list[ResourceHandler],
         "implementation": {"description": "ContactPoint Gateway", "url": fhir_base()},
         "fhirVersion": FHIR_VERSION,
         "format": ["json", "xml"],
-        "rest": [{"mode": "server", "security": _security(),
-                  "resource": sorted(resources, key=lambda r: str(r["type"])),
-                  "interaction": _system_interactions(app)}],
+        "rest": [rest],
     }
+    if operations:
+        statement["instantiates"] = [BULK_DATA]
+    from adapter.decommission import describe_phase
+
+    describe_phase(statement, app)  # the decommissioning phase, and its resources (issue 7)
+    return statement
 
 
 def _security() -> dict[str, Any]:
@@ -101,3 +122,25 @@ def _system_interactions(app: Flask) -> list[dict[str, str]]:
     endpoints = {rule.endpoint for rule in app.url_map.iter_rules()}
     return [{"code": code} for code in ("transaction", "batch")
             if f"fhir.system.{code}" in endpoints or "fhir.system.bundle" in endpoints]
+
+
+def _endpoints(app: Flask) -> set[str]:
+    """Return the endpoints that have URL rules."""
+    return {rule.endpoint for rule in app.url_map.iter_rules()}
+
+
+def _system_operations(app: Flask) -> list[dict[str, str]]:
+    """Return the system-level operations that have routes (Bulk Data ``$export``)."""
+    endpoint, definition = SYSTEM_EXPORT
+    return [{"name": "export", "definition": definition}] if endpoint in _endpoints(app) else []
+
+
+def _group_export(app: Flask) -> list[dict[str, Any]]:
+    """Return the ``Group`` entry when Group-level ``$export`` has a route: a Group here is a
+    local authority's children, exported but not read or searched."""
+    endpoint, definition = GROUP_EXPORT
+    if endpoint not in _endpoints(app):
+        return []
+    return [{"type": "Group", "documentation": "A Group is a local authority's children, named "
+             "by the authority's GSS code or Organization id; only $export is supported.",
+             "operation": [{"name": "export", "definition": definition}]}]

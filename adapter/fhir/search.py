@@ -17,6 +17,9 @@ from adapter.errors import BadRequest
 
 DEFAULT_COUNT: Final = 50
 MAX_COUNT: Final = 1000
+# Longest value of one search parameter (issue 5 item 7); SQLite refuses LIKE patterns over
+# 50,000 bytes, and no identifier, name or date comes near this.
+MAX_VALUE_LENGTH: Final = 2000
 PREFIXES: Final = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 # Result and framework parameters (search.html#return, http.html#parameters).
 CONTROL: Final = frozenset({"_count", "_summary", "_elements", "_include", "_revinclude",
@@ -108,6 +111,9 @@ def parse_search(args: MultiDict[str, str], params: dict[str, SearchParam],
             values = tuple(v for v in raw.split(",") if v != "")
             if not values:
                 raise BadRequest(f"Parameter {key} has no value.", expression=key)
+            if len(raw) > MAX_VALUE_LENGTH:  # hostile input: the database refuses huge patterns
+                raise BadRequest(f"Parameter {key} is longer than {MAX_VALUE_LENGTH} characters.",
+                                 expression=key)
             search.criteria.append(Criterion(params[name], modifier or None, values))
         elif strict:
             raise BadRequest(f"Unknown or unsupported search parameter '{key}' "

@@ -340,6 +340,20 @@ def authority_reference(env: Env, org: Organisation) -> dict[str, Any]:
             "display": org.name}
 
 
+def reference_type(reference: Any) -> str | None:
+    """Return the resource type a Reference names, when it can be told without resolving it:
+    the type of a literal relative or absolute reference, else ``Reference.type`` (FHIR R4
+    references.html#Reference). A contained (``#id``) or ``urn:`` reference gives None."""
+    if not isinstance(reference, dict):
+        return None
+    literal = reference.get("reference")
+    if isinstance(literal, str) and not literal.startswith(("urn:", "#")):
+        match = _REFERENCE.fullmatch(literal)
+        return match.group(1) if match else None
+    kind = reference.get("type")
+    return kind.rsplit("/", 1)[-1] if isinstance(kind, str) and kind else None
+
+
 def reference_id(reference: Any, resource_type: str) -> str | None:
     """Return the logical id of a literal reference to ``resource_type``, if it has one.
 
@@ -478,18 +492,23 @@ def _practitioner_reference(env: Env) -> Transform:
                                "value": person.local_id},
                 "display": person_display(person.title, person.given, person.family)}
 
-    def reverse(reference: Any, drop: Drop) -> Practitioner:
-        _drop_other_keys(reference, frozenset({"reference", "identifier", "display", "type"}),
-                         drop)
-        rid = reference_id(reference.get("reference"), "Practitioner")
-        if "identifier" not in reference:
-            if rid is None:
-                raise ValueNotAccepted("a Practitioner reference needs 'Practitioner/<id>' or "
-                                       "an identifier of its organisation's local system")
-            return Practitioner(resource_id=rid)
-        org, local = _read_local(env, reference["identifier"])
-        return Practitioner(resource_id=rid, organisation=org, local_id=local)
-    return Transform(forward, reverse)
+    return Transform(forward, lambda reference, drop: read_practitioner(env, reference, drop))
+
+
+def read_practitioner(env: Env, reference: Any, drop: Drop) -> Practitioner:
+    """Return a transient Practitioner from a Reference (logical id and/or local identifier).
+
+    :raises ValueNotAccepted: neither ``Practitioner/<id>`` nor a local identifier.
+    """
+    _drop_other_keys(reference, frozenset({"reference", "identifier", "display", "type"}), drop)
+    rid = reference_id(reference.get("reference"), "Practitioner")
+    if "identifier" not in reference:
+        if rid is None:
+            raise ValueNotAccepted("a Practitioner reference needs 'Practitioner/<id>' or "
+                                   "an identifier of its organisation's local system")
+        return Practitioner(resource_id=rid)
+    org, local = _read_local(env, reference["identifier"])
+    return Practitioner(resource_id=rid, organisation=org, local_id=local)
 
 
 @transform("patient_reference")
@@ -541,18 +560,52 @@ def read_patient(env: Env, reference: Any, drop: Drop) -> Child:
     return child
 
 
-@transform("role_member_reference")
-def _role_member_reference(_env: Env) -> Transform:
-    """(resource_id, practitioner, organisation): the Reference(PractitionerRole) an
-    involvement or team member is published as; in: its logical id."""
+# CareTeam participants. FHIR R4 careteam.html, invariant ctm-1 (error) on CareTeam.participant:
+# onBehalfOf.exists() implies (member.resolve().iif(empty(), true, ofType(Practitioner).exists()))
+# -- onBehalfOf only when the member is a Practitioner. Our members are PractitionerRoles, which
+# carry their organization, so no participant written here has onBehalfOf; inbound, another
+# system's Practitioner member is read with the onBehalfOf beside it
+# (adapter/mapping/participants.py).
+
+@transform("participant_member")
+def _participant_member(env: Env) -> Transform:
+    """(resource_id, practitioner, organisation): out, the Reference(PractitionerRole) an
+    involvement or team member is published as; in, its logical id, or the practitioner of
+    another system's Practitioner member (whose organisation is the participant's onBehalfOf)."""
     def forward(value: tuple[str, Practitioner | None, Organisation]) -> dict[str, str]:
         rid, person, org = value
-        return {"reference": f"PractitionerRole/{rid}", "display": member_display(person, org)}
+        return role_member(rid, person, org)
 
-    def reverse(reference: Any, drop: Drop) -> tuple[str | None, None, None]:
-        _drop_other_keys(reference, frozenset({"reference", "display", "type"}), drop)
-        return reference_id(reference.get("reference"), "PractitionerRole"), None, None
+    def reverse(reference: Any, drop: Drop) -> tuple[str | None, Practitioner | None, None]:
+        role_id, person = read_member(env, reference, drop)
+        return role_id, person, None
     return Transform(forward, reverse)
+
+
+def role_member(role_id: str, person: Practitioner | None, org: Organisation) -> dict[str, str]:
+    """Return a participant's member: the Reference to its PractitionerRole, with who it is."""
+    return {"reference": f"PractitionerRole/{role_id}", "display": member_display(person, org)}
+
+
+def read_member(env: Env, reference: Any, drop: Drop) -> tuple[str | None, Practitioner | None]:
+    """Return (PractitionerRole id, practitioner) of a participant's member: a PractitionerRole
+    gives its logical id, a Practitioner the transient practitioner; a member that gives
+    neither (a contained Practitioner, a ``urn:`` reference) is not kept.
+
+    :raises ValueNotAccepted: a member of another resource type.
+    """
+    kind = reference_type(reference)
+    if kind == "Practitioner":
+        return None, read_practitioner(env, reference, drop)
+    if kind not in (None, "PractitionerRole"):
+        raise ValueNotAccepted("the member must be a PractitionerRole (or, with onBehalfOf, "
+                               "a Practitioner)")
+    role_id = reference_id(reference.get("reference"), "PractitionerRole")
+    if role_id is None:
+        drop(())
+    else:
+        _drop_other_keys(reference, frozenset({"reference", "display", "type"}), drop)
+    return role_id, None
 
 
 def member_display(person: Practitioner | None, org: Organisation) -> str:
@@ -564,20 +617,26 @@ def member_display(person: Practitioner | None, org: Organisation) -> str:
 
 @transform("lead_participant")
 def _lead_participant(env: Env) -> Transform:
-    """(assessment_id, lead practitioner, lead organisation): the eCAF lead professional as a
-    CareTeam participant; in: the organisation (the practitioner is on the PractitionerRole)."""
-    def forward(value: tuple[str, Practitioner | None, Organisation]) -> dict[str, Any]:
-        assessment_id, person, org = value
+    """(assessment_id, lead practitioner, lead organisation, lead_role_id): the eCAF lead
+    professional as a CareTeam participant, its member the lead's PractitionerRole (no
+    onBehalfOf: ctm-1). In: the member's PractitionerRole id (``lead_role_id``), or the
+    practitioner of a Practitioner member and the organisation of ``onBehalfOf``."""
+    def forward(value: tuple[str, Practitioner | None, Organisation, str | None]
+                ) -> dict[str, Any]:
+        assessment_id, person, org, _role_id = value
         return {"role": [team_role(env, "lead-professional")],
-                "member": {"reference": f"PractitionerRole/{lead_role_id(assessment_id)}",
-                           "display": member_display(person, org)},
-                "onBehalfOf": organisation_reference(env, org)}
+                "member": role_member(lead_role_id(assessment_id), person, org)}
 
-    def reverse(participant: Any, drop: Drop) -> tuple[None, None, Organisation]:
+    def reverse(participant: Any, drop: Drop
+                ) -> tuple[None, Practitioner | None, Organisation | None, str | None]:
         _drop_other_keys(participant, frozenset({"role", "member", "onBehalfOf"}), drop)
-        if "onBehalfOf" not in participant:
-            raise ValueNotAccepted("the lead professional needs onBehalfOf (the organisation)")
-        org = read_organisation(env, participant["onBehalfOf"],
-                                lambda sub: drop(("onBehalfOf", *sub)))
-        return None, None, org
+        role_id, person = (None, None)
+        if "member" in participant:
+            role_id, person = read_member(env, participant["member"],
+                                          lambda sub: drop(("member", *sub)))
+        org = None
+        if "onBehalfOf" in participant:
+            org = read_organisation(env, participant["onBehalfOf"],
+                                    lambda sub: drop(("onBehalfOf", *sub)))
+        return None, person, org, role_id
     return Transform(forward, reverse)

@@ -8,6 +8,11 @@ practitioners come back as transient objects carrying their natural keys (ODS co
 URN / GSS code; organisation code + local id) and, where the reference is relative, their
 ``resource_id``, for the service layer to resolve.
 
+CareTeam participants carry no ``onBehalfOf`` (FHIR R4 careteam.html, invariant ctm-1: only
+beside a Practitioner member, and ours are PractitionerRoles); inbound, each participant's
+organisation comes from its PractitionerRole, else from another system's ``onBehalfOf``, else
+the service layer resolves the member's PractitionerRole id (``adapter.mapping.participants``).
+
 The canonical base is the ``base`` argument, else the Flask app's ``CANONICAL_BASE``.
 """
 
@@ -26,9 +31,11 @@ from adapter.config import PROJECT_ROOT
 from adapter.errors import Invalid
 from adapter.fhir.systems import OwnSystems
 from adapter.mapping.conceptmaps import load_translations
+from adapter.mapping.datatypes import organisation_reference
 from adapter.mapping.engine import Compiled, Context, MappingSpec, compile_mapping, read_spec
+from adapter.mapping.participants import Team, read_team
 from adapter.mapping.paths import format_path
-from adapter.mapping.transforms import Env, lead_role_id
+from adapter.mapping.transforms import Env
 from adapter.models import (
     Assessment,
     Child,
@@ -111,6 +118,17 @@ def assessment_to_careteam(assessment: Assessment, *, redacted: bool = False,
         assessment, _REDACTED if redacted else None)
 
 
+def withhold_member(participant: dict[str, Any], whom_to_ask: Organisation, *,
+                    base: str | None = None) -> None:
+    """Remove a CareTeam participant's member (a PractitionerRole the caller may not see)
+    and name whom to ask instead (the managing authority, DOMAIN.md "Sensitive services") in
+    ``onBehalfOf``: FHIR R4 invariant ctm-1 allows onBehalfOf when the member resolves to
+    nothing (profile ContactPointGateway-ECAFCareTeam, invariant cpg-ctm-1)."""
+    participant.pop("member", None)
+    env = Env(OwnSystems(canonical_base(base)))
+    participant["onBehalfOf"] = organisation_reference(env, whom_to_ask)
+
+
 def organisation_to_fhir(org: Organisation, *, base: str | None = None) -> dict[str, Any]:
     """Return an organisation as an Organization."""
     return mapping("organisation_to_organization", base).forward(org)
@@ -183,15 +201,24 @@ def patient_to_child(resource: Any, *, base: str | None = None) -> tuple[Child, 
 def careteam_to_involvements(resource: Any,
                              practitioner_roles: Mapping[str, Any] | None = None, *,
                              base: str | None = None) -> tuple[list[Involvement], Ignored]:
-    """Return a child's involvements from its CareTeam (and the PractitionerRoles its
-    participants refer to, by id, when given), and the element paths not kept.
+    """Return a child's involvements from its CareTeam, and the element paths not kept.
 
-    :raises Invalid: a resource is not valid or an element cannot be mapped.
+    Each participant's PractitionerRole (``practitioner_roles`` by logical id, or contained in
+    the CareTeam as ``#id``) gives its organisation, practitioner and contact; a contained one
+    makes a new involvement (``resource_id`` None). Another system's Practitioner member gives
+    the practitioner and ``onBehalfOf`` the organisation. An involvement whose ``organisation``
+    is None refers by ``resource_id`` to a PractitionerRole not given here: the service layer
+    resolves it (the stored involvement with that ``resource_id``).
+
+    :raises Invalid: a resource is not valid, an element cannot be mapped, a participant breaks
+        FHIR R4 ctm-1, or its organisation cannot be determined.
     """
-    child, ignored = _reverse("involvements_to_careteam", resource, "CareTeam", base)
+    team = _read_careteam(resource, practitioner_roles)
+    child, ignored = mapping("involvements_to_careteam", base).reverse(team.resource)
     involvements: list[Involvement] = list(child.involvements)
+    ignored += team.ignored
     for involvement in involvements:
-        ignored += _merge_role(involvement, practitioner_roles, base)
+        ignored += _merge_role(involvement, team, base)
     return involvements, ignored
 
 
@@ -206,33 +233,63 @@ def careteam_subject(resource: Any, *, base: str | None = None) -> Child:
 
 def careteam_to_assessment(resource: Any, practitioner_roles: Mapping[str, Any] | None = None,
                            *, base: str | None = None) -> tuple[Assessment, Ignored]:
-    """Return a transient Assessment from an eCAF CareTeam (and its PractitionerRoles by id,
-    when given), and the element paths not kept.
+    """Return a transient Assessment from an eCAF CareTeam, and the element paths not kept.
 
-    :raises Invalid: a resource is not valid or an element cannot be mapped.
+    The PractitionerRoles of the lead and the members (``practitioner_roles`` by logical id,
+    or contained as ``#id``) give their organisations, practitioners and contacts, as for
+    :func:`careteam_to_involvements`. ``lead_role_id`` is the lead member's PractitionerRole
+    id (None when it was contained or the member is a Practitioner); ``lead_organisation`` is
+    None when that PractitionerRole was not given: the service layer resolves it.
+
+    :raises Invalid: a resource is not valid, an element cannot be mapped, a participant breaks
+        FHIR R4 ctm-1, or its organisation cannot be determined.
     """
-    assessment, ignored = _reverse("assessment_to_careteam", resource, "CareTeam", base)
-    roles = practitioner_roles or {}
-    lead = roles.get(lead_role_id(assessment.assessment_id))
-    if lead is not None:
-        role, more = _reverse("assessment_lead_to_practitionerrole", lead, "PractitionerRole",
-                              base)
-        assessment.lead_practitioner, assessment.phone, assessment.email = (
-            role.lead_practitioner, role.phone, role.email)
-        ignored += more
+    team = _read_careteam(resource, practitioner_roles)
+    assessment, ignored = mapping("assessment_to_careteam", base).reverse(team.resource)
+    ignored += team.ignored
+    ignored += _merge_lead(assessment, team, base)
     for member in assessment.members:
-        ignored += _merge_role(member, roles, base)
+        ignored += _merge_role(member, team, base)
     return assessment, ignored
 
 
-def _merge_role(part: Involvement | TeamMember, roles: Mapping[str, Any] | None,
-                base: str | None) -> Ignored:
-    """Copy practitioner and contact details from the PractitionerRole ``part`` refers to."""
-    resource = (roles or {}).get(part.resource_id)
+def _read_careteam(resource: Any, practitioner_roles: Mapping[str, Any] | None) -> Team:
+    """Validate a CareTeam and prepare its participants (``participants.read_team``).
+
+    :raises Invalid: not valid, or a participant breaks ctm-1 or has no organisation source.
+    """
+    return read_team(validate_resource(resource, "CareTeam"), practitioner_roles)
+
+
+def _merge_role(part: Involvement | TeamMember, team: Team, base: str | None) -> Ignored:
+    """Copy organisation, practitioner and contact from the PractitionerRole ``part`` refers
+    to, when it is given; a contained one leaves ``part`` without an id (new)."""
+    key = part.resource_id
+    resource = team.roles.get(key) if key else None
     if resource is None:
         return []
     role, ignored = practitionerrole_to_involvement(resource, base=base)
-    part.practitioner, part.phone, part.email = role.practitioner, role.phone, role.email
+    part.organisation, part.practitioner = role.organisation, role.practitioner
+    part.phone, part.email = role.phone, role.email
+    if key in team.contained_keys:
+        part.resource_id = None  # type: ignore[assignment]
+    return ignored
+
+
+def _merge_lead(assessment: Assessment, team: Team, base: str | None) -> Ignored:
+    """Copy organisation, practitioner and contact from the lead's PractitionerRole, when
+    it is given; a contained one leaves ``lead_role_id`` None."""
+    key = assessment.lead_role_id
+    resource = team.roles.get(key) if key else None
+    if resource is None:
+        return []
+    role, ignored = _reverse("assessment_lead_to_practitionerrole", resource, "PractitionerRole",
+                             base)
+    assessment.lead_organisation, assessment.lead_practitioner = (role.lead_organisation,
+                                                                  role.lead_practitioner)
+    assessment.phone, assessment.email = role.phone, role.email
+    if key in team.contained_keys:
+        assessment.lead_role_id = None
     return ignored
 
 

@@ -2,6 +2,7 @@
 
 from adapter.models.assessment import Assessment, TeamMember
 from adapter.models.base import Base
+from adapter.models.decommission import DecommissionPlan, PurgeTask, PurgeTaskItem
 from adapter.models.directory import (
     Carer,
     Child,
@@ -11,24 +12,45 @@ from adapter.models.directory import (
     Organisation,
     Practitioner,
 )
+from adapter.models.export import ExportJob
 from adapter.models.history import RecordVersion
+from adapter.models.notify import (
+    DeliveryAttempt,
+    Event,
+    LedgerEntry,
+    Notification,
+    Subscription,
+    SubscriptionLane,
+    install_outbox,
+)
 from adapter.models.security import AuditRecord, Client, UsedAssertion
 from adapter.models.versioning import install_versioning
 
 install_versioning()
+install_outbox()  # after versioning: it emits one event per owner that versioning stamped
 
 __all__ = [
     "Assessment",
     "AuditRecord",
     "Client",
+    "DeliveryAttempt",
+    "Event",
+    "LedgerEntry",
+    "Notification",
+    "Subscription",
+    "SubscriptionLane",
     "Base",
     "Carer",
     "Child",
     "ChildName",
+    "DecommissionPlan",
+    "ExportJob",
     "Involvement",
     "LocalIdentifier",
     "Organisation",
     "Practitioner",
+    "PurgeTask",
+    "PurgeTaskItem",
     "RecordVersion",
     "TeamMember",
     "UsedAssertion",

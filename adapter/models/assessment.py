@@ -11,14 +11,26 @@ from sqlalchemy import (
     Date,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     String,
 )
+from sqlalchemy.engine.interfaces import ExecutionContext
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from adapter import codes
+from adapter.identifiers import resource_id_for
 from adapter.models.base import Base, ContactColumns, utcnow
 from adapter.models.directory import Child, Organisation, Practitioner
+
+
+def lead_role_id_default(context: ExecutionContext) -> str | None:
+    """Return the FHIR id of a new assessment's lead professional PractitionerRole, as the
+    mapping derives it (``adapter.mapping.transforms.lead_role_id``)."""
+    parameters = context.get_current_parameters()  # type: ignore[attr-defined]
+    assessment_id = parameters.get("assessment_id")
+    return resource_id_for("PractitionerRole", f"ecaf/{assessment_id}/lead") \
+        if assessment_id else None
 
 
 class Assessment(ContactColumns, Base):
@@ -38,10 +50,14 @@ class Assessment(ContactColumns, Base):
         CheckConstraint("status NOT IN ('completed', 'closed') OR completed_date IS NOT NULL "
                         "OR status = 'closed'", name="completed_has_date"),
         CheckConstraint("version >= 1", name="version_positive"),
+        Index("ix_assessment_lead_role_id", "lead_role_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     resource_id: Mapped[str] = mapped_column(String(64), unique=True)
+    # The id of the lead professional's PractitionerRole, derived on insert; stored so that a
+    # read by that id finds the assessment (a uuid5 cannot be inverted).
+    lead_role_id: Mapped[str | None] = mapped_column(String(64), default=lead_role_id_default)
     # The eCAF system's own assessment id, unique within the issuing eCAF deployment.
     assessment_id: Mapped[str] = mapped_column(String(64), unique=True)
     child_id: Mapped[int] = mapped_column(ForeignKey("child.id", ondelete="CASCADE"), index=True)

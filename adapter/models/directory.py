@@ -16,10 +16,19 @@ from sqlalchemy import (
     String,
     UniqueConstraint,
 )
+from sqlalchemy.engine.interfaces import ExecutionContext
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from adapter import codes
+from adapter.identifiers import resource_id_for
 from adapter.models.base import AddressColumns, Base, ContactColumns, PersonNameColumns, utcnow
+
+
+def careteam_id_default(context: ExecutionContext) -> str | None:
+    """Return the FHIR id of a new child's team CareTeam: ``resource_id_for("CareTeam",
+    "team/" + ContactPoint ID)``, as the mapping derives it (transform ``careteam_id``)."""
+    cpid = context.get_current_parameters().get("contactpoint_id")  # type: ignore[attr-defined]
+    return resource_id_for("CareTeam", f"team/{cpid}") if cpid else None
 
 
 class Organisation(AddressColumns, ContactColumns, Base):
@@ -104,10 +113,14 @@ class Child(AddressColumns, Base):
         CheckConstraint("version >= 1", name="version_positive"),
         Index("ix_child_managing_org_updated", "managing_organisation_id", "last_updated", "id"),
         Index("ix_child_birth_date", "birth_date"),
+        Index("ix_child_careteam_id", "careteam_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     resource_id: Mapped[str] = mapped_column(String(64), unique=True)
+    # The id of the child's team CareTeam, derived on insert; stored so that a read by that
+    # id finds the child (a uuid5 cannot be inverted).
+    careteam_id: Mapped[str | None] = mapped_column(String(64), default=careteam_id_default)
     contactpoint_id: Mapped[str] = mapped_column(String(11), unique=True)
     nhs_number: Mapped[str | None] = mapped_column(String(10), index=True)
     nhs_number_status: Mapped[str | None] = mapped_column(String(2))

@@ -18,7 +18,7 @@ from sqlalchemy import (
     UniqueConstraint,
     event,
 )
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, ORMExecuteState, Session, mapped_column
 
 from adapter.models.base import Base, utcnow
 
@@ -51,6 +51,9 @@ class Client(Base):
     key_version: Mapped[int] = mapped_column(Integer, default=1)
     rate_limit_per_minute: Mapped[int] = mapped_column(Integer, default=600)
     harvest_ceiling_per_hour: Mapped[int] = mapped_column(Integer, default=500)
+    # When the harvesting alert last fired for this client: it fires once an hour at most
+    # (set by one atomic UPDATE, so that several gateway processes agree).
+    harvest_alerted_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
                                                  onupdate=utcnow)
@@ -69,6 +72,18 @@ class UsedAssertion(Base):
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
 
 
+class RateWindow(Base):
+    """Requests granted to one client in one minute, in leases taken by gateway processes
+    (``adapter.security.limits``): a counter, not data about anyone."""
+
+    __tablename__ = "rate_window"
+
+    client_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    # Minutes since the Unix epoch.
+    minute: Mapped[int] = mapped_column(Integer, primary_key=True)
+    granted: Mapped[int] = mapped_column(Integer)
+
+
 class AuditRecord(Base):
     """One access to or change of a child's data (or of the service's state), append-only.
 
@@ -80,7 +95,11 @@ class AuditRecord(Base):
     __table_args__ = (
         CheckConstraint("outcome IN ('0', '4', '8', '12')", name="outcome"),
         Index("ix_audit_record_child_ref_recorded", "child_ref", "recorded"),
-        Index("ix_audit_record_client_recorded", "client_id", "recorded"),
+        # A client's activity in a time range; holds child_ref and action too, so that the
+        # harvesting check (distinct children read by a client in the last hour) reads the
+        # index alone.
+        Index("ix_audit_record_client_activity", "client_id", "recorded", "child_ref",
+              "action"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -102,9 +121,23 @@ class AuditRecord(Base):
 
 
 @event.listens_for(AuditRecord, "before_update")
+@event.listens_for(AuditRecord, "before_delete")
 def _refuse_audit_update(*_args: Any) -> None:
     """Audit records are append-only (issue 5: they cannot be changed through any interface).
 
     :raises PermissionError: always.
     """
     raise PermissionError("audit records are append-only")
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _refuse_audit_bulk_change(state: ORMExecuteState) -> None:
+    """Refuse ORM ``update(AuditRecord)`` / ``delete(AuditRecord)`` statements, which bypass the
+    per-object hooks above. (Destruction, issue 7, pseudonymises the trail with a deliberate
+    Core statement on the table, not through the ORM.)
+
+    :raises PermissionError: an ORM UPDATE or DELETE of audit records.
+    """
+    if (state.is_update or state.is_delete) and state.bind_mapper is not None \
+            and state.bind_mapper.class_ is AuditRecord:
+        raise PermissionError("audit records are append-only")

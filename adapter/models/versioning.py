@@ -46,8 +46,9 @@ def touch_owners(session: Session, _context: Any, _instances: Any) -> None:
 
 
 def forget_stamps(session: Session, _transaction: Any) -> None:
-    """Start counting versions afresh when a transaction ends."""
-    if not _transaction.nested:
+    """Start counting versions afresh when a transaction ends (the outermost one: each
+    flush runs in a subtransaction, which is neither nested nor the end)."""
+    if _transaction.parent is None:
         session.info.pop("versioned", None)
 
 

@@ -6,8 +6,10 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    """Install the access layer and the auth routes."""
-    from adapter.security import access, routes
+    """Install the access layer, the abuse limits, the security headers and the auth routes."""
+    from adapter.security import access, headers, limits, routes
 
+    limits.init_app(app)
     access.init_app(app)
+    headers.init_app(app)
     app.register_blueprint(routes.blueprint)

@@ -18,8 +18,10 @@ from sqlalchemy import select
 
 from adapter.db import get_db
 from adapter.errors import Forbidden, Unauthorized
+from adapter.http import public_base
 from adapter.models import Client
 from adapter.security.caller import Caller
+from adapter.security.limits import ClientLimits, enforce_limits
 from adapter.security.scopes import Scope, parse_scopes
 from adapter.security.tokens import TokenError, read_access_token
 
@@ -83,31 +85,68 @@ def bearer_token() -> str:
     return token.strip()
 
 
+def token_audience() -> str:
+    """Return the audience access tokens are issued for and checked against: the FHIR base
+    URL of this server (``GATEWAY_PUBLIC_URL``, else the address the request reached)."""
+    return f"{public_base()}/fhir"
+
+
 def _challenge(error: str) -> dict[str, str]:
     """Return the ``WWW-Authenticate`` header of a 401 (RFC 6750 section 3)."""
     return {"WWW-Authenticate": f'Bearer realm="contactpoint-gateway", error="{error}"'}
 
 
-def authenticate() -> Caller:
-    """Return the caller behind the request's bearer token.
+def authenticate() -> tuple[Caller, ClientLimits]:
+    """Return the caller behind the request's bearer token, and its client's limits.
 
-    :raises Unauthorized: missing, malformed, expired token, or a disabled or re-keyed client.
+    :raises Unauthorized: missing, malformed, expired token, a token for another server, or a
+        disabled or re-keyed client.
     """
     try:
-        claims = read_access_token(bearer_token(), current_app.config["INSTANCE_PATH"])
+        claims = read_access_token(bearer_token(), current_app.config["INSTANCE_PATH"],
+                                   token_audience())
     except TokenError as exc:
         raise Unauthorized(exc.description, headers=_challenge("invalid_token")) from exc
+    return client_caller(claims)
+
+
+def client_caller(claims: dict[str, Any]) -> tuple[Caller, ClientLimits]:
+    """Return the caller and limits of the client named by verified token ``claims``.
+
+    :raises Unauthorized: the client is disabled or was re-keyed since the token was issued.
+    """
     # Looked up on every request (not cached): disabling a client stops its tokens at once.
     with get_db().engine.connect() as connection:
         client = connection.execute(select(
             Client.client_id, Client.organisation_code, Client.rights, Client.status,
-            Client.key_version).where(Client.client_id == claims.get("sub"))).first()
+            Client.key_version, Client.rate_limit_per_minute, Client.harvest_ceiling_per_hour,
+        ).where(Client.client_id == claims.get("sub"))).first()
     if client is None or client.status != "active" or client.key_version != claims.get("kv"):
         raise Unauthorized("The token's client is disabled or its keys were rotated: "
                            "request a new token.", headers=_challenge("invalid_token"))
-    return Caller(client.client_id, client.organisation_code,
-                  _scopes(str(claims.get("scope", ""))), frozenset(client.rights),
-                  request.headers.get(PURPOSE_HEADER, "")[:100] or None, g.request_id)
+    caller = Caller(client.client_id, client.organisation_code,
+                    _scopes(str(claims.get("scope", ""))), frozenset(client.rights),
+                    request.headers.get(PURPOSE_HEADER, "")[:100] or None, g.request_id)
+    return caller, ClientLimits(client.rate_limit_per_minute, client.harvest_ceiling_per_hour)
+
+
+def authenticate_admin() -> tuple[Caller, ClientLimits]:
+    """Return the caller of an admin page: by bearer token, else by admin session cookie
+    (``adapter.security.admin_session``; issue 7 "token or session").
+
+    :raises Unauthorized: neither a valid token nor a valid session.
+    """
+    from adapter.security.admin_session import COOKIE, read_session, session_audience
+
+    session = request.cookies.get(COOKIE)
+    if request.headers.get("Authorization") or not session:
+        return authenticate()
+    try:
+        claims = read_session(session, current_app.config["INSTANCE_PATH"],
+                              session_audience(public_base()))
+    except TokenError as exc:
+        raise Unauthorized(exc.description, headers=_challenge("invalid_token")) from exc
+    return client_caller(claims)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -120,7 +159,9 @@ def enforce_access() -> None:
     """Authenticate and authorise the request by its route's declaration (before_request).
 
     :raises Unauthorized: no valid token.
+    :raises Throttled: the client is over its rate limit.
     :raises Forbidden: the route is undeclared, or the token lacks the scope or right.
+    :raises PhaseRefused: the decommissioning phase refuses the route's kind.
     """
     g.request_id = request.headers.get("X-Request-ID", "")[:64] or uuid.uuid4().hex
     if request.endpoint is None:
@@ -128,9 +169,15 @@ def enforce_access() -> None:
     access = access_of(request.endpoint)
     if access is None:
         raise Forbidden("This route has no access declaration.")
+    # The decommissioning phase decides first which kinds of route still answer (issue 7).
+    from adapter.decommission.phases import enforce_phase
+
+    enforce_phase(access.kind)
     if access.public:
         return
-    caller = authenticate()
+    caller, limits = authenticate_admin() if access.kind == "admin" else authenticate()
+    # Every authenticated request counts, refused ones too: probing is use.
+    enforce_limits(caller, limits)
     if access.right and not caller.has_right(access.right):
         raise Forbidden(f"This needs the '{access.right}' right.")
     if access.resource_type and access.interaction:

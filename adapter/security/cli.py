@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import secrets
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import click
 import orjson
@@ -17,7 +18,9 @@ from sqlalchemy import select
 
 from adapter.db import get_db
 from adapter.errors import GatewayError
-from adapter.models import Client, Organisation
+from adapter.models import AuditRecord, Client, Organisation
+from adapter.models.canonical import as_utc
+from adapter.security import audit
 from adapter.security import clients as registry
 from adapter.security.tokens import ASSERTION_TYPE, TokenError, exchange_assertion
 
@@ -27,10 +30,17 @@ def _keys_dir() -> Path:
     return Path(current_app.config["INSTANCE_PATH"]) / "keys"
 
 
+def _cli_base() -> str:
+    """Return the base URL the server is reached at, as the CLI knows it: ``GATEWAY_PUBLIC_URL``,
+    else ``http://127.0.0.1:<GATEWAY_PORT>`` (where ``make run`` serves)."""
+    base: str = current_app.config["PUBLIC_URL"] or \
+        f"http://127.0.0.1:{current_app.config['PORT']}"
+    return base.rstrip("/")
+
+
 def _cli_token_url() -> str:
     """Return the token URL the CLI signs assertions for."""
-    base = current_app.config["PUBLIC_URL"] or f"http://127.0.0.1:{current_app.config['PORT']}"
-    return f"{base.rstrip('/')}/auth/token"
+    return f"{_cli_base()}/auth/token"
 
 
 def _load_jwks(jwks_file: str) -> Any:
@@ -58,13 +68,40 @@ def clients_group() -> None:
               type=click.Choice(["shielded", "sensitive", "audit", "admin"]), help="A right.")
 @click.option("--jwks", "jwks_file", required=True, type=click.Path(exists=True, dir_okay=False),
               help="File holding the client's public JWKS.")
+@click.option("--rate-limit", type=click.IntRange(min=1), default=None,
+              help="Requests a minute before 429 (default 600).")
+@click.option("--harvest-ceiling", type=click.IntRange(min=1), default=None,
+              help="Distinct children read in an hour before an alert (default 500).")
 @with_appcontext
 def add_command(client_id: str, name: str, organisation: str, scopes: str,
-                rights: tuple[str, ...], jwks_file: str) -> None:
-    """Register a client system with its public keys."""
+                rights: tuple[str, ...], jwks_file: str, rate_limit: int | None,
+                harvest_ceiling: int | None) -> None:
+    """Register a client system with its public keys and its abuse limits."""
+    limits = _limits(rate_limit, harvest_ceiling)
     _run(lambda s: registry.add_client(s, client_id, name, organisation, scopes, list(rights),
-                                       _load_jwks(jwks_file)))
+                                       _load_jwks(jwks_file), **limits))
     click.echo(f"registered {client_id}")
+
+
+def _limits(rate_limit: int | None, harvest_ceiling: int | None) -> dict[str, int]:
+    """Return the limits given on the command line as Client column values."""
+    given = {"rate_limit_per_minute": rate_limit, "harvest_ceiling_per_hour": harvest_ceiling}
+    return {name: value for name, value in given.items() if value is not None}
+
+
+@clients_group.command("set-limits")
+@click.argument("client_id")
+@click.option("--rate-limit", type=click.IntRange(min=1), default=None,
+              help="Requests a minute before 429.")
+@click.option("--harvest-ceiling", type=click.IntRange(min=1), default=None,
+              help="Distinct children read in an hour before an alert.")
+@with_appcontext
+def set_limits_command(client_id: str, rate_limit: int | None,
+                       harvest_ceiling: int | None) -> None:
+    """Change a client's abuse limits (they apply from its next request)."""
+    limits = _limits(rate_limit, harvest_ceiling)
+    _run(lambda s: registry.set_limits(s, client_id, **limits))
+    click.echo(f"limits of {client_id}: " + ", ".join(f"{k}={v}" for k, v in limits.items()))
 
 
 @clients_group.command("list")
@@ -74,7 +111,9 @@ def list_command() -> None:
     with get_db().sessions() as session:
         for client in session.scalars(select(Client).order_by(Client.client_id)):
             click.echo(f"{client.client_id}\t{client.status}\t{client.organisation_code}\t"
-                       f"{client.scopes}\t{','.join(client.rights) or '-'}")
+                       f"{client.scopes}\t{','.join(client.rights) or '-'}\t"
+                       f"{client.rate_limit_per_minute}/min\t"
+                       f"{client.harvest_ceiling_per_hour} children/h")
 
 
 @clients_group.command("disable")
@@ -137,7 +176,8 @@ def token_command(client_id: str, scope: str) -> None:
         with get_db().transaction() as session:
             issued = exchange_assertion(session, form, {_cli_token_url()},
                                         current_app.config["INSTANCE_PATH"],
-                                        current_app.config["TOKEN_LIFETIME"])
+                                        current_app.config["TOKEN_LIFETIME"],
+                                        f"{_cli_base()}/fhir")
     except TokenError as exc:
         raise click.ClickException(f"{exc.error}: {exc.description}") from exc
     click.echo(issued.access_token)
@@ -153,3 +193,58 @@ def _run(action: Any) -> None:
             action(session)
     except GatewayError as exc:
         raise click.ClickException(exc.message) from exc
+
+
+OUTCOMES: Final = {"0": "success", "4": "minor failure", "8": "serious failure",
+                   "12": "major failure"}
+REPORT_COLUMNS: Final = (("when", 24), ("who", 20), ("organisation", 12), ("action", 16),
+                         ("what", 16), ("outcome", 16), ("override", 8), ("purpose", 0))
+
+
+@click.group("audit")
+def audit_group() -> None:
+    """Report on the audit trail."""
+
+
+def _report_row(values: tuple[str, ...]) -> str:
+    """Return one line of the report table, each column padded to its width."""
+    return "  ".join(f"{value:<{width}}" if width else value
+                     for value, (_name, width) in zip(values, REPORT_COLUMNS, strict=True))
+
+
+def _report_values(entry: AuditRecord) -> tuple[str, ...]:
+    """Return the columns of one audit record: who, when, what, never a child's data."""
+    moment = as_utc(entry.recorded) or entry.recorded
+    return (moment.isoformat(timespec="seconds").replace("+00:00", "Z"), entry.client_id,
+            entry.organisation_code, entry.action, entry.resource_type or "-",
+            f"{entry.outcome} {OUTCOMES.get(entry.outcome, '')}".strip(),
+            "yes" if entry.override else "-", entry.purpose_of_use or "-")
+
+
+@audit_group.command("report")
+@click.option("--child", help="The child: its Patient id or ContactPoint ID.")
+@click.option("--client", "client_id", help="A registered client's id.")
+@click.option("--since", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
+              help="Only events from this date or time on (UTC).")
+@with_appcontext
+def report_command(child: str | None, client_id: str | None,
+                   since: dt.datetime | None) -> None:
+    """Print who accessed one child's data, or what one client did: when, organisation,
+    action, outcome, override and purpose of use; no child's personal data is printed.
+
+    \f
+    :raises click.UsageError: neither or both of --child and --client.
+    """
+    if (child is None) == (client_id is None):
+        raise click.UsageError("Give either --child or --client.")
+    child_ref = audit.child_ref_of(child) if child is not None else None
+    click.echo(f"audit trail of Patient/{child_ref}" if child_ref else
+               f"audit trail of client {client_id}")
+    click.echo(_report_row(tuple(name for name, _width in REPORT_COLUMNS)))
+    count = 0
+    with get_db().transaction() as session:
+        for entry in audit.trail(session, child_ref=child_ref, client_id=client_id,
+                                 since=since.replace(tzinfo=dt.UTC) if since else None):
+            click.echo(_report_row(_report_values(entry)))
+            count += 1
+    click.echo(f"{count} events")

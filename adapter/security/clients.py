@@ -22,6 +22,8 @@ from adapter.security.scopes import InvalidScope, parse_scopes
 PRIVATE_MEMBERS: Final = {"d", "p", "q", "dp", "dq", "qi", "k"}
 CLIENT_ID_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,99}")
 ALL_SCOPES: Final = "system/*.cruds"
+LIMITS: Final = {"rate_limit_per_minute": "requests a minute",
+                  "harvest_ceiling_per_hour": "distinct children an hour"}
 
 
 def validate_organisation_code(code: str) -> str:
@@ -124,6 +126,22 @@ def rotate_key(session: Session, client_id: str, jwks: Any) -> Client:
     client = get_client(session, client_id)
     client.jwks = validate_jwks(jwks)
     client.key_version += 1
+    return client
+
+
+def set_limits(session: Session, client_id: str, **limits: int) -> Client:
+    """Change a client's rate limit and harvesting ceiling (``rate_limit_per_minute``,
+    ``harvest_ceiling_per_hour``).
+
+    :raises NotFound: no such client.
+    :raises Invalid: a limit that is not a positive number, or an unknown one.
+    """
+    client = get_client(session, client_id)
+    for name, value in limits.items():
+        if name not in LIMITS or value < 1:
+            raise Invalid(f"{name}: a positive number of {LIMITS.get(name, 'limit')} is needed",
+                          expression=name)
+        setattr(client, name, value)
     return client
 
 

@@ -9,7 +9,7 @@ from flask import Blueprint, Response, current_app, request
 
 from adapter.db import get_db
 from adapter.http import json_response, public_base
-from adapter.security.access import public
+from adapter.security.access import public, token_audience
 from adapter.security.tokens import ASSERTION_ALGS, TokenError, exchange_assertion
 
 blueprint = Blueprint("auth", __name__)
@@ -49,7 +49,8 @@ def token() -> Response:
         with get_db().transaction() as session:
             issued = exchange_assertion(
                 session, request.form.to_dict(), {token_url(), request.base_url},
-                current_app.config["INSTANCE_PATH"], current_app.config["TOKEN_LIFETIME"])
+                current_app.config["INSTANCE_PATH"], current_app.config["TOKEN_LIFETIME"],
+                token_audience())
     except TokenError as exc:
         return json_response({"error": exc.error, "error_description": exc.description},
                              exc.status, headers=headers)

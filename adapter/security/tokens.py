@@ -112,8 +112,9 @@ def _remember_jti(session: Session, client_id: str, jti: str, exp: int) -> None:
 
 
 def exchange_assertion(session: Session, form: dict[str, str], token_urls: set[str],
-                       instance_path: str, lifetime: int) -> IssuedToken:
-    """Check a client-credentials request with a signed assertion; issue an access token.
+                       instance_path: str, lifetime: int, audience: str) -> IssuedToken:
+    """Check a client-credentials request with a signed assertion; issue an access token
+    for ``audience`` (the FHIR base URL of this server).
 
     :raises TokenError: any OAuth error, as RFC 6749 names it.
     """
@@ -134,17 +135,21 @@ def exchange_assertion(session: Session, form: dict[str, str], token_urls: set[s
         raise TokenError("invalid_scope", str(exc)) from exc
     if not scope:
         raise TokenError("invalid_scope", "none of the requested scopes is allowed to this client")
-    return issue_access_token(client, scope, instance_path, lifetime)
+    return issue_access_token(client, scope, instance_path, lifetime, audience)
 
 
-def issue_access_token(client: Client, scope: str, instance_path: str,
-                       lifetime: int) -> IssuedToken:
-    """Return an access token (a JWT signed with the service key) for ``client``."""
+def issue_access_token(client: Client, scope: str, instance_path: str, lifetime: int,
+                       audience: str) -> IssuedToken:
+    """Return an access token (a JWT signed with the service key) for ``client``.
+
+    ``aud`` binds the token to this server's FHIR base (RFC 9068 section 3, "aud"; RFC 8707):
+    a server sharing the service key but reached at another address refuses it.
+    """
     now = int(time.time())
     key = service_key(instance_path)
-    claims = {"iss": "contactpoint-gateway", "sub": client.client_id, "iat": now,
-              "exp": now + lifetime, "jti": secrets.token_urlsafe(16), "scope": scope,
-              "kv": client.key_version}
+    claims = {"iss": "contactpoint-gateway", "sub": client.client_id, "aud": audience,
+              "iat": now, "exp": now + lifetime, "jti": secrets.token_urlsafe(16),
+              "scope": scope, "kv": client.key_version}
     header = {"alg": SERVICE_KEY_ALG, "kid": key.kid or "", "typ": "at+jwt"}
     token = jwt.encode(header, claims, key, algorithms=[SERVICE_KEY_ALG])
     return IssuedToken(token, lifetime, scope)
@@ -166,12 +171,17 @@ def _verified_claims(token: str, instance_path: str) -> tuple[tuple[str, Any], .
     return tuple(decoded.claims.items())
 
 
-def read_access_token(token: str, instance_path: str) -> dict[str, Any]:
-    """Verify an access token's signature and expiry; return its claims.
+def read_access_token(token: str, instance_path: str, audience: str) -> dict[str, Any]:
+    """Verify an access token's signature, expiry and audience; return its claims.
 
-    :raises TokenError: bad signature, malformed or expired.
+    :raises TokenError: bad signature, malformed, expired, or issued for another audience.
     """
     claims = dict(_verified_claims(token, instance_path))
     if not isinstance(claims.get("exp"), int) or claims["exp"] < time.time():
         raise TokenError("invalid_token", "the access token has expired", 401)
+    granted = claims.get("aud")
+    # RFC 7519 section 4.1.3: aud is one string or an array of them.
+    if audience not in (granted if isinstance(granted, list) else [granted]):
+        raise TokenError("invalid_token", f"the access token was issued for another server, "
+                                          f"not {audience}: request one from this server", 401)
     return claims

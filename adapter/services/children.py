@@ -39,6 +39,7 @@ from adapter.fhir.search import (
 from adapter.mapping import fhir as mapping
 from adapter.models import Child, ChildName, LocalIdentifier, Organisation
 from adapter.models.canonical import normalise_name
+from adapter.notify import ledger
 from adapter.security import audit
 from adapter.security.caller import Caller
 from adapter.security.policy import disclose_child, organisation_code
@@ -94,6 +95,7 @@ def render_patient(session: Session, child: Child, caller: Caller,
     if action is not None:
         audit.record(session, action, resource_type="Patient", resource_id=child.resource_id,
                      child_ref=child.resource_id, override=disclosure.override, caller=caller)
+        ledger.record_delivery(session, caller, child, action)
     resource = mapping.child_to_patient(disclosure.child, redacted=disclosure.redacted)
     issues = [issue("warning", "suppressed", BREAK_GLASS)] if disclosure.override else []
     return Rendered(resource, child.version, child.last_updated, issues)

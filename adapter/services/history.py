@@ -11,8 +11,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from adapter.identifiers import resource_id_for
-from adapter.models import Child, RecordVersion
-from adapter.models.canonical import as_utc, build_child, canonical_dump
+from adapter.models import Assessment, Child, Organisation, RecordVersion
+from adapter.models.canonical import (
+    as_utc,
+    build_assessment,
+    build_child,
+    canonical_assessment_dump,
+    canonical_dump,
+)
+from adapter.services.records import part_key
 
 DATE_KEYS: Final = frozenset({"birth_date", "death_date", "address_start", "address_end",
                               "retention_date", "period_start", "period_end", "started_date",
@@ -81,3 +88,52 @@ def child_from_snapshot(version: RecordVersion) -> Child:
         practitioner.resource_id = resource_id_for("Practitioner",
                                                    f"{code}/{practitioner.local_id}")
     return child
+
+
+# --- assessment references ------------------------------------------------------------------
+
+def assessment_snapshot(assessment: Assessment) -> RecordVersion:
+    """Return the snapshot of an assessment reference as it is now (taken before an update
+    or a deletion changes it)."""
+    return RecordVersion(kind="assessment", resource_id=assessment.resource_id,
+                         version=assessment.version,
+                         last_updated=as_utc(assessment.last_updated),
+                         snapshot=_jsonable(canonical_assessment_dump(assessment)))
+
+
+def record_assessment_deleted(session: Session, resource_id: str, version: int) -> None:
+    """Store a deletion tombstone after the last version of an assessment reference."""
+    session.add(RecordVersion(kind="assessment", resource_id=resource_id, version=version,
+                              last_updated=dt.datetime.now(dt.UTC), deleted=True))
+
+
+def assessment_versions(session: Session, resource_id: str) -> list[RecordVersion]:
+    """Return every superseded version of an assessment (and its tombstone), newest first."""
+    return list(session.scalars(
+        select(RecordVersion).where(RecordVersion.kind == "assessment",
+                                    RecordVersion.resource_id == resource_id)
+        .order_by(RecordVersion.version.desc())))
+
+
+def assessment_from_snapshot(version: RecordVersion, child: Child) -> Assessment:
+    """Return a transient Assessment as it was at ``version``, about ``child`` (the snapshot
+    names the child by identifiers only), with derived resource ids."""
+    assert version.snapshot is not None  # noqa: S101 - tombstones are never rebuilt
+    assessment, builder = build_assessment(_typed(version.snapshot))
+    assessment.child = child
+    assessment.resource_id = version.resource_id
+    assessment.version, assessment.last_updated = version.version, version.last_updated
+    for member in assessment.members:
+        member.resource_id = resource_id_for(
+            "PractitionerRole", f"ecaf/{assessment.assessment_id}/{part_key(member)}")
+    for organisation in builder.organisations.values():
+        organisation.resource_id = resource_id_for("Organization", _code(organisation))
+    for practitioner in builder.practitioners.values():
+        practitioner.resource_id = resource_id_for(
+            "Practitioner", f"{_code(practitioner.organisation)}/{practitioner.local_id}")
+    return assessment
+
+
+def _code(organisation: Organisation) -> str:
+    """Return an organisation's natural code (ODS code, else school URN, else GSS code)."""
+    return organisation.ods_code or organisation.urn or organisation.gss_code or ""

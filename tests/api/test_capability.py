@@ -47,6 +47,46 @@ SEARCH_EXAMPLES: dict[tuple[str, str], Callable[[Resource], str]] = {
     ("Patient", "address-postalcode"): lambda r: r["address"][0]["postalCode"][:4],
     ("Patient", "organization"): _reference_id("managingOrganization"),
 }
+SEARCH_EXAMPLES.update({
+    ("AuditEvent", "_id"): lambda r: r["id"],
+    ("AuditEvent", "patient"): lambda r: next(e["what"]["reference"] for e in r["entity"]
+                                              if e["what"]["reference"].startswith("Patient/")),
+    ("AuditEvent", "agent"): lambda r: r["agent"][0]["who"]["identifier"]["value"],
+    ("AuditEvent", "date"): lambda r: "eq" + r["recorded"],
+    ("AuditEvent", "type"): lambda r: f"{r['type']['system']}|{r['type']['code']}",
+    ("AuditEvent", "subtype"): lambda r: r["subtype"][0]["code"],
+    ("AuditEvent", "action"): lambda r: r["action"],
+    ("AuditEvent", "outcome"): lambda r: r["outcome"],
+})
+SEARCH_EXAMPLES.update({
+    ("CareTeam", "_id"): lambda r: r["id"],
+    ("CareTeam", "_lastUpdated"): lambda r: "le" + r["meta"]["lastUpdated"],
+    ("CareTeam", "patient"): _reference_id("subject"),
+    ("CareTeam", "subject"): _reference_id("subject"),
+    ("CareTeam", "status"): lambda r: r["status"],
+    ("CareTeam", "category"): lambda r: "{system}|{code}".format(**r["category"][0]["coding"][0]),
+    ("CareTeam", "identifier"): _identifier("ecaf-assessment"),
+    ("CareTeam", "participant"): lambda r: r["participant"][0]["member"]["reference"],
+    ("PractitionerRole", "_id"): lambda r: r["id"],
+    ("PractitionerRole", "practitioner"): _reference_id("practitioner"),
+    ("PractitionerRole", "organization"): _reference_id("organization"),
+    ("PractitionerRole", "role"): lambda r: r["code"][0]["coding"][-1]["code"],
+    ("Organization", "_id"): lambda r: r["id"],
+    ("Organization", "identifier"): lambda r: "{system}|{value}".format(**r["identifier"][0]),
+    ("Organization", "name"): lambda r: r["name"][:4],
+    ("Organization", "type"): lambda r: "{system}|{code}".format(**r["type"][0]["coding"][0]),
+    ("Practitioner", "_id"): lambda r: r["id"],
+    ("Practitioner", "identifier"): lambda r: "{system}|{value}".format(**r["identifier"][0]),
+    ("Practitioner", "name"): lambda r: r["name"][0]["family"][:3],
+})
+SEARCH_EXAMPLES.update({
+    ("Subscription", "_id"): lambda r: r["id"],
+    ("Subscription", "status"): lambda r: r["status"],
+    ("Subscription", "url"): lambda r: r["channel"]["endpoint"],
+    ("Subscription", "type"): lambda r: r["channel"]["type"],
+})
+# Searches that narrow a type's sample to one holding every element its examples read.
+SAMPLE_QUERIES = {"CareTeam": "category=ecaf-tac&", "PractitionerRole": "role=social-worker&"}
 for _published in ("StructureDefinition", "CodeSystem", "ValueSet", "ConceptMap"):
     SEARCH_EXAMPLES[(_published, "_id")] = lambda r: str(r["id"])
     SEARCH_EXAMPLES[(_published, "url")] = lambda r: str(r["url"])
@@ -55,9 +95,22 @@ for _published in ("StructureDefinition", "CodeSystem", "ValueSet", "ConceptMap"
 
 def sample(client: FlaskClient, callers: Callers, resource_type: str) -> Resource:
     """Return a resource of ``resource_type`` that has every element the examples read."""
-    bundle = client.get(f"/fhir/{resource_type}?_count=50", headers=callers.admin).json
+    if resource_type == "AuditEvent":  # the trail holds what was read: read a child first
+        client.get("/fhir/Patient?_count=1", headers=callers.admin)
+    if resource_type == "Subscription":  # subscriptions are the clients' own: make one
+        from tests.notify.helpers import subscription
+
+        client.post("/fhir/Subscription", json=subscription(
+            "decommission-notice", "https://receiver.example.org/hook"),
+            headers={**callers.admin, "Content-Type": "application/fhir+json"})
+    query = SAMPLE_QUERIES.get(resource_type, "")
+    bundle = client.get(f"/fhir/{resource_type}?{query}_count=50", headers=callers.admin).json
     for entry in bundle.get("entry", []):
         resource = entry["resource"]
+        if resource_type == "PractitionerRole" and "practitioner" not in resource:
+            continue
+        if resource_type == "AuditEvent" and "entity" not in resource:
+            continue
         if resource_type != "Patient" or ("address" in resource and "meta" in resource
                                           and "R" not in {s["code"] for s in
                                                           resource["meta"].get("security", [])}):

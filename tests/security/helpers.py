@@ -7,11 +7,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from click.testing import CliRunner, Result
 from flask import Flask
+from flask.cli import ScriptInfo
 from flask.testing import FlaskClient
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
+from adapter.cli import main
 from adapter.security import clients as registry
 from adapter.security.tokens import ASSERTION_TYPE
 
@@ -70,3 +73,8 @@ def get_token(client: FlaskClient, who: TestClient, scope: str = "system/*.cruds
     assert response.status_code == 200, response.json
     token: str = response.json["access_token"]  # type: ignore[index]
     return token
+
+
+def invoke(app: Flask, *args: str) -> Result:
+    """Run the ``contactpoint-gateway`` CLI against ``app`` (its test database)."""
+    return CliRunner().invoke(main, list(args), obj=ScriptInfo(create_app=lambda: app))

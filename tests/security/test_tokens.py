@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 import time
 
+import orjson
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from joserfc import jwt
+from joserfc.jwk import OctKey
 
+from adapter.db import Database
 from adapter.security import clients as registry
-from tests.security.helpers import TOKEN_URL, get_token, register
+from adapter.security.tokens import TokenError, read_access_token
+from tests.security.helpers import TOKEN_URL, get_token, invoke, register
 
 
 @pytest.mark.parametrize("alg", ["ES384", "RS384"])
@@ -53,7 +59,7 @@ def test_bad_claims_are_refused(app: Flask, client: FlaskClient, claims: dict[st
 
 def test_signature_by_another_key_is_refused(app: Flask, client: FlaskClient) -> None:
     """An assertion signed by a key the client did not register fails."""
-    who = register(app, "honest")
+    register(app, "honest")
     impostor = register(app, "impostor")
     impostor.client_id = "honest"
     response = client.post("/auth/token", data=impostor.form())
@@ -103,3 +109,71 @@ def test_private_keys_are_never_registered(app: Flask) -> None:
             app.extensions["db"].transaction() as session:
         registry.add_client(session, "leaky", "leaky", "E09000001", "system/*.rs", [],
                             {"keys": [key.as_dict(private=True)]})
+
+
+def test_access_tokens_are_bound_to_this_servers_fhir_base(app: Flask,
+                                                           client: FlaskClient) -> None:
+    """The access token's aud is the FHIR base it was issued at; another audience fails."""
+    token = get_token(client, register(app, "bound"))
+    claims = read_access_token(token, app.config["INSTANCE_PATH"], "http://localhost/fhir")
+    assert claims["aud"] == "http://localhost/fhir"
+    with pytest.raises(TokenError, match="another server"):
+        read_access_token(token, app.config["INSTANCE_PATH"], "https://elsewhere.example/fhir")
+    response = client.get("/fhir/Patient", headers={"Authorization": f"Bearer {token}"},
+                          base_url="https://elsewhere.example")
+    assert response.status_code == 401
+    assert "another server" in response.json["issue"][0]["diagnostics"]
+
+
+def test_public_url_fixes_the_audience(app: Flask, client: FlaskClient) -> None:
+    """With GATEWAY_PUBLIC_URL set, tokens name it whatever Host the request carried."""
+    app.config["PUBLIC_URL"] = "https://gateway.example.org"
+    who = register(app, "public-url")
+    form = who.form(aud="https://gateway.example.org/auth/token")
+    token = client.post("/auth/token", data=form).json["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    assert client.get("/fhir/Patient?_count=1", headers=headers).status_code == 200
+
+
+def test_cli_token_works_where_make_run_serves(app: Flask, client: FlaskClient,
+                                               db: Database) -> None:
+    """``token --client demo-la`` (after ``clients ensure-demo``) gives a token that the
+    server accepts at http://127.0.0.1:<GATEWAY_PORT>, as the curl ``make run`` prints."""
+    assert invoke(app, "clients", "ensure-demo").exit_code == 0
+    result = invoke(app, "token", "--client", "demo-la")
+    assert result.exit_code == 0, result.output
+    headers = {"Authorization": f"Bearer {result.output.strip()}"}
+    served_at = f"http://127.0.0.1:{app.config['PORT']}"
+    response = client.get("/fhir/Patient?_count=1", headers=headers, base_url=served_at)
+    assert response.status_code == 200, response.json
+    assert client.get("/fhir/Patient?_count=1", headers=headers,
+                      base_url="http://127.0.0.1:1").status_code == 401
+
+
+@pytest.mark.parametrize("alg", ["none", "HS384"])
+def test_assertions_with_other_algorithms_are_refused(app: Flask, client: FlaskClient,
+                                                      alg: str) -> None:
+    """Unsigned assertions and HMAC assertions (keyed with the public key) are refused:
+    only RS384 and ES384 are accepted (SMART Backend Services)."""
+    who = register(app, "alg-confusion")
+    now = int(time.time())
+    claims = {"iss": who.client_id, "sub": who.client_id, "aud": TOKEN_URL, "exp": now + 200,
+              "jti": f"jti-{alg}"}
+    if alg == "none":  # built by hand: the JOSE library rightly will not make one
+        assertion = ".".join(base64.urlsafe_b64encode(orjson.dumps(part)).decode().rstrip("=")
+                             for part in ({"alg": "none"}, claims)) + "."
+    else:
+        secret = OctKey.import_key(orjson.dumps(who.key.as_dict(private=False)))
+        assertion = jwt.encode({"alg": alg}, claims, secret, algorithms=[alg])
+    form = {**who.form(), "client_assertion": assertion}
+    response = client.post("/auth/token", data=form)
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_client"
+
+
+def test_assertion_without_jti_is_refused(app: Flask, client: FlaskClient) -> None:
+    """Replay protection needs a jti: an assertion without one is refused."""
+    who = register(app, "no-jti")
+    response = client.post("/auth/token", data=who.form(jti=""))
+    assert response.status_code == 400
+    assert "jti" in response.json["error_description"]

@@ -1,0 +1,48 @@
+"""The decommissioning (issue 7; ARCHITECTURE.md "Decommissioning"): plan and phases, purge
+Tasks, reminders and escalation, eCAF re-keying, destruction and its certificate, dashboard.
+
+- ``plan``: the timetable; ``phases``: the phase rules the access layer applies to every route;
+  ``transitions``: ``advance``; ``notices``: the decommission notice to subscribers;
+- ``tasks``, ``acknowledge``, ``handlers``: purge Tasks, their answers, the FHIR handlers;
+- ``rekey``: the eCAF re-keying mapping; ``resources``: the FHIR resources;
+- ``destruction``, ``storage``, ``certificate``, ``certify``: destruction and its evidence;
+- ``dashboard``: ``/admin/decommission``; ``routes``: the HTTP routes; ``cli``: the commands.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+
+def init_app(app: Flask) -> None:
+    """Register the decommissioning's routes and its dashboard."""
+    from adapter.decommission import dashboard, routes
+
+    routes.init_app(app)
+    app.register_blueprint(dashboard.blueprint)
+
+
+def describe_phase(statement: dict[str, Any], app: Flask) -> None:
+    """Add the phase to a CapabilityStatement (its description; ``status`` retired once the
+    data is destroyed) and, once a plan exists, the Task and PlanDefinition resources."""
+    from adapter.decommission.phases import current_plan
+    from adapter.decommission.resources import timetable_text
+    from adapter.decommission.routes import DECOMMISSION_HANDLERS
+    from adapter.fhir.capability import resource_entry
+    from adapter.fhir.systems import OwnSystems
+
+    plan = current_plan()
+    phase = plan.phase if plan is not None else "live"
+    statement["description"] += f". Decommissioning phase: {phase}" + (
+        f". {timetable_text(plan)} Plan: PlanDefinition/decommission-plan." if plan else ".")
+    if plan is None:
+        return
+    if phase == "destroyed":
+        statement["status"] = "retired"
+    rest = statement["rest"][0]
+    own = OwnSystems(app.config["CANONICAL_BASE"])
+    rest["resource"] = sorted(rest["resource"] + [resource_entry(app, h, own)
+                                                  for h in DECOMMISSION_HANDLERS],
+                              key=lambda r: str(r["type"]))

@@ -1,0 +1,46 @@
+"""The decommissioning's vocabulary: phases, what each phase lets through, and the codes of
+its CodeSystem (``schemas/fhir/CodeSystem-decommission.json``, served at /fhir/CodeSystem)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from adapter.fhir.systems import OwnSystems
+from adapter.models.decommission import PHASES
+
+CODE_SYSTEM: Final = "decommission"
+PLAN_ID: Final = "decommission-plan"
+# Route kinds (adapter.security.access.KINDS) each phase lets through (issue 7 "Phases
+# enforced everywhere"). ``admin`` stays open: the dashboard is where the run-down, the
+# acknowledgements and the certificate are watched, and it carries no child's data.
+ALLOWED_KINDS: Final = {
+    "live": frozenset({"meta", "read", "write", "purge", "admin"}),
+    "run-down": frozenset({"meta", "read", "purge", "admin"}),
+    "switched-off": frozenset({"meta", "purge", "admin"}),
+    "destroyed": frozenset({"meta", "admin"}),
+}
+PHASE_TITLES: Final = {"live": "Live", "run-down": "Run-down (read only)",
+                       "switched-off": "Switched off (purge traffic only)",
+                       "destroyed": "Destroyed"}
+NEXT_PHASE: Final = dict(zip(PHASES, PHASES[1:], strict=False))
+# Concepts of the CodeSystem: phases, the Task code, Task input and output types.
+PURGE: Final = "purge"
+CHILD_INPUT: Final = "child"
+CHILD_COUNT_INPUT: Final = "child-count"
+PURGE_LIST_INPUT: Final = "purge-list"
+PURGE_COUNT_OUTPUT: Final = "purge-count"
+# Dashboard statuses of a purge Task (issue 7 item 6).
+DISPLAY_STATUSES: Final = ("instructed", "accepted", "completed", "rejected", "silent")
+
+
+def code_system(base: str) -> str:
+    """Return the URL of the decommissioning CodeSystem under the canonical base."""
+    return OwnSystems(base).code_system(CODE_SYSTEM)
+
+
+def coding(base: str, code: str, display: str | None = None) -> dict[str, str]:
+    """Return a Coding of the decommissioning CodeSystem."""
+    item = {"system": code_system(base), "code": code}
+    if display:
+        item["display"] = display
+    return item

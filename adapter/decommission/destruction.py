@@ -1,0 +1,235 @@
+"""Destruction (issue 7 item 5): after destroy-by (or with an explicit override, for drills),
+every personal datum is deleted — children with their names, identifiers, carers, involvements
+and assessment references, practitioners and organisations, every version snapshot, the
+ledger's identities, the purge Tasks' child lists, queued notification bodies and outbox
+payloads, bulk export files — and scrubbed from the database files: SQLite overwrites deleted
+content (``secure_delete``), rebuilds the file (``VACUUM``) and empties its write-ahead log
+(``wal_checkpoint(TRUNCATE)``); PostgreSQL rewrites each table (``VACUUM FULL``) so that no dead
+row version survives. The audit trail stays, pseudonymised: each child's reference becomes a
+keyed hash (HMAC-SHA-256) under a random key that exists only in this process's memory and is
+overwritten when the step ends — so the same child keeps one pseudonym across the trail, and
+nobody can recompute it. That step is the one sanctioned change to audit records: a Core
+``UPDATE`` statement, which the ORM's append-only guard (``adapter.models.security``) does not
+intercept by design.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import logging
+import secrets
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from sqlalchemy import Table, bindparam, delete, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from adapter.db import Database
+from adapter.decommission import phases
+from adapter.decommission.plan import aware, load_plan
+from adapter.errors import Conflict, NotFound
+from adapter.models import (
+    Assessment,
+    AuditRecord,
+    Carer,
+    Child,
+    ChildName,
+    Client,
+    DecommissionPlan,
+    Event,
+    ExportJob,
+    Involvement,
+    LedgerEntry,
+    LocalIdentifier,
+    Notification,
+    Organisation,
+    Practitioner,
+    PurgeTask,
+    PurgeTaskItem,
+    RecordVersion,
+    Subscription,
+    TeamMember,
+)
+from adapter.security import audit
+
+log = logging.getLogger(__name__)
+
+# Tables whose every row goes, children's parts before the rows they point at.
+DELETED: Final = (PurgeTaskItem, Notification, Event, LedgerEntry, TeamMember, Assessment,
+                  Involvement, Carer, LocalIdentifier, ChildName, Child, Practitioner,
+                  Organisation, RecordVersion)
+# Tables that stay (no personal data), counted in the certificate.
+KEPT: Final = (AuditRecord, PurgeTask, Subscription, Client, ExportJob, DecommissionPlan)
+# Audit resource types whose ids are a child's or a person's (pseudonymised like child_ref).
+PERSONAL_TYPES: Final = ("Patient", "CareTeam", "PractitionerRole", "Practitioner",
+                         "RelatedPerson")
+PSEUDONYM: Final = "hmac:"
+BATCH: Final = 2000
+
+
+@dataclass
+class Destruction:
+    """What destruction did, for the certificate."""
+
+    started: dt.datetime
+    before: dict[str, int] = field(default_factory=dict)
+    after: dict[str, int] = field(default_factory=dict)
+    export_jobs: int = 0
+    pseudonymised: int = 0
+    storage: str = ""
+    finished: dt.datetime | None = None
+    override: bool = False
+
+
+def table_of(model: Any) -> Table:
+    """Return the Core table of a mapped class."""
+    table: Table = model.__table__
+    return table
+
+
+def count_rows(session: Session) -> dict[str, int]:
+    """Return the rows of every table the destruction touches or keeps, by table name."""
+    return {table_of(m).name: int(session.scalar(select(func.count()).select_from(table_of(m)))
+                                  or 0) for m in (*DELETED, *KEPT)}
+
+
+def check_destroyable(plan: DecommissionPlan | None, now: dt.datetime,
+                      override: bool) -> DecommissionPlan:
+    """Return the plan when destruction may run now (or resume: destroyed, no certificate).
+
+    :raises NotFound: no plan.
+    :raises Conflict: not switched off, already destroyed, or before destroy-by without the
+        drill override.
+    """
+    if plan is None:
+        raise NotFound("There is no decommissioning plan.")
+    if plan.phase == "destroyed" and plan.certificate and "pending" in plan.certificate:
+        return plan  # interrupted after the deletion: scrub and certify again
+    if plan.phase != "switched-off":
+        raise Conflict(f"Destruction follows the switch-off; the service is {plan.phase}.")
+    if now < aware(plan.destroy_by_at) and not override:
+        raise Conflict(f"Destroy-by is {aware(plan.destroy_by_at).isoformat()}: destruction "
+                       "before it needs --override-drill (drills only).")
+    return plan
+
+
+def _pseudonym(key: bytearray, value: str) -> str:
+    """Return the keyed hash of ``value`` (160 bits, hex)."""
+    return PSEUDONYM + hmac.new(bytes(key), value.encode(), hashlib.sha256).hexdigest()[:40]
+
+
+def _pseudonymise_column(session: Session, key: bytearray, column: str,
+                         personal_only: bool) -> int:
+    """Replace every clear value of one audit column by its pseudonym; return how many."""
+    table = table_of(AuditRecord)
+    target = table.c[column]
+    done, last = 0, ""
+    while True:
+        query = select(target).distinct().where(target > last, ~target.startswith(PSEUDONYM))
+        if personal_only:
+            query = query.where(table.c.resource_type.in_(PERSONAL_TYPES))
+        values = list(session.scalars(query.order_by(target).limit(BATCH)))
+        if not values:
+            return done
+        statement = update(table).where(target == bindparam("old"))
+        if personal_only:  # OR-ed equalities: an IN list cannot be used with executemany
+            statement = statement.where(or_(*(table.c.resource_type == kind
+                                              for kind in PERSONAL_TYPES)))
+        session.execute(statement.values({column: bindparam("new")}),
+                        [{"old": v, "new": _pseudonym(key, v)} for v in values])
+        done, last = done + len(values), values[-1]
+
+
+def pseudonymise_audit(session: Session) -> int:
+    """Pseudonymise children's references in the audit trail; the key is then overwritten."""
+    key = bytearray(secrets.token_bytes(32))
+    try:
+        return (_pseudonymise_column(session, key, "child_ref", False)
+                + _pseudonymise_column(session, key, "resource_id", True))
+    finally:
+        for index in range(len(key)):
+            key[index] = 0
+        del key
+
+
+def _close_subscriptions(session: Session, now: dt.datetime) -> None:
+    """Turn every subscription off and forget its filters (they may name a child)."""
+    session.execute(update(table_of(Subscription)).values(
+        status="off", filters={}, filter_text=[], last_updated=now,
+        error="The service's data was destroyed (decommissioning)."))
+
+
+def delete_personal_data(session: Session, now: dt.datetime) -> int:
+    """Delete every personal datum and pseudonymise the audit trail (one transaction)."""
+    if session.get_bind().dialect.name == "sqlite":
+        # Deleted content is overwritten with zeros, not left in free pages (sqlite.org
+        # pragma.html#pragma_secure_delete).
+        session.connection().exec_driver_sql("PRAGMA secure_delete=ON")
+    for model in DELETED:
+        session.execute(delete(table_of(model)))
+    _close_subscriptions(session, now)
+    return pseudonymise_audit(session)
+
+
+def _destroy_rows(db: Database, result: Destruction) -> None:
+    """Count, delete, pseudonymise, record and enter the destroyed phase (one transaction);
+    what was there before is kept with the plan until the certificate replaces it."""
+    now = result.started
+    with db.write_transaction() as session:
+        plan = check_destroyable(load_plan(session, lock=True), now, result.override)
+        result.before = count_rows(session)
+        result.before["export_job"] = result.export_jobs
+        result.pseudonymised = delete_personal_data(session, now)
+        plan.phase, plan.destroyed = "destroyed", now
+        plan.version, plan.last_updated = plan.version + 1, now
+        plan.certificate = {"pending": {"started": now.isoformat(), "before": result.before,
+                                        "exportJobs": result.export_jobs,
+                                        "override": result.override}}
+        audit.record(session, "decommission-phase", resource_type="PlanDefinition",
+                     resource_id="decommission-plan", detail="switched-off -> destroyed")
+        audit.record(session, "decommission-destroy", resource_type="PlanDefinition",
+                     resource_id="decommission-plan",
+                     detail=f"{sum(result.before[table_of(m).name] for m in DELETED)} rows "
+                            f"deleted from {len(DELETED)} tables; "
+                            f"{result.pseudonymised} references pseudonymised"
+                            + ("; drill override" if result.override else ""))
+
+
+def _resumed(pending: dict[str, Any]) -> Destruction:
+    """Return what an interrupted destruction had done (kept with the plan)."""
+    return Destruction(started=dt.datetime.fromisoformat(pending["started"]),
+                       before=dict(pending["before"]), export_jobs=int(pending["exportJobs"]),
+                       override=bool(pending["override"]))
+
+
+def destroy(db: Database, instance_path: str, now: dt.datetime, override: bool) -> Destruction:
+    """Destroy every personal datum and scrub the storage; return what was done. A run cut
+    short after the deletion (e.g. the WAL could not be truncated) is resumed by running it again.
+
+    :raises NotFound: no plan.
+    :raises Conflict: not switched off, or before destroy-by without the override.
+    :raises Unavailable: the SQLite WAL could not be truncated.
+    """
+    from pathlib import Path
+
+    from adapter.decommission.storage import scrub
+    from adapter.export.jobs import ExportSettings, destroy_exports
+
+    with db.sessions() as session:
+        plan = check_destroyable(load_plan(session), now, override)
+        pending = (plan.certificate or {}).get("pending")
+    if pending is not None:
+        result = _resumed(pending)
+    else:
+        result = Destruction(started=now, override=override)
+        settings = ExportSettings(Path(instance_path), dt.timedelta(0), dt.timedelta(0), True)
+        result.export_jobs = destroy_exports(db, settings)
+        _destroy_rows(db, result)
+    phases.forget(db)
+    result.storage = scrub(db, [table_of(m).name for m in (*DELETED, *KEPT)])
+    with db.sessions() as session:
+        result.after = count_rows(session)
+    log.info("destruction done: %d tables emptied", len(DELETED))
+    return result

@@ -1,0 +1,291 @@
+"""The directory XML interface at ``/directory`` (issue 4 item 2; ``schemas/xml/README.md``
+"HTTP interface" documents it for callers):
+
+- ``POST /directory/entries`` and ``POST /directory/assessments`` take a batch document
+  (``application/xml`` or ``text/xml``), streamed from the request body (never read whole,
+  at most ``GATEWAY_MAX_IMPORT_BYTES``: else 413), and answer 200 with an ``ImportReport``:
+  one outcome per record and the summary. A body that is not a batch at all (another
+  document, a DTD, no header, not XML) is a 400 OperationOutcome and changes nothing.
+- ``GET /directory/entries/{contactpoint-id}``, ``GET /directory/assessments/{assessment-id}``
+  and ``GET /directory/{entries|assessments}?authority=<GSS>&changed-since=<instant>&_count=<n>``
+  answer a batch document that can be posted back as it is; a further page is named by a
+  ``Link: <...>; rel="next"`` header (RFC 8288).
+
+Routes parse the request, call one service function and render (ARCHITECTURE.md "Routes are
+thin"); every error is an OperationOutcome in the format ``Accept`` asks for.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import tempfile
+from collections.abc import Callable, Iterator
+from typing import IO, Any, Final, cast
+from urllib.parse import urlencode
+
+from flask import Flask, Response, current_app, g, request
+from werkzeug.datastructures import MultiDict
+
+from adapter import identifiers
+from adapter.db import get_db
+from adapter.directory.writer import (
+    ImportOutcome,
+    write_assessments_data,
+    write_entries_data,
+    write_import_report,
+)
+from adapter.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from adapter.http import public_base
+from adapter.security.access import authenticated, interaction, require_scope
+from adapter.services import directory_export as export
+from adapter.services.children import BREAK_GLASS
+from adapter.services.directory_import import import_assessments, import_entries
+
+XML_TYPES: Final = frozenset({"application/xml", "text/xml"})
+XML_CONTENT: Final = "application/xml; charset=utf-8"
+# A report (or a page) is written to memory up to this size, then to a temporary file.
+SPOOL_BYTES: Final = 1 << 20
+READ_CHUNK: Final = 1 << 16
+LIST_PARAMS: Final = frozenset({"authority", "changed-since", "_count", "_cursor", "_format"})
+LINE_RE: Final = re.compile(r"line (\d+)")
+
+
+class LimitedBody:
+    """The request body as a binary stream that refuses to go past ``limit`` bytes."""
+
+    def __init__(self, stream: IO[bytes], limit: int) -> None:
+        self.stream, self.limit, self.seen = stream, limit, 0
+
+    def read(self, size: int = -1) -> bytes:
+        """Return up to ``size`` bytes of the body.
+
+        :raises PayloadTooLarge: the body goes past the limit.
+        """
+        wanted = size if size is not None and size > 0 else READ_CHUNK
+        data = self.stream.read(min(wanted, self.limit + 1 - self.seen))
+        self.seen += len(data)
+        if self.seen > self.limit:
+            raise PayloadTooLarge(f"The body is over the limit of {self.limit} bytes.")
+        return data
+
+
+def batch_body() -> IO[bytes]:
+    """Return the request body of a batch POST as a size-limited stream.
+
+    :raises UnsupportedMediaType: not application/xml or text/xml.
+    :raises PayloadTooLarge: a declared length over ``GATEWAY_MAX_IMPORT_BYTES``.
+    """
+    if request.mimetype.lower() not in XML_TYPES:
+        raise UnsupportedMediaType(f"Content-Type {request.mimetype or '(none)'} is not "
+                                   "accepted: send a directory XML batch as application/xml "
+                                   "or text/xml.")
+    limit: int = current_app.config["MAX_IMPORT_BYTES"]
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"The body is over the limit of {limit} bytes.")
+    # lxml reads a file-like object through read(size) only (lxml "Parsing from files").
+    return cast("IO[bytes]", LimitedBody(request.stream, limit))
+
+
+def _reported(first: ImportOutcome, rest: Iterator[ImportOutcome],
+              seen: list[int]) -> Iterator[ImportOutcome]:
+    """Yield the outcomes; a batch that stops being readable after its first record ends
+    with one rejected outcome saying where and why (the records before it were applied)."""
+    yield first
+    seen[0] = first.record_number
+    try:
+        for outcome in rest:
+            seen[0] = outcome.record_number
+            yield outcome
+    except BadRequest as error:
+        found = LINE_RE.search(error.message)
+        yield ImportOutcome(seen[0] + 1, int(found.group(1)) if found else None, "rejected",
+                            reason=f"the batch is unreadable from here on ({error.message}); "
+                                   "nothing after this point was read")
+
+
+def _spooled_response(write: Callable[[IO[bytes]], Any], headers: dict[str, str] | None = None,
+                      ) -> Response:
+    """Return a 200 XML response streamed from what ``write`` wrote to a spooled file."""
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 - response closes it
+    try:
+        write(spool)
+        spool.seek(0)
+    except BaseException:
+        spool.close()
+        raise
+    response = Response(_chunks(spool), status=200, content_type=XML_CONTENT, headers=headers)
+    response.call_on_close(spool.close)  # a client that goes away before the end
+    return response
+
+
+def _chunks(spool: IO[bytes]) -> Iterator[bytes]:
+    """Yield a spooled file in chunks, closing it once read."""
+    try:
+        while chunk := spool.read(READ_CHUNK):
+            yield chunk
+    finally:
+        spool.close()
+
+
+def import_response(outcomes: Iterator[ImportOutcome]) -> Response:
+    """Return the ImportReport of an import as it runs (200).
+
+    :raises BadRequest: the body is not a batch (before any record: nothing changed).
+    :raises PayloadTooLarge: the body went past the limit (the records before it applied).
+    """
+    first = next(outcomes, None)  # a body that is not a batch at all fails here: 400
+    if first is None:
+        return _spooled_response(lambda spool: write_import_report([], spool))
+    seen = [0]
+    try:
+        return _spooled_response(
+            lambda spool: write_import_report(_reported(first, outcomes, seen), spool))
+    except PayloadTooLarge as error:
+        raise PayloadTooLarge(f"{error.message} The {seen[0]} records before that point were "
+                              "applied; send the rest in a smaller batch.") from error
+
+
+@authenticated("write")
+def post_entries() -> Response:
+    """Import a DirectoryEntries batch; answer its ImportReport."""
+    require_scope(g.caller, "Patient", "create")
+    require_scope(g.caller, "Patient", "update")
+    return import_response(import_entries(get_db(), batch_body(), g.caller))
+
+
+@authenticated("write")
+def post_assessments() -> Response:
+    """Import an AssessmentReferences batch; answer its ImportReport."""
+    require_scope(g.caller, "CareTeam", "create")
+    require_scope(g.caller, "CareTeam", "update")
+    return import_response(import_assessments(get_db(), batch_body(), g.caller))
+
+
+def _instant(value: str) -> dt.datetime:
+    """Return an ISO 8601 instant with its time zone.
+
+    :raises BadRequest: not one.
+    """
+    try:
+        moment = dt.datetime.fromisoformat(value.strip())
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise BadRequest("changed-since must be an instant with a time zone, e.g. "
+                         "2026-08-01T12:00:00Z.", expression="changed-since")
+    return moment.astimezone(dt.UTC)
+
+
+def _count(value: str | None) -> int:
+    """Return ``_count`` (default 100, at most 1000).
+
+    :raises BadRequest: not a whole number from 1.
+    """
+    if value is None:
+        return export.DEFAULT_COUNT
+    if not value.strip().isdigit() or int(value) < 1:
+        raise BadRequest("_count must be a whole number from 1.", expression="_count")
+    return min(int(value), export.MAX_COUNT)
+
+
+def list_query(args: MultiDict[str, str]) -> export.ListQuery:
+    """Return the page a list request asks for.
+
+    :raises BadRequest: an unknown parameter, no valid authority, a malformed instant or count.
+    """
+    unknown = sorted(set(args) - LIST_PARAMS)
+    if unknown:
+        raise BadRequest(f"Unknown parameter(s) {', '.join(unknown)}: this list takes "
+                         "authority, changed-since, _count and _cursor.", expression=unknown[0])
+    try:
+        authority = identifiers.validate_gss_code(args.get("authority") or "", "authority")
+    except identifiers.InvalidIdentifier as error:
+        raise BadRequest(f"authority: {error.reason} (the GSS code of the managing local "
+                         "authority).", expression="authority") from None
+    since = args.get("changed-since")
+    return export.ListQuery(authority, _instant(since) if since else None,
+                            _count(args.get("_count")), args.get("_cursor") or None)
+
+
+def page_headers(page: export.Page, spec: export.ListQuery | None) -> dict[str, str]:
+    """Return the Link (next page) and Warning (break-glass) headers of a page."""
+    headers: dict[str, str] = {}
+    if spec is not None and page.next_cursor is not None:
+        params = {"authority": spec.authority, "_count": str(spec.count),
+                  "_cursor": page.next_cursor}
+        if spec.since is not None:
+            params["changed-since"] = spec.since.isoformat().replace("+00:00", "Z")
+        headers["Link"] = f'<{public_base()}{request.path}?{urlencode(params)}>; rel="next"'
+    if page.overrides:  # RFC 7234 section 5.5: 199 miscellaneous warning, as FHIR reads do
+        headers["Warning"] = f'199 contactpoint-gateway "{BREAK_GLASS}"'
+    return headers
+
+
+def entries_response(page: export.Page, spec: export.ListQuery | None = None) -> Response:
+    """Return a DirectoryEntries batch of a page."""
+    return _spooled_response(lambda spool: write_entries_data(
+        page.records, spool, count=len(page.records)), page_headers(page, spec))
+
+
+def assessments_response(page: export.Page, spec: export.ListQuery | None = None) -> Response:
+    """Return an AssessmentReferences batch of a page."""
+    return _spooled_response(lambda spool: write_assessments_data(
+        page.records, spool, count=len(page.records)), page_headers(page, spec))
+
+
+@interaction("Patient", "read", "read")
+def get_entry(contactpoint_id: str) -> Response:
+    """Return one entry as a batch of one.
+
+    :raises BadRequest: not a ContactPoint ID.
+    """
+    try:
+        cpid = identifiers.validate_contactpoint_id(contactpoint_id)
+    except identifiers.InvalidIdentifier as error:
+        raise BadRequest(f"Not a ContactPoint ID: {error.reason}.",
+                         expression="contactpoint-id") from None
+    with get_db().write_transaction() as session:
+        page = export.read_entry(session, cpid, g.caller)
+    return entries_response(page)
+
+
+@interaction("Patient", "search", "read")
+def list_entries() -> Response:
+    """Return a page of an authority's entries."""
+    spec = list_query(request.args)
+    with get_db().write_transaction() as session:
+        page = export.entries_page(session, spec, g.caller)
+    return entries_response(page, spec)
+
+
+@interaction("CareTeam", "read", "read")
+def get_assessment(assessment_id: str) -> Response:
+    """Return one assessment reference as a batch of one."""
+    with get_db().write_transaction() as session:
+        page = export.read_assessment(session, assessment_id, g.caller)
+    return assessments_response(page)
+
+
+@interaction("CareTeam", "search", "read")
+def list_assessments() -> Response:
+    """Return a page of the assessment references of an authority's children."""
+    spec = list_query(request.args)
+    with get_db().write_transaction() as session:
+        page = export.assessments_page(session, spec, g.caller)
+    return assessments_response(page, spec)
+
+
+def init_app(app: Flask) -> None:
+    """Register the directory XML routes."""
+    rules: list[tuple[str, str, Callable[..., Response], str]] = [
+        ("/directory/entries", "directory.entries.import", post_entries, "POST"),
+        ("/directory/entries", "directory.entries.list", list_entries, "GET"),
+        ("/directory/entries/<contactpoint_id>", "directory.entries.read", get_entry, "GET"),
+        ("/directory/assessments", "directory.assessments.import", post_assessments, "POST"),
+        ("/directory/assessments", "directory.assessments.list", list_assessments, "GET"),
+        ("/directory/assessments/<assessment_id>", "directory.assessments.read",
+         get_assessment, "GET"),
+    ]
+    for rule, endpoint, view, method in rules:
+        app.add_url_rule(rule, endpoint=endpoint, view_func=view, methods=[method])

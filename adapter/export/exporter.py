@@ -1,0 +1,316 @@
+"""Running one export job: the children in scope are streamed in batches with keyset paging on
+their internal id (never the whole table in memory), each rendered for the job's client as its
+REST reads would render it (the one disclosure policy), their lines written to the job's NDJSON
+files, one ``export`` audit record per exported child committed per batch with the job's
+progress (FHIR Bulk Data Access IG v2, export.html; issue 5 items 4-5). Then Organization and
+Practitioner: at system level all of them (the directory of services and staff, readable by
+every client), streamed the same way; at Group level those the written resources refer to,
+kept as a set of ids while the children are streamed (it grows with the organisations and
+practitioners of one authority, not with its children).
+
+A resource changed while its export runs is written in its newer state: export.html
+"transactionTime" says the output SHOULD NOT include resources modified after it, but SHALL
+include those modified up to it; the next export with ``_since=transactionTime`` has it again.
+Runs inside an application context (the mappings read the canonical base from it)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from sqlalchemy import Select, func, or_, select
+from sqlalchemy.orm import Session, selectinload
+
+from adapter.db import Database
+from adapter.errors import issue, operation_outcome
+from adapter.export.files import OUTCOME, NdjsonFiles, ndjson_line
+from adapter.export.jobs import ExportSettings
+from adapter.export.resources import (
+    CHILD_TYPES,
+    REFERENCED_TYPES,
+    ChildExport,
+    Resource,
+    assessment_resources,
+    child_resources,
+    references,
+)
+from adapter.models import Assessment, Child, ExportJob, Organisation, Practitioner
+from adapter.models.base import utcnow
+from adapter.models.canonical import as_utc
+from adapter.models.export import RUNNING_STATES
+from adapter.notify import ledger
+from adapter.security import audit
+from adapter.security.caller import Caller
+from adapter.security.policy import disclose_child
+from adapter.services.children import child_query, visible_to
+from adapter.services.organisations import render_organisation, render_practitioner
+
+log = logging.getLogger(__name__)
+BATCH_SIZE: Final = 500
+BREAK_GLASS: Final = ("{n} shielded children were exported using the shielding right: each "
+                      "access is recorded as an override and will be reviewed.")
+
+
+class JobGone(Exception):
+    """The job was deleted, or failed by a status request, while it ran."""
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What one job exports (read from its row when it is started)."""
+
+    job_id: str
+    types: frozenset[str]
+    since: dt.datetime | None
+    authority_id: int | None
+    notes: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, job: ExportJob) -> JobSpec:
+        """Return the spec of a stored job."""
+        return cls(job.job_id, frozenset(job.types), as_utc(job.since), job.authority_id,
+                   list(job.notes))
+
+
+class Exporter:
+    """Writes one job's files for its client."""
+
+    def __init__(self, db: Database, settings: ExportSettings, spec: JobSpec,
+                 caller: Caller) -> None:
+        self.db, self.settings, self.spec, self.caller = db, settings, spec, caller
+        self.group = spec.authority_id is not None
+        self.need_references = self.group and any(t in spec.types for t in REFERENCED_TYPES)
+        # A Group's organisations and practitioners are those its children's resources refer
+        # to, so every child resource is mapped then; else only the asked ones.
+        self.mapped = CHILD_TYPES if self.need_references else CHILD_TYPES & spec.types
+        self.references: set[str] = set()
+        self.overrides = 0
+
+    def run(self) -> None:
+        """Write the files and complete the job.
+
+        :raises JobGone: the job was deleted or failed meanwhile.
+        """
+        folder = self.settings.folder(self.spec.job_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        files = NdjsonFiles(folder)
+        try:
+            self._start()
+            if self.spec.notes:
+                files.write(OUTCOME, [ndjson_line(operation_outcome(self.spec.notes))])
+            self._export_children(files)
+            for resource_type in REFERENCED_TYPES:
+                if resource_type in self.spec.types:
+                    self._export_directory(files, resource_type)
+            if self.overrides:
+                note = issue("warning", "suppressed", BREAK_GLASS.format(n=self.overrides))
+                files.write(OUTCOME, [ndjson_line(operation_outcome([note]))])
+        finally:
+            files.close()
+        self._finish(files)
+
+    # --- the job row ------------------------------------------------------------------
+
+    def _job(self, session: Session) -> ExportJob:
+        """Return the job's row, locked for the update.
+
+        :raises JobGone: deleted, cancelled or failed meanwhile.
+        """
+        job = session.scalar(select(ExportJob).where(
+            ExportJob.job_id == self.spec.job_id).with_for_update())
+        if job is None or job.state not in RUNNING_STATES:
+            raise JobGone(self.spec.job_id)
+        return job
+
+    def _start(self) -> None:
+        """Mark the job in progress with the number of children to go through."""
+        with self.db.write_transaction() as session:
+            job = self._job(session)
+            total = session.scalar(select(func.count(Child.id)).where(*self._conditions()))
+            job.state, job.phase = "in-progress", "children"
+            job.children_total, job.heartbeat = int(total or 0), utcnow()
+
+    def _beat(self, phase: str, scanned: int = 0,
+              batch: Iterable[ChildExport] = ()) -> None:
+        """Commit progress, and the audit records of a batch of children.
+
+        :raises JobGone: the job was deleted or failed meanwhile.
+        """
+        with self.db.write_transaction() as session:
+            job = self._job(session)
+            self._record_exported(session, batch)
+            job.children_done += scanned
+            job.phase, job.heartbeat = phase, utcnow()
+
+    def _record_exported(self, session: Session, batch: Iterable[ChildExport]) -> None:
+        """Write one ``export`` audit record per child whose data the files receive (issue 5
+        item 5; the delivery ledger of issue 6 item 5 is fed from the same point)."""
+        for item in batch:
+            if item.exported:
+                audit.record(session, "export", resource_type="Patient",
+                             resource_id=item.child_ref, child_ref=item.child_ref,
+                             override=item.override, caller=self.caller,
+                             detail=f"bulk export {self.spec.job_id}")
+                self.overrides += item.override
+        # The files hand these children's data to the client: the delivery ledger scopes its
+        # purge instruction at switch-off (issue 7 item 4; adapter.notify.ledger).
+        ledger.record_deliveries(session, self.caller.client_id,
+                                 [item.child_ref for item in batch if item.exported], "export")
+
+    def _finish(self, files: NdjsonFiles) -> None:
+        """Complete the job with its files; it expires ``EXPORT_TTL_SECONDS`` later.
+
+        :raises JobGone: the job was deleted or failed meanwhile.
+        """
+        with self.db.write_transaction() as session:
+            job = self._job(session)
+            now = utcnow()
+            job.state, job.phase, job.finished, job.heartbeat = "completed", "completed", now, now
+            job.outputs, job.error_files = files.outputs(), files.errors()
+            job.expires = now + self.settings.ttl
+
+    # --- children ---------------------------------------------------------------------
+
+    def _conditions(self) -> list[Any]:
+        """Return the conditions selecting the children in the job's scope."""
+        conditions = [visible_to(self.caller)]
+        if self.spec.authority_id is not None:
+            conditions.append(Child.managing_organisation_id == self.spec.authority_id)
+        since = self.spec.since
+        if since is not None and not self.need_references:
+            changed_assessments = select(Assessment.child_id).where(
+                Assessment.last_updated > since)
+            conditions.append(or_(Child.last_updated > since,
+                                  Child.id.in_(changed_assessments)))
+        return conditions
+
+    def _export_children(self, files: NdjsonFiles) -> None:
+        """Export the children in scope, one batch (one read, one audit commit) at a time.
+
+        :raises JobGone: the job was deleted or failed meanwhile.
+        """
+        after = 0
+        while True:
+            batch, scanned, after = self._read_batch(after)
+            if not scanned:
+                return
+            self._beat("children", scanned, batch)
+            by_type: defaultdict[str, list[bytes]] = defaultdict(list)
+            for item in batch:
+                for resource_type, line in item.lines:
+                    by_type[resource_type].append(line)
+            for resource_type, lines in by_type.items():
+                files.write(resource_type, lines)
+
+    def _read_batch(self, after: int) -> tuple[list[ChildExport], int, int]:
+        """Return the next batch of children after internal id ``after`` as exports, how many
+        were read and the last id (keyset paging)."""
+        with self.db.transaction() as session:
+            query = child_query().where(*self._conditions(), Child.id > after)
+            children = list(session.scalars(query.order_by(Child.id).limit(BATCH_SIZE)).unique())
+            if not children:
+                return [], 0, after
+            assessments = self._assessments(session, [c.id for c in children])
+            batch = [self._export_child(session, c, assessments.get(c.id, []))
+                     for c in children]
+            return batch, len(children), children[-1].id
+
+    @staticmethod
+    def _assessments(session: Session, child_ids: list[int]) -> dict[int, list[Assessment]]:
+        """Return the assessment references of the given children, by child."""
+        found: defaultdict[int, list[Assessment]] = defaultdict(list)
+        query = select(Assessment).where(Assessment.child_id.in_(child_ids)) \
+            .options(selectinload(Assessment.members)).order_by(Assessment.id)
+        for assessment in session.scalars(query).unique():
+            found[assessment.child_id].append(assessment)
+        return found
+
+    def _export_child(self, session: Session, child: Child,
+                      assessments: list[Assessment]) -> ChildExport:
+        """Return the lines of one child as the job's client may see it; a child that cannot
+        be mapped becomes an OperationOutcome line of the error file (export.html "Response -
+        Complete Status": partial success is reported in ``error``)."""
+        item = ChildExport(child.resource_id, False)
+        try:
+            item.override = disclose_child(child, self.caller).override
+            self._add(item, child_resources(session, child, self.caller, self.mapped),
+                      self._changed(child.last_updated))
+            for assessment in assessments:
+                resources = assessment_resources(session, assessment, self.caller, self.mapped)
+                self._add(item, resources, self._changed(assessment.last_updated))
+        except Exception as exc:  # reported per child: one bad entry must not stop the export
+            log.warning("export %s: Patient/%s not exported (%s)", self.spec.job_id,
+                        child.resource_id, type(exc).__name__)
+            message = (f"Patient/{child.resource_id} and the resources of its entry could not "
+                       f"be exported ({type(exc).__name__}); everything else was.")
+            failed = operation_outcome([issue("error", "exception", message)])
+            item.lines, item.override = [(OUTCOME, ndjson_line(failed))], False
+        else:
+            self.references |= item.references
+        return item
+
+    def _changed(self, last_updated: dt.datetime) -> bool:
+        """Return True when a record changed after ``_since`` (or there is no ``_since``)."""
+        since = self.spec.since
+        return since is None or (as_utc(last_updated) or last_updated) > since
+
+    def _add(self, item: ChildExport, resources: Iterable[Resource], changed: bool) -> None:
+        """Add the requested resources (when changed) to ``item``, noting their references."""
+        if not changed and not self.need_references:
+            return
+        for resource in resources:
+            if self.need_references:
+                references(resource, item.references)
+            if changed and resource["resourceType"] in self.spec.types:
+                item.lines.append((resource["resourceType"], ndjson_line(resource)))
+
+    # --- organisations and practitioners ------------------------------------------------
+
+    def _export_directory(self, files: NdjsonFiles, resource_type: str) -> None:
+        """Write the organisations or practitioners: at Group level those the exported
+        resources refer to, at system level all of them, one batch at a time.
+
+        :raises JobGone: the job was deleted or failed meanwhile.
+        """
+        model: type[Organisation] | type[Practitioner] = \
+            Organisation if resource_type == "Organization" else Practitioner
+        if self.group:
+            prefix = f"{resource_type}/"
+            ids = sorted(r[len(prefix):] for r in self.references if r.startswith(prefix))
+            for start in range(0, len(ids), BATCH_SIZE):
+                self._directory_batch(files, resource_type,
+                                      model.resource_id.in_(ids[start:start + BATCH_SIZE]))
+            return
+        after: int | None = 0
+        while after is not None:
+            after = self._directory_batch(files, resource_type, model.id > after)
+
+    def _directory_batch(self, files: NdjsonFiles, resource_type: str,
+                         condition: Any) -> int | None:
+        """Write one batch of organisations or practitioners matching ``condition`` that
+        changed after ``_since``, in id order; return the last id when the batch was full
+        (keyset paging: more may follow), else None.
+
+        :raises JobGone: the job was deleted or failed meanwhile.
+        """
+        model = Organisation if resource_type == "Organization" else Practitioner
+        query: Select[Any] = select(model).where(condition)
+        if self.spec.since is not None:
+            query = query.where(model.last_updated > self.spec.since)
+        with self.db.transaction() as session:
+            rows = list(session.scalars(query.order_by(model.id).limit(BATCH_SIZE)))
+            lines = [ndjson_line(self._render_directory(row)) for row in rows]
+        self._beat(f"{resource_type} resources")
+        files.write(resource_type, lines)
+        return rows[-1].id if len(rows) == BATCH_SIZE else None
+
+    @staticmethod
+    def _render_directory(row: Organisation | Practitioner) -> Resource:
+        """Return an organisation or practitioner as its REST read renders it."""
+        if isinstance(row, Organisation):
+            return render_organisation(row).resource
+        return render_practitioner(row).resource

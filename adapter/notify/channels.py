@@ -1,0 +1,210 @@
+"""Delivery channels: ``rest-hook`` (an HTTP POST of the notification Bundle, Subscriptions
+R5 Backport IG "Channels") and ``mesh`` (a MESH message to the subscriber's mailbox, sent with
+NHS England's ``mesh-client``). A channel sends one body and says what happened; retries,
+ordering and bookkeeping are the dispatcher's."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any, Final, Protocol
+
+import requests
+from mesh_client import MeshClient, MeshError
+
+from adapter.notify.signing import SIGNATURE_HEADER, signature
+
+# A Retry-After beyond this is capped: the dispatcher never parks a subscription for longer.
+MAX_RETRY_AFTER: Final = 3600.0
+USER_AGENT: Final = "contactpoint-gateway-notify/0.1"
+MESH_PREFIX: Final = "mesh:"
+
+
+@dataclass(frozen=True)
+class Parcel:
+    """One body to deliver to one subscription's endpoint."""
+
+    endpoint: str
+    body: bytes
+    mime: str
+    headers: tuple[str, ...]
+    secret: str
+    timeout: float
+    reference: str  # a stable id of the notification (MESH local id)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one delivery attempt (``detail`` never holds personal data)."""
+
+    delivered: bool
+    http_status: int | None = None
+    retry_after: float | None = None
+    detail: str | None = None
+
+
+class Channel(Protocol):
+    """Something that delivers a Parcel."""
+
+    def send(self, parcel: Parcel) -> Outcome:
+        """Deliver ``parcel`` once and say how it went."""
+
+    def close(self) -> None:
+        """Close the connections it holds."""
+
+
+def retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Return the seconds a ``Retry-After`` header asks for (delay or HTTP date, RFC 9110
+    section 10.2.3), capped at ``MAX_RETRY_AFTER``; None when absent or unreadable."""
+    if not value:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return min(float(text), MAX_RETRY_AFTER)
+    try:
+        moment = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    seconds = moment.timestamp() - (time.time() if now is None else now)
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def request_headers(parcel: Parcel) -> dict[str, str]:
+    """Return the headers of a rest-hook POST: the subscription's own (Subscription.channel
+    .header, each ``Name: value``), then the content type and the body's signature."""
+    headers: dict[str, str] = {"User-Agent": USER_AGENT}
+    for line in parcel.headers:
+        name, _, value = line.partition(":")
+        headers[name.strip()] = value.strip()
+    headers["Content-Type"] = parcel.mime
+    headers[SIGNATURE_HEADER] = signature(parcel.secret, parcel.body)
+    return headers
+
+
+class RestHook:
+    """The rest-hook channel: one keep-alive HTTP session per dispatcher thread."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._opened: list[requests.Session] = []
+        self._lock = threading.Lock()
+
+    def _session(self) -> requests.Session:
+        """Return this thread's HTTP session."""
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.trust_env = False  # no proxies from the environment for subscriber URLs
+            self._local.session = session
+            with self._lock:
+                self._opened.append(session)
+        return session
+
+    def close(self) -> None:
+        """Close every thread's session."""
+        with self._lock:
+            opened, self._opened = self._opened, []
+        for session in opened:
+            session.close()
+        self._local = threading.local()
+
+    def send(self, parcel: Parcel) -> Outcome:
+        """POST the body; a 2xx answer is a delivery (redirects are not followed)."""
+        try:
+            response = self._session().post(
+                parcel.endpoint, data=parcel.body, headers=request_headers(parcel),
+                timeout=parcel.timeout, allow_redirects=False)
+        except requests.Timeout:
+            return Outcome(False, detail="timeout")
+        except requests.ConnectionError:
+            return Outcome(False, detail="connection failed")
+        except requests.RequestException as exc:
+            return Outcome(False, detail=f"request failed: {type(exc).__name__}")
+        response.close()
+        if 200 <= response.status_code < 300:
+            return Outcome(True, response.status_code)
+        return Outcome(False, response.status_code,
+                       retry_after(response.headers.get("Retry-After")),
+                       f"HTTP {response.status_code}")
+
+
+@dataclass(frozen=True)
+class MeshSettings:
+    """The gateway's own MESH mailbox (``GATEWAY_MESH_*``)."""
+
+    url: str
+    mailbox: str
+    password: str
+    shared_key: str
+    workflow_id: str
+    ca_bundle: str
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> MeshSettings:
+        """Return the settings from the app configuration."""
+        return cls(str(config["MESH_URL"]), str(config["MESH_MAILBOX"]),
+                   str(config["MESH_PASSWORD"]), str(config["MESH_SHARED_KEY"]),
+                   str(config["MESH_WORKFLOW_ID"]), str(config["MESH_CA_BUNDLE"]))
+
+
+def mesh_recipient(endpoint: str) -> str:
+    """Return the mailbox id of a ``mesh:MAILBOX`` endpoint."""
+    return endpoint.removeprefix(MESH_PREFIX)
+
+
+class Mesh:
+    """The MESH channel: the Bundle as one MESH message from the gateway's mailbox."""
+
+    def __init__(self, settings: MeshSettings) -> None:
+        self.settings = settings
+        self._local = threading.local()
+        self._opened: list[MeshClient] = []
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close every thread's MESH client (mesh-client asks for it explicitly)."""
+        with self._lock:
+            opened, self._opened = self._opened, []
+        for client in opened:
+            client.close()  # type: ignore[no-untyped-call]
+        self._local = threading.local()
+
+    def _client(self, timeout: float) -> MeshClient:
+        """Return this thread's MESH client (its own retries off: the dispatcher retries)."""
+        client: MeshClient | None = getattr(self._local, "client", None)
+        if client is None:
+            s = self.settings
+            client = MeshClient(s.url, s.mailbox, s.password,
+                                shared_key=s.shared_key.encode() or None,
+                                verify=s.ca_bundle or True, max_retries=0, timeout=timeout,
+                                application_name="contactpoint-gateway")
+            self._local.client = client
+            with self._lock:
+                self._opened.append(client)
+        return client
+
+    def send(self, parcel: Parcel) -> Outcome:
+        """Send the body to the endpoint's mailbox; accepted by MESH is delivered."""
+        if not self.settings.url:
+            return Outcome(False, detail="MESH is not configured (GATEWAY_MESH_URL)")
+        suffix = "xml" if parcel.mime.endswith("xml") else "json"
+        try:
+            message_id = self._client(parcel.timeout).send_message(
+                mesh_recipient(parcel.endpoint), parcel.body,
+                workflow_id=self.settings.workflow_id, subject="FHIR subscription notification",
+                local_id=parcel.reference, filename=f"{parcel.reference}.{suffix}",
+                content_type=parcel.mime)
+        except requests.Timeout:
+            return Outcome(False, detail="MESH timeout")
+        except requests.HTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else None
+            return Outcome(False, status, detail=f"MESH HTTP {status}")
+        except (requests.RequestException, MeshError) as exc:
+            return Outcome(False, detail=f"MESH send failed: {type(exc).__name__}")
+        return Outcome(True, 202, detail=f"MESH message {message_id}")

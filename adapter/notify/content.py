@@ -1,0 +1,95 @@
+"""What one event puts in a notification for one subscriber: nothing (``empty``), a
+reference (``id-only``), or the resource (``full-resource``) as a read by that subscriber
+would show it — the same disclosure policy (shielding, sensitive services, other
+organisations' numbers) and an audit record of the access (issue 6 item 2)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from adapter.mapping import fhir as mapping
+from adapter.models import Child, Client
+from adapter.models.notify import DIRECTORY_TOPIC, ECAF_TOPIC, Event
+from adapter.notify.bundle import reference_entry
+from adapter.security import audit
+from adapter.security.caller import Caller
+from adapter.security.policy import disclose_child
+from adapter.security.scopes import parse_scopes
+
+
+@dataclass
+class Rendered:
+    """The entries of one event and the children whose data they disclose."""
+
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    discloses: list[str] = field(default_factory=list)
+
+
+def subscriber(client: Client) -> Caller:
+    """Return the caller a subscription's owner is when it receives a notification: its
+    registered scopes and rights, as for a read with a token it could obtain."""
+    return Caller(client.client_id, client.organisation_code, parse_scopes(client.scopes),
+                  frozenset(client.rights), "notification")
+
+
+def focus_of(event: Event) -> str:
+    """Return the event's focus as ``Type/id``."""
+    return f"{event.focus_type}/{event.focus_id}"
+
+
+def render_event(session: Session, event: Event, content: str, caller: Caller,
+                 base: str) -> Rendered:
+    """Return the entries ``event`` contributes with ``content`` for ``caller``."""
+    if content == "empty":
+        return Rendered()
+    focus = focus_of(event)
+    if content == "id-only":
+        return Rendered([reference_entry(base, focus, event.action)])
+    if event.payload is not None:
+        return Rendered([reference_entry(base, focus, event.action, event.payload)])
+    if event.topic == DIRECTORY_TOPIC:
+        return _patient(session, event, caller, base)
+    if event.topic == ECAF_TOPIC:
+        return _careteam(session, event, caller, base)
+    return Rendered([reference_entry(base, focus, event.action, status="404")])
+
+
+def _visible_child(session: Session, resource_id: str | None, caller: Caller) -> Child | None:
+    """Return the child with FHIR id ``resource_id`` if ``caller`` may see it at all (archived
+    entries are invisible to ordinary callers, DOMAIN.md "Retention")."""
+    from adapter.services.children import child_query, visible_to
+
+    if resource_id is None:
+        return None
+    return session.scalar(child_query().where(Child.resource_id == resource_id,
+                                              visible_to(caller)))
+
+
+def _patient(session: Session, event: Event, caller: Caller, base: str) -> Rendered:
+    """Return the Patient of a directory event as ``caller`` may see it (audited)."""
+    focus = focus_of(event)
+    child = _visible_child(session, event.focus_id, caller)
+    if child is None:
+        return Rendered([reference_entry(base, focus, event.action, status="404")])
+    disclosure = disclose_child(child, caller)
+    audit.record(session, "notify", resource_type="Patient", resource_id=child.resource_id,
+                 child_ref=child.resource_id, override=disclosure.override, caller=caller)
+    patient = mapping.child_to_patient(disclosure.child, redacted=disclosure.redacted)
+    return Rendered([reference_entry(base, focus, event.action, patient)], [child.resource_id])
+
+
+def _careteam(session: Session, event: Event, caller: Caller, base: str) -> Rendered:
+    """Return the CareTeam of an eCAF event exactly as a read by ``caller`` returns it
+    (``adapter.services.careteams``: shielding, sensitive members, audit)."""
+    from adapter.services.careteams import load_assessment, render_ecaf
+
+    focus = focus_of(event)
+    assessment = load_assessment(session, event.focus_id, caller)
+    if assessment is None:
+        return Rendered([reference_entry(base, focus, event.action, status="404")])
+    careteam = render_ecaf(session, assessment, caller, "notify").resource
+    return Rendered([reference_entry(base, focus, event.action, careteam)],
+                    [assessment.child.resource_id])

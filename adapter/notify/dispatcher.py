@@ -1,0 +1,264 @@
+"""The dispatcher (``contactpoint-gateway dispatch``): fans out outbox events and delivers
+each subscription's notifications in order, with retries, from as many threads (and, on
+PostgreSQL, processes) as configured.
+
+On PostgreSQL a lane is claimed with ``FOR UPDATE SKIP LOCKED`` and delivered inside that
+transaction: if the dispatcher dies, the lock goes with its connection and the round is
+rolled back, so what it sent is sent again — at least once, with the same event numbers. On
+SQLite (one dispatcher, enforced with a lock file) the claim is in-process and the round is
+recorded in a second short transaction after sending, with the same effect on a crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import fcntl
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from adapter.db import Database
+from adapter.models.base import utcnow
+from adapter.models.notify import Event
+from adapter.notify import fanout, lanes
+from adapter.notify.channels import Channel, Mesh, MeshSettings, RestHook
+
+log = logging.getLogger(__name__)
+HEARTBEAT_SCAN = 1.0  # seconds between scans for heartbeats that are due
+# A round (PostgreSQL) takes up to this many lanes, one after the other, and takes no more
+# after this many seconds: its commit then frees them (a slow endpoint holds up few others).
+ROUND_LANES = 10
+ROUND_SECONDS = 1.0
+
+
+@dataclasses.dataclass
+class Round:
+    """One round of lanes: how many notifications got through, and the subscriptions whose
+    attempt failed (their lanes wait for their retry time)."""
+
+    delivered: int = 0
+    failed: set[int] = dataclasses.field(default_factory=set)
+    processed: int = 0
+
+    def add(self, work: lanes.Work, delivered: int, failed: bool) -> None:
+        """Count one lane's outcome."""
+        self.processed += 1
+        self.delivered += delivered
+        if failed:
+            self.failed.add(work.subscription_id)
+
+
+class DispatcherBusy(RuntimeError):
+    """Another dispatcher already runs on this SQLite database."""
+
+
+def public_fhir_base(config: Mapping[str, Any]) -> str:
+    """Return the absolute FHIR base URL for notifications sent outside a request."""
+    base = config["PUBLIC_URL"] or f"http://127.0.0.1:{config['PORT']}"
+    return f"{str(base).rstrip('/')}/fhir"
+
+
+@contextlib.contextmanager
+def sole_sqlite_dispatcher(db: Database) -> Iterator[None]:
+    """Hold an exclusive lock file beside a SQLite database while dispatching.
+
+    :raises DispatcherBusy: another dispatcher holds it.
+    """
+    if not db.is_sqlite:
+        yield
+        return
+    path = Path(make_url(db.url).database or "gateway.db").with_suffix(".dispatch-lock")
+    with open(path, "a+b") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise DispatcherBusy("another dispatcher runs on this SQLite database; SQLite "
+                                 "takes one (use PostgreSQL for several)") from exc
+        yield
+
+
+class Dispatcher:
+    """Delivers notifications for one app (its database and settings)."""
+
+    def __init__(self, app: Flask, *, clock: Callable[[], dt.datetime] = utcnow,
+                 channels: dict[str, Channel] | None = None,
+                 rng: random.Random | None = None) -> None:
+        self.app = app
+        self.db: Database = app.extensions["db"]
+        self.clock = clock
+        self.policy = lanes.Policy.from_config(app.config)
+        self.channels: dict[str, Channel] = {
+            "rest-hook": RestHook(), "mesh": Mesh(MeshSettings.from_config(app.config)),
+            **(channels or {})}
+        self.rng = rng or random.Random()  # noqa: S311 (jitter, not security)
+        self.base = public_fhir_base(app.config)
+        self._inflight: set[int] = set()
+        self._claim_lock = threading.Lock()
+        self._maintain_lock = threading.Lock()
+        self._last_heartbeat_scan = 0.0
+        self.stop = threading.Event()
+
+    # --- fan-out and heartbeats ----------------------------------------------------------
+
+    def _events_waiting(self) -> bool:
+        """Return True when the outbox holds events not yet fanned out (a cheap read)."""
+        with self.db.transaction() as session:
+            return session.scalar(select(Event.id).where(Event.fanned_out.is_(False))
+                                  .limit(1)) is not None
+
+    def maintain(self) -> int:
+        """Fan out one batch of events and queue due heartbeats; return events handled."""
+        heartbeats_due = time.monotonic() - self._last_heartbeat_scan >= HEARTBEAT_SCAN
+        if not (heartbeats_due or self._events_waiting()):
+            return 0
+        if not self._maintain_lock.acquire(blocking=False):
+            return 0
+        try:
+            with self.db.write_transaction() as session:
+                if not fanout.try_lock(session):
+                    return 0
+                handled = fanout.fan_out(session, self.clock())
+                if heartbeats_due:
+                    self._last_heartbeat_scan = time.monotonic()
+                    fanout.queue_heartbeats(session, self.clock())
+            return handled
+        finally:
+            self._maintain_lock.release()
+
+    # --- lanes -----------------------------------------------------------------------------
+
+    def _settings(self) -> lanes.LoadSettings:
+        """Return what loading lanes needs now."""
+        config = self.app.config
+        return lanes.LoadSettings(self.policy, self.base, config["CANONICAL_BASE"],
+                                  config["INSTANCE_PATH"], self.clock())
+
+    def deliver(self, work: lanes.Work) -> lanes.Result:
+        """Send the work's groups in order, stopping at the first failure (or when asked to
+        stop: the rest stays queued)."""
+        result = lanes.Result()
+        channel = self.channels[work.channel]
+        for group in work.groups:
+            if self.stop.is_set():
+                break
+            parcel = dataclasses.replace(work.parcel, body=group.body,
+                                         reference=f"{work.resource_id}-{group.rows[0].id}")
+            started = time.monotonic()
+            outcome = channel.send(parcel)
+            result.outcomes.append((group, outcome, int((time.monotonic() - started) * 1000)))
+            if not outcome.delivered:
+                log.info("delivery to subscription %s failed: %s", work.resource_id,
+                         outcome.detail)
+                break
+        return result
+
+    def process_lanes(self, exclude: set[int] | None = None) -> Round | None:
+        """Deliver due lanes in one transaction, claiming them one at a time (so that threads
+        spread over lanes) up to ``ROUND_LANES`` or ``ROUND_SECONDS``; None when none is due."""
+        if self.db.is_sqlite:
+            return self._process_sqlite(exclude or set())
+        done, writes, events = Round(), lanes.Writes(), dict[int, Any]()
+        taken = set(exclude or ())
+        with self.db.transaction() as session:
+            # A lost commit here only means sending again (at least once, same event numbers):
+            # no need to wait for the WAL flush (PostgreSQL "Asynchronous Commit").
+            session.execute(text("SET LOCAL synchronous_commit TO OFF"))
+            started = time.monotonic()
+            while len(taken) - len(exclude or ()) < ROUND_LANES and not self.stop.is_set() \
+                    and time.monotonic() - started < ROUND_SECONDS:
+                claimed = lanes.claim(session, self.clock(), taken)
+                if not claimed:
+                    break
+                taken.add(claimed[0].subscription.id)
+                work = lanes.load(session, claimed[0], self._settings(), events)
+                result = self.deliver(work)
+                done.add(work, lanes.record(session, work, result, self.policy, self.clock(),
+                                            self.rng, writes), result.failed)
+            writes.apply(session, self.clock())
+        return done if done.processed else None
+
+    def _process_sqlite(self, exclude: set[int]) -> Round | None:
+        """SQLite: claim one lane in-process, load, send outside a transaction, record."""
+        with self._claim_lock:
+            with self.db.transaction() as session:
+                claimed = lanes.claim(session, self.clock(), exclude | self._inflight)
+                if not claimed:
+                    return None
+                lane_id = claimed[0].subscription.id
+            self._inflight.add(lane_id)
+        try:
+            with self.db.write_transaction() as session:
+                work = lanes.load(session, lanes.claimed_again(session, lane_id),
+                                  self._settings(), {})
+            result = self.deliver(work)
+            done, writes = Round(), lanes.Writes()
+            with self.db.write_transaction() as session:
+                done.add(work, lanes.record(session, work, result, self.policy, self.clock(),
+                                            self.rng, writes), result.failed)
+                writes.apply(session, self.clock())
+            return done
+        finally:
+            self._inflight.discard(lane_id)
+
+    # --- running ---------------------------------------------------------------------------
+
+    def run_once(self) -> int:
+        """Fan out everything, then deliver every lane that is due until none is (a lane that
+        fails is not tried again in this run); return how many notifications got through."""
+        failed: set[int] = set()
+        delivered = 0
+        with self.app.app_context(), self._closing():
+            while self.maintain():
+                pass
+            while (done := self.process_lanes(failed)) is not None:
+                delivered += done.delivered
+                failed |= done.failed
+        return delivered
+
+    @contextlib.contextmanager
+    def _closing(self) -> Iterator[None]:
+        """Close the channels' connections when a run ends."""
+        try:
+            yield
+        finally:
+            for channel in self.channels.values():
+                channel.close()
+
+    def _loop(self) -> None:
+        """One worker thread: maintain, deliver, and wait when there is nothing to do."""
+        with self.app.app_context():
+            while not self.stop.is_set():
+                try:
+                    busy = self.maintain() > 0
+                    busy = self.process_lanes() is not None or busy
+                except SQLAlchemyError as exc:
+                    log.warning("dispatcher round failed (%s); retrying", type(exc).__name__)
+                    busy = False
+                except Exception:  # a bug must not silently stop a worker: log, go on
+                    log.exception("dispatcher round failed")
+                    busy = False
+                if not busy:
+                    self.stop.wait(self.policy.poll)
+
+    def run(self, threads: int | None = None) -> None:
+        """Run worker threads until ``stop`` is set (SIGTERM), then let them finish their
+        current round."""
+        count = threads or int(self.app.config["NOTIFY_THREADS"])
+        workers = [threading.Thread(target=self._loop, name=f"dispatch-{n}")
+                   for n in range(max(count, 1))]
+        with self._closing():
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join()

@@ -1,0 +1,345 @@
+"""A subscription's delivery lane, on the database side: claiming it (PostgreSQL: ``FOR UPDATE
+SKIP LOCKED``, so several dispatchers share the work and one subscription is only ever
+delivered by one of them, in order), loading what it has queued as notification Bundles to
+send, and recording what happened — deliveries, attempts, retries with backoff, dead
+notifications, the subscription's status and the ledger."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from sqlalchemy import bindparam, case, exists, insert, select, text, update
+from sqlalchemy.orm import Session
+
+from adapter.models import Base, Client
+from adapter.models.notify import (
+    DeliveryAttempt,
+    Event,
+    Notification,
+    Subscription,
+    SubscriptionLane,
+)
+from adapter.notify.bundle import EventItem, StatusInfo, notification_bundle, serialise
+from adapter.notify.channels import Outcome, Parcel
+from adapter.notify.content import focus_of, render_event, subscriber
+from adapter.notify.ledger import record_deliveries
+from adapter.notify.signing import unseal
+from adapter.notify.topics import topic_url
+from adapter.security.caller import Caller
+
+LIVE: Final = ("requested", "active", "error")
+# The queued notifications, as the partial index ix_notification_queued states it (a literal,
+# so that PostgreSQL can prove the index applies).
+QUEUED_CONDITION: Final = text("notification.state IN ('pending', 'dead')")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Delivery settings (``GATEWAY_NOTIFY_*``)."""
+
+    batch: int = 100
+    timeout: float = 10.0
+    budget: int = 8
+    backoff_base: float = 2.0
+    backoff_max: float = 600.0
+    poll: float = 0.5
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Policy:
+        """Return the policy of the app configuration."""
+        return cls(int(config["NOTIFY_BATCH"]), float(config["NOTIFY_TIMEOUT"]),
+                   int(config["NOTIFY_RETRY_BUDGET"]),
+                   int(config["NOTIFY_BACKOFF_BASE_MS"]) / 1000.0,
+                   float(config["NOTIFY_BACKOFF_MAX"]), int(config["NOTIFY_POLL_MS"]) / 1000.0)
+
+    def backoff(self, attempts: int, rng: random.Random) -> float:
+        """Return the delay after ``attempts`` failed attempts: exponential, capped, with
+        "equal jitter" (half fixed, half random) so that retries of many subscriptions spread
+        out (AWS Architecture Blog, "Exponential Backoff and Jitter", 2015)."""
+        delay = min(self.backoff_max, self.backoff_base * 2 ** max(attempts - 1, 0))
+        return float(delay / 2 + rng.uniform(0, delay / 2))
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A claimed lane with its subscription and the subscription's client."""
+
+    lane: SubscriptionLane
+    subscription: Subscription
+    client: Client
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    """What loading a lane needs besides the database."""
+
+    policy: Policy
+    base: str  # absolute FHIR base of references in notifications
+    canonical: str  # canonical base of topics
+    instance_path: str  # where the key of the sealed secrets is
+    now: dt.datetime
+
+
+@dataclass
+class Writes:
+    """A round's bookkeeping, written with one statement per kind at its end."""
+
+    delivered: list[int] = field(default_factory=list)
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    ledger: dict[str, set[str]] = field(default_factory=dict)
+    lanes_done: list[dict[str, Any]] = field(default_factory=list)
+    lanes_waiting: list[dict[str, Any]] = field(default_factory=list)
+
+    def apply(self, session: Session, now: dt.datetime) -> None:
+        """Write it all: notifications delivered, attempts, ledger, lanes."""
+        for start in range(0, len(self.delivered), 5000):
+            session.execute(update(Notification)
+                            .where(Notification.id.in_(self.delivered[start:start + 5000]))
+                            .values(state="delivered", delivered_at=now,
+                                    attempts=Notification.attempts + 1)
+                            .execution_options(synchronize_session=False))
+        if self.attempts:
+            session.execute(insert(DeliveryAttempt), self.attempts)
+        for client_id, refs in self.ledger.items():
+            record_deliveries(session, client_id, refs, "notification", now)
+        for keys, rows in _same_keys(self.lanes_done + self.lanes_waiting).items():
+            table = Base.metadata.tables["subscription_lane"]
+            statement = (update(table).where(table.c.subscription_id == bindparam("lane"))
+                         .values({k: bindparam(k) for k in keys if k != "subscription_id"}))
+            session.execute(statement, [row | {"lane": row["subscription_id"]} for row in rows])
+
+
+def _same_keys(rows: list[dict[str, Any]]) -> dict[tuple[str, ...], list[dict[str, Any]]]:
+    """Group rows by their keys (an executemany UPDATE takes one shape)."""
+    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        shapes.setdefault(tuple(sorted(row)), []).append(row)
+    return shapes
+
+
+@dataclass
+class Group:
+    """Notifications sent together as one Bundle (one POST or MESH message)."""
+
+    kind: str  # handshake, heartbeat, event-notification
+    rows: list[Notification]
+    body: bytes = b""
+
+
+@dataclass
+class Work:
+    """One claimed lane: its subscription as loaded, and the groups to send in order."""
+
+    subscription_id: int
+    resource_id: str
+    client_id: str
+    status: str
+    channel: str
+    groups: list[Group]
+    parcel: Parcel
+
+
+@dataclass
+class Result:
+    """What happened to the groups of a Work, in order (the first failure ends it)."""
+
+    outcomes: list[tuple[Group, Outcome, int]] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        """Return True when an attempt of this round failed."""
+        return any(not outcome.delivered for _group, outcome, _ms in self.outcomes)
+
+
+def claim(session: Session, now: dt.datetime, exclude: set[int],
+          limit: int = 1) -> list[Claimed]:
+    """Return up to ``limit`` lanes that are due and have something queued, oldest due first,
+    with their subscription and client, locked for this transaction on PostgreSQL (skipping
+    lanes other dispatchers hold). Written so that the lane index drives it: the first due
+    lanes are checked, not every lane."""
+    lane = SubscriptionLane.subscription_id
+    queued = exists().where(Notification.subscription_id == lane, QUEUED_CONDITION)
+    live = exists().where(Subscription.id == lane, Subscription.deleted.is_(False),
+                          Subscription.status.in_(LIVE), Client.client_id ==
+                          Subscription.client_id, Client.status == "active")
+    query = (select(SubscriptionLane)
+             .where(SubscriptionLane.next_attempt_at <= now, queued, live)
+             .order_by(SubscriptionLane.next_attempt_at).limit(limit))
+    if exclude:
+        query = query.where(lane.not_in(exclude))
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    found = list(session.scalars(query))
+    if not found:
+        return []
+    ids = [f.subscription_id for f in found]
+    rows = {s.id: (s, c) for s, c in session.execute(
+        select(Subscription, Client).join(Client, Client.client_id == Subscription.client_id)
+        .where(Subscription.id.in_(ids)))}
+    return [Claimed(f, *rows[f.subscription_id]) for f in found]
+
+
+def claimed_again(session: Session, subscription_id: int) -> Claimed:
+    """Return a lane claimed earlier (SQLite: in-process) with its subscription and client."""
+    subscription = session.get_one(Subscription, subscription_id)
+    client = session.scalars(select(Client).where(
+        Client.client_id == subscription.client_id)).one()
+    return Claimed(session.get_one(SubscriptionLane, subscription_id), subscription, client)
+
+
+def _queued(session: Session, subscription_id: int, limit: int) -> list[Notification]:
+    """Return the lane's queued notifications in order: a handshake first, then by id."""
+    handshake_first = case((Notification.kind == "handshake", 0), else_=1)
+    return list(session.scalars(
+        select(Notification).where(Notification.subscription_id == subscription_id,
+                                   QUEUED_CONDITION)
+        .order_by(handshake_first, Notification.id).limit(limit)))
+
+
+def _groups(rows: list[Notification], max_count: int) -> list[Group]:
+    """Return ``rows`` as send groups: handshakes and heartbeats alone, events up to
+    ``max_count`` per Bundle (backport-max-count)."""
+    groups: list[Group] = []
+    for row in rows:
+        last = groups[-1] if groups else None
+        if row.kind == "event" and last is not None and last.kind == "event-notification" \
+                and len(last.rows) < max_count:
+            last.rows.append(row)
+        else:
+            groups.append(Group("event-notification" if row.kind == "event" else row.kind,
+                                [row]))
+    return groups
+
+
+def _items(session: Session, subscription: Subscription, group: Group, base: str,
+           caller: Caller, events: dict[int, Event]) -> list[EventItem]:
+    """Return the events of a group with their entries, rendering full-resource content at
+    the first attempt and keeping it, so that every attempt sends the same content."""
+    items = []
+    for row in group.rows:
+        event = events[row.event_id] if row.event_id else None
+        if event is None:
+            continue
+        if subscription.content == "full-resource" and event.payload is None \
+                and row.content is None:
+            rendered = render_event(session, event, "full-resource", caller, base)
+            row.content, row.discloses = rendered.entries, rendered.discloses
+        stored = row.content if subscription.content == "full-resource" else None
+        entries = stored if stored is not None else \
+            render_event(session, event, subscription.content, caller, base).entries
+        items.append(EventItem(int(row.event_number or 0), event.created,
+                               f"{base}/{focus_of(event)}", list(entries or [])))
+    return items
+
+
+def load(session: Session, claimed: Claimed, settings: LoadSettings,
+         events: dict[int, Event]) -> Work:
+    """Return the work of a claimed lane: each group's Bundle serialised and ready to send
+    (``events`` caches the events of a round, shared by its lanes)."""
+    subscription, policy = claimed.subscription, settings.policy
+    groups = _groups(_queued(session, subscription.id, policy.batch),
+                     subscription.max_count or 1)
+    info = StatusInfo(settings.base, subscription.resource_id,
+                      topic_url(settings.canonical, subscription.topic), subscription.status,
+                      int(subscription.events_since_start), subscription.content,
+                      subscription.error)
+    wanted = {r.event_id for g in groups for r in g.rows if r.event_id is not None} - set(events)
+    if wanted:
+        events.update((e.id, e) for e in session.scalars(select(Event).where(
+            Event.id.in_(wanted))))
+    caller = subscriber(claimed.client)
+    for group in groups:
+        items = _items(session, subscription, group, settings.base, caller, events)
+        bundle = notification_bundle(info, group.kind, items, now=settings.now)
+        group.body = serialise(bundle, subscription.payload)
+    parcel = Parcel(subscription.endpoint, b"", subscription.payload,
+                    tuple(subscription.headers),
+                    unseal(settings.instance_path, subscription.secret),
+                    float(subscription.timeout or policy.timeout), subscription.resource_id)
+    session.flush()
+    return Work(subscription.id, subscription.resource_id, subscription.client_id,
+                subscription.status, subscription.channel, groups, parcel)
+
+
+def _attempt_row(work: Work, group: Group, outcome: Outcome, duration_ms: int,
+                 now: dt.datetime) -> dict[str, Any]:
+    """Return the delivery_attempt row of one send."""
+    numbers = [int(r.event_number) for r in group.rows if r.event_number is not None]
+    return {"subscription_id": work.subscription_id, "attempted_at": now, "kind": group.kind,
+            "first_event_number": min(numbers) if numbers else None,
+            "last_event_number": max(numbers) if numbers else None,
+            "delivered": outcome.delivered, "http_status": outcome.http_status,
+            "detail": outcome.detail, "duration_ms": duration_ms}
+
+
+def _mark_failed(session: Session, group: Group, outcome: Outcome, budget: int) -> bool:
+    """Count a failed attempt on the group's notifications; return True when the retry budget
+    is spent (they are then ``dead``: kept in order, retried at the slowest backoff)."""
+    attempts = max(r.attempts for r in group.rows) + 1
+    spent = attempts >= budget
+    session.execute(update(Notification)
+                    .where(Notification.id.in_([r.id for r in group.rows]))
+                    .values(attempts=Notification.attempts + 1, last_error=outcome.detail,
+                            state="dead" if spent else Notification.state)
+                    .execution_options(synchronize_session=False))
+    return spent
+
+
+def _new_status(work: Work, delivered: bool, failed: Group | None, spent: bool) -> str:
+    """Return the subscription's status after this round: active once a delivery succeeds;
+    error after a failed handshake (backport "REST-Hook": errors in the handshake) or a spent
+    retry budget."""
+    status = work.status
+    if delivered and status in ("requested", "error"):
+        status = "active"
+    if failed is not None and (failed.kind == "handshake" or spent):
+        status = "error"
+    return status
+
+
+def record(session: Session, work: Work, result: Result, policy: Policy, now: dt.datetime,
+           rng: random.Random, writes: Writes) -> int:
+    """Record one lane's deliveries (into ``writes``, applied at the end of the round;
+    failures and status changes at once); return how many notifications got through."""
+    done = [g for g, o, _ in result.outcomes if o.delivered]
+    failed = next(((g, o) for g, o, _ in result.outcomes if not o.delivered), None)
+    writes.delivered += [r.id for g in done for r in g.rows]
+    writes.ledger.setdefault(work.client_id, set()).update(
+        ref for g in done for r in g.rows for ref in r.discloses or [])
+    writes.attempts += [_attempt_row(work, g, o, ms, now) for g, o, ms in result.outcomes]
+    spent = _mark_failed(session, failed[0], failed[1], policy.budget) if failed else False
+    lane = {"subscription_id": work.subscription_id, "last_attempt_at": now}
+    if failed:
+        attempts = max(r.attempts for r in failed[0].rows) + 1
+        delay = failed[1].retry_after if failed[1].retry_after is not None else \
+            policy.backoff_max if spent else policy.backoff(attempts, rng)
+        writes.lanes_waiting.append(lane | {"next_attempt_at": now + dt.timedelta(seconds=delay)})
+    if done:
+        writes.lanes_done.append(lane | {"last_success_at": now} | (
+            {} if failed else {"next_attempt_at": now}))
+    elif not failed:
+        writes.lanes_waiting.append(lane | {"next_attempt_at": now})
+    _update_status(session, work, _new_status(work, bool(done), failed[0] if failed else None,
+                                              spent), failed[1].detail if failed else None, now)
+    return sum(len(g.rows) for g in done)
+
+
+def _update_status(session: Session, work: Work, status: str, error: str | None,
+                   now: dt.datetime) -> None:
+    """Write the subscription's new status (and last error) unless the client changed it
+    meanwhile (the update only applies to the status this round started from)."""
+    if status == work.status and error is None:
+        return
+    values: dict[str, Any] = {"status": status}
+    if error is not None or status == "active":
+        values["error"] = error  # latest error note (R4 Subscription.error); None on recovery
+    if status != work.status:
+        values |= {"version": Subscription.version + 1, "last_updated": now}
+    session.execute(update(Subscription)
+                    .where(Subscription.id == work.subscription_id,
+                           Subscription.status == work.status)
+                    .values(**values).execution_options(synchronize_session=False))

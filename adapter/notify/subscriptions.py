@@ -1,0 +1,339 @@
+"""Subscriptions as a FHIR REST resource (``/fhir/Subscription``), owned by the client that
+created them: create (status ``requested``, a handshake queued, the signing secret returned
+once), read, search, update (a changed channel or a reactivation queues a new handshake) and
+delete; and the backport's ``$status`` and ``$events`` operations (Subscriptions R5 Backport
+IG, "Operations")."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any, ClassVar, Final
+
+from flask import current_app
+from sqlalchemy import Select, func, select, update
+from sqlalchemy.orm import Session
+
+from adapter.errors import Gone, Invalid, NotFound, PreconditionFailed, issue
+from adapter.fhir.bundle import fhir_base
+from adapter.fhir.handlers import Page, Rendered, WriteResult
+from adapter.fhir.search import (
+    Criterion,
+    SearchParam,
+    SearchRequest,
+    decode_cursor,
+    encode_cursor,
+    split_token,
+)
+from adapter.models import Event, Notification, Subscription, SubscriptionLane
+from adapter.models.base import utcnow
+from adapter.notify.bundle import EventItem, StatusInfo, notification_bundle, status_parameters
+from adapter.notify.content import focus_of, render_event
+from adapter.notify.ledger import record_deliveries
+from adapter.notify.signing import new_secret, seal
+from adapter.notify.spec import PROFILE, Spec, apply_spec, read_spec, render_subscription
+from adapter.notify.topics import TOPICS, topic_url
+from adapter.security import audit
+from adapter.security.caller import Caller
+
+MAX_EVENTS: Final = 100  # events one $events call returns
+CONTENT_ORDER: Final = ("empty", "id-only", "full-resource")
+SUBSCRIPTION_PARAMS: Final = {p.name: p for p in (
+    SearchParam("_id", "token", "Logical id of the Subscription"),
+    SearchParam("status", "token", "requested | active | error | off",
+                "http://hl7.org/fhir/SearchParameter/Subscription-status"),
+    SearchParam("url", "uri", "The channel endpoint",
+                "http://hl7.org/fhir/SearchParameter/Subscription-url"),
+    SearchParam("type", "token", "rest-hook | message (MESH)",
+                "http://hl7.org/fhir/SearchParameter/Subscription-type"),
+)}
+
+
+def canonical() -> str:
+    """Return the canonical base of topics and this server's systems."""
+    return str(current_app.config["CANONICAL_BASE"])
+
+
+def _spec(resource: dict[str, Any], caller: Caller) -> Spec:
+    """Read an inbound Subscription with this app's settings (:raises Invalid:)."""
+    return read_spec(resource, caller, canonical(), bool(current_app.config["NOTIFY_ALLOW_HTTP"]))
+
+
+def owned(session: Session, resource_id: str, caller: Caller, *, write: bool = False,
+          lock: bool = False) -> Subscription:
+    """Return a subscription of ``caller`` (admins may read every one).
+
+    :raises NotFound: none, or another client's.
+    :raises Gone: deleted.
+    """
+    query = select(Subscription).where(Subscription.resource_id == resource_id)
+    found = session.scalar(query)
+    if lock and found is not None:
+        # Lane first, then subscription: the order a dispatcher takes them in (no deadlock).
+        session.execute(select(SubscriptionLane.subscription_id).where(
+            SubscriptionLane.subscription_id == found.id).with_for_update())
+        session.refresh(found, with_for_update=True)
+    mine = found is not None and (found.client_id == caller.client_id
+                                  or (not write and caller.has_right("admin")))
+    if found is None or not mine:
+        raise NotFound(f"No Subscription/{resource_id} of yours on this server.")
+    if found.deleted:
+        raise Gone(f"Subscription/{resource_id} has been deleted.")
+    return found
+
+
+def rendered(subscription: Subscription, secret: str | None = None) -> Rendered:
+    """Return a subscription as its FHIR resource with its version."""
+    return Rendered(render_subscription(subscription, canonical(), secret),
+                    subscription.version, subscription.last_updated)
+
+
+def queue_handshake(session: Session, subscription: Subscription) -> None:
+    """Set ``requested`` and queue a handshake unless one is queued already (backport
+    "REST-Hook": the server sets requested, then active after the handshake)."""
+    subscription.status = "requested"
+    queued = session.scalar(select(Notification.id).where(
+        Notification.subscription_id == subscription.id, Notification.kind == "handshake",
+        Notification.state.in_(("pending", "dead"))))
+    if queued is None:
+        session.add(Notification(subscription_id=subscription.id, kind="handshake"))
+    session.execute(update(SubscriptionLane)  # due now, whatever backoff it was in
+                    .where(SubscriptionLane.subscription_id == subscription.id)
+                    .values(next_attempt_at=utcnow())
+                    .execution_options(synchronize_session=False))
+
+
+def _criterion_condition(criterion: Criterion) -> Any:
+    """Return the SQL condition of one search criterion (values OR-ed)."""
+    name = criterion.param.name
+    values = [split_token(v)[1] for v in criterion.values]
+    if name == "type":
+        values = ["mesh" if v == "message" else v for v in values]
+    column = {"_id": Subscription.resource_id, "status": Subscription.status,
+              "url": Subscription.endpoint, "type": Subscription.channel}[name]
+    return column.in_(values)
+
+
+def subscription_select(search: SearchRequest, caller: Caller) -> Select[Subscription]:
+    """Return the caller's (an admin: every) live subscriptions matching ``search``."""
+    query = select(Subscription).where(Subscription.deleted.is_(False))
+    if not caller.has_right("admin"):
+        query = query.where(Subscription.client_id == caller.client_id)
+    for criterion in search.criteria:
+        query = query.where(_criterion_condition(criterion))
+    return query
+
+
+class SubscriptionHandler:
+    """The REST handler of ``Subscription``."""
+
+    resource_type: ClassVar[str] = "Subscription"
+    interactions: ClassVar[tuple[str, ...]] = (
+        "read", "search-type", "search-type-post", "create", "update", "delete", "validate")
+    search_params: ClassVar[dict[str, SearchParam]] = SUBSCRIPTION_PARAMS
+    includes: ClassVar[frozenset[str]] = frozenset()
+    revincludes: ClassVar[frozenset[str]] = frozenset()
+    profile: ClassVar[str | None] = None
+
+    def capability_extras(self) -> dict[str, Any]:
+        """Return what the CapabilityStatement adds to Subscription: the backport profile,
+        the topics (backport capabilitystatement-subscriptiontopic-canonical) and operations."""
+        from adapter.notify.topics import TOPIC_CANONICAL_EXT
+
+        ops = "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/"
+        return {"extension": [{"url": TOPIC_CANONICAL_EXT,
+                               "valueCanonical": topic_url(canonical(), key)} for key in TOPICS],
+                "supportedProfile": [PROFILE],
+                "documentation": "Topic-based subscriptions (Subscriptions R5 Backport IG): "
+                                 "the topics are served in their R4B form, JSON only, at "
+                                 "/fhir/SubscriptionTopic. Channels: rest-hook (signed with "
+                                 "X-Hub-Signature) and MESH.",
+                "operation": [
+                    {"name": "status", "definition": ops + "backport-subscription-status"},
+                    {"name": "events", "definition": ops + "backport-subscription-events"}]}
+
+    def read(self, session: Session, resource_id: str, caller: Caller) -> Rendered:
+        """Return one of the caller's subscriptions."""
+        return rendered(owned(session, resource_id, caller))
+
+    def vread(self, session: Session, resource_id: str, version: int,
+              caller: Caller) -> Rendered:
+        """Return the current version when asked for it (only the current one is kept).
+
+        :raises NotFound: another version.
+        """
+        current = owned(session, resource_id, caller)
+        if version != current.version:
+            raise NotFound(f"Subscription/{resource_id} keeps only its current version.")
+        return rendered(current)
+
+    def history(self, session: Session, resource_id: str,
+                caller: Caller) -> list[tuple[Rendered | None, int, str, dt.datetime]]:
+        """Return the current version only."""
+        current = owned(session, resource_id, caller)
+        return [(rendered(current), current.version, "PUT", current.last_updated)]
+
+    def search(self, session: Session, search: SearchRequest, caller: Caller) -> Page:
+        """Return one page of the caller's subscriptions (keyset paging on the id)."""
+        query = subscription_select(search, caller).order_by(Subscription.id)
+        if search.cursor:
+            query = query.where(Subscription.id > int(decode_cursor(search.cursor, 1)[0]))
+        found = list(session.scalars(query.limit(search.count + 1)))
+        more = len(found) > search.count
+        found = found[:search.count]
+        cursor = encode_cursor(found[-1].id) if more and found else None
+        return Page([rendered(s).resource for s in found], [], cursor)
+
+    def count(self, session: Session, search: SearchRequest, caller: Caller) -> int:
+        """Return how many subscriptions match."""
+        query = subscription_select(search, caller).with_only_columns(func.count(Subscription.id))
+        return int(session.scalar(query.order_by(None)) or 0)
+
+    def create(self, session: Session, resource: dict[str, Any], caller: Caller) -> WriteResult:
+        """Create a subscription for the caller, queue its handshake and return its signing
+        secret (this once: it is stored encrypted and never shown again)."""
+        spec = _spec(resource, caller)
+        secret = new_secret()
+        subscription = Subscription(
+            resource_id=str(uuid.uuid4()), client_id=caller.client_id, status="requested",
+            secret=seal(current_app.config["INSTANCE_PATH"], secret),
+            start_event_id=session.scalar(select(func.max(Event.id))) or 0)
+        apply_spec(subscription, spec)
+        session.add(subscription)
+        session.flush()
+        session.add(SubscriptionLane(subscription_id=subscription.id))
+        queue_handshake(session, subscription)
+        audit.record(session, "create", resource_type="Subscription",
+                     resource_id=subscription.resource_id, caller=caller)
+        session.flush()
+        return WriteResult(rendered(subscription, secret), created=True)
+
+    def update(self, session: Session, resource_id: str, resource: dict[str, Any],
+               caller: Caller, if_match: int | None) -> WriteResult:
+        """Update one of the caller's subscriptions: ``off`` pauses it; ``requested`` (or
+        ``active``) after ``error``/``off``, or a new channel, queues a handshake.
+
+        :raises PreconditionFailed: ``If-Match`` names another version.
+        :raises Invalid: the id or the topic differs.
+        """
+        subscription = owned(session, resource_id, caller, write=True, lock=True)
+        if if_match is not None and if_match != subscription.version:
+            raise PreconditionFailed(f"If-Match names version {if_match}; the current version "
+                                     f"is {subscription.version}.")
+        spec = _spec(resource, caller)
+        if resource.get("id") not in (None, resource_id) or spec.topic.key != subscription.topic:
+            raise Invalid("The id and the topic (criteria) of a subscription cannot change: "
+                          "create another one.", expression="Subscription.criteria")
+        moved = apply_spec(subscription, spec)
+        self._apply_status(session, subscription, spec.status, moved)
+        subscription.version += 1
+        subscription.last_updated = utcnow()
+        audit.record(session, "update", resource_type="Subscription", resource_id=resource_id,
+                     caller=caller)
+        session.flush()
+        return WriteResult(rendered(subscription), created=False)
+
+    def _apply_status(self, session: Session, subscription: Subscription, asked: str | None,
+                      moved: bool) -> None:
+        """Apply the status a client asks for (``error`` is the server's to set)."""
+        if asked == "off":
+            subscription.status = "off"
+        elif moved or (asked in ("requested", "active")
+                       and subscription.status in ("error", "off")):
+            queue_handshake(session, subscription)
+
+    def delete(self, session: Session, resource_id: str, caller: Caller) -> None:
+        """Delete one of the caller's subscriptions (kept, marked deleted and ``off``: what
+        was sent stays on record)."""
+        subscription = owned(session, resource_id, caller, write=True, lock=True)
+        subscription.deleted, subscription.status = True, "off"
+        subscription.version += 1
+        subscription.last_updated = utcnow()
+        audit.record(session, "delete", resource_type="Subscription", resource_id=resource_id,
+                     caller=caller)
+
+    def validate(self, resource: dict[str, Any], caller: Caller) -> list[dict[str, Any]]:
+        """Return the issues a create of ``resource`` would meet."""
+        try:
+            _spec(resource, caller)
+        except Invalid as exc:
+            return [issue("error", exc.issue_code, exc.message, exc.expression)]
+        return []
+
+
+# --- $status and $events ---------------------------------------------------------------------
+
+def status_info(subscription: Subscription) -> StatusInfo:
+    """Return the status part of notifications of ``subscription`` (request context)."""
+    return StatusInfo(fhir_base(), subscription.resource_id,
+                      topic_url(canonical(), subscription.topic), subscription.status,
+                      int(subscription.events_since_start), subscription.content,
+                      subscription.error)
+
+
+def status_bundle(subscriptions: list[Subscription]) -> dict[str, Any]:
+    """Return the ``$status`` result: a searchset Bundle of one status Parameters each."""
+    entries = []
+    for subscription in subscriptions:
+        parameters = status_parameters(status_info(subscription), "query-status", [])
+        entries.append({"fullUrl": f"urn:uuid:{parameters['id']}", "resource": parameters,
+                        "search": {"mode": "match"}})
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "id": str(uuid.uuid4()),
+                              "type": "searchset", "total": len(entries)}
+    if entries:
+        bundle["entry"] = entries
+    return bundle
+
+
+def statuses(session: Session, caller: Caller, ids: list[str],
+             states: list[str]) -> list[Subscription]:
+    """Return the caller's subscriptions for type-level ``$status`` (filtered by id and
+    status, each OR-ed; none given: all)."""
+    query = subscription_select(SearchRequest(), caller).order_by(Subscription.id)
+    if ids:
+        query = query.where(Subscription.resource_id.in_(ids))
+    if states:
+        query = query.where(Subscription.status.in_(states))
+    return list(session.scalars(query))
+
+
+def _event_range(args: Any) -> tuple[int, int | None]:
+    """Return eventsSinceNumber and eventsUntilNumber.
+
+    :raises Invalid: not numbers.
+    """
+    try:
+        since = int(args.get("eventsSinceNumber") or 1)
+        until = int(args["eventsUntilNumber"]) if args.get("eventsUntilNumber") else None
+    except ValueError as exc:
+        raise Invalid("eventsSinceNumber and eventsUntilNumber are event numbers.",
+                      expression="eventsSinceNumber") from exc
+    return since, until
+
+
+def events_bundle(session: Session, subscription: Subscription, caller: Caller,
+                  args: Any) -> dict[str, Any]:
+    """Return the ``$events`` result: a history Bundle of past events of ``subscription``
+    (at most ``MAX_EVENTS`` from eventsSinceNumber), rendered now for ``caller`` with the
+    requested content, never more than the subscription's own."""
+    since, until = _event_range(args)
+    asked = args.get("content") or subscription.content
+    content = min(asked if asked in CONTENT_ORDER else subscription.content,
+                  subscription.content, key=CONTENT_ORDER.index)
+    query = (select(Notification, Event).join(Event, Event.id == Notification.event_id)
+             .where(Notification.subscription_id == subscription.id,
+                    Notification.event_number >= since)
+             .order_by(Notification.event_number).limit(MAX_EVENTS))
+    if until is not None:
+        query = query.where(Notification.event_number <= until)
+    items, disclosed = [], set()
+    for notification, event in session.execute(query):
+        found = render_event(session, event, content, caller, fhir_base())
+        disclosed.update(found.discloses)
+        items.append(EventItem(int(notification.event_number or 0), event.created,
+                               f"{fhir_base()}/{focus_of(event)}", found.entries))
+    record_deliveries(session, caller.client_id, disclosed, "events")
+    info = status_info(subscription)
+    return notification_bundle(StatusInfo(info.base, info.subscription_id, info.topic_url,
+                                          info.status, info.events_since_start, content,
+                                          info.error), "query-event", items)

@@ -1,0 +1,198 @@
+"""Streaming import of directory XML batches (issue 4 item 2): ``DirectoryEntries`` and
+``AssessmentReferences`` read record by record (``adapter.directory.reader``), each record
+validated on its own, the good ones applied in transactions of ``BATCH_SIZE`` records and every
+record answered with an ``ImportOutcome`` (created / updated / unchanged / rejected with its
+reason), in the order of the batch.
+
+The rules of a write through any dialect hold per record (issue 5 items 3-4, DOMAIN.md):
+
+- a caller writes only entries its own organisation manages (an entry naming another managing
+  authority, or stored under another one, is rejected "not your authority", not the whole
+  file); shielded entries are changed only with the shielding right; archived ones only by an
+  administrator;
+- what a caller may not see it cannot change: the involvements and local identifiers the
+  disclosure policy withholds from it are kept as stored (so an entry it exported, redacted,
+  can be posted back as it is and changes nothing);
+- a sensitive service's involvement needs its consent basis;
+- a record carrying the ``version`` the gateway gave it is applied only onto that version
+  (as FHIR ``If-Match``: no lost update); a record equal to the stored entry is "unchanged"
+  whatever its version, so the same file posted twice changes nothing the second time.
+
+Entries take a bulk path (``adapter.services.entry_rows``): the stored children of a batch
+are loaded in one query and compared as canonical dicts, so unchanged ones cost no unit-of-work
+at all; changed ones go through ``apply_child`` with a history snapshot; new ones are inserted
+with SQLAlchemy Core. A batch that meets a database constraint (a local identifier or an
+organisation code held by another record) is rolled back and re-applied record by record, each
+in its own savepoint, so that only the offending records are rejected.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import IO, Final
+
+from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
+
+from adapter.db import Database
+from adapter.directory.reader import RecordInvalid, iter_assessment_data, iter_entry_data
+from adapter.directory.writer import ImportOutcome
+from adapter.errors import BadRequest, GatewayError
+from adapter.models.canonical import Canonical
+from adapter.security.caller import Caller
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE: Final = 500
+CONFLICT: Final = ("the record conflicts with another stored record (an identifier or "
+                   "organisation code it gives is held by another one) or a value is too long "
+                   "for the directory")
+DB_ERRORS: Final = (IntegrityError, DataError, StaleDataError)
+Items = Iterable[tuple[int, int | None, Canonical | RecordInvalid]]
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A record that passed the reader, waiting for its batch to be applied."""
+
+    position: int
+    line: int | None
+    data: Canonical
+
+
+@dataclass(frozen=True)
+class ImportKind:
+    """What tells entries and assessment references apart for the import."""
+
+    name: str
+    key: Callable[[Canonical], str]
+    apply: Callable[[Session, Caller, list[Pending], str], dict[int, ImportOutcome]]
+    contactpoint_id: Callable[[Canonical], str | None]
+
+
+def rejected(pending: Pending, error: GatewayError,
+             contactpoint_id: str | None = None) -> ImportOutcome:
+    """Return the outcome of a record rejected with ``error`` (its message names no value)."""
+    return ImportOutcome(pending.position, pending.line, "rejected", contactpoint_id,
+                         error.message, error.expression)
+
+
+def applied(pending: Pending, status: str, contactpoint_id: str | None) -> ImportOutcome:
+    """Return the outcome of a record that was applied (created / updated / unchanged)."""
+    return ImportOutcome(pending.position, pending.line, status, contactpoint_id)
+
+
+def _reader_outcome(position: int, line: int | None, error: RecordInvalid) -> ImportOutcome:
+    """Return the outcome of a record the reader refused."""
+    return ImportOutcome(position, line, "rejected", error.contactpoint_id, error.message,
+                         error.expression)
+
+
+def _groups(items: Items, kind: ImportKind,
+            size: int) -> Iterator[list[ImportOutcome | Pending]]:
+    """Yield the records in groups of at most ``size``, in order; a group ends early where a
+    record repeats one of the group (a later record is applied after an earlier one).
+
+    :raises BadRequest: the document stops being a readable batch (after the group before).
+    """
+    group: list[ImportOutcome | Pending] = []
+    keys: set[str] = set()
+    try:
+        for position, line, item in items:
+            key = None if isinstance(item, RecordInvalid) else kind.key(item)
+            if len(group) >= size or (key is not None and key in keys):
+                yield group
+                group, keys = [], set()
+            if isinstance(item, RecordInvalid):
+                group.append(_reader_outcome(position, line, item))
+            else:
+                group.append(Pending(position, line, item))
+                keys.add(str(key))
+    except BadRequest:
+        if group:
+            yield group
+        raise
+    if group:
+        yield group
+
+
+def run_import(db: Database, items: Items, caller: Caller, kind: ImportKind, *,
+               batch_size: int = BATCH_SIZE, detail: str = "directory XML import",
+               ) -> Iterator[ImportOutcome]:
+    """Apply a stream of read records in batches; yield one outcome per record, in order.
+
+    :raises BadRequest: the document stops being a readable batch; the records before that
+        point have been applied and their outcomes yielded.
+    """
+    for group in _groups(items, kind, batch_size):
+        pending = [item for item in group if isinstance(item, Pending)]
+        done = apply_batch(db, caller, pending, kind, detail) if pending else {}
+        for item in group:
+            yield done[item.position] if isinstance(item, Pending) else item
+
+
+def apply_batch(db: Database, caller: Caller, pending: list[Pending], kind: ImportKind,
+                detail: str) -> dict[int, ImportOutcome]:
+    """Apply one batch in one transaction; on a database constraint, record by record."""
+    try:
+        with db.write_transaction() as session:
+            return kind.apply(session, caller, pending, detail)
+    except DB_ERRORS as error:
+        log.warning("%s: a batch of %d records met %s; applying it record by record",
+                    kind.name, len(pending), type(error).__name__)
+    return _one_by_one(db, caller, pending, kind, detail)
+
+
+def _one_by_one(db: Database, caller: Caller, pending: list[Pending], kind: ImportKind,
+                detail: str) -> dict[int, ImportOutcome]:
+    """Apply each record of a batch in its own savepoint; reject those the database refuses."""
+    outcomes: dict[int, ImportOutcome] = {}
+    with db.write_transaction() as session:
+        for item in pending:
+            try:
+                with session.begin_nested():
+                    outcomes.update(kind.apply(session, caller, [item], detail))
+                    session.flush()
+            except DB_ERRORS:
+                outcomes[item.position] = rejected(
+                    item, GatewayError(CONFLICT), kind.contactpoint_id(item.data))
+            session.expunge_all()
+    return outcomes
+
+
+def import_entries(db: Database, source: str | IO[bytes], caller: Caller, *,
+                   batch_size: int = BATCH_SIZE,
+                   detail: str = "directory XML import") -> Iterator[ImportOutcome]:
+    """Stream a DirectoryEntries batch into the directory; yield each record's outcome.
+
+    :raises BadRequest: not a DirectoryEntries batch, a DTD, no header, or not well-formed
+        (from that point on; the records before it are applied).
+    """
+    from adapter.services.entry_import import ENTRY_KIND
+
+    return run_import(db, iter_entry_data(source), caller, ENTRY_KIND, batch_size=batch_size,
+                      detail=detail)
+
+
+def import_assessments(db: Database, source: str | IO[bytes], caller: Caller, *,
+                       batch_size: int = BATCH_SIZE,
+                       detail: str = "directory XML import") -> Iterator[ImportOutcome]:
+    """Stream an AssessmentReferences batch into the directory; yield each record's outcome.
+
+    :raises BadRequest: as ``import_entries``.
+    """
+    from adapter.services.assessment_import import ASSESSMENT_KIND
+
+    return run_import(db, iter_assessment_data(source), caller, ASSESSMENT_KIND,
+                      batch_size=batch_size, detail=detail)
+
+
+def own_codes(org: Canonical | None) -> set[str]:
+    """Return every code naming an organisation dict (ODS code, school URN, GSS code)."""
+    if not org:
+        return set()
+    return {code for code in (org.get("ods_code"), org.get("urn"), org.get("gss_code")) if code}
+

@@ -1,0 +1,300 @@
+"""The bulk path of a directory import: new directory entries inserted with SQLAlchemy Core
+(one ``executemany`` per table and batch, as ``adapter.demo.writer`` does) instead of the ORM's
+unit of work, with the organisations and practitioners they name resolved by natural key once
+per batch (one query per code column), created or brought up to date as ``apply_child`` does
+(``adapter.services.records.resolve_organisation`` / ``resolve_practitioner``).
+
+Rows get the same derived values as the ORM path: FHIR ids from natural keys
+(``resource_id_for``), search keys of names, the retention date, version 1; and with them the
+outbox event of each new child (``adapter.models.notify``: a change and its event commit
+together) and its audit record (``adapter.security.audit``: one per child written).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from sqlalchemy import Table, insert, select, update
+from sqlalchemy.orm import Session
+
+from adapter.identifiers import resource_id_for
+from adapter.models.base import Base, utcnow
+from adapter.models.canonical import (
+    CARER_FIELDS,
+    CHILD_FIELDS,
+    CHILD_NAME_FIELDS,
+    INVOLVEMENT_FIELDS,
+    ORGANISATION_CODES,
+    ORGANISATION_FIELDS,
+    PRACTITIONER_FIELDS,
+    Canonical,
+    OrganisationKey,
+    PractitionerKey,
+    normalise_name,
+    organisation_key,
+    practitioner_key,
+)
+from adapter.models.notify import DIRECTORY_TOPIC
+from adapter.retention import retention_date
+from adapter.security.caller import Caller
+
+ORG: Final = Base.metadata.tables["organisation"]
+PERSON: Final = Base.metadata.tables["practitioner"]
+CHILD: Final = Base.metadata.tables["child"]
+EVENT: Final = Base.metadata.tables["event"]
+AUDIT: Final = Base.metadata.tables["audit_record"]
+LOOKUP_CHUNK: Final = 500
+
+
+def table(name: str) -> Table:
+    """Return the table ``name`` of the canonical model."""
+    return Base.metadata.tables[name]
+
+
+def involvement_key(data: Mapping[str, Any]) -> str:
+    """Return the natural key of an involvement dict, as ``records.part_key`` makes it from
+    an Involvement: role, organisation code, practitioner's local id, start date."""
+    person = data["practitioner"]["local_id"] if data["practitioner"] is not None else ""
+    start = data["period_start"] or ""
+    return f"{data['role']}/{organisation_key(data['organisation'])[1]}/{person}/{start}"
+
+
+def entry_retention(data: Mapping[str, Any]) -> Any:
+    """Return the retention date the rules give an entry (``apply_child`` recomputes it)."""
+    return retention_date(data["birth_date"], data["death_date"], data["extended_retention"])
+
+
+def organisations_of(data: Canonical) -> Iterable[Canonical]:
+    """Yield every organisation an entry dict names (with practitioners' employers)."""
+    yield data["managing_organisation"]
+    for item in data["local_identifiers"]:
+        yield item["organisation"]
+    for involvement in data["involvements"]:
+        yield involvement["organisation"]
+        if involvement["practitioner"] is not None:
+            yield involvement["practitioner"]["organisation"]
+
+
+def practitioners_of(data: Canonical) -> Iterable[Canonical]:
+    """Yield every practitioner an entry dict names."""
+    for involvement in data["involvements"]:
+        if involvement["practitioner"] is not None:
+            yield involvement["practitioner"]
+
+
+def _chunks(values: list[Any]) -> Iterable[list[Any]]:
+    """Yield ``values`` in chunks small enough for an ``IN`` list."""
+    for start in range(0, len(values), LOOKUP_CHUNK):
+        yield values[start:start + LOOKUP_CHUNK]
+
+
+@dataclass
+class Organisations:
+    """The organisations of one batch by natural key: their ids and FHIR ids."""
+
+    session: Session
+    ids: dict[OrganisationKey, int] = field(default_factory=dict)
+    resource_ids: dict[OrganisationKey, str] = field(default_factory=dict)
+
+    def resolve(self, described: Iterable[Canonical]) -> None:
+        """Find, create or update every organisation described (the last description of a
+        natural key wins, as when records are applied one after the other)."""
+        wanted = {organisation_key(data): data for data in described}
+        stored = self._stored(wanted)
+        fresh = [key for key in wanted if key not in stored]
+        for key, row in stored.items():
+            self.ids[key], self.resource_ids[key] = row["id"], row["resource_id"]
+            self._refresh(row, wanted[key])
+        self._insert(fresh, wanted)
+
+    def _stored(self, wanted: Mapping[OrganisationKey, Canonical]) -> dict[OrganisationKey,
+                                                                              Any]:
+        """Return the stored rows of the wanted organisations, by natural key."""
+        found: dict[OrganisationKey, Any] = {}
+        for scheme, column in ORGANISATION_CODES:
+            codes = [code for kind, code in wanted if kind == scheme]
+            for chunk in _chunks(codes):
+                rows = self.session.execute(select(ORG).where(ORG.c[column].in_(chunk)))
+                found.update({(scheme, row[column]): row for row in rows.mappings()})
+        return found
+
+    def _refresh(self, row: Mapping[str, Any], data: Canonical) -> None:
+        """Bring a stored organisation up to date with the details a record gives (a detail
+        the record leaves out is kept, as ``resolve_organisation`` does)."""
+        changes = {name: value for name in ORGANISATION_FIELDS
+                   if (value := data[name]) is not None and row[name] != value}
+        if changes:
+            self.session.execute(update(ORG).where(ORG.c.id == row["id"]).values(
+                **changes, version=ORG.c.version + 1, last_updated=utcnow()))
+
+    def _insert(self, fresh: list[OrganisationKey],
+                wanted: Mapping[OrganisationKey, Canonical]) -> None:
+        """Create the organisations not stored yet."""
+        if not fresh:
+            return
+        rows = [{**{name: wanted[key][name] for name in ORGANISATION_FIELDS},
+                 "resource_id": resource_id_for("Organization", key[1])} for key in fresh]
+        ids = self.session.execute(insert(ORG).returning(ORG.c.id, sort_by_parameter_order=True),
+                                   rows).scalars().all()
+        for key, row, new_id in zip(fresh, rows, ids, strict=True):
+            self.ids[key], self.resource_ids[key] = new_id, row["resource_id"]
+
+    def id_of(self, data: Canonical) -> int:
+        """Return the id of a resolved organisation."""
+        return self.ids[organisation_key(data)]
+
+
+@dataclass
+class Practitioners:
+    """The practitioners of one batch by natural key (employer's key, local id): their ids."""
+
+    session: Session
+    organisations: Organisations
+    ids: dict[PractitionerKey, int] = field(default_factory=dict)
+
+    def resolve(self, described: Iterable[Canonical]) -> None:
+        """Find, create or update every practitioner described (the last description wins;
+        every column is taken from it, as ``resolve_practitioner`` does)."""
+        wanted = {practitioner_key(data): data for data in described}
+        stored = self._stored(wanted)
+        for key, row in stored.items():
+            self.ids[key] = row["id"]
+            changes = {name: wanted[key][name] for name in PRACTITIONER_FIELDS
+                       if row[name] != wanted[key][name]}
+            if changes:
+                self.session.execute(update(PERSON).where(PERSON.c.id == row["id"]).values(
+                    **changes, version=PERSON.c.version + 1, last_updated=utcnow()))
+        self._insert([key for key in wanted if key not in stored], wanted)
+
+    def _stored(self, wanted: Mapping[PractitionerKey, Canonical]) -> dict[PractitionerKey, Any]:
+        """Return the stored rows of the wanted practitioners, by natural key."""
+        by_org = {self.organisations.ids[org]: org for org, _ in wanted}
+        found: dict[PractitionerKey, Any] = {}
+        for chunk in _chunks(sorted({local_id for _, local_id in wanted})):
+            rows = self.session.execute(select(PERSON).where(
+                PERSON.c.organisation_id.in_(list(by_org)), PERSON.c.local_id.in_(chunk)))
+            for row in rows.mappings():
+                key = (by_org[row["organisation_id"]], row["local_id"])
+                if key in wanted:
+                    found[key] = row
+        return found
+
+    def _insert(self, fresh: list[PractitionerKey],
+                wanted: Mapping[PractitionerKey, Canonical]) -> None:
+        """Create the practitioners not stored yet."""
+        if not fresh:
+            return
+        rows = [{**{name: wanted[key][name] for name in PRACTITIONER_FIELDS},
+                 "organisation_id": self.organisations.ids[key[0]],
+                 "resource_id": resource_id_for("Practitioner", f"{key[0][1]}/{key[1]}")}
+                for key in fresh]
+        ids = self.session.execute(insert(PERSON).returning(
+            PERSON.c.id, sort_by_parameter_order=True), rows).scalars().all()
+        self.ids.update(zip(fresh, ids, strict=True))
+
+    def id_of(self, data: Canonical | None) -> int | None:
+        """Return the id of a resolved practitioner (None for none)."""
+        return None if data is None else self.ids[practitioner_key(data)]
+
+
+@dataclass
+class NewEntries:
+    """The rows of a batch of new entries, table by table."""
+
+    organisations: Organisations
+    practitioners: Practitioners
+    now: dt.datetime = field(default_factory=utcnow)
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {
+        name: [] for name in ("child_name", "carer", "involvement", "local_identifier")})
+
+    def child_row(self, data: Canonical) -> dict[str, Any]:
+        """Return the child row of an entry dict."""
+        cpid = data["contactpoint_id"]
+        row = {name: data[name] for name in CHILD_FIELDS}
+        row.update(resource_id=resource_id_for("Patient", cpid),
+                   careteam_id=resource_id_for("CareTeam", f"team/{cpid}"),
+                   retention_date=entry_retention(data), version=1, created=self.now,
+                   last_updated=self.now,
+                   managing_organisation_id=self.organisations.id_of(
+                       data["managing_organisation"]))
+        return row
+
+    def add_parts(self, data: Canonical, child_id: int) -> None:
+        """Add the rows of an entry's names, carers, involvements and local identifiers."""
+        for position, name in enumerate(data["names"]):
+            self.rows["child_name"].append({
+                **{key: name[key] for key in CHILD_NAME_FIELDS}, "child_id": child_id,
+                "position": position,
+                # The search keys apply_child derives (ChildName.family_norm / given_norm).
+                "family_norm": normalise_name(name["family"] or "")[:35],
+                "given_norm": " ".join(normalise_name(g) for g in name["given"])[:200]})
+        for position, carer in enumerate(data["carers"]):
+            self.rows["carer"].append({**{key: carer[key] for key in CARER_FIELDS},
+                                       "child_id": child_id, "position": position})
+        for position, involvement in enumerate(data["involvements"]):
+            self.rows["involvement"].append(self._involvement(data, involvement, child_id,
+                                                              position))
+        for item in data["local_identifiers"]:
+            self.rows["local_identifier"].append({
+                "child_id": child_id, "value": item["value"],
+                "organisation_id": self.organisations.id_of(item["organisation"])})
+
+    def _involvement(self, data: Canonical, involvement: Canonical, child_id: int,
+                     position: int) -> dict[str, Any]:
+        """Return an involvement row (its PractitionerRole id as ``apply_child`` derives it)."""
+        key = involvement_key(involvement)
+        return {**{name: involvement[name] for name in INVOLVEMENT_FIELDS},
+                "resource_id": resource_id_for("PractitionerRole",
+                                               f"{data['contactpoint_id']}/{key}"),
+                "child_id": child_id, "position": position,
+                "organisation_id": self.organisations.id_of(involvement["organisation"]),
+                "practitioner_id": self.practitioners.id_of(involvement["practitioner"])}
+
+
+def insert_entries(session: Session, entries: list[Canonical], caller: Caller,
+                   detail: str) -> list[str]:
+    """Insert new entries (their organisations and practitioners resolved) with their outbox
+    events and ``import-create`` audit records; return their FHIR ids, in order."""
+    organisations = Organisations(session)
+    organisations.resolve(org for data in entries for org in organisations_of(data))
+    practitioners = Practitioners(session, organisations)
+    practitioners.resolve(p for data in entries for p in practitioners_of(data))
+    new = NewEntries(organisations, practitioners)
+    rows = [new.child_row(data) for data in entries]
+    ids = session.execute(insert(CHILD).returning(CHILD.c.id, sort_by_parameter_order=True),
+                          rows).scalars().all()
+    for data, child_id in zip(entries, ids, strict=True):
+        new.add_parts(data, child_id)
+    for name, part_rows in new.rows.items():
+        if part_rows:
+            session.execute(insert(table(name)), part_rows)
+    refs = [row["resource_id"] for row in rows]
+    authorities = [organisations.resource_ids[organisation_key(d["managing_organisation"])]
+                   for d in entries]
+    insert_events(session, refs, authorities, new.now)
+    insert_audit(session, caller, "import-create", refs, detail, new.now)
+    return refs
+
+
+def insert_events(session: Session, refs: list[str], authorities: list[str],
+                  now: dt.datetime) -> None:
+    """Insert the outbox event of each new child, as ``adapter.models.notify.emit_changes``
+    writes it for a child created through the ORM."""
+    session.execute(insert(EVENT), [
+        {"topic": DIRECTORY_TOPIC, "action": "create", "focus_type": "Patient",
+         "focus_id": ref, "child_ref": ref, "authority_ref": authority, "created": now}
+        for ref, authority in zip(refs, authorities, strict=True)])
+
+
+def insert_audit(session: Session, caller: Caller, action: str, refs: list[str], detail: str,
+                 now: dt.datetime) -> None:
+    """Insert one audit record per child written, with the fields ``audit.record`` gives."""
+    session.execute(insert(AUDIT), [
+        {"recorded": now, "client_id": caller.client_id,
+         "organisation_code": caller.organisation_code, "action": action,
+         "resource_type": "Patient", "resource_id": ref, "child_ref": ref, "outcome": "0",
+         "override": False, "purpose_of_use": caller.purpose_of_use, "detail": detail,
+         "request_id": caller.request_id} for ref in refs])

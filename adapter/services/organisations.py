@@ -1,0 +1,711 @@
+"""Organisations and practitioners as FHIR Organization and Practitioner (the REST handlers of
+both types): read, search, create and update by an administrator or by the organisation itself;
+and the look-ups that inbound CareTeam and PractitionerRole references resolve through.
+
+Neither is a child's data (DOMAIN.md: the directory of services and staff), so reads are not
+audited; who works with which child is disclosed only through CareTeams and PractitionerRoles.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final
+
+from flask import current_app
+from sqlalchemy import Select, String, and_, cast, false, func, not_, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
+
+from adapter import codes
+from adapter.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    Invalid,
+    MethodNotAllowed,
+    NotFound,
+    PreconditionFailed,
+)
+from adapter.fhir import systems
+from adapter.fhir.handlers import Page, Rendered, WriteResult
+from adapter.fhir.search import (
+    Criterion,
+    SearchParam,
+    SearchRequest,
+    decode_cursor,
+    encode_cursor,
+    split_token,
+)
+from adapter.identifiers import resource_id_for
+from adapter.mapping import fhir as mapping
+from adapter.mapping.conceptmaps import load_translations
+from adapter.models import Organisation, Practitioner
+from adapter.models.base import utcnow
+from adapter.security.caller import Caller
+from adapter.services.records import BOOKKEEPING, copy_columns, organisation_key
+from adapter.services.validation import require_valid, validate_inbound
+
+ORGANISATION_CODES: Final = ("ods_code", "urn", "gss_code")
+CURRENT_ONLY: Final = ("Only the current version of {type}/{id} is kept (version {version}); "
+                       "earlier versions are not served.")
+
+
+def base() -> str:
+    """Return the canonical base of this server's own systems."""
+    return str(current_app.config["CANONICAL_BASE"])
+
+
+def own_systems() -> systems.OwnSystems:
+    """Return this server's own systems under the canonical base."""
+    return systems.OwnSystems(base())
+
+
+# --- search helpers shared by the handlers of this package ---------------------------------
+
+def _like_escaped(value: str) -> str:
+    """Return ``value`` with LIKE's wildcards and escape character escaped."""
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def string_match(column: Any, value: str, modifier: str | None) -> Any:
+    """Return a FHIR string match (search.html#string): starts with, case-insensitive;
+    ``:contains`` anywhere; ``:exact`` the whole value, case-sensitive."""
+    if modifier == "exact":
+        return column == value
+    pattern = _like_escaped(value.lower()) + "%"
+    return func.lower(column).like(("%" if modifier == "contains" else "") + pattern,
+                                   escape="\\")
+
+
+def matching_codes(map_name: str, vocabulary: Iterable[str], value: str) -> set[str]:
+    """Return the codes of ``vocabulary`` that a token matches: the code of this server's own
+    code system, or a code it is translated to by the ConceptMap ``map_name``."""
+    system, code = split_token(value)
+    translation = load_translations(base())[map_name]
+    found = set()
+    for source in vocabulary:
+        codings = {(translation.source_system, source)}
+        codings |= {(s, c) for s, c, _display in translation.translate(source)}
+        if any(c == code and system in (None, s) for s, c in codings):
+            found.add(source)
+    return found
+
+
+def token_condition(criterion: Criterion, condition: Callable[[str], Any]) -> Any:
+    """Return the OR of ``condition`` over a token criterion's values, negated for ``:not``."""
+    matched = or_(*(condition(value) for value in criterion.values))
+    return not_(matched) if criterion.modifier == "not" else matched
+
+
+def organisation_identifier_condition(value: str) -> Any:
+    """Return a condition on Organisation matching one identifier token (system|value): ODS
+    code, school URN, GSS code or DfE local authority number; no system: any of them."""
+    system, code = split_token(value)
+    own = own_systems()
+    by_system = {systems.ODS_CODE: Organisation.ods_code == code.upper(),
+                 own.school_urn: Organisation.urn == code,
+                 own.gss_code: Organisation.gss_code == code.upper(),
+                 own.la_number: Organisation.la_number == code}
+    if system is None:
+        return or_(*by_system.values())
+    return by_system.get(system, false())
+
+
+def practitioner_identifier_condition(value: str) -> Any:
+    """Return a condition on Practitioner matching one identifier token: the system of the
+    employing organisation's local ids (``<base>/Id/local/<code>``) and the staff id."""
+    system, code = split_token(value)
+    prefix = own_systems().local_id("")
+    if system is None:
+        return Practitioner.local_id == code
+    if not system.startswith(prefix) or len(system) == len(prefix):
+        return false()
+    employer = organisation_identifier_condition(system[len(prefix):])
+    return and_(Practitioner.local_id == code,
+                Practitioner.organisation_id.in_(select(Organisation.id).where(employer)))
+
+
+def organisation_codes(org: Organisation) -> set[str]:
+    """Return every code that names an organisation (ODS code, school URN, GSS code)."""
+    return {code for code in (org.ods_code, org.urn, org.gss_code) if code}
+
+
+def acts_for(org: Organisation, caller: Caller) -> bool:
+    """Return True when ``caller`` is ``org`` itself, or an administrator."""
+    return caller.has_right("admin") or caller.organisation_code in organisation_codes(org)
+
+
+def keyset_page(session: Session, query: Select[Any], id_column: Any, search: SearchRequest,
+                render: Callable[[Any], dict[str, Any]]) -> Page:
+    """Return one page of ``query`` in ``id_column`` order after the search's cursor."""
+    if search.cursor:
+        query = query.where(id_column > int(cursor_keys(search.cursor, 1)[0]))
+    rows = list(session.scalars(query.order_by(id_column).limit(search.count + 1)).unique())
+    more = len(rows) > search.count
+    rows = rows[:search.count]
+    cursor = encode_cursor(rows[-1].id) if more and rows else None
+    return Page([render(row) for row in rows], [], cursor)
+
+
+def cursor_keys(cursor: str, arity: int) -> list[str]:
+    """Return the keys of a paging cursor whose last key is a row id.
+
+    :raises BadRequest: not a cursor of this server.
+    """
+    keys = decode_cursor(cursor, arity)
+    if not keys[-1].isdigit():
+        raise BadRequest("_cursor is not a paging cursor of this search.", expression="_cursor")
+    return keys
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of record behind a resource type, searched as one part of a keyset page."""
+
+    name: str
+    query: Select[Any]
+    id_column: Any
+    render: Callable[[Any], dict[str, Any]]
+
+
+def kinds_page(session: Session, kinds: list[Kind],
+               search: SearchRequest) -> tuple[list[tuple[Kind, Any]], str | None]:
+    """Return one page of rows over several kinds, each in id order, kind after kind; the
+    cursor is (kind, last id), so that a page deep into the result starts with an index seek.
+
+    :raises BadRequest: a cursor of another search.
+    """
+    start, after = 0, 0
+    if search.cursor:
+        name, last = cursor_keys(search.cursor, 2)
+        names = [kind.name for kind in kinds]
+        if name not in names:
+            raise BadRequest("_cursor is not a paging cursor of this search.",
+                             expression="_cursor")
+        start, after = names.index(name), int(last)
+    rows: list[tuple[Kind, Any]] = []
+    for index in range(start, len(kinds)):
+        kind = kinds[index]
+        query = kind.query.where(kind.id_column > after) if index == start else kind.query
+        limit = search.count + 1 - len(rows)
+        rows += [(kind, row) for row in
+                 session.scalars(query.order_by(kind.id_column).limit(limit)).unique()]
+        if len(rows) > search.count:
+            break
+    more = len(rows) > search.count
+    rows = rows[:search.count]
+    cursor = encode_cursor(rows[-1][0].name, rows[-1][1].id) if more and rows else None
+    return rows, cursor
+
+
+def count_of(session: Session, query: Select[Any], id_column: Any) -> int:
+    """Return how many rows ``query`` selects."""
+    counted = query.with_only_columns(func.count(id_column)).order_by(None)
+    return int(session.scalar(counted) or 0)
+
+
+@contextmanager
+def write_errors(what: str) -> Iterator[None]:
+    """Turn the database's refusals of a write (also in an autoflush) into answers.
+
+    :raises PreconditionFailed: a concurrent update won (optimistic lock).
+    :raises Conflict: a unique key (identifier) is taken by another record.
+    """
+    try:
+        yield
+    except StaleDataError as exc:
+        raise PreconditionFailed(f"The {what} changed while you were updating it: read it "
+                                 "again and re-apply.") from exc
+    except IntegrityError as exc:
+        raise Conflict(f"The {what} conflicts with another one (an identifier is taken).") \
+            from exc
+
+
+def flush_write(session: Session, what: str) -> None:
+    """Flush a write (see :func:`write_errors`).
+
+    :raises PreconditionFailed: a concurrent update won.
+    :raises Conflict: a unique key is taken.
+    """
+    with write_errors(what):
+        session.flush()
+
+
+def check_version(current: int, if_match: int | None) -> None:
+    """Compare ``If-Match`` with the current version (FHIR R4 http.html#concurrency).
+
+    :raises PreconditionFailed: ``If-Match`` names another version.
+    """
+    if if_match is not None and if_match != current:
+        raise PreconditionFailed(f"If-Match names version {if_match}, the current version is "
+                                 f"{current}: read it again and re-apply.")
+
+
+def method_of(version: int) -> str:
+    """Return the HTTP method a history entry shows: POST for the first version, else PUT."""
+    return "POST" if version == 1 else "PUT"
+
+
+def check_body_id(resource: dict[str, Any], resource_id: str, resource_type: str) -> None:
+    """An update's body names the resource of its URL (FHIR R4 http.html#update).
+
+    :raises Invalid: the body's id differs.
+    """
+    if resource.get("id") not in (None, resource_id):
+        raise Invalid(f"The {resource_type}'s id must match the id in the URL.",
+                      expression=f"{resource_type}.id")
+
+
+# --- resolving inbound references -----------------------------------------------------------
+
+def stored_organisation(session: Session, ref: Organisation, expression: str) -> Organisation:
+    """Return the stored organisation an inbound reference names (logical id or natural key).
+
+    :raises Invalid: no such organisation here, or the id and the identifier disagree.
+    """
+    found = None
+    if ref.resource_id:
+        found = session.scalar(select(Organisation).where(
+            Organisation.resource_id == ref.resource_id))
+    keys = [(name, getattr(ref, name)) for name in ORGANISATION_CODES if getattr(ref, name)]
+    if found is None and keys:
+        found = session.scalar(select(Organisation).where(
+            or_(*(getattr(Organisation, name) == code for name, code in keys))))
+    if found is None:
+        raise Invalid(f"{expression}: the organisation is not known here: create the "
+                      "Organization first, then refer to it.", expression=expression)
+    if any(getattr(found, name) != code for name, code in keys):
+        raise Invalid(f"{expression}: the reference and its identifier name different "
+                      "organisations.", expression=expression)
+    return found
+
+
+def organisation_key_copy(org: Organisation) -> Organisation:
+    """Return a transient organisation carrying only ``org``'s codes: applying it resolves to
+    ``org`` without changing its details."""
+    return Organisation(ods_code=org.ods_code, urn=org.urn, gss_code=org.gss_code)
+
+
+def stored_practitioner(session: Session, ref: Practitioner, expression: str) -> Practitioner:
+    """Return the stored practitioner an inbound reference names (logical id, or employer and
+    staff id).
+
+    :raises Invalid: no such practitioner here.
+    """
+    found = None
+    if ref.resource_id:
+        found = session.scalar(select(Practitioner).where(
+            Practitioner.resource_id == ref.resource_id))
+    if found is None and ref.organisation is not None and ref.local_id:
+        employer = stored_organisation(session, ref.organisation, expression)
+        found = session.scalar(select(Practitioner).where(
+            Practitioner.organisation_id == employer.id, Practitioner.local_id == ref.local_id))
+    if found is None:
+        raise Invalid(f"{expression}: the practitioner is not known here: create the "
+                      "Practitioner first, then refer to it.", expression=expression)
+    return found
+
+
+def practitioner_copy(person: Practitioner) -> Practitioner:
+    """Return a transient copy of a stored practitioner (every detail, the employer's codes):
+    applying it resolves to ``person`` without changing it."""
+    copy = Practitioner()
+    copy_columns(person, copy, BOOKKEEPING | {"resource_id"})
+    copy.organisation = organisation_key_copy(person.organisation)
+    return copy
+
+
+# --- Organization -------------------------------------------------------------------------
+
+ORGANIZATION_PARAMS: Final = {p.name: p for p in (
+    SearchParam("_id", "token", "Logical id of the Organization"),
+    SearchParam("identifier", "token",
+                "system|value: ODS code, school URN, GSS code or DfE local authority number",
+                "http://hl7.org/fhir/SearchParameter/Organization-identifier"),
+    SearchParam("name", "string", "Name (starts with, case-insensitive)",
+                "http://hl7.org/fhir/SearchParameter/Organization-name"),
+    SearchParam("type", "token",
+                "Organisation type: this server's organisation-type code or its "
+                "organization-type translation",
+                "http://hl7.org/fhir/SearchParameter/Organization-type"),
+)}
+
+
+def organisation_condition(criterion: Criterion) -> Any:
+    """Return the SQL condition of one Organization search criterion."""
+    name = criterion.param.name
+    if name == "name":
+        return or_(*(string_match(Organisation.name, value, criterion.modifier)
+                     for value in criterion.values))
+    builders: dict[str, Callable[[str], Any]] = {
+        "_id": lambda v: Organisation.resource_id == v,
+        "identifier": organisation_identifier_condition,
+        "type": lambda v: Organisation.type.in_(
+            sorted(matching_codes("organisation-type", codes.ORGANISATION_TYPES, v))),
+    }
+    return token_condition(criterion, builders[name])
+
+
+def render_organisation(org: Organisation) -> Rendered:
+    """Return an organisation as its Organization."""
+    return Rendered(mapping.organisation_to_fhir(org), org.version, org.last_updated)
+
+
+class OrganizationHandler:
+    """The REST handler of ``Organization``."""
+
+    resource_type: ClassVar[str] = "Organization"
+    interactions: ClassVar[tuple[str, ...]] = (
+        "read", "vread", "history-instance", "search-type", "search-type-post", "create",
+        "update", "conditional-update", "validate")
+    search_params: ClassVar[dict[str, SearchParam]] = ORGANIZATION_PARAMS
+    includes: ClassVar[frozenset[str]] = frozenset()
+    revincludes: ClassVar[frozenset[str]] = frozenset()
+    profile: ClassVar[str | None] = "Organization"
+
+    def _load(self, session: Session, resource_id: str) -> Organisation:
+        """Return the organisation with FHIR id ``resource_id``.
+
+        :raises NotFound: none.
+        """
+        org = session.scalar(select(Organisation).where(Organisation.resource_id == resource_id))
+        if org is None:
+            raise NotFound(f"No Organization/{resource_id} on this server.")
+        return org
+
+    def read(self, session: Session, resource_id: str, caller: Caller) -> Rendered:
+        """Return the Organization."""
+        return render_organisation(self._load(session, resource_id))
+
+    def vread(self, session: Session, resource_id: str, version: int,
+              caller: Caller) -> Rendered:
+        """Return the current version (the only one kept).
+
+        :raises NotFound: another version.
+        """
+        org = self._load(session, resource_id)
+        if version != org.version:
+            raise NotFound(CURRENT_ONLY.format(type="Organization", id=resource_id,
+                                               version=org.version))
+        return render_organisation(org)
+
+    def history(self, session: Session, resource_id: str,
+                caller: Caller) -> list[tuple[Rendered | None, int, str, dt.datetime]]:
+        """Return the current version (no history is kept for organisations)."""
+        org = self._load(session, resource_id)
+        return [(render_organisation(org), org.version, method_of(org.version),
+                 org.last_updated)]
+
+    def _select(self, search: SearchRequest) -> Select[Organisation]:
+        """Return the select of organisations matching ``search``."""
+        query = select(Organisation)
+        for criterion in search.criteria:
+            query = query.where(organisation_condition(criterion))
+        return query
+
+    def search(self, session: Session, search: SearchRequest, caller: Caller) -> Page:
+        """Return one page of Organizations (keyset paging on the internal id)."""
+        return keyset_page(session, self._select(search), Organisation.id, search,
+                           lambda org: render_organisation(org).resource)
+
+    def count(self, session: Session, search: SearchRequest, caller: Caller) -> int:
+        """Return how many Organizations match."""
+        return count_of(session, self._select(search), Organisation.id)
+
+    def _record(self, resource: dict[str, Any]) -> tuple[Organisation, list[dict[str, Any]]]:
+        """Validate and map an Organization to a transient organisation with its notes.
+
+        :raises Invalid: not valid, or without a code this directory keys organisations by.
+        """
+        notes = require_valid("Organization", resource)
+        record, _ignored = mapping.organization_to_organisation(resource)
+        if not organisation_codes(record):
+            raise Invalid("An Organization needs an ODS code, a school URN or a GSS code.",
+                          expression="Organization.identifier")
+        if record.type == "local-authority" and not record.gss_code:
+            raise Invalid("A local authority needs its GSS code.",
+                          expression="Organization.identifier")
+        return record, notes
+
+    def create(self, session: Session, resource: dict[str, Any], caller: Caller) -> WriteResult:
+        """Create an organisation (an administrator, or the organisation itself).
+
+        :raises Forbidden: another organisation's record.
+        :raises Conflict: an organisation with one of its codes exists.
+        """
+        record, notes = self._record(resource)
+        if not acts_for(record, caller):
+            raise Forbidden("Only an administrator or the organisation itself may create its "
+                            "record.", expression="Organization.identifier")
+        taken = session.scalar(select(Organisation.resource_id).where(or_(*(
+            getattr(Organisation, name) == getattr(record, name)
+            for name in ORGANISATION_CODES if getattr(record, name)))))
+        if taken is not None:
+            raise Conflict(f"Organization/{taken} has one of these codes: update it with PUT.",
+                           expression="Organization.identifier")
+        org = Organisation(resource_id=resource_id_for("Organization",
+                                                       organisation_key(record)[1]))
+        copy_columns(record, org, BOOKKEEPING | {"resource_id"})
+        session.add(org)
+        flush_write(session, "organisation")
+        return WriteResult(with_notes(render_organisation(org), notes), True)
+
+    def update(self, session: Session, resource_id: str, resource: dict[str, Any],
+               caller: Caller, if_match: int | None) -> WriteResult:
+        """Update an organisation (or create it at the id derived from its code).
+
+        :raises PreconditionFailed: stale ``If-Match``.
+        :raises Forbidden: another organisation's record, or giving it another's codes.
+        :raises Invalid: the body's id differs from the URL's.
+        """
+        check_body_id(resource, resource_id, "Organization")
+        org = session.scalar(select(Organisation).where(Organisation.resource_id == resource_id))
+        if org is None:
+            return self._create_at(session, resource_id, resource, caller)
+        check_version(org.version, if_match)
+        record, notes = self._record(resource)
+        if not (acts_for(org, caller) and acts_for(record, caller)):
+            raise Forbidden("Only an administrator or the organisation itself may change its "
+                            "record.", expression="Organization")
+        changed = copy_columns(record, org, BOOKKEEPING | {"resource_id"})
+        if changed:
+            org.last_updated = utcnow()
+        flush_write(session, "organisation")
+        return WriteResult(with_notes(render_organisation(org), notes), False, changed)
+
+    def _create_at(self, session: Session, resource_id: str, resource: dict[str, Any],
+                   caller: Caller) -> WriteResult:
+        """Create through PUT: only at the id this server derives from the code.
+
+        :raises Invalid: another id.
+        """
+        record, _notes = self._record(resource)
+        if resource_id_for("Organization", organisation_key(record)[1]) != resource_id:
+            raise Invalid("A new Organization can be created by PUT only at the id derived from "
+                          "its code; use POST instead.", expression="Organization.id")
+        return self.create(session, resource, caller)
+
+    def delete(self, session: Session, resource_id: str, caller: Caller) -> None:
+        """Organisations are not deleted through FHIR: involvements and assessments refer to
+        them (declared without ``delete``).
+
+        :raises MethodNotAllowed: always.
+        """
+        raise MethodNotAllowed("An Organization is not deleted: records of children refer to "
+                               "it.")
+
+    def validate(self, resource: dict[str, Any], caller: Caller) -> list[dict[str, Any]]:
+        """Return the issues a create of ``resource`` would meet (nothing is stored)."""
+        return validate_inbound("Organization", resource)
+
+
+def with_notes(rendered: Rendered, notes: list[dict[str, Any]]) -> Rendered:
+    """Return ``rendered`` carrying the inbound validation's notes (what was not kept)."""
+    rendered.issues = notes + rendered.issues
+    return rendered
+
+
+# --- Practitioner -------------------------------------------------------------------------
+
+PRACTITIONER_PARAMS: Final = {p.name: p for p in (
+    SearchParam("_id", "token", "Logical id of the Practitioner"),
+    SearchParam("identifier", "token",
+                "system|value: the employing organisation's staff id (system "
+                "<base>/Id/local/<organisation code>)",
+                "http://hl7.org/fhir/SearchParameter/Practitioner-identifier"),
+    SearchParam("name", "string",
+                "Family or given name (starts with, case-insensitive)",
+                "http://hl7.org/fhir/SearchParameter/Practitioner-name"),
+)}
+
+
+def given_match(value: str, modifier: str | None) -> Any:
+    """Return a FHIR string match on any of the given names (a JSON list of strings).
+
+    The list is stored as JSON text (``["Sam", "Alex"]``, non-ASCII escaped as ``\\uXXXX``):
+    a given name starting with ``value`` follows a double quote; an exact one is also
+    followed by one (found with ``replace``, case-sensitive on both databases, where SQLite's
+    LIKE is not).
+    """
+    text = cast(Practitioner.given, String)
+    if modifier == "exact":
+        return func.replace(text, f'"{_json_text(value)}"', "") != text
+    escaped = _like_escaped(_json_text(value.lower()))
+    opening = "" if modifier == "contains" else '"'
+    return func.lower(text).like(f"%{opening}{escaped}%", escape="\\")
+
+
+def _json_text(value: str) -> str:
+    """Return ``value`` as it appears inside a JSON string."""
+    return json.dumps(value)[1:-1]
+
+
+def practitioner_condition(criterion: Criterion) -> Any:
+    """Return the SQL condition of one Practitioner search criterion."""
+    name = criterion.param.name
+    if name == "name":
+        return or_(*(or_(string_match(Practitioner.family, value, criterion.modifier),
+                         given_match(value, criterion.modifier)) for value in criterion.values))
+    builders: dict[str, Callable[[str], Any]] = {
+        "_id": lambda v: Practitioner.resource_id == v,
+        "identifier": practitioner_identifier_condition,
+    }
+    return token_condition(criterion, builders[name])
+
+
+def render_practitioner(person: Practitioner) -> Rendered:
+    """Return a practitioner as its Practitioner."""
+    return Rendered(mapping.practitioner_to_fhir(person), person.version, person.last_updated)
+
+
+class PractitionerHandler:
+    """The REST handler of ``Practitioner``."""
+
+    resource_type: ClassVar[str] = "Practitioner"
+    interactions: ClassVar[tuple[str, ...]] = (
+        "read", "vread", "history-instance", "search-type", "search-type-post", "create",
+        "update", "conditional-update", "validate")
+    search_params: ClassVar[dict[str, SearchParam]] = PRACTITIONER_PARAMS
+    includes: ClassVar[frozenset[str]] = frozenset()
+    revincludes: ClassVar[frozenset[str]] = frozenset()
+    profile: ClassVar[str | None] = "Practitioner"
+
+    def _load(self, session: Session, resource_id: str) -> Practitioner:
+        """Return the practitioner with FHIR id ``resource_id``.
+
+        :raises NotFound: none.
+        """
+        person = session.scalar(select(Practitioner).where(
+            Practitioner.resource_id == resource_id))
+        if person is None:
+            raise NotFound(f"No Practitioner/{resource_id} on this server.")
+        return person
+
+    def read(self, session: Session, resource_id: str, caller: Caller) -> Rendered:
+        """Return the Practitioner."""
+        return render_practitioner(self._load(session, resource_id))
+
+    def vread(self, session: Session, resource_id: str, version: int,
+              caller: Caller) -> Rendered:
+        """Return the current version (the only one kept).
+
+        :raises NotFound: another version.
+        """
+        person = self._load(session, resource_id)
+        if version != person.version:
+            raise NotFound(CURRENT_ONLY.format(type="Practitioner", id=resource_id,
+                                               version=person.version))
+        return render_practitioner(person)
+
+    def history(self, session: Session, resource_id: str,
+                caller: Caller) -> list[tuple[Rendered | None, int, str, dt.datetime]]:
+        """Return the current version (no history is kept for practitioners)."""
+        person = self._load(session, resource_id)
+        return [(render_practitioner(person), person.version, method_of(person.version),
+                 person.last_updated)]
+
+    def _select(self, search: SearchRequest) -> Select[Practitioner]:
+        """Return the select of practitioners matching ``search``."""
+        query = select(Practitioner)
+        for criterion in search.criteria:
+            query = query.where(practitioner_condition(criterion))
+        return query
+
+    def search(self, session: Session, search: SearchRequest, caller: Caller) -> Page:
+        """Return one page of Practitioners (keyset paging on the internal id)."""
+        return keyset_page(session, self._select(search), Practitioner.id, search,
+                           lambda person: render_practitioner(person).resource)
+
+    def count(self, session: Session, search: SearchRequest, caller: Caller) -> int:
+        """Return how many Practitioners match."""
+        return count_of(session, self._select(search), Practitioner.id)
+
+    def _record(self, session: Session, resource: dict[str, Any],
+                caller: Caller) -> tuple[Practitioner, Organisation, list[dict[str, Any]]]:
+        """Validate and map a Practitioner; return it, its stored employer and the notes.
+
+        :raises Invalid: not valid, or an employer not known here.
+        :raises Forbidden: the caller is neither the employer nor an administrator.
+        """
+        notes = require_valid("Practitioner", resource)
+        record, _ignored = mapping.practitioner_from_fhir(resource)
+        employer = stored_organisation(session, record.organisation, "Practitioner.identifier")
+        if not acts_for(employer, caller):
+            raise Forbidden("Only an administrator or the employing organisation may write a "
+                            "practitioner's record.", expression="Practitioner.identifier")
+        return record, employer, notes
+
+    def create(self, session: Session, resource: dict[str, Any], caller: Caller) -> WriteResult:
+        """Create a practitioner of a known organisation.
+
+        :raises Conflict: the organisation already has a practitioner with this staff id.
+        """
+        record, employer, notes = self._record(session, resource, caller)
+        taken = session.scalar(select(Practitioner.resource_id).where(
+            Practitioner.organisation_id == employer.id, Practitioner.local_id == record.local_id))
+        if taken is not None:
+            raise Conflict(f"Practitioner/{taken} has this staff id: update it with PUT.",
+                           expression="Practitioner.identifier")
+        person = Practitioner(resource_id=self._derived_id(employer, record.local_id),
+                              organisation=employer)
+        copy_columns(record, person, BOOKKEEPING | {"resource_id"})
+        session.add(person)
+        flush_write(session, "practitioner")
+        return WriteResult(with_notes(render_practitioner(person), notes), True)
+
+    def _derived_id(self, employer: Organisation, local_id: str) -> str:
+        """Return the id a practitioner is given: from the employer's code and the staff id."""
+        return resource_id_for("Practitioner", f"{organisation_key(employer)[1]}/{local_id}")
+
+    def update(self, session: Session, resource_id: str, resource: dict[str, Any],
+               caller: Caller, if_match: int | None) -> WriteResult:
+        """Update a practitioner (or create it at the id derived from its identifier).
+
+        :raises PreconditionFailed: stale ``If-Match``.
+        :raises Invalid: the body's id or identifier names another practitioner.
+        """
+        check_body_id(resource, resource_id, "Practitioner")
+        person = session.scalar(select(Practitioner).where(
+            Practitioner.resource_id == resource_id))
+        if person is None:
+            return self._create_at(session, resource_id, resource, caller)
+        check_version(person.version, if_match)
+        record, employer, notes = self._record(session, resource, caller)
+        if employer is not person.organisation or record.local_id != person.local_id:
+            raise Invalid("A practitioner's identifier (employer and staff id) cannot change.",
+                          expression="Practitioner.identifier")
+        changed = copy_columns(record, person, BOOKKEEPING | {"resource_id"})
+        if changed:
+            person.last_updated = utcnow()
+        flush_write(session, "practitioner")
+        return WriteResult(with_notes(render_practitioner(person), notes), False, changed)
+
+    def _create_at(self, session: Session, resource_id: str, resource: dict[str, Any],
+                   caller: Caller) -> WriteResult:
+        """Create through PUT: only at the id derived from the identifier.
+
+        :raises Invalid: another id.
+        """
+        record, employer, _notes = self._record(session, resource, caller)
+        if self._derived_id(employer, record.local_id) != resource_id:
+            raise Invalid("A new Practitioner can be created by PUT only at the id derived from "
+                          "its identifier; use POST instead.", expression="Practitioner.id")
+        return self.create(session, resource, caller)
+
+    def delete(self, session: Session, resource_id: str, caller: Caller) -> None:
+        """Practitioners are not deleted through FHIR: involvements refer to them (declared
+        without ``delete``).
+
+        :raises MethodNotAllowed: always.
+        """
+        raise MethodNotAllowed("A Practitioner is not deleted: records of children refer to "
+                               "them.")
+
+    def validate(self, resource: dict[str, Any], caller: Caller) -> list[dict[str, Any]]:
+        """Return the issues a create of ``resource`` would meet (nothing is stored)."""
+        return validate_inbound("Practitioner", resource)

@@ -1,0 +1,379 @@
+"""The practitioners and services working with children as FHIR PractitionerRoles (the REST
+handler of ``PractitionerRole``): every involvement of a child's directory entry, and the lead
+professional and each member of an eCAF Team Around the Child.
+
+A role is a child's data: it is disclosed by the child's policy and every read is audited. A
+role the caller may not see does not exist for them (404, never a hint of its existence):
+every role of a shielded child for a caller without the shielding right (DOMAIN.md
+"Shielding": every involvement is withheld), and a sensitive service's role for a caller
+without the sensitive-services right (DOMAIN.md "Sensitive services").
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any, ClassVar, Final
+
+from sqlalchemy import Select, and_, exists, false, not_, or_, select, true
+from sqlalchemy.orm import Session, contains_eager
+
+from adapter import codes
+from adapter.errors import Forbidden, MethodNotAllowed, NotFound, issue
+from adapter.fhir.handlers import Page, Rendered, WriteResult
+from adapter.fhir.search import Criterion, SearchParam, SearchRequest, reference_id, split_token
+from adapter.mapping import fhir as mapping
+from adapter.models import Assessment, Child, Involvement, Organisation, Practitioner, TeamMember
+from adapter.security import audit
+from adapter.security.caller import Caller
+from adapter.services import history
+from adapter.services.children import BREAK_GLASS, hidden_unless, visible_to
+from adapter.services.organisations import (
+    CURRENT_ONLY,
+    Kind,
+    acts_for,
+    count_of,
+    flush_write,
+    kinds_page,
+    matching_codes,
+    organisation_identifier_condition,
+    own_systems,
+    practitioner_identifier_condition,
+    token_condition,
+)
+from adapter.services.validation import validate_inbound
+
+NOT_FOUND: Final = "No PractitionerRole/{id} on this server (or not one you may see)."
+
+
+# --- disclosure ---------------------------------------------------------------------------
+
+def sensitive_visible(caller: Caller) -> bool:
+    """Return True when the caller may see sensitive services (DOMAIN.md)."""
+    return caller.has_right("sensitive")
+
+
+def child_visible(caller: Caller) -> Any:
+    """Return the condition on Child under which its roles may be shown to ``caller``: live (or
+    an administrator) and not shielded (or the caller holds the shielding right)."""
+    return and_(visible_to(caller), hidden_unless(caller))
+
+
+def involvement_visible(caller: Caller) -> Any:
+    """Return the condition on Involvement (joined with its Child) for ``caller``."""
+    condition = child_visible(caller)
+    return condition if sensitive_visible(caller) else and_(condition, not_(Involvement.sensitive))
+
+
+def member_visible(caller: Caller) -> Any:
+    """Return the condition on TeamMember (joined with assessment and child) for ``caller``:
+    a member from a sensitive service (by its role) is withheld without the right."""
+    condition = child_visible(caller)
+    if sensitive_visible(caller):
+        return condition
+    return and_(condition, TeamMember.role.not_in(codes.SENSITIVE_ROLES))
+
+
+def lead_sensitive() -> Any:
+    """Return the condition on Assessment that its lead professional is a sensitive service:
+    the lead organisation is one the child is involved with as a sensitive service."""
+    return exists().where(Involvement.child_id == Assessment.child_id, Involvement.sensitive,
+                          Involvement.organisation_id == Assessment.lead_organisation_id)
+
+
+def lead_visible(caller: Caller) -> Any:
+    """Return the condition on Assessment (joined with its child) that ``caller`` may see the
+    lead professional's role."""
+    condition = child_visible(caller)
+    return condition if sensitive_visible(caller) else and_(condition, not_(lead_sensitive()))
+
+
+def may_see_child(child: Child, caller: Caller) -> bool:
+    """Return True when ``caller`` may see the roles of ``child`` at all."""
+    live = child.record_status == "live" or caller.has_right("admin")
+    return live and (not child.shielded or caller.has_right("shielded"))
+
+
+def may_see_member(member: TeamMember, caller: Caller) -> bool:
+    """Return True when ``caller`` may see an eCAF team member (sensitive roles withheld)."""
+    return member.role not in codes.SENSITIVE_ROLES or sensitive_visible(caller)
+
+
+def is_lead_sensitive(assessment: Assessment) -> bool:
+    """Return True when the lead organisation works with the child as a sensitive service."""
+    return any(i.sensitive and i.organisation_id == assessment.lead_organisation_id
+               for i in assessment.child.involvements)
+
+
+def may_see_lead(assessment: Assessment, caller: Caller) -> bool:
+    """Return True when ``caller`` may see the lead professional of an assessment."""
+    return sensitive_visible(caller) or not is_lead_sensitive(assessment)
+
+
+# --- rendering ----------------------------------------------------------------------------
+
+def _audited(session: Session, resource: dict[str, Any], child: Child, caller: Caller,
+             action: str | None) -> dict[str, Any]:
+    """Write the audit record of one role disclosed as ``action`` (None: a write's own)."""
+    if action is not None:
+        audit.record(session, action, resource_type="PractitionerRole",
+                     resource_id=str(resource["id"]), child_ref=child.resource_id,
+                     override=child.shielded, caller=caller)
+    return resource
+
+
+def involvement_role(session: Session, involvement: Involvement, caller: Caller,
+                     action: str | None) -> dict[str, Any]:
+    """Return an involvement's PractitionerRole, audited."""
+    resource = mapping.involvement_to_practitionerrole(involvement)
+    return _audited(session, resource, involvement.child, caller, action)
+
+
+def member_role(session: Session, member: TeamMember, caller: Caller,
+                action: str | None) -> dict[str, Any]:
+    """Return an eCAF team member's PractitionerRole, audited."""
+    resource = mapping.team_member_to_practitionerrole(member)
+    return _audited(session, resource, member.assessment.child, caller, action)
+
+
+def lead_role(session: Session, assessment: Assessment, caller: Caller,
+              action: str | None) -> dict[str, Any]:
+    """Return an eCAF lead professional's PractitionerRole, audited."""
+    resource = mapping.assessment_lead_to_practitionerrole(assessment)
+    return _audited(session, resource, assessment.child, caller, action)
+
+
+def _rendered(resource: dict[str, Any], owner: Child | Assessment, child: Child) -> Rendered:
+    """Return a role with its owner's version and the break-glass warning if it applies."""
+    issues = [issue("warning", "suppressed", BREAK_GLASS)] if child.shielded else []
+    return Rendered(resource, owner.version, owner.last_updated, issues)
+
+
+# --- queries ------------------------------------------------------------------------------
+
+def involvement_query(caller: Caller) -> Select[Involvement]:
+    """Return the select of the involvements ``caller`` may see, with their children."""
+    return (select(Involvement).join(Child, Involvement.child_id == Child.id)
+            .where(involvement_visible(caller)).options(contains_eager(Involvement.child)))
+
+
+def member_query(caller: Caller) -> Select[TeamMember]:
+    """Return the select of the eCAF team members ``caller`` may see."""
+    return (select(TeamMember).join(Assessment, TeamMember.assessment_id == Assessment.id)
+            .join(Child, Assessment.child_id == Child.id).where(member_visible(caller))
+            .options(contains_eager(TeamMember.assessment).contains_eager(Assessment.child)))
+
+
+def lead_query(caller: Caller) -> Select[Assessment]:
+    """Return the select of the assessments whose lead ``caller`` may see."""
+    return (select(Assessment).join(Child, Assessment.child_id == Child.id)
+            .where(lead_visible(caller)).options(contains_eager(Assessment.child)))
+
+
+def _practitioner_ids(criterion: Criterion, value: str) -> Any:
+    """Return the select of practitioner ids a ``practitioner`` value names."""
+    if criterion.modifier == "identifier":
+        return select(Practitioner.id).where(practitioner_identifier_condition(value))
+    rid = reference_id(value, "Practitioner", criterion.param.name)
+    return select(Practitioner.id).where(Practitioner.resource_id == rid)
+
+
+def _organisation_ids(criterion: Criterion, value: str) -> Any:
+    """Return the select of organisation ids an ``organization`` value names."""
+    if criterion.modifier == "identifier":
+        return select(Organisation.id).where(organisation_identifier_condition(value))
+    rid = reference_id(value, "Organization", criterion.param.name)
+    return select(Organisation.id).where(Organisation.resource_id == rid)
+
+
+def _is_lead_code(value: str) -> bool:
+    """Return True when a role token names the lead professional (own team-role system)."""
+    system, code = split_token(value)
+    return code == "lead-professional" and system in (None, own_systems().code_system(
+        "team-role"))
+
+
+# Columns of each kind: (id, practitioner, organisation, role or None for the lead).
+KIND_COLUMNS: Final = {
+    "involvement": (Involvement.resource_id, Involvement.practitioner_id,
+                    Involvement.organisation_id, Involvement.role),
+    "member": (TeamMember.resource_id, TeamMember.practitioner_id, TeamMember.organisation_id,
+               TeamMember.role),
+    "lead": (Assessment.lead_role_id, Assessment.lead_practitioner_id,
+             Assessment.lead_organisation_id, None),
+}
+
+
+def role_condition(kind: str, criterion: Criterion) -> Any:
+    """Return the SQL condition of one criterion on the roles of ``kind``.
+
+    :raises BadRequest: a reference to another resource type.
+    """
+    id_column, practitioner, organisation, role = KIND_COLUMNS[kind]
+    name = criterion.param.name
+    if name == "practitioner":
+        return or_(*(practitioner.in_(_practitioner_ids(criterion, v))
+                     for v in criterion.values))
+    if name == "organization":
+        return or_(*(organisation.in_(_organisation_ids(criterion, v))
+                     for v in criterion.values))
+    builders: dict[str, Callable[[str], Any]] = {
+        "_id": lambda v: id_column == v,
+        "role": lambda v: (true() if _is_lead_code(v) else false()) if role is None else
+        role.in_(sorted(matching_codes("involvement-role", codes.INVOLVEMENT_ROLES, v))),
+    }
+    return token_condition(criterion, builders[name])
+
+
+PRACTITIONER_ROLE_PARAMS: Final = {p.name: p for p in (
+    SearchParam("_id", "token", "Logical id of the PractitionerRole"),
+    SearchParam("practitioner", "reference", "The Practitioner (Practitioner/id, or "
+                ":identifier with the employer's staff id)",
+                "http://hl7.org/fhir/SearchParameter/PractitionerRole-practitioner"),
+    SearchParam("organization", "reference", "The organisation (Organization/id, or "
+                ":identifier with its ODS code, school URN or GSS code)",
+                "http://hl7.org/fhir/SearchParameter/PractitionerRole-organization"),
+    SearchParam("role", "token", "The role: involvement-role code (or its SNOMED CT "
+                "translation), or team-role lead-professional for eCAF lead professionals",
+                "http://hl7.org/fhir/SearchParameter/PractitionerRole-role"),
+)}
+
+
+class PractitionerRoleHandler:
+    """The REST handler of ``PractitionerRole``."""
+
+    resource_type: ClassVar[str] = "PractitionerRole"
+    interactions: ClassVar[tuple[str, ...]] = (
+        "read", "vread", "history-instance", "search-type", "search-type-post", "delete",
+        "validate")
+    search_params: ClassVar[dict[str, SearchParam]] = PRACTITIONER_ROLE_PARAMS
+    includes: ClassVar[frozenset[str]] = frozenset()
+    revincludes: ClassVar[frozenset[str]] = frozenset()
+    profile: ClassVar[str | None] = "PractitionerRole"
+
+    def _find(self, session: Session, resource_id: str,
+              caller: Caller) -> Involvement | TeamMember | Assessment:
+        """Return the involvement, team member or assessment (lead) with role id
+        ``resource_id`` that ``caller`` may see.
+
+        :raises NotFound: none the caller may see.
+        """
+        for query, column in ((involvement_query(caller), Involvement.resource_id),
+                              (member_query(caller), TeamMember.resource_id),
+                              (lead_query(caller), Assessment.lead_role_id)):
+            found = session.scalar(query.where(column == resource_id))
+            if found is not None:
+                return found
+        raise NotFound(NOT_FOUND.format(id=resource_id))
+
+    def _render(self, session: Session, found: Involvement | TeamMember | Assessment,
+                caller: Caller, action: str) -> Rendered:
+        """Render a found role, audited as ``action``."""
+        if isinstance(found, Involvement):
+            return _rendered(involvement_role(session, found, caller, action), found.child,
+                             found.child)
+        if isinstance(found, TeamMember):
+            return _rendered(member_role(session, found, caller, action), found.assessment,
+                             found.assessment.child)
+        return _rendered(lead_role(session, found, caller, action), found, found.child)
+
+    def read(self, session: Session, resource_id: str, caller: Caller) -> Rendered:
+        """Return the PractitionerRole as ``caller`` may see it."""
+        return self._render(session, self._find(session, resource_id, caller), caller, "read")
+
+    def vread(self, session: Session, resource_id: str, version: int,
+              caller: Caller) -> Rendered:
+        """Return the current version (a role's version is its child's or assessment's).
+
+        :raises NotFound: another version.
+        """
+        found = self._find(session, resource_id, caller)
+        owner = found if isinstance(found, Assessment) else (
+            found.child if isinstance(found, Involvement) else found.assessment)
+        if version != owner.version:
+            raise NotFound(CURRENT_ONLY.format(type="PractitionerRole", id=resource_id,
+                                               version=owner.version))
+        return self._render(session, found, caller, "vread")
+
+    def history(self, session: Session, resource_id: str,
+                caller: Caller) -> list[tuple[Rendered | None, int, str, dt.datetime]]:
+        """Return the current version (earlier ones live in the child's history)."""
+        rendered = self._render(session, self._find(session, resource_id, caller), caller,
+                                "history")
+        method = "POST" if rendered.version == 1 else "PUT"
+        return [(rendered, rendered.version, method, rendered.last_updated)]
+
+    def _kinds(self, session: Session, search: SearchRequest, caller: Caller) -> list[Kind]:
+        """Return the three kinds of role, each with the search's criteria applied."""
+        renders: dict[str, Callable[[Any], dict[str, Any]]] = {
+            "involvement": lambda row: involvement_role(session, row, caller, "search"),
+            "member": lambda row: member_role(session, row, caller, "search"),
+            "lead": lambda row: lead_role(session, row, caller, "search"),
+        }
+        queries: dict[str, tuple[Select[Any], Any]] = {
+            "involvement": (involvement_query(caller), Involvement.id),
+            "member": (member_query(caller), TeamMember.id),
+            "lead": (lead_query(caller), Assessment.id),
+        }
+        kinds = []
+        for name, (query, id_column) in queries.items():
+            for criterion in search.criteria:
+                query = query.where(role_condition(name, criterion))
+            kinds.append(Kind(name, query, id_column, renders[name]))
+        return kinds
+
+    def search(self, session: Session, search: SearchRequest, caller: Caller) -> Page:
+        """Return one page of PractitionerRoles (involvements, then eCAF members, then leads)."""
+        rows, cursor = kinds_page(session, self._kinds(session, search, caller), search)
+        return Page([kind.render(row) for kind, row in rows], [], cursor)
+
+    def count(self, session: Session, search: SearchRequest, caller: Caller) -> int:
+        """Return how many PractitionerRoles match (nothing is disclosed: no audit)."""
+        return sum(count_of(session, kind.query, kind.id_column)
+                   for kind in self._kinds(session, search, caller))
+
+    def create(self, session: Session, resource: dict[str, Any], caller: Caller) -> WriteResult:
+        """Roles are created through their CareTeam (declared without ``create``).
+
+        :raises MethodNotAllowed: always.
+        """
+        raise MethodNotAllowed("A PractitionerRole is created through its CareTeam: add a "
+                               "participant to the child's team or to the eCAF CareTeam.")
+
+    def update(self, session: Session, resource_id: str, resource: dict[str, Any],
+               caller: Caller, if_match: int | None) -> WriteResult:
+        """Roles are changed through their CareTeam (declared without ``update``).
+
+        :raises MethodNotAllowed: always.
+        """
+        raise MethodNotAllowed("A PractitionerRole is changed through its CareTeam.")
+
+    def delete(self, session: Session, resource_id: str, caller: Caller) -> None:
+        """End an involvement: delete it (its own organisation, or an administrator).
+
+        :raises NotFound: no role the caller may see.
+        :raises MethodNotAllowed: an eCAF team role (changed through the eCAF CareTeam).
+        :raises Forbidden: another organisation's involvement.
+        """
+        found = self._find(session, resource_id, caller)
+        if not isinstance(found, Involvement):
+            raise MethodNotAllowed("An eCAF Team Around the Child role is changed through its "
+                                   "CareTeam (PUT the CareTeam without it).")
+        if not acts_for(found.organisation, caller):
+            raise Forbidden("Only the involvement's own organisation may end it (issue 5: "
+                            "a client writes only involvements of its own organisation).",
+                            expression="PractitionerRole.organization")
+        child = found.child
+        before = history.child_snapshot(child)
+        # Deleted while still linked to its child, so that the child gets a new version; the
+        # version check comes first (a concurrent writer loses), then the snapshot.
+        session.delete(found)
+        flush_write(session, "entry")
+        session.add(before)
+        flush_write(session, "entry")
+        audit.record(session, "delete", resource_type="PractitionerRole",
+                     resource_id=resource_id, child_ref=child.resource_id, caller=caller)
+
+    def validate(self, resource: dict[str, Any], caller: Caller) -> list[dict[str, Any]]:
+        """Return the issues inbound validation finds (no change is made)."""
+        return validate_inbound("PractitionerRole", resource)

@@ -1,0 +1,308 @@
+"""Bulk import of one directory XML file (issue 4 item 5): 100,000 entries with 1% broken,
+streamed into SQLite and PostgreSQL, next to baselines measured in the same run: plain lxml
+iterparse with per-record XSD validation of the same file, and plain SQLAlchemy Core inserts
+of the same rows (pre-assigned ids, no parsing, no look-ups); then the re-import of the same
+file, which changes nothing.
+
+    .venv/bin/python -m bench.bulk_import [--records 100000] [--no-postgres]
+
+The file is made from demo data (``adapter.demo``) written to a scratch SQLite database and
+written out by the directory writer. PostgreSQL is the local server
+(``BENCH_POSTGRES_ADMIN``, default ``host=127.0.0.1 user=postgres dbname=postgres``): a scratch
+database is created and dropped. Figures are records per second of wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import re
+import resource
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Final
+
+from lxml import etree
+from sqlalchemy import insert, select
+
+from adapter.db import Database
+from adapter.demo import load_demo_data
+from adapter.directory.reader import iter_entry_data
+from adapter.directory.schema import ENTRY_XSD, load_schema, q
+from adapter.directory.writer import write_entries_data
+from adapter.models import Child
+from adapter.models.base import Base
+from adapter.models.canonical import canonical_dump
+from adapter.services.children import child_query
+from adapter.services.directory_import import import_entries
+from adapter.services.entry_rows import (
+    NewEntries,
+    Organisations,
+    Practitioners,
+    organisations_of,
+    practitioners_of,
+)
+
+PAGE: Final = 2000
+BREAK_EVERY: Final = 100
+ENTRY_START: Final = re.compile(rb"<DirectoryEntry[ >]")
+
+
+def rss_mb() -> float:
+    """Return this process's peak resident set size so far, in MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def timed(label: str, records: int, run: Callable[[], Any]) -> Any:
+    """Run ``run``, print the rate of ``records`` records, and return its result."""
+    start = time.perf_counter()
+    result = run()
+    seconds = time.perf_counter() - start
+    print(f"  {label:<62} {records / seconds:>9,.0f} records/s  ({seconds:,.1f} s)", flush=True)
+    return result
+
+
+# --- the file -------------------------------------------------------------------------------
+
+def write_file(folder: Path, records: int) -> Path:
+    """Write ``records`` demo entries (over 4 authorities) to one batch file, 1% broken."""
+    db = Database(f"sqlite:///{folder / 'source.db'}")
+    db.upgrade()
+    timed("demo data into a scratch SQLite database", records,
+          lambda: load_demo_data(db, children=records, authorities=4, seed=7, progress=False))
+    path = folder / "entries.xml"
+    with open(path, "wb") as stream:
+        timed("writing the batch file (directory writer, from the database)", records,
+              lambda: write_entries_data(_dumps(db), stream))
+    db.dispose()
+    return _break(path, folder / "entries-broken.xml")
+
+
+def _dumps(db: Database) -> Iterator[dict[str, Any]]:
+    """Yield every stored child's canonical dict, a page at a time."""
+    after = 0
+    while True:
+        with db.sessions() as session:
+            page = list(session.scalars(child_query().where(Child.id > after)
+                                        .order_by(Child.id).limit(PAGE)).unique())
+            dumps = [canonical_dump(child) for child in page]
+        if not page:
+            return
+        yield from dumps
+        after = page[-1].id
+
+
+def _break(source: Path, target: Path) -> Path:
+    """Copy the file with every 100th record's birth date made impossible."""
+    number = 0
+    with open(source, "rb") as lines, open(target, "wb") as out:
+        for line in lines:
+            if ENTRY_START.search(line):
+                number += 1
+            if number % BREAK_EVERY == 0 and b"<BirthDate>" in line:
+                line = re.sub(rb"\d{4}-\d\d-\d\d", b"2015-02-30", line)
+            out.write(line)
+    source.unlink()
+    return target
+
+
+def record_lines(path: Path) -> list[int]:
+    """Return the line each record of the file starts on."""
+    with open(path, "rb") as lines:
+        return [n for n, line in enumerate(lines, start=1) if ENTRY_START.search(line)]
+
+
+# --- baselines ------------------------------------------------------------------------------
+
+def parse_and_validate(path: Path) -> int:
+    """Stream the file with plain lxml, validating each record against the XSD."""
+    schema, count = load_schema(ENTRY_XSD), 0
+    for _, element in etree.iterparse(str(path), events=("end",), tag=q("DirectoryEntry"),
+                                      resolve_entities=False, no_network=True, load_dtd=False):
+        schema.validate(element)
+        count += 1
+        element.clear()
+        while element.getprevious() is not None:
+            del element.getparent()[0]
+    return count
+
+
+def prepare_rows(db: Database, path: Path, spool: Path) -> int:
+    """Parse the file's good records into table rows with pre-assigned ids (organisations
+    and practitioners stored first), pickled page by page to ``spool``; return the count."""
+    done, child_id = 0, 0
+    with open(spool, "wb") as out, db.write_transaction() as session:
+        page: list[dict[str, Any]] = []
+        for _, _, data in iter_entry_data(str(path)):
+            if isinstance(data, dict):
+                page.append(data)
+            if len(page) == PAGE:
+                child_id = _pickle_page(session, page, child_id, out)
+                done, page = done + len(page), []
+        if page:
+            _pickle_page(session, page, child_id, out)
+            done += len(page)
+    return done
+
+
+def _pickle_page(session: Any, page: list[dict[str, Any]], child_id: int, out: Any) -> int:
+    """Resolve a page's organisations and practitioners; pickle its rows; return the last id."""
+    organisations = Organisations(session)
+    organisations.resolve(org for data in page for org in organisations_of(data))
+    practitioners = Practitioners(session, organisations)
+    practitioners.resolve(p for data in page for p in practitioners_of(data))
+    rows = NewEntries(organisations, practitioners)
+    children = []
+    for data in page:
+        child_id += 1
+        children.append({**rows.child_row(data), "id": child_id})
+        rows.add_parts(data, child_id)
+    pickle.dump({"child": children, **rows.rows}, out)
+    return child_id
+
+
+def core_insert(db: Database, spool: Path) -> None:
+    """Insert the pickled rows with plain Core executemany, one transaction per page."""
+    with open(spool, "rb") as stream:
+        while True:
+            try:
+                tables = pickle.load(stream)  # noqa: S301 - our own file of this run
+            except EOFError:
+                return
+            with db.write_engine.begin() as connection:
+                for name in ("child", "child_name", "carer", "involvement", "local_identifier"):
+                    if tables[name]:
+                        connection.execute(insert(Base.metadata.tables[name]), tables[name])
+
+
+# --- the import -----------------------------------------------------------------------------
+
+def run_import(db: Database, path: Path) -> tuple[Counter[str], list[Any]]:
+    """Import the file as the system caller; return the counts and the rejected outcomes."""
+    counts: Counter[str] = Counter()
+    rejected = []
+    with open(path, "rb") as stream:
+        for outcome in import_entries(db, stream, cli_caller_offline()):
+            counts[outcome.status] += 1
+            if outcome.status == "rejected":
+                rejected.append(outcome)
+    return counts, rejected
+
+
+def cli_caller_offline() -> Any:
+    """Return the CLI's system caller (every right), without an application context."""
+    from adapter.models.security import CLIENT_RIGHTS
+    from adapter.security.caller import Caller
+    from adapter.security.scopes import parse_scopes
+
+    return Caller("bench", "-", parse_scopes("system/*.cruds"), frozenset(CLIENT_RIGHTS), None,
+                  "bench")
+
+
+def measure(label: str, url: str, path: Path, lines: list[int], **options: Any) -> None:
+    """Import and re-import the file into an empty database and print the figures."""
+    records = len(lines)
+    db = Database(url, **options)
+    db.upgrade()
+    before = rss_mb()
+    counts, rejected = timed(f"{label}: import (stream, validate, apply)", records,
+                             lambda: run_import(db, path))
+    lined = all(o.line == lines[o.record_number - 1] for o in rejected)
+    print(f"    {dict(counts)}; every rejected record with its line: {lined}; "
+          f"peak RSS {before:,.0f} -> {rss_mb():,.0f} MB", flush=True)
+    again, _ = timed(f"{label}: re-import of the same file (0 changes)", records,
+                     lambda: run_import(db, path))
+    print(f"    {dict(again)}", flush=True)
+    db.dispose()
+
+
+def core_baseline(label: str, url: str, prepared: Database, spool: Path) -> None:
+    """Print the rate of plain Core inserts of the pickled rows into an empty database (its
+    organisations and practitioners copied first, with their ids)."""
+    db = Database(url)
+    db.upgrade()
+    with prepared.engine.connect() as source, db.write_engine.begin() as target:
+        for name in ("organisation", "practitioner"):
+            table = Base.metadata.tables[name]
+            rows = [dict(row) for row in source.execute(select(table)).mappings()]
+            target.execute(insert(table), rows)
+    count = sum(len(page["child"]) for page in _pages(spool))
+    timed(f"{label}: baseline: plain Core insert of the same rows", count,
+          lambda: core_insert(db, spool))
+    db.dispose()
+
+
+def _pages(spool: Path) -> Iterator[dict[str, Any]]:
+    """Yield the pickled pages."""
+    with open(spool, "rb") as stream:
+        while True:
+            try:
+                yield pickle.load(stream)  # noqa: S301 - our own file of this run
+            except EOFError:
+                return
+
+
+@contextmanager
+def scratch_postgres(name: str) -> Iterator[str | None]:
+    """Yield the URL of a fresh PostgreSQL database on the local server (None if unreachable),
+    dropped afterwards."""
+    import psycopg
+
+    admin = os.environ.get("BENCH_POSTGRES_ADMIN", "host=127.0.0.1 user=postgres dbname=postgres")
+    try:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            conn.execute(f"CREATE DATABASE {name}")
+    except psycopg.OperationalError:
+        yield None
+        return
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Make the file, then measure the baselines and the import on SQLite and PostgreSQL."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--no-postgres", action="store_true")
+    # Under ``python -m bench`` the command line names the benchmarks, not these options.
+    args = parser.parse_args(argv if argv is not None else [])
+    with tempfile.TemporaryDirectory(prefix="bench-import-") as name:
+        folder = Path(name)
+        path = write_file(folder, args.records)
+        lines = record_lines(path)
+        print(f"directory XML import, {len(lines):,} entries, 1 in {BREAK_EVERY} broken "
+              f"({path.stat().st_size / 1e6:,.0f} MB)")
+        timed("baseline: lxml iterparse + per-record XSD validation", len(lines),
+              lambda: parse_and_validate(path))
+        prepared = Database(f"sqlite:///{folder / 'rows.db'}")
+        prepared.upgrade()
+        spool = folder / "rows.pickle"
+        timed("reader (iter_entry_data: validate, check) + building rows", len(lines),
+              lambda: prepare_rows(prepared, path, spool))
+        measure("SQLite", f"sqlite:///{folder / 'import.db'}", path, lines)
+        core_baseline("SQLite", f"sqlite:///{folder / 'core.db'}", prepared, spool)
+        if not args.no_postgres:
+            with scratch_postgres("bench_gateway_import") as url:
+                if url is None:
+                    print("  PostgreSQL: not reachable, skipped")
+                else:
+                    measure("PostgreSQL", url, path, lines)
+            with scratch_postgres("bench_gateway_core") as url:
+                if url is not None:
+                    core_baseline("PostgreSQL", url, prepared, spool)
+        prepared.dispose()
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

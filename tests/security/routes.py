@@ -1,0 +1,75 @@
+"""Test helpers over the app's URL map: every route with its methods and access declaration,
+URLs with their parameters filled in, and the row counts that show whether anything was
+written."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import func, select
+
+from adapter.db import Database
+from adapter.models import Base
+from adapter.security.access import Access
+
+IGNORED_METHODS = frozenset({"HEAD", "OPTIONS"})
+# Counters of requests, not data: the rate limit counts refused requests too.
+COUNTERS = frozenset({"rate_window"})
+
+
+@dataclass(frozen=True)
+class Route:
+    """One method on one URL rule, with the view's access declaration."""
+
+    rule: str
+    method: str
+    endpoint: str
+    access: Access | None
+    arguments: frozenset[str]
+
+    def url(self, **values: str) -> str:
+        """Return the rule's path with its ``<arguments>`` replaced by ``values``."""
+        path = self.rule
+        for name in self.arguments:
+            path = path.replace(f"<{name}>", values.get(name, "unknown"))
+        return path
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.rule}"
+
+
+def declared_routes(app: Flask) -> list[Route]:
+    """Return every route of ``app`` (each method of each rule), in a stable order."""
+    out = []
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        access = getattr(app.view_functions[rule.endpoint], "_access", None)
+        for method in sorted((rule.methods or set()) - IGNORED_METHODS):
+            out.append(Route(rule.rule, method, rule.endpoint, access,
+                             frozenset(rule.arguments)))
+    return sorted(out, key=lambda r: (r.rule, r.method))
+
+
+def protected_routes(app: Flask) -> list[Route]:
+    """Return every route that is not declared public."""
+    return [r for r in declared_routes(app) if r.access is None or not r.access.public]
+
+
+def table_counts(db: Database) -> dict[str, int]:
+    """Return the row count of every table but the request counters, in one query."""
+    tables = [t for t in Base.metadata.sorted_tables if t.name not in COUNTERS]
+    query = select(*(select(func.count()).select_from(t).scalar_subquery().label(t.name)
+                     for t in tables))
+    with db.engine.connect() as connection:
+        row = connection.execute(query).one()
+    return dict(row._mapping)
+
+
+def body_for(route: Route) -> dict[str, Any]:
+    """Return request arguments sending a small FHIR JSON body for methods that take one."""
+    if route.method in ("POST", "PUT"):
+        return {"json": {"resourceType": "Bundle" if route.rule == "/fhir" else "Patient"}}
+    return {}
