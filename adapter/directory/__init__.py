@@ -6,6 +6,9 @@ canonical records to XML and back, single records and streamed batches.
 - ``reader``: ``read_entry``/``loads_entry``, ``iter_entries`` (streamed batch, each record
   validated on its own), the same for assessment references.
 - ``schema``: the namespace, the compiled XSDs and schema errors as ``Invalid``.
+- ``routes``: the HTTP interface at ``/directory`` (import, read, list);
+  ``cli``: the ``import`` and ``export`` commands. Both call the services
+  ``adapter.services.directory_import`` and ``directory_export``.
 """
 
 from adapter.directory.reader import (

@@ -169,12 +169,12 @@ def _instant(value: str) -> dt.datetime:
     """
     try:
         moment = dt.datetime.fromisoformat(value.strip())
-    except ValueError:
-        moment = None
-    if moment is None or moment.tzinfo is None:
-        raise BadRequest("changed-since must be an instant with a time zone, e.g. "
-                         "2026-08-01T12:00:00Z.", expression="changed-since")
-    return moment.astimezone(dt.UTC)
+        if moment.tzinfo is not None:
+            return moment.astimezone(dt.UTC)
+    except (ValueError, OverflowError):
+        pass
+    raise BadRequest("changed-since must be an instant with a time zone, e.g. "
+                     "2026-08-01T12:00:00Z.", expression="changed-since")
 
 
 def _count(value: str | None) -> int:
@@ -184,9 +184,13 @@ def _count(value: str | None) -> int:
     """
     if value is None:
         return export.DEFAULT_COUNT
-    if not value.strip().isdigit() or int(value) < 1:
+    try:
+        count = int(value) if value.strip().isascii() else 0
+    except ValueError:
+        count = 0
+    if count < 1:
         raise BadRequest("_count must be a whole number from 1.", expression="_count")
-    return min(int(value), export.MAX_COUNT)
+    return min(count, export.MAX_COUNT)
 
 
 def list_query(args: MultiDict[str, str]) -> export.ListQuery:

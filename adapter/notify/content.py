@@ -5,9 +5,12 @@ organisations' numbers) and an audit record of the access (issue 6 item 2)."""
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from adapter.mapping import fhir as mapping
@@ -18,6 +21,34 @@ from adapter.security import audit
 from adapter.security.caller import Caller
 from adapter.security.policy import disclose_child
 from adapter.security.scopes import parse_scopes
+
+
+@dataclass(frozen=True)
+class EventData:
+    """What rendering needs of an outbox event (read without the ORM: a lane may carry
+    hundreds)."""
+
+    id: int
+    topic: str
+    action: str
+    focus_type: str
+    focus_id: str
+    child_ref: str | None
+    payload: dict[str, Any] | None
+    created: dt.datetime
+
+
+EVENT_COLUMNS: Final = (Event.id, Event.topic, Event.action, Event.focus_type, Event.focus_id,
+                        Event.child_ref, Event.payload, Event.created)
+
+
+def load_events(session: Session, ids: Iterable[int]) -> dict[int, EventData]:
+    """Return the events with ``ids`` by id."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    rows = session.execute(select(*EVENT_COLUMNS).where(Event.id.in_(wanted)))
+    return {row.id: EventData(*row) for row in rows}
 
 
 @dataclass
@@ -35,12 +66,12 @@ def subscriber(client: Client) -> Caller:
                   frozenset(client.rights), "notification")
 
 
-def focus_of(event: Event) -> str:
+def focus_of(event: EventData) -> str:
     """Return the event's focus as ``Type/id``."""
     return f"{event.focus_type}/{event.focus_id}"
 
 
-def render_event(session: Session, event: Event, content: str, caller: Caller,
+def render_event(session: Session, event: EventData, content: str, caller: Caller,
                  base: str) -> Rendered:
     """Return the entries ``event`` contributes with ``content`` for ``caller``."""
     if content == "empty":
@@ -68,7 +99,7 @@ def _visible_child(session: Session, resource_id: str | None, caller: Caller) ->
                                               visible_to(caller)))
 
 
-def _patient(session: Session, event: Event, caller: Caller, base: str) -> Rendered:
+def _patient(session: Session, event: EventData, caller: Caller, base: str) -> Rendered:
     """Return the Patient of a directory event as ``caller`` may see it (audited)."""
     focus = focus_of(event)
     child = _visible_child(session, event.focus_id, caller)
@@ -81,7 +112,7 @@ def _patient(session: Session, event: Event, caller: Caller, base: str) -> Rende
     return Rendered([reference_entry(base, focus, event.action, patient)], [child.resource_id])
 
 
-def _careteam(session: Session, event: Event, caller: Caller, base: str) -> Rendered:
+def _careteam(session: Session, event: EventData, caller: Caller, base: str) -> Rendered:
     """Return the CareTeam of an eCAF event exactly as a read by ``caller`` returns it
     (``adapter.services.careteams``: shielding, sensitive members, audit)."""
     from adapter.services.careteams import load_assessment, render_ecaf

@@ -26,8 +26,8 @@ FANOUT_BATCH: Final = 2000
 COPY_COLUMNS: Final = ("subscription_id", "event_id", "kind", "event_number", "state",
                        "attempts", "created")
 LIVE: Final = ("requested", "active", "error")
-# Key of the PostgreSQL advisory lock serialising fan-outs ("CPGW" "fan" in ASCII).
-FANOUT_LOCK: Final = 0x43504757_66616E
+# First key of the PostgreSQL advisory lock serialising fan-outs ("CPGW" in ASCII).
+FANOUT_LOCK: Final = 0x43504757
 
 
 @dataclass
@@ -46,8 +46,11 @@ def try_lock(session: Session) -> bool:
     """Take the fan-out lock for this transaction (PostgreSQL); True when taken."""
     if session.get_bind().dialect.name != "postgresql":
         return True
-    return bool(session.scalar(text("SELECT pg_try_advisory_xact_lock(:key)"),
-                               {"key": FANOUT_LOCK}))
+    # Advisory locks are database-wide: the schema's name keeps gateways in different
+    # schemas of one database (tests, benchmarks) from serialising each other.
+    return bool(session.scalar(
+        text("SELECT pg_try_advisory_xact_lock(:key, hashtext(current_schema()))"),
+        {"key": FANOUT_LOCK}))
 
 
 def _targets(session: Session, topics: set[str], now: dt.datetime) -> dict[str, list[Target]]:

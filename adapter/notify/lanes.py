@@ -18,14 +18,13 @@ from sqlalchemy.orm import Session
 from adapter.models import Base, Client
 from adapter.models.notify import (
     DeliveryAttempt,
-    Event,
     Notification,
     Subscription,
     SubscriptionLane,
 )
 from adapter.notify.bundle import EventItem, StatusInfo, notification_bundle, serialise
 from adapter.notify.channels import Outcome, Parcel
-from adapter.notify.content import focus_of, render_event, subscriber
+from adapter.notify.content import EventData, focus_of, load_events, render_event, subscriber
 from adapter.notify.ledger import record_deliveries
 from adapter.notify.signing import unseal
 from adapter.notify.topics import topic_url
@@ -126,7 +125,7 @@ class Group:
     """Notifications sent together as one Bundle (one POST or MESH message)."""
 
     kind: str  # handshake, heartbeat, event-notification
-    rows: list[Notification]
+    rows: list[Queued]
     body: bytes = b""
 
 
@@ -191,16 +190,32 @@ def claimed_again(session: Session, subscription_id: int) -> Claimed:
     return Claimed(session.get_one(SubscriptionLane, subscription_id), subscription, client)
 
 
-def _queued(session: Session, subscription_id: int, limit: int) -> list[Notification]:
+@dataclass
+class Queued:
+    """A queued notification as a lane sends it (read without the ORM)."""
+
+    id: int
+    kind: str
+    event_id: int | None
+    event_number: int | None
+    attempts: int
+    content: list[Any] | None
+    discloses: list[str] | None
+
+
+def _queued(session: Session, subscription_id: int, limit: int) -> list[Queued]:
     """Return the lane's queued notifications in order: a handshake first, then by id."""
     handshake_first = case((Notification.kind == "handshake", 0), else_=1)
-    return list(session.scalars(
-        select(Notification).where(Notification.subscription_id == subscription_id,
-                                   QUEUED_CONDITION)
-        .order_by(handshake_first, Notification.id).limit(limit)))
+    rows = session.execute(
+        select(Notification.id, Notification.kind, Notification.event_id,
+               Notification.event_number, Notification.attempts, Notification.content,
+               Notification.discloses)
+        .where(Notification.subscription_id == subscription_id, QUEUED_CONDITION)
+        .order_by(handshake_first, Notification.id).limit(limit))
+    return [Queued(*row) for row in rows]
 
 
-def _groups(rows: list[Notification], max_count: int) -> list[Group]:
+def _groups(rows: list[Queued], max_count: int) -> list[Group]:
     """Return ``rows`` as send groups: handshakes and heartbeats alone, events up to
     ``max_count`` per Bundle (backport-max-count)."""
     groups: list[Group] = []
@@ -216,18 +231,20 @@ def _groups(rows: list[Notification], max_count: int) -> list[Group]:
 
 
 def _items(session: Session, subscription: Subscription, group: Group, base: str,
-           caller: Caller, events: dict[int, Event]) -> list[EventItem]:
+           caller: Caller, events: dict[int, EventData]) -> list[EventItem]:
     """Return the events of a group with their entries, rendering full-resource content at
-    the first attempt and keeping it, so that every attempt sends the same content."""
+    the first attempt and keeping it (``_keep_content``), so that every attempt sends the same
+    content."""
     items = []
     for row in group.rows:
-        event = events[row.event_id] if row.event_id else None
+        event = events.get(row.event_id) if row.event_id else None
         if event is None:
             continue
         if subscription.content == "full-resource" and event.payload is None \
                 and row.content is None:
             rendered = render_event(session, event, "full-resource", caller, base)
             row.content, row.discloses = rendered.entries, rendered.discloses
+            _keep_content(session, row)
         stored = row.content if subscription.content == "full-resource" else None
         entries = stored if stored is not None else \
             render_event(session, event, subscription.content, caller, base).entries
@@ -236,8 +253,15 @@ def _items(session: Session, subscription: Subscription, group: Group, base: str
     return items
 
 
+def _keep_content(session: Session, row: Queued) -> None:
+    """Store a notification's rendered content and the children it discloses."""
+    session.execute(update(Notification).where(Notification.id == row.id)
+                    .values(content=row.content, discloses=row.discloses)
+                    .execution_options(synchronize_session=False))
+
+
 def load(session: Session, claimed: Claimed, settings: LoadSettings,
-         events: dict[int, Event]) -> Work:
+         events: dict[int, EventData]) -> Work:
     """Return the work of a claimed lane: each group's Bundle serialised and ready to send
     (``events`` caches the events of a round, shared by its lanes)."""
     subscription, policy = claimed.subscription, settings.policy
@@ -247,10 +271,8 @@ def load(session: Session, claimed: Claimed, settings: LoadSettings,
                       topic_url(settings.canonical, subscription.topic), subscription.status,
                       int(subscription.events_since_start), subscription.content,
                       subscription.error)
-    wanted = {r.event_id for g in groups for r in g.rows if r.event_id is not None} - set(events)
-    if wanted:
-        events.update((e.id, e) for e in session.scalars(select(Event).where(
-            Event.id.in_(wanted))))
+    events.update(load_events(session, {r.event_id for g in groups for r in g.rows
+                                         if r.event_id is not None} - set(events)))
     caller = subscriber(claimed.client)
     for group in groups:
         items = _items(session, subscription, group, settings.base, caller, events)

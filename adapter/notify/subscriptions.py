@@ -28,7 +28,7 @@ from adapter.fhir.search import (
 from adapter.models import Event, Notification, Subscription, SubscriptionLane
 from adapter.models.base import utcnow
 from adapter.notify.bundle import EventItem, StatusInfo, notification_bundle, status_parameters
-from adapter.notify.content import focus_of, render_event
+from adapter.notify.content import focus_of, load_events, render_event
 from adapter.notify.ledger import record_deliveries
 from adapter.notify.signing import new_secret, seal
 from adapter.notify.spec import PROFILE, Spec, apply_spec, read_spec, render_subscription
@@ -320,17 +320,20 @@ def events_bundle(session: Session, subscription: Subscription, caller: Caller,
     asked = args.get("content") or subscription.content
     content = min(asked if asked in CONTENT_ORDER else subscription.content,
                   subscription.content, key=CONTENT_ORDER.index)
-    query = (select(Notification, Event).join(Event, Event.id == Notification.event_id)
+    query = (select(Notification.event_number, Notification.event_id)
              .where(Notification.subscription_id == subscription.id,
                     Notification.event_number >= since)
              .order_by(Notification.event_number).limit(MAX_EVENTS))
     if until is not None:
         query = query.where(Notification.event_number <= until)
+    numbered = list(session.execute(query))
+    events = load_events(session, [event_id for _number, event_id in numbered if event_id])
     items, disclosed = [], set()
-    for notification, event in session.execute(query):
+    for number, event_id in numbered:
+        event = events[int(event_id or 0)]  # every numbered notification has its event
         found = render_event(session, event, content, caller, fhir_base())
         disclosed.update(found.discloses)
-        items.append(EventItem(int(notification.event_number or 0), event.created,
+        items.append(EventItem(int(number or 0), event.created,
                                f"{fhir_base()}/{focus_of(event)}", found.entries))
     record_deliveries(session, caller.client_id, disclosed, "events")
     info = status_info(subscription)

@@ -450,15 +450,6 @@ def ecaf_assessment_id(resource: dict[str, Any]) -> str | None:
     return None
 
 
-def prepare(resource: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Validate an inbound CareTeam (the same checks as ``$validate``); return it with the
-    validation's notes (what was not kept).
-
-    :raises Invalid: an error.
-    """
-    return resource, require_valid("CareTeam", resource)
-
-
 def subject_child(session: Session, subject: Child, caller: Caller) -> Child:
     """Return the stored child a CareTeam's subject names (logical id or ContactPoint ID).
 
@@ -761,9 +752,9 @@ class CareTeamHandler:
         :raises Conflict: the eCAF assessment is already referenced.
         """
         if category_of(resource) == TEAM:
-            prepared = prepare(resource)
-            child = subject_child(session, mapping.careteam_subject(prepared[0]), caller)
-            return self._write_team(session, child, prepared, caller, None)
+            notes = require_valid("CareTeam", resource)
+            child = subject_child(session, mapping.careteam_subject(resource), caller)
+            return self._write_team(session, child, resource, notes, caller, None)
         return self._create_ecaf(session, resource, caller)
 
     def update(self, session: Session, resource_id: str, resource: dict[str, Any],
@@ -777,7 +768,8 @@ class CareTeamHandler:
         kind = category_of(resource)
         child = team_child(session, resource_id, caller)
         if child is not None and kind == TEAM:
-            return self._write_team(session, child, prepare(resource), caller, if_match)
+            return self._write_team(session, child, resource, require_valid("CareTeam", resource),
+                                    caller, if_match)
         assessment = load_assessment(session, resource_id, caller)
         if assessment is not None and kind == ECAF:
             return self._update_ecaf(session, assessment, resource, caller, if_match)
@@ -788,15 +780,15 @@ class CareTeamHandler:
         raise Invalid("The CareTeam's category does not match the CareTeam at this id.",
                       expression="CareTeam.category")
 
-    def _write_team(self, session: Session, child: Child, prepared: Any, caller: Caller,
+    def _write_team(self, session: Session, child: Child, resource: dict[str, Any],
+                    notes: list[dict[str, Any]], caller: Caller,
                     if_match: int | None) -> WriteResult:
-        """Set a child's involvements from its team CareTeam.
+        """Set a child's involvements from its validated team CareTeam.
 
         :raises PreconditionFailed: stale ``If-Match``.
         :raises Forbidden: not the managing authority, or shielded without the right.
         :raises Invalid: the subject is another child, or a participant is invalid.
         """
-        resource, notes = prepared
         check_version(child.version, if_match)
         require_own_authority(child.managing_organisation, caller)
         check_shielding(child, caller)
@@ -843,15 +835,15 @@ class CareTeamHandler:
         :raises Invalid: invalid, or naming what is not known here.
         :raises Forbidden: a shielded child without the right.
         """
-        prepared, notes = prepare(resource)
-        record, _ignored = mapping.careteam_to_assessment(prepared)
+        notes = require_valid("CareTeam", resource)
+        record, _ignored = mapping.careteam_to_assessment(resource)
         child = subject_child(session, record.child, caller)
         check_shielding(child, caller)
         check_assessment_dates(record)
         self._resolve_lead(session, record, existing)
         stored = {m.resource_id: _stored_member(m) for m in (existing.members if existing
                                                               else [])}
-        positions = [i for i, p in enumerate(_items(prepared.get("participant")))
+        positions = [i for i, p in enumerate(_items(resource.get("participant")))
                      if not _is_lead_participant(p)]
         for member, index in zip(record.members, positions, strict=False):
             complete_part(session, member, f"CareTeam.participant[{index}]", stored)

@@ -145,7 +145,7 @@ def _after(cursor: str | None, updated: Any, row_id: Any) -> Any:
     moment_text, id_text = decode_cursor(cursor, 2)
     try:
         moment, last_id = as_utc(dt.datetime.fromisoformat(moment_text)), int(id_text)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise BadRequest("_cursor is not a paging cursor of this server: follow the Link "
                          "header's next URL.", expression="_cursor") from None
     return or_(updated > moment, and_(updated == moment, row_id > last_id))

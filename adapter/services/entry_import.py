@@ -11,14 +11,8 @@ from sqlalchemy.orm import Session
 
 from adapter import codes
 from adapter.errors import Conflict, Forbidden, GatewayError, Invalid
-from adapter.models import Child
-from adapter.models.canonical import (
-    Canonical,
-    ChildRecord,
-    canonical_dump,
-    organisation_key,
-    without_meta,
-)
+from adapter.models import Child, Involvement, LocalIdentifier, Organisation
+from adapter.models.canonical import Canonical, ChildRecord, organisation_key, without_meta
 from adapter.security import audit
 from adapter.security.caller import Caller
 from adapter.security.policy import may_see_involvement, may_see_local_identifier
@@ -32,6 +26,7 @@ from adapter.services.directory_import import (
     rejected,
 )
 from adapter.services.entry_rows import entry_retention, insert_entries, involvement_key
+from adapter.services.entry_stored import StoredEntry, load_stored
 from adapter.services.records import apply_child
 
 NOT_YOURS: Final = "not your authority: "
@@ -58,7 +53,7 @@ def check_parts(data: Canonical) -> None:
         seen.add(key)
 
 
-def check_writable(data: Canonical, existing: Child | None, caller: Caller) -> None:
+def check_writable(data: Canonical, existing: StoredEntry | None, caller: Caller) -> None:
     """Check that ``caller`` may write this entry (issue 5 item 3, DOMAIN.md).
 
     :raises Forbidden: another authority's entry, a shielded one without the right, or an
@@ -71,8 +66,7 @@ def check_writable(data: Canonical, existing: Child | None, caller: Caller) -> N
                         expression="DirectoryEntry/ManagingAuthority")
     if existing is None:
         return
-    stored = existing.managing_organisation
-    if caller.organisation_code not in {stored.ods_code, stored.urn, stored.gss_code}:
+    if caller.organisation_code not in existing.authority_codes:
         raise Forbidden(NOT_YOURS + "the stored entry is managed by another authority (an "
                         "entry moves between authorities by agreement)",
                         expression="DirectoryEntry/ManagingAuthority")
@@ -101,18 +95,30 @@ def _local_key(item: Canonical) -> tuple[Any, ...]:
     return organisation_key(item["organisation"]), item["value"]
 
 
-def merge_withheld(data: Canonical, stored: Canonical, existing: Child,
-                   caller: Caller) -> Canonical:
-    """Return the entry ``data`` with what the policy withholds from ``caller`` kept as stored:
-    sensitive involvements (without the right) and other organisations' local identifiers.
+def _involvement_visible(item: Canonical, caller: Caller) -> bool:
+    """Return True when the policy shows a stored involvement dict to ``caller``."""
+    return may_see_involvement(Involvement(sensitive=item["sensitive"]), caller)
+
+
+def _local_identifier_visible(item: Canonical, caller: Caller) -> bool:
+    """Return True when the policy shows a stored local identifier dict to ``caller``."""
+    org = item["organisation"]
+    issuer = Organisation(ods_code=org["ods_code"], urn=org["urn"], gss_code=org["gss_code"])
+    return may_see_local_identifier(LocalIdentifier(organisation=issuer), caller)
+
+
+def merge_withheld(data: Canonical, stored: Canonical, caller: Caller) -> Canonical:
+    """Return the entry ``data`` with what the policy withholds from ``caller`` kept as
+    ``stored`` has it: sensitive involvements (without the right) and other organisations'
+    local identifiers; its retention date as the rules give it.
 
     What a caller may not see it cannot change or remove (as the FHIR Patient and CareTeam
     writes keep them).
     """
-    hidden_involvements = [i for i, inv in enumerate(existing.involvements)
-                           if not may_see_involvement(inv, caller)]
-    hidden_ids = [i for i, li in enumerate(existing.local_identifiers)
-                  if not may_see_local_identifier(li, caller)]
+    hidden_involvements = [i for i, item in enumerate(stored["involvements"])
+                           if not _involvement_visible(item, caller)]
+    hidden_ids = [i for i, item in enumerate(stored["local_identifiers"])
+                  if not _local_identifier_visible(item, caller)]
     merged = dict(data)
     merged["retention_date"] = entry_retention(data)
     if hidden_involvements:
@@ -137,11 +143,10 @@ class EntryBatch:
 
     def apply(self, pending: list[Pending]) -> dict[int, Any]:
         """Apply the batch; return each record's outcome by its position."""
-        cpids = [item.data["contactpoint_id"] for item in pending]
-        stored = {child.contactpoint_id: child for child in self.session.scalars(
-            child_query().where(Child.contactpoint_id.in_(cpids))).unique()}
+        stored = load_stored(self.session, [item.data["contactpoint_id"] for item in pending])
         outcomes: dict[int, Any] = {}
         fresh: list[Pending] = []
+        changed: list[tuple[Pending, Canonical, StoredEntry]] = []
         for item in pending:
             existing = stored.get(item.data["contactpoint_id"])
             try:
@@ -149,43 +154,63 @@ class EntryBatch:
                 check_writable(item.data, existing, self.caller)
                 if existing is None:
                     fresh.append(item)
-                else:
-                    outcomes[item.position] = self._update(item, existing)
+                    continue
+                merged = comparable(merge_withheld(item.data, existing.data, self.caller))
+                if merged == existing.data:
+                    outcomes[item.position] = applied(item, "unchanged", _cpid(item))
+                    continue
+                check_version(item.data, existing)
+                changed.append((item, merged, existing))
             except GatewayError as error:
-                outcomes[item.position] = rejected(item, error, item.data["contactpoint_id"])
-        self.session.flush()
-        if fresh:
-            insert_entries(self.session, [item.data for item in fresh], self.caller,
-                           self.detail)
-            outcomes.update({item.position: applied(item, "created",
-                                                    item.data["contactpoint_id"])
-                             for item in fresh})
+                outcomes[item.position] = rejected(item, error, _cpid(item))
+        outcomes.update(self._update(changed))
+        outcomes.update(self._create(fresh))
         return outcomes
 
-    def _update(self, item: Pending, existing: Child) -> Any:
-        """Apply a record onto its stored entry (nothing at all when they are equal).
+    def _update(self, changed: list[tuple[Pending, Canonical, StoredEntry]]) -> dict[int, Any]:
+        """Apply changed records onto their entries (loaded as ORM objects), each with the
+        snapshot of the version it supersedes and an ``import-update`` audit record."""
+        if not changed:
+            return {}
+        children = {child.id: child for child in self.session.scalars(child_query().where(
+            Child.id.in_([existing.id for _, _, existing in changed]))).unique()}
+        outcomes = {}
+        for item, merged, existing in changed:
+            child = children[existing.id]
+            before = history.child_snapshot(child)
+            child, status = apply_child(self.session, ChildRecord(merged).child, child)
+            if status != "unchanged":
+                self.session.add(before)
+                audit.record(self.session, "import-update", resource_type="Patient",
+                             resource_id=child.resource_id, child_ref=child.resource_id,
+                             caller=self.caller, detail=self.detail)
+            outcomes[item.position] = applied(item, status, _cpid(item))
+        self.session.flush()
+        return outcomes
 
-        :raises Conflict: the record names an older version than the stored one.
-        """
-        cpid = existing.contactpoint_id
-        stored = canonical_dump(existing, meta=False)
-        merged = merge_withheld(item.data, stored, existing, self.caller)
-        if comparable(merged) == stored:
-            return applied(item, "unchanged", cpid)
-        version = item.data.get("version")
-        if version is not None and version != existing.version:
-            raise Conflict(f"the entry changed after version {version}, which this record "
-                           f"was read at (now version {existing.version}): read it again and "
-                           "re-apply the change", expression="DirectoryEntry/@version")
-        before = history.child_snapshot(existing)
-        child, status = apply_child(self.session, ChildRecord(comparable(merged)).child,
-                                    existing)
-        if status != "unchanged":
-            self.session.add(before)
-            audit.record(self.session, "import-update", resource_type="Patient",
-                         resource_id=child.resource_id, child_ref=child.resource_id,
-                         caller=self.caller, detail=self.detail)
-        return applied(item, status, cpid)
+    def _create(self, fresh: list[Pending]) -> dict[int, Any]:
+        """Insert the new entries (the bulk path)."""
+        if not fresh:
+            return {}
+        insert_entries(self.session, [item.data for item in fresh], self.caller, self.detail)
+        return {item.position: applied(item, "created", _cpid(item)) for item in fresh}
+
+
+def _cpid(item: Pending) -> str:
+    """Return the ContactPoint ID of a record that passed the reader."""
+    return str(item.data["contactpoint_id"])
+
+
+def check_version(data: Canonical, existing: StoredEntry) -> None:
+    """A record that says which version it was read at applies only onto that version.
+
+    :raises Conflict: the entry changed since (FHIR ``If-Match`` semantics: no lost update).
+    """
+    version = data.get("version")
+    if version is not None and version != existing.version:
+        raise Conflict(f"the entry changed after version {version}, which this record was "
+                       f"read at (now version {existing.version}): read it again and re-apply "
+                       "the change", expression="DirectoryEntry/@version")
 
 
 def _apply_entries(session: Session, caller: Caller, pending: list[Pending],

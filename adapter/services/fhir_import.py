@@ -161,6 +161,28 @@ def _bundle_entries(bundle: dict[str, Any]) -> list[Entry]:
     return _entries(bundle)
 
 
+def _apply_transaction(bundle: dict[str, Any]) -> Iterator[ImportOutcome]:
+    """Apply a transaction Bundle all or nothing; yield its entries' outcomes, or one
+    rejection when nothing was applied.
+
+    :raises BadRequest: an entry without a usable request.
+    """
+    entries = _bundle_entries(bundle)
+    error: GatewayError | None = None
+    try:
+        responses = run_transaction(entries, handlers())
+    except DB_ERRORS:
+        error = GatewayError(CONFLICT)
+    except GatewayError as refused:
+        error = refused
+    if error is not None:
+        yield ImportOutcome(1, None, "rejected", reason=f"{error.message} (the transaction "
+                            "is all or nothing: nothing was applied)",
+                            expression=error.expression)
+        return
+    yield from (_response_outcome(i, r) for i, r in enumerate(responses))
+
+
 def apply_bundle(bundle: dict[str, Any], caller: Caller) -> Iterator[ImportOutcome]:
     """Apply a Bundle: a transaction all or nothing and a batch entry by entry (as
     ``POST /fhir``), the resources of any other Bundle one by one; yield outcomes.
@@ -171,15 +193,7 @@ def apply_bundle(bundle: dict[str, Any], caller: Caller) -> Iterator[ImportOutco
         raise BadRequest("not a FHIR Bundle")
     kind = bundle.get("type")
     if kind == "transaction":
-        entries = _bundle_entries(bundle)
-        try:
-            responses = run_transaction(entries, handlers())
-        except GatewayError as error:
-            yield ImportOutcome(1, None, "rejected", reason=f"{error.message} (the "
-                                "transaction is all or nothing: nothing was applied)",
-                                expression=error.expression)
-            return
-        yield from (_response_outcome(i, r) for i, r in enumerate(responses))
+        yield from _apply_transaction(bundle)
     elif kind == "batch":
         yield from (_response_outcome(i, r) for i, r in
                     enumerate(run_batch(_bundle_entries(bundle), handlers())))

@@ -527,7 +527,7 @@ PRACTITIONER_PARAMS: Final = {p.name: p for p in (
 def given_match(value: str, modifier: str | None) -> Any:
     """Return a FHIR string match on any of the given names (a JSON list of strings).
 
-    The list is stored as JSON text (``["Sam", "Alex"]``, non-ASCII escaped as ``\\uXXXX``):
+    The list is stored as JSON text (``["Sam", "Alex"]``, non-ASCII escaped, ``ë`` as ``\\u00eb``):
     a given name starting with ``value`` follows a double quote; an exact one is also
     followed by one (found with ``replace``, case-sensitive on both databases, where SQLite's
     LIKE is not).

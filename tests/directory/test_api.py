@@ -11,6 +11,8 @@ from urllib.parse import urlsplit
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from lxml import etree
 from sqlalchemy import func, select
 
@@ -322,3 +324,15 @@ def test_assessments_list_withholds_sensitive_members(client: FlaskClient, demo:
     assert len(listed) == total
     for role in (b"camhs", b"sexual-health", b"substance-misuse"):
         assert b"<Role>" + role not in response.data
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.sampled_from(["changed-since", "_count", "_cursor", "authority"]),
+       value=st.text(max_size=40))
+def test_garbage_parameters_never_fail_the_server(client: FlaskClient, callers: Callers,
+                                                  name: str, value: str) -> None:
+    """Any value of any list parameter is answered 200 or 400, never 500."""
+    query = {"authority": callers.authority, name: value}
+    response = client.get("/directory/entries", query_string=query, headers=callers.la)
+    assert response.status_code in (200, 400), response.data[:300]

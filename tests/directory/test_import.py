@@ -128,9 +128,13 @@ def test_imported_entries_equal_the_file(db: Database, demo_files: Files) -> Non
         io.BytesIO(first.document()))}
     with db.sessions() as session:
         from adapter.services.children import child_query
+        from adapter.services.entry_stored import load_stored
 
+        core = load_stored(session, list(expected))
         for child in session.scalars(child_query()).unique():
             stored = canonical_dump(child, meta=False)
+            assert core[child.contactpoint_id].data == stored
+            assert core[child.contactpoint_id].version == child.version
             given = {k: v for k, v in expected[child.contactpoint_id].items()
                      if k not in ("version", "last_updated")}
             given["retention_date"] = stored["retention_date"]

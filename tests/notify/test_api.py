@@ -200,3 +200,16 @@ def test_capability_statement_declares_subscriptions(client: FlaskClient) -> Non
     assert [e["valueCanonical"] for e in entry["extension"]] == [topic(k) for k in TOPIC_KEYS]
     xml = client.get("/fhir/metadata?_format=xml")
     assert xml.status_code == 200
+
+
+def test_holders_is_for_admins(client: FlaskClient, callers: Callers) -> None:
+    """``$holders`` needs the admin right; an unknown child is 404; a read makes a holder."""
+    patient = client.get("/fhir/Patient?_count=1", headers=callers.la).json["entry"][0]
+    pid = patient["resource"]["id"]
+    assert client.get(f"/fhir/Patient/{pid}/$holders", headers=callers.la).status_code == 403
+    assert client.get("/fhir/Patient/nobody/$holders", headers=callers.admin).status_code == 404
+    result = client.get(f"/fhir/Patient/{pid}/$holders?_format=xml", headers=callers.admin)
+    assert result.status_code == 200 and result.mimetype == "application/fhir+xml"
+    found = client.get(f"/fhir/Patient/{pid}/$holders", headers=callers.admin).json
+    parts = {p["name"]: p for p in found["parameter"][0]["part"]}
+    assert parts["client"]["valueString"] == "la-one" and parts["via"]["valueCode"] == "search"
