@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 from flask import Flask, Response, current_app, request
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from adapter.errors import GatewayError, issue, operation_outcome
@@ -81,7 +81,12 @@ def handle_http_exception(error: HTTPException) -> Response:
 
 
 def handle_database_unavailable(error: DBAPIError) -> Response:
-    """Answer 503 when the database connection failed (server down or restarted)."""
+    """Answer 503 when the database connection failed (server down or restarted), and 400
+    when the database refused a value of the request (e.g. a NUL character in PostgreSQL)."""
+    if isinstance(error, DataError):
+        outcome = operation_outcome([issue("error", "invalid", "A value in the request cannot "
+                                           "be used (e.g. it holds a NUL character).")])
+        return fhir_response(outcome, 400)
     if not error.connection_invalidated and not isinstance(error, OperationalError):
         return handle_unexpected(error)
     log.warning("database unavailable: %s", type(error.orig).__name__)

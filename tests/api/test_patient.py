@@ -252,3 +252,15 @@ def test_metadata_declares_patient(client: FlaskClient, app: Flask) -> None:
     assert {"read", "vread", "history-instance", "search-type", "create", "update"} <= codes
     token = rest["security"]["extension"][0]["extension"][0]["valueUri"]
     assert token == "http://localhost/auth/token"
+
+
+def test_nul_in_id_or_search_is_a_400(client: FlaskClient, callers: Callers) -> None:
+    """A NUL character (refused by PostgreSQL) is never a 500: a 404/400 OperationOutcome, or
+    (SQLite, which stores NUL) a search that matches nothing."""
+    for url in ("/fhir/Patient/a%00b", "/fhir/Patient?family=a%00b"):
+        response = client.get(url, headers=callers.admin)
+        assert response.status_code in (200, 400, 404), (url, response.status_code)
+        if response.status_code == 200:
+            assert "entry" not in response.json
+        else:
+            assert response.json["resourceType"] == "OperationOutcome"
