@@ -178,6 +178,11 @@ def validate_resource(resource: Any, resource_type: str) -> dict[str, Any]:
         expression = format_path(resource_type, path)
         raise Invalid(f"{expression}: {first['msg']} ({len(errors)} error(s))",
                       expression=expression) from None
+    except (TypeError, KeyError, ValueError) as exc:
+        # fhir.resources raises these (not ValidationError) for a contained or nested
+        # resource with an unknown or malformed resourceType.
+        raise Invalid(f"{resource_type}: a nested resource is not a valid FHIR resource "
+                      f"({type(exc).__name__})", expression=resource_type) from None
     return resource
 
 

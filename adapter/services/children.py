@@ -363,7 +363,11 @@ class PatientHandler:
         """Return one page of Patients (keyset paging on the internal id)."""
         query = patient_select(search, caller).order_by(Child.id)
         if search.cursor:
-            query = query.where(Child.id > int(decode_cursor(search.cursor, 1)[0]))
+            last = decode_cursor(search.cursor, 1)[0]
+            if not last.isdigit():
+                raise BadRequest("_cursor is not a paging cursor of this search: follow the "
+                                 "Bundle's next link.", expression="_cursor")
+            query = query.where(Child.id > int(last))
         children = list(session.scalars(query.limit(search.count + 1)).unique())
         more = len(children) > search.count
         children = children[:search.count]

@@ -264,3 +264,16 @@ def test_nul_in_id_or_search_is_a_400(client: FlaskClient, callers: Callers) -> 
             assert "entry" not in response.json
         else:
             assert response.json["resourceType"] == "OperationOutcome"
+
+
+def test_malformed_cursor_and_nested_resource_are_4xx(client: FlaskClient,
+                                                      callers: Callers) -> None:
+    """A cursor not made by this server, or a contained resource of an unknown type, is a
+    4xx OperationOutcome, never a 500."""
+    response = client.get("/fhir/Patient?_cursor=YWJj", headers=callers.admin)
+    assert response.status_code == 400
+    patient = own_patient(client, callers)
+    patient["contained"] = [{"resourceType": "NoSuchThing", "id": "x"}]
+    response = client.put(f"/fhir/Patient/{patient['id']}", json=patient, headers=callers.admin)
+    assert 400 <= response.status_code < 500
+    assert response.json["resourceType"] == "OperationOutcome"
