@@ -217,3 +217,26 @@ def test_fhir_bundles_json_and_xml(app: Flask, target: Flask, tmp_path: Path,
     result = invoke(target, "import", str(tmp_path / "transaction.json"), "--quiet")
     assert result.exit_code == 1 and "nothing was applied" in result.output
     assert children(target) == 5
+
+
+def test_a_broken_ndjson_line_is_reported_and_the_others_applied(
+        app: Flask, target: Flask, tmp_path: Path, files: tuple[Path, Path, str]) -> None:
+    """NDJSON with a line that is not JSON and one that is not a resource: the other lines
+    are applied, each broken one is reported with its line number, exit 1."""
+    entries, _references, gss = files
+    assert invoke(app, "import", str(entries), "--quiet").exit_code == 0
+    source = tmp_path / "source"
+    invoke(app, "export", "--authority", gss, "--format", "fhir-ndjson", "--out", str(source),
+           "--quiet")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "Organization.ndjson").write_bytes((source / "Organization.ndjson").read_bytes())
+    patients = (source / "Patient.ndjson").read_bytes().splitlines()[:4]
+    lines = [patients[0], b'{"resourceType": "Patient", "id": ', patients[1], b"[1, 2]",
+             *patients[2:]]
+    (broken / "Patient.ndjson").write_bytes(b"\n".join(lines) + b"\n")
+    result = invoke(target, "import", str(broken))
+    assert result.exit_code == 1, result.output
+    assert children(target) == 4
+    assert re.search(r"line 2\b.*The line is not valid JSON", result.output), result.output
+    assert re.search(r"line 4\b.*The line must be a FHIR resource", result.output), result.output

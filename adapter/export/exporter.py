@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from sqlalchemy import Select, func, or_, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
 from adapter.db import Database
 from adapter.errors import issue, operation_outcome
@@ -47,6 +47,7 @@ from adapter.security import audit
 from adapter.security.caller import Caller
 from adapter.security.policy import disclose_child
 from adapter.services.children import child_query, visible_to
+from adapter.services.ndjson_export import assessments_by_child
 from adapter.services.organisations import render_organisation, render_practitioner
 
 log = logging.getLogger(__name__)
@@ -214,20 +215,10 @@ class Exporter:
             children = list(session.scalars(query.order_by(Child.id).limit(BATCH_SIZE)).unique())
             if not children:
                 return [], 0, after
-            assessments = self._assessments(session, [c.id for c in children])
+            assessments = assessments_by_child(session, [c.id for c in children])
             batch = [self._export_child(session, c, assessments.get(c.id, []))
                      for c in children]
             return batch, len(children), children[-1].id
-
-    @staticmethod
-    def _assessments(session: Session, child_ids: list[int]) -> dict[int, list[Assessment]]:
-        """Return the assessment references of the given children, by child."""
-        found: defaultdict[int, list[Assessment]] = defaultdict(list)
-        query = select(Assessment).where(Assessment.child_id.in_(child_ids)) \
-            .options(selectinload(Assessment.members)).order_by(Assessment.id)
-        for assessment in session.scalars(query).unique():
-            found[assessment.child_id].append(assessment)
-        return found
 
     def _export_child(self, session: Session, child: Child,
                       assessments: list[Assessment]) -> ChildExport:

@@ -61,19 +61,19 @@ def _depth(value: Any, limit: int) -> int:
     return deepest
 
 
-def parse_json_resource(data: bytes) -> dict[str, Any]:
-    """Parse a JSON body into a resource dict.
+def parse_json_resource(data: bytes, what: str = "The body") -> dict[str, Any]:
+    """Parse a JSON body (or an NDJSON line: ``what`` names it) into a resource dict.
 
     :raises BadRequest: not JSON, not an object with ``resourceType``, or nested too deep.
     """
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"The body is not valid JSON: {exc.msg} at position {exc.pos}.") from exc
+        raise BadRequest(f"{what} is not valid JSON: {exc.msg} at position {exc.pos}.") from exc
     if _depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
-        raise BadRequest(f"The JSON is nested more than {MAX_JSON_DEPTH} levels deep.")
+        raise BadRequest(f"{what} is nested more than {MAX_JSON_DEPTH} levels deep.")
     if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str):
-        raise BadRequest("The body must be a FHIR resource: a JSON object with resourceType.")
+        raise BadRequest(f"{what} must be a FHIR resource: a JSON object with resourceType.")
     return value
 
 

@@ -28,6 +28,7 @@ from lxml import etree
 
 from adapter.errors import BadRequest
 from adapter.fhir.systems import DEFAULT_CANONICAL_BASE
+from adapter.fhir.xml import unwrap_field
 from adapter.xmlsafe import parse_bytes
 
 log = logging.getLogger(__name__)
@@ -70,19 +71,6 @@ def _model(type_name: str) -> Any:
         raise ProfileError(f"{type_name} is not a FHIR R4 type") from None
 
 
-def _unwrap(annotation: Any) -> tuple[Any, bool]:
-    """Return the item type of a model field annotation and whether the field repeats."""
-    repeats = False
-    while True:
-        origin = typing.get_origin(annotation)
-        if origin in (typing.Union, types.UnionType):
-            annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
-        elif origin is list:
-            annotation, repeats = typing.get_args(annotation)[0], True
-        else:
-            return annotation, repeats
-
-
 def _type_code(item: Any) -> tuple[str, bool]:
     """Return the FHIR type code of a field's item type and whether it is a primitive."""
     if item is bool:
@@ -95,7 +83,7 @@ def _type_code(item: Any) -> tuple[str, bool]:
 
 def _field_spec(name: str, info: Any) -> FieldSpec:
     """Return the FieldSpec of one model field (``info`` a pydantic FieldInfo)."""
-    item, repeats = _unwrap(info.annotation)
+    item, repeats = unwrap_field(info.annotation)
     code, primitive = _type_code(item)
     extra = info.json_schema_extra or {}
     enum = extra.get("enum_values")

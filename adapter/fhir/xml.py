@@ -83,8 +83,9 @@ _TABLES: dict[Any, TypeTable] = {}
 _RESOURCES: dict[str, TypeTable] = {}
 
 
-def _unwrap(annotation: Any) -> tuple[Any, bool]:
-    """Return the item type of a field annotation and whether the field repeats."""
+def unwrap_field(annotation: Any) -> tuple[Any, bool]:
+    """Return the item type of a fhir.resources field annotation and whether the field
+    repeats (``list[X] | None`` gives ``(X, True)``)."""
     repeats = False
     while True:
         origin = typing.get_origin(annotation)
@@ -120,7 +121,7 @@ def _model_kind(item: Any) -> tuple[int, Any]:
 
 def _add_field(table: TypeTable, index: int, name: str, annotation: Any) -> Any:
     """Add one element of ``table``; return the model class still to tabulate, if any."""
-    item, repeats = _unwrap(annotation)
+    item, repeats = unwrap_field(annotation)
     kind = _primitive_kind(item)
     model = None
     if kind is None:

@@ -329,7 +329,34 @@ def build_assessment(data: Mapping[str, Any]) -> tuple[Assessment, ObjectBuilder
     return assessment, builder
 
 
-class ChildRecord:
+class _BuiltRecord:
+    """A record read from a dialect: its canonical dict and, made once on first use, the
+    transient objects it describes with the Organisations and Practitioners they refer to."""
+
+    def __init__(self, data: Canonical) -> None:
+        self.data = data
+
+    def _build(self) -> tuple[Any, ObjectBuilder]:
+        """Make the transient objects (each record type says how)."""
+        raise NotImplementedError
+
+    @cached_property
+    def _built(self) -> tuple[Any, ObjectBuilder]:
+        """The transient objects, made once."""
+        return self._build()
+
+    @property
+    def organisations(self) -> dict[OrganisationKey, Organisation]:
+        """The transient Organisations the record refers to, by natural key."""
+        return self._built[1].organisations
+
+    @property
+    def practitioners(self) -> dict[PractitionerKey, Practitioner]:
+        """The transient Practitioners the record refers to, by natural key."""
+        return self._built[1].practitioners
+
+
+class ChildRecord(_BuiltRecord):
     """A directory entry read from a dialect, as a canonical dict and transient objects.
 
     On first use it builds the transient Child with its parts and the Organisation and
@@ -339,44 +366,27 @@ class ChildRecord:
     practitioners by natural key before it adds the child to a session.
     """
 
-    def __init__(self, data: Canonical) -> None:
-        self.data = data
-
     @property
     def contactpoint_id(self) -> str:
         """The child's ContactPoint ID."""
         return str(self.data["contactpoint_id"])
 
-    @cached_property
-    def _built(self) -> tuple[Child, ObjectBuilder]:
-        """The transient objects, made once."""
+    def _build(self) -> tuple[Child, ObjectBuilder]:
         return build_child(self.data)
 
     @property
     def child(self) -> Child:
         """The transient Child with names, identifiers, carers and involvements."""
-        return self._built[0]
-
-    @property
-    def organisations(self) -> dict[OrganisationKey, Organisation]:
-        """The transient Organisations the entry refers to, by natural key."""
-        return self._built[1].organisations
-
-    @property
-    def practitioners(self) -> dict[PractitionerKey, Practitioner]:
-        """The transient Practitioners the entry refers to, by natural key."""
-        return self._built[1].practitioners
+        child: Child = self._built[0]
+        return child
 
 
-class AssessmentRecord:
+class AssessmentRecord(_BuiltRecord):
     """An eCAF assessment reference read from a dialect, as a canonical dict and objects.
 
     It holds the identifiers of its child and, on first use, the transient Assessment with its
     team.
     """
-
-    def __init__(self, data: Canonical) -> None:
-        self.data = data
 
     @property
     def assessment_id(self) -> str:
@@ -389,22 +399,11 @@ class AssessmentRecord:
         reference: Canonical = self.data["child"]
         return reference
 
-    @cached_property
-    def _built(self) -> tuple[Assessment, ObjectBuilder]:
-        """The transient objects, made once."""
+    def _build(self) -> tuple[Assessment, ObjectBuilder]:
         return build_assessment(self.data)
 
     @property
     def assessment(self) -> Assessment:
         """The transient Assessment with lead professional and team members (no child)."""
-        return self._built[0]
-
-    @property
-    def organisations(self) -> dict[OrganisationKey, Organisation]:
-        """The transient Organisations the reference refers to, by natural key."""
-        return self._built[1].organisations
-
-    @property
-    def practitioners(self) -> dict[PractitionerKey, Practitioner]:
-        """The transient Practitioners the reference refers to, by natural key."""
-        return self._built[1].practitioners
+        assessment: Assessment = self._built[0]
+        return assessment

@@ -26,7 +26,7 @@ import orjson
 from adapter.db import get_db
 from adapter.directory.writer import ImportOutcome
 from adapter.errors import BadRequest, GatewayError, NotFound
-from adapter.fhir.body import MAX_JSON_DEPTH, _depth
+from adapter.fhir.body import parse_json_resource
 from adapter.fhir.handlers import ResourceHandler
 from adapter.fhir.transaction import Entry, run_batch, run_transaction
 from adapter.security.access import require_scope
@@ -55,22 +55,6 @@ def handlers() -> dict[str, ResourceHandler]:
     from adapter.fhir.api import HANDLERS
 
     return {handler.resource_type: handler for handler in HANDLERS}
-
-
-def parse_line(text: bytes) -> dict[str, Any]:
-    """Return one NDJSON line as a resource dict.
-
-    :raises BadRequest: not JSON, nested too deep, or not a resource.
-    """
-    try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"not valid JSON ({exc.msg})") from None
-    if _depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
-        raise BadRequest(f"nested more than {MAX_JSON_DEPTH} levels deep")
-    if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str):
-        raise BadRequest("not a FHIR resource (a JSON object with resourceType)")
-    return value
 
 
 def _status(created: bool, changed: bool) -> str:
@@ -270,7 +254,7 @@ def _resources_of(paths: list[Path], wanted: str | None, rejected: list[ImportOu
         for number, text in _lines(path):
             position += 1
             try:
-                resource = parse_line(text)
+                resource = parse_json_resource(text, "The line")
             except BadRequest as error:
                 if wanted is None:
                     rejected.append(ImportOutcome(position, number, "rejected",

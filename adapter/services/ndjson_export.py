@@ -70,7 +70,7 @@ class NdjsonExport:
                 Child.id > after).order_by(Child.id).limit(PAGE)).unique())
             if not children:
                 return None
-            assessments = _assessments(session, [child.id for child in children])
+            assessments = assessments_by_child(session, [child.id for child in children])
             lines: Lines = defaultdict(list)
             for child in children:
                 self._child(session, child, assessments.get(child.id, []), lines)
@@ -107,7 +107,7 @@ class NdjsonExport:
             files.write(resource_type, batch)
 
 
-def _assessments(session: Session, child_ids: list[int]) -> dict[int, list[Assessment]]:
+def assessments_by_child(session: Session, child_ids: list[int]) -> dict[int, list[Assessment]]:
     """Return the assessment references of the given children, by child."""
     found: defaultdict[int, list[Assessment]] = defaultdict(list)
     query = select(Assessment).where(Assessment.child_id.in_(child_ids)) \
