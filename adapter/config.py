@@ -28,6 +28,10 @@ SETTINGS: Final[dict[str, tuple[Any, str]]] = {
                        "default: taken from each request, and `http://127.0.0.1:<PORT>` for "
                        "the CLI."),
     "TOKEN_LIFETIME": (300, "Lifetime of access tokens in seconds."),
+    "CLIENT_CACHE_SECONDS": (1, "How long a gateway process reuses a client's registration "
+                                "(status, keys' version, rights, limits) before reading it "
+                                "again; a change made in the same process applies at once, one "
+                                "made elsewhere (the CLI) within this time. 0: every request."),
     "MAX_BODY_BYTES": (5_000_000, "Largest FHIR request body accepted (bytes); larger: 413."),
     "MAX_IMPORT_BYTES": (2_000_000_000, "Largest directory XML batch accepted (bytes); it is "
                                         "streamed, never held in memory."),

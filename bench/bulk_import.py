@@ -6,11 +6,15 @@ file, which changes nothing.
 
     .venv/bin/python -m bench.bulk_import [--records 100000] [--no-postgres]
 
+``BENCH_IMPORT_RECORDS`` sets the default of ``--records`` (also under ``make bench``), e.g.
+10000 for a quick run.
+
 The file is made from demo data (``adapter.demo``) written to a scratch SQLite database and
 written out by the directory writer. PostgreSQL is the local server
-(``BENCH_POSTGRES_ADMIN``, default ``host=127.0.0.1 user=postgres dbname=postgres``): a scratch
-database is created and dropped. Figures are records per second of wall time and of this
-process's CPU time (steadier on a shared machine; it leaves out the PostgreSQL server's work).
+(``BENCH_POSTGRES_ADMIN``, default ``host=127.0.0.1 user=postgres dbname=postgres``): scratch
+databases are created and dropped (``bench.scratch``). Figures are records per second of wall
+time and of this process's CPU time (steadier on a shared machine; it leaves out the PostgreSQL
+server's work).
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
@@ -48,6 +51,7 @@ from adapter.services.entry_rows import (
     practitioners_of,
 )
 from adapter.services.entry_stored import load_stored
+from bench.scratch import scratch_postgres
 
 PAGE: Final = 2000
 BREAK_EVERY: Final = 100
@@ -249,31 +253,11 @@ def _pages(spool: Path) -> Iterator[dict[str, Any]]:
                 return
 
 
-@contextmanager
-def scratch_postgres(name: str) -> Iterator[str | None]:
-    """Yield the URL of a fresh PostgreSQL database on the local server (None if unreachable),
-    dropped afterwards."""
-    import psycopg
-
-    admin = os.environ.get("BENCH_POSTGRES_ADMIN", "host=127.0.0.1 user=postgres dbname=postgres")
-    try:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-            conn.execute(f"CREATE DATABASE {name}")
-    except psycopg.OperationalError:
-        yield None
-        return
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
 def main(argv: list[str] | None = None) -> None:
     """Make the file, then measure the baselines and the import on SQLite and PostgreSQL."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--records", type=int,
+                        default=int(os.environ.get("BENCH_IMPORT_RECORDS", "100000")))
     parser.add_argument("--no-postgres", action="store_true")
     # Under ``python -m bench`` the command line names the benchmarks, not these options.
     args = parser.parse_args(argv if argv is not None else [])

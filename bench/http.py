@@ -16,11 +16,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from bench.scratch import scratch_postgres
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 CHILDREN = int(os.environ.get("BENCH_HTTP_CHILDREN", "5000"))
 DURATION = os.environ.get("BENCH_HTTP_DURATION", "10s")
-GUNICORN = ["--workers", "2", "--worker-class", "gthread", "--threads", "4",
+WARM_UP = os.environ.get("BENCH_HTTP_WARM_UP", "3s")
+# The same settings serve the gateway and the bare baseline; BENCH_HTTP_GUNICORN replaces them
+# (e.g. "--workers 2 --worker-class gthread --threads 4") to compare others.
+GUNICORN = [*os.environ.get("BENCH_HTTP_GUNICORN", "--workers 2 --worker-class gthread "
+                                                   "--threads 4").split(),
             "--log-level", "warning"]
 
 
@@ -69,11 +75,15 @@ def served(app: str, env: dict[str, str], port: int | None = None) -> Iterator[i
 
 
 def wrk(url: str, headers: dict[str, str]) -> tuple[float, float, float]:
-    """Run wrk against ``url``; return req/s, p50 and p99 in milliseconds."""
-    args = [ensure_wrk(), "-t2", "-c16", f"-d{DURATION}", "--latency"]
+    """Run wrk against ``url`` after a warm-up of WARM_UP (every worker booted, its caches
+    filled: gunicorn listens before its workers have loaded the app); return req/s, p50 and
+    p99 in milliseconds."""
+    args = [ensure_wrk(), "-t2", "-c16", "--latency"]
     for name, value in headers.items():
         args += ["-H", f"{name}: {value}"]
-    out = subprocess.run([*args, url], check=True, capture_output=True, text=True).stdout
+    subprocess.run([*args, f"-d{WARM_UP}", url], check=True, capture_output=True)
+    out = subprocess.run([*args, f"-d{DURATION}", url], check=True, capture_output=True,
+                         text=True).stdout
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if non_2xx:
         raise SystemExit(f"{url}: {non_2xx.group(1)} failed responses")
@@ -118,27 +128,6 @@ def _probe(env: dict[str, str], cli: str) -> tuple[str, str, str]:
     return token, rid, f"identifier={system}|{cpid}"
 
 
-@contextmanager
-def scratch_postgres() -> Iterator[str | None]:
-    """Yield the URL of a fresh PostgreSQL database on the local server (None if unreachable)."""
-    import psycopg
-
-    admin = os.environ.get("BENCH_POSTGRES_ADMIN", "host=127.0.0.1 user=postgres dbname=postgres")
-    name = "bench_gateway_http"
-    try:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name}")
-            conn.execute(f"CREATE DATABASE {name}")
-    except psycopg.OperationalError:
-        yield None
-        return
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
 def measure(url: str) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
     """Return the read and search figures of the gateway on the database ``url``."""
     with tempfile.TemporaryDirectory(prefix="bench-http-") as folder:
@@ -152,22 +141,26 @@ def measure(url: str) -> tuple[tuple[float, float, float], tuple[float, float, f
 
 
 def main() -> None:
-    """Run the measurements on SQLite and PostgreSQL and print them with the baseline."""
+    """Run the measurements on SQLite and PostgreSQL and print them with the baseline
+    (BENCH_HTTP_BACKENDS: "sqlite", "postgresql" or both, the default)."""
+    backends = os.environ.get("BENCH_HTTP_BACKENDS", "sqlite postgresql").split()
     with served("bench.bare_app:app", dict(os.environ)) as port:
         bare = wrk(f"http://127.0.0.1:{port}/fixed", {})
     rows = [("bare Flask route, fixed 2 KB JSON (baseline)", bare)]
-    sqlite_read, sqlite_search = measure("")
-    rows += [("SQLite: GET /fhir/Patient/{id}", sqlite_read),
-             ("SQLite: GET /fhir/Patient?identifier=…", sqlite_search)]
-    with scratch_postgres() as pg_url:
-        if pg_url:
+    if "sqlite" in backends:
+        sqlite_read, sqlite_search = measure("")
+        rows += [("SQLite: GET /fhir/Patient/{id}", sqlite_read),
+                 ("SQLite: GET /fhir/Patient?identifier=…", sqlite_search)]
+    with scratch_postgres("bench_gateway_http") as pg_url:
+        if pg_url and "postgresql" in backends:
             pg_read, pg_search = measure(pg_url)
             rows += [("PostgreSQL: GET /fhir/Patient/{id}", pg_read),
                      ("PostgreSQL: GET /fhir/Patient?identifier=…", pg_search)]
     print(f"{'request':46} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'vs bare':>8}")
     for label, (rate, p50, p99) in rows:
         print(f"{label:46} {rate:9.0f} {p50:8.2f} {p99:8.2f} {rate / bare[0]:8.0%}")
-    print(f"(gunicorn {' '.join(GUNICORN)}; wrk -t2 -c16 -d{DURATION}; {CHILDREN} demo "
+    print(f"(gunicorn {' '.join(GUNICORN)}; wrk -t2 -c16 -d{DURATION} after {WARM_UP} of "
+          f"warm-up; {CHILDREN} demo "
           "children; every read verified, authorised and audited in its own transaction)")
 
 

@@ -242,8 +242,9 @@ def notice_fan_out(db: Database, url: str, instance: str, urls: list[str], count
     """Deliver one notice to every subscriber with ``count`` dispatchers; (fan-out s, total s)."""
     with dispatchers(url, instance, count):
         with db.write_transaction() as session:
-            emit_decommission_notice(session, {"resourceType": "Basic", "id": f"plan-{round_}",
-                                               "code": {"text": "decommission timetable"}})
+            emit_decommission_notice(session, {"resourceType": "PlanDefinition",
+                                               "id": f"plan-{round_}", "status": "active",
+                                               "title": "decommission timetable"})
         return timed_delivery(db)
 
 

@@ -86,8 +86,22 @@ def current_phase(db: Database | None = None) -> str:
     return plan.phase if plan is not None else "live"
 
 
-def enforce_phase(kind: str) -> None:
-    """Refuse a request whose route kind the current phase does not allow.
+def request_kind(kind: str, resource_type: str | None) -> str:
+    """Return the kind of this request for the phase rules: the route's declared kind, except
+    that a Subscription write to the purge-instruction or decommission-notice topic is purge
+    traffic (``adapter.notify.subscriptions.purge_subscription_write``). Looked at only when
+    the declared kind is refused, so a live service never parses a body here."""
+    if kind == "write" and resource_type == "Subscription":
+        from adapter.notify.subscriptions import purge_subscription_write
+
+        if purge_subscription_write():
+            return "purge"
+    return kind
+
+
+def enforce_phase(kind: str, resource_type: str | None = None) -> None:
+    """Refuse a request whose kind (``request_kind``: the route's declared kind, for the
+    resource type it acts on) the current phase does not allow.
 
     :raises PhaseRefused: 409 for a write in run-down; 410 for anything but purge traffic and
         metadata after switch-off.
@@ -95,7 +109,8 @@ def enforce_phase(kind: str) -> None:
     if kind in ALLOWED_KINDS["destroyed"]:
         return  # allowed in every phase: no need to look
     plan = current_plan()
-    if plan is None or kind in ALLOWED_KINDS[plan.phase]:
+    if plan is None or kind in ALLOWED_KINDS[plan.phase] \
+            or request_kind(kind, resource_type) in ALLOWED_KINDS[plan.phase]:
         return
     from flask import current_app
 

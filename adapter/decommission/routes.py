@@ -23,7 +23,7 @@ from adapter.directory.schema import q
 from adapter.directory.writer import NSMAP, xml_datetime
 from adapter.errors import BadRequest, GatewayError, NotFound
 from adapter.fhir.handlers import ResourceHandler
-from adapter.fhir.routes import ROUTES, caller
+from adapter.fhir.routes import ROUTES, caller, check_id
 from adapter.fhir.search import decode_cursor, encode_cursor
 from adapter.fhir.systems import OwnSystems
 from adapter.http import fhir_response, json_response, negotiated_format
@@ -71,6 +71,7 @@ def register_handlers(app: Flask) -> None:
 @interaction("Task", "read", "purge")
 def purge_list(resource_id: str) -> Response:
     """Stream the children a Task names as NDJSON (one subsetted Patient per line)."""
+    check_id("Task", resource_id)
     db, who = get_db(), caller()
     with db.write_transaction() as session:
         task = TaskHandler().load(session, resource_id, who)

@@ -109,51 +109,72 @@ def _line(element: etree._Element) -> int | None:
     return line
 
 
-def _indexed(name: str, position: int, total: int) -> str:
-    """Return a path step with a 1-based index where there are several of its kind."""
-    return f"{name}[{position}]" if total > 1 else name
+class _QualifiedNames(dict[str, str]):
+    """Qualified names of the directory namespace by local name, made once each."""
+
+    def __missing__(self, local: str) -> str:
+        self[local] = qualified = q(local)
+        return qualified
+
+
+_Q: Final = _QualifiedNames()
 
 
 class _Node:
     """An element of a record with its children by tag, found in one pass.
 
     lxml's ``find``/``findtext`` go through ElementPath in Python; a record has over a hundred
-    elements, so one pass per element keeps reading a small share of the parse time.
+    elements, so one pass per element keeps reading a small share of the parse time. A node's
+    path (for error messages only) is made from its parent's when an error asks for it.
     """
 
-    __slots__ = ("element", "kids", "path")
+    __slots__ = ("element", "kids", "parent", "step")
 
-    def __init__(self, element: etree._Element, path: str) -> None:
+    def __init__(self, element: etree._Element, parent: _Node | None, step: str) -> None:
         self.element = element
-        self.path = path
+        self.parent = parent
+        self.step = step
         # Repeated children (names, carers, ...) are read with ``nodes``, never from here.
         self.kids: dict[Any, etree._Element] = {child.tag: child for child in element}
 
+    @property
+    def path(self) -> str:
+        """Return the node's path from its record, e.g. ``DirectoryEntry/Carer[2]``."""
+        return self.step if self.parent is None else f"{self.parent.path}/{self.step}"
+
     def text(self, name: str) -> str | None:
         """Return the text of the first child ``name``, or None."""
-        child = self.kids.get(q(name))
+        child = self.kids.get(_Q[name])
         return None if child is None else child.text
 
     def node(self, name: str) -> _Node | None:
         """Return the first child ``name`` as a node, or None."""
-        child = self.kids.get(q(name))
-        return None if child is None else _Node(child, f"{self.path}/{name}")
+        child = self.kids.get(_Q[name])
+        return None if child is None else _Node(child, self, name)
 
     def required(self, name: str) -> _Node:
         """Return the child ``name`` that the XSD requires.
 
         :raises Invalid: it is missing (only for an element that skipped the XSD).
         """
-        found = self.node(name)
-        if found is None:
+        child = self.kids.get(_Q[name])
+        if child is None:
             raise Invalid(f"{name} is missing", expression=self.path)
-        return found
+        return _Node(child, self, name)
+
+    def required_element(self, name: str) -> etree._Element:
+        """Return the element ``name`` that the XSD requires (as ``required``, not a node)."""
+        child = self.kids.get(_Q[name])
+        if child is None:
+            raise Invalid(f"{name} is missing", expression=self.path)
+        return child
 
     def nodes(self, name: str) -> list[_Node]:
         """Return every child ``name`` as nodes, indexed in their paths where several."""
-        children = list(self.element.iterchildren(q(name)))
-        return [_Node(child, f"{self.path}/{_indexed(name, i, len(children))}")
-                for i, child in enumerate(children, start=1)]
+        children = list(self.element.iterchildren(_Q[name]))
+        if len(children) == 1:
+            return [_Node(children[0], self, name)]
+        return [_Node(child, self, f"{name}[{i}]") for i, child in enumerate(children, start=1)]
 
     def flag(self, name: str) -> bool:
         """Return the xs:boolean child ``name``."""
@@ -164,13 +185,7 @@ class _Node:
 
         :raises Invalid: not a date Python can hold (e.g. year 0).
         """
-        text = self.text(name)
-        if text is None:
-            return None
-        try:
-            return dt.date.fromisoformat(text.strip())
-        except ValueError:
-            raise Invalid("not a valid date", expression=f"{self.path}/{name}") from None
+        return _date(self.text(name), self, name)
 
     def checked(self, validate: Validator, name: str) -> str | None:
         """Return the child ``name``'s text checked (and normalised) by ``validate``.
@@ -190,40 +205,96 @@ class _Node:
 
         :raises Invalid: the period ends before it starts.
         """
-        period = self.node("Period")
+        period = self.kids.get(_PERIOD)
         if period is None:
             return None, None
-        start, end = period.date("StartDate"), period.date("EndDate")
+        texts = {child.tag: child.text for child in period}
+        start = _date(texts.get(_START_DATE), self, "Period/StartDate")
+        end = _date(texts.get(_END_DATE), self, "Period/EndDate")
         if start is not None and end is not None and end < start:
-            raise Invalid("the period ends before it starts", expression=period.path)
+            raise Invalid("the period ends before it starts", expression=f"{self.path}/Period")
         return start, end
+
+
+def _date(text: str | None, node: _Node, where: str) -> dt.date | None:
+    """Return DateType ``text`` of the element ``where`` below ``node`` as a date, or None.
+
+    :raises Invalid: not a date Python can hold (e.g. year 0).
+    """
+    if text is None:
+        return None
+    try:
+        return dt.date.fromisoformat(text.strip())
+    except ValueError:
+        raise Invalid("not a valid date", expression=f"{node.path}/{where}") from None
+
+
+# Qualified names of the elements read in every record (a dict look-up each, no call).
+_PERIOD: Final = q("Period")
+_START_DATE: Final = q("StartDate")
+_END_DATE: Final = q("EndDate")
+_ADDRESS: Final = q("Address")
+_CONTACT: Final = q("ContactDetails")
+_PHONE: Final = q("TelephoneNumber")
+_EMAIL: Final = q("EmailAddress")
+_GIVEN: Final = q("PersonGivenName")
+_TITLE: Final = q("PersonNameTitle")
+_FAMILY: Final = q("PersonFamilyName")
+_ADDRESS_QTAGS: Final = tuple((field, q(tag)) for field, tag in ADDRESS_TAGS)
+_ORGANISATION_QTAGS: Final = tuple((field, q(tag)) for field, tag in (
+    ("name", "Name"), ("type", "Type"), ("ods_code", "OdsCode"), ("urn", "SchoolUrn"),
+    ("gss_code", "GssCode"), ("la_number", "LaNumber")))
 
 
 # --- shared structures ---------------------------------------------------------------------
 
-def _address(node: _Node | None) -> Canonical:
-    """Return the ``address_*`` fields of a BS7666 address node (all None if absent)."""
-    if node is None:
+def _address(element: etree._Element | None) -> Canonical:
+    """Return the ``address_*`` fields of a BS7666 address element (all None if absent)."""
+    if element is None:
         return dict.fromkeys(ADDRESS_FIELDS)
-    data: Canonical = {field: node.text(tag) for field, tag in ADDRESS_TAGS}
+    texts = {child.tag: child.text for child in element}
+    data: Canonical = {field: texts.get(tag) for field, tag in _ADDRESS_QTAGS}
     return data
 
 
 def _contact(node: _Node) -> Canonical:
-    """Return ``phone`` and ``email`` from the ContactDetails child (None if absent)."""
-    contact = node.node("ContactDetails")
+    """Return ``phone`` and ``email`` from the ContactDetails child (None if absent).
+
+    :raises Invalid: the telephone number or e-mail address is not one.
+    """
+    contact = node.kids.get(_CONTACT)
     if contact is None:
         return {"phone": None, "email": None}
-    return {"phone": contact.checked(identifiers.validate_phone, "TelephoneNumber"),
-            "email": contact.checked(identifiers.validate_email, "EmailAddress")}
+    texts = {child.tag: child.text for child in contact}
+    phone, email = texts.get(_PHONE), texts.get(_EMAIL)
+    try:
+        if phone is not None:
+            phone = identifiers.validate_phone(phone, "TelephoneNumber")
+    except identifiers.InvalidIdentifier as error:
+        raise Invalid(error.reason,
+                      expression=f"{node.path}/ContactDetails/TelephoneNumber") from None
+    try:
+        if email is not None:
+            email = identifiers.validate_email(email, "EmailAddress")
+    except identifiers.InvalidIdentifier as error:
+        raise Invalid(error.reason,
+                      expression=f"{node.path}/ContactDetails/EmailAddress") from None
+    return {"phone": phone, "email": email}
 
 
-def _person_name(node: _Node) -> Canonical:
-    """Return ``title``, ``given`` and ``family`` of a PersonNameStructure node."""
-    return {"title": node.text("PersonNameTitle"),
-            "given": [given.text or "" for given in
-                      node.element.iterchildren(q("PersonGivenName"))],
-            "family": node.text("PersonFamilyName")}
+def _person_name(element: etree._Element) -> Canonical:
+    """Return ``title``, ``given`` and ``family`` of a PersonNameStructure element."""
+    title = family = None
+    given: list[str] = []
+    for child in element:
+        tag = child.tag
+        if tag == _GIVEN:
+            given.append(child.text or "")
+        elif tag == _FAMILY:
+            family = child.text
+        elif tag == _TITLE:
+            title = child.text
+    return {"title": title, "given": given, "family": family}
 
 
 def _organisation(index: OrganisationIndex, node: _Node) -> Canonical:
@@ -233,17 +304,19 @@ def _organisation(index: OrganisationIndex, node: _Node) -> Canonical:
         ODS code is not a letter and five digits, or the record describes it differently
         elsewhere.
     """
-    data: Canonical = {
-        "name": node.text("Name"), "type": node.text("Type"),
-        "ods_code": node.text("OdsCode"), "urn": node.text("SchoolUrn"),
-        "gss_code": node.text("GssCode"), "la_number": node.text("LaNumber")}
+    kids = node.kids
+    data: Canonical = {field: None if (child := kids.get(tag)) is None else child.text
+                       for field, tag in _ORGANISATION_QTAGS}
     if data["type"] == "local-authority" and data["gss_code"] is None:
         raise Invalid("a local authority needs its GSS code", expression=node.path)
     if data["type"] == "gp-practice" and data["ods_code"] is not None:
         node.checked(identifiers.validate_gp_practice_code, "OdsCode")
-    data.update(_address(node.node("Address")))
+    data.update(_address(kids.get(_ADDRESS)))
     data.update(_contact(node))
-    index.add_organisation(data, node.path)
+    try:
+        index.add_organisation(data)
+    except Invalid as error:
+        raise Invalid(error.message, expression=node.path) from None
     return data
 
 
@@ -258,10 +331,13 @@ def _practitioner(index: OrganisationIndex, parent: _Node,
         return None
     employer = node.node("Organisation")
     data: Canonical = {"local_id": node.text("LocalId")}
-    data.update(_person_name(node.required("PersonName")))
+    data.update(_person_name(node.required_element("PersonName")))
     data.update(_contact(node))
     data["organisation"] = context if employer is None else _organisation(index, employer)
-    index.add_practitioner(data, node.path)
+    try:
+        index.add_practitioner(data)
+    except Invalid as error:
+        raise Invalid(error.message, expression=node.path) from None
     return data
 
 
@@ -295,7 +371,7 @@ def _meta(node: _Node) -> Canonical:
 
 def _nhs_number(entry: _Node) -> Canonical:
     """Return ``nhs_number`` (check digit checked) and ``nhs_number_status``."""
-    element = entry.kids.get(q("NhsNumber"))
+    element = entry.kids.get(_Q["NhsNumber"])
     if element is None:
         return {"nhs_number": None, "nhs_number_status": None}
     return {"nhs_number": entry.checked(identifiers.validate_nhs_number, "NhsNumber"),
@@ -307,7 +383,7 @@ def _names(entry: _Node) -> list[Canonical]:
     names: list[Canonical] = []
     for node in entry.nodes("Name"):
         data: Canonical = {"use": node.element.get("use")}
-        data.update(_person_name(node))
+        data.update(_person_name(node.element))
         data["period_start"], data["period_end"] = node.period()
         names.append(data)
     return names
@@ -320,7 +396,7 @@ def _child_address(entry: _Node) -> Canonical:
     """
     address = entry.node("Address")
     if address is not None:
-        data = _address(address)
+        data = _address(address.element)
         data["address_status"] = address.element.get("status")
         data["address_start"], data["address_end"] = address.period()
         return data
@@ -341,9 +417,9 @@ def _carers(entry: _Node) -> list[Canonical]:
     for node in entry.nodes("Carer"):
         data: Canonical = {"relation": node.text("Relationship"),
                            "parental_responsibility": node.flag("ParentalResponsibility")}
-        data.update(_person_name(node.required("PersonName")))
+        data.update(_person_name(node.required_element("PersonName")))
         data.update(_contact(node))
-        data.update(_address(node.node("Address")))
+        data.update(_address(node.kids.get(_ADDRESS)))
         carers.append(data)
     return carers
 
@@ -410,7 +486,7 @@ def entry_data(element: etree._Element) -> Canonical:
 
     :raises Invalid: a rule the XSD cannot express is broken (see the module docstring).
     """
-    entry = _Node(element, "DirectoryEntry")
+    entry = _Node(element, None, "DirectoryEntry")
     index = OrganisationIndex()
     data = _child_identity(entry)
     data.update(_child_address(entry))
@@ -480,7 +556,7 @@ def assessment_data(element: etree._Element) -> Canonical:
 
     :raises Invalid: a rule the XSD cannot express is broken.
     """
-    node = _Node(element, "AssessmentReference")
+    node = _Node(element, None, "AssessmentReference")
     index = OrganisationIndex()
     data: Canonical = {"assessment_id": node.text("AssessmentId"),
                        "child": _child_reference(index, node.required("Child"))}

@@ -15,6 +15,7 @@ JSON_TYPES: Final = frozenset({"application/fhir+json", "application/json",
 XML_TYPES: Final = frozenset({"application/fhir+xml", "application/xml", "text/xml",
                               "application/xml+fhir"})
 MAX_JSON_DEPTH: Final = 40
+BODY_KEY: Final = "contactpoint_gateway.body"  # the body once read (WSGI environ key)
 
 
 def body_format() -> str:
@@ -37,12 +38,16 @@ def raw_body() -> bytes:
 
     :raises PayloadTooLarge: the body is over ``GATEWAY_MAX_BODY_BYTES``.
     """
+    cached: bytes | None = request.environ.get(BODY_KEY)
+    if cached is not None:  # read already (the phase check may look at a body first)
+        return cached
     limit: int = current_app.config["MAX_BODY_BYTES"]
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"The body is over the limit of {limit} bytes.")
     data = request.stream.read(limit + 1)
     if len(data) > limit:
         raise PayloadTooLarge(f"The body is over the limit of {limit} bytes.")
+    request.environ[BODY_KEY] = data
     return data
 
 

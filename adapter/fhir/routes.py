@@ -5,16 +5,24 @@ result in the negotiated format. The access layer knows each route's interaction
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import re
 from collections.abc import Callable
 from email.utils import format_datetime, parsedate_to_datetime
-from typing import Any
+from typing import Any, Final
 from urllib.parse import parse_qsl
 
 from flask import Flask, Response, g, request
 from werkzeug.datastructures import MultiDict
 
 from adapter.db import get_db
-from adapter.errors import BadRequest, PreconditionFailed, UnsupportedMediaType, operation_outcome
+from adapter.errors import (
+    BadRequest,
+    NotFound,
+    PreconditionFailed,
+    UnsupportedMediaType,
+    operation_outcome,
+)
 from adapter.fhir.body import read_resource
 from adapter.fhir.bundle import count_bundle, fhir_base, history_bundle, searchset
 from adapter.fhir.handlers import Rendered, ResourceHandler, WriteResult
@@ -24,6 +32,31 @@ from adapter.security.access import interaction
 from adapter.security.caller import Caller
 
 View = Callable[..., Response]
+# FHIR R4 datatypes.html#id: the shape of every logical id.
+FHIR_ID: Final = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+
+
+def check_id(resource_type: str, resource_id: str) -> str:
+    """Return ``resource_id`` when it has the shape of a FHIR id (datatypes.html#id).
+
+    Anything else is the id of no resource: answered 404 before any handler or database
+    sees it (PostgreSQL refuses a NUL character in text; the id is not echoed back).
+
+    :raises NotFound: it cannot be a FHIR id.
+    """
+    if not FHIR_ID.fullmatch(resource_id):
+        raise NotFound(f"No {resource_type} has this id: a FHIR id is 1 to 64 letters, digits, "
+                       "'-' and '.'.")
+    return resource_id
+
+
+def with_checked_id(resource_type: str, view: View) -> View:
+    """Return ``view`` answering 404 for a ``resource_id`` that cannot be a FHIR id."""
+    @functools.wraps(view)
+    def checked(**kwargs: Any) -> Response:
+        check_id(resource_type, kwargs["resource_id"])
+        return view(**kwargs)
+    return checked
 
 
 def caller() -> Caller:
@@ -149,8 +182,11 @@ def if_match() -> int | None:
 def make_read(handler: ResourceHandler) -> View:
     """Return the read view of ``handler``'s type."""
     def view(resource_id: str) -> Response:
+        # Load, disclose, audit and record the delivery in one transaction; serialise after
+        # its commit (on SQLite the write lock is held until then: keep it short).
         with get_db().write_transaction() as session:
-            return render(handler.read(session, resource_id, caller()))
+            rendered = handler.read(session, resource_id, caller())
+        return render(rendered)
     return view
 
 
@@ -289,6 +325,9 @@ def register_handler(app: Flask, handler: ResourceHandler) -> None:
     kind_type = handler.resource_type
     for name in handler.interactions:
         suffix, methods, factory, scope, kind = ROUTES[name]
-        view = interaction(kind_type, scope, kind)(factory(handler))
+        view = factory(handler)
+        if "<resource_id>" in suffix:
+            view = with_checked_id(kind_type, view)
+        view = interaction(kind_type, scope, kind)(view)
         app.add_url_rule(f"/fhir/{kind_type}{suffix}", endpoint=f"fhir.{kind_type}.{name}",
                          view_func=view, methods=methods)

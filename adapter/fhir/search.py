@@ -105,6 +105,7 @@ def parse_search(args: MultiDict[str, str], params: dict[str, SearchParam],
     strict = _strict()
     for key, raw in args.items(multi=True):
         name, _, modifier = key.partition(":")
+        _check_no_nul(key, name, raw)
         if key in CONTROL:
             _apply_control(search, key, raw, includes, revincludes, strict)
         elif name in params and (not modifier or modifier in MODIFIERS[params[name].type]):
@@ -121,6 +122,18 @@ def parse_search(args: MultiDict[str, str], params: dict[str, SearchParam],
         else:
             search.ignored.append(key)
     return search
+
+
+def _check_no_nul(key: str, name: str, raw: str) -> None:
+    """Refuse a NUL character in a search parameter: no stored text holds one, PostgreSQL
+    refuses it outright and XML cannot carry it back (the value is not echoed).
+
+    :raises BadRequest: the value (or the parameter's name) holds one.
+    """
+    if "\x00" in raw or "\x00" in key:
+        clean = "\x00" not in name
+        raise BadRequest(f"{'Parameter ' + name if clean else 'A search parameter'}: a search "
+                         "value cannot hold a NUL character.", expression=name if clean else None)
 
 
 def _apply_control(search: SearchRequest, key: str, raw: str, includes: frozenset[str],

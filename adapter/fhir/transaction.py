@@ -18,7 +18,14 @@ from adapter.errors import BadRequest, GatewayError, MethodNotAllowed, NotFound
 from adapter.fhir.body import read_resource
 from adapter.fhir.bundle import fhir_base, now_instant
 from adapter.fhir.handlers import Rendered, ResourceHandler, WriteResult
-from adapter.fhir.routes import caller, conditional_matches, instant, parse_etag, run_search_page
+from adapter.fhir.routes import (
+    caller,
+    check_id,
+    conditional_matches,
+    instant,
+    parse_etag,
+    run_search_page,
+)
 from adapter.http import fhir_response
 from adapter.security.access import authenticated, require_scope
 
@@ -161,7 +168,8 @@ def _write_entry(session: Session, entry: Entry, handler: ResourceHandler, rest:
     if rest:
         _need(handler, "update", entry)
         if_match = parse_etag(entry.if_match, "ifMatch") if entry.if_match else None
-        return handler.update(session, rest[0], resource, caller(), if_match)
+        return handler.update(session, check_id(handler.resource_type, rest[0]), resource,
+                              caller(), if_match)
     _need(handler, "conditional-update", entry)
     found = conditional_matches(handler, session, query, "request.url")
     if not found:
@@ -198,6 +206,7 @@ def _read_entry(session: Session, entry: Entry, handler: ResourceHandler, rest: 
         bundle = run_search_page(handler, session, MultiDict(parse_qsl(query)))
         return {"resource": bundle, "response": {"status": "200 OK"}}
     _need(handler, "read", entry)
+    check_id(handler.resource_type, rest[0])
     if len(rest) == 3 and rest[1] == "_history" and rest[2].isdigit():
         return _response_entry(handler.vread(session, rest[0], int(rest[2]), caller()), 200)
     return _response_entry(handler.read(session, rest[0], caller()), 200)
@@ -216,7 +225,7 @@ def run_entry(session: Session, entry: Entry, handlers: dict[str, ResourceHandle
         if not rest:
             raise BadRequest("Conditional delete is not supported: name the resource id.",
                              expression=f"Bundle.entry[{entry.index}].request.url")
-        handler.delete(session, rest[0], caller())
+        handler.delete(session, check_id(handler.resource_type, rest[0]), caller())
         return {"response": {"status": "204 No Content"}}
     result = _write_entry(session, entry, handler, rest, query)
     resource = result.rendered.resource

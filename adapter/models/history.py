@@ -1,6 +1,8 @@
 """Version history of directory records: every version of a child (with its parts), an
 assessment reference, an organisation or a practitioner, for FHIR ``vread`` and ``_history``
-(FHIR R4 http.html#vread). DOMAIN.md: a moved child's previous address lives on only here."""
+(FHIR R4 http.html#vread), and the deletion tombstone of a PractitionerRole (kind ``role``: a
+deleted resource is 410 Gone, http.html#read). DOMAIN.md: a moved child's previous address
+lives on only here."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from adapter.models.base import Base
 
-RECORD_KINDS = ("child", "assessment", "organisation", "practitioner")
+RECORD_KINDS = ("child", "assessment", "organisation", "practitioner", "role")
 
 
 class RecordVersion(Base):
@@ -21,8 +23,8 @@ class RecordVersion(Base):
     __tablename__ = "record_version"
     __table_args__ = (
         UniqueConstraint("kind", "resource_id", "version"),
-        CheckConstraint("kind IN ('child', 'assessment', 'organisation', 'practitioner')",
-                        name="kind"),
+        CheckConstraint("kind IN ('child', 'assessment', 'organisation', 'practitioner', "
+                        "'role')", name="kind"),
         CheckConstraint("deleted OR snapshot IS NOT NULL", name="snapshot_unless_deleted"),
     )
 

@@ -1,17 +1,24 @@
 """The delivery ledger: which client received which child's data, first and last when
-(issue 6 item 5). Every path that hands a child's data to a client calls one function here in
-the transaction of the delivery: Patient reads and search hits (``render_patient``), bulk
-export files, full-resource notifications and ``$events``. It scopes the purge instructions
-(issue 7): exactly the clients that hold a child are told to purge it.
+(issue 6 item 5). It scopes the purge instructions (issue 7): exactly the clients that hold a
+child are told to purge it.
+
+Every route that returns a child's data to a client feeds it through ``record_delivery``, in
+the transaction of the response, next to that disclosure's audit record: Patient reads and
+search hits (``render_patient``), CareTeam reads and search hits — the child's team and its
+eCAF assessments (``render_team``, ``render_ecaf``) —, PractitionerRoles of a child's
+involvements, directory XML entries and assessments. The paths that hand data over in bulk or
+later call ``record_deliveries`` with the children they handed over: bulk export files,
+eCAF re-keying, full-resource notifications (once delivered) and ``$events``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import Any, Final, cast
 
-from sqlalchemy import event, select
+from sqlalchemy import Table, event, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -20,18 +27,30 @@ from adapter.models.base import utcnow
 from adapter.security.caller import Caller
 
 PENDING: Final = "ledger_pending"
+# Audit actions of a rendering that is not (yet) a delivery to the caller.
+NOT_DELIVERED: Final = frozenset({"notify"})
+# The CLI's operator (adapter.directory.cli.cli_caller) and system jobs: the gateway itself,
+# not a system that could be told to purge.
+NOT_A_HOLDER: Final = frozenset({"cli", "system"})
+
+
+@functools.cache
+def _upsert_statement(dialect: str) -> Any:
+    """Return the ledger upsert of ``dialect`` (built once: it is on every read's path)."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    table = cast(Table, LedgerEntry.__table__)
+    statement = insert(table)
+    return statement.on_conflict_do_update(
+        index_elements=[table.c.client_id, table.c.child_ref],
+        set_={"last_at": statement.excluded.last_at, "last_via": statement.excluded.last_via,
+              "deliveries": table.c.deliveries + 1})
 
 
 def _upsert(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Insert ledger rows, or move ``last_at`` on and count the delivery when present."""
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(LedgerEntry)
-    statement = statement.on_conflict_do_update(
-        index_elements=["client_id", "child_ref"],
-        set_={"last_at": statement.excluded.last_at, "last_via": statement.excluded.last_via,
-              "deliveries": LedgerEntry.deliveries + 1})
-    session.execute(statement, rows)
+    """Insert ledger rows, or move ``last_at`` on and count the delivery when present (a Core
+    statement on the session's connection: one INSERT ... ON CONFLICT, no ORM bookkeeping)."""
+    statement = _upsert_statement(session.get_bind().dialect.name)
+    session.connection().execute(statement, rows if len(rows) > 1 else rows[0])
 
 
 def record_deliveries(session: Session, client_id: str, child_refs: Iterable[str], via: str,
@@ -46,9 +65,15 @@ def record_deliveries(session: Session, client_id: str, child_refs: Iterable[str
 
 
 def record_delivery(session: Session, caller: Caller, child: Child, via: str = "read") -> None:
-    """Record that ``caller`` received ``child``'s data (one read or search hit). Gathered in
-    the session and written at commit, one statement per client and way (a search page of
-    50 children is one upsert, not 50)."""
+    """Record that ``caller`` received ``child``'s data (one read or search hit; ``via`` is
+    the audit action). Gathered in the session and written at commit, one statement per
+    client and way (a search page of 50 children is one upsert, not 50).
+
+    A notification being rendered (``notify``) is not a delivery yet: the dispatcher records
+    it once the receiver has taken it. The gateway's own operator identities are no holders.
+    """
+    if via in NOT_DELIVERED or caller.client_id in NOT_A_HOLDER:
+        return
     pending: dict[tuple[str, str], set[str]] = session.info.setdefault(PENDING, {})
     pending.setdefault((caller.client_id, via), set()).add(child.resource_id)
 

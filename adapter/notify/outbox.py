@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from adapter.errors import Invalid
 from adapter.models.base import utcnow
 from adapter.models.notify import DIRECTORY_TOPIC, NOTICE_TOPIC, PURGE_TOPIC, Event
+from adapter.notify.topics import NOTICE_RESOURCE, PURGE_RESOURCE
 
 
 def _focus(resource: dict[str, Any], expected: str | None = None) -> tuple[str, str]:
@@ -34,9 +35,9 @@ def emit_decommission_notice(session: Session, resource: dict[str, Any],
     """Add a decommission notice event carrying ``resource`` (the published timetable, no
     personal data) for every subscriber of the decommission-notice topic.
 
-    :raises Invalid: the resource has no type or id.
+    :raises Invalid: not a PlanDefinition with an id (the topic's resource).
     """
-    kind, rid = _focus(resource)
+    kind, rid = _focus(resource, NOTICE_RESOURCE)
     event = Event(topic=NOTICE_TOPIC, action=action, focus_type=kind, focus_id=rid,
                   payload=resource)
     session.add(event)
@@ -50,7 +51,7 @@ def emit_purge_instruction(session: Session, client_id: str, task_resource: dict
 
     :raises Invalid: not a Task with an id.
     """
-    kind, rid = _focus(task_resource, "Task")
+    kind, rid = _focus(task_resource, PURGE_RESOURCE)
     event = Event(topic=PURGE_TOPIC, action=action, focus_type=kind, focus_id=rid,
                   addressee=client_id, payload=task_resource)
     session.add(event)

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from adapter.db import get_db
 from adapter.errors import GatewayError, NotFound
 from adapter.fhir.bundle import searchset
-from adapter.fhir.routes import caller
+from adapter.fhir.routes import caller, check_id
 from adapter.http import fhir_response, json_response, negotiated_format
 from adapter.models import Child
 from adapter.notify import ledger
@@ -77,6 +77,7 @@ def status_type() -> Response:
 @interaction("Subscription", "read", "purge")
 def status_instance(resource_id: str) -> Response:
     """``GET /fhir/Subscription/{id}/$status``."""
+    check_id("Subscription", resource_id)
     with get_db().transaction() as session:
         return fhir_response(status_bundle([owned(session, resource_id, caller())]))
 
@@ -84,6 +85,7 @@ def status_instance(resource_id: str) -> Response:
 @interaction("Subscription", "read", "read")
 def events_instance(resource_id: str) -> Response:
     """``GET /fhir/Subscription/{id}/$events``: past events, rendered for the caller now."""
+    check_id("Subscription", resource_id)
     with get_db().transaction() as session:
         subscription = owned(session, resource_id, caller())
         return fhir_response(events_bundle(session, subscription, caller(), request.args))
@@ -95,6 +97,7 @@ def holders(resource_id: str) -> Response:
 
     :raises NotFound: no such child and nothing in the ledger.
     """
+    check_id("Patient", resource_id)
     with get_db().transaction() as session:
         entries = ledger.holders(session, resource_id)
         known = session.scalar(select(Child.id).where(Child.resource_id == resource_id))

@@ -166,8 +166,10 @@ def _headers(channel: dict[str, Any]) -> list[str]:
     headers = [str(h) for h in channel.get("header") or []]
     for line in headers:
         name, sep, value = line.partition(":")
-        if not sep or not HEADER_NAME.fullmatch(name.strip()) or "\r" in value \
-                or "\n" in value or name.strip().lower() in RESERVED_HEADERS:
+        # Values in visible US-ASCII (RFC 9110 section 5.5): no line breaks, nothing that
+        # the HTTP client could not encode when it sends the notification.
+        if not sep or not HEADER_NAME.fullmatch(name.strip()) or not value.isascii() \
+                or not value.isprintable() or name.strip().lower() in RESERVED_HEADERS:
             raise Invalid("Each channel.header is 'Name: value'; Content-Type, Host, "
                           "X-Hub-Signature and other framing headers are set by the gateway.",
                           expression="Subscription.channel.header")

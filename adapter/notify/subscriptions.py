@@ -27,6 +27,7 @@ from adapter.fhir.search import (
 )
 from adapter.models import Event, Notification, Subscription, SubscriptionLane
 from adapter.models.base import utcnow
+from adapter.models.notify import NOTICE_TOPIC, PURGE_TOPIC
 from adapter.notify.bundle import EventItem, StatusInfo, notification_bundle, status_parameters
 from adapter.notify.content import focus_of, load_events, render_event
 from adapter.notify.ledger import record_deliveries
@@ -37,6 +38,8 @@ from adapter.security import audit
 from adapter.security.caller import Caller
 
 MAX_EVENTS: Final = 100  # events one $events call returns
+# Subscriptions to these topics are purge traffic in the decommissioning phases (issue 7).
+PURGE_TRAFFIC_TOPICS: Final = frozenset({PURGE_TOPIC, NOTICE_TOPIC})
 CONTENT_ORDER: Final = ("empty", "id-only", "full-resource")
 SUBSCRIPTION_PARAMS: Final = {p.name: p for p in (
     SearchParam("_id", "token", "Logical id of the Subscription"),
@@ -259,6 +262,45 @@ class SubscriptionHandler:
         except Invalid as exc:
             return [issue("error", exc.issue_code, exc.message, exc.expression)]
         return []
+
+
+# --- decommissioning: subscriptions that are purge traffic -----------------------------------
+
+def purge_subscription_write() -> bool:
+    """Return True when the request creates, updates or deletes a Subscription to the
+    purge-instruction or decommission-notice topic: purge traffic, which the decommissioning
+    phases let through when they refuse writes (a local system must be able to subscribe to
+    receive its purge Task). Both the criteria sent (create, update) and the subscription
+    stored (update, delete) must name such a topic; a body or id that cannot be read is not
+    purge traffic (the write is refused as any other)."""
+    from flask import request
+
+    from adapter.db import get_db
+    from adapter.errors import GatewayError
+    from adapter.fhir.body import read_resource
+    from adapter.notify.topics import topic_for_url
+
+    topics: list[str] = []
+    if request.method in ("POST", "PUT"):
+        try:
+            resource = read_resource()
+            criteria = resource.get("criteria")
+            if resource.get("resourceType") != "Subscription" or not isinstance(criteria, str):
+                return False
+            topics.append(topic_for_url(canonical(), criteria).key)
+        except GatewayError:
+            return False
+    if request.method in ("PUT", "DELETE"):
+        resource_id = (request.view_args or {}).get("resource_id")
+        if not resource_id:
+            return False
+        with get_db().sessions() as session:
+            stored = session.scalar(select(Subscription.topic).where(
+                Subscription.resource_id == str(resource_id)))
+        if stored is None:
+            return False
+        topics.append(stored)
+    return bool(topics) and all(topic in PURGE_TRAFFIC_TOPICS for topic in topics)
 
 
 # --- $status and $events ---------------------------------------------------------------------

@@ -19,6 +19,9 @@ from adapter.models.notify import DIRECTORY_TOPIC, ECAF_TOPIC, NOTICE_TOPIC, PUR
 BACKPORT: Final = "http://hl7.org/fhir/uv/subscriptions-backport"
 TOPIC_CANONICAL_EXT: Final = (f"{BACKPORT}/StructureDefinition/"
                               "capabilitystatement-subscriptiontopic-canonical")
+# The resource types the decommissioning's topics carry (and only these).
+NOTICE_RESOURCE: Final = "PlanDefinition"
+PURGE_RESOURCE: Final = "Task"
 
 
 @dataclass(frozen=True)
@@ -59,10 +62,12 @@ TOPICS: Final = {t.key: t for t in (
           ("create", "update"),
           (AUTHORITY_FILTER, Filter("subject", "Patient", "The child (Patient/[id]).")),
           "CareTeam"),
-    Topic(NOTICE_TOPIC, "Decommission notice", "Basic",
-          "The decommissioning timetable was published or changed (last use, switch-off, "
-          "destroy-by).", ("create", "update")),
-    Topic(PURGE_TOPIC, "Purge instruction", "Task",
+    # The plan is published as a PlanDefinition (adapter.decommission.resources), the
+    # resource every notice carries and GET /fhir/PlanDefinition/decommission-plan serves.
+    Topic(NOTICE_TOPIC, "Decommission notice", NOTICE_RESOURCE,
+          "The decommissioning timetable (a PlanDefinition: last use, switch-off, destroy-by, "
+          "the current phase) was published or changed.", ("create", "update")),
+    Topic(PURGE_TOPIC, "Purge instruction", PURGE_RESOURCE,
           "A purge Task addressed to the subscribing system was issued or changed; it names "
           "the records that system received.", ("create", "update")),
 )}

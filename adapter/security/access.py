@@ -8,15 +8,19 @@ A route without a declaration is refused: access is never granted by omission.
 from __future__ import annotations
 
 import functools
+import threading
+import time
 import uuid
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 from flask import Flask, current_app, g, request
-from sqlalchemy import select
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session, object_session
 
-from adapter.db import get_db
+from adapter.db import Database, get_db
 from adapter.errors import Forbidden, Unauthorized
 from adapter.http import public_base
 from adapter.models import Client
@@ -115,19 +119,117 @@ def client_caller(claims: dict[str, Any]) -> tuple[Caller, ClientLimits]:
 
     :raises Unauthorized: the client is disabled or was re-keyed since the token was issued.
     """
-    # Looked up on every request (not cached): disabling a client stops its tokens at once.
-    with get_db().engine.connect() as connection:
-        client = connection.execute(select(
-            Client.client_id, Client.organisation_code, Client.rights, Client.status,
-            Client.key_version, Client.rate_limit_per_minute, Client.harvest_ceiling_per_hour,
-        ).where(Client.client_id == claims.get("sub"))).first()
+    client = client_row(str(claims.get("sub")))
     if client is None or client.status != "active" or client.key_version != claims.get("kv"):
         raise Unauthorized("The token's client is disabled or its keys were rotated: "
                            "request a new token.", headers=_challenge("invalid_token"))
     caller = Caller(client.client_id, client.organisation_code,
-                    _scopes(str(claims.get("scope", ""))), frozenset(client.rights),
+                    _scopes(str(claims.get("scope", ""))), client.rights,
                     request.headers.get(PURPOSE_HEADER, "")[:100] or None, g.request_id)
     return caller, ClientLimits(client.rate_limit_per_minute, client.harvest_ceiling_per_hour)
+
+
+@dataclass(frozen=True)
+class ClientRow:
+    """What every request needs of its client's registration."""
+
+    client_id: str
+    organisation_code: str
+    rights: frozenset[str]
+    status: str
+    key_version: int
+    rate_limit_per_minute: int
+    harvest_ceiling_per_hour: int
+
+
+_Cached = tuple[float, ClientRow | None]
+
+
+class ClientCache:
+    """Client registrations as this process last read them, at most
+    ``GATEWAY_CLIENT_CACHE_SECONDS`` old: one read per client and interval instead of one per
+    request (0: read on every request).
+
+    A change made in this process (disable, key rotation, new limits: any flush of a ``Client``)
+    empties the cache at once, and again after its commit; a change made by another process
+    (the CLI, another worker) takes effect there within the interval, as the decommissioning
+    phase does (``adapter.decommission.phases``).
+    """
+
+    def __init__(self) -> None:
+        self._rows: weakref.WeakKeyDictionary[Database, dict[str, _Cached]] = \
+            weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+        self._generation = 0  # raised by clear(): a read that began before is not kept
+
+    def get(self, db: Database, client_id: str, max_age: float) -> ClientRow | None:
+        """Return the registration of ``client_id`` in ``db`` (None: no such client)."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._rows.get(db, {}).get(client_id)
+        if cached is not None and now - cached[0] < max_age:
+            return cached[1]
+        generation = self._generation
+        row = _read_client(db, client_id)
+        if max_age > 0:
+            with self._lock:
+                if generation != self._generation:
+                    return row
+                rows = self._rows.setdefault(db, {})
+                if len(rows) > 4096:  # bounded: client ids come from verified tokens only
+                    rows.clear()
+                rows[client_id] = (now, row)
+        return row
+
+    def clear(self) -> None:
+        """Forget every cached registration."""
+        with self._lock:
+            self._rows.clear()
+            self._generation += 1
+
+
+CLIENTS: Final = ClientCache()
+
+
+def _read_client(db: Database, client_id: str) -> ClientRow | None:
+    """Read one client's registration from the database."""
+    with db.engine.connect() as connection:
+        found = connection.execute(select(
+            Client.client_id, Client.organisation_code, Client.rights, Client.status,
+            Client.key_version, Client.rate_limit_per_minute, Client.harvest_ceiling_per_hour,
+        ).where(Client.client_id == client_id)).first()
+    if found is None:
+        return None
+    return ClientRow(found.client_id, found.organisation_code, frozenset(found.rights),
+                     found.status, found.key_version, found.rate_limit_per_minute,
+                     found.harvest_ceiling_per_hour)
+
+
+def client_row(client_id: str) -> ClientRow | None:
+    """Return the registration of ``client_id`` (cached briefly: see ``ClientCache``)."""
+    return CLIENTS.get(get_db(), client_id, float(current_app.config["CLIENT_CACHE_SECONDS"]))
+
+
+CHANGED: Final = "clients_changed"
+
+
+@event.listens_for(Client, "after_insert")
+@event.listens_for(Client, "after_update")
+@event.listens_for(Client, "after_delete")
+def _client_changed(_mapper: Any, _connection: Any, target: Client) -> None:
+    """Forget cached registrations when a client is written, and again after the commit (so
+    that a request between the flush and the commit cannot keep the old row)."""
+    CLIENTS.clear()
+    session = object_session(target)
+    if session is not None:
+        session.info[CHANGED] = True
+
+
+@event.listens_for(Session, "after_commit")
+def _after_commit(session: Session) -> None:
+    """Forget cached registrations after a commit that changed a client."""
+    if session.info.pop(CHANGED, False):
+        CLIENTS.clear()
 
 
 def authenticate_admin() -> tuple[Caller, ClientLimits]:
@@ -172,7 +274,7 @@ def enforce_access() -> None:
     # The decommissioning phase decides first which kinds of route still answer (issue 7).
     from adapter.decommission.phases import enforce_phase
 
-    enforce_phase(access.kind)
+    enforce_phase(access.kind, access.resource_type)  # (Subscription: by its topic)
     if access.public:
         return
     caller, limits = authenticate_admin() if access.kind == "admin" else authenticate()

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from typing import Final
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from adapter.identifiers import InvalidIdentifier, resource_id_for, validate_contactpoint_id
 from adapter.models import AuditRecord
+from adapter.models.base import utcnow
 from adapter.security.caller import Caller, current_caller
 
 
@@ -18,21 +20,29 @@ def record(session: Session, action: str, *, resource_type: str | None = None,
            resource_id: str | None = None, child_ref: str | None = None, outcome: str = "0",
            override: bool = False, detail: str | None = None,
            caller: Caller | None = None) -> AuditRecord:
-    """Add one audit record to ``session`` (committed with the access it records).
+    """Write one audit record in ``session``'s transaction (committed with the access it
+    records, rolled back with it); return it (a copy, not in the session).
+
+    One Core INSERT on the session's connection, at once: no unit of work, no flush (every
+    read writes one, so this is on the hottest path of the service).
 
     ``detail`` must never hold personal data: it is kept after destruction.
     """
     who = caller or current_caller()
-    entry = AuditRecord(
-        client_id=who.client_id if who else "system",
-        organisation_code=who.organisation_code if who else "-",
-        action=action, resource_type=resource_type, resource_id=resource_id,
-        child_ref=child_ref, outcome=outcome, override=override,
-        purpose_of_use=who.purpose_of_use if who else None,
-        detail=detail, request_id=who.request_id if who else None,
-    )
-    session.add(entry)
-    return entry
+    values = {
+        "recorded": utcnow(),
+        "client_id": who.client_id if who else "system",
+        "organisation_code": who.organisation_code if who else "-",
+        "action": action, "resource_type": resource_type, "resource_id": resource_id,
+        "child_ref": child_ref, "outcome": outcome, "override": override,
+        "purpose_of_use": who.purpose_of_use if who else None,
+        "detail": detail, "request_id": who.request_id if who else None,
+    }
+    key = session.connection().execute(_INSERT, values).inserted_primary_key
+    return AuditRecord(id=key[0] if key else None, **values)
+
+
+_INSERT: Final = insert(AuditRecord.__table__)  # type: ignore[arg-type]
 
 
 def child_ref_of(text: str) -> str:

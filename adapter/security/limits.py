@@ -66,7 +66,7 @@ class Throttled(GatewayError):
 
 @dataclass(frozen=True)
 class ClientLimits:
-    """A client's configured limits, read with its registration on every request."""
+    """A client's configured limits, read with its registration (``access.ClientCache``)."""
 
     rate_per_minute: int
     harvest_ceiling: int

@@ -38,6 +38,7 @@ from adapter.identifiers import resource_id_for
 from adapter.mapping import fhir as mapping
 from adapter.models import Assessment, Child, Involvement, Organisation, Practitioner, TeamMember
 from adapter.models.canonical import build_child, canonical_dump
+from adapter.notify import ledger
 from adapter.security import audit
 from adapter.security.caller import Caller
 from adapter.security.policy import disclose_child, may_see_involvement
@@ -156,6 +157,7 @@ def render_team(session: Session, child: Child, caller: Caller, action: str | No
     if action is not None:
         audit.record(session, action, resource_type="CareTeam", resource_id=str(resource["id"]),
                      child_ref=child.resource_id, override=disclosure.override, caller=caller)
+        ledger.record_delivery(session, caller, child, action)
     return Rendered(resource, child.version, child.last_updated, _warnings(disclosure.override))
 
 
@@ -202,6 +204,7 @@ def render_ecaf(session: Session, assessment: Assessment, caller: Caller,
     if action is not None:
         audit.record(session, action, resource_type="CareTeam", resource_id=str(resource["id"]),
                      child_ref=assessment.child.resource_id, override=shielded, caller=caller)
+        ledger.record_delivery(session, caller, assessment.child, action)
     return Rendered(resource, assessment.version, assessment.last_updated, _warnings(shielded))
 
 
@@ -821,6 +824,7 @@ class CareTeamHandler:
         action = "update-unchanged" if outcome == "unchanged" else "update" if had else "create"
         audit.record(session, action, resource_type="CareTeam", resource_id=child.careteam_id,
                      child_ref=child.resource_id, caller=caller)
+        ledger.record_delivery(session, caller, child, "write")  # the answer discloses it
         rendered = render_team(session, child, caller, None)
         rendered.issues = notes + rendered.issues
         return WriteResult(rendered, created=not had and outcome != "unchanged",
@@ -958,6 +962,7 @@ class CareTeamHandler:
         audit.record(session, action, resource_type="CareTeam",
                      resource_id=assessment.resource_id,
                      child_ref=assessment.child.resource_id, caller=caller)
+        ledger.record_delivery(session, caller, assessment.child, "write")  # (as a read)
         rendered = render_ecaf(session, assessment, caller, None)
         rendered.issues = notes + rendered.issues
         return WriteResult(rendered, created, changed)

@@ -4,13 +4,12 @@ create and update from a FHIR Patient (the REST handler of ``Patient``)."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from typing import Any, ClassVar, Final
 
 from flask import current_app
-from sqlalchemy import Select, and_, exists, func, or_, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Select, and_, bindparam, exists, func, or_, select
 from sqlalchemy.orm import Session, joinedload, selectinload
-from sqlalchemy.orm.exc import StaleDataError
 
 from adapter import identifiers
 from adapter.errors import (
@@ -37,13 +36,14 @@ from adapter.fhir.search import (
     split_token,
 )
 from adapter.mapping import fhir as mapping
-from adapter.models import Child, ChildName, LocalIdentifier, Organisation
+from adapter.models import Child, ChildName, Involvement, LocalIdentifier, Organisation
 from adapter.models.canonical import normalise_name
 from adapter.notify import ledger
 from adapter.security import audit
 from adapter.security.caller import Caller
 from adapter.security.policy import disclose_child, organisation_code
 from adapter.services import history
+from adapter.services.organisations import write_errors
 from adapter.services.records import apply_child
 from adapter.services.validation import require_valid, validate_inbound
 
@@ -60,6 +60,22 @@ def child_query() -> Select[Child]:
         selectinload(Child.local_identifiers))
 
 
+@functools.cache
+def _one_child_statement(admin: bool) -> Select[Child]:
+    """Return the statement of a read by id (parameter ``rid``), built once per visibility
+    (archived entries only for admins, as ``visible_to``): one SELECT joining the child's
+    names, carers, involvements (with their organisations) and local ids. One child's lists
+    are short, so their product is a few rows, far cheaper to load than a statement per list;
+    an involvement's practitioner, which a Patient does not show, is loaded only if asked for
+    (a redacted copy)."""
+    return select(Child).options(
+        joinedload(Child.managing_organisation), joinedload(Child.names),
+        joinedload(Child.carers), joinedload(Child.local_identifiers),
+        joinedload(Child.involvements).lazyload(Involvement.practitioner)).where(
+        Child.resource_id == bindparam("rid"),
+        Child.id.is_not(None) if admin else Child.record_status == "live")
+
+
 def visible_to(caller: Caller) -> Any:
     """Return the condition hiding archived entries from ordinary callers (DOMAIN.md
     "Retention": archived entries are invisible to every ordinary caller)."""
@@ -72,8 +88,8 @@ def load_child(session: Session, resource_id: str, caller: Caller) -> Child:
     :raises NotFound: no such child, or archived for this caller.
     :raises Gone: the child was deleted.
     """
-    child = session.scalar(child_query().where(Child.resource_id == resource_id,
-                                               visible_to(caller)))
+    child = session.scalars(_one_child_statement(caller.has_right("admin")),
+                            {"rid": resource_id}).unique().one_or_none()
     if child is not None:
         return child
     versions = history.child_versions(session, resource_id)
@@ -399,7 +415,8 @@ class PatientHandler:
                 Child.contactpoint_id == record.contactpoint_id)) is not None:
             raise Conflict("An entry with this ContactPoint ID exists: update it with PUT.",
                            expression="Patient.identifier")
-        child, _outcome = apply_child(session, record, None)
+        with write_errors("entry"):
+            child, _outcome = apply_child(session, record, None)
         return self._saved(session, child, caller, "create", ignored, created=True)
 
     def update(self, session: Session, resource_id: str, resource: dict[str, Any],
@@ -422,9 +439,11 @@ class PatientHandler:
                           expression="Patient.identifier")
         require_own_authority(record.managing_organisation, caller)
         before = history.child_snapshot(existing)
-        child, outcome = apply_child(session, record, existing)
+        with write_errors("entry"):
+            child, outcome = apply_child(session, record, existing)
+            session.flush()  # the version check first: a concurrent writer gets 412, not 409
         if outcome != "unchanged":
-            session.add(before)
+            session.add(before)  # the superseded version, stored once this update has won
         return self._saved(session, child, caller, "update", ignored, created=False,
                            changed=outcome != "unchanged")
 
@@ -457,20 +476,20 @@ class PatientHandler:
     def _saved(self, session: Session, child: Child, caller: Caller, action: str,
                notes: list[dict[str, Any]], *, created: bool,
                changed: bool = True) -> WriteResult:
-        """Flush, snapshot, audit and render a written entry.
+        """Flush (with the snapshot of the superseded version), audit and render a written
+        entry.
 
         :raises PreconditionFailed: a concurrent update won (optimistic lock).
+        :raises Conflict: a unique key was taken meanwhile.
+        :raises Invalid: a value the database cannot hold.
         """
-        try:
+        with write_errors("entry"):
             session.flush()
-        except StaleDataError as exc:
-            raise PreconditionFailed("The entry changed while you were updating it: read it "
-                                     "again and re-apply.") from exc
-        except IntegrityError as exc:
-            raise Conflict("The entry conflicts with another one (e.g. its ContactPoint ID "
-                           "was taken meanwhile).") from exc
         audit.record(session, action if changed else "update-unchanged", resource_type="Patient",
                      resource_id=child.resource_id, child_ref=child.resource_id, caller=caller)
+        # The answer carries the whole entry as the writer may see it (other organisations'
+        # involvements too): the writer now holds it and is in scope of the purge (issue 7).
+        ledger.record_delivery(session, caller, child, "write")
         rendered = render_patient(session, child, caller, None)
         rendered.issues = notes + rendered.issues
         return WriteResult(rendered, created, changed)

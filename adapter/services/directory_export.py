@@ -31,6 +31,7 @@ from adapter.models.canonical import (
     canonical_dump,
     child_reference_dump,
 )
+from adapter.notify import ledger
 from adapter.security import audit
 from adapter.security.caller import Caller
 from adapter.security.policy import disclose_child
@@ -70,6 +71,7 @@ def disclosed_entry(session: Session, child: Child, caller: Caller,
     disclosure = disclose_child(child, caller)
     audit.record(session, action, resource_type="Patient", resource_id=child.resource_id,
                  child_ref=child.resource_id, override=disclosure.override, caller=caller)
+    ledger.record_delivery(session, caller, child, action)
     data = canonical_dump(disclosure.child)
     if disclosure.redacted:
         data["redacted"] = True
@@ -88,6 +90,7 @@ def disclosed_assessment(session: Session, assessment: Assessment, caller: Calle
         data["redacted"] = True
     audit.record(session, action, resource_type="CareTeam", resource_id=assessment.resource_id,
                  child_ref=assessment.child.resource_id, override=child.override, caller=caller)
+    ledger.record_delivery(session, caller, assessment.child, action)
     return data, child.override
 
 

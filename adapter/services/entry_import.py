@@ -107,18 +107,49 @@ def _local_identifier_visible(item: Canonical, caller: Caller) -> bool:
     return may_see_local_identifier(LocalIdentifier(organisation=issuer), caller)
 
 
-def merge_withheld(data: Canonical, stored: Canonical, caller: Caller) -> Canonical:
+class Visibility:
+    """What the policy shows ``caller`` of stored involvements and local identifiers,
+    asked once per kind for a batch: an involvement's visibility depends on whether it is
+    sensitive, a local identifier's on its issuing organisation's codes."""
+
+    def __init__(self, caller: Caller) -> None:
+        self.caller = caller
+        self.involvements: dict[bool, bool] = {}
+        self.issuers: dict[tuple[Any, ...], bool] = {}
+
+    def involvement(self, item: Canonical) -> bool:
+        """Return True when the policy shows a stored involvement dict to the caller."""
+        sensitive = bool(item["sensitive"])
+        seen = self.involvements.get(sensitive)
+        if seen is None:
+            seen = self.involvements[sensitive] = _involvement_visible(item, self.caller)
+        return seen
+
+    def local_identifier(self, item: Canonical) -> bool:
+        """Return True when the policy shows a stored local identifier dict to the caller."""
+        org = item["organisation"]
+        codes = (org["ods_code"], org["urn"], org["gss_code"])
+        seen = self.issuers.get(codes)
+        if seen is None:
+            seen = self.issuers[codes] = _local_identifier_visible(item, self.caller)
+        return seen
+
+
+def merge_withheld(data: Canonical, stored: Canonical, caller: Caller,
+                   visibility: Visibility | None = None) -> Canonical:
     """Return the entry ``data`` with what the policy withholds from ``caller`` kept as
     ``stored`` has it: sensitive involvements (without the right) and other organisations'
     local identifiers; its retention date as the rules give it.
 
     What a caller may not see it cannot change or remove (as the FHIR Patient and CareTeam
-    writes keep them).
+    writes keep them). ``visibility`` (for ``caller``) remembers the policy's answers across
+    the entries of a batch.
     """
+    visible = visibility or Visibility(caller)
     hidden_involvements = [i for i, item in enumerate(stored["involvements"])
-                           if not _involvement_visible(item, caller)]
+                           if not visible.involvement(item)]
     hidden_ids = [i for i, item in enumerate(stored["local_identifiers"])
-                  if not _local_identifier_visible(item, caller)]
+                  if not visible.local_identifier(item)]
     merged = dict(data)
     merged["retention_date"] = entry_retention(data)
     if hidden_involvements:
@@ -140,6 +171,7 @@ class EntryBatch:
 
     def __init__(self, session: Session, caller: Caller, detail: str) -> None:
         self.session, self.caller, self.detail = session, caller, detail
+        self.visibility = Visibility(caller)
 
     def apply(self, pending: list[Pending]) -> dict[int, Any]:
         """Apply the batch; return each record's outcome by its position."""
@@ -155,7 +187,8 @@ class EntryBatch:
                 if existing is None:
                     fresh.append(item)
                     continue
-                merged = comparable(merge_withheld(item.data, existing.data, self.caller))
+                merged = comparable(merge_withheld(item.data, existing.data, self.caller,
+                                                   self.visibility))
                 if merged == existing.data:
                     outcomes[item.position] = applied(item, "unchanged", _cpid(item))
                     continue

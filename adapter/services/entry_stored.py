@@ -6,11 +6,12 @@ is told "unchanged" without any unit-of-work; only changed entries are loaded as
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, Final
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
 from adapter.models.base import Base
@@ -43,28 +44,65 @@ class StoredEntry:
     data: Canonical
 
 
-def _fields(row: Mapping[Any, Any], names: Iterable[str]) -> Canonical:
-    """Return the named columns of a row as ``canonical._fields`` gives them."""
-    out: Canonical = {}
-    for name in names:
-        value = row[name]
-        if name in BOOLEAN_FIELDS:
-            value = bool(value)
-        elif name == "given":
-            value = list(value or ())
-        out[name] = value
-    return out
+class _Columns:
+    """Reads named columns of a table's rows (selected whole, as tuples) into canonical dict
+    fields as ``canonical._fields`` gives them: booleans as bool, ``given`` as a list."""
+
+    def __init__(self, table: Table, names: Iterable[str]) -> None:
+        positions = {column.key: index for index, column in enumerate(table.c)}
+        self.names = tuple(names)
+        self.get = itemgetter(*(positions[name] for name in self.names))
+        self.booleans = tuple(name for name in self.names if name in BOOLEAN_FIELDS)
+        self.given = "given" in self.names
+
+    def __call__(self, row: Sequence[Any]) -> Canonical:
+        """Return the fields of one row."""
+        out: Canonical = dict(zip(self.names, self.get(row), strict=True))
+        for name in self.booleans:
+            out[name] = bool(out[name])
+        if self.given:
+            out["given"] = list(out["given"] or ())
+        return out
+
+
+def _position(table: Table, name: str) -> int:
+    """Return the position of column ``name`` in a row of ``select(table)``."""
+    return list(table.c.keys()).index(name)
+
+
+CHILD: Final = TABLES["child"]
+ORGANISATION: Final = TABLES["organisation"]
+PRACTITIONER: Final = TABLES["practitioner"]
+CHILD_COLUMNS: Final = _Columns(CHILD, CHILD_FIELDS)
+ORGANISATION_COLUMNS: Final = _Columns(ORGANISATION, ORGANISATION_FIELDS)
+PRACTITIONER_COLUMNS: Final = _Columns(PRACTITIONER, PRACTITIONER_FIELDS)
+NAME_COLUMNS: Final = _Columns(TABLES["child_name"], CHILD_NAME_FIELDS)
+CARER_COLUMNS: Final = _Columns(TABLES["carer"], CARER_FIELDS)
+INVOLVEMENT_COLUMNS: Final = _Columns(TABLES["involvement"], INVOLVEMENT_FIELDS)
+# Positions of the keys read from the rows (ids, links, state); every table's id comes first.
+ID: Final = 0
+if any(_position(TABLES[name], "id") != ID for name in (
+        "child", "organisation", "practitioner", *(part for part, _ in PARTS))):
+    raise RuntimeError("entry_stored expects every table's id column first")
+CHILD_AT: Final = {name: _position(CHILD, name) for name in (
+    "contactpoint_id", "managing_organisation_id", "version", "shielded", "record_status")}
+PART_CHILD_ID: Final = {name: _position(TABLES[name], "child_id") for name, _ in PARTS}
+ORG_ID_OF: Final = {name: _position(TABLES[name], "organisation_id")
+                    for name in ("involvement", "local_identifier", "practitioner")}
+PRACTITIONER_ID: Final = _position(TABLES["involvement"], "practitioner_id")
+VALUE: Final = _position(TABLES["local_identifier"], "value")
 
 
 def _rows_by_child(session: Session, name: str, order: str,
                    child_ids: list[int]) -> dict[int, list[Any]]:
     """Return the rows of a part table for the given children, grouped and in order."""
     table = TABLES[name]
+    at = PART_CHILD_ID[name]
     grouped: dict[int, list[Any]] = {child_id: [] for child_id in child_ids}
-    rows = session.execute(select(table).where(table.c.child_id.in_(child_ids))
-                           .order_by(table.c.child_id, table.c[order])).mappings()
+    rows = session.connection().execute(select(table).where(table.c.child_id.in_(child_ids))
+                                        .order_by(table.c.child_id, table.c[order]))
     for row in rows:
-        grouped[row["child_id"]].append(row)
+        grouped[row[at]].append(row)
     return grouped
 
 
@@ -79,65 +117,68 @@ class _Directory:
     def load(self, organisation_ids: set[int], practitioner_ids: set[int]) -> None:
         """Read the organisations and practitioners (and their employers) in two queries
         each at most."""
-        person = TABLES["practitioner"]
-        people = list(session_rows(self.session, person, practitioner_ids))
-        organisation_ids |= {row["organisation_id"] for row in people}
-        for row in session_rows(self.session, TABLES["organisation"], organisation_ids):
-            self.organisations[row["id"]] = _fields(row, ORGANISATION_FIELDS)
+        people = list(session_rows(self.session, PRACTITIONER, practitioner_ids))
+        employer = ORG_ID_OF["practitioner"]
+        organisation_ids |= {row[employer] for row in people}
+        for row in session_rows(self.session, ORGANISATION, organisation_ids):
+            self.organisations[row[ID]] = ORGANISATION_COLUMNS(row)
         for row in people:
-            data = _fields(row, PRACTITIONER_FIELDS)
-            data["organisation"] = self.organisations[row["organisation_id"]]
-            self.practitioners[row["id"]] = data
+            data = PRACTITIONER_COLUMNS(row)
+            data["organisation"] = self.organisations[row[employer]]
+            self.practitioners[row[ID]] = data
 
-    def involvement(self, row: Mapping[str, Any]) -> Canonical:
+    def involvement(self, row: Sequence[Any]) -> Canonical:
         """Return an involvement row as a canonical dict."""
-        data = _fields(row, INVOLVEMENT_FIELDS)
-        data["organisation"] = self.organisations[row["organisation_id"]]
-        data["practitioner"] = self.practitioners.get(row["practitioner_id"]) \
-            if row["practitioner_id"] is not None else None
+        data = INVOLVEMENT_COLUMNS(row)
+        data["organisation"] = self.organisations[row[ORG_ID_OF["involvement"]]]
+        practitioner_id = row[PRACTITIONER_ID]
+        data["practitioner"] = None if practitioner_id is None \
+            else self.practitioners.get(practitioner_id)
         return data
 
 
-def session_rows(session: Session, table: Any, ids: set[int]) -> Iterable[Any]:
-    """Return the rows of ``table`` with these ids."""
+def session_rows(session: Session, table: Any, ids: set[int]) -> Sequence[Any]:
+    """Return the rows of ``table`` with these ids (as tuples, in ``select(table)`` order)."""
     if not ids:
         return []
-    return session.execute(select(table).where(table.c.id.in_(sorted(ids)))).mappings().all()
+    return session.connection().execute(
+        select(table).where(table.c.id.in_(sorted(ids)))).all()
 
 
 def load_stored(session: Session, contactpoint_ids: list[str]) -> dict[str, StoredEntry]:
     """Return the stored entries with these ContactPoint IDs, by ContactPoint ID."""
-    child = TABLES["child"]
-    children = session.execute(select(child).where(
-        child.c.contactpoint_id.in_(contactpoint_ids))).mappings().all()
+    children = session.connection().execute(select(CHILD).where(
+        CHILD.c.contactpoint_id.in_(contactpoint_ids))).all()
     if not children:
         return {}
-    ids = [row["id"] for row in children]
+    ids = [row[ID] for row in children]
     parts = {name: _rows_by_child(session, name, order, ids) for name, order in PARTS}
     directory = _Directory(session)
     directory.load(
-        {row["managing_organisation_id"] for row in children}
-        | {r["organisation_id"] for name in ("involvement", "local_identifier")
+        {row[CHILD_AT["managing_organisation_id"]] for row in children}
+        | {r[ORG_ID_OF[name]] for name in ("involvement", "local_identifier")
            for rows in parts[name].values() for r in rows},
-        {r["practitioner_id"] for rows in parts["involvement"].values() for r in rows
-         if r["practitioner_id"] is not None})
-    return {row["contactpoint_id"]: _entry(row, parts, directory) for row in children}
+        {r[PRACTITIONER_ID] for rows in parts["involvement"].values() for r in rows
+         if r[PRACTITIONER_ID] is not None})
+    return {row[CHILD_AT["contactpoint_id"]]: _entry(row, parts, directory)
+            for row in children}
 
 
-def _entry(row: Mapping[Any, Any], parts: Mapping[str, Mapping[int, list[Any]]],
+def _entry(row: Sequence[Any], parts: Mapping[str, Mapping[int, list[Any]]],
            directory: _Directory) -> StoredEntry:
     """Return one stored entry with its canonical dict."""
-    child_id = row["id"]
-    authority = directory.organisations[row["managing_organisation_id"]]
-    data = _fields(row, CHILD_FIELDS)
+    child_id = row[ID]
+    authority = directory.organisations[row[CHILD_AT["managing_organisation_id"]]]
+    data = CHILD_COLUMNS(row)
     data["managing_organisation"] = authority
-    data["names"] = [_fields(r, CHILD_NAME_FIELDS) for r in parts["child_name"][child_id]]
+    data["names"] = [NAME_COLUMNS(r) for r in parts["child_name"][child_id]]
+    issuer = ORG_ID_OF["local_identifier"]
     data["local_identifiers"] = [
-        {"organisation": directory.organisations[r["organisation_id"]], "value": r["value"]}
+        {"organisation": directory.organisations[r[issuer]], "value": r[VALUE]}
         for r in parts["local_identifier"][child_id]]
-    data["carers"] = [_fields(r, CARER_FIELDS) for r in parts["carer"][child_id]]
+    data["carers"] = [CARER_COLUMNS(r) for r in parts["carer"][child_id]]
     data["involvements"] = [directory.involvement(r) for r in parts["involvement"][child_id]]
     codes = frozenset(c for c in (authority["ods_code"], authority["urn"], authority["gss_code"])
                       if c)
-    return StoredEntry(child_id, row["version"], bool(row["shielded"]), row["record_status"],
-                       codes, data)
+    return StoredEntry(child_id, row[CHILD_AT["version"]], bool(row[CHILD_AT["shielded"]]),
+                       row[CHILD_AT["record_status"]], codes, data)

@@ -13,11 +13,11 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, Generic, TypeVar
 
 from flask import current_app
 from sqlalchemy import Select, String, and_, cast, false, func, not_, or_, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -215,9 +215,13 @@ def write_errors(what: str) -> Iterator[None]:
 
     :raises PreconditionFailed: a concurrent update won (optimistic lock).
     :raises Conflict: a unique key (identifier) is taken by another record.
+    :raises Invalid: a value the database cannot hold (too long, a NUL character).
     """
     try:
         yield
+    except DataError as exc:
+        raise Invalid(f"The {what} holds a value that cannot be stored (too long, or a NUL "
+                      "character).") from exc
     except StaleDataError as exc:
         raise PreconditionFailed(f"The {what} changed while you were updating it: read it "
                                  "again and re-apply.") from exc
@@ -320,6 +324,208 @@ def practitioner_copy(person: Practitioner) -> Practitioner:
     return copy
 
 
+# --- the handlers of Organization and Practitioner -----------------------------------------
+
+def with_notes(rendered: Rendered, notes: list[dict[str, Any]]) -> Rendered:
+    """Return ``rendered`` carrying the inbound validation's notes (what was not kept)."""
+    rendered.issues = notes + rendered.issues
+    return rendered
+
+
+# The records a RecordHandler serves: both have resource_id, version, last_updated and id.
+R = TypeVar("R", Organisation, Practitioner)
+
+
+@dataclass
+class Inbound(Generic[R]):
+    """A validated inbound resource: the transient record, the id its key derives, its
+    employer (a practitioner's) and the validation's notes (what was not kept)."""
+
+    record: R
+    derived_id: str
+    notes: list[dict[str, Any]]
+    employer: Organisation | None = None
+
+
+class RecordHandler(Generic[R]):
+    """The REST handler of a directory record of which only the current version is kept
+    (Organization, Practitioner): read, vread and history of the current version, keyset
+    search, create and update (also at the id derived from its key); never deleted.
+
+    Parameterised by the model, the resource type, the condition of one search criterion and
+    the renderer; a subclass says how an inbound resource is read and checked.
+    """
+
+    resource_type: ClassVar[str]
+    interactions: ClassVar[tuple[str, ...]] = (
+        "read", "vread", "history-instance", "search-type", "search-type-post", "create",
+        "update", "conditional-update", "validate")
+    search_params: ClassVar[dict[str, SearchParam]]
+    includes: ClassVar[frozenset[str]] = frozenset()
+    revincludes: ClassVar[frozenset[str]] = frozenset()
+    profile: ClassVar[str | None]
+    what: ClassVar[str]  # the record in messages: "organisation", "practitioner"
+    key_name: ClassVar[str]  # what its id derives from: "its code", "its identifier"
+    taken_message: ClassVar[str]  # a create whose key is taken: "{type}/{id} has ..."
+    not_deleted: ClassVar[str]  # why a delete is refused
+
+    def __init__(self, model: type[R], condition: Callable[[Criterion], Any],
+                 render: Callable[[R], Rendered]) -> None:
+        self.model: type[R] = model
+        self.condition: Callable[[Criterion], Any] = condition
+        self.render: Callable[[R], Rendered] = render
+
+    def _find(self, session: Session, resource_id: str) -> R | None:
+        """Return the record with FHIR id ``resource_id``, if any."""
+        return session.scalar(select(self.model).where(self.model.resource_id == resource_id))
+
+    def _load(self, session: Session, resource_id: str) -> R:
+        """Return the record with FHIR id ``resource_id``.
+
+        :raises NotFound: none.
+        """
+        row = self._find(session, resource_id)
+        if row is None:
+            raise NotFound(f"No {self.resource_type}/{resource_id} on this server.")
+        return row
+
+    def read(self, session: Session, resource_id: str, caller: Caller) -> Rendered:
+        """Return the resource."""
+        return self.render(self._load(session, resource_id))
+
+    def vread(self, session: Session, resource_id: str, version: int,
+              caller: Caller) -> Rendered:
+        """Return the current version (the only one kept).
+
+        :raises NotFound: another version.
+        """
+        row = self._load(session, resource_id)
+        if version != row.version:
+            raise NotFound(CURRENT_ONLY.format(type=self.resource_type, id=resource_id,
+                                               version=row.version))
+        return self.render(row)
+
+    def history(self, session: Session, resource_id: str,
+                caller: Caller) -> list[tuple[Rendered | None, int, str, dt.datetime]]:
+        """Return the current version (no history is kept for these records)."""
+        row = self._load(session, resource_id)
+        return [(self.render(row), row.version, method_of(row.version), row.last_updated)]
+
+    def _select(self, search: SearchRequest) -> Select[Any]:
+        """Return the select of the records matching ``search``."""
+        query = select(self.model)
+        for criterion in search.criteria:
+            query = query.where(self.condition(criterion))
+        return query
+
+    def search(self, session: Session, search: SearchRequest, caller: Caller) -> Page:
+        """Return one page of resources (keyset paging on the internal id)."""
+        return keyset_page(session, self._select(search), self.model.id, search,
+                           lambda row: self.render(row).resource)
+
+    def count(self, session: Session, search: SearchRequest, caller: Caller) -> int:
+        """Return how many resources match."""
+        return count_of(session, self._select(search), self.model.id)
+
+    # --- what each type says about an inbound resource -------------------------------------
+
+    def _inbound(self, session: Session, resource: dict[str, Any],
+                 caller: Caller) -> Inbound[R]:
+        """Validate and map an inbound resource.
+
+        :raises Invalid: not valid.
+        :raises Forbidden: (where the type checks it here) the caller may not write it.
+        """
+        raise NotImplementedError
+
+    def _authorise_create(self, inbound: Inbound[R], caller: Caller) -> None:
+        """Check that ``caller`` may create the record (nothing more by default).
+
+        :raises Forbidden: it may not.
+        """
+
+    def _taken(self, session: Session, inbound: Inbound[R]) -> str | None:
+        """Return the id of the stored record holding the inbound one's key, if any."""
+        raise NotImplementedError
+
+    def _new(self, inbound: Inbound[R]) -> R:
+        """Return the new record of an inbound resource, at its derived id."""
+        raise NotImplementedError
+
+    def _check_update(self, row: R, inbound: Inbound[R], caller: Caller) -> None:
+        """Check that ``inbound`` may replace ``row``.
+
+        :raises Forbidden: the caller may not.
+        :raises Invalid: the change is not allowed.
+        """
+        raise NotImplementedError
+
+    # --- writes ------------------------------------------------------------------------------
+
+    def create(self, session: Session, resource: dict[str, Any], caller: Caller) -> WriteResult:
+        """Create the record.
+
+        :raises Forbidden: the caller may not.
+        :raises Conflict: a record with its key exists.
+        """
+        inbound = self._inbound(session, resource, caller)
+        self._authorise_create(inbound, caller)
+        taken = self._taken(session, inbound)
+        if taken is not None:
+            raise Conflict(self.taken_message.format(type=self.resource_type, id=taken),
+                           expression=f"{self.resource_type}.identifier")
+        row = self._new(inbound)
+        copy_columns(inbound.record, row, BOOKKEEPING | {"resource_id"})
+        session.add(row)
+        flush_write(session, self.what)
+        return WriteResult(with_notes(self.render(row), inbound.notes), True)
+
+    def update(self, session: Session, resource_id: str, resource: dict[str, Any],
+               caller: Caller, if_match: int | None) -> WriteResult:
+        """Update the record (or create it at the id derived from its key).
+
+        :raises PreconditionFailed: stale ``If-Match``.
+        :raises Forbidden: the caller may not.
+        :raises Invalid: the body's id differs from the URL's, or the change is not allowed.
+        """
+        check_body_id(resource, resource_id, self.resource_type)
+        row = self._find(session, resource_id)
+        if row is None:
+            return self._create_at(session, resource_id, resource, caller)
+        check_version(row.version, if_match)
+        inbound = self._inbound(session, resource, caller)
+        self._check_update(row, inbound, caller)
+        changed = copy_columns(inbound.record, row, BOOKKEEPING | {"resource_id"})
+        if changed:
+            row.last_updated = utcnow()
+        flush_write(session, self.what)
+        return WriteResult(with_notes(self.render(row), inbound.notes), False, changed)
+
+    def _create_at(self, session: Session, resource_id: str, resource: dict[str, Any],
+                   caller: Caller) -> WriteResult:
+        """Create through PUT: only at the id this server derives from the key.
+
+        :raises Invalid: another id.
+        """
+        if self._inbound(session, resource, caller).derived_id != resource_id:
+            raise Invalid(f"A new {self.resource_type} can be created by PUT only at the id "
+                          f"derived from {self.key_name}; use POST instead.",
+                          expression=f"{self.resource_type}.id")
+        return self.create(session, resource, caller)
+
+    def delete(self, session: Session, resource_id: str, caller: Caller) -> None:
+        """These records are not deleted through FHIR: records of children refer to them
+        (declared without ``delete``).
+
+        :raises MethodNotAllowed: always.
+        """
+        raise MethodNotAllowed(self.not_deleted)
+
+    def validate(self, resource: dict[str, Any], caller: Caller) -> list[dict[str, Any]]:
+        """Return the issues a create of ``resource`` would meet (nothing is stored)."""
+        return validate_inbound(self.resource_type, resource)
+
+
 # --- Organization -------------------------------------------------------------------------
 
 ORGANIZATION_PARAMS: Final = {p.name: p for p in (
@@ -356,69 +562,24 @@ def render_organisation(org: Organisation) -> Rendered:
     return Rendered(mapping.organisation_to_fhir(org), org.version, org.last_updated)
 
 
-class OrganizationHandler:
-    """The REST handler of ``Organization``."""
+class OrganizationHandler(RecordHandler[Organisation]):
+    """The REST handler of ``Organization``: written by an administrator or by the
+    organisation itself."""
 
     resource_type: ClassVar[str] = "Organization"
-    interactions: ClassVar[tuple[str, ...]] = (
-        "read", "vread", "history-instance", "search-type", "search-type-post", "create",
-        "update", "conditional-update", "validate")
     search_params: ClassVar[dict[str, SearchParam]] = ORGANIZATION_PARAMS
-    includes: ClassVar[frozenset[str]] = frozenset()
-    revincludes: ClassVar[frozenset[str]] = frozenset()
     profile: ClassVar[str | None] = "Organization"
+    what: ClassVar[str] = "organisation"
+    key_name: ClassVar[str] = "its code"
+    taken_message: ClassVar[str] = "{type}/{id} has one of these codes: update it with PUT."
+    not_deleted: ClassVar[str] = "An Organization is not deleted: records of children refer to it."
 
-    def _load(self, session: Session, resource_id: str) -> Organisation:
-        """Return the organisation with FHIR id ``resource_id``.
+    def __init__(self) -> None:
+        super().__init__(Organisation, organisation_condition, render_organisation)
 
-        :raises NotFound: none.
-        """
-        org = session.scalar(select(Organisation).where(Organisation.resource_id == resource_id))
-        if org is None:
-            raise NotFound(f"No Organization/{resource_id} on this server.")
-        return org
-
-    def read(self, session: Session, resource_id: str, caller: Caller) -> Rendered:
-        """Return the Organization."""
-        return render_organisation(self._load(session, resource_id))
-
-    def vread(self, session: Session, resource_id: str, version: int,
-              caller: Caller) -> Rendered:
-        """Return the current version (the only one kept).
-
-        :raises NotFound: another version.
-        """
-        org = self._load(session, resource_id)
-        if version != org.version:
-            raise NotFound(CURRENT_ONLY.format(type="Organization", id=resource_id,
-                                               version=org.version))
-        return render_organisation(org)
-
-    def history(self, session: Session, resource_id: str,
-                caller: Caller) -> list[tuple[Rendered | None, int, str, dt.datetime]]:
-        """Return the current version (no history is kept for organisations)."""
-        org = self._load(session, resource_id)
-        return [(render_organisation(org), org.version, method_of(org.version),
-                 org.last_updated)]
-
-    def _select(self, search: SearchRequest) -> Select[Organisation]:
-        """Return the select of organisations matching ``search``."""
-        query = select(Organisation)
-        for criterion in search.criteria:
-            query = query.where(organisation_condition(criterion))
-        return query
-
-    def search(self, session: Session, search: SearchRequest, caller: Caller) -> Page:
-        """Return one page of Organizations (keyset paging on the internal id)."""
-        return keyset_page(session, self._select(search), Organisation.id, search,
-                           lambda org: render_organisation(org).resource)
-
-    def count(self, session: Session, search: SearchRequest, caller: Caller) -> int:
-        """Return how many Organizations match."""
-        return count_of(session, self._select(search), Organisation.id)
-
-    def _record(self, resource: dict[str, Any]) -> tuple[Organisation, list[dict[str, Any]]]:
-        """Validate and map an Organization to a transient organisation with its notes.
+    def _inbound(self, session: Session, resource: dict[str, Any],
+                 caller: Caller) -> Inbound[Organisation]:
+        """Validate and map an Organization to a transient organisation.
 
         :raises Invalid: not valid, or without a code this directory keys organisations by.
         """
@@ -430,84 +591,38 @@ class OrganizationHandler:
         if record.type == "local-authority" and not record.gss_code:
             raise Invalid("A local authority needs its GSS code.",
                           expression="Organization.identifier")
-        return record, notes
+        derived = resource_id_for("Organization", organisation_key(record)[1])
+        return Inbound(record, derived, notes)
 
-    def create(self, session: Session, resource: dict[str, Any], caller: Caller) -> WriteResult:
-        """Create an organisation (an administrator, or the organisation itself).
+    def _authorise_create(self, inbound: Inbound[Organisation], caller: Caller) -> None:
+        """An administrator, or the organisation itself.
 
         :raises Forbidden: another organisation's record.
-        :raises Conflict: an organisation with one of its codes exists.
         """
-        record, notes = self._record(resource)
-        if not acts_for(record, caller):
+        if not acts_for(inbound.record, caller):
             raise Forbidden("Only an administrator or the organisation itself may create its "
                             "record.", expression="Organization.identifier")
-        taken = session.scalar(select(Organisation.resource_id).where(or_(*(
+
+    def _taken(self, session: Session, inbound: Inbound[Organisation]) -> str | None:
+        """Return the id of an organisation holding one of the inbound codes."""
+        record = inbound.record
+        return session.scalar(select(Organisation.resource_id).where(or_(*(
             getattr(Organisation, name) == getattr(record, name)
             for name in ORGANISATION_CODES if getattr(record, name)))))
-        if taken is not None:
-            raise Conflict(f"Organization/{taken} has one of these codes: update it with PUT.",
-                           expression="Organization.identifier")
-        org = Organisation(resource_id=resource_id_for("Organization",
-                                                       organisation_key(record)[1]))
-        copy_columns(record, org, BOOKKEEPING | {"resource_id"})
-        session.add(org)
-        flush_write(session, "organisation")
-        return WriteResult(with_notes(render_organisation(org), notes), True)
 
-    def update(self, session: Session, resource_id: str, resource: dict[str, Any],
-               caller: Caller, if_match: int | None) -> WriteResult:
-        """Update an organisation (or create it at the id derived from its code).
+    def _new(self, inbound: Inbound[Organisation]) -> Organisation:
+        """Return the new organisation at its derived id."""
+        return Organisation(resource_id=inbound.derived_id)
 
-        :raises PreconditionFailed: stale ``If-Match``.
+    def _check_update(self, row: Organisation, inbound: Inbound[Organisation],
+                      caller: Caller) -> None:
+        """An administrator, or the organisation itself keeping codes of its own.
+
         :raises Forbidden: another organisation's record, or giving it another's codes.
-        :raises Invalid: the body's id differs from the URL's.
         """
-        check_body_id(resource, resource_id, "Organization")
-        org = session.scalar(select(Organisation).where(Organisation.resource_id == resource_id))
-        if org is None:
-            return self._create_at(session, resource_id, resource, caller)
-        check_version(org.version, if_match)
-        record, notes = self._record(resource)
-        if not (acts_for(org, caller) and acts_for(record, caller)):
+        if not (acts_for(row, caller) and acts_for(inbound.record, caller)):
             raise Forbidden("Only an administrator or the organisation itself may change its "
                             "record.", expression="Organization")
-        changed = copy_columns(record, org, BOOKKEEPING | {"resource_id"})
-        if changed:
-            org.last_updated = utcnow()
-        flush_write(session, "organisation")
-        return WriteResult(with_notes(render_organisation(org), notes), False, changed)
-
-    def _create_at(self, session: Session, resource_id: str, resource: dict[str, Any],
-                   caller: Caller) -> WriteResult:
-        """Create through PUT: only at the id this server derives from the code.
-
-        :raises Invalid: another id.
-        """
-        record, _notes = self._record(resource)
-        if resource_id_for("Organization", organisation_key(record)[1]) != resource_id:
-            raise Invalid("A new Organization can be created by PUT only at the id derived from "
-                          "its code; use POST instead.", expression="Organization.id")
-        return self.create(session, resource, caller)
-
-    def delete(self, session: Session, resource_id: str, caller: Caller) -> None:
-        """Organisations are not deleted through FHIR: involvements and assessments refer to
-        them (declared without ``delete``).
-
-        :raises MethodNotAllowed: always.
-        """
-        raise MethodNotAllowed("An Organization is not deleted: records of children refer to "
-                               "it.")
-
-    def validate(self, resource: dict[str, Any], caller: Caller) -> list[dict[str, Any]]:
-        """Return the issues a create of ``resource`` would meet (nothing is stored)."""
-        return validate_inbound("Organization", resource)
-
-
-def with_notes(rendered: Rendered, notes: list[dict[str, Any]]) -> Rendered:
-    """Return ``rendered`` carrying the inbound validation's notes (what was not kept)."""
-    rendered.issues = notes + rendered.issues
-    return rendered
 
 
 # --- Practitioner -------------------------------------------------------------------------
@@ -563,71 +678,24 @@ def render_practitioner(person: Practitioner) -> Rendered:
     return Rendered(mapping.practitioner_to_fhir(person), person.version, person.last_updated)
 
 
-class PractitionerHandler:
-    """The REST handler of ``Practitioner``."""
+class PractitionerHandler(RecordHandler[Practitioner]):
+    """The REST handler of ``Practitioner``: written by an administrator or by the employing
+    organisation; the identifier (employer and staff id) never changes."""
 
     resource_type: ClassVar[str] = "Practitioner"
-    interactions: ClassVar[tuple[str, ...]] = (
-        "read", "vread", "history-instance", "search-type", "search-type-post", "create",
-        "update", "conditional-update", "validate")
     search_params: ClassVar[dict[str, SearchParam]] = PRACTITIONER_PARAMS
-    includes: ClassVar[frozenset[str]] = frozenset()
-    revincludes: ClassVar[frozenset[str]] = frozenset()
     profile: ClassVar[str | None] = "Practitioner"
+    what: ClassVar[str] = "practitioner"
+    key_name: ClassVar[str] = "its identifier"
+    taken_message: ClassVar[str] = "{type}/{id} has this staff id: update it with PUT."
+    not_deleted: ClassVar[str] = "A Practitioner is not deleted: records of children refer to them."
 
-    def _load(self, session: Session, resource_id: str) -> Practitioner:
-        """Return the practitioner with FHIR id ``resource_id``.
+    def __init__(self) -> None:
+        super().__init__(Practitioner, practitioner_condition, render_practitioner)
 
-        :raises NotFound: none.
-        """
-        person = session.scalar(select(Practitioner).where(
-            Practitioner.resource_id == resource_id))
-        if person is None:
-            raise NotFound(f"No Practitioner/{resource_id} on this server.")
-        return person
-
-    def read(self, session: Session, resource_id: str, caller: Caller) -> Rendered:
-        """Return the Practitioner."""
-        return render_practitioner(self._load(session, resource_id))
-
-    def vread(self, session: Session, resource_id: str, version: int,
-              caller: Caller) -> Rendered:
-        """Return the current version (the only one kept).
-
-        :raises NotFound: another version.
-        """
-        person = self._load(session, resource_id)
-        if version != person.version:
-            raise NotFound(CURRENT_ONLY.format(type="Practitioner", id=resource_id,
-                                               version=person.version))
-        return render_practitioner(person)
-
-    def history(self, session: Session, resource_id: str,
-                caller: Caller) -> list[tuple[Rendered | None, int, str, dt.datetime]]:
-        """Return the current version (no history is kept for practitioners)."""
-        person = self._load(session, resource_id)
-        return [(render_practitioner(person), person.version, method_of(person.version),
-                 person.last_updated)]
-
-    def _select(self, search: SearchRequest) -> Select[Practitioner]:
-        """Return the select of practitioners matching ``search``."""
-        query = select(Practitioner)
-        for criterion in search.criteria:
-            query = query.where(practitioner_condition(criterion))
-        return query
-
-    def search(self, session: Session, search: SearchRequest, caller: Caller) -> Page:
-        """Return one page of Practitioners (keyset paging on the internal id)."""
-        return keyset_page(session, self._select(search), Practitioner.id, search,
-                           lambda person: render_practitioner(person).resource)
-
-    def count(self, session: Session, search: SearchRequest, caller: Caller) -> int:
-        """Return how many Practitioners match."""
-        return count_of(session, self._select(search), Practitioner.id)
-
-    def _record(self, session: Session, resource: dict[str, Any],
-                caller: Caller) -> tuple[Practitioner, Organisation, list[dict[str, Any]]]:
-        """Validate and map a Practitioner; return it, its stored employer and the notes.
+    def _inbound(self, session: Session, resource: dict[str, Any],
+                 caller: Caller) -> Inbound[Practitioner]:
+        """Validate and map a Practitioner, with its stored employer.
 
         :raises Invalid: not valid, or an employer not known here.
         :raises Forbidden: the caller is neither the employer nor an administrator.
@@ -638,74 +706,27 @@ class PractitionerHandler:
         if not acts_for(employer, caller):
             raise Forbidden("Only an administrator or the employing organisation may write a "
                             "practitioner's record.", expression="Practitioner.identifier")
-        return record, employer, notes
+        derived = resource_id_for("Practitioner",
+                                  f"{organisation_key(employer)[1]}/{record.local_id}")
+        return Inbound(record, derived, notes, employer)
 
-    def create(self, session: Session, resource: dict[str, Any], caller: Caller) -> WriteResult:
-        """Create a practitioner of a known organisation.
+    def _taken(self, session: Session, inbound: Inbound[Practitioner]) -> str | None:
+        """Return the id of the employer's practitioner with the inbound staff id."""
+        assert inbound.employer is not None  # noqa: S101 - _inbound sets it
+        return session.scalar(select(Practitioner.resource_id).where(
+            Practitioner.organisation_id == inbound.employer.id,
+            Practitioner.local_id == inbound.record.local_id))
 
-        :raises Conflict: the organisation already has a practitioner with this staff id.
+    def _new(self, inbound: Inbound[Practitioner]) -> Practitioner:
+        """Return the new practitioner of its employer at its derived id."""
+        return Practitioner(resource_id=inbound.derived_id, organisation=inbound.employer)
+
+    def _check_update(self, row: Practitioner, inbound: Inbound[Practitioner],
+                      caller: Caller) -> None:
+        """The identifier (employer and staff id) stays.
+
+        :raises Invalid: the body names another practitioner.
         """
-        record, employer, notes = self._record(session, resource, caller)
-        taken = session.scalar(select(Practitioner.resource_id).where(
-            Practitioner.organisation_id == employer.id, Practitioner.local_id == record.local_id))
-        if taken is not None:
-            raise Conflict(f"Practitioner/{taken} has this staff id: update it with PUT.",
-                           expression="Practitioner.identifier")
-        person = Practitioner(resource_id=self._derived_id(employer, record.local_id),
-                              organisation=employer)
-        copy_columns(record, person, BOOKKEEPING | {"resource_id"})
-        session.add(person)
-        flush_write(session, "practitioner")
-        return WriteResult(with_notes(render_practitioner(person), notes), True)
-
-    def _derived_id(self, employer: Organisation, local_id: str) -> str:
-        """Return the id a practitioner is given: from the employer's code and the staff id."""
-        return resource_id_for("Practitioner", f"{organisation_key(employer)[1]}/{local_id}")
-
-    def update(self, session: Session, resource_id: str, resource: dict[str, Any],
-               caller: Caller, if_match: int | None) -> WriteResult:
-        """Update a practitioner (or create it at the id derived from its identifier).
-
-        :raises PreconditionFailed: stale ``If-Match``.
-        :raises Invalid: the body's id or identifier names another practitioner.
-        """
-        check_body_id(resource, resource_id, "Practitioner")
-        person = session.scalar(select(Practitioner).where(
-            Practitioner.resource_id == resource_id))
-        if person is None:
-            return self._create_at(session, resource_id, resource, caller)
-        check_version(person.version, if_match)
-        record, employer, notes = self._record(session, resource, caller)
-        if employer is not person.organisation or record.local_id != person.local_id:
+        if inbound.employer is not row.organisation or inbound.record.local_id != row.local_id:
             raise Invalid("A practitioner's identifier (employer and staff id) cannot change.",
                           expression="Practitioner.identifier")
-        changed = copy_columns(record, person, BOOKKEEPING | {"resource_id"})
-        if changed:
-            person.last_updated = utcnow()
-        flush_write(session, "practitioner")
-        return WriteResult(with_notes(render_practitioner(person), notes), False, changed)
-
-    def _create_at(self, session: Session, resource_id: str, resource: dict[str, Any],
-                   caller: Caller) -> WriteResult:
-        """Create through PUT: only at the id derived from the identifier.
-
-        :raises Invalid: another id.
-        """
-        record, employer, _notes = self._record(session, resource, caller)
-        if self._derived_id(employer, record.local_id) != resource_id:
-            raise Invalid("A new Practitioner can be created by PUT only at the id derived from "
-                          "its identifier; use POST instead.", expression="Practitioner.id")
-        return self.create(session, resource, caller)
-
-    def delete(self, session: Session, resource_id: str, caller: Caller) -> None:
-        """Practitioners are not deleted through FHIR: involvements refer to them (declared
-        without ``delete``).
-
-        :raises MethodNotAllowed: always.
-        """
-        raise MethodNotAllowed("A Practitioner is not deleted: records of children refer to "
-                               "them.")
-
-    def validate(self, resource: dict[str, Any], caller: Caller) -> list[dict[str, Any]]:
-        """Return the issues a create of ``resource`` would meet (nothing is stored)."""
-        return validate_inbound("Practitioner", resource)

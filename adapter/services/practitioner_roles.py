@@ -19,11 +19,21 @@ from sqlalchemy import Select, and_, exists, false, not_, or_, select, true
 from sqlalchemy.orm import Session, contains_eager
 
 from adapter import codes
-from adapter.errors import Forbidden, MethodNotAllowed, NotFound, issue
+from adapter.errors import Forbidden, Gone, MethodNotAllowed, NotFound, issue
 from adapter.fhir.handlers import Page, Rendered, WriteResult
 from adapter.fhir.search import Criterion, SearchParam, SearchRequest, reference_id, split_token
 from adapter.mapping import fhir as mapping
-from adapter.models import Assessment, Child, Involvement, Organisation, Practitioner, TeamMember
+from adapter.models import (
+    Assessment,
+    Child,
+    Involvement,
+    Organisation,
+    Practitioner,
+    RecordVersion,
+    TeamMember,
+)
+from adapter.models.base import utcnow
+from adapter.notify import ledger
 from adapter.security import audit
 from adapter.security.caller import Caller
 from adapter.services import history
@@ -110,6 +120,36 @@ def may_see_lead(assessment: Assessment, caller: Caller) -> bool:
     return sensitive_visible(caller) or not is_lead_sensitive(assessment)
 
 
+# --- deletion tombstones ------------------------------------------------------------------
+
+def record_role_deleted(session: Session, involvement: Involvement, child: Child) -> None:
+    """Store the deletion tombstone of an involvement's role, at the child's new version; it
+    names the child and whether the role was a sensitive service's, so that only callers who
+    could see the role learn that it was deleted."""
+    session.add(RecordVersion(kind="role", resource_id=involvement.resource_id,
+                              version=child.version, last_updated=utcnow(), deleted=True,
+                              snapshot={"child": child.resource_id,
+                                        "sensitive": bool(involvement.sensitive)}))
+
+
+def deleted_role(session: Session, resource_id: str, caller: Caller) -> RecordVersion | None:
+    """Return the latest deletion tombstone of role ``resource_id`` if ``caller`` could have
+    seen the role (its child visible to them, a sensitive service only with the right)."""
+    tombstone = session.scalar(
+        select(RecordVersion).where(RecordVersion.kind == "role",
+                                    RecordVersion.resource_id == resource_id)
+        .order_by(RecordVersion.version.desc()).limit(1))
+    if tombstone is None:
+        return None
+    noted = tombstone.snapshot or {}
+    child = session.scalar(select(Child).where(Child.resource_id == noted.get("child")))
+    if child is None or not may_see_child(child, caller):
+        return None
+    if noted.get("sensitive") and not sensitive_visible(caller):
+        return None
+    return tombstone
+
+
 # --- rendering ----------------------------------------------------------------------------
 
 def _audited(session: Session, resource: dict[str, Any], child: Child, caller: Caller,
@@ -119,6 +159,7 @@ def _audited(session: Session, resource: dict[str, Any], child: Child, caller: C
         audit.record(session, action, resource_type="PractitionerRole",
                      resource_id=str(resource["id"]), child_ref=child.resource_id,
                      override=child.shielded, caller=caller)
+        ledger.record_delivery(session, caller, child, action)
     return resource
 
 
@@ -257,6 +298,7 @@ class PractitionerRoleHandler:
         ``resource_id`` that ``caller`` may see.
 
         :raises NotFound: none the caller may see.
+        :raises Gone: a deleted one the caller could see.
         """
         for query, column in ((involvement_query(caller), Involvement.resource_id),
                               (member_query(caller), TeamMember.resource_id),
@@ -264,6 +306,8 @@ class PractitionerRoleHandler:
             found = session.scalar(query.where(column == resource_id))
             if found is not None:
                 return found
+        if deleted_role(session, resource_id, caller) is not None:
+            raise Gone(f"PractitionerRole/{resource_id} has been deleted.")
         raise NotFound(NOT_FOUND.format(id=resource_id))
 
     def _render(self, session: Session, found: Involvement | TeamMember | Assessment,
@@ -297,9 +341,15 @@ class PractitionerRoleHandler:
 
     def history(self, session: Session, resource_id: str,
                 caller: Caller) -> list[tuple[Rendered | None, int, str, dt.datetime]]:
-        """Return the current version (earlier ones live in the child's history)."""
-        rendered = self._render(session, self._find(session, resource_id, caller), caller,
-                                "history")
+        """Return the current version (earlier ones live in the child's history), or the
+        deletion of a deleted role."""
+        try:
+            found = self._find(session, resource_id, caller)
+        except Gone:
+            tombstone = deleted_role(session, resource_id, caller)
+            assert tombstone is not None  # noqa: S101 - Gone means there is one
+            return [(None, tombstone.version, "DELETE", tombstone.last_updated)]
+        rendered = self._render(session, found, caller, "history")
         method = "POST" if rendered.version == 1 else "PUT"
         return [(rendered, rendered.version, method, rendered.last_updated)]
 
@@ -352,6 +402,7 @@ class PractitionerRoleHandler:
         """End an involvement: delete it (its own organisation, or an administrator).
 
         :raises NotFound: no role the caller may see.
+        :raises Gone: a role deleted already.
         :raises MethodNotAllowed: an eCAF team role (changed through the eCAF CareTeam).
         :raises Forbidden: another organisation's involvement.
         """
@@ -370,6 +421,7 @@ class PractitionerRoleHandler:
         session.delete(found)
         flush_write(session, "entry")
         session.add(before)
+        record_role_deleted(session, found, child)  # a later read is 410 Gone
         flush_write(session, "entry")
         audit.record(session, "delete", resource_type="PractitionerRole",
                      resource_id=resource_id, child_ref=child.resource_id, caller=caller)

@@ -63,14 +63,43 @@ def organisation_key(org: Organisation) -> tuple[str, str]:
     raise ValueError("an organisation needs an ODS code, URN or GSS code")
 
 
+def _pending(session: Session) -> dict[tuple[str, ...], Base]:
+    """Return the organisations and practitioners this session has added and not flushed
+    yet, by natural key: autoflush is off while a record is applied, so a query does not find
+    them, and a record that names a new one twice must not create it twice."""
+    pending: dict[tuple[str, ...], Base] = session.info.setdefault("pending_by_key", {})
+    return pending
+
+
+def _pending_one(session: Session, key: tuple[str, ...], cls: type[T]) -> T | None:
+    """Return the ``cls`` added under ``key`` while it is still pending, else None (once
+    flushed a query finds it; once rolled back it is gone)."""
+    pending = _pending(session)
+    found = pending.get(key)
+    if not isinstance(found, cls) or not inspect(found).pending:
+        pending.pop(key, None)
+        return None
+    return found
+
+
 def resolve_organisation(session: Session, org: Organisation) -> Organisation:
-    """Return the stored organisation with ``org``'s natural key, creating or updating it."""
+    """Return the stored organisation with ``org``'s natural key, creating or updating it
+    (one record naming a new organisation twice creates it once).
+
+    :raises Invalid: a new organisation without its details (a name).
+    """
     kind, code = organisation_key(org)
-    stored = session.scalar(select(Organisation).where(getattr(Organisation, kind) == code))
+    stored = _pending_one(session, ("organisation", kind, code), Organisation)
     if stored is None:
+        stored = session.scalar(select(Organisation).where(getattr(Organisation, kind) == code))
+    if stored is None:
+        if not org.name:  # a bare key (a FHIR Reference) cannot describe a new organisation
+            raise Invalid(f"The organisation {code} is not known here: create its "
+                          "Organization first (or name it with its details).")
         stored = Organisation(resource_id=resource_id_for("Organization", code))
         copy_columns(org, stored, BOOKKEEPING | {"resource_id"})
         session.add(stored)
+        _pending(session)[("organisation", kind, code)] = stored
         return stored
     if org.name:  # a reference that carries details updates them; a bare key does not
         copy_columns(org, stored, BOOKKEEPING | {"resource_id"} | _unset_columns(org))
@@ -83,17 +112,21 @@ def _unset_columns(obj: Base) -> frozenset[str]:
 
 
 def resolve_practitioner(session: Session, practitioner: Practitioner) -> Practitioner:
-    """Return the stored practitioner (organisation + local id), creating or updating it."""
+    """Return the stored practitioner (organisation + local id), creating or updating it
+    (one record naming a new practitioner twice creates it once)."""
     organisation = resolve_organisation(session, practitioner.organisation)
-    session.flush([organisation]) if organisation.id is None else None
-    stored = session.scalar(select(Practitioner).where(
-        Practitioner.organisation_id == organisation.id,
-        Practitioner.local_id == practitioner.local_id))
+    kind, code = organisation_key(organisation)
+    key = ("practitioner", kind, code, practitioner.local_id)
+    stored = _pending_one(session, key, Practitioner)
+    if stored is None and organisation.id is not None:  # a new organisation has no staff yet
+        stored = session.scalar(select(Practitioner).where(
+            Practitioner.organisation_id == organisation.id,
+            Practitioner.local_id == practitioner.local_id))
     if stored is None:
-        code = organisation_key(organisation)[1]
         stored = Practitioner(resource_id=resource_id_for(
             "Practitioner", f"{code}/{practitioner.local_id}"), organisation=organisation)
         session.add(stored)
+        _pending(session)[key] = stored
     copy_columns(practitioner, stored, BOOKKEEPING | {"resource_id"})
     return stored
 

@@ -13,8 +13,10 @@ from lxml import etree
 from sqlalchemy import func, select
 
 from adapter.db import Database
-from adapter.models import AuditRecord, Child
+from adapter.directory.schema import NS as DIRECTORY_NS
+from adapter.models import AuditRecord, Child, Organisation, Practitioner
 from tests.api.conftest import Callers
+from tests.fhir.fixtures import concurrent_puts
 
 FHIR_NS = {"f": "http://hl7.org/fhir"}
 
@@ -117,6 +119,30 @@ def test_stale_if_match_is_412(client: FlaskClient, callers: Callers) -> None:
     assert response.json["resourceType"] == "OperationOutcome"
 
 
+def test_concurrent_updates_with_the_same_if_match(app: Flask, client: FlaskClient,
+                                                  callers: Callers) -> None:
+    """Two clients update the same version at once, each on its own connection: exactly one
+    wins (200) and the other gets 412 PreconditionFailed, never 409 or 500; the history
+    holds one new version."""
+    patient = own_patient(client, callers)
+    version = int(patient["meta"]["versionId"])
+    first, second = copy.deepcopy(patient), copy.deepcopy(patient)
+    first["name"][0]["given"] = ["First"]
+    second["name"][0]["given"] = ["Second"]
+    url = f"/fhir/Patient/{patient['id']}"
+    answers = concurrent_puts(app, url, [first, second], callers.admin, str(version))
+    assert [status for status, _body in answers] == [200, 412], answers
+    loser = answers[1][1]
+    assert loser["resourceType"] == "OperationOutcome"
+    assert loser["issue"][0]["code"] == "conflict"
+    current = client.get(url, headers=callers.admin).json
+    assert current["meta"]["versionId"] == str(version + 1)
+    assert current["name"][0]["given"] == answers[0][1]["name"][0]["given"]
+    history = client.get(f"{url}/_history", headers=callers.admin).json
+    assert [e["response"]["etag"] for e in history["entry"]] == \
+        [f'W/"{version + 1}"', f'W/"{version}"']
+
+
 def test_create_allocates_contactpoint_id_and_reports_what_was_not_kept(
         client: FlaskClient, callers: Callers) -> None:
     """A Patient without a ContactPoint ID gets one; elements not held are reported."""
@@ -136,6 +162,58 @@ def test_create_allocates_contactpoint_id_and_reports_what_was_not_kept(
     created = client.get(response.headers["Location"], headers=callers.admin).json
     systems = {i["system"].rsplit("/", 1)[-1]: i["value"] for i in created["identifier"]}
     assert systems["contactpoint-id"].startswith("CP")
+
+
+def test_an_organisation_not_held_here_is_invalid(client: FlaskClient, callers: Callers,
+                                                  demo: Database) -> None:
+    """A Patient naming a GP practice this directory does not hold (a Reference carries its
+    key, not its details) is 422 naming the organisation, never a 409; nothing is stored."""
+    patient = own_patient(client, callers)
+    patient["generalPractitioner"] = [{"identifier": {
+        "system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "Y98765"}}]
+    response = client.put(f"/fhir/Patient/{patient['id']}", json=patient, headers=callers.admin)
+    assert response.status_code == 422, response.json
+    assert "Y98765" in response.json["issue"][0]["diagnostics"]
+    with demo.sessions() as session:
+        assert session.scalar(select(func.count(Organisation.id)).where(
+            Organisation.ods_code == "Y98765")) == 0
+
+
+def test_a_new_organisation_named_twice_in_an_entry_is_created_once(
+        client: FlaskClient, callers: Callers, demo: Database) -> None:
+    """A directory entry naming an organisation and a practitioner not held yet twice (in its
+    GP practice's and its health visitor's involvements) creates one Organisation and one
+    Practitioner, which both involvements (and the Patient's generalPractitioner) refer to."""
+    ns = "{" + DIRECTORY_NS + "}"
+    patient = own_patient(client, callers)
+    cpid = next(i["value"] for i in patient["identifier"]
+                if i["system"].endswith("/Id/contactpoint-id"))
+    response = client.get(f"/directory/entries/{cpid}", headers=callers.admin)
+    assert response.status_code == 200
+    root = etree.fromstring(response.data)
+    entry = root.find(f"{ns}DirectoryEntry")
+    assert entry is not None
+    anchor = entry.find(f"{ns}Involvement")
+    assert anchor is not None
+    for role in ("gp", "health-visitor"):
+        anchor.addprevious(etree.fromstring(
+            f'<Involvement xmlns="{DIRECTORY_NS}"><Role>{role}</Role><Organisation>'
+            "<Name>Elm Surgery</Name><Type>gp-practice</Type><OdsCode>Y98765</OdsCode>"
+            "</Organisation><Practitioner><LocalId>ELM-0001</LocalId><PersonName>"
+            "<PersonFamilyName>Ash</PersonFamilyName></PersonName></Practitioner>"
+            "<LeadProfessional>false</LeadProfessional>"
+            "<CafCompleted>false</CafCompleted></Involvement>"))
+    response = client.post("/directory/entries", data=etree.tostring(root),
+                           headers={**callers.admin, "Content-Type": "application/xml"})
+    assert response.status_code == 200, response.data[:600]
+    assert b"<Updated>1</Updated>" in response.data, response.data[:1200]
+    with demo.sessions() as session:
+        assert session.scalar(select(func.count(Organisation.id)).where(
+            Organisation.ods_code == "Y98765")) == 1
+        assert session.scalar(select(func.count(Practitioner.id)).where(
+            Practitioner.local_id == "ELM-0001")) == 1
+    stored = client.get(f"/fhir/Patient/{patient['id']}", headers=callers.admin).json
+    assert "Y98765" in [g["identifier"]["value"] for g in stored["generalPractitioner"]]
 
 
 def test_conditional_create_finds_the_existing_entry(client: FlaskClient,
@@ -255,15 +333,24 @@ def test_metadata_declares_patient(client: FlaskClient, app: Flask) -> None:
 
 
 def test_nul_in_id_or_search_is_a_400(client: FlaskClient, callers: Callers) -> None:
-    """A NUL character (refused by PostgreSQL) is never a 500: a 404/400 OperationOutcome, or
-    (SQLite, which stores NUL) a search that matches nothing."""
-    for url in ("/fhir/Patient/a%00b", "/fhir/Patient?family=a%00b"):
-        response = client.get(url, headers=callers.admin)
-        assert response.status_code in (200, 400, 404), (url, response.status_code)
-        if response.status_code == 200:
-            assert "entry" not in response.json
-        else:
-            assert response.json["resourceType"] == "OperationOutcome"
+    """A NUL character (refused by PostgreSQL) is never a 500: in an id a 404 (it cannot be a
+    FHIR id), in a search value a 400 naming the parameter, on both databases."""
+    response = client.get("/fhir/Patient/a%00b", headers=callers.admin)
+    assert response.status_code == 404
+    assert response.json["resourceType"] == "OperationOutcome"
+    response = client.get("/fhir/Patient?family=a%00b", headers=callers.admin)
+    assert response.status_code == 400
+    assert response.json["issue"][0]["expression"] == ["family"]
+
+
+def test_nul_in_a_stored_value_is_invalid_or_kept(client: FlaskClient, callers: Callers,
+                                                  backend: str) -> None:
+    """A Patient whose name holds a NUL character is 422 on PostgreSQL (which cannot hold
+    it), never a 500; SQLite stores it."""
+    patient = own_patient(client, callers)
+    patient["name"][0]["family"] = "Lo\u0000velace"
+    response = client.put(f"/fhir/Patient/{patient['id']}", json=patient, headers=callers.admin)
+    assert response.status_code == (422 if backend == "postgresql" else 200), response.json
 
 
 def test_malformed_cursor_and_nested_resource_are_4xx(client: FlaskClient,

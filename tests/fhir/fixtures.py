@@ -6,6 +6,8 @@ right may see them; and callers with real tokens for each combination of rights.
 from __future__ import annotations
 
 import datetime as dt
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -315,3 +317,21 @@ def audit_rows(db: Database) -> list[tuple[str, str | None, str | None, str | No
         return [(r.action, r.resource_type, r.resource_id, r.child_ref, r.override)
                 for r in session.scalars(select(AuditRecord).where(
                     AuditRecord.child_ref.is_not(None)).order_by(AuditRecord.id))]
+
+
+def concurrent_puts(app: Flask, url: str, bodies: list[dict[str, Any]],
+                    headers: dict[str, str], version: str) -> list[tuple[int, Any]]:
+    """PUT each body to ``url`` at once, each from its own client (and connection) with the
+    same ``If-Match``; return (status, JSON answer) pairs sorted by status."""
+    barrier = threading.Barrier(len(bodies))
+
+    def put(body: dict[str, Any]) -> tuple[int, Any]:
+        """PUT ``body`` once every client is ready."""
+        client = app.test_client()
+        barrier.wait()
+        response = client.put(url, json=body, headers={
+            **headers, "Content-Type": FHIR_JSON, "If-Match": f'W/"{version}"'})
+        return response.status_code, response.json
+
+    with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
+        return sorted(pool.map(put, bodies), key=lambda answer: answer[0])

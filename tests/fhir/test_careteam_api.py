@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import copy
 import json
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +27,7 @@ from tests.fhir.fixtures import (
     World,
     audit_rows,
     callers,
+    concurrent_puts,
     entries,
     fetch,
     ids,
@@ -770,18 +769,9 @@ def test_concurrent_updates_with_the_same_if_match(app: Flask, env: Env, kind: s
     else:
         first["extension"][1]["valueBoolean"] = False
         second["period"]["start"] = "2025-01-07"
-    barrier = threading.Barrier(2)
     version = team["meta"]["versionId"]
-
-    def put(body: dict[str, Any]) -> int:
-        """PUT ``body`` from its own client once both are ready."""
-        client = app.test_client()
-        barrier.wait()
-        return client.put(url, json=body, headers={**env.who.la, "Content-Type": FHIR_JSON,
-                                                   "If-Match": f'W/"{version}"'}).status_code
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        statuses = sorted(pool.map(put, [first, second]))
+    statuses = [status for status, _ in concurrent_puts(app, url, [first, second], env.who.la,
+                                                         version)]
     assert statuses == [200, 412]
     assert fetch(env.client, url, env.who.la)["meta"]["versionId"] == str(int(version) + 1)
 
@@ -809,3 +799,87 @@ def test_every_resource_served_is_valid(app: Flask, env: Env, caller: str) -> No
             errors = [i for i in profile_issues(resource, resource["resourceType"])
                       if i["severity"] in ("error", "fatal")]
             assert errors == [], (resource["resourceType"], errors)
+
+
+IMPOSSIBLE_IDS = ["%00", "a%00b", "a_b", "a%20b", "x" * 65, "%C3%A9"]
+ID_TYPES = ["Patient", "CareTeam", "PractitionerRole", "Organization", "Practitioner"]
+
+
+@pytest.mark.parametrize("url", ["/fhir/CareTeam/%00", "/fhir/CareTeam/a%00b/_history",
+                                 "/fhir/PractitionerRole/%00", "/fhir/Organization/%00",
+                                 "/fhir/Practitioner/%00/_history/1", "/fhir/Patient/%00",
+                                 "/fhir/Patient/a%00b/_history",
+                                 "/fhir/Patient/a%00b/_history/1",
+                                 "/fhir/Patient/a%00b/$holders",
+                                 "/fhir/Subscription/a%00b/$status",
+                                 "/fhir/Subscription/a%00b/$events",
+                                 "/fhir/Task/a%00b/$purge-list"])
+def test_impossible_ids_are_not_found(env: Env, url: str) -> None:
+    """An id that cannot be a FHIR id is 404 without reaching the database (PostgreSQL
+    refuses a NUL character in text)."""
+    assert fetch(env.client, url, env.who.admin, status=404)["resourceType"] == \
+        "OperationOutcome"
+
+
+@pytest.mark.parametrize("resource_type", ID_TYPES)
+def test_every_interaction_on_an_impossible_id_is_not_found(env: Env,
+                                                            resource_type: str) -> None:
+    """Read, vread, history, update and delete of an id that cannot be a FHIR id (FHIR R4
+    datatypes.html#id) are 404 NotFound OperationOutcomes, in JSON and XML, whatever the
+    body; the id is not echoed back."""
+    for rid in IMPOSSIBLE_IDS:
+        base = f"/fhir/{resource_type}/{rid}"
+        for fmt in ("json", "xml"):
+            for url in (base, f"{base}/_history", f"{base}/_history/1"):
+                outcome = fetch(env.client, url, env.who.admin, fmt, status=404)
+                assert outcome["issue"][0]["code"] == "not-found"
+                assert "\x00" not in json.dumps(outcome)
+        if resource_type != "PractitionerRole":  # the types with update
+            body = {"resourceType": resource_type, "id": "whatever"}
+            response = send(env, "PUT", base, body, env.who.admin)
+            assert response.status_code == 404, (base, response.status_code)
+        if resource_type in ("CareTeam", "PractitionerRole"):  # the types with delete
+            response = env.client.delete(base, headers=env.who.admin)
+            assert response.status_code == 404, (base, response.status_code)
+
+
+def test_impossible_ids_in_a_batch_are_not_found(env: Env) -> None:
+    """Batch entries naming an id that cannot be a FHIR id answer 404 each, never 500."""
+    urls = ["Patient/a\u0000b", "CareTeam/a_b", "Organization/a b/_history/1"]
+    bundle = {"resourceType": "Bundle", "type": "batch",
+              "entry": [{"request": {"method": "GET", "url": url}} for url in urls]
+              + [{"request": {"method": "DELETE", "url": "PractitionerRole/a\u0000b"}}]}
+    response = send(env, "POST", "/fhir", bundle, env.who.admin)
+    assert response.status_code == 200, response.json
+    assert [e["response"]["status"] for e in response.json["entry"]] == ["404"] * 4
+
+
+@pytest.mark.parametrize("resource_type", ID_TYPES)
+@pytest.mark.parametrize("query", ["_id=a%00b", "_id=ok,a%00b", "_id:not=a%00b",
+                                   "_cursor=a%00b", "unknown=a%00b", "a%00b=1"])
+def test_a_nul_in_a_search_value_is_a_bad_request(env: Env, resource_type: str,
+                                                  query: str) -> None:
+    """A search parameter holding a NUL character is 400, never 500 nor a search (JSON and
+    XML, GET and POST _search)."""
+    outcome = fetch(env.client, f"/fhir/{resource_type}?{query}", env.who.admin, status=400)
+    assert outcome["issue"][0]["code"] == "invalid"
+    fetch(env.client, f"/fhir/{resource_type}?{query}", env.who.admin, "xml", status=400)
+    response = env.client.post(f"/fhir/{resource_type}/_search", data=query,
+                               headers={**env.who.admin,
+                                        "Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 400
+
+
+def test_a_nul_search_value_names_its_parameter(env: Env) -> None:
+    """The 400 names the parameter as its expression."""
+    outcome = fetch(env.client, "/fhir/Patient?family:exact=a%00b", env.who.admin, status=400)
+    assert outcome["issue"][0]["expression"] == ["family"]
+
+
+def test_a_value_the_database_cannot_hold_is_invalid(env: Env, backend: str) -> None:
+    """A NUL character in a stored value is 422 on PostgreSQL (which cannot hold it), never
+    500; SQLite stores it."""
+    org = fetch(env.client, f"/fhir/Organization/{env.world.orgs['A81001']}", env.who.admin)
+    org["name"] = "Oak\u0000Surgery"
+    response = send(env, "PUT", f"/fhir/Organization/{org['id']}", org, env.who.admin)
+    assert response.status_code == (422 if backend == "postgresql" else 200), response.json

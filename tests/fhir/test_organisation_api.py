@@ -25,6 +25,7 @@ from tests.fhir.fixtures import (
     World,
     audit_rows,
     callers,
+    concurrent_puts,
     fetch,
     ids,
     parsed,
@@ -358,6 +359,24 @@ def test_validate_a_practitioner(env: Env, fmt: str) -> None:
     del body["name"]
     response = send(env, "POST", "/fhir/Practitioner/$validate", body, env.who.la, fmt)
     assert [i for i in parsed(response)["issue"] if i["severity"] == "error"]
+
+
+@pytest.mark.parametrize("resource_type", ["Organization", "Practitioner"])
+def test_concurrent_updates_with_the_same_if_match(app: Flask, env: Env,
+                                                  resource_type: str) -> None:
+    """Two clients update the same version at once, each on its own connection: exactly one
+    wins, the other gets 412 (never 409 or 500)."""
+    rid = env.world.orgs[LA] if resource_type == "Organization" else env.world.people["C1"]
+    url = f"/fhir/{resource_type}/{rid}"
+    current = fetch(env.client, url, env.who.admin)
+    version = current["meta"]["versionId"]
+    first, second = copy.deepcopy(current), copy.deepcopy(current)
+    first["telecom"] = [{"system": "phone", "value": "0113 496 0001"}]
+    second["telecom"] = [{"system": "phone", "value": "0113 496 0002"}]
+    statuses = [status for status, _ in concurrent_puts(app, url, [first, second],
+                                                         env.who.admin, version)]
+    assert statuses == [200, 412]
+    assert fetch(env.client, url, env.who.admin)["meta"]["versionId"] == str(int(version) + 1)
 
 
 def test_read_only_scope_cannot_write(env: Env) -> None:

@@ -168,7 +168,6 @@ def test_delete_ends_an_involvement(env: Env, fmt: str) -> None:
     assert env.client.delete(url, headers=with_format(env.who.la, fmt)).status_code == 403
     response = env.client.delete(url, headers=with_format(env.who.gp, fmt))
     assert response.status_code == 204
-    fetch(env.client, url, env.who.la, fmt, status=404)
     now = fetch(env.client, f"/fhir/CareTeam/{w.team}", env.who.la)
     assert int(now["meta"]["versionId"]) == int(team["meta"]["versionId"]) + 1
     old = fetch(env.client, f"/fhir/CareTeam/{w.team}/_history/{team['meta']['versionId']}",
@@ -179,6 +178,41 @@ def test_delete_ends_an_involvement(env: Env, fmt: str) -> None:
                                  headers=with_format(env.who.la, fmt))
     assert response.status_code == 405
     assert parsed(response)["resourceType"] == "OperationOutcome"
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_deleted_role_is_gone(env: Env, fmt: str) -> None:
+    """After DELETE the role is 410 Gone (FHIR R4 http.html#read) to read, vread and a second
+    DELETE, and its history holds the deletion; an id never used stays 404."""
+    w = env.world
+    url = f"/fhir/PractitionerRole/{w.roles['gp']}"
+    version = fetch(env.client, url, env.who.la)["meta"]["versionId"]
+    assert env.client.delete(url, headers=with_format(env.who.gp, fmt)).status_code == 204
+    gone = fetch(env.client, url, env.who.la, fmt, status=410)
+    assert gone["resourceType"] == "OperationOutcome"
+    assert gone["issue"][0]["code"] == "deleted"
+    fetch(env.client, f"{url}/_history/{version}", env.who.la, fmt, status=410)
+    assert env.client.delete(url, headers=with_format(env.who.gp, fmt)).status_code == 410
+    history = fetch(env.client, f"{url}/_history", env.who.la, fmt)
+    assert [(e["request"]["method"], e["response"]["status"]) for e in history["entry"]] == \
+        [("DELETE", "410")]
+    assert history["entry"][0]["response"]["etag"] == f'W/"{int(version) + 1}"'
+    fetch(env.client, "/fhir/PractitionerRole/never-was", env.who.la, fmt, status=404)
+
+
+def test_a_deleted_role_the_caller_could_not_see_is_not_found(env: Env) -> None:
+    """A deleted role stays hidden from callers who could not see it (404, not 410): a
+    sensitive service's role without the sensitive right, a shielded child's role without the
+    shielding right."""
+    camhs = f"/fhir/PractitionerRole/{env.world.roles['camhs']}"
+    assert env.client.delete(camhs, headers=env.who.admin).status_code == 204
+    fetch(env.client, camhs, env.who.la, status=404)
+    fetch(env.client, f"{camhs}/_history", env.who.la, status=404)
+    fetch(env.client, camhs, env.who.la_sensitive, status=410)
+    shielded = f"/fhir/PractitionerRole/{env.world.roles['shield_worker']}"
+    assert env.client.delete(shielded, headers=env.who.admin).status_code == 204
+    fetch(env.client, shielded, env.who.la, status=404)
+    fetch(env.client, shielded, env.who.la_shielded, status=410)
 
 
 def test_a_withheld_role_cannot_be_deleted(env: Env) -> None:

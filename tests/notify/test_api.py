@@ -65,6 +65,9 @@ def test_create_returns_the_secret_once_and_stores_it_sealed(
     ({"channel": {"type": "rest-hook", "endpoint": "https://example.org/",
                   "payload": "application/fhir+json", "header": ["Host: evil"]}},
      "Subscription.channel.header"),
+    ({"channel": {"type": "rest-hook", "endpoint": "https://example.org/",
+                  "payload": "application/fhir+json", "header": ["X-Cost: 5\u20ac"]}},
+     "Subscription.channel.header"),
     ({"_criteria": {"extension": [{
         "url": "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
                "backport-filter-criteria", "valueString": "Patient?birthdate=2010"}]}},

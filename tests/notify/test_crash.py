@@ -26,7 +26,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from adapter.db import Database
-from adapter.models import Event, Notification
+from adapter.models import Event, LedgerEntry, Notification
 from adapter.notify.dispatcher import DispatcherBusy, sole_sqlite_dispatcher
 from adapter.notify.outbox import emit_decommission_notice
 from tests.api.conftest import bearer
@@ -102,8 +102,9 @@ def emit(db: Database, first: int, count: int) -> None:
     """Emit notices ``first`` .. ``first + count - 1`` (one transaction)."""
     with db.write_transaction() as session:
         for n in range(first, first + count):
-            emit_decommission_notice(session, {"resourceType": "Basic", "id": f"notice-{n}",
-                                               "code": {"text": "timetable"}})
+            emit_decommission_notice(session, {"resourceType": "PlanDefinition",
+                                               "id": f"notice-{n}", "status": "active",
+                                               "title": "timetable"})
 
 
 def undelivered(db: Database) -> int:
@@ -140,7 +141,7 @@ def check_every_event(receiver: Receiver, events: int) -> None:
     for numbers in found.values():
         assert sorted(numbers) == list(range(1, events + 1))
         for number, focus in numbers.items():
-            assert [ref.rsplit("/", 2)[1:] for ref in focus] == [["Basic",
+            assert [ref.rsplit("/", 2)[1:] for ref in focus] == [["PlanDefinition",
                                                                   f"notice-{number}"]]
 
 
@@ -161,6 +162,8 @@ def test_sigkill_at_random_moments_loses_nothing(app: Flask, client: FlaskClient
     wait_until_done(db)
     assert zygote.ask(f"term {pid}") == "0"
     check_every_event(receiver, kills * EVENTS_PER_ROUND)
+    with db.sessions() as session:  # notices carry no child's data: the ledger stays empty
+        assert session.scalar(select(func.count(LedgerEntry.id))) == 0
 
 
 def test_several_dispatchers_share_the_work(app: Flask, client: FlaskClient,

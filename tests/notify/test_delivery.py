@@ -17,6 +17,7 @@ from lxml import etree
 from sqlalchemy import select
 
 from adapter.db import Database
+from adapter.errors import Invalid
 from adapter.fhir.xml import loads_resource
 from adapter.models import Assessment, Child, Organisation
 from adapter.notify.outbox import emit_decommission_notice, emit_purge_instruction
@@ -204,8 +205,11 @@ def test_decommission_notice_and_purge_instruction(app: Flask, client: FlaskClie
                                                   callers: Callers, receiver: Receiver,
                                                   demo: Database,
                                                   schema: etree.XMLSchema) -> None:
-    """The notice reaches every notice subscriber; a purge Task only the subscriptions of the
-    client it is addressed to, with the Task as full resource."""
+    """The notice — the published plan, a PlanDefinition, as the topic declares — reaches
+    every notice subscriber and is the resource GET /fhir/PlanDefinition serves; a purge Task
+    only the subscriptions of the client it is addressed to, with the Task as full resource."""
+    from adapter.decommission.cli import decommission_group
+
     _n, s1 = subscribe(client, callers.la, subscription("decommission-notice",
                                                         receiver.url("/notice"),
                                                         content="full-resource"))
@@ -216,16 +220,28 @@ def test_decommission_notice_and_purge_instruction(app: Flask, client: FlaskClie
         "purge-instruction", receiver.url("/purge-two"), content="full-resource",
         payload="application/fhir+xml"))
     dispatch(app)
-    plan = {"resourceType": "Basic", "id": "decommission-plan",
-            "code": {"text": "ContactPoint decommissioning timetable"}}
+    planned = app.test_cli_runner().invoke(decommission_group, [
+        "plan", "--last-use", "2099-08-05", "--switch-off", "2099-08-06"])
+    assert planned.exit_code == 0, planned.output
     task = {"resourceType": "Task", "id": "purge-la-two", "status": "requested",
             "intent": "order"}
     with demo.write_transaction() as session:
-        emit_decommission_notice(session, plan)
         emit_purge_instruction(session, "la-two", task)
+        with pytest.raises(Invalid):  # the notice topic carries the plan, nothing else
+            emit_decommission_notice(session, {"resourceType": "Basic", "id": "plan"})
     assert dispatch(app) == 2
     notice = check_stream(receiver.bodies("/notice"), s1, schema, 1)
-    assert notice[1]["entry"][1]["resource"] == plan
+    published = client.get("/fhir/PlanDefinition/decommission-plan", headers=callers.la).json
+    declared = client.get("/fhir/SubscriptionTopic/decommission-notice",
+                          headers=callers.la).json
+    kinds = {declared["resourceTrigger"][0]["resource"],
+             declared["notificationShape"][0]["resource"],
+             *(f["resource"] for f in declared.get("canFilterBy", []))}
+    assert kinds == {"PlanDefinition"}
+    focus = status_of(notice[1])["notification-event"][0]["focus"]["reference"]
+    assert focus.endswith("/PlanDefinition/decommission-plan")
+    assert notice[1]["entry"][1]["resource"] == published
+    assert notice[1]["entry"][1]["fullUrl"].endswith("/PlanDefinition/decommission-plan")
     check_stream(receiver.bodies("/purge-one"), s2, schema, 0)
     purge = check_stream(receiver.bodies("/purge-two"), s3, schema, 1)
     assert purge[1]["entry"][1]["resource"]["id"] == "purge-la-two"

@@ -17,7 +17,7 @@ from adapter.notify.channels import Mesh, MeshSettings, Outcome, Parcel
 from tests.api.conftest import Callers
 from tests.notify.conftest import MESH_MAILBOXES, MESH_SHARED_KEY, NOTIFY_SETTINGS
 from tests.notify.helpers import dispatch, status_of, subscribe, subscription
-from tests.notify.test_delivery import children_of, touch
+from tests.notify.test_delivery import children_of, holders, touch
 
 SENDER, RECIPIENT = MESH_MAILBOXES[0], MESH_MAILBOXES[1]
 
@@ -59,14 +59,18 @@ def read_mailbox(url: str) -> dict[str, tuple[bytes, dict[str, Any]]]:
 
 def test_mesh_delivers_the_same_bundle(app: Flask, client: FlaskClient, callers: Callers,
                                        demo: Database, mesh_sandbox: str) -> None:
-    """Handshake and event go to the mailbox as the Bundles sent; the subscription is active."""
+    """Handshake and event go to the mailbox as the Bundles sent; the subscription is active;
+    the ledger lists the MESH subscriber (it only received the child by MESH) and the writer."""
     channel = Recording(MeshSettings.from_config(app.config))
-    sid, _secret = subscribe(client, callers.la, subscription(
+    sid, _secret = subscribe(client, callers.other_la, subscription(
         "directory-entry-changed", f"mesh:{RECIPIENT}", content="full-resource", mesh=True))
-    read = client.get(f"/fhir/Subscription/{sid}", headers=callers.la).json
+    read = client.get(f"/fhir/Subscription/{sid}", headers=callers.other_la).json
     assert read["channel"]["type"] == "message"
-    touch(client, callers.la, children_of(demo, callers.authority)[0])
+    child = children_of(demo, callers.authority)[0]
+    touch(client, callers.la, child)
+    assert holders(client, callers, child) == {"la-one"}  # not sent yet
     assert dispatch(app, channels={"mesh": channel}) == 2
+    assert holders(client, callers, child) == {"la-one", "la-two"}
     received = read_mailbox(mesh_sandbox)
     assert set(channel.sent) <= set(received)
     kinds = []
@@ -78,8 +82,8 @@ def test_mesh_delivers_the_same_bundle(app: Flask, client: FlaskClient, callers:
         Bundle.model_validate(bundle)
         kinds.append(status_of(bundle)["type"])
     assert sorted(kinds) == ["event-notification", "handshake"]
-    assert client.get(f"/fhir/Subscription/{sid}", headers=callers.la).json["status"] == \
-        "active"
+    assert client.get(f"/fhir/Subscription/{sid}",
+                      headers=callers.other_la).json["status"] == "active"
 
 
 def test_mesh_endpoint_is_a_mailbox(client: FlaskClient, callers: Callers) -> None:

@@ -11,8 +11,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from joserfc import jwt
 from joserfc.jwk import OctKey
+from sqlalchemy import update
 
 from adapter.db import Database
+from adapter.models import Client
 from adapter.security import clients as registry
 from adapter.security.tokens import TokenError, read_access_token
 from tests.security.helpers import TOKEN_URL, get_token, invoke, register
@@ -177,3 +179,26 @@ def test_assertion_without_jti_is_refused(app: Flask, client: FlaskClient) -> No
     response = client.post("/auth/token", data=who.form(jti=""))
     assert response.status_code == 400
     assert "jti" in response.json["error_description"]
+
+
+def test_client_registrations_are_cached_briefly(app: Flask, client: FlaskClient) -> None:
+    """A client's registration is reused for GATEWAY_CLIENT_CACHE_SECONDS: a change made in
+    this process applies at once whatever the interval; one made elsewhere (here a plain
+    UPDATE, which no ORM hook sees) once the interval is over."""
+    who = register(app, "cached-client")
+    headers = {"Authorization": f"Bearer {get_token(client, who)}"}
+    url = "/fhir/Patient?_count=1"
+    db: Database = app.extensions["db"]
+    assert client.get(url, headers=headers).status_code == 200
+    with db.transaction() as session:  # as another process would
+        session.execute(update(Client).where(Client.client_id == "cached-client")
+                        .values(status="disabled"))
+    app.config["CLIENT_CACHE_SECONDS"] = 0
+    assert client.get(url, headers=headers).status_code == 401
+    app.config["CLIENT_CACHE_SECONDS"] = 3600
+    with db.transaction() as session:
+        registry.get_client(session, "cached-client").status = "active"
+    assert client.get(url, headers=headers).status_code == 200
+    with db.transaction() as session:
+        registry.disable_client(session, "cached-client")
+    assert client.get(url, headers=headers).status_code == 401
