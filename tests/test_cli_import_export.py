@@ -23,7 +23,7 @@ from adapter.cli import main
 from adapter.db import Database
 from adapter.directory.schema import ASSESSMENT_XSD, ENTRY_XSD, load_schema
 from adapter.fhir.xml import dumps_resource
-from adapter.models import AuditRecord, Child
+from adapter.models import AuditRecord, Child, LedgerEntry
 from tests.conftest import POSTGRES_URL, PostgresSchema
 from tests.directory.batches import Batch, demo_batches
 from tests.security.helpers import register
@@ -240,3 +240,22 @@ def test_a_broken_ndjson_line_is_reported_and_the_others_applied(
     assert children(target) == 4
     assert re.search(r"line 2\b.*The line is not valid JSON", result.output), result.output
     assert re.search(r"line 4\b.*The line must be a FHIR resource", result.output), result.output
+
+
+@pytest.mark.parametrize("fmt", ["fhir-ndjson", "directory-xml"])
+def test_an_export_for_a_client_puts_its_children_in_its_ledger(
+        app: Flask, tmp_path: Path, files: tuple[Path, Path, str], fmt: str) -> None:
+    """``export --as CLIENT`` hands that client's system every exported child: each is in its
+    delivery ledger (the purge scope of issue 7); the operator's own export is no holder."""
+    entries, _references, gss = files
+    assert invoke(app, "import", str(entries), "--quiet").exit_code == 0
+    register(app, "la-system", organisation=gss)
+    assert invoke(app, "export", "--authority", gss, "--format", fmt, "--out",
+                  str(tmp_path / "own"), "--quiet").exit_code == 0
+    result = invoke(app, "export", "--authority", gss, "--format", fmt, "--as", "la-system",
+                    "--out", str(tmp_path / "for-client"), "--quiet")
+    assert result.exit_code == 0, result.output
+    with app.extensions["db"].sessions() as session:
+        held = dict(session.execute(select(LedgerEntry.client_id, func.count())
+                                    .group_by(LedgerEntry.client_id)).all())
+    assert held == {"la-system": children(app)}

@@ -26,6 +26,7 @@ from adapter.export.resources import (
 )
 from adapter.mapping import fhir as mapping
 from adapter.models import Assessment, Child, Organisation, Practitioner
+from adapter.notify import ledger
 from adapter.security import audit
 from adapter.security.caller import Caller
 from adapter.security.policy import disclose_child
@@ -91,6 +92,7 @@ class NdjsonExport:
         audit.record(session, "export", resource_type="Patient", resource_id=child.resource_id,
                      child_ref=child.resource_id, override=disclosure.override,
                      caller=self.caller, detail="export command (fhir-ndjson)")
+        ledger.record_delivery(session, self.caller, child, "export")  # (--as a client)
 
     def _referenced(self, files: NdjsonFiles, resource_type: str) -> None:
         """Write the organisations or practitioners the written resources refer to."""
