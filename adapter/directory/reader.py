@@ -266,20 +266,23 @@ def _contact(node: _Node) -> Canonical:
     if contact is None:
         return {"phone": None, "email": None}
     texts = {child.tag: child.text for child in contact}
-    phone, email = texts.get(_PHONE), texts.get(_EMAIL)
+    return {"phone": _contact_value(identifiers.validate_phone, texts.get(_PHONE), node,
+                                    "TelephoneNumber"),
+            "email": _contact_value(identifiers.validate_email, texts.get(_EMAIL), node,
+                                    "EmailAddress")}
+
+
+def _contact_value(validate: Validator, text: str | None, node: _Node, name: str) -> str | None:
+    """Return the ContactDetails child ``name``'s ``text`` checked by ``validate``, or None.
+
+    :raises Invalid: the validator refused it.
+    """
+    if text is None:
+        return None
     try:
-        if phone is not None:
-            phone = identifiers.validate_phone(phone, "TelephoneNumber")
+        return validate(text, name)
     except identifiers.InvalidIdentifier as error:
-        raise Invalid(error.reason,
-                      expression=f"{node.path}/ContactDetails/TelephoneNumber") from None
-    try:
-        if email is not None:
-            email = identifiers.validate_email(email, "EmailAddress")
-    except identifiers.InvalidIdentifier as error:
-        raise Invalid(error.reason,
-                      expression=f"{node.path}/ContactDetails/EmailAddress") from None
-    return {"phone": phone, "email": email}
+        raise Invalid(error.reason, expression=f"{node.path}/ContactDetails/{name}") from None
 
 
 def _person_name(element: etree._Element) -> Canonical:

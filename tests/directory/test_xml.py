@@ -363,6 +363,10 @@ BATCH: list[tuple[str, str | None, str | None]] = [
     (entry_xml(10, birth="2015-02-30"), "DirectoryEntry/BirthDate", "valid date"),
     ("<Header><GeneratedAt>2026-08-02T00:00:00Z</GeneratedAt><Source>late</Source></Header>",
      "Header", "not expected"),
+    (entry_xml(12, authority=AUTHORITY.replace(
+        "</ManagingAuthority>", "<ContactDetails><TelephoneNumber>+1 555 0100 100"
+        "</TelephoneNumber></ContactDetails></ManagingAuthority>")),
+     "DirectoryEntry/ManagingAuthority/ContactDetails/TelephoneNumber", "UK telephone number"),
     (entry_xml(11), None, None),
 ]
 
@@ -393,7 +397,7 @@ def test_broken_records_are_reported_and_the_rest_read() -> None:
             continue
         assert isinstance(item, RecordInvalid), position
         assert item.expression == expression and fragment in item.message, item.message
-        for value in (BAD_NHS, "LS1 1AAX", "2015-02-30", "text"):
+        for value in (BAD_NHS, "LS1 1AAX", "2015-02-30", "text", "555 0100"):
             assert value not in item.message
     assert items[1][2].contactpoint_id == make_contactpoint_id(2)  # valid: safe to report
     assert items[5][2].contactpoint_id is None  # the <Unexpected> element has none
