@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import unicodedata
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from functools import cached_property
 from typing import Any, Final
@@ -329,16 +330,16 @@ def build_assessment(data: Mapping[str, Any]) -> tuple[Assessment, ObjectBuilder
     return assessment, builder
 
 
-class _BuiltRecord:
+class _BuiltRecord(ABC):
     """A record read from a dialect: its canonical dict and, made once on first use, the
     transient objects it describes with the Organisations and Practitioners they refer to."""
 
     def __init__(self, data: Canonical) -> None:
         self.data = data
 
+    @abstractmethod
     def _build(self) -> tuple[Any, ObjectBuilder]:
         """Make the transient objects (each record type says how)."""
-        raise NotImplementedError
 
     @cached_property
     def _built(self) -> tuple[Any, ObjectBuilder]:

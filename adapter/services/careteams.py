@@ -982,7 +982,7 @@ class CareTeamHandler:
         session.delete(row)
         flush_write(session, "eCAF team")  # the version check first: a concurrent writer loses
         session.add(before)
-        history.record_assessment_deleted(session, resource_id, before.version + 1)
+        history.record_deleted(session, "assessment", resource_id, before.version + 1)
         flush_write(session, "eCAF team")
         audit.record(session, "delete", resource_type="CareTeam", resource_id=resource_id,
                      child_ref=row.child.resource_id, caller=caller)

@@ -55,18 +55,27 @@ def child_snapshot(child: Child) -> RecordVersion:
                          snapshot=_jsonable(canonical_dump(child)))
 
 
-def record_child_deleted(session: Session, resource_id: str, version: int) -> None:
-    """Store a deletion tombstone after the last version of a child."""
-    session.add(RecordVersion(kind="child", resource_id=resource_id, version=version,
-                              last_updated=dt.datetime.now(dt.UTC), deleted=True))
+def record_deleted(session: Session, kind: str, resource_id: str, version: int,
+                   note: dict[str, Any] | None = None) -> None:
+    """Store a deletion tombstone after the last version of a record of ``kind`` (child,
+    assessment, role); ``note`` says what a later read needs to decide who may learn of it."""
+    session.add(RecordVersion(kind=kind, resource_id=resource_id, version=version,
+                              last_updated=dt.datetime.now(dt.UTC), deleted=True,
+                              snapshot=note))
+
+
+def versions(session: Session, kind: str, resource_id: str) -> list[RecordVersion]:
+    """Return every superseded version of a record of ``kind`` (and its tombstone), newest
+    first."""
+    return list(session.scalars(
+        select(RecordVersion).where(RecordVersion.kind == kind,
+                                    RecordVersion.resource_id == resource_id)
+        .order_by(RecordVersion.version.desc())))
 
 
 def child_versions(session: Session, resource_id: str) -> list[RecordVersion]:
     """Return every superseded version of a child (and its tombstone), newest first."""
-    return list(session.scalars(
-        select(RecordVersion).where(RecordVersion.kind == "child",
-                                    RecordVersion.resource_id == resource_id)
-        .order_by(RecordVersion.version.desc())))
+    return versions(session, "child", resource_id)
 
 
 def child_from_snapshot(version: RecordVersion) -> Child:
@@ -101,18 +110,9 @@ def assessment_snapshot(assessment: Assessment) -> RecordVersion:
                          snapshot=_jsonable(canonical_assessment_dump(assessment)))
 
 
-def record_assessment_deleted(session: Session, resource_id: str, version: int) -> None:
-    """Store a deletion tombstone after the last version of an assessment reference."""
-    session.add(RecordVersion(kind="assessment", resource_id=resource_id, version=version,
-                              last_updated=dt.datetime.now(dt.UTC), deleted=True))
-
-
 def assessment_versions(session: Session, resource_id: str) -> list[RecordVersion]:
     """Return every superseded version of an assessment (and its tombstone), newest first."""
-    return list(session.scalars(
-        select(RecordVersion).where(RecordVersion.kind == "assessment",
-                                    RecordVersion.resource_id == resource_id)
-        .order_by(RecordVersion.version.desc())))
+    return versions(session, "assessment", resource_id)
 
 
 def assessment_from_snapshot(version: RecordVersion, child: Child) -> Assessment:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -347,7 +348,7 @@ class Inbound(Generic[R]):
     employer: Organisation | None = None
 
 
-class RecordHandler(Generic[R]):
+class RecordHandler(ABC, Generic[R]):
     """The REST handler of a directory record of which only the current version is kept
     (Organization, Practitioner): read, vread and history of the current version, keyset
     search, create and update (also at the id derived from its key); never deleted.
@@ -429,6 +430,7 @@ class RecordHandler(Generic[R]):
 
     # --- what each type says about an inbound resource -------------------------------------
 
+    @abstractmethod
     def _inbound(self, session: Session, resource: dict[str, Any],
                  caller: Caller) -> Inbound[R]:
         """Validate and map an inbound resource.
@@ -436,7 +438,6 @@ class RecordHandler(Generic[R]):
         :raises Invalid: not valid.
         :raises Forbidden: (where the type checks it here) the caller may not write it.
         """
-        raise NotImplementedError
 
     def _authorise_create(self, inbound: Inbound[R], caller: Caller) -> None:
         """Check that ``caller`` may create the record (nothing more by default).
@@ -444,21 +445,21 @@ class RecordHandler(Generic[R]):
         :raises Forbidden: it may not.
         """
 
+    @abstractmethod
     def _taken(self, session: Session, inbound: Inbound[R]) -> str | None:
         """Return the id of the stored record holding the inbound one's key, if any."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _new(self, inbound: Inbound[R]) -> R:
         """Return the new record of an inbound resource, at its derived id."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _check_update(self, row: R, inbound: Inbound[R], caller: Caller) -> None:
         """Check that ``inbound`` may replace ``row``.
 
         :raises Forbidden: the caller may not.
         :raises Invalid: the change is not allowed.
         """
-        raise NotImplementedError
 
     # --- writes ------------------------------------------------------------------------------
 

@@ -32,7 +32,6 @@ from adapter.models import (
     RecordVersion,
     TeamMember,
 )
-from adapter.models.base import utcnow
 from adapter.notify import ledger
 from adapter.security import audit
 from adapter.security.caller import Caller
@@ -126,21 +125,17 @@ def record_role_deleted(session: Session, involvement: Involvement, child: Child
     """Store the deletion tombstone of an involvement's role, at the child's new version; it
     names the child and whether the role was a sensitive service's, so that only callers who
     could see the role learn that it was deleted."""
-    session.add(RecordVersion(kind="role", resource_id=involvement.resource_id,
-                              version=child.version, last_updated=utcnow(), deleted=True,
-                              snapshot={"child": child.resource_id,
-                                        "sensitive": bool(involvement.sensitive)}))
+    history.record_deleted(session, "role", involvement.resource_id, child.version,
+                           {"child": child.resource_id, "sensitive": bool(involvement.sensitive)})
 
 
 def deleted_role(session: Session, resource_id: str, caller: Caller) -> RecordVersion | None:
     """Return the latest deletion tombstone of role ``resource_id`` if ``caller`` could have
     seen the role (its child visible to them, a sensitive service only with the right)."""
-    tombstone = session.scalar(
-        select(RecordVersion).where(RecordVersion.kind == "role",
-                                    RecordVersion.resource_id == resource_id)
-        .order_by(RecordVersion.version.desc()).limit(1))
-    if tombstone is None:
+    stored = history.versions(session, "role", resource_id)
+    if not stored:
         return None
+    tombstone = stored[0]
     noted = tombstone.snapshot or {}
     child = session.scalar(select(Child).where(Child.resource_id == noted.get("child")))
     if child is None or not may_see_child(child, caller):
