@@ -335,3 +335,13 @@ def concurrent_puts(app: Flask, url: str, bodies: list[dict[str, Any]],
 
     with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
         return sorted(pool.map(put, bodies), key=lambda answer: answer[0])
+
+
+@dataclass
+class Env:
+    """The app's test client, database, seeded ids and callers (the ``env`` fixture)."""
+
+    client: FlaskClient
+    db: Database
+    world: World
+    who: Callers

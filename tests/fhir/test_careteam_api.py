@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from flask import Flask
-from flask.testing import FlaskClient
 
-from adapter.db import Database
 from adapter.fhir.systems import DEFAULT_CANONICAL_BASE, OwnSystems
 from tests.fhir.fixtures import (
     CANARIES,
@@ -23,17 +20,15 @@ from tests.fhir.fixtures import (
     LA,
     SENSITIVE_CANARIES,
     SHIELDED_CANARIES,
-    Callers,
+    Env,
     World,
     audit_rows,
-    callers,
     concurrent_puts,
     entries,
     fetch,
     ids,
     labels,
     parsed,
-    seed,
     with_format,
 )
 
@@ -41,22 +36,6 @@ FORMATS = ["json", "xml"]
 OWN = OwnSystems(DEFAULT_CANONICAL_BASE)
 CATEGORY = OWN.code_system("careteam-category")
 ECAF_SYSTEM = OWN.ecaf_assessment
-
-
-@dataclass
-class Env:
-    """The app's test client, database, seeded ids and callers."""
-
-    client: FlaskClient
-    db: Database
-    world: World
-    who: Callers
-
-
-@pytest.fixture
-def env(app: Flask, client: FlaskClient, db: Database) -> Env:
-    """The seeded directory and its callers."""
-    return Env(client, db, seed(db), callers(app, client))
 
 
 def participants(team: dict[str, Any]) -> list[str]:

@@ -7,50 +7,29 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from flask import Flask
-from flask.testing import FlaskClient
 
-from adapter.db import Database
 from adapter.fhir.systems import DEFAULT_CANONICAL_BASE, ODS_CODE, OwnSystems
 from adapter.identifiers import resource_id_for
 from tests.fhir.fixtures import (
     FHIR_JSON,
     FHIR_XML,
     LA,
-    Callers,
+    Env,
     World,
     audit_rows,
-    callers,
     concurrent_puts,
     fetch,
     ids,
     parsed,
-    seed,
     with_format,
 )
 
 FORMATS = ["json", "xml"]
 OWN = OwnSystems(DEFAULT_CANONICAL_BASE)
-
-
-@dataclass
-class Env:
-    """The app's test client, database, seeded ids and callers."""
-
-    client: FlaskClient
-    db: Database
-    world: World
-    who: Callers
-
-
-@pytest.fixture
-def env(app: Flask, client: FlaskClient, db: Database) -> Env:
-    """The seeded directory and its callers."""
-    return Env(client, db, seed(db), callers(app, client))
 
 
 def send(env: Env, method: str, url: str, resource: dict[str, Any], headers: dict[str, str],

@@ -5,45 +5,21 @@ organisation."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
-from flask import Flask
-from flask.testing import FlaskClient
 
-from adapter.db import Database
 from adapter.fhir.systems import DEFAULT_CANONICAL_BASE, OwnSystems
 from tests.fhir.fixtures import (
     FHIR_JSON,
-    Callers,
-    World,
+    Env,
     audit_rows,
-    callers,
     fetch,
     ids,
     parsed,
-    seed,
     with_format,
 )
 
 FORMATS = ["json", "xml"]
 OWN = OwnSystems(DEFAULT_CANONICAL_BASE)
-
-
-@dataclass
-class Env:
-    """The app's test client, database, seeded ids and callers."""
-
-    client: FlaskClient
-    db: Database
-    world: World
-    who: Callers
-
-
-@pytest.fixture
-def env(app: Flask, client: FlaskClient, db: Database) -> Env:
-    """The seeded directory and its callers."""
-    return Env(client, db, seed(db), callers(app, client))
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
