@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import click
 from flask import Flask, current_app
-from flask.cli import FlaskGroup, with_appcontext
+from flask.cli import FlaskGroup, ScriptInfo, with_appcontext
 
 from adapter import create_app
 from adapter.db import get_db
+from adapter.security.policy.phase import (
+    ALWAYS,
+    CommandPhase,
+    CommandRefused,
+    command_kind,
+    command_refusal,
+    declared_phase,
+    skipped,
+)
 
 
 def _create_app() -> Flask:
@@ -17,12 +28,72 @@ def _create_app() -> Flask:
     return create_app()
 
 
-@click.group(cls=FlaskGroup, create_app=_create_app, add_default_commands=False,
+class PhaseGroup(FlaskGroup):
+    """The command group: every command in its tree, at any depth, runs through the phase
+    policy first (``adapter.security.policy.phase``), by the kind it declares with
+    ``command_kind``; a command that declares none is refused."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Guard every command of the tree (those added since too), then run the one asked."""
+        guard(self, "")
+        return super().invoke(ctx)
+
+
+def guard(cmd: click.Command, name: str) -> None:
+    """Put the phase check in front of ``cmd``'s callback, or of every command under it."""
+    if isinstance(cmd, click.Group):
+        for sub_name, sub in cmd.commands.items():
+            guard(sub, f"{name} {sub_name}".strip())
+        return
+    callback = cmd.callback
+    if callback is None or getattr(callback, "phase_guarded", False):
+        return
+    cmd.callback = _guarded(callback, name, cmd)
+
+
+def _guarded(callback: Callable[..., Any], name: str,
+             cmd: click.Command) -> Callable[..., Any]:
+    """Return ``callback`` behind the phase policy."""
+    @functools.wraps(callback)
+    def run(*args: Any, **params: Any) -> Any:
+        declared = declared_phase(cmd)
+        if declared is None:
+            raise click.ClickException(f"`{name}` declares no kind for the decommissioning "
+                                       "phases (adapter.security.policy.command_kind): refused.")
+        if declared.kind not in ALWAYS and not _phase_allows(name, declared, params):
+            return None
+        return callback(*args, **params)
+    run.phase_guarded = True  # type: ignore[attr-defined]
+    return run
+
+
+def _phase_allows(name: str, declared: CommandPhase, params: dict[str, Any]) -> bool:
+    """Return whether the current phase lets ``name`` run (False: it has nothing to do).
+
+    :raises CommandRefused: the phase refuses it.
+    """
+    from adapter.decommission.phases import read_plan
+
+    context = click.get_current_context()
+    if not current_app:
+        context.with_resource(context.ensure_object(ScriptInfo).load_app().app_context())
+    plan = read_plan(get_db())  # not the per-process cache: a command runs once, on the latest
+    refusal = command_refusal(name, declared, plan)
+    if refusal is None:
+        return True
+    if plan is not None and declared.skip_flag and params.get(declared.skip_flag):
+        click.echo(skipped(name, declared.skip_flag, plan))
+        return False
+    raise CommandRefused(refusal)
+
+
+@click.group(cls=PhaseGroup, create_app=_create_app, add_default_commands=False,
              add_version_option=False)
 def main() -> None:
     """ContactPoint Gateway: serve, migrate, load demo data and run the directory's run-down."""
 
 
+@command_kind("meta")  # the server itself applies the phase to each request
 @main.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", type=int, default=None, help="Port (default GATEWAY_PORT).")
@@ -41,6 +112,7 @@ def db_group() -> None:
     """Database schema commands."""
 
 
+@command_kind("admin")
 @db_group.command("upgrade")
 @click.option("--revision", default="head", show_default=True, help="Target revision.")
 @with_appcontext
@@ -50,6 +122,7 @@ def db_upgrade_command(revision: str) -> None:
     click.echo(f"database at {revision}")
 
 
+@command_kind("write", skip_flag="if_empty")  # `make run` runs it with --if-empty
 @main.command("demo-data")
 @click.option("--children", type=int, default=1000, show_default=True, help="Children to write.")
 @click.option("--authorities", type=int, default=3, show_default=True,
@@ -64,15 +137,10 @@ def demo_data_command(children: int, authorities: int, seed: int, if_empty: bool
 
     \f
     :raises click.BadParameter: the amounts are out of range.
-    :raises click.ClickException: the decommissioning run-down has begun.
     """
     from adapter.demo import count_children, load_demo_data
 
     db = get_db()
-    from adapter.decommission.phases import current_phase
-
-    if current_phase(db) != "live":  # issue 7: no writes once run-down has begun
-        raise click.ClickException(f"The directory is {current_phase(db)}: no data is written.")
     if if_empty and (existing := count_children(db)):
         click.echo(f"database already holds {existing} children: no demo data written")
         return
@@ -108,6 +176,7 @@ def _register_commands() -> None:
 
 
 _register_commands()
+guard(main, "")  # now, so that a command group invoked on its own (tests) is guarded too
 
 
 def run(args: list[str] | None = None, **extra: Any) -> None:

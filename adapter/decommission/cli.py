@@ -26,6 +26,7 @@ from adapter.decommission.transitions import advance
 from adapter.errors import GatewayError
 from adapter.models.base import utcnow
 from adapter.security.keys import service_key
+from adapter.security.policy.phase import command_kind
 
 
 def _fail(exc: GatewayError) -> click.ClickException:
@@ -38,6 +39,7 @@ def decommission_group() -> None:
     """Run the directory's decommissioning: plan, run-down, switch-off, destruction."""
 
 
+@command_kind("admin")
 @decommission_group.command("plan")
 @click.option("--last-use", required=True, help="Day of last use (YYYY-MM-DD): run-down begins.")
 @click.option("--switch-off", required=True,
@@ -81,6 +83,7 @@ def _echo_rows(rows: list[TaskRow]) -> None:
                               str(row.reminders), row.reason or ""]))
 
 
+@command_kind("admin")
 @decommission_group.command("status")
 @with_appcontext
 def status_command() -> None:
@@ -101,6 +104,7 @@ def status_command() -> None:
     _echo_rows(rows)
 
 
+@command_kind("admin")
 @decommission_group.command("advance")
 @click.option("--now", "force", is_flag=True, help="Advance now, before the date (drills).")
 @with_appcontext
@@ -129,6 +133,7 @@ def _switched_off_plan(session: Any) -> Any:
     return view(stored)
 
 
+@command_kind("purge")
 @decommission_group.command("remind")
 @click.option("--now", "force", is_flag=True, help="Remind every open owner now.")
 @with_appcontext
@@ -139,6 +144,7 @@ def remind_command(force: bool) -> None:
     click.echo(f"{sent} reminders sent")
 
 
+@command_kind("purge")
 @decommission_group.command("escalation")
 @with_appcontext
 def escalation_command() -> None:
@@ -149,6 +155,7 @@ def escalation_command() -> None:
     click.echo(f"{len(rows)} escalated", err=True)
 
 
+@command_kind("purge")
 @decommission_group.command("destroy")
 @click.option("--yes", is_flag=True, help="Confirm: every personal datum is destroyed.")
 @click.option("--override-drill", is_flag=True, help="Destroy before destroy-by (drills only).")
@@ -188,6 +195,7 @@ def _key(jwks_file: str | None) -> ECKey:
     return key
 
 
+@command_kind("meta")  # as GET /decommission/certificate.json
 @decommission_group.command("verify-certificate")
 @click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False))
 @click.option("--jwks", "jwks_file", type=click.Path(exists=True, dir_okay=False),

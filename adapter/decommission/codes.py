@@ -1,5 +1,6 @@
-"""The decommissioning's vocabulary: phases, what each phase lets through, and the codes of
-its CodeSystem (``schemas/fhir/CodeSystem-decommission.json``, served at /fhir/CodeSystem)."""
+"""The decommissioning's vocabulary: phases and the codes of its CodeSystem
+(``schemas/fhir/CodeSystem-decommission.json``, served at /fhir/CodeSystem). What each phase
+lets through is the phase policy's (``adapter.security.policy.phase``)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,6 @@ from adapter.models.decommission import PHASES
 
 CODE_SYSTEM: Final = "decommission"
 PLAN_ID: Final = "decommission-plan"
-# Route kinds (adapter.security.access.KINDS) each phase lets through (issue 7 "Phases
-# enforced everywhere"). ``admin`` stays open: the dashboard is where the run-down, the
-# acknowledgements and the certificate are watched, and it carries no child's data.
-ALLOWED_KINDS: Final = {
-    "live": frozenset({"meta", "read", "write", "purge", "admin"}),
-    "run-down": frozenset({"meta", "read", "purge", "admin"}),
-    "switched-off": frozenset({"meta", "purge", "admin"}),
-    "destroyed": frozenset({"meta", "admin"}),
-}
 PHASE_TITLES: Final = {"live": "Live", "run-down": "Run-down (read only)",
                        "switched-off": "Switched off (purge traffic only)",
                        "destroyed": "Destroyed"}

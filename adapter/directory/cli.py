@@ -36,6 +36,7 @@ from adapter.errors import BadRequest
 from adapter.models import Child, Client, Organisation
 from adapter.models.security import CLIENT_RIGHTS
 from adapter.security.caller import Caller
+from adapter.security.policy.phase import command_kind
 from adapter.security.scopes import parse_scopes
 from adapter.xmlsafe import iterparse_safe
 
@@ -224,6 +225,7 @@ def run_imports(paths: list[Path], caller: Caller, quiet: bool) -> int:
     return max(codes, default=EXIT_OK)
 
 
+@command_kind("write")
 @click.command("import")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--as", "as_client", default=None, help="Act as this registered client.")
@@ -294,6 +296,7 @@ def export_ndjson(authority_id: int, out: Path, caller: Caller, total: int,
         click.echo(f"wrote {count} {resource_type} resources to {out}")
 
 
+@command_kind("read")
 @click.command("export")
 @click.option("--authority", required=True, help="GSS code of the managing local authority.")
 @click.option("--format", "fmt", required=True,

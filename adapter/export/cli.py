@@ -8,8 +8,10 @@ from flask.cli import with_appcontext
 
 from adapter.db import get_db
 from adapter.export.jobs import ExportSettings, sweep
+from adapter.security.policy.phase import command_kind
 
 
+@command_kind("admin")  # it only deletes expired exports
 @click.command("export-sweep")
 @with_appcontext
 def export_sweep_command() -> None:

@@ -13,10 +13,12 @@ from adapter.db import get_db
 from adapter.models import Event, Notification, Subscription, SubscriptionLane
 from adapter.models.base import utcnow
 from adapter.notify.dispatcher import Dispatcher, DispatcherBusy, sole_sqlite_dispatcher
+from adapter.security.policy.phase import command_kind
 
 STATES = click.Choice(["pending", "delivered", "dead"])
 
 
+@command_kind("purge")  # after switch-off only purge Tasks and notices are queued
 @click.command("dispatch")
 @click.option("--threads", type=int, default=None,
               help="Delivery threads (default GATEWAY_NOTIFY_THREADS).")
@@ -67,6 +69,7 @@ def _selection(subscription: str | None, state: str | None, since: int | None,
     return query
 
 
+@command_kind("read")  # as GET /fhir/Subscription/{id}/$events
 @events_group.command("list")
 @click.option("--subscription", help="Only this Subscription (FHIR id).")
 @click.option("--state", type=STATES, help="Only notifications in this state.")
@@ -84,6 +87,7 @@ def list_command(subscription: str | None, state: str | None, limit: int) -> Non
                 note.state, note.attempts, focus, note.last_error or "-")))
 
 
+@command_kind("read")  # sends children's data again
 @events_group.command("replay")
 @click.option("--subscription", help="Only this Subscription (FHIR id).")
 @click.option("--dead", "only_dead", is_flag=True, help="Only dead notifications.")

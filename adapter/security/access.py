@@ -26,13 +26,12 @@ from adapter.http import public_base
 from adapter.models import Client
 from adapter.security.caller import Caller
 from adapter.security.limits import ClientLimits, enforce_limits
+from adapter.security.policy.phase import KINDS
 from adapter.security.scopes import Scope, parse_scopes
 from adapter.security.tokens import TokenError, read_access_token
 
 F = TypeVar("F", bound=Callable[..., Any])
 PURPOSE_HEADER: Final = "X-Purpose-Of-Use"
-# Phase classes of a route, for the decommissioning phases (issue 7): what a route does.
-KINDS: Final = ("meta", "read", "write", "purge", "admin")
 
 
 @dataclass(frozen=True)
@@ -48,6 +47,9 @@ class Access:
 
 def _declare(access: Access) -> Callable[[F], F]:
     """Return a decorator attaching ``access`` to a view function."""
+    if access.kind not in KINDS:  # the phase policy decides by kind: it must know this one
+        raise ValueError(f"unknown route kind {access.kind!r}: one of {', '.join(KINDS)}")
+
     def decorate(view: F) -> F:
         view._access = access  # type: ignore[attr-defined]
         return view
@@ -271,10 +273,11 @@ def enforce_access() -> None:
     access = access_of(request.endpoint)
     if access is None:
         raise Forbidden("This route has no access declaration.")
-    # The decommissioning phase decides first which kinds of route still answer (issue 7).
-    from adapter.decommission.phases import enforce_phase
+    # The phase policy decides first which kinds of route still answer in the current
+    # decommissioning phase (docs/domain.md "The decommissioning timetable").
+    from adapter.security.policy.phase import enforce_request
 
-    enforce_phase(access.kind, access.resource_type)  # (Subscription: by its topic)
+    enforce_request(access.kind, access.resource_type)  # (Subscription: by its topic)
     if access.public:
         return
     caller, limits = authenticate_admin() if access.kind == "admin" else authenticate()

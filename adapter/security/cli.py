@@ -22,6 +22,7 @@ from adapter.models import AuditRecord, Client, Organisation
 from adapter.models.canonical import as_utc
 from adapter.security import audit
 from adapter.security import clients as registry
+from adapter.security.policy.phase import command_kind
 from adapter.security.tokens import ASSERTION_TYPE, TokenError, exchange_assertion
 
 
@@ -59,6 +60,7 @@ def clients_group() -> None:
     """Register, list, disable and re-key client systems."""
 
 
+@command_kind("admin")
 @clients_group.command("add")
 @click.argument("client_id")
 @click.option("--name", required=True, help="Human-readable name of the system.")
@@ -89,6 +91,7 @@ def _limits(rate_limit: int | None, harvest_ceiling: int | None) -> dict[str, in
     return {name: value for name, value in given.items() if value is not None}
 
 
+@command_kind("admin")
 @clients_group.command("set-limits")
 @click.argument("client_id")
 @click.option("--rate-limit", type=click.IntRange(min=1), default=None,
@@ -104,6 +107,7 @@ def set_limits_command(client_id: str, rate_limit: int | None,
     click.echo(f"limits of {client_id}: " + ", ".join(f"{k}={v}" for k, v in limits.items()))
 
 
+@command_kind("admin")
 @clients_group.command("list")
 @with_appcontext
 def list_command() -> None:
@@ -116,6 +120,7 @@ def list_command() -> None:
                        f"{client.harvest_ceiling_per_hour} children/h")
 
 
+@command_kind("admin")
 @clients_group.command("disable")
 @click.argument("client_id")
 @with_appcontext
@@ -125,6 +130,7 @@ def disable_command(client_id: str) -> None:
     click.echo(f"disabled {client_id}")
 
 
+@command_kind("admin")
 @clients_group.command("rotate-key")
 @click.argument("client_id")
 @click.option("--jwks", "jwks_file", required=True, type=click.Path(exists=True, dir_okay=False))
@@ -135,6 +141,7 @@ def rotate_command(client_id: str, jwks_file: str) -> None:
     click.echo(f"rotated keys of {client_id}")
 
 
+@command_kind("admin")
 @clients_group.command("ensure-demo")
 @with_appcontext
 def ensure_demo_command() -> None:
@@ -160,6 +167,7 @@ def sign_assertion(client_id: str, token_url: str, key_file: Path) -> str:
                       algorithms=["ES384"])
 
 
+@command_kind("meta")  # as POST /auth/token
 @click.command("token")
 @click.option("--client", "client_id", required=True, help="A client whose key is in instance/.")
 @click.option("--scope", default="system/*.cruds", show_default=True, help="Scopes to ask for.")
@@ -221,6 +229,7 @@ def _report_values(entry: AuditRecord) -> tuple[str, ...]:
             "yes" if entry.override else "-", entry.purpose_of_use or "-")
 
 
+@command_kind("read")  # as GET /fhir/AuditEvent
 @audit_group.command("report")
 @click.option("--child", help="The child: its Patient id or ContactPoint ID.")
 @click.option("--client", "client_id", help="A registered client's id.")

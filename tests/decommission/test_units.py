@@ -24,7 +24,6 @@ from adapter.decommission.certificate import (
     signed_xml,
     verify_certificate,
 )
-from adapter.decommission.codes import ALLOWED_KINDS
 from adapter.decommission.plan import make_timetable, save_plan
 from adapter.decommission.rekey import rekey_page
 from adapter.demo import load_demo_data
@@ -39,6 +38,7 @@ from adapter.models import (
     PurgeTask,
 )
 from adapter.security.caller import Caller
+from adapter.security.policy.phase import ALLOWED_KINDS, PhaseRefused, enforce_request
 from adapter.security.scopes import parse_scopes
 from tests.api.conftest import bearer
 
@@ -96,10 +96,10 @@ def test_each_phase_lets_through_only_its_kinds(app: Flask, db: Database, phase:
     with app.test_request_context("/"):
         for kind in ("meta", "read", "write", "purge", "admin"):
             if kind in ALLOWED_KINDS[phase]:
-                phases.enforce_phase(kind)
+                enforce_request(kind)
                 continue
-            with pytest.raises(phases.PhaseRefused) as refused:
-                phases.enforce_phase(kind)
+            with pytest.raises(PhaseRefused) as refused:
+                enforce_request(kind)
             assert refused.value.status == (409 if phase == "run-down" else 410)
             outcome = refused.value.to_outcome()
             assert outcome["issue"][0]["details"]["coding"][0]["code"] == phase
