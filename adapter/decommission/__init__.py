@@ -1,7 +1,8 @@
 """The decommissioning (issue 7; ARCHITECTURE.md "Decommissioning"): plan and phases, purge
 Tasks, reminders and escalation, eCAF re-keying, destruction and its certificate, dashboard.
 
-- ``plan``: the timetable; ``phases``: the phase rules the access layer applies to every route;
+- ``plan``: the timetable; ``phases``: the current phase (what it allows is the phase policy's,
+  ``adapter.security.policy.phase``);
   ``transitions``: ``advance``; ``notices``: the decommission notice to subscribers;
 - ``tasks``, ``acknowledge``, ``handlers``: purge Tasks, their answers, the FHIR handlers;
 - ``rekey``: the eCAF re-keying mapping; ``resources``: the FHIR resources;
