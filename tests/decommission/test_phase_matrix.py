@@ -175,6 +175,10 @@ def test_every_route_obeys_the_phase(world: World) -> None:
         assert response.status_code == (409 if world.phase == "run-down" else 410)
         diagnostics = response.json["issue"][0]["diagnostics"]
         assert STATE_WORDS[world.phase] in diagnostics and TIMETABLE in diagnostics
+        as_xml = client.open(url, method=method, json={},
+                             headers={**world.headers, "Accept": "application/fhir+xml"})
+        assert as_xml.status_code == response.status_code, (method, url)
+        assert b"<OperationOutcome" in as_xml.data and b"business-rule" in as_xml.data
     assert snapshot(world.db) == before
     assert bool(forbidden) == (world.phase != "live")
     for method, url, _kind, _type in (r for r in listed if allows(world.phase, r[2])):
