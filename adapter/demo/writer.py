@@ -180,8 +180,17 @@ def load_demo_data(db: Database, *, children: int, authorities: int, seed: int,
                 insert_batch(connection, batch)
                 bar.update(size)
         reset_sequences(connection)
+    analyze(db)
     log.info("demo data: %d children written over %d authorities", children, authorities)
     return children
+
+
+def analyze(db: Database) -> None:
+    """Refresh the planner's statistics after a bulk load: without them PostgreSQL plans a
+    search page over a freshly loaded table as if it were empty (postgresql.org/docs/current/
+    sql-analyze.html), and SQLite's planner has no ``sqlite_stat1`` to choose indexes by."""
+    with db.write_engine.begin() as connection:
+        connection.exec_driver_sql("ANALYZE")
 
 
 def _batch_sizes(total: int) -> Iterator[int]:

@@ -44,6 +44,7 @@ from adapter.security.caller import Caller
 from adapter.security.policy import disclose_child, organisation_code
 from adapter.services import history
 from adapter.services.organisations import write_errors
+from adapter.services.prefix import starts_with
 from adapter.services.records import apply_child
 from adapter.services.validation import require_valid, validate_inbound
 
@@ -135,8 +136,9 @@ def _string_condition(column: Any, value: str, modifier: str | None) -> Any:
     case- and accent-insensitive; ``:exact``; ``:contains``)."""
     if modifier == "exact":
         return column == normalise_name(value) if value else column == ""
-    norm = normalise_name(value).replace("%", "").replace("_", "")
-    return column.like(f"%{norm}%") if modifier == "contains" else column.like(f"{norm}%")
+    if modifier == "contains":
+        return column.like(f"%{normalise_name(value).replace('%', '').replace('_', '')}%")
+    return starts_with(column, normalise_name(value))
 
 
 def _name_condition(criterion: Criterion, which: str) -> Any:
@@ -220,8 +222,9 @@ def _postcode_condition(value: str, caller: Caller) -> Any:
     if not compact.isalnum():
         raise BadRequest("address-postalcode takes letters and digits.",
                          expression="address-postalcode")
+    # The expression of the index ix_child_postcode_prefix (migration 0009), so it is used.
     stored = func.replace(Child.address_postcode, " ", "")
-    return and_(stored.like(f"{compact}%"), hidden_unless(caller))
+    return and_(starts_with(stored, compact), hidden_unless(caller))
 
 
 def _organization_condition(value: str) -> Any:
