@@ -57,6 +57,10 @@ SETTINGS: Final[dict[str, tuple[Any, str]]] = {
                             "again (milliseconds)."),
     "NOTIFY_ALLOW_HTTP": (False, "Accept `http://` rest-hook endpoints (tests, local receivers); "
                                  "otherwise only `https://`."),
+    "NOTIFY_ALLOW_PRIVATE": (False, "Deliver rest-hook notifications to loopback, private, "
+                                    "link-local and other non-public addresses (tests, local "
+                                    "receivers); otherwise endpoints must resolve to public "
+                                    "internet addresses, checked at each write and delivery."),
     "MESH_URL": ("", "MESH API base URL of the gateway's mailbox for the `mesh` channel, e.g. "
                      "`https://mesh-sync.spineservices.nhs.uk`; empty: no MESH channel."),
     "MESH_MAILBOX": ("", "The gateway's own MESH mailbox id (the sender)."),

@@ -99,7 +99,8 @@ class Dispatcher:
         self.clock = clock
         self.policy = lanes.Policy.from_config(app.config)
         self.channels: dict[str, Channel] = {
-            "rest-hook": RestHook(), "mesh": Mesh(MeshSettings.from_config(app.config)),
+            "rest-hook": RestHook(allow_private=bool(app.config["NOTIFY_ALLOW_PRIVATE"])),
+            "mesh": Mesh(MeshSettings.from_config(app.config)),
             **(channels or {})}
         self.rng = rng or random.Random()  # noqa: S311 (jitter, not security)
         self.base = public_fhir_base(app.config)
