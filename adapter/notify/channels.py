@@ -166,13 +166,14 @@ def _failed(parcel: Parcel, detail: str, exc: BaseException) -> Outcome:
     """Log why a delivery failed (the endpoint's host and the error number or kind, never
     the body) and return its outcome."""
     cause: BaseException = exc
-    while cause.__cause__ is not None and not isinstance(cause, OSError):
+    while cause.__cause__ is not None and not isinstance(cause, OSError | AddressRefused):
         cause = cause.__cause__
     errno = getattr(cause, "errno", None)
+    why = str(cause) if isinstance(cause, AddressRefused) else \
+        f"{type(exc).__name__}{f', errno {errno}' if errno else ''}"
     level = logging.WARNING if isinstance(exc, EndpointRefused) else logging.INFO
-    log.log(level, "rest-hook delivery to host %s failed: %s (%s%s)",
-            urllib3.util.parse_url(parcel.endpoint).host, detail, type(exc).__name__,
-            f", errno {errno}" if errno else "")
+    log.log(level, "rest-hook delivery to host %s failed: %s (%s)",
+            urllib3.util.parse_url(parcel.endpoint).host, detail, why)
     return Outcome(False, detail=detail)
 
 
