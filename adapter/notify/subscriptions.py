@@ -60,11 +60,17 @@ def canonical() -> str:
     return str(current_app.config["CANONICAL_BASE"])
 
 
-def _spec(resource: dict[str, Any], caller: Caller) -> Spec:
-    """Read an inbound Subscription with this app's settings (:raises Invalid:)."""
+def _spec(resource: dict[str, Any], caller: Caller, stored: str | None = None) -> Spec:
+    """Read an inbound Subscription with this app's settings; a rest-hook endpoint other than
+    the ``stored`` one must resolve to public addresses (an unchanged one is checked by each
+    delivery, so that a subscriber can still pause a subscription whose name moved).
+
+    :raises Invalid: not a Subscription this server accepts.
+    """
     spec = read_spec(resource, caller, canonical(),
                      bool(current_app.config["NOTIFY_ALLOW_HTTP"]))
-    if spec.channel == "rest-hook" and not current_app.config["NOTIFY_ALLOW_PRIVATE"]:
+    if spec.channel == "rest-hook" and spec.endpoint != stored \
+            and not current_app.config["NOTIFY_ALLOW_PRIVATE"]:
         _check_address(spec.endpoint)
     return spec
 
@@ -244,7 +250,7 @@ class SubscriptionHandler:
         if if_match is not None and if_match != subscription.version:
             raise PreconditionFailed(f"If-Match names version {if_match}; the current version "
                                      f"is {subscription.version}.")
-        spec = _spec(resource, caller)
+        spec = _spec(resource, caller, subscription.endpoint)
         if resource.get("id") not in (None, resource_id) or spec.topic.key != subscription.topic:
             raise Invalid("The id and the topic (criteria) of a subscription cannot change: "
                           "create another one.", expression="Subscription.criteria")

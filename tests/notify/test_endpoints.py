@@ -96,7 +96,8 @@ def test_delivery_checks_the_address_again(app: Flask, client: FlaskClient, call
                                            caplog: pytest.LogCaptureFixture) -> None:
     """A subscription accepted while private addresses were allowed (or whose name now
     resolves to one) is not delivered once they are not: nothing reaches the receiver, the
-    subscriber reads the one generic error, the operator's log names the host."""
+    subscriber reads the one generic error, the operator's log names the host; the subscriber
+    may still pause it without moving it."""
     sid, _secret = subscribe(client, callers.la, subscription(
         TOPIC, f"http://localhost:{receiver.port}/hook"))
     app.config["NOTIFY_ALLOW_PRIVATE"] = False
@@ -110,6 +111,10 @@ def test_delivery_checks_the_address_again(app: Flask, client: FlaskClient, call
     assert details == ["address not allowed"]
     assert any("host localhost" in r.getMessage() and "127.0.0.1" in r.getMessage()
                for r in caplog.records)
+    paused = client.put(f"/fhir/Subscription/{sid}", json={  # its own endpoint: may pause
+        **subscription(TOPIC, f"http://localhost:{receiver.port}/hook", status="off"),
+        "id": sid}, headers={**callers.la, **JSON})
+    assert paused.status_code == 200 and paused.json["status"] == "off"
     app.config["NOTIFY_ALLOW_PRIVATE"] = True  # a local receiver, allowed: delivered
     assert client.put(f"/fhir/Subscription/{sid}", json={
         **subscription(TOPIC, f"http://localhost:{receiver.port}/hook"), "id": sid},
