@@ -201,11 +201,10 @@ def to_login(error: Unauthorized) -> BaseResponse:
 
 @blueprint.errorhandler(CsrfRefused)
 def csrf_refused(error: CsrfRefused) -> BaseResponse:
-    """Answer a refused form with the sign-in page again, its reason and a fresh token (403);
+    """Answer a refused form with the sign-in page again, its reason and a valid token (403);
     a caller that sent a bearer token gets the usual OperationOutcome."""
     if request.headers.get("Authorization"):
         return handle_gateway_error(error)
-    g.csrf_nonce = new_csrf_nonce()
     response = _login_page(error.message, DASHBOARD)
     response.status_code = 403
     return response

@@ -54,7 +54,8 @@ def test_every_admin_form_refuses_a_request_without_its_token(app: Flask, client
                                                               db: Database) -> None:
     """Every state-changing route under /admin (from the URL map): no token, a made-up one,
     and another browser's token are each refused with 403 and the form again; nothing
-    happens (no session, no sign-in audited, the session of a signed-in admin kept)."""
+    happens (no session, no sign-in audited, the session of a signed-in admin kept); the form
+    the refusal shows works."""
     token = admin_token(app, client)
     forms = [r for r in declared_routes(app)
              if r.rule.startswith("/admin/") and r.method in UNSAFE]
@@ -72,6 +73,8 @@ def test_every_admin_form_refuses_a_request_without_its_token(app: Flask, client
             assert set_cookies(response, COOKIE) == [], str(route)
             assert client.get("/admin/decommission").status_code == 200  # still signed in
     assert logins(db) == before
+    again = client.post("/admin/login", data={"token": token, CSRF_FIELD: token_in(response)})
+    assert again.status_code == 303 and logins(db) == before + 1  # the refusal's form works
 
 
 def test_sign_in_and_out_with_the_forms_token(app: Flask, client: FlaskClient,
