@@ -37,6 +37,7 @@ NOT_PUBLIC = (
     "https://192.0.2.10/hook", "https://198.18.0.1/hook", "https://[2001:db8::1]/hook",
     "https://[fec0::1]/hook", "https://[::ffff:127.0.0.1]/hook", "https://[::ffff:10.0.0.1]/hook",
     "https://[2002:7f00:1::1]/hook", "https://[64:ff9b::a9fe:a9fe]/hook",
+    "https://2130706433/hook", "https://127.1/hook",
     "https://no-such-host.invalid/hook")
 PUBLIC = "https://93.184.215.14/hook"  # a literal public address (never connected to here)
 
