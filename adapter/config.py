@@ -24,9 +24,9 @@ SETTINGS: Final[dict[str, tuple[Any, str]]] = {
     "CANONICAL_BASE": ("https://fhir.contactpoint-gateway.example.org",
                        "Base URL of this service's own identifier systems, CodeSystems and "
                        "profiles (set it to your published address in production)."),
-    "PUBLIC_URL": ("", "Absolute base URL clients reach the gateway at (token audience, links); "
-                       "default: taken from each request, and `http://127.0.0.1:<PORT>` for "
-                       "the CLI."),
+    "PUBLIC_URL": ("", "Absolute base URL clients reach the gateway at (token audience, SMART "
+                       "configuration, links); default `http://127.0.0.1:<PORT>`. The `Host` a "
+                       "request names is never used."),
     "TOKEN_LIFETIME": (300, "Lifetime of access tokens in seconds."),
     "CLIENT_CACHE_SECONDS": (1, "How long a gateway process reuses a client's registration "
                                 "(status, keys' version, rights, limits) before reading it "
@@ -57,6 +57,10 @@ SETTINGS: Final[dict[str, tuple[Any, str]]] = {
                             "again (milliseconds)."),
     "NOTIFY_ALLOW_HTTP": (False, "Accept `http://` rest-hook endpoints (tests, local receivers); "
                                  "otherwise only `https://`."),
+    "NOTIFY_ALLOW_PRIVATE": (False, "Deliver rest-hook notifications to loopback, private, "
+                                    "link-local and other non-public addresses (tests, local "
+                                    "receivers); otherwise endpoints must resolve to public "
+                                    "internet addresses, checked at each write and delivery."),
     "MESH_URL": ("", "MESH API base URL of the gateway's mailbox for the `mesh` channel, e.g. "
                      "`https://mesh-sync.spineservices.nhs.uk`; empty: no MESH channel."),
     "MESH_MAILBOX": ("", "The gateway's own MESH mailbox id (the sender)."),

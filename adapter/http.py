@@ -5,6 +5,7 @@ handler that turns every error into a FHIR OperationOutcome (ARCHITECTURE.md "Ro
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -29,10 +30,18 @@ FORMAT_ALIASES = {
 ACCEPT_TYPES = [t for t in FORMAT_ALIASES if "/" in t]
 
 
+def configured_base(config: Mapping[str, Any]) -> str:
+    """Return the absolute base URL of this server: ``GATEWAY_PUBLIC_URL``, else
+    ``http://127.0.0.1:<GATEWAY_PORT>`` (where ``make run`` serves)."""
+    configured = str(config["PUBLIC_URL"] or f"http://127.0.0.1:{config['PORT']}")
+    return configured.rstrip("/")
+
+
 def public_base() -> str:
-    """Return the absolute base URL of this server (``GATEWAY_PUBLIC_URL`` or the request's)."""
-    configured: str = current_app.config["PUBLIC_URL"]
-    return configured.rstrip("/") if configured else request.host_url.rstrip("/")
+    """Return the absolute base URL of this server as configured, never the request's
+    ``Host``: a client chooses the Host it sends, so it must not choose the token audience,
+    the SMART endpoints or the links the gateway writes (RFC 9110 section 7.2; RFC 8707)."""
+    return configured_base(current_app.config)
 
 
 def negotiated_format() -> str:

@@ -188,7 +188,8 @@ def remaining(db: Database) -> tuple[int, int]:
 def dispatchers(url: str, instance: str, count: int) -> Iterator[None]:
     """Run ``count`` dispatcher processes (the real CLI) until the block ends (SIGTERM)."""
     env = {**os.environ, "GATEWAY_DATABASE_URL": url, "GATEWAY_INSTANCE_PATH": instance,
-           "GATEWAY_NOTIFY_ALLOW_HTTP": "true", "GATEWAY_NOTIFY_THREADS": str(THREADS),
+           "GATEWAY_NOTIFY_ALLOW_HTTP": "true", "GATEWAY_NOTIFY_ALLOW_PRIVATE": "true",
+           "GATEWAY_NOTIFY_THREADS": str(THREADS),
            "GATEWAY_NOTIFY_POLL_MS": "20", "GATEWAY_NOTIFY_BATCH": "200",
            "GATEWAY_LOG_LEVEL": "WARNING"}
     processes = [subprocess.Popen([str(BIN / "contactpoint-gateway"), "dispatch"], env=env,

@@ -94,11 +94,16 @@ def db(empty_db: Database) -> Database:
     return empty_db
 
 
+# The test client's address is the configured public URL (tokens are minted for it: the Host a
+# request names never decides), and rest-hook receivers listen on 127.0.0.1.
+TEST_SETTINGS: dict[str, Any] = {"PUBLIC_URL": "http://localhost", "NOTIFY_ALLOW_PRIVATE": True}
+
+
 @pytest.fixture
 def app(db: Database, tmp_path: Path) -> Flask:
     """The gateway app on the test database."""
     application = create_app({"DATABASE_URL": db.url, "INSTANCE_PATH": str(tmp_path),
-                              "TESTING": True})
+                              "TESTING": True, **TEST_SETTINGS})
     application.extensions["db"].dispose()
     application.extensions["db"] = db
     return application

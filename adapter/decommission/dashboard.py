@@ -34,18 +34,81 @@ from adapter.decommission.codes import DISPLAY_STATUSES, PHASE_TITLES
 from adapter.decommission.plan import PlanView, load_plan, view
 from adapter.decommission.resources import local_text, timetable_text
 from adapter.decommission.tasks import TaskRow, escalation_due, task_rows
-from adapter.errors import Unauthorized
+from adapter.errors import Forbidden, Unauthorized
 from adapter.http import handle_gateway_error, public_base
 from adapter.models.base import utcnow
 from adapter.security import audit
 from adapter.security.access import authenticated, client_caller, public, token_audience
-from adapter.security.admin_session import COOKIE, COOKIE_PATH, issue_session, session_audience
+from adapter.security.admin_session import (
+    COOKIE,
+    COOKIE_PATH,
+    CSRF_COOKIE,
+    CSRF_FIELD,
+    csrf_token,
+    csrf_valid,
+    in_admin_pages,
+    issue_session,
+    new_csrf_nonce,
+    session_audience,
+)
 from adapter.security.caller import Caller
 from adapter.security.tokens import TokenError, read_access_token
 
 STATIC: Final = Path(__file__).resolve().parent / "static"
 DASHBOARD: Final = "/admin/decommission"
+SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 blueprint = Blueprint("admin_decommission", __name__, template_folder="templates")
+
+
+class CsrfRefused(Forbidden):
+    """A form that changes state came without the token of this gateway's own page."""
+
+
+def secure_cookies() -> bool:
+    """Return True when the dashboard's cookies must be ``Secure``: the public URL is https
+    (or the request came over TLS)."""
+    return public_base().startswith("https://") or request.is_secure
+
+
+def form_token() -> str:
+    """Return the CSRF token of the forms on this page (a CSRF cookie is set with the page
+    when the browser holds none yet)."""
+    nonce = g.get("csrf_nonce") or request.cookies.get(CSRF_COOKIE)
+    if not nonce:
+        nonce = g.csrf_nonce = new_csrf_nonce()
+    return csrf_token(nonce, current_app.config["INSTANCE_PATH"])
+
+
+@blueprint.context_processor
+def _form_helpers() -> dict[str, Any]:
+    """Give the templates ``csrf_token()`` (the hidden field of every POST form)."""
+    return {"csrf_token": form_token, "csrf_field": CSRF_FIELD}
+
+
+@blueprint.before_app_request
+def check_csrf() -> None:
+    """Refuse a request that changes state on the admin pages without the CSRF token of a
+    form this gateway served to the same browser (every such route, present and future).
+
+    :raises CsrfRefused: no token, or not the one that goes with the browser's CSRF cookie.
+    """
+    if request.method in SAFE_METHODS or request.endpoint is None \
+            or not in_admin_pages(request.path):
+        return
+    if not csrf_valid(request.cookies.get(CSRF_COOKIE), request.form.get(CSRF_FIELD),
+                      current_app.config["INSTANCE_PATH"]):
+        raise CsrfRefused("This form has expired or was not sent from this gateway's own "
+                          "page: open the page again and resend it.")
+
+
+@blueprint.after_request
+def _set_csrf_cookie(response: BaseResponse) -> BaseResponse:
+    """Send the CSRF cookie chosen while rendering the page, if a new one was chosen."""
+    nonce = g.get("csrf_nonce")
+    if nonce:
+        response.set_cookie(CSRF_COOKIE, nonce, path=COOKIE_PATH, httponly=True,
+                            samesite="Strict", secure=secure_cookies())
+    return response
 
 
 def countdown(target: dt.datetime, now: dt.datetime) -> str:
@@ -136,6 +199,17 @@ def to_login(error: Unauthorized) -> BaseResponse:
     return response
 
 
+@blueprint.errorhandler(CsrfRefused)
+def csrf_refused(error: CsrfRefused) -> BaseResponse:
+    """Answer a refused form with the sign-in page again, its reason and a valid token (403);
+    a caller that sent a bearer token gets the usual OperationOutcome."""
+    if request.headers.get("Authorization"):
+        return handle_gateway_error(error)
+    response = _login_page(error.message, DASHBOARD)
+    response.status_code = 403
+    return response
+
+
 def safe_next(target: str | None) -> str:
     """Return ``target`` when it is a path of the admin pages, else the dashboard."""
     parts = urlsplit(target or "")
@@ -173,7 +247,8 @@ def login_form() -> Response:
 @blueprint.post("/admin/login")
 @public("admin")
 def login() -> BaseResponse:
-    """Open a session for the admin client whose access token was pasted in the form."""
+    """Open a session for the admin client whose access token was pasted in the form (its
+    CSRF token was checked first: ``check_csrf``)."""
     target = safe_next(request.form.get("next"))
     try:
         claims, who = check_admin_token(request.form.get("token", "").strip())
@@ -184,9 +259,10 @@ def login() -> BaseResponse:
     cookie = issue_session(claims, instance, session_audience(public_base()), lifetime)
     with get_db().write_transaction() as session:
         audit.record(session, "admin-login", detail="dashboard session opened", caller=who)
+    g.csrf_nonce = new_csrf_nonce()  # a new session, a new CSRF value (OWASP)
     response = redirect(target, 303)
     response.set_cookie(COOKIE, cookie, max_age=lifetime, path=COOKIE_PATH, httponly=True,
-                        samesite="Strict", secure=request.is_secure)
+                        samesite="Strict", secure=secure_cookies())
     return response
 
 
@@ -214,5 +290,5 @@ def logout() -> BaseResponse:
     """End the session (the cookie is removed)."""
     response = redirect("/admin/login", 303)
     response.delete_cookie(COOKIE, path=COOKIE_PATH, httponly=True, samesite="Strict",
-                           secure=request.is_secure)
+                           secure=secure_cookies())
     return response

@@ -6,6 +6,8 @@ ordering and bookkeeping are the dispatcher's."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import socket
 import threading
 import time
 from collections.abc import Mapping
@@ -17,7 +19,10 @@ import requests
 import urllib3
 from mesh_client import MeshClient, MeshError
 
+from adapter.notify.addresses import AddressRefused, resolve
 from adapter.notify.signing import SIGNATURE_HEADER, signature
+
+log = logging.getLogger(__name__)
 
 # A Retry-After beyond this is capped: the dispatcher never parks a subscription for longer.
 MAX_RETRY_AFTER: Final = 3600.0
@@ -27,6 +32,12 @@ MESH_PREFIX: Final = "mesh:"
 POOL_SIZE: Final = 16
 # An answer body longer than this is not read: its connection is closed instead.
 MAX_ANSWER: Final = 64 * 1024
+# What a subscriber is told of any failed delivery (Subscription.error, $status): one text
+# whatever happened, so that a subscription cannot tell a closed port from an open one, a
+# timeout, a TLS failure or a refused address (OWASP "Server Side Request Forgery Prevention
+# Cheat Sheet", "blind" requests); operators find the cause in the log and delivery records.
+SUBSCRIBER_ERROR: Final = ("The endpoint did not accept the notification; the gateway keeps "
+                           "retrying (its operators can see why in the delivery log).")
 
 
 @dataclass(frozen=True)
@@ -92,16 +103,95 @@ def request_headers(parcel: Parcel) -> dict[str, str]:
     return headers
 
 
+class EndpointRefused(urllib3.exceptions.NewConnectionError):
+    """The endpoint's host resolved to an address notifications may not go to."""
+
+
+def pinned_socket(connection: urllib3.connection.HTTPConnection) -> socket.socket:
+    """Resolve the connection's host once, check every address it resolves to
+    (``adapter.notify.addresses``) and connect to those very addresses: TLS still names and
+    verifies the host, but no second lookup can lead elsewhere (DNS rebinding).
+
+    :raises EndpointRefused: the host does not resolve or resolves to a non-public address.
+    """
+    try:
+        addresses = resolve(connection.host, int(connection.port or 0))
+    except AddressRefused as exc:
+        raise EndpointRefused(connection, str(exc)) from exc
+    error: OSError | None = None
+    for _family, address in addresses:
+        try:
+            return urllib3.util.connection.create_connection(
+                (address, int(connection.port or 0)), connection.timeout,
+                source_address=connection.source_address,
+                socket_options=connection.socket_options)
+        except OSError as exc:
+            error = exc
+    if isinstance(error, TimeoutError):
+        raise urllib3.exceptions.ConnectTimeoutError(
+            connection, f"connect timeout: {error}") from error
+    raise urllib3.exceptions.NewConnectionError(connection, f"connect failed: {error}") \
+        from error
+
+
+class PinnedHTTPConnection(urllib3.connection.HTTPConnection):
+    """An HTTP connection to checked, public addresses only."""
+
+    def _new_conn(self) -> socket.socket:
+        """Connect to the checked addresses of the host."""
+        return pinned_socket(self)
+
+
+class PinnedHTTPSConnection(urllib3.connection.HTTPSConnection):
+    """An HTTPS connection to checked, public addresses only."""
+
+    def _new_conn(self) -> socket.socket:
+        """Connect to the checked addresses of the host."""
+        return pinned_socket(self)
+
+
+class PinnedHTTPPool(urllib3.HTTPConnectionPool):
+    """A connection pool of ``PinnedHTTPConnection``."""
+
+    ConnectionCls = PinnedHTTPConnection
+
+
+class PinnedHTTPSPool(urllib3.HTTPSConnectionPool):
+    """A connection pool of ``PinnedHTTPSConnection``."""
+
+    ConnectionCls = PinnedHTTPSConnection
+
+
+def _failed(parcel: Parcel, detail: str, exc: BaseException) -> Outcome:
+    """Log why a delivery failed (the endpoint's host and the error number or kind, never
+    the body) and return its outcome."""
+    cause: BaseException = exc
+    while cause.__cause__ is not None and not isinstance(cause, OSError | AddressRefused):
+        cause = cause.__cause__
+    errno = getattr(cause, "errno", None)
+    why = str(cause) if isinstance(cause, AddressRefused) else \
+        f"{type(exc).__name__}{f', errno {errno}' if errno else ''}"
+    level = logging.WARNING if isinstance(exc, EndpointRefused) else logging.INFO
+    log.log(level, "rest-hook delivery to host %s failed: %s (%s)",
+            urllib3.util.parse_url(parcel.endpoint).host, detail, why)
+    return Outcome(False, detail=detail)
+
+
 class RestHook:
     """The rest-hook channel: one urllib3 pool manager shared by the dispatcher's threads
     (thread-safe; keep-alive connection pools per host), without requests' per-call overhead
     on this hot path. No retries and no redirects of its own (the dispatcher retries; a
     redirect is not a delivery), no proxies from the environment, and the answer's body is
-    read only to reuse the connection: at most ``MAX_ANSWER`` bytes, undecoded."""
+    read only to reuse the connection: at most ``MAX_ANSWER`` bytes, undecoded. Connections
+    go only to public addresses, checked at each connection (``pinned_socket``), unless
+    ``allow_private`` (``GATEWAY_NOTIFY_ALLOW_PRIVATE``)."""
 
-    def __init__(self, pool_size: int = POOL_SIZE) -> None:
+    def __init__(self, pool_size: int = POOL_SIZE, *, allow_private: bool = False) -> None:
         self._pool = urllib3.PoolManager(num_pools=64, maxsize=pool_size, block=False,
                                          retries=False)
+        if not allow_private:
+            self._pool.pool_classes_by_scheme = {"http": PinnedHTTPPool,
+                                                 "https": PinnedHTTPSPool}
 
     def close(self) -> None:
         """Close every pooled connection (the channel stays usable: it reconnects)."""
@@ -114,16 +204,18 @@ class RestHook:
                 "POST", parcel.endpoint, body=parcel.body, headers=request_headers(parcel),
                 timeout=urllib3.Timeout(total=parcel.timeout), redirect=False,
                 preload_content=False, decode_content=False)
-        except urllib3.exceptions.NewConnectionError:  # (a ConnectTimeoutError subclass)
-            return Outcome(False, detail="connection failed")
-        except urllib3.exceptions.TimeoutError:
-            return Outcome(False, detail="timeout")
-        except urllib3.exceptions.ProtocolError:
-            return Outcome(False, detail="connection failed")
+        except EndpointRefused as exc:
+            return _failed(parcel, "address not allowed", exc)
+        except urllib3.exceptions.NewConnectionError as exc:  # (a ConnectTimeoutError subclass)
+            return _failed(parcel, "connection failed", exc)
+        except urllib3.exceptions.TimeoutError as exc:
+            return _failed(parcel, "timeout", exc)
+        except urllib3.exceptions.ProtocolError as exc:
+            return _failed(parcel, "connection failed", exc)
         except urllib3.exceptions.HTTPError as exc:
-            return Outcome(False, detail=f"request failed: {type(exc).__name__}")
+            return _failed(parcel, f"request failed: {type(exc).__name__}", exc)
         except (ValueError, OSError) as exc:  # e.g. a header value http.client cannot encode
-            return Outcome(False, detail=f"request failed: {type(exc).__name__}")
+            return _failed(parcel, f"request failed: {type(exc).__name__}", exc)
         try:
             _discard_answer(response, time.monotonic() + parcel.timeout)
         finally:

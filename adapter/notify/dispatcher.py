@@ -29,6 +29,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from adapter.db import Database
+from adapter.http import configured_base
 from adapter.models.base import utcnow
 from adapter.models.notify import Event
 from adapter.notify import fanout, lanes
@@ -65,8 +66,7 @@ class DispatcherBusy(RuntimeError):
 
 def public_fhir_base(config: Mapping[str, Any]) -> str:
     """Return the absolute FHIR base URL for notifications sent outside a request."""
-    base = config["PUBLIC_URL"] or f"http://127.0.0.1:{config['PORT']}"
-    return f"{str(base).rstrip('/')}/fhir"
+    return f"{configured_base(config)}/fhir"
 
 
 @contextlib.contextmanager
@@ -99,7 +99,8 @@ class Dispatcher:
         self.clock = clock
         self.policy = lanes.Policy.from_config(app.config)
         self.channels: dict[str, Channel] = {
-            "rest-hook": RestHook(), "mesh": Mesh(MeshSettings.from_config(app.config)),
+            "rest-hook": RestHook(allow_private=bool(app.config["NOTIFY_ALLOW_PRIVATE"])),
+            "mesh": Mesh(MeshSettings.from_config(app.config)),
             **(channels or {})}
         self.rng = rng or random.Random()  # noqa: S311 (jitter, not security)
         self.base = public_fhir_base(app.config)

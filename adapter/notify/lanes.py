@@ -23,7 +23,7 @@ from adapter.models.notify import (
     SubscriptionLane,
 )
 from adapter.notify.bundle import EventItem, StatusInfo, notification_bundle, serialise
-from adapter.notify.channels import Outcome, Parcel
+from adapter.notify.channels import SUBSCRIBER_ERROR, Outcome, Parcel
 from adapter.notify.content import EventData, focus_of, load_events, render_event, subscriber
 from adapter.notify.ledger import record_deliveries
 from adapter.notify.signing import unseal
@@ -346,7 +346,7 @@ def record(session: Session, work: Work, result: Result, policy: Policy, now: dt
     elif not failed:
         writes.lanes_waiting.append(lane | {"next_attempt_at": now})
     _update_status(session, work, _new_status(work, bool(done), failed[0] if failed else None,
-                                              spent), failed[1].detail if failed else None, now)
+                                              spent), SUBSCRIBER_ERROR if failed else None, now)
     return sum(len(g.rows) for g in done)
 
 

@@ -7,6 +7,7 @@ IG, "Operations")."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
 from typing import Any, ClassVar, Final
 
@@ -28,6 +29,7 @@ from adapter.fhir.search import (
 from adapter.models import Event, Notification, Subscription, SubscriptionLane
 from adapter.models.base import utcnow
 from adapter.models.notify import NOTICE_TOPIC, PURGE_TOPIC
+from adapter.notify.addresses import REFUSED, AddressRefused, check_endpoint
 from adapter.notify.bundle import EventItem, StatusInfo, notification_bundle, status_parameters
 from adapter.notify.content import focus_of, load_events, render_event
 from adapter.notify.ledger import record_deliveries
@@ -37,6 +39,7 @@ from adapter.notify.topics import TOPICS, topic_url
 from adapter.security import audit
 from adapter.security.caller import Caller
 
+log = logging.getLogger(__name__)
 MAX_EVENTS: Final = 100  # events one $events call returns
 # Subscriptions to these topics are purge traffic in the decommissioning phases (issue 7).
 PURGE_TRAFFIC_TOPICS: Final = frozenset({PURGE_TOPIC, NOTICE_TOPIC})
@@ -57,9 +60,33 @@ def canonical() -> str:
     return str(current_app.config["CANONICAL_BASE"])
 
 
-def _spec(resource: dict[str, Any], caller: Caller) -> Spec:
-    """Read an inbound Subscription with this app's settings (:raises Invalid:)."""
-    return read_spec(resource, caller, canonical(), bool(current_app.config["NOTIFY_ALLOW_HTTP"]))
+def _spec(resource: dict[str, Any], caller: Caller, stored: str | None = None) -> Spec:
+    """Read an inbound Subscription with this app's settings; a rest-hook endpoint other than
+    the ``stored`` one must resolve to public addresses (an unchanged one is checked by each
+    delivery, so that a subscriber can still pause a subscription whose name moved).
+
+    :raises Invalid: not a Subscription this server accepts.
+    """
+    spec = read_spec(resource, caller, canonical(),
+                     bool(current_app.config["NOTIFY_ALLOW_HTTP"]))
+    if spec.channel == "rest-hook" and spec.endpoint != stored \
+            and not current_app.config["NOTIFY_ALLOW_PRIVATE"]:
+        _check_address(spec.endpoint)
+    return spec
+
+
+def _check_address(endpoint: str) -> None:
+    """Refuse an endpoint whose host does not resolve to public addresses (checked again at
+    each delivery: ``adapter.notify.channels``); the log says why, the caller gets one text
+    whatever the reason, so that a refusal tells nothing of the network.
+
+    :raises Invalid: it does not.
+    """
+    try:
+        check_endpoint(endpoint)
+    except AddressRefused as exc:
+        log.info("rest-hook endpoint refused: %s", exc)
+        raise Invalid(REFUSED, expression="Subscription.channel.endpoint") from exc
 
 
 def owned(session: Session, resource_id: str, caller: Caller, *, write: bool = False,
@@ -223,7 +250,7 @@ class SubscriptionHandler:
         if if_match is not None and if_match != subscription.version:
             raise PreconditionFailed(f"If-Match names version {if_match}; the current version "
                                      f"is {subscription.version}.")
-        spec = _spec(resource, caller)
+        spec = _spec(resource, caller, subscription.endpoint)
         if resource.get("id") not in (None, resource_id) or spec.topic.key != subscription.topic:
             raise Invalid("The id and the topic (criteria) of a subscription cannot change: "
                           "create another one.", expression="Subscription.criteria")

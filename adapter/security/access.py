@@ -93,7 +93,8 @@ def bearer_token() -> str:
 
 def token_audience() -> str:
     """Return the audience access tokens are issued for and checked against: the FHIR base
-    URL of this server (``GATEWAY_PUBLIC_URL``, else the address the request reached)."""
+    URL of this server as configured (``GATEWAY_PUBLIC_URL``, else
+    ``http://127.0.0.1:<GATEWAY_PORT>``), whatever ``Host`` the request names."""
     return f"{public_base()}/fhir"
 
 
@@ -235,15 +236,21 @@ def _after_commit(session: Session) -> None:
 
 
 def authenticate_admin() -> tuple[Caller, ClientLimits]:
-    """Return the caller of an admin page: by bearer token, else by admin session cookie
-    (``adapter.security.admin_session``; issue 7 "token or session").
+    """Return the caller of an admin route: by bearer token, else, on the admin pages only
+    (the dashboard under ``/admin``, never the FHIR API), by admin session cookie
+    (``adapter.security.admin_session``).
 
     :raises Unauthorized: neither a valid token nor a valid session.
     """
-    from adapter.security.admin_session import COOKIE, read_session, session_audience
+    from adapter.security.admin_session import (
+        COOKIE,
+        in_admin_pages,
+        read_session,
+        session_audience,
+    )
 
     session = request.cookies.get(COOKIE)
-    if request.headers.get("Authorization") or not session:
+    if request.headers.get("Authorization") or not session or not in_admin_pages(request.path):
         return authenticate()
     try:
         claims = read_session(session, current_app.config["INSTANCE_PATH"],

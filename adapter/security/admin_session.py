@@ -4,12 +4,21 @@ sets a session cookie holding a short JWT of its own, signed with the service ke
 client and its key version (so disabling or re-keying the client ends the session at once).
 
 The cookie is ``HttpOnly``, ``SameSite=Strict``, scoped to ``/admin`` and ``Secure`` when the
-gateway is reached over https (OWASP "Session Management Cheat Sheet"); the session token's
-``typ`` and audience differ from an access token's, so neither is accepted as the other.
+gateway's public URL is https (OWASP "Session Management Cheat Sheet"); the session token's
+``typ`` and audience differ from an access token's, so neither is accepted as the other, and the
+access layer accepts a session on the admin pages only, never on the FHIR API.
+
+Every form that changes state (sign in, sign out) carries a CSRF token: the HMAC, keyed from the
+service key, of a random value the browser holds in its own cookie (OWASP "Cross-Site Request
+Forgery Prevention Cheat Sheet", "Signed Double-Submit Cookie"); a page of another site can
+neither read that cookie nor compute the token.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import hmac
 import secrets
 import time
 from typing import Any, Final
@@ -23,6 +32,38 @@ from adapter.security.tokens import TokenError
 COOKIE: Final = "cpgw_admin"
 COOKIE_PATH: Final = "/admin"
 SESSION_TYPE: Final = "admin-session+jwt"
+CSRF_COOKIE: Final = "cpgw_csrf"
+CSRF_FIELD: Final = "csrf_token"
+
+
+def in_admin_pages(path: str) -> bool:
+    """Return True for a path the session cookie is scoped to (``/admin`` and below)."""
+    return path == COOKIE_PATH or path.startswith(COOKIE_PATH + "/")
+
+
+def new_csrf_nonce() -> str:
+    """Return a fresh random value for the CSRF cookie."""
+    return secrets.token_urlsafe(32)
+
+
+@functools.lru_cache(maxsize=8)
+def _csrf_key(instance_path: str) -> bytes:
+    """Return the CSRF HMAC key, derived from the service key's private part (a key of its
+    own: a CSRF token is never a signature the service key could be asked for)."""
+    private = str(service_key(instance_path).as_dict(private=True)["d"])
+    return hashlib.sha256(b"contactpoint-gateway admin csrf\0" + private.encode()).digest()
+
+
+def csrf_token(nonce: str, instance_path: str) -> str:
+    """Return the form token that goes with the CSRF cookie value ``nonce``."""
+    return hmac.new(_csrf_key(instance_path), nonce.encode(), hashlib.sha256).hexdigest()
+
+
+def csrf_valid(nonce: str | None, sent: str | None, instance_path: str) -> bool:
+    """Return True when the form's token ``sent`` matches the CSRF cookie value ``nonce``."""
+    if not nonce or not sent:
+        return False
+    return hmac.compare_digest(csrf_token(nonce, instance_path), sent)
 
 
 def session_audience(base: str) -> str:

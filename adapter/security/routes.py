@@ -48,7 +48,7 @@ def token() -> Response:
     try:
         with get_db().transaction() as session:
             issued = exchange_assertion(
-                session, request.form.to_dict(), {token_url(), request.base_url},
+                session, request.form.to_dict(), {token_url()},
                 current_app.config["INSTANCE_PATH"], current_app.config["TOKEN_LIFETIME"],
                 token_audience())
     except TokenError as exc:

@@ -49,10 +49,10 @@ CONTRAST_JS = """() => {
 
 @pytest.fixture
 def served(app: Flask) -> Iterator[str]:
-    """The app served on 127.0.0.1 by werkzeug in a thread; its base URL."""
+    """The app served on 127.0.0.1 by werkzeug in a thread; its base URL (tokens stay bound
+    to the app's configured public URL: the address a browser reaches never decides)."""
     server = make_server("127.0.0.1", 0, app, threaded=True)
     base = f"http://127.0.0.1:{server.server_port}"
-    app.config["PUBLIC_URL"] = base  # tokens are issued for, and checked at, this address
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield base

@@ -41,6 +41,7 @@ from adapter.security.caller import Caller
 from adapter.security.policy.phase import ALLOWED_KINDS, PhaseRefused, enforce_request
 from adapter.security.scopes import parse_scopes
 from tests.api.conftest import bearer
+from tests.security.helpers import form_csrf_token
 
 LONDON = "Europe/London"
 CS = "https://fhir.contactpoint-gateway.example.org/CodeSystem/decommission"
@@ -254,12 +255,14 @@ def test_admin_login_session_and_refusals(app: Flask, client: FlaskClient,
     assert client.get("/admin/decommission").status_code == 303
     assert client.get("/admin/decommission",
                       headers={"Authorization": "Bearer nope"}).status_code == 401
-    refused = client.post("/admin/login", data={"token": plain})
+    csrf = form_csrf_token(client)
+    refused = client.post("/admin/login", data={"token": plain, "csrf_token": csrf})
     assert refused.status_code == 200 and b"no admin right" in refused.data
     assert "cpgw_admin" not in refused.headers.get("Set-Cookie", "")
-    opened = client.post("/admin/login", data={"token": admin, "next": "https://evil/"})
+    opened = client.post("/admin/login", data={"token": admin, "next": "https://evil/",
+                                               "csrf_token": csrf})
     assert opened.status_code == 303 and opened.headers["Location"] == "/admin/decommission"
-    cookie = opened.headers["Set-Cookie"]
+    cookie = next(c for c in opened.headers.getlist("Set-Cookie") if c.startswith("cpgw_admin="))
     assert all(flag in cookie for flag in ("HttpOnly", "SameSite=Strict", "Path=/admin"))
     page = client.get("/admin/decommission")
     assert page.status_code == 200 and b"no decommissioning plan" in page.data

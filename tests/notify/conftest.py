@@ -18,12 +18,13 @@ from flask import Flask
 from adapter import create_app
 from adapter.db import Database
 from tests.api.conftest import Callers, callers, demo  # noqa: F401 (fixtures)
+from tests.conftest import TEST_SETTINGS
 from tests.notify.receivers import Receiver
 
 # Small backoff, three attempts before a notification is dead, short timeouts.
 NOTIFY_SETTINGS: dict[str, Any] = {
-    "NOTIFY_ALLOW_HTTP": True, "NOTIFY_BACKOFF_BASE_MS": 10, "NOTIFY_BACKOFF_MAX": 1,
-    "NOTIFY_RETRY_BUDGET": 3, "NOTIFY_TIMEOUT": 5, "NOTIFY_POLL_MS": 20,
+    **TEST_SETTINGS, "NOTIFY_ALLOW_HTTP": True, "NOTIFY_BACKOFF_BASE_MS": 10,
+    "NOTIFY_BACKOFF_MAX": 1, "NOTIFY_RETRY_BUDGET": 3, "NOTIFY_TIMEOUT": 5, "NOTIFY_POLL_MS": 20,
     "NOTIFY_THREADS": 2}
 MESH_SHARED_KEY = "TestKey"  # the sandbox's SHARED_KEY; mesh-client's default differs
 MESH_MAILBOXES = ("X26ABC1", "X26ABC2", "X26ABC3")  # mesh-sandbox's built-in mailboxes

@@ -94,7 +94,7 @@ def free_port() -> int:
 def test_answers_decide_delivery(server: _Server) -> None:
     """2xx delivers (with the subscription's headers and a valid signature); a redirect is
     a failure and is not followed; 429 carries its Retry-After; 500 fails."""
-    channel = RestHook()
+    channel = RestHook(allow_private=True)  # the receivers listen on 127.0.0.1
     try:
         ok = channel.send(parcel(server.url("/ok")))
         assert (ok.delivered, ok.http_status) == (True, 200)
@@ -116,7 +116,7 @@ def test_answers_decide_delivery(server: _Server) -> None:
 def test_refused_and_stalled_receivers_fail_within_the_timeout(server: _Server) -> None:
     """Nothing listening: "connection failed"; an answer slower than the timeout: "timeout",
     after about the timeout; a header the HTTP client cannot send: a failure, not a crash."""
-    channel = RestHook()
+    channel = RestHook(allow_private=True)  # the receivers listen on 127.0.0.1
     try:
         refused = channel.send(parcel(f"http://127.0.0.1:{free_port()}/x"))
         assert (refused.delivered, refused.detail) == (False, "connection failed")
@@ -135,7 +135,7 @@ def test_connections_are_reused_across_threads_and_released(server: _Server) -> 
     """Four threads sending 25 notifications each share at most four keep-alive connections;
     an oversized answer closes its connection rather than blocking or poisoning the pool;
     ``close`` drops the pool and the channel reconnects."""
-    channel = RestHook()
+    channel = RestHook(allow_private=True)  # the receivers listen on 127.0.0.1
 
     def send_many() -> None:
         for _ in range(25):

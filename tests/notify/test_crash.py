@@ -50,6 +50,7 @@ def dispatcher_env(db: Database, tmp_path: Path) -> dict[str, str]:
         url = url.update_query_dict({"options": f"-csearch_path={schema}"})
     return {**os.environ, "GATEWAY_DATABASE_URL": url.render_as_string(hide_password=False),
             "GATEWAY_INSTANCE_PATH": str(tmp_path), "GATEWAY_NOTIFY_ALLOW_HTTP": "true",
+            "GATEWAY_NOTIFY_ALLOW_PRIVATE": "true",
             "GATEWAY_NOTIFY_POLL_MS": "20", "GATEWAY_NOTIFY_BATCH": "20",
             "GATEWAY_NOTIFY_THREADS": "2", "GATEWAY_NOTIFY_BACKOFF_BASE_MS": "10",
             "GATEWAY_NOTIFY_BACKOFF_MAX": "1", "GATEWAY_LOG_LEVEL": "WARNING"}

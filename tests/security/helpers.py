@@ -78,3 +78,12 @@ def get_token(client: FlaskClient, who: TestClient, scope: str = "system/*.cruds
 def invoke(app: Flask, *args: str) -> Result:
     """Run the ``contactpoint-gateway`` CLI against ``app`` (its test database)."""
     return CliRunner().invoke(main, list(args), obj=ScriptInfo(create_app=lambda: app))
+
+
+def form_csrf_token(client: FlaskClient, page: str = "/admin/login") -> str:
+    """Return the CSRF token of the POST form on an admin ``page`` (the browser's CSRF cookie
+    stays in ``client``), read from the page as a browser would."""
+    html = client.get(page).get_data(as_text=True)
+    marker = 'name="csrf_token" value="'
+    assert marker in html, page
+    return html.split(marker, 1)[1].split('"', 1)[0]

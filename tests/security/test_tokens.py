@@ -115,7 +115,8 @@ def test_private_keys_are_never_registered(app: Flask) -> None:
 
 def test_access_tokens_are_bound_to_this_servers_fhir_base(app: Flask,
                                                            client: FlaskClient) -> None:
-    """The access token's aud is the FHIR base it was issued at; another audience fails."""
+    """The access token's aud is the configured FHIR base; another audience fails; the Host a
+    request names changes neither (tests/security/test_audience.py)."""
     token = get_token(client, register(app, "bound"))
     claims = read_access_token(token, app.config["INSTANCE_PATH"], "http://localhost/fhir")
     assert claims["aud"] == "http://localhost/fhir"
@@ -123,8 +124,7 @@ def test_access_tokens_are_bound_to_this_servers_fhir_base(app: Flask,
         read_access_token(token, app.config["INSTANCE_PATH"], "https://elsewhere.example/fhir")
     response = client.get("/fhir/Patient", headers={"Authorization": f"Bearer {token}"},
                           base_url="https://elsewhere.example")
-    assert response.status_code == 401
-    assert "another server" in response.json["issue"][0]["diagnostics"]
+    assert response.status_code == 200
 
 
 def test_public_url_fixes_the_audience(app: Flask, client: FlaskClient) -> None:
@@ -141,6 +141,7 @@ def test_cli_token_works_where_make_run_serves(app: Flask, client: FlaskClient,
                                                db: Database) -> None:
     """``token --client demo-la`` (after ``clients ensure-demo``) gives a token that the
     server accepts at http://127.0.0.1:<GATEWAY_PORT>, as the curl ``make run`` prints."""
+    app.config["PUBLIC_URL"] = ""  # the default
     assert invoke(app, "clients", "ensure-demo").exit_code == 0
     result = invoke(app, "token", "--client", "demo-la")
     assert result.exit_code == 0, result.output
@@ -148,8 +149,6 @@ def test_cli_token_works_where_make_run_serves(app: Flask, client: FlaskClient,
     served_at = f"http://127.0.0.1:{app.config['PORT']}"
     response = client.get("/fhir/Patient?_count=1", headers=headers, base_url=served_at)
     assert response.status_code == 200, response.json
-    assert client.get("/fhir/Patient?_count=1", headers=headers,
-                      base_url="http://127.0.0.1:1").status_code == 401
 
 
 @pytest.mark.parametrize("alg", ["none", "HS384"])
