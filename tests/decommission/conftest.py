@@ -14,6 +14,7 @@ from adapter import create_app
 from adapter.db import Database
 from adapter.decommission import phases
 from tests.notify.conftest import NOTIFY_SETTINGS
+from tests.notify.conftest import mesh_sandbox as mesh_sandbox  # the session's MESH sandbox
 from tests.notify.receivers import Receiver
 
 # Purge Tasks name at most five children inline: the drill's exporting system holds more, so

@@ -24,7 +24,6 @@ from adapter.models import Child, PurgeTask
 from adapter.notify.ledger import record_deliveries
 from tests.api.conftest import bearer
 from tests.conftest import REPO
-from tests.notify.conftest import mesh_sandbox  # noqa: F401 (the session's MESH sandbox)
 from tests.notify.helpers import dispatch, status_of, subscribe, subscription
 from tests.notify.receivers import Receiver
 
