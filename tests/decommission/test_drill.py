@@ -257,7 +257,27 @@ def destroy_and_verify(drill: Drill, tmp_path: Path) -> None:
                     "la-four": "silent"}
     tables = {t["name"]: (t["before"], t["after"]) for t in certificate["tables"]}
     assert tables["child"][0] > 0 and tables["child"][1] == 0
+    assert certificate["destruction"]["override"]["reason"] == "drill: destroy-by is in 2099"
+    check_final_notice(drill, certificate)
     assert tables["record_version"][1] == tables["delivery_ledger"][1] == 0
+
+
+def check_final_notice(drill: Drill, certificate: dict[str, Any]) -> None:
+    """The destruction was announced to every decommission-notice subscriber before the
+    subscriptions ended, and the certificate lists each delivery."""
+    from adapter.models import Subscription
+
+    for who in ("sub-a", "sub-b", "sub-c"):
+        last = orjson.loads(drill.receiver.bodies(f"/{who}/notice")[-1].body)
+        plan = last["entry"][1]["resource"]
+        assert plan["resourceType"] == "PlanDefinition" and plan["status"] == "retired"
+        assert plan["useContext"][0]["valueCodeableConcept"]["coding"][0]["code"] == "destroyed"
+    notice = certificate["finalNotice"]
+    assert sorted((n["client"], n["delivered"]) for n in notice) == [
+        ("sub-a", True), ("sub-b", True), ("sub-c", True)]
+    assert all(n["at"] and n["channel"] == "rest-hook" for n in notice)
+    with drill.db.sessions() as session:
+        assert set(session.scalars(select(Subscription.status))) == {"off"}
 
 
 def check_audit_trail(drill: Drill) -> None:
@@ -289,6 +309,14 @@ def check_after(drill: Drill) -> None:
     plan = drill.get("sub-a", "/fhir/PlanDefinition/decommission-plan")
     assert plan.status_code == 200 and plan.json["status"] == "retired"
     assert drill.client.get("/decommission/certificate.json").status_code == 200
+    assert drill.client.get("/decommission/certificate.xml").status_code == 200
+    assert drill.client.get("/decommission/jwks.json").status_code == 200
+    board = drill.get("admin", "/admin/decommission")
+    assert board.status_code == 200
+    page = board.data.decode()
+    assert "Destroyed" in page and "delivered to 3 of 3 subscriptions" in page
+    assert "2 of 4 systems had not completed by the destruction" in page
+    assert "Nobody to escalate" not in page
 
 
 def test_full_drill(app: Flask, client: FlaskClient, db: Database, receiver: Receiver,
