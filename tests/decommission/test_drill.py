@@ -34,6 +34,8 @@ from tests.decommission.drill import (
     read_as_sub_b,
     start,
 )
+from tests.decommission.test_certificate_recipe import recipe
+from tests.decommission.test_certificate_recipe import run as run_recipe
 from tests.notify.helpers import dispatch
 from tests.notify.receivers import Receiver
 
@@ -242,6 +244,8 @@ def destroy_and_verify(drill: Drill, tmp_path: Path) -> None:
                             str(folder / "jwks.json"))
         assert checked.exit_code == 0, checked.output
         assert "signature verifies" in checked.output and "records match" in checked.output
+        independent = run_recipe(recipe(tmp_path), folder / name, folder / "jwks.json")
+        assert independent.returncode == 0, independent.stderr
     document = orjson.loads((folder / "certificate.json").read_bytes())
     document["certificate"]["tables"][0]["after"] += 1
     forged = tmp_path / "forged.json"
