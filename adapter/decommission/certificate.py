@@ -156,6 +156,14 @@ def _destruction(root: etree._Element, destruction: dict[str, Any]) -> None:
             _text(element, "Overruled", item)
     for key, name in DESTRUCTION_XML[2:]:
         _text(group, name, destruction.get(key))
+    exports = destruction.get("operatorExports")
+    if exports is not None:
+        element = etree.SubElement(group, q("OperatorExports"))
+        for key, name in (("exports", "Exports"), ("filesRemoved", "FilesRemoved"),
+                          ("filesMissing", "FilesMissing")):
+            _text(element, name, exports.get(key))
+        for folder in exports.get("folders") or []:
+            _text(element, "Folder", folder)
 
 
 def certificate_element(certificate: dict[str, Any]) -> etree._Element:

@@ -52,6 +52,7 @@ from adapter.models import (
     LedgerEntry,
     LocalIdentifier,
     Notification,
+    OperatorExport,
     Organisation,
     Practitioner,
     PurgeTask,
@@ -69,7 +70,8 @@ DELETED: Final = (PurgeTaskItem, Notification, Event, LedgerEntry, TeamMember, A
                   Involvement, Carer, LocalIdentifier, ChildName, Child, Practitioner,
                   Organisation, RecordVersion)
 # Tables that stay (no personal data), counted in the certificate.
-KEPT: Final = (AuditRecord, PurgeTask, Subscription, Client, ExportJob, DecommissionPlan)
+KEPT: Final = (AuditRecord, PurgeTask, Subscription, Client, ExportJob, DecommissionPlan,
+               OperatorExport)
 # Audit resource types whose ids are a child's or a person's (pseudonymised like child_ref).
 PERSONAL_TYPES: Final = ("Patient", "CareTeam", "PractitionerRole", "Practitioner",
                          "RelatedPerson")
@@ -91,6 +93,7 @@ class Destruction:
     override: str | None = None
     overruled: list[str] = field(default_factory=list)
     final_notice: list[dict[str, Any]] = field(default_factory=list)
+    operator_exports: dict[str, Any] = field(default_factory=dict)
 
 
 def table_of(model: Any) -> Table:
@@ -216,7 +219,8 @@ def _destroy_rows(db: Database, result: Destruction) -> None:
                                         "exportJobs": result.export_jobs,
                                         "override": result.override,
                                         "overruled": result.overruled,
-                                        "noticeEvent": notice.id}}
+                                        "noticeEvent": notice.id,
+                                        "operatorExports": result.operator_exports}}
         audit.record(session, "decommission-phase", resource_type="PlanDefinition",
                      resource_id="decommission-plan", detail="switched-off -> destroyed")
         audit.record(session, "decommission-destroy", resource_type="PlanDefinition",
@@ -253,7 +257,8 @@ def _resumed(pending: dict[str, Any]) -> Destruction:
                        before=dict(pending["before"]), export_jobs=int(pending["exportJobs"]),
                        override=pending.get("override") or None,
                        overruled=list(pending.get("overruled") or []),
-                       final_notice=list(pending.get("finalNotice") or []))
+                       final_notice=list(pending.get("finalNotice") or []),
+                       operator_exports=dict(pending.get("operatorExports") or {}))
 
 
 def destroy(db: Database, instance_path: str, now: dt.datetime,
@@ -268,6 +273,7 @@ def destroy(db: Database, instance_path: str, now: dt.datetime,
     """
     from pathlib import Path
 
+    from adapter.decommission.exports import remove_operator_exports
     from adapter.decommission.storage import scrub
     from adapter.export.jobs import ExportSettings, destroy_exports
 
@@ -280,6 +286,7 @@ def destroy(db: Database, instance_path: str, now: dt.datetime,
         result = Destruction(started=now, override=override)
         settings = ExportSettings(Path(instance_path), dt.timedelta(0), dt.timedelta(0), True)
         result.export_jobs = destroy_exports(db, settings)
+        result.operator_exports = remove_operator_exports(db, now)
         _destroy_rows(db, result)
     phases.forget(db)
     if not result.final_notice:

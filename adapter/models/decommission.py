@@ -123,3 +123,21 @@ class PurgeTaskItem(Base):
     task_id: Mapped[int] = mapped_column(ForeignKey("purge_task.id", ondelete="CASCADE"),
                                          primary_key=True)
     child_ref: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
+class OperatorExport(Base):
+    """Files an operator's ``export`` command wrote without ``--as`` (no client holds them, so
+    no purge Task covers them): destruction removes them and the certificate says so."""
+
+    __tablename__ = "operator_export"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # The managing authority exported (a GSS code) and the format.
+    authority: Mapped[str] = mapped_column(String(9))
+    format: Mapped[str] = mapped_column(String(20))
+    folder: Mapped[str] = mapped_column(Text)
+    # The files written, as absolute paths.
+    files: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # When destruction removed them.
+    removed: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))

@@ -29,6 +29,7 @@ from tests.conftest import CONFORMANCE, _pg_admin_conninfo
 from tests.decommission.drill import (
     Drill,
     export_as_la_four,
+    export_as_operator,
     export_folder,
     found_canaries,
     read_as_sub_b,
@@ -263,6 +264,9 @@ def destroy_and_verify(drill: Drill, tmp_path: Path) -> None:
     assert tables["child"][0] > 0 and tables["child"][1] == 0
     assert certificate["destruction"]["override"]["reason"] == "drill: destroy-by is in 2099"
     check_final_notice(drill, certificate)
+    exports = certificate["destruction"]["operatorExports"]
+    assert exports["exports"] == 1 and exports["filesRemoved"] >= 2
+    assert exports["filesMissing"] == 0 and exports["folders"][0].endswith("operator-export")
     assert tables["record_version"][1] == tables["delivery_ledger"][1] == 0
 
 
@@ -335,13 +339,15 @@ def test_full_drill(app: Flask, client: FlaskClient, db: Database, receiver: Rec
     check_run_down(drill)
     read_as_sub_b(drill)
     export_as_la_four(drill)
+    operator = export_as_operator(drill)
     rekey_as_sub_c(drill)
-    assert drill.ledger() == {k: v for k, v in drill.received.items()}
+    assert drill.ledger() == {k: v for k, v in drill.received.items()}  # no operator holding
     switched = drill.cli("advance", "--now")
     assert "4 purge tasks issued" in switched.output, switched.output
     tasks = check_switched_off(drill)
     acknowledge(drill, tasks)
     check_reminders_and_escalation(drill)
     destroy_and_verify(drill, tmp_path)
+    assert not operator.exists()
     check_audit_trail(drill)
     check_after(drill)

@@ -1,10 +1,12 @@
 """decommission holders: a drill flag on the plan, the holder's registered contact, and the
-purge Task's organisation name and first delivery
+purge Task's organisation name and first delivery; the operator's exports
+
 
 A plan with past dates or a short purge window is allowed only as a drill, which the plan
 records; a client may register a contact (MESH mailbox or rest-hook) where it is told its
 purge instruction without subscribing; a purge Task keeps its owner's organisation name (the
-directory's organisations are destroyed) and when it first reached its owner.
+directory's organisations are destroyed) and when it first reached its owner; files an
+operator exported without acting as a client are recorded so that destruction removes them.
 
 Revision ID: 0009_decom
 Revises: 0008
@@ -35,10 +37,22 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("organisation_name", sa.String(length=200),
                                       nullable=True))
         batch_op.add_column(sa.Column("delivered", sa.DateTime(timezone=True), nullable=True))
+    op.create_table(
+        "operator_export",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("created", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("authority", sa.String(length=9), nullable=False),
+        sa.Column("format", sa.String(length=20), nullable=False),
+        sa.Column("folder", sa.Text(), nullable=False),
+        sa.Column("files", sa.JSON(), nullable=False),
+        sa.Column("removed", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_operator_export")),
+    )
 
 
 def downgrade() -> None:
     """Revert this revision."""
+    op.drop_table("operator_export")
     with op.batch_alter_table("purge_task", schema=None) as batch_op:
         batch_op.drop_column("delivered")
         batch_op.drop_column("organisation_name")
