@@ -3,12 +3,14 @@ tests (the notification engineer's), a rest-hook receiver on 127.0.0.1, and call
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
+from werkzeug.serving import make_server
 
 from adapter import create_app
 from adapter.db import Database
@@ -41,3 +43,16 @@ def receiver() -> Iterator[Receiver]:
     started = Receiver().start()
     yield started
     started.stop()
+
+
+@pytest.fixture
+def served(app: Flask) -> Iterator[str]:
+    """The app served on 127.0.0.1 by werkzeug in a thread; its base URL."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    base = f"http://127.0.0.1:{server.server_port}"
+    app.config["PUBLIC_URL"] = base  # tokens are issued for, and checked at, this address
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield base
+    server.shutdown()
+    thread.join(timeout=10)

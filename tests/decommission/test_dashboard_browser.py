@@ -6,15 +6,12 @@ screenshot is saved under tests/artefacts/."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from playwright.sync_api import Page, sync_playwright
-from werkzeug.serving import make_server
 
 from adapter.db import Database
 from tests.conftest import REPO
@@ -45,19 +42,6 @@ CONTRAST_JS = """() => {
     const [a, b] = [lum(s.color), lum(bg)].sort((x, y) => y - x);
     return (a + 0.05) / (b + 0.05); });
 }"""
-
-
-@pytest.fixture
-def served(app: Flask) -> Iterator[str]:
-    """The app served on 127.0.0.1 by werkzeug in a thread; its base URL."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    base = f"http://127.0.0.1:{server.server_port}"
-    app.config["PUBLIC_URL"] = base  # tokens are issued for, and checked at, this address
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield base
-    server.shutdown()
-    thread.join(timeout=10)
 
 
 def drill_to_escalation(drill: Drill) -> None:

@@ -1,0 +1,221 @@
+"""The decommissioning as holders live it, from plan to certificate (on SQLite and PostgreSQL):
+three local systems hold children received from the gateway, each registered with exactly the
+README's holder scopes —
+
+- ``agent-la`` runs the reference purge agent (``contactpoint-gateway holder``, a separate
+  process talking HTTP to the gateway served on 127.0.0.1) beside a small local store (a SQLite
+  file) that its purge command empties; the agent is killed in the middle of the purge and
+  resumes;
+- ``hand-la`` acknowledges by hand over FHIR;
+- ``silent-la`` is told at its registered contact and never answers.
+
+The plan is a drill (its dates are past: refused without --drill), the cron-style ``advance``
+moves the phases, destruction before destroy-by needs an override reason, the certificate
+lists each holder's outcome and the final notice's delivery, and the local store is empty."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from adapter.db import Database
+from adapter.demo import load_demo_data
+from adapter.models import Child
+from adapter.notify.ledger import record_deliveries
+from adapter.security import clients as registry
+from tests.api.conftest import bearer
+from tests.decommission.test_holders import cli, readme_holder_scopes
+from tests.notify.helpers import dispatch, subscribe, subscription
+from tests.notify.receivers import Receiver
+from tests.security.helpers import make_key
+
+# The local system's purge command: deletes the named children from its store and prints how
+# many records it destroyed. While a "block" file exists it says it started and waits (the
+# test kills the agent then, as a crash in the middle of a purge).
+PURGE_SCRIPT = '''
+import json, sqlite3, sys, time
+from pathlib import Path
+here = Path(sys.argv[1])
+patients = [json.loads(line)["patient"] for line in sys.stdin if line.strip()]
+if (here / "block").exists():
+    (here / "started").write_text("started")
+    time.sleep(60)
+store = sqlite3.connect(here / "store.sqlite")
+with store:
+    purged = sum(store.execute("DELETE FROM child WHERE patient = ?", (p,)).rowcount
+                 for p in patients)
+print(json.dumps({"purged": purged}))
+'''
+
+
+@dataclass
+class Holder:
+    """The agent's holder: its key, its local store and its agent's files."""
+
+    folder: Path
+    key_file: Path
+    children: list[str]
+
+    @property
+    def store(self) -> Path:
+        """The local system's database."""
+        return self.folder / "store.sqlite"
+
+    def left(self) -> int:
+        """Return how many children the local store still holds."""
+        with sqlite3.connect(self.store) as store:
+            return int(store.execute("SELECT count(*) FROM child").fetchone()[0])
+
+
+def register_agent_holder(app: Flask, tmp_path: Path, organisation: str,
+                          children: list[tuple[str, str]]) -> Holder:
+    """Register ``agent-la`` with the README's scopes and a key file; fill its local store."""
+    key = make_key("ES384")
+    with app.extensions["db"].transaction() as session:
+        registry.add_client(session, "agent-la", "Case management (agent)", organisation,
+                            readme_holder_scopes(), [], {"keys": [key.as_dict(private=False)]})
+    folder = tmp_path / "agent-la"
+    folder.mkdir()
+    key_file = folder / "agent-la.jwk.json"
+    key_file.write_bytes(orjson.dumps(key.as_dict(private=True)))
+    (folder / "purge.py").write_text(PURGE_SCRIPT)
+    with sqlite3.connect(folder / "store.sqlite") as store:
+        store.execute("CREATE TABLE child (patient TEXT PRIMARY KEY, contactpoint_id TEXT)")
+        store.executemany("INSERT INTO child VALUES (?, ?)", children)
+    return Holder(folder, key_file, [p for p, _ in children])
+
+
+def agent(base: str, holder: Holder) -> list[str]:
+    """Return the command line of one round of the reference agent."""
+    command = f"{sys.executable} {holder.folder / 'purge.py'} {holder.folder}"
+    return [str(Path(sys.executable).parent / "contactpoint-gateway"), "holder", "--gateway",
+            base, "--client", "agent-la", "--key", str(holder.key_file), "--state",
+            str(holder.folder / "state.json"), "--purge-command", command, "--once"]
+
+
+def crash_in_the_purge(base: str, holder: Holder) -> None:
+    """Run the agent, and kill it (SIGKILL, with its purge command) while it purges."""
+    (holder.folder / "block").write_text("block")
+    process = subprocess.Popen(agent(base, holder), cwd=holder.folder, start_new_session=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not (holder.folder / "started").exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the purge never started"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.communicate(timeout=30)
+    (holder.folder / "block").unlink()
+    state = orjson.loads((holder.folder / "state.json").read_bytes())
+    assert [t["step"] for t in state["tasks"].values()] == ["purging"]
+
+
+def run_agent(base: str, holder: Holder) -> str:
+    """Run one round of the agent to its end; return what it printed."""
+    done = subprocess.run(agent(base, holder), cwd=holder.folder, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def held(db: Database) -> tuple[list[tuple[str, str]], list[str], list[str]]:
+    """Load demo data; return what each holder received: the agent's children (Patient id,
+    ContactPoint ID), the hand holder's and the silent one's Patient ids."""
+    load_demo_data(db, children=16, authorities=1, seed=9, progress=False)
+    with db.sessions() as session:
+        rows = [(str(r), str(c)) for r, c in session.execute(
+            select(Child.resource_id, Child.contactpoint_id).order_by(Child.id))]
+    return rows[:8], [r for r, _ in rows[8:11]], [r for r, _ in rows[11:13]]
+
+
+def plan_as_drill(app: Flask) -> None:
+    """A plan whose dates are past is refused, accepted as a drill; cron's advance runs it."""
+    today = dt.datetime.now(dt.UTC).date()
+    dates = ["--last-use", str(today - dt.timedelta(days=3)),
+             "--switch-off", str(today - dt.timedelta(days=2))]
+    refused = cli(app, "plan", *dates)
+    assert refused.exit_code != 0 and "--drill" in refused.output
+    assert cli(app, "plan", *dates, "--drill").exit_code == 0
+    for expected in ("live -> run-down", "run-down -> switched-off; 3 purge tasks issued"):
+        moved = cli(app, "advance")
+        assert moved.exit_code == 0 and moved.output.strip() == expected, moved.output
+    idle = cli(app, "advance")
+    assert idle.exit_code == 0 and idle.output.startswith("nothing due"), idle.output
+
+
+def acknowledge_by_hand(client: FlaskClient, headers: dict[str, str], count: int) -> None:
+    """hand-la finds its Task by search, accepts it and completes it over FHIR."""
+    found = client.get("/fhir/Task", headers=headers).json
+    task = found["entry"][0]["resource"]
+    system = task["code"]["coding"][0]["system"]
+    for body in ({**task, "status": "accepted"},
+                 {**task, "status": "completed", "output": [{"type": {"coding": [
+                     {"system": system, "code": "purge-count"}]}, "valueUnsignedInt": count}]}):
+        answered = client.put(f"/fhir/Task/{task['id']}", data=orjson.dumps(body),
+                              headers={**headers, "Content-Type": "application/fhir+json"})
+        assert answered.status_code == 200, answered.json
+
+
+def check_certificate(app: Flask, holder: Holder) -> dict[str, Any]:
+    """The certificate says it was a drill, the override, each holder's outcome and the final
+    notice's delivery."""
+    folder = Path(app.config["INSTANCE_PATH"]) / "decommission"
+    certificate = orjson.loads((folder / "certificate.json").read_bytes())["certificate"]
+    assert certificate["timetable"]["drill"] is True
+    assert certificate["destruction"]["override"]["reason"] == "drill: holders need no longer"
+    outcomes = {a["client"]: (a["shown"], a["purged"]) for a in certificate["acknowledgements"]}
+    assert outcomes == {"agent-la": ("completed", len(holder.children)),
+                        "hand-la": ("completed", 3), "silent-la": ("silent", None)}
+    assert [(n["client"], n["delivered"]) for n in certificate["finalNotice"]] == [
+        ("watcher", True)]
+    return certificate
+
+
+def test_three_holders_from_plan_to_certificate(app: Flask, client: FlaskClient, db: Database,
+                                                receiver: Receiver, served: str,
+                                                tmp_path: Path) -> None:
+    """The agent's store ends empty; the certificate tells each holder's story."""
+    scopes = readme_holder_scopes()
+    agent_children, hand_children, silent_children = held(db)
+    holder = register_agent_holder(app, tmp_path, "E09000033", agent_children)
+    hand = bearer(client, app, "hand-la", "E09000033", scopes=scopes)
+    bearer(client, app, "silent-la", "E08000003", scopes=scopes)
+    watcher = bearer(client, app, "watcher", "E09000033")
+    with db.write_transaction() as session:
+        for client_id, refs in (("agent-la", holder.children), ("hand-la", hand_children),
+                                ("silent-la", silent_children)):
+            record_deliveries(session, client_id, refs, "read")
+    subscribe(client, watcher, subscription("decommission-notice", receiver.url("/watcher"),
+                                            content="full-resource"))
+    assert cli(app, "contact", "silent-la", receiver.url("/silent")).exit_code == 0
+    plan_as_drill(app)
+    dispatch(app)
+    assert len(receiver.bodies("/silent")) == 2  # handshake, then its Task
+
+    crash_in_the_purge(served, holder)
+    assert holder.left() == len(holder.children)  # killed before its store was touched
+    printed = run_agent(served, holder)  # resumes: the Task was accepted, the purge re-run
+    assert f"status=completed purged={len(holder.children)}" in printed, printed
+    assert run_agent(served, holder) == ""  # nothing open any more
+    acknowledge_by_hand(client, hand, 3)
+
+    early = cli(app, "destroy", "--yes")
+    assert early.exit_code != 0 and "silent-la" in early.output and "--override" in early.output
+    done = cli(app, "destroy", "--yes", "--override", "drill: holders need no longer")
+    assert done.exit_code == 0 and "final notice delivered to 1 of 1" in done.output, done.output
+    check_certificate(app, holder)
+    assert holder.left() == 0
+    assert client.get("/healthz").json["phase"] == "destroyed"
