@@ -72,8 +72,11 @@ def run_round(settings: Settings) -> list[Outcome]:
     """
     gateway, state = Gateway(settings), State.load(settings.state_file)
     outcomes = []
-    for task in gateway.open_tasks():
-        outcome = handle(gateway, state, task)
-        log.info("purge Task %s: %s", outcome.task, outcome.status)
-        outcomes.append(outcome)
+    try:
+        for task in gateway.open_tasks():
+            outcome = handle(gateway, state, task)
+            log.info("purge Task %s: %s", outcome.task, outcome.status)
+            outcomes.append(outcome)
+    finally:
+        gateway.session.close()
     return outcomes

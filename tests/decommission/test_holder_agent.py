@@ -21,8 +21,10 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -219,3 +221,62 @@ def test_three_holders_from_plan_to_certificate(app: Flask, client: FlaskClient,
     check_certificate(app, holder)
     assert holder.left() == 0
     assert client.get("/healthz").json["phase"] == "destroyed"
+
+
+class RefusingHook(BaseHTTPRequestHandler):
+    """A local system's purge hook that refuses, with its reason (and records the call)."""
+
+    calls: list[dict[str, Any]] = []
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        """Record the children asked for; answer 422 with a reason."""
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        RefusingHook.calls.append(orjson.loads(body))
+        answer = orjson.dumps({"reason": "Records under a court order must be kept"})
+        self.send_response(422)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        """Stay quiet."""
+
+
+def test_the_agent_rejects_with_the_local_systems_reason(app: Flask, client: FlaskClient,
+                                                         db: Database, served: str,
+                                                         tmp_path: Path) -> None:
+    """A purge hook that refuses makes the Task rejected with the hook's reason; the agent's
+    next round has nothing to do."""
+    from adapter.holder.agent import Settings
+    from adapter.holder.run import run_round
+
+    children, _hand, _silent = held(db)
+    holder = register_agent_holder(app, tmp_path, "E09000033", children[:2])
+    with db.write_transaction() as session:
+        record_deliveries(session, "agent-la", holder.children, "read")
+    plan_as_drill_quietly(app)
+    hook = ThreadingHTTPServer(("127.0.0.1", 0), RefusingHook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    try:
+        settings = Settings(served, "agent-la", holder.key_file, tmp_path / "state.json",
+                            purge_url=f"http://127.0.0.1:{hook.server_port}/purge")
+        outcomes = run_round(settings)
+        assert run_round(settings) == []
+    finally:
+        hook.shutdown()
+        hook.server_close()
+    assert [(o.status, o.reason) for o in outcomes] == [
+        ("rejected", "Records under a court order must be kept")]
+    assert sorted(c["patient"] for c in RefusingHook.calls[-1]["children"]) == \
+        sorted(holder.children)
+    status = orjson.loads(cli(app, "status", "--json").output)["tasks"][0]
+    assert (status["shown"], status["reason"]) == ("rejected",
+                                                   "Records under a court order must be kept")
+
+
+def plan_as_drill_quietly(app: Flask) -> None:
+    """Plan a drill and switch off at once."""
+    assert cli(app, "plan", "--last-use", "2020-01-01", "--switch-off", "2020-01-02",
+               "--drill").exit_code == 0
+    assert cli(app, "advance").exit_code == cli(app, "advance").exit_code == 0
