@@ -36,6 +36,7 @@ from adapter.decommission.final_notice import (
 )
 from adapter.decommission.notices import announce
 from adapter.decommission.plan import aware, load_plan
+from adapter.decommission.resources import local_text
 from adapter.decommission.tasks import stamp_reached
 from adapter.errors import Conflict, NotFound
 from adapter.models import (
@@ -113,7 +114,8 @@ def destroy_blockers(session: Session, plan: DecommissionPlan, now: dt.datetime)
     destroy-by, or purge Tasks neither completed nor escalated (README "Decommissioning")."""
     blockers = []
     if now < aware(plan.destroy_by_at):
-        blockers.append(f"destroy-by is {aware(plan.destroy_by_at).isoformat()}")
+        blockers.append("destroy-by is "
+                        + local_text(aware(plan.destroy_by_at), plan.time_zone))
     open_tasks = list(session.scalars(
         select(PurgeTask.client_id).where(PurgeTask.status != "completed",
                                           PurgeTask.escalated.is_(None))

@@ -232,7 +232,7 @@ def destroy_and_verify(drill: Drill, tmp_path: Path) -> None:
     assert drill.cli("destroy").exit_code != 0
     early = drill.cli("destroy", "--yes")
     assert early.exit_code != 0 and "--override REASON" in early.output
-    assert "destroy-by is 2099-10-06" in early.output
+    assert "destroy-by is 6 October 2099 12:00 BST" in early.output
     assert found_canaries(database_bytes(drill))  # the search would find them
     assert any(export_folder(drill.app).rglob("*.ndjson"))
     done = drill.cli("destroy", "--yes", "--override", "drill: destroy-by is in 2099")

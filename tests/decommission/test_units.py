@@ -237,7 +237,7 @@ def _certificate() -> dict[str, Any]:
             "destruction": {"started": "2099-10-06T11:00:00.000Z",
                             "finished": "2099-10-06T11:00:01.000Z",
                             "override": {"reason": "a drill", "overruled": [
-                                "destroy-by is 2099-10-06T11:00:00+00:00"]},
+                                "destroy-by is 6 October 2099 12:00 BST"]},
                             "storage": "SQLite", "exportJobsRemoved": 0},
             "tables": [{"name": "child", "before": 5, "after": 0}],
             "acknowledgements": [{"task": "t1", "client": "sys", "clientName": "System",
