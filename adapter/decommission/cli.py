@@ -19,7 +19,7 @@ from adapter.db import get_db
 from adapter.decommission import phases
 from adapter.decommission.certificate import CertificateError, audit_digest, verify_certificate
 from adapter.decommission.certify import certificate_folder, issue_certificate
-from adapter.decommission.contact import set_contact
+from adapter.decommission.contact import set_contact, unannounced
 from adapter.decommission.destruction import destroy
 from adapter.decommission.plan import PlanView, load_plan, make_timetable, save_plan, view
 from adapter.decommission.resources import instant, local_text, timetable_text
@@ -186,6 +186,13 @@ def advance_command(force: bool) -> None:
         raise _fail(exc) from exc
     click.echo(f"{done.before} -> {done.after}"
                + (f"; {done.tasks} purge tasks issued" if done.after == "switched-off" else ""))
+    if done.after == "switched-off":
+        with get_db().sessions() as session:
+            untold = unannounced(session)
+        if untold:
+            click.echo(f"{len(untold)} holders have neither a purge-instruction subscription nor "
+                       "a contact: they see their Task only if they search for it (register "
+                       "one with `decommission contact`): " + ", ".join(untold), err=True)
 
 
 @decommission_group.command("contact")

@@ -119,3 +119,13 @@ def announce_open_task(session: Session, client_id: str) -> bool:
     audit.record(session, "purge-instruct", resource_type="Task", resource_id=task.resource_id,
                  detail=f"to {client_id}: sent again to a new subscription or contact")
     return True
+
+
+def unannounced(session: Session) -> list[str]:
+    """Return the holders with a purge Task but no live purge-instruction subscription (their
+    own or their contact's): they learn of their Task only by searching for it."""
+    live = select(Subscription.client_id).where(
+        Subscription.topic == PURGE_TOPIC, Subscription.deleted.is_(False),
+        Subscription.status != "off")
+    return list(session.scalars(select(PurgeTask.client_id).where(
+        PurgeTask.client_id.not_in(live)).order_by(PurgeTask.client_id)))

@@ -85,7 +85,11 @@ def test_a_holder_with_the_readme_scopes_and_no_subscription_completes_its_task(
     assert scopes == "system/Task.rus"
     holder = bearer(client, app, "la-holder", "E09000033", scopes=scopes)
     holding(app, db, {"la-holder": 3})
-    switch_off(app)
+    assert cli(app, *PLAN).exit_code == 0
+    assert cli(app, "advance", "--now").exit_code == 0
+    switched = cli(app, "advance", "--now")
+    assert "1 holders have neither a purge-instruction subscription nor a contact" in \
+        switched.output and switched.output.rstrip().endswith(": la-holder"), switched.output
     assert shown(app) == {"la-holder": "never-sent"}  # nothing delivered, not yet read
     found = client.get("/fhir/Task?status=requested", headers=holder)
     assert found.status_code == 200, found.json
