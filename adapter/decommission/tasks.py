@@ -19,7 +19,6 @@ from adapter.decommission.contact import contact_subscription
 from adapter.decommission.plan import PlanView, aware
 from adapter.decommission.resources import task_resource
 from adapter.models import (
-    AuditRecord,
     Child,
     Client,
     Event,
@@ -167,26 +166,26 @@ def shown_status(status: str, overdue: bool, delivered: bool = True) -> str:
 
 
 def reached(session: Session) -> dict[str, dt.datetime]:
-    """Return when each purge Task first reached its owner (by Task id): a delivered
-    notification carrying it, or the owner's own read or search of it (audit trail)."""
-    by_notification = (
+    """Return when each purge Task first reached its owner (by Task id): when the owner first
+    read or searched it (stamped by the handlers, ``mark_reached``) or a notification carrying
+    it was delivered."""
+    by_notification = (  # purge events by their partial index, then their notifications
         select(Event.focus_id, func.min(Notification.delivered_at))
         .join(Notification, Notification.event_id == Event.id)
         .where(Event.topic == PURGE_TOPIC, Notification.state == "delivered")
         .group_by(Event.focus_id))
-    by_reading = (
-        select(AuditRecord.resource_id, func.min(AuditRecord.recorded))
-        .join(PurgeTask, (PurgeTask.resource_id == AuditRecord.resource_id)
-              & (PurgeTask.client_id == AuditRecord.client_id))
-        .where(AuditRecord.resource_type == "Task", AuditRecord.action.in_(("read", "search")))
-        .group_by(AuditRecord.resource_id))
     found: dict[str, dt.datetime] = {}
-    for query in (by_notification, by_reading,
-                  select(PurgeTask.resource_id, PurgeTask.delivered)):
+    for query in (by_notification, select(PurgeTask.resource_id, PurgeTask.delivered)):
         for rid, moment in session.execute(query):
             if moment is not None and (rid not in found or aware(moment) < found[rid]):
                 found[str(rid)] = aware(moment)
     return found
+
+
+def mark_reached(task: PurgeTask, client_id: str, now: dt.datetime) -> None:
+    """Note that the Task reached its owner, when ``client_id`` (reading it) is the owner."""
+    if task.client_id == client_id and task.delivered is None:
+        task.delivered = now
 
 
 def stamp_reached(session: Session) -> None:

@@ -106,7 +106,7 @@ class PurgeTask(Base):
     issued: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_updated: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     # When the Task first reached its owner: a notification carrying it was delivered, or the
-    # owner read or searched it (``adapter.decommission.reach``); None: never sent.
+    # owner read or searched it (``adapter.decommission.tasks.reached``); None: never sent.
     delivered: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     answered: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     completed: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))

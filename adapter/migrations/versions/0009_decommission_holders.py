@@ -6,7 +6,9 @@ A plan with past dates or a short purge window is allowed only as a drill, which
 records; a client may register a contact (MESH mailbox or rest-hook) where it is told its
 purge instruction without subscribing; a purge Task keeps its owner's organisation name (the
 directory's organisations are destroyed) and when it first reached its owner; files an
-operator exported without acting as a client are recorded so that destruction removes them.
+operator exported without acting as a client are recorded so that destruction removes them;
+purge instruction events are indexed by their Task (a partial index) to tell whether a Task
+reached its holder.
 
 Revision ID: 0009_decom
 Revises: 0008
@@ -48,10 +50,16 @@ def upgrade() -> None:
         sa.Column("removed", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_operator_export")),
     )
+    with op.batch_alter_table("event", schema=None) as batch_op:
+        batch_op.create_index("ix_event_purge_focus", ["focus_id"], unique=False,
+                              postgresql_where=sa.text("topic = 'purge-instruction'"),
+                              sqlite_where=sa.text("topic = 'purge-instruction'"))
 
 
 def downgrade() -> None:
     """Revert this revision."""
+    with op.batch_alter_table("event", schema=None) as batch_op:
+        batch_op.drop_index("ix_event_purge_focus")
     op.drop_table("operator_export")
     with op.batch_alter_table("purge_task", schema=None) as batch_op:
         batch_op.drop_column("delivered")
