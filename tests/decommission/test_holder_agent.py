@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
@@ -282,3 +283,39 @@ def plan_as_drill_quietly(app: Flask) -> None:
     assert cli(app, "plan", "--last-use", "2020-01-01", "--switch-off", "2020-01-02",
                "--drill").exit_code == 0
     assert cli(app, "advance").exit_code == cli(app, "advance").exit_code == 0
+
+
+def test_a_saved_purge_is_reported_without_purging_again(
+        app: Flask, client: FlaskClient, db: Database, served: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gateway goes away after the local purge and before the answer: the next round
+    answers with the saved count and does not run the purge command again."""
+    from adapter.holder import run as agent_run
+    from adapter.holder.agent import AgentError, Gateway, Settings
+
+    children, _hand, _silent = held(db)
+    holder = register_agent_holder(app, tmp_path, "E09000033", children[:3])
+    with db.write_transaction() as session:
+        record_deliveries(session, "agent-la", holder.children, "read")
+    plan_as_drill_quietly(app)
+    runs = tmp_path / "runs.log"
+    command = (f"sh -c 'echo run >> {runs}; exec {sys.executable} "
+               f"{holder.folder / 'purge.py'} {holder.folder}'")
+    settings = Settings(served, "agent-la", holder.key_file, tmp_path / "state.json",
+                        purge_command=command)
+    real_update = Gateway.update
+
+    def unreachable_for_the_answer(gateway: Gateway, task: dict[str, Any]) -> dict[str, Any]:
+        if task["status"] == "completed":
+            raise AgentError("PUT Task: ConnectionError")
+        return real_update(gateway, task)
+    with monkeypatch.context() as patched:
+        patched.setattr(agent_run.Gateway, "update", unreachable_for_the_answer)
+        with pytest.raises(AgentError):
+            agent_run.run_round(settings)
+    assert holder.left() == 0 and runs.read_text().count("run") == 1
+    outcomes = agent_run.run_round(settings)
+    assert [(o.status, o.purged) for o in outcomes] == [("completed", 3)]
+    assert runs.read_text().count("run") == 1  # not purged again
+    status = orjson.loads(cli(app, "status", "--json").output)["tasks"][0]
+    assert (status["shown"], status["purged"]) == ("completed", 3)
