@@ -78,6 +78,9 @@ SETTINGS: Final[dict[str, tuple[Any, str]]] = {
                                       "answered or completed (a plan may set its own)."),
     "DECOMMISSION_ESCALATE_DAYS": (14, "Days after switch-off when a purge Task not completed "
                                        "is escalated (a plan may set its own)."),
+    "DECOMMISSION_MIN_PURGE_DAYS": (28, "Fewest days a plan may leave holders between "
+                                        "switch-off and destroy-by to purge their copies "
+                                        "(shorter, or dates in the past: drills only, --drill)."),
     "DECOMMISSION_INLINE_CHILDREN": (1000, "Most children a purge Task names inline; above "
                                            "this it refers to an NDJSON list instead."),
     "ADMIN_SESSION_SECONDS": (28800, "Lifetime of an admin dashboard session (seconds) "

@@ -5,8 +5,11 @@ Tasks, reminders and escalation, eCAF re-keying, destruction and its certificate
   ``adapter.security.policy.phase``);
   ``transitions``: ``advance``; ``notices``: the decommission notice to subscribers;
 - ``tasks``, ``acknowledge``, ``handlers``: purge Tasks, their answers, the FHIR handlers;
+- ``contact``: telling a holder at its registered contact, and at once after switch-off;
 - ``rekey``: the eCAF re-keying mapping; ``resources``: the FHIR resources;
 - ``destruction``, ``storage``, ``certificate``, ``certify``: destruction and its evidence;
+  ``final_notice``: the destruction's own notice, delivered before subscriptions end;
+  ``exports``: the operator's exports, removed by destruction;
 - ``dashboard``: ``/admin/decommission``; ``routes``: the HTTP routes; ``cli``: the commands.
 """
 

@@ -125,18 +125,45 @@ def _group(parent: etree._Element, name: str, values: dict[str, Any],
 
 TIMETABLE_XML: Final = (("lastUse", "LastUse"), ("runDownAt", "RunDownAt"),
                         ("switchOffAt", "SwitchOffAt"), ("destroyByAt", "DestroyByAt"),
-                        ("timeZone", "TimeZone"), ("runDownStarted", "RunDownStarted"),
+                        ("timeZone", "TimeZone"), ("drill", "Drill"),
+                        ("runDownStarted", "RunDownStarted"),
                         ("switchedOff", "SwitchedOff"), ("destroyed", "Destroyed"))
 DESTRUCTION_XML: Final = (("started", "Started"), ("finished", "Finished"),
-                          ("drillOverride", "DrillOverride"), ("storage", "Storage"),
-                          ("exportJobsRemoved", "ExportJobsRemoved"))
+                          ("storage", "Storage"), ("exportJobsRemoved", "ExportJobsRemoved"))
 ACK_XML: Final = (("task", "TaskId"), ("client", "Client"), ("clientName", "ClientName"),
-                  ("organisation", "Organisation"), ("status", "Status"), ("shown", "Shown"),
+                  ("organisation", "Organisation"), ("organisationName", "OrganisationName"),
+                  ("status", "Status"), ("shown", "Shown"),
                   ("children", "Children"), ("purged", "Purged"), ("reason", "Reason"),
-                  ("answered", "Answered"), ("reminders", "Reminders"),
+                  ("delivered", "Delivered"), ("answered", "Answered"),
+                  ("reminders", "Reminders"),
                   ("escalated", "Escalated"))
+NOTICE_XML: Final = (("subscription", "Subscription"), ("client", "Client"),
+                     ("channel", "Channel"), ("delivered", "Delivered"), ("at", "At"),
+                     ("detail", "Detail"))
 AUDIT_XML: Final = (("records", "Records"), ("lastRecordId", "LastRecordId"),
                     ("digest", "Digest"), ("pseudonymisation", "Pseudonymisation"))
+
+
+def _destruction(root: etree._Element, destruction: dict[str, Any]) -> None:
+    """Append the ``Destruction`` element, with its ``Override`` when there was one."""
+    _group(root, "Destruction", destruction, DESTRUCTION_XML[:2])
+    group = root[-1]
+    override = destruction.get("override")
+    if override:
+        element = etree.SubElement(group, q("Override"))
+        _text(element, "Reason", override["reason"])
+        for item in override["overruled"]:
+            _text(element, "Overruled", item)
+    for key, name in DESTRUCTION_XML[2:]:
+        _text(group, name, destruction.get(key))
+    exports = destruction.get("operatorExports")
+    if exports is not None:
+        element = etree.SubElement(group, q("OperatorExports"))
+        for key, name in (("exports", "Exports"), ("filesRemoved", "FilesRemoved"),
+                          ("filesMissing", "FilesMissing")):
+            _text(element, name, exports.get(key))
+        for folder in exports.get("folders") or []:
+            _text(element, "Folder", folder)
 
 
 def certificate_element(certificate: dict[str, Any]) -> etree._Element:
@@ -146,7 +173,7 @@ def certificate_element(certificate: dict[str, Any]) -> etree._Element:
                       ("issuer", "Issuer")):
         _text(root, name, certificate[key])
     _group(root, "Timetable", certificate["timetable"], TIMETABLE_XML)
-    _group(root, "Destruction", certificate["destruction"], DESTRUCTION_XML)
+    _destruction(root, certificate["destruction"])
     tables = etree.SubElement(root, q("Tables"))
     for table in certificate["tables"]:
         etree.SubElement(tables, q("Table"), name=table["name"], before=str(table["before"]),
@@ -154,6 +181,9 @@ def certificate_element(certificate: dict[str, Any]) -> etree._Element:
     acks = etree.SubElement(root, q("Acknowledgements"))
     for ack in certificate["acknowledgements"]:
         _group(acks, "Acknowledgement", ack, ACK_XML)
+    notice = etree.SubElement(root, q("FinalNotice"))
+    for delivery in certificate["finalNotice"]:
+        _group(notice, "Delivery", delivery, NOTICE_XML)
     _group(root, "AuditTrail", certificate["audit"], AUDIT_XML)
     return root
 

@@ -37,8 +37,10 @@ def certificate_folder(instance_path: str) -> Path:
 def _ack(row: TaskRow) -> dict[str, Any]:
     """Return one acknowledgement entry of the certificate."""
     return {"task": row.resource_id, "client": row.client_id, "clientName": row.client_name,
-            "organisation": row.organisation_code, "status": row.status, "shown": row.shown,
+            "organisation": row.organisation_code, "organisationName": row.organisation_name,
+            "status": row.status, "shown": row.shown,
             "children": row.children, "purged": row.purged, "reason": row.reason,
+            "delivered": instant(row.delivered) if row.delivered else None,
             "answered": instant(row.answered) if row.answered else None,
             "reminders": row.reminders, "escalated": row.escalated}
 
@@ -48,27 +50,37 @@ def _timetable(plan: PlanView) -> dict[str, Any]:
     t = plan.timetable
     return {"lastUse": t.last_use.isoformat(), "runDownAt": instant(t.run_down_at),
             "switchOffAt": instant(t.switch_off_at), "destroyByAt": instant(t.destroy_by_at),
-            "timeZone": t.time_zone,
+            "timeZone": t.time_zone, "drill": plan.drill,
             "runDownStarted": instant(plan.run_down_started) if plan.run_down_started else None,
             "switchedOff": instant(plan.switched_off) if plan.switched_off else None,
             "destroyed": instant(plan.destroyed) if plan.destroyed else None}
 
 
+def _override(done: Destruction) -> dict[str, Any] | None:
+    """Return the certificate's override: the operator's reason and what it overruled."""
+    if not done.override:
+        return None
+    return {"reason": done.override, "overruled": list(done.overruled)}
+
+
 def certificate_content(plan: PlanView, done: Destruction, rows: list[TaskRow],
-                        audit: tuple[int, int, str], now: dt.datetime,
-                        override: bool) -> dict[str, Any]:
+                        audit: tuple[int, int, str], now: dt.datetime) -> dict[str, Any]:
     """Return the certificate (no personal data: counts, client ids, digests)."""
     records, last_id, digest = audit
     return {
         "certificateId": uuid.uuid4().hex, "issued": instant(now), "issuer": canonical_base(),
         "timetable": _timetable(plan),
         "destruction": {"started": instant(done.started),
-                        "finished": instant(done.finished or now), "drillOverride": override,
-                        "storage": done.storage, "exportJobsRemoved": done.export_jobs},
+                        "finished": instant(done.finished or now), "override": _override(done),
+                        "storage": done.storage, "exportJobsRemoved": done.export_jobs,
+                        "operatorExports": done.operator_exports or {
+                            "exports": 0, "filesRemoved": 0, "filesMissing": 0,
+                            "folders": []}},
         "tables": [{"name": name, "before": done.before.get(name, 0),
                     "after": done.after.get(name, 0)} for name in sorted(done.before)],
         "acknowledgements": [_ack(r) for r in rows],
         "summary": dict(sorted(Counter(r.shown for r in rows).items())),
+        "finalNotice": list(done.final_notice),
         "audit": {"records": records, "lastRecordId": last_id, "digest": digest,
                   "pseudonymisation": PSEUDONYMISATION},
     }
@@ -87,7 +99,7 @@ def issue_certificate(db: Database, instance_path: str, done: Destruction,
             raise NotFound("There is no decommissioning plan.")
         shown = view(plan)
         content = certificate_content(shown, done, task_rows(session, shown, now),
-                                      audit_digest(session), now, done.override)
+                                      audit_digest(session), now)
         document, xml = signed_json(content, key), signed_xml(content, key)
         plan.certificate, plan.certificate_xml = document, xml.decode()
     folder = certificate_folder(instance_path)

@@ -4,8 +4,9 @@ a phase on before its date (drills)."""
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import click
 import orjson
@@ -18,12 +19,13 @@ from adapter.db import get_db
 from adapter.decommission import phases
 from adapter.decommission.certificate import CertificateError, audit_digest, verify_certificate
 from adapter.decommission.certify import certificate_folder, issue_certificate
+from adapter.decommission.contact import set_contact, unannounced
 from adapter.decommission.destruction import destroy
-from adapter.decommission.plan import load_plan, make_timetable, save_plan, view
-from adapter.decommission.resources import local_text, timetable_text
+from adapter.decommission.plan import PlanView, load_plan, make_timetable, save_plan, view
+from adapter.decommission.resources import instant, local_text, timetable_text
 from adapter.decommission.tasks import TaskRow, escalate, remind, task_rows
-from adapter.decommission.transitions import advance
-from adapter.errors import GatewayError
+from adapter.decommission.transitions import NotDue, advance
+from adapter.errors import GatewayError, NotFound
 from adapter.models.base import utcnow
 from adapter.security.keys import service_key
 from adapter.security.policy.phase import command_kind
@@ -50,13 +52,19 @@ def decommission_group() -> None:
 @click.option("--reminder-days", type=int, default=None, help="Days between reminders.")
 @click.option("--escalate-days", type=int, default=None,
               help="Days after switch-off before an owner not completed is escalated.")
+@click.option("--drill", is_flag=True,
+              help="A drill: dates in the past and a short purge window are allowed, and every "
+                   "notice, the dashboard and the certificate say it is a drill.")
 @with_appcontext
 def plan_command(last_use: str, switch_off: str, destroy_by: str | None,
-                 reminder_days: int | None, escalate_days: int | None) -> None:
-    """Make or change the plan and announce it to subscribers.
+                 reminder_days: int | None, escalate_days: int | None, drill: bool) -> None:
+    """Make or change the plan and announce it to subscribers. Dates in the past, or fewer than
+    GATEWAY_DECOMMISSION_MIN_PURGE_DAYS between switch-off and destroy-by, are refused unless
+    --drill.
 
     \f
-    :raises click.ClickException: invalid dates, or already switched off.
+    :raises click.ClickException: invalid dates, a timetable that does not give holders their
+        time (without --drill), or already switched off.
     """
     settings = current_app.config
     try:
@@ -67,7 +75,8 @@ def plan_command(last_use: str, switch_off: str, destroy_by: str | None,
             plan = save_plan(session, timetable,
                              reminder_days or settings["DECOMMISSION_REMINDER_DAYS"],
                              settings["DECOMMISSION_ESCALATE_DAYS"] if escalate_days is None
-                             else escalate_days)
+                             else escalate_days,
+                             min_days=int(settings["DECOMMISSION_MIN_PURGE_DAYS"]), drill=drill)
             text = timetable_text(view(plan))
     except GatewayError as exc:
         raise _fail(exc) from exc
@@ -75,33 +84,90 @@ def plan_command(last_use: str, switch_off: str, destroy_by: str | None,
     click.echo(text)
 
 
-def _echo_rows(rows: list[TaskRow]) -> None:
-    """Print purge Tasks as tab-separated lines."""
-    for row in rows:
-        click.echo("\t".join([row.client_id, row.organisation_code, row.shown, row.status,
-                              str(row.children), "-" if row.purged is None else str(row.purged),
-                              str(row.reminders), row.reason or ""]))
+COLUMNS: Final = (("system", "client_id"), ("organisation", "organisation_code"),
+                  ("name", "organisation_name"), ("status", "shown"), ("task status", "status"),
+                  ("children", "children"), ("destroyed", "purged"), ("reached", "delivered"),
+                  ("answered", "answered"), ("reminders", "reminders"), ("reason", "reason"))
+
+
+def _cell(value: Any, time_zone: str) -> str:
+    """Return one table cell: dates in the plan's time zone, none as ``-``."""
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, dt.datetime):
+        return local_text(value, time_zone)
+    return str(value)
+
+
+def _echo_rows(rows: list[TaskRow], time_zone: str) -> None:
+    """Print purge Tasks as a table with a header line, columns padded to their width."""
+    table = [[label.upper() for label, _ in COLUMNS]]
+    table += [[_cell(getattr(row, name), time_zone) for _, name in COLUMNS] for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
+    for line in table:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())
+
+
+def _row_json(row: TaskRow) -> dict[str, Any]:
+    """Return one purge Task of ``status --json``."""
+    values = {name: getattr(row, name) for _, name in COLUMNS}
+    values |= {"task": row.resource_id, "client_name": row.client_name,
+               "escalated": row.escalated}
+    return {k: instant(v) if isinstance(v, dt.datetime) else v for k, v in values.items()}
+
+
+def _status_json(plan: PlanView | None, rows: list[TaskRow]) -> dict[str, Any]:
+    """Return what ``status --json`` prints."""
+    if plan is None:
+        return {"phase": "live", "plan": None, "tasks": []}
+    t = plan.timetable
+    moments = {"runDownAt": t.run_down_at, "switchOffAt": t.switch_off_at,
+               "destroyByAt": t.destroy_by_at, "runDownStarted": plan.run_down_started,
+               "switchedOff": plan.switched_off, "destroyed": plan.destroyed}
+    return {"phase": plan.phase, "drill": plan.drill, "timeZone": t.time_zone,
+            "lastUse": t.last_use.isoformat(), "reminderDays": plan.reminder_days,
+            "escalateDays": plan.escalate_days,
+            **{k: instant(v) if v else None for k, v in moments.items()},
+            "tasks": [_row_json(r) for r in rows]}
+
+
+def _echo_status(plan: PlanView, rows: list[TaskRow]) -> None:
+    """Print the phase, the timetable (labelled lines) and the purge Tasks (a table)."""
+    zone_name = plan.timetable.time_zone
+    lines = [("phase", plan.phase + (" (drill)" if plan.drill else "")),
+             ("last use", plan.timetable.last_use.isoformat()),
+             ("run-down from", plan.timetable.run_down_at),
+             ("switch-off", plan.timetable.switch_off_at),
+             ("destroy-by", plan.timetable.destroy_by_at),
+             ("run-down began", plan.run_down_started), ("switched off", plan.switched_off),
+             ("destroyed", plan.destroyed),
+             ("reminders", f"every {plan.reminder_days} days"),
+             ("escalation", f"{plan.escalate_days} days after switch-off")]
+    for label, value in lines:
+        click.echo(f"{label + ':':<16}{_cell(value, zone_name)}")
+    click.echo("")
+    if rows:
+        _echo_rows(rows, zone_name)
+    else:
+        click.echo("no purge Tasks (they are issued at switch-off)")
 
 
 @command_kind("admin")
 @decommission_group.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @with_appcontext
-def status_command() -> None:
+def status_command(as_json: bool) -> None:
     """Print the phase, the timetable and each system's purge status."""
     with get_db().sessions() as session:
         stored = load_plan(session)
-        if stored is None:
-            click.echo("phase: live (no decommissioning plan)")
-            return
-        plan = view(stored)
-        rows = task_rows(session, plan, utcnow())
-    click.echo(f"phase: {plan.phase}")
-    click.echo(timetable_text(plan))
-    for label, moment in (("run-down began", plan.run_down_started),
-                          ("switched off", plan.switched_off), ("destroyed", plan.destroyed)):
-        if moment:
-            click.echo(f"{label}: {local_text(moment, plan.timetable.time_zone)}")
-    _echo_rows(rows)
+        plan = view(stored) if stored is not None else None
+        rows = task_rows(session, plan, utcnow()) if plan is not None else []
+    if as_json:
+        click.echo(orjson.dumps(_status_json(plan, rows), option=orjson.OPT_INDENT_2))
+    elif plan is None:
+        click.echo("phase: live (no decommissioning plan)")
+    else:
+        _echo_status(plan, rows)
 
 
 @command_kind("admin")
@@ -109,17 +175,52 @@ def status_command() -> None:
 @click.option("--now", "force", is_flag=True, help="Advance now, before the date (drills).")
 @with_appcontext
 def advance_command(force: bool) -> None:
-    """Move to the next phase when its time has come (run it from cron every minute).
+    """Move to the next phase when its time has come (run it from cron every minute). Nothing
+    due is not a failure: it says so and exits 0.
 
     \f
-    :raises click.ClickException: no plan, or the next phase is not due.
+    :raises click.ClickException: the phase could not be changed (a failure).
     """
     try:
         done = advance(get_db(), utcnow(), force)
+    except (NotDue, NotFound) as exc:
+        click.echo(f"nothing due: {exc.message}")
+        return
     except GatewayError as exc:
         raise _fail(exc) from exc
     click.echo(f"{done.before} -> {done.after}"
                + (f"; {done.tasks} purge tasks issued" if done.after == "switched-off" else ""))
+    if done.after == "switched-off":
+        with get_db().sessions() as session:
+            untold = unannounced(session)
+        if untold:
+            click.echo(f"{len(untold)} holders have neither a purge-instruction subscription nor "
+                       "a contact: they see their Task only if they search for it (register "
+                       "one with `decommission contact`): " + ", ".join(untold), err=True)
+
+
+@command_kind("admin")  # a client's registration, like `clients`: no child's data
+@decommission_group.command("contact")
+@click.argument("client_id")
+@click.argument("contact", required=False)
+@click.option("--remove", is_flag=True, help="Remove the client's contact.")
+@with_appcontext
+def contact_command(client_id: str, contact: str | None, remove: bool) -> None:
+    """Register where a holder is told its purge instruction without subscribing: CONTACT is
+    mesh:MAILBOX or an https:// rest-hook endpoint (docs/holders.md "Being told").
+
+    \f
+    :raises click.ClickException: no such client, or not a MESH mailbox or https URL.
+    """
+    if not remove and not contact:
+        raise click.ClickException("Give the contact (mesh:MAILBOX or https://...) or --remove.")
+    try:
+        with get_db().write_transaction() as session:
+            client = set_contact(session, client_id, None if remove else contact)
+            shown = client.contact
+    except GatewayError as exc:
+        raise _fail(exc) from exc
+    click.echo(f"{client_id}: contact {shown or 'removed'}")
 
 
 def _switched_off_plan(session: Any) -> Any:
@@ -150,32 +251,40 @@ def remind_command(force: bool) -> None:
 def escalation_command() -> None:
     """Print the owners not completed by the escalation threshold (and record them)."""
     with get_db().write_transaction() as session:
-        rows = escalate(session, _switched_off_plan(session), utcnow())
-    _echo_rows(rows)
+        plan = _switched_off_plan(session)
+        rows = escalate(session, plan, utcnow())
+    _echo_rows(rows, plan.timetable.time_zone)
     click.echo(f"{len(rows)} escalated", err=True)
 
 
 @command_kind("purge")
 @decommission_group.command("destroy")
 @click.option("--yes", is_flag=True, help="Confirm: every personal datum is destroyed.")
-@click.option("--override-drill", is_flag=True, help="Destroy before destroy-by (drills only).")
+@click.option("--override", "override", metavar="REASON", default=None,
+              help="Destroy before destroy-by, or while purge Tasks are neither completed nor "
+                   "escalated, for this reason (recorded in the certificate).")
 @with_appcontext
-def destroy_command(yes: bool, override_drill: bool) -> None:
-    """Destroy every personal datum, scrub the storage and issue the signed certificate.
+def destroy_command(yes: bool, override: str | None) -> None:
+    """Tell every subscriber, destroy every personal datum, scrub the storage and issue the
+    signed certificate.
 
     \f
-    :raises click.ClickException: not confirmed, not switched off, or before destroy-by.
+    :raises click.ClickException: not confirmed, not switched off, or too early without an
+        override reason.
     """
     if not yes:
         raise click.ClickException("Destruction cannot be undone: confirm with --yes.")
     instance, db, now = current_app.config["INSTANCE_PATH"], get_db(), utcnow()
     try:
-        done = destroy(db, instance, now, override_drill)
+        done = destroy(db, instance, now, override)
         done.finished = utcnow()
         document = issue_certificate(db, instance, done, done.finished)
     except GatewayError as exc:
         raise _fail(exc) from exc
-    click.echo(f"destroyed; certificate {document['certificate']['certificateId']} in "
+    notice = document["certificate"]["finalNotice"]
+    click.echo(f"destroyed; final notice delivered to "
+               f"{sum(1 for n in notice if n['delivered'])} of {len(notice)} subscriptions; "
+               f"certificate {document['certificate']['certificateId']} in "
                f"{certificate_folder(instance)}")
 
 

@@ -21,8 +21,13 @@ CHILD_INPUT: Final = "child"
 CHILD_COUNT_INPUT: Final = "child-count"
 PURGE_LIST_INPUT: Final = "purge-list"
 PURGE_COUNT_OUTPUT: Final = "purge-count"
-# Dashboard statuses of a purge Task (issue 7 item 6).
-DISPLAY_STATUSES: Final = ("instructed", "accepted", "completed", "rejected", "silent")
+# Dashboard statuses of a purge Task (adapter.decommission.tasks.shown_status), and their
+# words.
+DISPLAY_STATUSES: Final = ("never-sent", "instructed", "accepted", "completed", "rejected",
+                           "silent")
+STATUS_WORDS: Final = {"never-sent": "never sent", "instructed": "instructed",
+                       "accepted": "accepted", "completed": "completed", "rejected": "rejected",
+                       "silent": "silent"}
 
 
 def code_system(base: str) -> str:

@@ -30,10 +30,10 @@ from flask import (
 from werkzeug.wrappers import Response as BaseResponse
 
 from adapter.db import get_db
-from adapter.decommission.codes import DISPLAY_STATUSES, PHASE_TITLES
+from adapter.decommission.codes import DISPLAY_STATUSES, PHASE_TITLES, STATUS_WORDS
 from adapter.decommission.plan import PlanView, load_plan, view
 from adapter.decommission.resources import local_text, timetable_text
-from adapter.decommission.tasks import TaskRow, escalation_due, task_rows
+from adapter.decommission.tasks import TaskRow, task_rows
 from adapter.errors import Forbidden, Unauthorized
 from adapter.http import handle_gateway_error, public_base
 from adapter.models.base import utcnow
@@ -142,11 +142,29 @@ class Board:
     counts: dict[str, int] = field(default_factory=dict)
     escalated: list[TaskRow] = field(default_factory=list)
     certificate: dict[str, Any] | None = None
+    escalation_at: dt.datetime | None = None
+
+
+def escalation_threshold(plan: PlanView) -> dt.datetime | None:
+    """Return when owners not completed are escalated (None before switch-off)."""
+    if plan.phase == "destroyed":
+        return plan.destroyed
+    if plan.phase != "switched-off":
+        return None
+    return (plan.switched_off or plan.timetable.switch_off_at) + \
+        dt.timedelta(days=plan.escalate_days)
+
+
+def certificate_issued(certificate: dict[str, Any] | None) -> dt.datetime | None:
+    """Return when the certificate was issued, as an instant (shown like every other date)."""
+    issued = (certificate or {}).get("issued")
+    return dt.datetime.fromisoformat(str(issued).replace("Z", "+00:00")) if issued else None
 
 
 def _matches(row: TaskRow, status: str, text: str) -> bool:
     """Return True when ``row`` passes the status and text filters."""
-    haystack = f"{row.client_id} {row.client_name} {row.organisation_code}".lower()
+    haystack = (f"{row.client_id} {row.client_name} {row.organisation_code} "
+                f"{row.organisation_name or ''}").lower()
     return (status in ("", "all") or row.shown == status) and text.lower() in haystack
 
 
@@ -162,8 +180,7 @@ def build_board(status: str, text: str, now: dt.datetime) -> Board:
     counts = Counter(r.shown for r in rows)
     return Board(plan, now, rows, [r for r in rows if _matches(r, status, text)],
                  {s: counts.get(s, 0) for s in DISPLAY_STATUSES},
-                 [r for r in rows if r.escalated] if escalation_due(plan, now) else [],
-                 certificate)
+                 [r for r in rows if r.escalated], certificate, escalation_threshold(plan))
 
 
 def _when(moment: dt.datetime | None, plan: PlanView) -> str:
@@ -182,7 +199,8 @@ def dashboard() -> str:
     step = next_step(board.plan) if board.plan else None
     return render_template(
         "decommission.html", board=board, status=status, text=text,
-        statuses=DISPLAY_STATUSES, titles=PHASE_TITLES, when=_when, step=step,
+        statuses=DISPLAY_STATUSES, words=STATUS_WORDS, titles=PHASE_TITLES, when=_when,
+        step=step, issued=certificate_issued(board.certificate),
         countdown=countdown(step[1], board.now) if step else None,
         summary=timetable_text(board.plan) if board.plan else None,
         caller=g.caller.client_id)

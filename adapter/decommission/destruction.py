@@ -1,4 +1,5 @@
-"""Destruction (issue 7 item 5): after destroy-by (or with an explicit override, for drills),
+"""Destruction (issue 7 item 5): after destroy-by once every purge Task is completed or escalated
+(or with an explicit override and its reason, recorded in the certificate),
 every personal datum is deleted — children with their names, identifiers, carers, involvements
 and assessment references, practitioners and organisations, every version snapshot, the
 ledger's identities, the purge Tasks' child lists, queued notification bodies and outbox
@@ -28,7 +29,15 @@ from sqlalchemy.orm import Session
 
 from adapter.db import Database
 from adapter.decommission import phases
+from adapter.decommission.final_notice import (
+    close_all_subscriptions,
+    close_change_subscriptions,
+    deliver_final_notice,
+)
+from adapter.decommission.notices import announce
 from adapter.decommission.plan import aware, load_plan
+from adapter.decommission.resources import local_text
+from adapter.decommission.tasks import stamp_reached
 from adapter.errors import Conflict, NotFound
 from adapter.models import (
     Assessment,
@@ -44,6 +53,7 @@ from adapter.models import (
     LedgerEntry,
     LocalIdentifier,
     Notification,
+    OperatorExport,
     Organisation,
     Practitioner,
     PurgeTask,
@@ -61,7 +71,8 @@ DELETED: Final = (PurgeTaskItem, Notification, Event, LedgerEntry, TeamMember, A
                   Involvement, Carer, LocalIdentifier, ChildName, Child, Practitioner,
                   Organisation, RecordVersion)
 # Tables that stay (no personal data), counted in the certificate.
-KEPT: Final = (AuditRecord, PurgeTask, Subscription, Client, ExportJob, DecommissionPlan)
+KEPT: Final = (AuditRecord, PurgeTask, Subscription, Client, ExportJob, DecommissionPlan,
+               OperatorExport)
 # Audit resource types whose ids are a child's or a person's (pseudonymised like child_ref).
 PERSONAL_TYPES: Final = ("Patient", "CareTeam", "PractitionerRole", "Practitioner",
                          "RelatedPerson")
@@ -80,7 +91,10 @@ class Destruction:
     pseudonymised: int = 0
     storage: str = ""
     finished: dt.datetime | None = None
-    override: bool = False
+    override: str | None = None
+    overruled: list[str] = field(default_factory=list)
+    final_notice: list[dict[str, Any]] = field(default_factory=list)
+    operator_exports: dict[str, Any] = field(default_factory=dict)
 
 
 def table_of(model: Any) -> Table:
@@ -95,24 +109,45 @@ def count_rows(session: Session) -> dict[str, int]:
                                   or 0) for m in (*DELETED, *KEPT)}
 
 
-def check_destroyable(plan: DecommissionPlan | None, now: dt.datetime,
-                      override: bool) -> DecommissionPlan:
-    """Return the plan when destruction may run now (or resume: destroyed, no certificate).
+def destroy_blockers(session: Session, plan: DecommissionPlan, now: dt.datetime) -> list[str]:
+    """Return why destroying now would cut the holders short (empty: it would not): before
+    destroy-by, or purge Tasks neither completed nor escalated (README "Decommissioning")."""
+    blockers = []
+    if now < aware(plan.destroy_by_at):
+        blockers.append("destroy-by is "
+                        + local_text(aware(plan.destroy_by_at), plan.time_zone))
+    open_tasks = list(session.scalars(
+        select(PurgeTask.client_id).where(PurgeTask.status != "completed",
+                                          PurgeTask.escalated.is_(None))
+        .order_by(PurgeTask.client_id)))
+    if open_tasks:
+        blockers.append("the purge Tasks of " + ", ".join(open_tasks) + " are neither "
+                        "completed nor escalated (`decommission escalation` records them once "
+                        "the escalation threshold has passed)")
+    return blockers
+
+
+def check_destroyable(session: Session, plan: DecommissionPlan | None, now: dt.datetime,
+                      override: str | None) -> tuple[DecommissionPlan, list[str]]:
+    """Return the plan when destruction may run now (or resume: destroyed, no certificate)
+    and what the override had to overrule.
 
     :raises NotFound: no plan.
-    :raises Conflict: not switched off, already destroyed, or before destroy-by without the
-        drill override.
+    :raises Conflict: not switched off, or it would cut the holders short
+        (``destroy_blockers``) and no override reason is given.
     """
     if plan is None:
         raise NotFound("There is no decommissioning plan.")
     if plan.phase == "destroyed" and plan.certificate and "pending" in plan.certificate:
-        return plan  # interrupted after the deletion: scrub and certify again
+        return plan, []  # interrupted after the deletion: scrub and certify again
     if plan.phase != "switched-off":
         raise Conflict(f"Destruction follows the switch-off; the service is {plan.phase}.")
-    if now < aware(plan.destroy_by_at) and not override:
-        raise Conflict(f"Destroy-by is {aware(plan.destroy_by_at).isoformat()}: destruction "
-                       "before it needs --override-drill (drills only).")
-    return plan
+    blockers = destroy_blockers(session, plan, now)
+    if blockers and not (override and override.strip()):
+        raise Conflict("Destroying now would cut the holders short: " + "; ".join(blockers)
+                       + ". To destroy anyway, give the reason with --override REASON (it is "
+                       "recorded in the certificate).")
+    return plan, blockers
 
 
 def _pseudonym(key: bytearray, value: str) -> str:
@@ -154,13 +189,6 @@ def pseudonymise_audit(session: Session) -> int:
         del key
 
 
-def _close_subscriptions(session: Session, now: dt.datetime) -> None:
-    """Turn every subscription off and forget its filters (they may name a child)."""
-    session.execute(update(table_of(Subscription)).values(
-        status="off", filters={}, filter_text=[], last_updated=now,
-        error="The service's data was destroyed (decommissioning)."))
-
-
 def delete_personal_data(session: Session, now: dt.datetime) -> int:
     """Delete every personal datum and pseudonymise the audit trail (one transaction)."""
     if session.get_bind().dialect.name == "sqlite":
@@ -169,7 +197,7 @@ def delete_personal_data(session: Session, now: dt.datetime) -> int:
         session.connection().exec_driver_sql("PRAGMA secure_delete=ON")
     for model in DELETED:
         session.execute(delete(table_of(model)))
-    _close_subscriptions(session, now)
+    close_change_subscriptions(session, now)
     return pseudonymise_audit(session)
 
 
@@ -178,15 +206,23 @@ def _destroy_rows(db: Database, result: Destruction) -> None:
     what was there before is kept with the plan until the certificate replaces it."""
     now = result.started
     with db.write_transaction() as session:
-        plan = check_destroyable(load_plan(session, lock=True), now, result.override)
+        plan, result.overruled = check_destroyable(session, load_plan(session, lock=True), now,
+                                                   result.override)
+        result.override = result.override if result.overruled else None
         result.before = count_rows(session)
         result.before["export_job"] = result.export_jobs
+        stamp_reached(session)  # the notifications that say so are about to go
         result.pseudonymised = delete_personal_data(session, now)
         plan.phase, plan.destroyed = "destroyed", now
         plan.version, plan.last_updated = plan.version + 1, now
+        notice = announce(session, plan)
+        session.flush()
         plan.certificate = {"pending": {"started": now.isoformat(), "before": result.before,
                                         "exportJobs": result.export_jobs,
-                                        "override": result.override}}
+                                        "override": result.override,
+                                        "overruled": result.overruled,
+                                        "noticeEvent": notice.id,
+                                        "operatorExports": result.operator_exports}}
         audit.record(session, "decommission-phase", resource_type="PlanDefinition",
                      resource_id="decommission-plan", detail="switched-off -> destroyed")
         audit.record(session, "decommission-destroy", resource_type="PlanDefinition",
@@ -194,31 +230,57 @@ def _destroy_rows(db: Database, result: Destruction) -> None:
                      detail=f"{sum(result.before[table_of(m).name] for m in DELETED)} rows "
                             f"deleted from {len(DELETED)} tables; "
                             f"{result.pseudonymised} references pseudonymised"
-                            + ("; drill override" if result.override else ""))
+                            + (f"; override ({'; '.join(result.overruled)}): {result.override}"
+                               if result.override else ""))
+
+
+def _say_last_word(db: Database, result: Destruction, now: dt.datetime) -> None:
+    """Deliver the final notice, keep its deliveries with the plan, then end every
+    subscription (``adapter.decommission.final_notice``)."""
+    from flask import current_app
+
+    with db.sessions() as session:
+        plan = load_plan(session)
+        event_id = int(((plan.certificate if plan else None) or {})
+                       .get("pending", {}).get("noticeEvent") or 0)
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    result.final_notice = deliver_final_notice(app, db, event_id)
+    with db.write_transaction() as session:
+        stored = load_plan(session, lock=True)
+        if stored is not None and stored.certificate and "pending" in stored.certificate:
+            stored.certificate = {"pending": {**stored.certificate["pending"],
+                                              "finalNotice": result.final_notice}}
+    close_all_subscriptions(db, now)
 
 
 def _resumed(pending: dict[str, Any]) -> Destruction:
     """Return what an interrupted destruction had done (kept with the plan)."""
     return Destruction(started=dt.datetime.fromisoformat(pending["started"]),
                        before=dict(pending["before"]), export_jobs=int(pending["exportJobs"]),
-                       override=bool(pending["override"]))
+                       override=pending.get("override") or None,
+                       overruled=list(pending.get("overruled") or []),
+                       final_notice=list(pending.get("finalNotice") or []),
+                       operator_exports=dict(pending.get("operatorExports") or {}))
 
 
-def destroy(db: Database, instance_path: str, now: dt.datetime, override: bool) -> Destruction:
+def destroy(db: Database, instance_path: str, now: dt.datetime,
+            override: str | None) -> Destruction:
     """Destroy every personal datum and scrub the storage; return what was done. A run cut
     short after the deletion (e.g. the WAL could not be truncated) is resumed by running it again.
 
     :raises NotFound: no plan.
-    :raises Conflict: not switched off, or before destroy-by without the override.
+    :raises Conflict: not switched off, or it would cut the holders short without an override
+        reason.
     :raises Unavailable: the SQLite WAL could not be truncated.
     """
     from pathlib import Path
 
+    from adapter.decommission.exports import remove_operator_exports
     from adapter.decommission.storage import scrub
     from adapter.export.jobs import ExportSettings, destroy_exports
 
     with db.sessions() as session:
-        plan = check_destroyable(load_plan(session), now, override)
+        plan, _blockers = check_destroyable(session, load_plan(session), now, override)
         pending = (plan.certificate or {}).get("pending")
     if pending is not None:
         result = _resumed(pending)
@@ -226,8 +288,11 @@ def destroy(db: Database, instance_path: str, now: dt.datetime, override: bool) 
         result = Destruction(started=now, override=override)
         settings = ExportSettings(Path(instance_path), dt.timedelta(0), dt.timedelta(0), True)
         result.export_jobs = destroy_exports(db, settings)
+        result.operator_exports = remove_operator_exports(db, now)
         _destroy_rows(db, result)
     phases.forget(db)
+    if not result.final_notice:
+        _say_last_word(db, result, now)
     result.storage = scrub(db, [table_of(m).name for m in (*DELETED, *KEPT)])
     with db.sessions() as session:
         result.after = count_rows(session)

@@ -14,7 +14,7 @@ from adapter.decommission.acknowledge import apply_answer, read_answer
 from adapter.decommission.codes import PLAN_ID, PURGE, code_system
 from adapter.decommission.plan import PlanView, aware, load_plan, view
 from adapter.decommission.resources import canonical_base, plan_definition
-from adapter.decommission.tasks import render_task
+from adapter.decommission.tasks import mark_reached, render_task
 from adapter.errors import Forbidden, MethodNotAllowed, NotFound, PreconditionFailed
 from adapter.fhir.handlers import Page, Rendered, WriteResult
 from adapter.fhir.search import SearchParam, SearchRequest, decode_cursor, encode_cursor
@@ -164,6 +164,7 @@ class TaskHandler(ReadOnly):
         task = self.load(session, resource_id, caller)
         audit.record(session, "read", resource_type="Task", resource_id=task.resource_id,
                      caller=caller)
+        mark_reached(task, caller.client_id, utcnow())
         return self._render(session, task)
 
     def _filtered(self, search: SearchRequest, caller: Caller) -> Select[PurgeTask]:
@@ -191,6 +192,7 @@ class TaskHandler(ReadOnly):
         for task in tasks:
             audit.record(session, "search", resource_type="Task", resource_id=task.resource_id,
                          caller=caller)
+            mark_reached(task, caller.client_id, utcnow())
         matches = [self._render(session, t).resource for t in tasks]
         return Page(matches, [], encode_cursor(tasks[-1].id) if more and tasks else None)
 

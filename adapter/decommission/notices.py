@@ -9,9 +9,11 @@ from sqlalchemy.orm import Session
 from adapter.decommission.plan import view
 from adapter.decommission.resources import plan_definition
 from adapter.models import DecommissionPlan
+from adapter.models.notify import Event
 from adapter.notify.outbox import emit_decommission_notice
 
 
-def announce(session: Session, plan: DecommissionPlan, action: str = "update") -> None:
-    """Queue the decommission notice carrying the current plan (no personal data)."""
-    emit_decommission_notice(session, plan_definition(view(plan)), action)
+def announce(session: Session, plan: DecommissionPlan, action: str = "update") -> Event:
+    """Queue the decommission notice carrying the current plan (no personal data); return
+    its outbox event."""
+    return emit_decommission_notice(session, plan_definition(view(plan)), action)

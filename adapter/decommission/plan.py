@@ -45,6 +45,7 @@ class PlanView:
     run_down_started: dt.datetime | None
     switched_off: dt.datetime | None
     destroyed: dt.datetime | None
+    drill: bool = False
 
 
 def aware(moment: dt.datetime) -> dt.datetime:
@@ -114,6 +115,37 @@ def make_timetable(last_use: str, switch_off: str, destroy_by: str | None, time_
     return Timetable(last_day, aware(run_down), aware(off), aware(destroy), time_zone)
 
 
+def holders_time_problems(timetable: Timetable, now: dt.datetime, min_days: int,
+                          run_down_started: bool) -> list[str]:
+    """Return why ``timetable`` would not give holders their time (empty: it does): a phase
+    not yet entered whose date is past (``advance`` from cron would enter it at once), or
+    fewer than ``min_days`` between switch-off and destroy-by (README "Decommissioning")."""
+    problems = []
+    if not run_down_started and timetable.run_down_at <= now:
+        problems.append(f"the day of last use ({timetable.last_use.isoformat()}) has begun "
+                        "already")
+    if timetable.switch_off_at <= now:
+        problems.append(f"the switch-off ({timetable.switch_off_at.isoformat()}) is past")
+    window = timetable.destroy_by_at - timetable.switch_off_at
+    if window < dt.timedelta(days=min_days):
+        problems.append(f"holders get {window.days} days between switch-off and destroy-by to "
+                        f"purge their copies, fewer than the minimum of {min_days} "
+                        "(GATEWAY_DECOMMISSION_MIN_PURGE_DAYS)")
+    return problems
+
+
+def check_holders_time(timetable: Timetable, now: dt.datetime, min_days: int,
+                       run_down_started: bool, drill: bool) -> None:
+    """Refuse a timetable that does not give holders their time, unless it is a drill.
+
+    :raises Invalid: it does not, and ``drill`` is not set.
+    """
+    problems = holders_time_problems(timetable, now, min_days, run_down_started)
+    if problems and not drill:
+        raise Invalid("This timetable does not protect the holders: " + "; ".join(problems)
+                      + ". Choose later dates, or mark the plan a drill with --drill.")
+
+
 def view(plan: DecommissionPlan) -> PlanView:
     """Return a read-only copy of ``plan``."""
     timetable = Timetable(plan.last_use, aware(plan.run_down_at), aware(plan.switch_off_at),
@@ -122,7 +154,7 @@ def view(plan: DecommissionPlan) -> PlanView:
                     aware(plan.last_updated),
                     aware(plan.run_down_started) if plan.run_down_started else None,
                     aware(plan.switched_off) if plan.switched_off else None,
-                    aware(plan.destroyed) if plan.destroyed else None)
+                    aware(plan.destroyed) if plan.destroyed else None, bool(plan.drill))
 
 
 def load_plan(session: Session, lock: bool = False) -> DecommissionPlan | None:
@@ -134,11 +166,13 @@ def load_plan(session: Session, lock: bool = False) -> DecommissionPlan | None:
 
 
 def save_plan(session: Session, timetable: Timetable, reminder_days: int, escalate_days: int,
-              now: dt.datetime | None = None) -> DecommissionPlan:
+              now: dt.datetime | None = None, *, min_days: int = 0,
+              drill: bool = False) -> DecommissionPlan:
     """Make or change the plan, record it in the audit trail and announce it to subscribers.
 
     :raises Conflict: the service is already switched off (the timetable is then history).
-    :raises Invalid: the reminder or escalation interval is out of range.
+    :raises Invalid: the reminder or escalation interval is out of range, or the timetable
+        does not give holders their time (``check_holders_time``) and it is not a drill.
     """
     if reminder_days < 1 or escalate_days < 0:
         raise Invalid("Reminders need an interval of at least one day, escalation zero or more.")
@@ -146,13 +180,15 @@ def save_plan(session: Session, timetable: Timetable, reminder_days: int, escala
     plan = load_plan(session, lock=True)
     if plan is not None and plan.phase in ("switched-off", "destroyed"):
         raise Conflict(f"The service is {plan.phase}: its timetable can no longer change.")
+    check_holders_time(timetable, moment, min_days,
+                       plan is not None and plan.phase == "run-down", drill)
     created = plan is None
     if plan is None:
         plan = DecommissionPlan(id=1, phase="live", version=0, planned_at=moment)
         session.add(plan)
     plan.last_use, plan.time_zone = timetable.last_use, timetable.time_zone
     plan.run_down_at, plan.switch_off_at = timetable.run_down_at, timetable.switch_off_at
-    plan.destroy_by_at = timetable.destroy_by_at
+    plan.destroy_by_at, plan.drill = timetable.destroy_by_at, drill
     plan.reminder_days, plan.escalate_days = reminder_days, escalate_days
     plan.version, plan.last_updated = plan.version + 1, moment
     session.flush()
@@ -160,7 +196,8 @@ def save_plan(session: Session, timetable: Timetable, reminder_days: int, escala
                  resource_id="decommission-plan",
                  detail=f"version {plan.version}: run-down {timetable.run_down_at.isoformat()}, "
                         f"switch-off {timetable.switch_off_at.isoformat()}, destroy-by "
-                        f"{timetable.destroy_by_at.isoformat()}")
+                        f"{timetable.destroy_by_at.isoformat()}"
+                        + ("; a drill" if drill else ""))
     from adapter.decommission.notices import announce
 
     announce(session, plan, "create" if created else "update")

@@ -69,7 +69,8 @@ def local_text(moment: dt.datetime, time_zone: str) -> str:
 def timetable_text(plan: PlanView) -> str:
     """Return the timetable in one sentence (OperationOutcomes, notices, the dashboard)."""
     t = plan.timetable
-    return (f"ContactPoint decommissioning, phase {PHASE_TITLES[plan.phase].lower()}: run-down "
+    return (("DRILL (not the real timetable): " if plan.drill else "")
+            + f"ContactPoint decommissioning, phase {PHASE_TITLES[plan.phase].lower()}: run-down "
             f"(read only) from {local_text(t.run_down_at, t.time_zone)}, switch-off at "
             f"{local_text(t.switch_off_at, t.time_zone)}, every copy of the data destroyed by "
             f"{local_text(t.destroy_by_at, t.time_zone)}.")
@@ -93,6 +94,8 @@ def plan_definition(plan: PlanView) -> dict[str, Any]:
         "name": "ContactPointDecommissioning", "title": "ContactPoint decommissioning timetable",
         "type": {"coding": [{"system": PLAN_TYPE, "code": "workflow-definition"}]},
         "status": "retired" if plan.phase == "destroyed" else "active",
+        # R4 PlanDefinition.experimental: "for testing purposes, not real usage" (a drill).
+        "experimental": plan.drill,
         "date": instant(plan.last_updated), "publisher": "ContactPoint Gateway",
         "description": timetable_text(plan),
         "useContext": [{"code": {"system": USAGE_CONTEXT, "code": "workflow"},

@@ -18,7 +18,7 @@ from adapter.db import get_db
 from adapter.decommission.handlers import PlanDefinitionHandler, TaskHandler, require_plan
 from adapter.decommission.rekey import iter_rekeys, rekey_chunks, rekey_page, rekey_parameters
 from adapter.decommission.resources import service_base, timetable_text
-from adapter.decommission.tasks import iter_named
+from adapter.decommission.tasks import iter_named, mark_reached
 from adapter.directory.schema import q
 from adapter.directory.writer import NSMAP, xml_datetime
 from adapter.errors import BadRequest, GatewayError, NotFound
@@ -27,6 +27,7 @@ from adapter.fhir.routes import ROUTES, caller, check_id
 from adapter.fhir.search import decode_cursor, encode_cursor
 from adapter.fhir.systems import OwnSystems
 from adapter.http import fhir_response, json_response, negotiated_format
+from adapter.models.base import utcnow
 from adapter.security import audit
 from adapter.security.access import authenticated, interaction, public, require_scope
 
@@ -77,6 +78,7 @@ def purge_list(resource_id: str) -> Response:
         task = TaskHandler().load(session, resource_id, who)
         audit.record(session, "read", resource_type="Task", resource_id=task.resource_id,
                      detail="purge list", caller=who)
+        mark_reached(task, who.client_id, utcnow())
         task_id = task.id
     own = OwnSystems(str(current_app.config["CANONICAL_BASE"]))
 

@@ -15,9 +15,20 @@ from flask import current_app
 from sqlalchemy import func, insert, literal, or_, select
 from sqlalchemy.orm import Session
 
+from adapter.decommission.contact import contact_subscription
 from adapter.decommission.plan import PlanView, aware
 from adapter.decommission.resources import task_resource
-from adapter.models import Child, Client, LedgerEntry, Organisation, PurgeTask, PurgeTaskItem
+from adapter.models import (
+    Child,
+    Client,
+    Event,
+    LedgerEntry,
+    Notification,
+    Organisation,
+    PurgeTask,
+    PurgeTaskItem,
+)
+from adapter.models.notify import PURGE_TOPIC
 from adapter.notify.outbox import emit_purge_instruction
 from adapter.security import audit
 
@@ -68,8 +79,10 @@ def issue_purge_tasks(session: Session, plan: PlanView, now: dt.datetime) -> lis
     """Create, audit and send one purge Task per holding system (switch-off transaction)."""
     issued = []
     for client_id, children, code in _holders(session):
+        organisation = owner_organisation(session, code)
         task = PurgeTask(resource_id=uuid.uuid4().hex, client_id=client_id,
                          organisation_code=code[:9], status="requested", children=children,
+                         organisation_name=organisation.name if organisation else None,
                          version=1, issued=now, last_updated=now, reminders=0)
         session.add(task)
         session.flush()
@@ -78,6 +91,9 @@ def issue_purge_tasks(session: Session, plan: PlanView, now: dt.datetime) -> lis
             ["task_id", "child_ref"],
             select(literal(task.id), LedgerEntry.child_ref)
             .where(LedgerEntry.client_id == client_id)))
+        holder = session.scalar(select(Client).where(Client.client_id == client_id))
+        if holder is not None:  # told at its registered contact too, if it has one
+            contact_subscription(session, holder)
         emit_purge_instruction(session, client_id, render_task(session, task, plan))
         audit.record(session, "purge-instruct", resource_type="Task",
                      resource_id=task.resource_id, detail=f"to {client_id}: {children} children")
@@ -113,47 +129,88 @@ class TaskRow:
     client_id: str
     client_name: str
     organisation_code: str
+    organisation_name: str | None
     status: str
     shown: str
     children: int
     purged: int | None
     reason: str | None
     issued: dt.datetime
+    delivered: dt.datetime | None
     answered: dt.datetime | None
     reminders: int
     escalated: bool
 
 
 def escalation_due(plan: PlanView, now: dt.datetime) -> bool:
-    """Return True once the plan's escalation threshold after switch-off has passed."""
+    """Return True once the plan's escalation threshold after switch-off has passed, or the
+    data is destroyed (whoever had not completed by then is on the escalation list)."""
+    if plan.phase == "destroyed":
+        return True
+    if plan.phase != "switched-off":
+        return False
     start = plan.switched_off or plan.timetable.switch_off_at
     return now >= start + dt.timedelta(days=plan.escalate_days)
 
 
-def shown_status(status: str, overdue: bool) -> str:
-    """Return the dashboard status: instructed, accepted, completed, rejected or silent (no
-    answer by the escalation threshold)."""
+def shown_status(status: str, overdue: bool, delivered: bool = True) -> str:
+    """Return the dashboard status: never-sent (the Task never reached its owner), instructed,
+    accepted, completed, rejected or silent (no answer by the escalation threshold)."""
     if status == "completed":
         return "completed"
     if status in ("rejected", "failed"):
         return "rejected"
     if status == "requested":
-        return "silent" if overdue else "instructed"
+        return "never-sent" if not delivered else "silent" if overdue else "instructed"
     return "accepted"
+
+
+def reached(session: Session) -> dict[str, dt.datetime]:
+    """Return when each purge Task first reached its owner (by Task id): when the owner first
+    read or searched it (stamped by the handlers, ``mark_reached``) or a notification carrying
+    it was delivered."""
+    by_notification = (  # purge events by their partial index, then their notifications
+        select(Event.focus_id, func.min(Notification.delivered_at))
+        .join(Notification, Notification.event_id == Event.id)
+        .where(Event.topic == PURGE_TOPIC, Notification.state == "delivered")
+        .group_by(Event.focus_id))
+    found: dict[str, dt.datetime] = {}
+    for query in (by_notification, select(PurgeTask.resource_id, PurgeTask.delivered)):
+        for rid, moment in session.execute(query):
+            if moment is not None and (rid not in found or aware(moment) < found[rid]):
+                found[str(rid)] = aware(moment)
+    return found
+
+
+def mark_reached(task: PurgeTask, client_id: str, now: dt.datetime) -> None:
+    """Note that the Task reached its owner, when ``client_id`` (reading it) is the owner."""
+    if task.client_id == client_id and task.delivered is None:
+        task.delivered = now
+
+
+def stamp_reached(session: Session) -> None:
+    """Keep on each purge Task when it first reached its owner (before destruction deletes the
+    notifications that say so)."""
+    when = reached(session)
+    for task in session.scalars(select(PurgeTask).where(PurgeTask.delivered.is_(None))):
+        task.delivered = when.get(task.resource_id)
 
 
 def task_rows(session: Session, plan: PlanView, now: dt.datetime) -> list[TaskRow]:
     """Return every purge Task with its owner's name, in client order."""
-    overdue = escalation_due(plan, now)
+    overdue, when = escalation_due(plan, now), reached(session)
     rows = []
     query = (select(PurgeTask, Client.name).join(Client, Client.client_id == PurgeTask.client_id,
                                                  isouter=True).order_by(PurgeTask.client_id))
     for task, name in session.execute(query):
+        delivered = when.get(task.resource_id)
         rows.append(TaskRow(
             task.resource_id, task.client_id, name or task.client_id, task.organisation_code,
-            task.status, shown_status(task.status, overdue), task.children, task.purged,
-            task.status_reason, aware(task.issued), aware(task.answered) if task.answered
-            else None, task.reminders, overdue and task.status != "completed"))
+            task.organisation_name, task.status,
+            shown_status(task.status, overdue, delivered is not None), task.children,
+            task.purged, task.status_reason, aware(task.issued), delivered,
+            aware(task.answered) if task.answered else None, task.reminders,
+            task.status != "completed" and (overdue or task.escalated is not None)))
     return rows
 
 

@@ -22,6 +22,10 @@ from adapter.models.notify import DIRECTORY_TOPIC, ECAF_TOPIC
 from adapter.security import audit
 
 
+class NotDue(Conflict):
+    """Nothing is due: the next phase's time has not come, or only destruction is left."""
+
+
 @dataclass(frozen=True)
 class Advanced:
     """The outcome of ``advance``: the phases before and after, and Tasks issued."""
@@ -69,7 +73,7 @@ def advance(db: Database, now: dt.datetime, force: bool = False) -> Advanced:
     """Move to the next phase when its time has come (``force``: now, for drills).
 
     :raises NotFound: there is no plan.
-    :raises Conflict: the next phase is not due yet, or only destruction is left.
+    :raises NotDue: the next phase is not due yet, or only destruction is left.
     """
     with db.write_transaction() as session:
         plan = load_plan(session, lock=True)
@@ -77,11 +81,11 @@ def advance(db: Database, now: dt.datetime, force: bool = False) -> Advanced:
             raise NotFound("There is no decommissioning plan: run `decommission plan` first.")
         due, before = due_at(plan), plan.phase
         if due is None:
-            raise Conflict(f"The service is {plan.phase}: "
+            raise NotDue(f"The service is {plan.phase}: "
                            + ("run `decommission destroy --yes` once destroy-by has come."
                               if plan.phase == "switched-off" else "nothing follows."))
         if not force and now < aware(due):
-            raise Conflict(f"The {NEXT_PHASE[plan.phase]} phase is due at "
+            raise NotDue(f"The {NEXT_PHASE[plan.phase]} phase is due at "
                            f"{aware(due).isoformat()}; use --now to advance earlier (drills).")
         tasks = _enter(session, plan, NEXT_PHASE[plan.phase], now)
         after = plan.phase

@@ -30,6 +30,7 @@ from sqlalchemy import func, select
 from tqdm import tqdm
 
 from adapter.db import get_db
+from adapter.decommission.exports import files_in, record_operator_export
 from adapter.directory.schema import NS
 from adapter.directory.writer import ImportOutcome, write_assessments_data, write_entries_data
 from adapter.errors import BadRequest
@@ -320,6 +321,7 @@ def export_command(authority: str, fmt: str, out: str, as_client: str | None,
         caller = replace(caller, organisation_code=authority.strip().upper())
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
+    before = files_in(folder)
     try:
         if fmt == "directory-xml":
             export_xml(authority, folder, caller, total, quiet)
@@ -328,3 +330,6 @@ def export_command(authority: str, fmt: str, out: str, as_client: str | None,
     except FileExistsError as error:
         raise click.ClickException(f"{error.filename} exists already: choose an empty "
                                    "folder") from error
+    finally:
+        if as_client is None:  # no holder to instruct: destruction removes these files
+            record_operator_export(get_db(), authority, fmt, folder, before)

@@ -2,7 +2,12 @@
 
 from adapter.models.assessment import Assessment, TeamMember
 from adapter.models.base import Base
-from adapter.models.decommission import DecommissionPlan, PurgeTask, PurgeTaskItem
+from adapter.models.decommission import (
+    DecommissionPlan,
+    OperatorExport,
+    PurgeTask,
+    PurgeTaskItem,
+)
 from adapter.models.directory import (
     Carer,
     Child,
@@ -49,6 +54,7 @@ __all__ = [
     "LocalIdentifier",
     "Organisation",
     "Practitioner",
+    "OperatorExport",
     "PurgeTask",
     "PurgeTaskItem",
     "RecordVersion",

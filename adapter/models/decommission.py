@@ -13,6 +13,7 @@ from typing import Any, Final
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     CheckConstraint,
     Date,
     DateTime,
@@ -59,6 +60,9 @@ class DecommissionPlan(Base):
     switch_off_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     destroy_by_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     time_zone: Mapped[str] = mapped_column(String(40))
+    # A drill: dates in the past or a short purge window were allowed (README
+    # "Decommissioning"); said in every notice, on the dashboard and in the certificate.
+    drill: Mapped[bool] = mapped_column(Boolean, default=False)
     reminder_days: Mapped[int] = mapped_column(Integer)
     escalate_days: Mapped[int] = mapped_column(Integer)
     version: Mapped[int] = mapped_column(Integer, default=1)
@@ -89,6 +93,9 @@ class PurgeTask(Base):
     resource_id: Mapped[str] = mapped_column(String(64), unique=True)
     client_id: Mapped[str] = mapped_column(String(100), unique=True)
     organisation_code: Mapped[str] = mapped_column(String(9))
+    # The organisation's name when the Task was issued (the directory's organisations are
+    # destroyed, the dashboard and the certificate still name the holder).
+    organisation_name: Mapped[str | None] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(12), default="requested")
     # Why the system rejected (or failed) the instruction, in its own words.
     status_reason: Mapped[str | None] = mapped_column(String(500))
@@ -98,6 +105,9 @@ class PurgeTask(Base):
     version: Mapped[int] = mapped_column(Integer, default=1)
     issued: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_updated: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # When the Task first reached its owner: a notification carrying it was delivered, or the
+    # owner read or searched it (``adapter.decommission.tasks.reached``); None: never sent.
+    delivered: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     answered: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     completed: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     reminders: Mapped[int] = mapped_column(Integer, default=0)
@@ -113,3 +123,21 @@ class PurgeTaskItem(Base):
     task_id: Mapped[int] = mapped_column(ForeignKey("purge_task.id", ondelete="CASCADE"),
                                          primary_key=True)
     child_ref: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
+class OperatorExport(Base):
+    """Files an operator's ``export`` command wrote without ``--as`` (no client holds them, so
+    no purge Task covers them): destruction removes them and the certificate says so."""
+
+    __tablename__ = "operator_export"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # The managing authority exported (a GSS code) and the format.
+    authority: Mapped[str] = mapped_column(String(9))
+    format: Mapped[str] = mapped_column(String(20))
+    folder: Mapped[str] = mapped_column(Text)
+    # The files written, as absolute paths.
+    files: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # When destruction removed them.
+    removed: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))

@@ -127,6 +127,11 @@ class Event(Base):
     __table_args__ = (
         CheckConstraint(_in("topic", TOPICS), name="topic"),
         Index("ix_event_fanned_out_id", "fanned_out", "id"),
+        # Purge instructions by Task, to tell whether a Task reached its holder
+        # (adapter.decommission.tasks.reached); partial: other events carry no entry.
+        Index("ix_event_purge_focus", "focus_id",
+              postgresql_where=text("topic = 'purge-instruction'"),
+              sqlite_where=text("topic = 'purge-instruction'")),
     )
 
     id: Mapped[int] = mapped_column(BIG_ID, primary_key=True, autoincrement=True)

@@ -51,6 +51,9 @@ class Client(Base):
     key_version: Mapped[int] = mapped_column(Integer, default=1)
     rate_limit_per_minute: Mapped[int] = mapped_column(Integer, default=600)
     harvest_ceiling_per_hour: Mapped[int] = mapped_column(Integer, default=500)
+    # Where the system is told without subscribing (its purge instruction): ``mesh:MAILBOX``
+    # or an ``https://`` rest-hook endpoint (docs/holders.md "Being told").
+    contact: Mapped[str | None] = mapped_column(String(500))
     # When the harvesting alert last fired for this client: it fires once an hour at most
     # (set by one atomic UPDATE, so that several gateway processes agree).
     harvest_alerted_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))

@@ -235,6 +235,10 @@ class SubscriptionHandler:
         queue_handshake(session, subscription)
         audit.record(session, "create", resource_type="Subscription",
                      resource_id=subscription.resource_id, caller=caller)
+        if subscription.topic == PURGE_TOPIC:  # switched off: its open Task now, not later
+            from adapter.decommission.contact import announce_open_task
+
+            announce_open_task(session, caller.client_id)
         session.flush()
         return WriteResult(rendered(subscription, secret), created=True)
 

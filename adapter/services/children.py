@@ -222,7 +222,7 @@ def _postcode_condition(value: str, caller: Caller) -> Any:
     if not compact.isalnum():
         raise BadRequest("address-postalcode takes letters and digits.",
                          expression="address-postalcode")
-    # The expression of the index ix_child_postcode_prefix (migration 0009), so it is used.
+    # The expression of the index ix_child_postcode_prefix (migration 0010), so it is used.
     stored = func.replace(Child.address_postcode, " ", "")
     return and_(starts_with(stored, compact), hidden_unless(caller))
 

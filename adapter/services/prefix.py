@@ -1,7 +1,7 @@
 """A prefix match that the databases answer from an index (FHIR R4 search.html#string: a string
 parameter matches the start of the value).
 
-PostgreSQL: ``LIKE 'x%'``, served by the ``text_pattern_ops`` indexes of migration 0009 (a plain
+PostgreSQL: ``LIKE 'x%'``, served by the ``text_pattern_ops`` indexes of migration 0010 (a plain
 b-tree serves ``LIKE`` only under the C collation). SQLite: ``GLOB 'x*'``, which is
 case-sensitive like the normalised columns it is used on and which SQLite serves from a BINARY
 index, as it does not ``LIKE`` (case-insensitive by default; sqlite.org/optoverview.html).

@@ -184,3 +184,17 @@ def export_as_la_four(drill: Drill) -> set[str]:
 def export_folder(app: Flask) -> Path:
     """Return the folder of bulk export files."""
     return Path(app.config["INSTANCE_PATH"]) / "exports"
+
+
+def export_as_operator(drill: Drill) -> Path:
+    """The operator exports the authority's children with the CLI, as itself (no ``--as``):
+    no client holds these files; return their folder."""
+    from adapter.directory.cli import export_command
+
+    folder = Path(drill.app.config["INSTANCE_PATH"]) / "operator-export"
+    result = drill.runner.invoke(export_command, ["--authority", drill.authority, "--format",
+                                                  "fhir-ndjson", "--out", str(folder),
+                                                  "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert any(folder.rglob("*.ndjson"))
+    return folder

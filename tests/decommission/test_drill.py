@@ -29,11 +29,14 @@ from tests.conftest import CONFORMANCE, _pg_admin_conninfo
 from tests.decommission.drill import (
     Drill,
     export_as_la_four,
+    export_as_operator,
     export_folder,
     found_canaries,
     read_as_sub_b,
     start,
 )
+from tests.decommission.test_certificate_recipe import recipe
+from tests.decommission.test_certificate_recipe import run as run_recipe
 from tests.notify.helpers import dispatch
 from tests.notify.receivers import Receiver
 
@@ -198,9 +201,12 @@ def check_reminders_and_escalation(drill: Drill) -> None:
     assert reminded.exit_code == 0 and "1 reminders sent" in reminded.output, reminded.output
     escalated = drill.cli("escalation")
     assert escalated.exit_code == 0, escalated.output
-    lines = [line.split("\t") for line in escalated.output.splitlines() if "\t" in line]
-    assert {(line[0], line[2]) for line in lines} == {("la-four", "silent"),
-                                                      ("sub-c", "rejected")}
+    lines = escalated.output.splitlines()
+    assert lines[0].split()[:2] == ["SYSTEM", "ORGANISATION"] and "2 escalated" in lines[-1]
+    assert {line.split()[0] for line in lines[1:-1]} == {"la-four", "sub-c"}
+    status = orjson.loads(drill.cli("status", "--json").output)
+    assert {t["client_id"]: t["shown"] for t in status["tasks"] if t["escalated"]} == {
+        "la-four": "silent", "sub-c": "rejected"}
     board = drill.get("admin", "/admin/decommission")
     assert board.status_code == 200 and board.mimetype == "text/html"
     page = board.data.decode()
@@ -225,10 +231,11 @@ def destroy_and_verify(drill: Drill, tmp_path: Path) -> None:
     """Destroy (refused before destroy-by without the override), then verify."""
     assert drill.cli("destroy").exit_code != 0
     early = drill.cli("destroy", "--yes")
-    assert early.exit_code != 0 and "--override-drill" in early.output
+    assert early.exit_code != 0 and "--override REASON" in early.output
+    assert "destroy-by is 6 October 2099 12:00 BST" in early.output
     assert found_canaries(database_bytes(drill))  # the search would find them
     assert any(export_folder(drill.app).rglob("*.ndjson"))
-    done = drill.cli("destroy", "--yes", "--override-drill")
+    done = drill.cli("destroy", "--yes", "--override", "drill: destroy-by is in 2099")
     assert done.exit_code == 0, done.output
     assert found_canaries(database_bytes(drill)) == []
     assert not list(export_folder(drill.app).rglob("*"))
@@ -238,6 +245,8 @@ def destroy_and_verify(drill: Drill, tmp_path: Path) -> None:
                             str(folder / "jwks.json"))
         assert checked.exit_code == 0, checked.output
         assert "signature verifies" in checked.output and "records match" in checked.output
+        independent = run_recipe(recipe(tmp_path), folder / name, folder / "jwks.json")
+        assert independent.returncode == 0, independent.stderr
     document = orjson.loads((folder / "certificate.json").read_bytes())
     document["certificate"]["tables"][0]["after"] += 1
     forged = tmp_path / "forged.json"
@@ -253,7 +262,30 @@ def destroy_and_verify(drill: Drill, tmp_path: Path) -> None:
                     "la-four": "silent"}
     tables = {t["name"]: (t["before"], t["after"]) for t in certificate["tables"]}
     assert tables["child"][0] > 0 and tables["child"][1] == 0
+    assert certificate["destruction"]["override"]["reason"] == "drill: destroy-by is in 2099"
+    check_final_notice(drill, certificate)
+    exports = certificate["destruction"]["operatorExports"]
+    assert exports["exports"] == 1 and exports["filesRemoved"] >= 2
+    assert exports["filesMissing"] == 0 and exports["folders"][0].endswith("operator-export")
     assert tables["record_version"][1] == tables["delivery_ledger"][1] == 0
+
+
+def check_final_notice(drill: Drill, certificate: dict[str, Any]) -> None:
+    """The destruction was announced to every decommission-notice subscriber before the
+    subscriptions ended, and the certificate lists each delivery."""
+    from adapter.models import Subscription
+
+    for who in ("sub-a", "sub-b", "sub-c"):
+        last = orjson.loads(drill.receiver.bodies(f"/{who}/notice")[-1].body)
+        plan = last["entry"][1]["resource"]
+        assert plan["resourceType"] == "PlanDefinition" and plan["status"] == "retired"
+        assert plan["useContext"][0]["valueCodeableConcept"]["coding"][0]["code"] == "destroyed"
+    notice = certificate["finalNotice"]
+    assert sorted((n["client"], n["delivered"]) for n in notice) == [
+        ("sub-a", True), ("sub-b", True), ("sub-c", True)]
+    assert all(n["at"] and n["channel"] == "rest-hook" for n in notice)
+    with drill.db.sessions() as session:
+        assert set(session.scalars(select(Subscription.status))) == {"off"}
 
 
 def check_audit_trail(drill: Drill) -> None:
@@ -285,6 +317,14 @@ def check_after(drill: Drill) -> None:
     plan = drill.get("sub-a", "/fhir/PlanDefinition/decommission-plan")
     assert plan.status_code == 200 and plan.json["status"] == "retired"
     assert drill.client.get("/decommission/certificate.json").status_code == 200
+    assert drill.client.get("/decommission/certificate.xml").status_code == 200
+    assert drill.client.get("/decommission/jwks.json").status_code == 200
+    board = drill.get("admin", "/admin/decommission")
+    assert board.status_code == 200
+    page = board.data.decode()
+    assert "Destroyed" in page and "delivered to 3 of 3 subscriptions" in page
+    assert "2 of 4 systems had not completed by the destruction" in page
+    assert "Nobody to escalate" not in page
 
 
 def test_full_drill(app: Flask, client: FlaskClient, db: Database, receiver: Receiver,
@@ -293,18 +333,21 @@ def test_full_drill(app: Flask, client: FlaskClient, db: Database, receiver: Rec
     drill = start(app, client, db, receiver)
     planned = drill.cli(*PLAN)
     assert planned.exit_code == 0, planned.output
-    assert drill.cli("advance").exit_code != 0  # not due until 2099
+    waiting = drill.cli("advance")  # not due until 2099: nothing to do is no failure
+    assert waiting.exit_code == 0 and waiting.output.startswith("nothing due"), waiting.output
     assert drill.cli("advance", "--now").output.strip() == "live -> run-down"
     check_run_down(drill)
     read_as_sub_b(drill)
     export_as_la_four(drill)
+    operator = export_as_operator(drill)
     rekey_as_sub_c(drill)
-    assert drill.ledger() == {k: v for k, v in drill.received.items()}
+    assert drill.ledger() == {k: v for k, v in drill.received.items()}  # no operator holding
     switched = drill.cli("advance", "--now")
     assert "4 purge tasks issued" in switched.output, switched.output
     tasks = check_switched_off(drill)
     acknowledge(drill, tasks)
     check_reminders_and_escalation(drill)
     destroy_and_verify(drill, tmp_path)
+    assert not operator.exists()
     check_audit_trail(drill)
     check_after(drill)

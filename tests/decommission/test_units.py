@@ -79,6 +79,55 @@ def test_bad_timetables_are_refused(last_use: str, switch_off: str, destroy_by: 
 
 # --- plan and phases ---------------------------------------------------------------------------
 
+NOW = dt.datetime(2099, 6, 1, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize(("last_use", "switch_off", "destroy_by", "problem"), [
+    ("2099-05-30", "2099-08-06", None, "day of last use"),
+    ("2099-05-30", "2099-05-31", None, "switch-off"),
+    ("2099-08-05", "2099-08-06", "2099-08-20", "fewer than the minimum of 28"),
+])
+def test_a_timetable_that_cuts_holders_short_is_a_drill_only(
+        app: Flask, db: Database, last_use: str, switch_off: str, destroy_by: str | None,
+        problem: str) -> None:
+    """Past dates or a purge window under the minimum are refused unless --drill, which the
+    plan, its PlanDefinition (experimental) and its description record."""
+    from adapter.decommission.plan import view
+    from adapter.decommission.resources import plan_definition
+
+    timetable = make_timetable(last_use, switch_off, destroy_by, LONDON, "12:00")
+    with app.app_context(), db.write_transaction() as session:
+        with pytest.raises(Invalid, match=problem) as refused:
+            save_plan(session, timetable, 7, 14, NOW, min_days=28)
+        assert "--drill" in refused.value.message
+    with app.app_context(), db.write_transaction() as session:
+        plan = save_plan(session, timetable, 7, 14, NOW, min_days=28, drill=True)
+        resource = plan_definition(view(plan))
+    assert plan.drill and resource["experimental"] is True
+    assert resource["description"].startswith("DRILL")
+
+
+def test_a_fair_timetable_needs_no_drill(app: Flask, db: Database) -> None:
+    """Future dates and the default two months are accepted as they are (not a drill)."""
+    timetable = make_timetable("2099-08-05", "2099-08-06", None, LONDON, "12:00")
+    with app.app_context(), db.write_transaction() as session:
+        plan = save_plan(session, timetable, 7, 14, NOW, min_days=28)
+        assert plan.drill is False
+
+
+def test_the_plan_command_refuses_past_dates_without_drill(app: Flask, db: Database) -> None:
+    """The README's own example would be refused once past; --drill accepts it."""
+    from adapter.decommission.cli import decommission_group
+
+    runner = app.test_cli_runner()
+    past = ["plan", "--last-use", "2020-08-05", "--switch-off", "2020-08-06"]
+    refused = runner.invoke(decommission_group, past)
+    assert refused.exit_code != 0 and "does not protect the holders" in refused.output
+    assert "--drill" in refused.output
+    accepted = runner.invoke(decommission_group, [*past, "--drill"])
+    assert accepted.exit_code == 0 and accepted.output.startswith("DRILL"), accepted.output
+
+
 def _plan(app: Flask, db: Database, phase: str = "live") -> None:
     """Save a plan and put the service in ``phase``."""
     with app.app_context(), db.write_transaction() as session:
@@ -184,18 +233,24 @@ def _certificate() -> dict[str, Any]:
             "timetable": {"lastUse": "2099-08-05", "runDownAt": "2099-08-04T23:00:00.000Z",
                           "switchOffAt": "2099-08-06T11:00:00.000Z",
                           "destroyByAt": "2099-10-06T11:00:00.000Z", "timeZone": LONDON,
-                          "runDownStarted": None, "switchedOff": None,
+                          "drill": True, "runDownStarted": None, "switchedOff": None,
                           "destroyed": "2099-10-06T11:00:00.000Z"},
             "destruction": {"started": "2099-10-06T11:00:00.000Z",
-                            "finished": "2099-10-06T11:00:01.000Z", "drillOverride": False,
+                            "finished": "2099-10-06T11:00:01.000Z",
+                            "override": {"reason": "a drill", "overruled": [
+                                "destroy-by is 6 October 2099 12:00 BST"]},
                             "storage": "SQLite", "exportJobsRemoved": 0},
             "tables": [{"name": "child", "before": 5, "after": 0}],
             "acknowledgements": [{"task": "t1", "client": "sys", "clientName": "System",
-                                  "organisation": "A81001", "status": "completed",
-                                  "shown": "completed", "children": 5, "purged": 5,
-                                  "reason": None, "answered": None, "reminders": 0,
-                                  "escalated": False}],
+                                  "organisation": "A81001", "organisationName": "A practice",
+                                  "status": "completed", "shown": "completed", "children": 5,
+                                  "purged": 5, "reason": None,
+                                  "delivered": "2099-08-06T11:00:05.000Z", "answered": None,
+                                  "reminders": 0, "escalated": False}],
             "summary": {"completed": 1},
+            "finalNotice": [{"subscription": "s1", "client": "sys", "channel": "rest-hook",
+                             "delivered": True, "at": "2099-10-06T11:00:00.500Z",
+                             "detail": None}],
             "audit": {"records": 9, "lastRecordId": 9, "digest": "sha256:00",
                       "pseudonymisation": "HMAC"}}
 
@@ -293,13 +348,15 @@ def test_interrupted_destruction_resumes(app: Flask, db: Database,
         with monkeypatch.context() as patched:
             patched.setattr(storage, "scrub", busy)
             with pytest.raises(Unavailable):
-                destroy(db, instance, now, override=True)
-        done = destroy(db, instance, now, override=False)  # resumed: no override needed
-        assert done.override and done.before["child"] == 5 and done.after["child"] == 0
+                destroy(db, instance, now, override="a drill")
+        done = destroy(db, instance, now, override=None)  # resumed: no override needed
+        assert done.override == "a drill" and done.before["child"] == 5
+        assert done.after["child"] == 0
         issued = issue_certificate(db, instance, done, now)
-        assert issued["certificate"]["destruction"]["drillOverride"] is True
+        override = issued["certificate"]["destruction"]["override"]
+        assert override["reason"] == "a drill" and "destroy-by" in override["overruled"][0]
         with pytest.raises(Conflict, match="destroyed"):
-            destroy(db, instance, now, override=True)
+            destroy(db, instance, now, override="again")
 
 
 def test_xsd_code_lists_equal_the_vocabularies() -> None:

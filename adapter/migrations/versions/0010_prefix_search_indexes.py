@@ -7,8 +7,8 @@ the plain indexes were never used and the searches scanned the tables. SQLite an
 searches with ``GLOB 'x*'`` on a BINARY index (sqlite.org/optoverview.html#the_like_optimization);
 the postcode search compares the postcode without spaces, so it gets an expression index.
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009_decom
 Create Date: 2026-12-07
 """
 
@@ -17,8 +17,8 @@ from __future__ import annotations
 from alembic import op
 
 
-revision = "0009"
-down_revision = "0008"
+revision = "0010"
+down_revision = "0009_decom"
 branch_labels = None
 depends_on = None
 
