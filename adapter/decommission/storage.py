@@ -6,17 +6,30 @@ write-ahead log into the file and truncates the log to zero bytes (sqlite.org wa
 pragma.html#pragma_wal_checkpoint). PostgreSQL: ``VACUUM FULL`` rewrites each table and its
 TOAST table into new files, so no dead row version (an old tuple of a deleted or updated row)
 survives (postgresql.org docs, "VACUUM").
+
+Both databases also keep values of their own in the planner's statistics: PostgreSQL's
+``pg_statistic`` holds each column's most common values and histogram bounds (surnames,
+postcodes, birth dates), and neither deleting the rows nor ``ANALYZE`` of an empty table
+replaces them (postgresql.org docs, "pg_statistic"; ANALYZE updates statistics only from rows it
+samples). Changing a column's type removes its statistics (``ALTER TABLE ... ALTER COLUMN ...
+TYPE``, here to the type it already has: an empty table makes that cheap), and ``VACUUM FULL
+pg_statistic`` then rewrites the catalog without the dead rows. SQLite's ``ANALYZE`` of the
+emptied tables replaces their ``sqlite_stat*`` rows (``sqlite_stat4``, where compiled in, holds
+sampled index keys), and ``secure_delete`` zeroes the old ones.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+from sqlalchemy import Connection
+
 from adapter.db import Database
 from adapter.errors import Unavailable
 
-SQLITE_STEPS = "SQLite: secure_delete=ON, VACUUM, wal_checkpoint(TRUNCATE)"
-POSTGRES_STEPS = "PostgreSQL: VACUUM FULL on every table touched"
+SQLITE_STEPS = "SQLite: secure_delete=ON, ANALYZE, VACUUM, wal_checkpoint(TRUNCATE)"
+POSTGRES_STEPS = ("PostgreSQL: column statistics removed and VACUUM FULL on every table "
+                  "touched, VACUUM FULL pg_statistic")
 
 
 def checkpoint_sqlite(db: Database) -> None:
@@ -45,6 +58,7 @@ def scrub_sqlite(db: Database) -> str:
     try:
         cursor = raw.cursor()
         cursor.execute("PRAGMA secure_delete=ON")
+        cursor.execute("ANALYZE")
         cursor.execute("VACUUM")
         cursor.close()
     finally:
@@ -53,13 +67,47 @@ def scrub_sqlite(db: Database) -> str:
     return SQLITE_STEPS
 
 
+def _forget_statistics(connection: Connection, table: str) -> None:
+    """Remove the planner's statistics of every column of ``table`` that has any, by changing
+    each such column to the type it already has."""
+    columns = connection.exec_driver_sql(
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+        "WHERE a.attrelid = to_regclass(%(table)s) AND a.attnum > 0 AND NOT a.attisdropped "
+        "AND EXISTS (SELECT 1 FROM pg_statistic s WHERE s.starelid = a.attrelid "
+        "AND s.staattnum = a.attnum)", {"table": f'"{table}"'}).all()
+    if columns:
+        changes = ", ".join(f'ALTER COLUMN "{name}" TYPE {kind}' for name, kind in columns)
+        connection.exec_driver_sql(f'ALTER TABLE "{table}" {changes}')
+
+
 def scrub_postgres(db: Database, tables: Iterable[str]) -> str:
-    """Rewrite each of ``tables`` with VACUUM FULL; return what was done."""
+    """Remove the column statistics of ``tables``, rewrite each with VACUUM FULL, then rewrite
+    ``pg_statistic``; return what was done.
+
+    :raises Unavailable: the database's role may not rewrite ``pg_statistic`` (PostgreSQL skips
+        it with a warning: only its owner, a superuser or the database's owner may).
+    """
     with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         for table in tables:
             # The names are the model's own table names, never input.
+            _forget_statistics(connection, table)
             connection.exec_driver_sql(f'VACUUM FULL "{table}"')
+        if not _may_vacuum_catalog(connection):
+            raise Unavailable("The database role may not rewrite pg_statistic, which still "
+                              "holds old column statistics: run the destruction again as the "
+                              "database's owner or a superuser.")
+        connection.exec_driver_sql("VACUUM FULL pg_statistic")
     return POSTGRES_STEPS
+
+
+def _may_vacuum_catalog(connection: Connection) -> bool:
+    """Return True when this role may VACUUM ``pg_statistic``: a superuser or the owner of the
+    current database (postgresql.org docs, "VACUUM": database owners may vacuum every table of
+    their database except shared catalogs)."""
+    return bool(connection.exec_driver_sql(
+        "SELECT rolsuper OR pg_has_role(current_user, (SELECT datdba FROM pg_database "
+        "WHERE datname = current_database()), 'MEMBER') FROM pg_roles "
+        "WHERE rolname = current_user").scalar())
 
 
 def scrub(db: Database, tables: Iterable[str]) -> str:

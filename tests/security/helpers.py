@@ -15,6 +15,7 @@ from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
 from adapter.cli import main
+from adapter.http import configured_base
 from adapter.security import clients as registry
 from adapter.security.tokens import ASSERTION_TYPE
 
@@ -69,7 +70,10 @@ def register(app: Flask, client_id: str, organisation: str = "E09000001",
 
 def get_token(client: FlaskClient, who: TestClient, scope: str = "system/*.cruds") -> str:
     """Return an access token for ``who`` from the real token endpoint."""
-    response = client.post("/auth/token", data=who.form(scope))
+    # The assertion names the token URL of the app's configured public URL (which a test
+    # serving the app on a real port may have set to that address).
+    audience = configured_base(client.application.config) + "/auth/token"
+    response = client.post("/auth/token", data=who.form(scope, aud=audience))
     assert response.status_code == 200, response.json
     token: str = response.json["access_token"]  # type: ignore[index]
     return token
