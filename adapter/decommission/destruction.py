@@ -195,8 +195,14 @@ def delete_personal_data(session: Session, now: dt.datetime) -> int:
         # Deleted content is overwritten with zeros, not left in free pages (sqlite.org
         # pragma.html#pragma_secure_delete).
         session.connection().exec_driver_sql("PRAGMA secure_delete=ON")
-    for model in DELETED:
-        session.execute(delete(table_of(model)))
+        for model in DELETED:
+            session.execute(delete(table_of(model)))
+    else:
+        # One TRUNCATE of every personal table: new empty files at commit instead of millions
+        # of dead rows to delete and then rewrite (postgresql.org docs, "TRUNCATE": transactional,
+        # and no other table refers to these). The names are the model's own, never input.
+        names = ", ".join(f'"{table_of(model).name}"' for model in DELETED)
+        session.connection().exec_driver_sql(f"TRUNCATE TABLE {names}")
     close_change_subscriptions(session, now)
     return pseudonymise_audit(session)
 

@@ -70,7 +70,8 @@ def _enter(app: Flask, phase: str) -> None:
     """Take the directory from live to ``phase`` the way an operator does."""
     steps = {"run-down": [PLAN, ("decommission", "advance", "--now")],
              "switched-off": [("decommission", "advance", "--now")],
-             "destroyed": [("decommission", "destroy", "--yes", "--override-drill")]}
+             "destroyed": [("decommission", "destroy", "--yes", "--override",
+                            "phase matrix drill")]}
     for current in PHASES[1:PHASES.index(phase) + 1]:
         for step in steps[current]:
             done = cli(app, *step)
@@ -220,7 +221,7 @@ def arguments(world: World, path: tuple[str, ...], command: click.Command) -> li
              ("demo-data",): ["--children", "3", "--authorities", "1", "--quiet"],
              ("dispatch",): ["--once"], ("events", "replay"): ["--dead"],
              ("decommission", "remind"): ["--now"],
-             ("decommission", "destroy"): ["--yes", "--override-drill"]}
+             ("decommission", "destroy"): ["--yes", "--override", "phase matrix drill"]}
     if path in known:
         return known[path]
     generated: list[str] = []
