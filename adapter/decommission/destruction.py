@@ -121,10 +121,18 @@ def destroy_blockers(session: Session, plan: DecommissionPlan, now: dt.datetime)
                                           PurgeTask.escalated.is_(None))
         .order_by(PurgeTask.client_id)))
     if open_tasks:
-        blockers.append("the purge Tasks of " + ", ".join(open_tasks) + " are neither "
+        blockers.append(f"the purge Tasks of {_some(open_tasks)} are neither "
                         "completed nor escalated (`decommission escalation` records them once "
                         "the escalation threshold has passed)")
     return blockers
+
+
+def _some(names: list[str], shown: int = 5) -> str:
+    """Return ``names`` for a sentence: all of a few, else the first few and how many more
+    (a national run-down has hundreds of holders; the certificate lists every one)."""
+    if len(names) <= shown:
+        return ", ".join(names)
+    return f"{len(names)} holders ({', '.join(names[:shown])} and {len(names) - shown} more)"
 
 
 def check_destroyable(session: Session, plan: DecommissionPlan | None, now: dt.datetime,

@@ -36,12 +36,21 @@ def record(session: Session, action: str, *, resource_type: str | None = None,
         "action": action, "resource_type": resource_type, "resource_id": resource_id,
         "child_ref": child_ref, "outcome": outcome, "override": override,
         "purpose_of_use": who.purpose_of_use if who else None,
-        "detail": detail, "request_id": who.request_id if who else None,
+        "detail": _clipped(detail), "request_id": who.request_id if who else None,
     }
     key = session.connection().execute(_INSERT, values).inserted_primary_key
     return AuditRecord(id=key[0] if key else None, **values)
 
 
+def _clipped(detail: str | None) -> str | None:
+    """Return ``detail`` cut to the column's length, marked where cut: an overlong detail must
+    not fail the access it records."""
+    if detail is None or len(detail) <= DETAIL_LENGTH:
+        return detail
+    return detail[:DETAIL_LENGTH - 1] + "…"
+
+
+DETAIL_LENGTH: Final = AuditRecord.__table__.c.detail.type.length  # type: ignore[attr-defined]
 _INSERT: Final = insert(AuditRecord.__table__)  # type: ignore[arg-type]
 
 

@@ -69,3 +69,25 @@ def test_destruction_forgets_the_planner_statistics(app: Flask, db: Database) ->
     assert surname not in statistics_text(db)
     if not db.is_sqlite:
         assert surname.encode() not in pg_statistic_bytes(db)
+
+
+def test_destruction_refusal_names_a_few_of_many_holders(app: Flask, db: Database) -> None:
+    """With hundreds of open purge Tasks the refusal names five holders and counts the rest."""
+    from adapter.decommission.destruction import destroy_blockers
+    from adapter.decommission.plan import load_plan
+    from adapter.models import PurgeTask
+
+    _plan(app, db, "switched-off")
+    now = dt.datetime.now(dt.UTC)
+    with db.write_transaction() as session:
+        for n in range(300):
+            session.add(PurgeTask(resource_id=f"task-{n:03d}", client_id=f"holder-{n:03d}",
+                                  organisation_code="E09000001", status="requested",
+                                  children=1, version=1, issued=now, last_updated=now,
+                                  reminders=0))
+    with db.sessions() as session:
+        plan = load_plan(session)
+        assert plan is not None
+        blockers = destroy_blockers(session, plan, now)
+    assert "300 holders (holder-000, holder-001, holder-002, holder-003, holder-004 and 295 " \
+           "more)" in blockers[-1]
