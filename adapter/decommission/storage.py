@@ -20,12 +20,16 @@ sampled index keys), and ``secure_delete`` zeroes the old ones.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import InternalError
 
 from adapter.db import Database
 from adapter.errors import Unavailable
+
+log = logging.getLogger(__name__)
 
 SQLITE_STEPS = "SQLite: secure_delete=ON, ANALYZE, VACUUM, wal_checkpoint(TRUNCATE)"
 POSTGRES_STEPS = ("PostgreSQL: column statistics removed and VACUUM FULL on every table "
@@ -96,8 +100,30 @@ def scrub_postgres(db: Database, tables: Iterable[str]) -> str:
             raise Unavailable("The database role may not rewrite pg_statistic, which still "
                               "holds old column statistics: run the destruction again as the "
                               "database's owner or a superuser.")
-        connection.exec_driver_sql("VACUUM FULL pg_statistic")
+        _rewrite_statistics_catalog(connection)
     return POSTGRES_STEPS
+
+
+def _rewrite_statistics_catalog(connection: Connection, attempts: int = 3) -> None:
+    """``VACUUM FULL pg_statistic``, after a plain VACUUM of it and its TOAST table together.
+
+    VACUUM FULL copies rows that are dead but still visible to an older snapshot, and reads
+    their TOAST values to do so; autovacuum may have removed those TOAST chunks on its own
+    ("missing chunk number 0 for toast value ... in pg_toast_2619"). The plain VACUUM removes
+    such rows with their chunks under one horizon; the rewrite is tried again if it still meets
+    one.
+
+    :raises sqlalchemy.exc.InternalError: the rewrite failed ``attempts`` times.
+    """
+    for attempt in range(1, attempts + 1):
+        connection.exec_driver_sql("VACUUM pg_statistic")
+        try:
+            connection.exec_driver_sql("VACUUM FULL pg_statistic")
+            return
+        except InternalError as exc:
+            if attempt == attempts or "toast" not in str(exc.orig):
+                raise
+            log.warning("VACUUM FULL pg_statistic met a removed TOAST chunk; trying again")
 
 
 def _may_vacuum_catalog(connection: Connection) -> bool:
