@@ -72,7 +72,9 @@ HARVEST_WINDOW: Final = dt.timedelta(hours=1)
 HARVEST_CHECK_SECONDS: Final = 60.0
 HARVEST_SWEEP_SECONDS: Final = 30.0
 SWEEP_TICK_SECONDS: Final = 1.0
-# Audit actions that disclose a child's data to the client (writes are not harvesting).
+# Audit actions that disclose a child's data to the client (writes are not harvesting; nor
+# are reads that delivered nothing: ``read-head``, ``read-not-modified``, ``read-refused``, ...,
+# adapter/security/audit.py).
 READ_ACTIONS: Final = ("read", "vread", "history", "search", "export")
 
 
