@@ -221,9 +221,18 @@ class HarvestWatch:
             self._swept = now
             self._active = {k: a for k, a in self._active.items() if a.seen >= horizon}
             due, db = list(self._active.values()), self._db
-        for activity in due:
-            check_harvesting(db, activity.caller, activity.ceiling)
+        try:
+            for activity in due:
+                check_harvesting(db, activity.caller, activity.ceiling)
+        except Exception:
+            self.forget()  # the next requests bring the clients back
+            raise
         return len(due)
+
+    def forget(self) -> None:
+        """Forget the recently active clients (after a sweep failed: no retry storm)."""
+        with self._lock:
+            self._active.clear()
 
 
 class Sweeper:

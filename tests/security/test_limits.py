@@ -108,7 +108,8 @@ def test_harvesting_alert_is_logged_and_audited_once_an_hour(
             Client.client_id == "harvester"))
     assert len(alerts) == 1 and alerted_at is not None
     assert alerts[0].child_ref is None and "5 distinct children" in (alerts[0].detail or "")
-    warnings = [r.getMessage() for r in caplog.records if "harvesting" in r.getMessage()]
+    warnings = [r.getMessage() for r in caplog.records
+                if "harvesting pattern" in r.getMessage()]
     assert len(warnings) == 1 and "harvester" in warnings[0]
     assert not any(child_id in warnings[0] for child_id in ids)
 
