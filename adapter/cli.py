@@ -104,7 +104,8 @@ def serve_command(host: str, port: int | None, workers: int | None) -> None:
     from adapter.server import serve
 
     settings = current_app.config
-    serve(host, port or settings["PORT"], workers or settings["WORKERS"])
+    serve(host, port or settings["PORT"], workers or settings["WORKERS"],
+          settings["MAX_HEADER_BYTES"])
 
 
 @main.group("db")

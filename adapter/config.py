@@ -33,6 +33,11 @@ SETTINGS: Final[dict[str, tuple[Any, str]]] = {
                                 "again; a change made in the same process applies at once, one "
                                 "made elsewhere (the CLI) within this time. 0: every request."),
     "MAX_BODY_BYTES": (5_000_000, "Largest FHIR request body accepted (bytes); larger: 413."),
+    "MAX_HEADER_BYTES": (16_384, "Largest request header section accepted (bytes, every "
+                                 "`Name: value` line counted), and so the largest single "
+                                 "header; at most 100 headers. Larger or more: 431 "
+                                 "(OperationOutcome). `serve` lets gunicorn read 4 times as "
+                                 "much so that the gateway, not gunicorn, answers."),
     "MAX_IMPORT_BYTES": (2_000_000_000, "Largest directory XML batch accepted (bytes); it is "
                                         "streamed, never held in memory."),
     "EXPORT_TTL_SECONDS": (3600, "How long a bulk `$export` job and its NDJSON files are kept "

@@ -1,12 +1,19 @@
-"""The HTTP layer shared by every route: content negotiation, rendering and the one error
-handler that turns every error into a FHIR OperationOutcome (ARCHITECTURE.md "Routes are thin").
+"""The HTTP layer shared by every route: content negotiation, rendering, the limit on request
+headers and the one error handler that turns every error into a FHIR OperationOutcome
+(docs/architecture.md "Routes are thin").
+
+Header limit: the gateway answers oversized headers itself, with a 431 OperationOutcome
+(RFC 6585 section 5), before any other check (authentication included) reads them:
+``GATEWAY_MAX_HEADER_BYTES`` bounds the header section (every ``Name: value`` line and its
+CRLF), and so any single header, and ``MAX_HEADER_COUNT`` their number. gunicorn's own
+limits, which answer in plain HTML, are set above these (``adapter/server.py``).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from flask import Flask, Response, current_app, request
@@ -28,6 +35,33 @@ FORMAT_ALIASES = {
 
 # The media types Accept may choose among (JSON first: it is the default on a tie).
 ACCEPT_TYPES = [t for t in FORMAT_ALIASES if "/" in t]
+# Most request headers accepted (gunicorn's default; ``adapter/server.py`` lets it read more).
+MAX_HEADER_COUNT: Final = 100
+
+
+class HeadersTooLarge(GatewayError):
+    """The request's headers exceed the documented limits (RFC 6585 section 5)."""
+
+    status, issue_code = 431, "too-long"
+
+
+def limit_request_headers() -> None:
+    """Refuse oversized or too many request headers (before_request, first of all).
+
+    :raises HeadersTooLarge: over ``GATEWAY_MAX_HEADER_BYTES`` or ``MAX_HEADER_COUNT``.
+    """
+    limit: int = current_app.config["MAX_HEADER_BYTES"]
+    count, size, largest = 0, 0, ("", 0)
+    for name, value in request.headers.items():
+        line = len(name) + len(value) + 4  # "Name: value\r\n"
+        count, size = count + 1, size + line
+        largest = max(largest, (name, line), key=lambda pair: pair[1])
+    if count > MAX_HEADER_COUNT:
+        raise HeadersTooLarge(f"The request has {count} headers; at most {MAX_HEADER_COUNT} "
+                              "are accepted.")
+    if size > limit:
+        raise HeadersTooLarge(f"The request headers take {size} bytes; at most {limit} are "
+                              f"accepted (the largest is {largest[0]}: {largest[1]} bytes).")
 
 
 def configured_base(config: Mapping[str, Any]) -> str:
@@ -113,7 +147,9 @@ def handle_unexpected(error: Exception) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    """Install the error handlers."""
+    """Install the header limit (before every other before_request hook) and the error
+    handlers."""
+    app.before_request_funcs.setdefault(None, []).insert(0, limit_request_headers)
     app.register_error_handler(GatewayError, handle_gateway_error)
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(DBAPIError, handle_database_unavailable)

@@ -1,4 +1,12 @@
-"""Serving with gunicorn from inside the CLI (``contactpoint-gateway serve``)."""
+"""Serving with gunicorn from inside the CLI (``contactpoint-gateway serve``).
+
+gunicorn refuses oversized requests itself, in plain HTML, before the app sees them: its limits
+on header fields are set to 4 times the gateway's own (``GATEWAY_MAX_HEADER_BYTES``, at most
+``MAX_HEADER_COUNT`` headers; ``adapter/http.py``), so that the gateway answers a request
+over them with a FHIR OperationOutcome (431). Only a header over 4 times the limit, or over
+400 headers, still meets gunicorn's answer. The request line keeps gunicorn's maximum (8190
+bytes), which is also its ceiling.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +14,11 @@ from typing import Any
 
 from flask import Flask
 from gunicorn.app.base import BaseApplication
+
+from adapter.http import MAX_HEADER_COUNT
+
+# How far gunicorn's header limits stand above the gateway's own.
+HEADROOM = 4
 
 
 class GatewayServer(BaseApplication):  # type: ignore[misc]
@@ -27,9 +40,12 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
         return create_app()
 
 
-def serve(host: str, port: int, workers: int) -> None:
+def serve(host: str, port: int, workers: int, max_header_bytes: int = 16_384) -> None:
     """Serve on ``host:port`` until stopped."""
     GatewayServer({
+        "limit_request_line": 8190,
+        "limit_request_field_size": HEADROOM * max_header_bytes,
+        "limit_request_fields": HEADROOM * MAX_HEADER_COUNT,
         "bind": f"{host}:{port}",
         "workers": workers,
         "worker_class": "gthread",

@@ -66,11 +66,20 @@ def resource_entry(app: Flask, handler: ResourceHandler, own: OwnSystems) -> dic
 
 
 def _search_param(param: Any) -> dict[str, Any]:
-    """Return one ``searchParam`` entry."""
-    out = {"name": param.name, "type": param.type, "documentation": param.description}
+    """Return one ``searchParam`` entry; its documentation ends with the modifiers the server
+    applies to it (R4 has no element for them), e.g. ``Modifiers: :exact, :contains.``."""
+    out = {"name": param.name, "type": param.type,
+           "documentation": param.description + modifier_note(param.modifiers)}
     if param.definition:
         out["definition"] = param.definition
     return out
+
+
+def modifier_note(modifiers: frozenset[str]) -> str:
+    """Return the sentence listing a parameter's modifiers (none: "No modifiers.")."""
+    if not modifiers:
+        return ". No modifiers."
+    return ". Modifiers: " + ", ".join(f":{m}" for m in sorted(modifiers)) + "."
 
 
 def capability_statement(handlers: list[ResourceHandler],

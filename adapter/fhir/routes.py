@@ -13,6 +13,7 @@ from typing import Any, Final
 from urllib.parse import parse_qsl
 
 from flask import Flask, Response, g, request
+from sqlalchemy.orm import Session
 from werkzeug.datastructures import MultiDict
 
 from adapter.db import get_db
@@ -28,6 +29,8 @@ from adapter.fhir.bundle import count_bundle, fhir_base, history_bundle, searchs
 from adapter.fhir.handlers import Rendered, ResourceHandler, WriteResult
 from adapter.fhir.search import SearchRequest, parse_search
 from adapter.http import fhir_response
+from adapter.notify import ledger
+from adapter.security import audit
 from adapter.security.access import interaction
 from adapter.security.caller import Caller
 
@@ -179,14 +182,24 @@ def if_match() -> int | None:
 
 # --- views --------------------------------------------------------------------------------
 
+def read_once(session: Session, read: Callable[[], Rendered]) -> Response:
+    """Run ``read`` (load, disclose, audit, record the delivery) and render its response in
+    one transaction: a 304 is audited as such and delivers nothing, and a rendering that
+    fails rolls back the disclosure it would have recorded (``adapter.security.audit``)."""
+    audit.hold(session)
+    rendered = read()
+    unchanged = request.method == "GET" and not_modified(rendered)
+    audit.release(session, audit.NOT_MODIFIED if unchanged else None)
+    if unchanged:
+        ledger.forget_deliveries(session)
+    return render(rendered)
+
+
 def make_read(handler: ResourceHandler) -> View:
     """Return the read view of ``handler``'s type."""
     def view(resource_id: str) -> Response:
-        # Load, disclose, audit and record the delivery in one transaction; serialise after
-        # its commit (on SQLite the write lock is held until then: keep it short).
         with get_db().write_transaction() as session:
-            rendered = handler.read(session, resource_id, caller())
-        return render(rendered)
+            return read_once(session, lambda: handler.read(session, resource_id, caller()))
     return view
 
 
@@ -196,18 +209,19 @@ def make_vread(handler: ResourceHandler) -> View:
         if not version.isdigit():
             raise BadRequest("The version id is a number.", expression="versionId")
         with get_db().write_transaction() as session:
-            return render(handler.vread(session, resource_id, int(version), caller()))
+            return read_once(session, lambda: handler.vread(session, resource_id,
+                                                            int(version), caller()))
     return view
 
 
 def make_history(handler: ResourceHandler) -> View:
-    """Return the instance history view."""
+    """Return the instance history view (rendered in its transaction, as a read is)."""
     def view(resource_id: str) -> Response:
         with get_db().write_transaction() as session:
             versions = handler.history(session, resource_id, caller())
-        entries = [(r.resource if r else None, str(v), method, instant(updated))
-                   for r, v, method, updated in versions]
-        return fhir_response(history_bundle(handler.resource_type, resource_id, entries))
+            entries = [(r.resource if r else None, str(v), method, instant(updated))
+                       for r, v, method, updated in versions]
+            return fhir_response(history_bundle(handler.resource_type, resource_id, entries))
     return view
 
 

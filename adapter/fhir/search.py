@@ -1,6 +1,13 @@
 """FHIR search requests (FHIR R4 search.html): parameters with their types and modifiers,
 prefixes on dates, OR (comma) and AND (repetition), result parameters, and the
-``Prefer: handling=strict|lenient`` rule for parameters the server does not know."""
+``Prefer: handling=strict|lenient`` rule for parameters the server does not know.
+
+Modifiers are declared per parameter, by the handler that applies them (``SearchParam``'s
+``modifiers``), and published with it in the CapabilityStatement: a modifier the type allows
+but the handler does not apply is no modifier of that parameter. Any other modifier makes the
+whole ``name:modifier`` key unknown — 400 under ``handling=strict``, reported as ignored under
+``lenient`` (FHIR R4 search.html#errors) — so a search is never answered as if the modifier
+were absent (``gender:not=male`` answering the males)."""
 
 from __future__ import annotations
 
@@ -8,9 +15,10 @@ import base64
 import datetime as dt
 import re
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from flask import request
+from sqlalchemy import false, func, not_
 from werkzeug.datastructures import MultiDict
 
 from adapter.errors import BadRequest
@@ -24,12 +32,25 @@ PREFIXES: Final = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 # Result and framework parameters (search.html#return, http.html#parameters).
 CONTROL: Final = frozenset({"_count", "_summary", "_elements", "_include", "_revinclude",
                             "_format", "_cursor", "_pretty"})
-MODIFIERS: Final = {"string": frozenset({"exact", "contains"}), "token": frozenset({"not"}),
-                    "date": frozenset(), "reference": frozenset({"identifier"}),
-                    "special": frozenset()}
+# The modifiers FHIR R4 defines for each parameter type (search.html#modifiers): what a
+# parameter may declare. ``missing`` is allowed on every type.
+TYPE_MODIFIERS: Final = {
+    "string": frozenset({"missing", "exact", "contains"}),
+    "token": frozenset({"missing", "not", "text", "in", "not-in", "below", "above", "of-type"}),
+    "date": frozenset({"missing"}), "number": frozenset({"missing"}),
+    "quantity": frozenset({"missing"}),
+    "reference": frozenset({"missing", "type", "identifier", "above", "below"}),
+    "uri": frozenset({"missing", "below", "above"}), "composite": frozenset({"missing"}),
+    "special": frozenset({"missing"}),
+}
 DATE_RE: Final = re.compile(
     r"(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?"
     r"(Z|[+-]\d{2}:\d{2}))?)?)?")
+
+# Common declarations.
+NOT: Final = frozenset({"not"})
+EXACT_CONTAINS: Final = frozenset({"exact", "contains"})
+BY_IDENTIFIER: Final = frozenset({"identifier"})
 
 
 @dataclass(frozen=True)
@@ -40,6 +61,14 @@ class SearchParam:
     type: str
     description: str
     definition: str | None = None
+    # The modifiers the handler applies to this parameter (declared in the CapabilityStatement).
+    modifiers: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        """Refuse a declaration FHIR does not allow for the type (a programming error)."""
+        wrong = self.modifiers - TYPE_MODIFIERS[self.type]
+        if wrong:
+            raise ValueError(f"{self.name}: {sorted(wrong)} are no {self.type} modifiers")
 
 
 @dataclass(frozen=True)
@@ -108,7 +137,7 @@ def parse_search(args: MultiDict[str, str], params: dict[str, SearchParam],
         _check_no_nul(key, name, raw)
         if key in CONTROL:
             _apply_control(search, key, raw, includes, revincludes, strict)
-        elif name in params and (not modifier or modifier in MODIFIERS[params[name].type]):
+        elif name in params and (not modifier or modifier in params[name].modifiers):
             values = tuple(v for v in raw.split(",") if v != "")
             if not values:
                 raise BadRequest(f"Parameter {key} has no value.", expression=key)
@@ -161,6 +190,17 @@ def _apply_control(search: SearchRequest, key: str, raw: str, includes: frozense
                              f"{', '.join(sorted(allowed)) or 'none'}.", expression=key)
         else:
             search.ignored.append(f"{key}={raw}")
+
+
+def negated(criterion: Criterion, matched: Any) -> Any:
+    """Return ``matched`` (the OR of a token criterion's values), negated for ``:not``.
+
+    FHIR R4 search.html#token: ``:not`` also finds resources without a value, so a NULL
+    column (no match known) counts as not matching.
+    """
+    if criterion.modifier != "not":
+        return matched
+    return not_(func.coalesce(matched, false()))
 
 
 def split_prefix(value: str) -> tuple[str, str]:

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from adapter.models import Child, Client, LedgerEntry
 from adapter.models.base import utcnow
+from adapter.security import audit
 from adapter.security.caller import Caller
 
 PENDING: Final = "ledger_pending"
@@ -71,11 +72,18 @@ def record_delivery(session: Session, caller: Caller, child: Child, via: str = "
 
     A notification being rendered (``notify``) is not a delivery yet: the dispatcher records
     it once the receiver has taken it. The gateway's own operator identities are no holders.
+    A ``HEAD`` request gets no data (a 304 is dropped with ``forget_deliveries``).
     """
-    if via in NOT_DELIVERED or caller.client_id in NOT_A_HOLDER:
+    if via in NOT_DELIVERED or caller.client_id in NOT_A_HOLDER or audit.head_request():
         return
     pending: dict[tuple[str, str], set[str]] = session.info.setdefault(PENDING, {})
     pending.setdefault((caller.client_id, via), set()).add(child.resource_id)
+
+
+def forget_deliveries(session: Session) -> None:
+    """Drop the deliveries gathered so far in ``session``: the response will not carry the
+    data (304 Not Modified: the client's copy is current)."""
+    session.info.pop(PENDING, None)
 
 
 def write_pending(session: Session) -> None:

@@ -1,19 +1,56 @@
 """The audit trail: one call, made by every service function that reads or changes a child's
-data, in the same transaction as the access (issue 5; DOMAIN.md "Who used it")."""
+data, in the same transaction as the access (issue 5; docs/domain.md "Who used it").
+
+A record says what the client got, not only what it asked for:
+- a disclosure (read, vread, history, search, export) answered to ``HEAD`` is recorded as
+  ``<action>-head``: the client got the headers, not the data;
+- a read answered ``304 Not Modified`` is recorded as ``<action>-not-modified``: the read
+  route holds the records of its transaction (``hold``) until it knows whether the client's
+  copy is current, then writes them qualified (``release``), before the commit;
+- a read refused (4xx: 401, 403, 404, 410, a phase refusal, a bad request) or failed (5xx) is
+  recorded after the response is made (``record_refusal``, after_request) as
+  ``<action>-refused`` with outcome 4 or ``<action>-failed`` with outcome 8 (FHIR R4
+  AuditEvent.outcome: minor / serious failure), in its own transaction: the read's own
+  transaction was rolled back with whatever it recorded. A 429 is not recorded: the rate
+  limit answers it without touching the database, and a record per refused request would put
+  back the load it sheds.
+None of these is a disclosure: the harvesting check (``adapter.security.limits``) and the
+delivery ledger (``adapter.notify.ledger``) count only plain disclosures.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import re
 from collections.abc import Iterator
-from typing import Final
+from typing import Any, Final
 
-from sqlalchemy import insert, select
+from flask import Flask, Response, g, has_request_context, request
+from sqlalchemy import event, insert, select
 from sqlalchemy.orm import Session
 
 from adapter.identifiers import InvalidIdentifier, resource_id_for, validate_contactpoint_id
 from adapter.models import AuditRecord
 from adapter.models.base import utcnow
 from adapter.security.caller import Caller, current_caller
+
+log = logging.getLogger(__name__)
+
+# Actions that hand a child's data to the caller, and how one that did not is qualified.
+DISCLOSURES: Final = frozenset({"read", "vread", "history", "search", "export"})
+HEAD: Final = "head"
+NOT_MODIFIED: Final = "not-modified"
+REFUSED: Final = "refused"
+FAILED: Final = "failed"
+QUALIFIERS: Final = (HEAD, NOT_MODIFIED, REFUSED, FAILED)
+HELD: Final = "audit_held"
+# Read routes' interactions (``fhir.<type>.<interaction>``) and their audit actions.
+ROUTE_ACTIONS: Final = {"read": "read", "vread": "vread", "history-instance": "history",
+                        "search-type": "search", "search-type-post": "search"}
+FHIR_ID: Final = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+# The caller of a refused request that named no valid client.
+UNAUTHENTICATED: Final = "unauthenticated"
 
 
 def record(session: Session, action: str, *, resource_type: str | None = None,
@@ -29,6 +66,8 @@ def record(session: Session, action: str, *, resource_type: str | None = None,
     ``detail`` must never hold personal data: it is kept after destruction.
     """
     who = caller or current_caller()
+    if action in DISCLOSURES and head_request():
+        action = f"{action}-{HEAD}"
     values = {
         "recorded": utcnow(),
         "client_id": who.client_id if who else "system",
@@ -38,6 +77,10 @@ def record(session: Session, action: str, *, resource_type: str | None = None,
         "purpose_of_use": who.purpose_of_use if who else None,
         "detail": _clipped(detail), "request_id": who.request_id if who else None,
     }
+    held: list[dict[str, Any]] | None = session.info.get(HELD)
+    if held is not None:
+        held.append(values)
+        return AuditRecord(id=None, **values)
     key = session.connection().execute(_INSERT, values).inserted_primary_key
     return AuditRecord(id=key[0] if key else None, **values)
 
@@ -52,6 +95,99 @@ def _clipped(detail: str | None) -> str | None:
 
 DETAIL_LENGTH: Final = AuditRecord.__table__.c.detail.type.length  # type: ignore[attr-defined]
 _INSERT: Final = insert(AuditRecord.__table__)  # type: ignore[arg-type]
+
+
+def head_request() -> bool:
+    """Return True inside a ``HEAD`` request (the answer carries no body)."""
+    return has_request_context() and request.method == "HEAD"
+
+
+def hold(session: Session) -> None:
+    """Keep the records ``session`` writes from now on until ``release`` (or the commit)."""
+    session.info[HELD] = []
+
+
+def release(session: Session, qualifier: str | None = None) -> None:
+    """Write the records held in ``session``, disclosures qualified by ``qualifier``."""
+    held: list[dict[str, Any]] | None = session.info.pop(HELD, None)
+    if not held:
+        return
+    for values in held:
+        if qualifier and values["action"] in DISCLOSURES:
+            values["action"] = f"{values['action']}-{qualifier}"
+    session.connection().execute(_INSERT, held)
+
+
+@event.listens_for(Session, "before_commit")
+def _release_before_commit(session: Session) -> None:
+    """Never lose a held record: write what a route held and did not release."""
+    release(session)
+
+
+def record_refusal(response: Response) -> Response:
+    """Record a refused (4xx) or failed (5xx) read as such (after_request)."""
+    status = response.status_code
+    if status < 400 or status == 429 or request.endpoint is None:
+        return response
+    from adapter.security.access import access_of
+
+    access = access_of(request.endpoint)
+    if access is None or access.kind != "read" or not (
+            request.method in ("GET", "HEAD") or access.interaction == "search"):
+        return response
+    try:
+        _write_refusal(access.resource_type, status)
+    except Exception as exc:  # the database may be what failed: the answer stands
+        log.warning("could not record a refused read: %s", type(exc).__name__)
+    return response
+
+
+def _write_refusal(resource_type: str | None, status: int) -> None:
+    """Write the record of a refused or failed read in its own transaction."""
+    from adapter.db import get_db
+
+    endpoint = str(request.endpoint)
+    action = ROUTE_ACTIONS.get(endpoint.rsplit(".", 1)[-1]) \
+        or ("export" if ".export." in endpoint else "read")
+    qualifier, outcome = (FAILED, "8") if status >= 500 else (REFUSED, "4")
+    resource_id = _target(status)
+    with get_db().write_transaction() as session:
+        record(session, f"{action}-{qualifier}", resource_type=resource_type,
+               resource_id=resource_id, outcome=outcome, caller=_refused_caller(),
+               child_ref=resource_id if resource_type == "Patient" else None,
+               detail=f"{request.method} answered HTTP {status}")
+
+
+def _target(status: int) -> str | None:
+    """Return the id a refused read named, only when it may exist: a 404, 410 or phase
+    refusal names no live child, and must not put its id back in the trail."""
+    resource_id = (request.view_args or {}).get("resource_id")
+    if not isinstance(resource_id, str) or not FHIR_ID.fullmatch(resource_id) \
+            or status not in (401, 403) and status < 500:
+        return None
+    return resource_id
+
+
+def _refused_caller() -> Caller:
+    """Return the caller of a refused request: the authenticated client, else the token's if
+    it is valid (a phase refusal comes before authentication), else ``unauthenticated``."""
+    who: Caller | None = g.get("caller")
+    if who is not None:
+        return who
+    if request.headers.get("Authorization"):
+        from adapter.errors import GatewayError
+        from adapter.security.access import authenticate
+
+        try:
+            return authenticate()[0]
+        except GatewayError:
+            pass
+    return Caller(UNAUTHENTICATED, "-", [], frozenset(), None, g.get("request_id"))
+
+
+def init_app(app: Flask) -> None:
+    """Record refused and failed reads after every response."""
+    app.after_request(record_refusal)
 
 
 def child_ref_of(text: str) -> str:

@@ -21,11 +21,13 @@ from adapter.errors import BadRequest, Forbidden, MethodNotAllowed, NotFound
 from adapter.fhir.bundle import fhir_base
 from adapter.fhir.handlers import Page, Rendered, WriteResult
 from adapter.fhir.search import (
+    NOT,
     Criterion,
     SearchParam,
     SearchRequest,
     decode_cursor,
     encode_cursor,
+    negated,
     parse_date,
     reference_id,
     split_token,
@@ -39,18 +41,18 @@ from adapter.security.caller import Caller
 
 SP: Final = "http://hl7.org/fhir/SearchParameter/AuditEvent-"
 AUDIT_PARAMS: Final = {p.name: p for p in (
-    SearchParam("_id", "token", "Logical id of the AuditEvent"),
+    SearchParam("_id", "token", "Logical id of the AuditEvent", modifiers=NOT),
     SearchParam("patient", "reference", "The child the event concerns (Patient id)",
                 f"{SP}patient"),
     SearchParam("agent", "reference", "The client (its client id, or Device/<client id>) or "
                 "its organisation (Organization/<ODS or GSS code>)", f"{SP}agent"),
     SearchParam("date", "date", "When the event was recorded (eq, ne, lt, le, gt, ge, sa, "
                 "eb, ap)", f"{SP}date"),
-    SearchParam("type", "token", "Event type: audit-event-type or DICOM code", f"{SP}type"),
+    SearchParam("type", "token", "Event type: audit-event-type or DICOM code", f"{SP}type", NOT),
     SearchParam("subtype", "token", "restful-interaction code, or the gateway's action code",
-                f"{SP}subtype"),
-    SearchParam("action", "token", "C | R | U | D | E", f"{SP}action"),
-    SearchParam("outcome", "token", "0 | 4 | 8 | 12", f"{SP}outcome"),
+                f"{SP}subtype", NOT),
+    SearchParam("action", "token", "C | R | U | D | E", f"{SP}action", NOT),
+    SearchParam("outcome", "token", "0 | 4 | 8 | 12", f"{SP}outcome", NOT),
 )}
 
 
@@ -126,7 +128,7 @@ def criterion_condition(criterion: Criterion) -> Any:
         "outcome": lambda v: AuditRecord.outcome == split_token(v)[1],
     }
     build = builders[criterion.param.name]
-    return or_(*(build(value) for value in criterion.values))
+    return negated(criterion, or_(*(build(value) for value in criterion.values)))
 
 
 def audit_select(search: SearchRequest) -> Select[AuditRecord]:

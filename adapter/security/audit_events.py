@@ -7,7 +7,9 @@ One ``AuditRecord`` is one AuditEvent:
   DICOM (DCM 110106 Export, 110113 Security Alert, 110101 Audit Log Used, 110114 User
   Authentication, 110100 Application Activity); ``subtype`` the FHIR restful-interaction code
   when there is one, and always the gateway's own action code (lossless: ``update-unchanged``,
-  ``history``);
+  ``history``, and what a read delivered: ``read-head``, ``read-not-modified``,
+  ``read-refused``, ``read-failed``);
+- ``outcome`` 0 for success (a HEAD or a 304 too), 4 for a refused read, 8 for a failed one;
 - ``action`` C/R/U/D/E as auditevent.html defines them (a search is E: "perform a
   query/search operation"; DICOM's Export message is R);
 - ``agent``: the calling client (a Device, requestor, with the purpose of use and, for a
@@ -26,6 +28,7 @@ from typing import Any, Final
 from adapter.fhir.systems import CONFIDENTIALITY, ODS_CODE, UKCORE_PROFILE_BASE, OwnSystems
 from adapter.models import AuditRecord
 from adapter.models.canonical import as_utc
+from adapter.security.audit import DISCLOSURES, QUALIFIERS
 
 PROFILE: Final = f"{UKCORE_PROFILE_BASE}UKCore-AuditEvent"
 DCM: Final = "http://dicom.nema.org/resources/ontology/DCM"
@@ -69,6 +72,11 @@ EVENT_KINDS: Final = {
     "token": EventKind((DCM, "110114", "User Authentication"), None, "E"),
     "audit-read": EventKind((DCM, "110101", "Audit Log Used"), None, "R"),
 }
+# A disclosure that delivered no data (HEAD, 304) or was refused or failed is the same kind of
+# event as the disclosure, told apart by its outcome and its gateway action code
+# (``adapter.security.audit``: ``read-head``, ``read-not-modified``, ``read-refused``, ...).
+EVENT_KINDS.update({f"{action}-{qualifier}": EVENT_KINDS[action]
+                    for action in DISCLOSURES for qualifier in QUALIFIERS})
 # An action this table does not know (added by a later module) is still shown, generically.
 OTHER: Final = EventKind(ACTIVITY, None, "E")
 

@@ -20,10 +20,25 @@ not a quality-of-service contract). Requests without a valid token are never cou
 they name no client (rate limiting by address belongs to the load balancer).
 
 Harvesting alert: computed from the audit trail — distinct ``child_ref`` values a client read
-in the last hour — at most once a minute per client per process (an index on the client's
-activity answers it alone); the alert (a log warning naming the client id only, and an audit
-record with action ``alert``) fires once an hour per client, claimed by one atomic update of
-``Client.harvest_alerted_at`` so that several processes agree.
+in the last hour (an index on the client's activity answers it alone); the alert (a log
+warning naming the client id only, and an audit record with action ``alert``) fires once an
+hour per client, claimed by one atomic update of ``Client.harvest_alerted_at`` so that several
+processes agree.
+
+When the check runs: a client that reads 2,000 children in seven seconds and then stops must
+be alerted without waiting for its next call. Counting in the request that crosses the
+ceiling would need the global count on every read (a query per request) or per-process
+counts, which miss a client spread over several processes (four processes at 15 children
+each never see 60). So the check runs in two places, both at most once per interval and
+client: at the start of a client's request (the next call after a minute alerts at once),
+and in a sweep that one daemon thread per serving process runs every
+``HARVEST_SWEEP_SECONDS`` (30 s) over the clients that made requests in this process in the
+last two sweep intervals — two, so that a request still in flight at one sweep (its audit
+records not yet committed) is counted by the next. The sweep costs one index-only query per
+recently active client every 30 s, nothing on the request path, and alerts within a minute
+of the crossing even when the client never calls again. The thread is started by the first
+authenticated request in a process (after gunicorn's fork: threads do not survive one) and
+holds its apps' watches weakly, so a test's discarded app costs nothing.
 """
 
 from __future__ import annotations
@@ -32,6 +47,7 @@ import datetime as dt
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -54,7 +70,11 @@ WINDOW_SECONDS: Final = 60
 LEASE_FRACTION: Final = 20
 HARVEST_WINDOW: Final = dt.timedelta(hours=1)
 HARVEST_CHECK_SECONDS: Final = 60.0
-# Audit actions that disclose a child's data to the client (writes are not harvesting).
+HARVEST_SWEEP_SECONDS: Final = 30.0
+SWEEP_TICK_SECONDS: Final = 1.0
+# Audit actions that disclose a child's data to the client (writes are not harvesting; nor
+# are reads that delivered nothing: ``read-head``, ``read-not-modified``, ``read-refused``, ...,
+# adapter/security/audit.py).
 READ_ACTIONS: Final = ("read", "vread", "history", "search", "export")
 
 
@@ -146,13 +166,30 @@ class RateLimiter:
             return None
 
 
-class HarvestWatch:
-    """The per-process side of the harvesting alert: when each client was last checked."""
+@dataclass(frozen=True)
+class _Activity:
+    """A client seen in this process: who it was (for the alert's audit record), its ceiling
+    and when it last made a request."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    caller: Caller
+    ceiling: int
+    seen: float
+
+
+class HarvestWatch:
+    """The per-process side of the harvesting alert: when each client was last checked, and
+    which clients made requests recently (for the sweep)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic,
+                 sweeper: Sweeper | None = None) -> None:
         self.clock = clock
+        self.sweeper = sweeper  # None: swept only when ``sweep`` is called
         self.interval = HARVEST_CHECK_SECONDS
+        self.sweep_interval = HARVEST_SWEEP_SECONDS
         self._checked: dict[str, float] = {}
+        self._active: dict[str, _Activity] = {}
+        self._swept = clock()
+        self._db: Database | None = None
         self._lock = threading.Lock()
 
     def due(self, client_id: str) -> bool:
@@ -164,6 +201,72 @@ class HarvestWatch:
                 return False
             self._checked[client_id] = now
             return True
+
+    def note(self, db: Database, caller: Caller, ceiling: int) -> None:
+        """Remember that ``caller`` made a request, for the next sweeps."""
+        with self._lock:
+            self._db = db
+            self._active[caller.client_id] = _Activity(caller, ceiling, self.clock())
+        if self.sweeper is not None:
+            self.sweeper.watch(self)
+
+    def sweep(self) -> int:
+        """Check the clients active in the last two sweep intervals, when a sweep is due;
+        return how many were checked."""
+        now = self.clock()
+        with self._lock:
+            if now - self._swept < self.sweep_interval or self._db is None:
+                return 0
+            horizon = self._swept - self.sweep_interval
+            self._swept = now
+            self._active = {k: a for k, a in self._active.items() if a.seen >= horizon}
+            due, db = list(self._active.values()), self._db
+        try:
+            for activity in due:
+                check_harvesting(db, activity.caller, activity.ceiling)
+        except Exception:
+            self.forget()  # the next requests bring the clients back
+            raise
+        return len(due)
+
+    def forget(self) -> None:
+        """Forget the recently active clients (after a sweep failed: no retry storm)."""
+        with self._lock:
+            self._active.clear()
+
+
+class Sweeper:
+    """One daemon thread per process that sweeps every registered watch each tick."""
+
+    def __init__(self, tick: float = SWEEP_TICK_SECONDS) -> None:
+        self.tick = tick
+        self._watches: weakref.WeakSet[HarvestWatch] = weakref.WeakSet()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def watch(self, watch: HarvestWatch) -> None:
+        """Register ``watch`` and make sure the thread runs (it does not survive a fork)."""
+        with self._lock:
+            self._watches.add(watch)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="harvest-sweep",
+                                                daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        """Sweep every watch, once a tick, for the life of the process."""
+        while True:
+            time.sleep(self.tick)
+            with self._lock:
+                watches = list(self._watches)
+            for watch in watches:
+                try:
+                    watch.sweep()
+                except Exception as exc:  # a database outage must not end the thread
+                    log.warning("harvesting sweep failed: %s", type(exc).__name__)
+
+
+SWEEPER: Final = Sweeper()
 
 
 def distinct_children_read(session: Session, client_id: str, since: dt.datetime) -> int:
@@ -214,6 +317,7 @@ def enforce_limits(caller: Caller, limits: ClientLimits) -> None:
     if wait is not None:
         raise Throttled(f"Rate limit of {limits.rate_per_minute} requests a minute reached: "
                         f"retry after {wait} seconds.", headers={"Retry-After": str(wait)})
+    state.harvest.note(db, caller, limits.harvest_ceiling)
     if state.harvest.due(caller.client_id):
         check_harvesting(db, caller, limits.harvest_ceiling)
 
@@ -238,5 +342,5 @@ def limit_request_body() -> None:
 def init_app(app: Flask) -> None:
     """Give the app its per-process limit state (one per app: tests create many apps) and the
     body size limit."""
-    app.extensions["security_limits"] = LimitState(RateLimiter(), HarvestWatch())
+    app.extensions["security_limits"] = LimitState(RateLimiter(), HarvestWatch(sweeper=SWEEPER))
     app.before_request(limit_request_body)

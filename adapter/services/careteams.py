@@ -33,7 +33,15 @@ from adapter.errors import (
     issue,
 )
 from adapter.fhir.handlers import Page, Rendered, WriteResult
-from adapter.fhir.search import Criterion, SearchParam, SearchRequest, parse_date, split_token
+from adapter.fhir.search import (
+    BY_IDENTIFIER,
+    NOT,
+    Criterion,
+    SearchParam,
+    SearchRequest,
+    parse_date,
+    split_token,
+)
 from adapter.identifiers import resource_id_for
 from adapter.mapping import fhir as mapping
 from adapter.models import Assessment, Child, Involvement, Organisation, Practitioner, TeamMember
@@ -257,22 +265,23 @@ def participant_roles(session: Session, row: Child | Assessment,
 # --- search -------------------------------------------------------------------------------
 
 CARETEAM_PARAMS: Final = {p.name: p for p in (
-    SearchParam("_id", "token", "Logical id of the CareTeam"),
+    SearchParam("_id", "token", "Logical id of the CareTeam", modifiers=NOT),
     SearchParam("_lastUpdated", "date", "When the team last changed (with prefixes)"),
     SearchParam("patient", "reference", "The child (Patient/id, or :identifier with the "
                 "ContactPoint ID or NHS number)",
-                "http://hl7.org/fhir/SearchParameter/clinical-patient"),
+                "http://hl7.org/fhir/SearchParameter/clinical-patient", BY_IDENTIFIER),
     SearchParam("subject", "reference", "The child (Patient/id, or :identifier)",
-                "http://hl7.org/fhir/SearchParameter/CareTeam-subject"),
+                "http://hl7.org/fhir/SearchParameter/CareTeam-subject", BY_IDENTIFIER),
     SearchParam("status", "token", "proposed | active | suspended | inactive | "
-                "entered-in-error", "http://hl7.org/fhir/SearchParameter/CareTeam-status"),
+                "entered-in-error", "http://hl7.org/fhir/SearchParameter/CareTeam-status", NOT),
     SearchParam("category", "token", "directory-team (a child's team) | ecaf-tac (an eCAF "
-                "Team Around the Child)", "http://hl7.org/fhir/SearchParameter/CareTeam-category"),
+                "Team Around the Child)",
+                "http://hl7.org/fhir/SearchParameter/CareTeam-category", NOT),
     SearchParam("identifier", "token", "eCAF assessment id (system|value)",
-                "http://hl7.org/fhir/SearchParameter/clinical-identifier"),
+                "http://hl7.org/fhir/SearchParameter/clinical-identifier", NOT),
     SearchParam("participant", "reference", "A participant: PractitionerRole, Practitioner or "
                 "Organization (or :identifier); never matches what you may not see",
-                "http://hl7.org/fhir/SearchParameter/CareTeam-participant"),
+                "http://hl7.org/fhir/SearchParameter/CareTeam-participant", BY_IDENTIFIER),
 )}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+from collections.abc import Callable
 from typing import Any, ClassVar, Final
 
 from flask import current_app
@@ -26,11 +27,15 @@ from adapter.errors import (
 from adapter.fhir import systems
 from adapter.fhir.handlers import Page, Rendered, WriteResult
 from adapter.fhir.search import (
+    BY_IDENTIFIER,
+    EXACT_CONTAINS,
+    NOT,
     Criterion,
     SearchParam,
     SearchRequest,
     decode_cursor,
     encode_cursor,
+    negated,
     parse_date,
     reference_id,
     split_token,
@@ -43,7 +48,11 @@ from adapter.security import audit
 from adapter.security.caller import Caller
 from adapter.security.policy import disclose_child, organisation_code
 from adapter.services import history
-from adapter.services.organisations import write_errors
+from adapter.services.organisations import (
+    given_match,
+    organisation_identifier_condition,
+    write_errors,
+)
 from adapter.services.prefix import starts_with
 from adapter.services.records import apply_child
 from adapter.services.validation import require_valid, validate_inbound
@@ -133,18 +142,27 @@ def render_patient(session: Session, child: Child, caller: Caller,
 
 def _string_condition(column: Any, value: str, modifier: str | None) -> Any:
     """Return a FHIR string match on a normalised column (search.html#string: starts-with,
-    case- and accent-insensitive; ``:exact``; ``:contains``)."""
-    if modifier == "exact":
-        return column == normalise_name(value) if value else column == ""
+    case- and accent-insensitive; ``:contains``)."""
     if modifier == "contains":
         return column.like(f"%{normalise_name(value).replace('%', '').replace('_', '')}%")
     return starts_with(column, normalise_name(value))
+
+
+def _exact_name(value: str, which: str) -> Any:
+    """Return ``:exact`` on a child's names: the stored name, case and accents included
+    (FHIR R4 search.html#string), narrowed by the normalised family name's index."""
+    family = and_(ChildName.family_norm == normalise_name(value), ChildName.family == value)
+    given = given_match(value, "exact", ChildName.given)
+    return {"family": family, "given": given}.get(which, or_(family, given))
 
 
 def _name_condition(criterion: Criterion, which: str) -> Any:
     """Return a condition matching any of a child's names on family, given or either."""
     options = []
     for value in criterion.values:
+        if criterion.modifier == "exact":
+            options.append(_exact_name(value, which))
+            continue
         family = _string_condition(ChildName.family_norm, value, criterion.modifier)
         given = or_(_string_condition(ChildName.given_norm, value, criterion.modifier),
                     ChildName.given_norm.like(f"% {normalise_name(value)}%"))
@@ -227,35 +245,38 @@ def _postcode_condition(value: str, caller: Caller) -> Any:
     return and_(starts_with(stored, compact), hidden_unless(caller))
 
 
-def _organization_condition(value: str) -> Any:
-    """Match the managing organisation by logical id."""
+def _organization_condition(value: str, modifier: str | None) -> Any:
+    """Match the managing organisation by logical id (``:identifier``: by its identifier)."""
+    if modifier == "identifier":
+        return Child.managing_organisation_id.in_(
+            select(Organisation.id).where(organisation_identifier_condition(value)))
     rid = reference_id(value, "Organization", "organization")
     return Child.managing_organisation_id.in_(
         select(Organisation.id).where(Organisation.resource_id == rid))
 
 
 PATIENT_PARAMS: Final = {p.name: p for p in (
-    SearchParam("_id", "token", "Logical id of the Patient"),
+    SearchParam("_id", "token", "Logical id of the Patient", modifiers=NOT),
     SearchParam("_lastUpdated", "date", "When the entry last changed (with prefixes)"),
     SearchParam("identifier", "token",
                 "system|value: NHS number, UPN, ContactPoint ID or your organisation's local id",
-                "http://hl7.org/fhir/SearchParameter/Patient-identifier"),
+                "http://hl7.org/fhir/SearchParameter/Patient-identifier", NOT),
     SearchParam("family", "string", "Family name, current or former (starts with)",
-                "http://hl7.org/fhir/SearchParameter/individual-family"),
+                "http://hl7.org/fhir/SearchParameter/individual-family", EXACT_CONTAINS),
     SearchParam("given", "string", "A given name (starts with)",
-                "http://hl7.org/fhir/SearchParameter/individual-given"),
+                "http://hl7.org/fhir/SearchParameter/individual-given", EXACT_CONTAINS),
     SearchParam("name", "string", "Family or given name (starts with)",
-                "http://hl7.org/fhir/SearchParameter/Patient-name"),
+                "http://hl7.org/fhir/SearchParameter/Patient-name", EXACT_CONTAINS),
     SearchParam("birthdate", "date", "Date of birth (eq, ne, lt, le, gt, ge, sa, eb, ap)",
                 "http://hl7.org/fhir/SearchParameter/individual-birthdate"),
     SearchParam("gender", "token", "male | female | other | unknown",
-                "http://hl7.org/fhir/SearchParameter/individual-gender"),
+                "http://hl7.org/fhir/SearchParameter/individual-gender", NOT),
     SearchParam("address-postalcode", "string",
                 "Postcode (starts with); never matches a shielded child for callers without "
                 "the shielding right",
                 "http://hl7.org/fhir/SearchParameter/individual-address-postalcode"),
     SearchParam("organization", "reference", "The managing local authority (Organization)",
-                "http://hl7.org/fhir/SearchParameter/Patient-organization"),
+                "http://hl7.org/fhir/SearchParameter/Patient-organization", BY_IDENTIFIER),
 )}
 
 
@@ -267,16 +288,16 @@ def criterion_condition(criterion: Criterion, caller: Caller) -> Any:
     name, values = criterion.param.name, criterion.values
     if name in ("family", "given", "name"):
         return _name_condition(criterion, name)
-    builders = {
+    builders: dict[str, Callable[[str], Any]] = {
         "_id": lambda v: Child.resource_id == v,
         "_lastUpdated": lambda v: _date_condition(Child.last_updated, v, name, False),
         "identifier": lambda v: _identifier_condition(v, caller),
         "birthdate": lambda v: _date_condition(Child.birth_date, v, name, True),
         "gender": _gender_condition,
         "address-postalcode": lambda v: _postcode_condition(v, caller),
-        "organization": _organization_condition,
+        "organization": lambda v: _organization_condition(v, criterion.modifier),
     }
-    return or_(*(builders[name](value) for value in values))
+    return negated(criterion, or_(*(builders[name](value) for value in values)))
 
 
 def patient_select(search: SearchRequest, caller: Caller) -> Select[Child]:

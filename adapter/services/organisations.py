@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Generic, TypeVar
 
 from flask import current_app
-from sqlalchemy import Select, String, and_, cast, false, func, not_, or_, select
+from sqlalchemy import Select, String, and_, cast, false, func, or_, select
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
@@ -35,11 +35,14 @@ from adapter.errors import (
 from adapter.fhir import systems
 from adapter.fhir.handlers import Page, Rendered, WriteResult
 from adapter.fhir.search import (
+    EXACT_CONTAINS,
+    NOT,
     Criterion,
     SearchParam,
     SearchRequest,
     decode_cursor,
     encode_cursor,
+    negated,
     split_token,
 )
 from adapter.identifiers import resource_id_for
@@ -99,8 +102,7 @@ def matching_codes(map_name: str, vocabulary: Iterable[str], value: str) -> set[
 
 def token_condition(criterion: Criterion, condition: Callable[[str], Any]) -> Any:
     """Return the OR of ``condition`` over a token criterion's values, negated for ``:not``."""
-    matched = or_(*(condition(value) for value in criterion.values))
-    return not_(matched) if criterion.modifier == "not" else matched
+    return negated(criterion, or_(*(condition(value) for value in criterion.values)))
 
 
 def organisation_identifier_condition(value: str) -> Any:
@@ -530,16 +532,16 @@ class RecordHandler(ABC, Generic[R]):
 # --- Organization -------------------------------------------------------------------------
 
 ORGANIZATION_PARAMS: Final = {p.name: p for p in (
-    SearchParam("_id", "token", "Logical id of the Organization"),
+    SearchParam("_id", "token", "Logical id of the Organization", modifiers=NOT),
     SearchParam("identifier", "token",
                 "system|value: ODS code, school URN, GSS code or DfE local authority number",
-                "http://hl7.org/fhir/SearchParameter/Organization-identifier"),
+                "http://hl7.org/fhir/SearchParameter/Organization-identifier", NOT),
     SearchParam("name", "string", "Name (starts with, case-insensitive)",
-                "http://hl7.org/fhir/SearchParameter/Organization-name"),
+                "http://hl7.org/fhir/SearchParameter/Organization-name", EXACT_CONTAINS),
     SearchParam("type", "token",
                 "Organisation type: this server's organisation-type code or its "
                 "organization-type translation",
-                "http://hl7.org/fhir/SearchParameter/Organization-type"),
+                "http://hl7.org/fhir/SearchParameter/Organization-type", NOT),
 )}
 
 
@@ -629,26 +631,27 @@ class OrganizationHandler(RecordHandler[Organisation]):
 # --- Practitioner -------------------------------------------------------------------------
 
 PRACTITIONER_PARAMS: Final = {p.name: p for p in (
-    SearchParam("_id", "token", "Logical id of the Practitioner"),
+    SearchParam("_id", "token", "Logical id of the Practitioner", modifiers=NOT),
     SearchParam("identifier", "token",
                 "system|value: the employing organisation's staff id (system "
                 "<base>/Id/local/<organisation code>)",
-                "http://hl7.org/fhir/SearchParameter/Practitioner-identifier"),
+                "http://hl7.org/fhir/SearchParameter/Practitioner-identifier", NOT),
     SearchParam("name", "string",
                 "Family or given name (starts with, case-insensitive)",
-                "http://hl7.org/fhir/SearchParameter/Practitioner-name"),
+                "http://hl7.org/fhir/SearchParameter/Practitioner-name", EXACT_CONTAINS),
 )}
 
 
-def given_match(value: str, modifier: str | None) -> Any:
-    """Return a FHIR string match on any of the given names (a JSON list of strings).
+def given_match(value: str, modifier: str | None, column: Any = Practitioner.given) -> Any:
+    """Return a FHIR string match on any of the given names (a JSON list of strings in
+    ``column``: a practitioner's by default, or a child's).
 
     The list is stored as JSON text (``["Sam", "Alex"]``, non-ASCII escaped, ``ë`` as ``\\u00eb``):
     a given name starting with ``value`` follows a double quote; an exact one is also
     followed by one (found with ``replace``, case-sensitive on both databases, where SQLite's
     LIKE is not).
     """
-    text = cast(Practitioner.given, String)
+    text = cast(column, String)
     if modifier == "exact":
         return func.replace(text, f'"{_json_text(value)}"', "") != text
     escaped = _like_escaped(_json_text(value.lower()))

@@ -21,7 +21,15 @@ from sqlalchemy.orm import Session, contains_eager
 from adapter import codes
 from adapter.errors import Forbidden, Gone, MethodNotAllowed, NotFound, issue
 from adapter.fhir.handlers import Page, Rendered, WriteResult
-from adapter.fhir.search import Criterion, SearchParam, SearchRequest, reference_id, split_token
+from adapter.fhir.search import (
+    BY_IDENTIFIER,
+    NOT,
+    Criterion,
+    SearchParam,
+    SearchRequest,
+    reference_id,
+    split_token,
+)
 from adapter.mapping import fhir as mapping
 from adapter.models import (
     Assessment,
@@ -262,16 +270,16 @@ def role_condition(kind: str, criterion: Criterion) -> Any:
 
 
 PRACTITIONER_ROLE_PARAMS: Final = {p.name: p for p in (
-    SearchParam("_id", "token", "Logical id of the PractitionerRole"),
+    SearchParam("_id", "token", "Logical id of the PractitionerRole", modifiers=NOT),
     SearchParam("practitioner", "reference", "The Practitioner (Practitioner/id, or "
                 ":identifier with the employer's staff id)",
-                "http://hl7.org/fhir/SearchParameter/PractitionerRole-practitioner"),
+                "http://hl7.org/fhir/SearchParameter/PractitionerRole-practitioner", BY_IDENTIFIER),
     SearchParam("organization", "reference", "The organisation (Organization/id, or "
                 ":identifier with its ODS code, school URN or GSS code)",
-                "http://hl7.org/fhir/SearchParameter/PractitionerRole-organization"),
+                "http://hl7.org/fhir/SearchParameter/PractitionerRole-organization", BY_IDENTIFIER),
     SearchParam("role", "token", "The role: involvement-role code (or its SNOMED CT "
                 "translation), or team-role lead-professional for eCAF lead professionals",
-                "http://hl7.org/fhir/SearchParameter/PractitionerRole-role"),
+                "http://hl7.org/fhir/SearchParameter/PractitionerRole-role", NOT),
 )}
 
 

@@ -4,6 +4,7 @@ leases shared by processes) and the harvesting alert (log + audit, once an hour)
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import orjson
@@ -13,10 +14,11 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from adapter.db import Database
-from adapter.models import AuditRecord, Client
+from adapter.models import AuditRecord, Child, Client
 from adapter.models.security import RateWindow
 from adapter.security import clients as registry
-from adapter.security.limits import LimitState, RateLimiter, lease_size
+from adapter.security.caller import Caller
+from adapter.security.limits import HarvestWatch, LimitState, RateLimiter, lease_size
 from tests.api.conftest import Callers
 from tests.security.helpers import get_token, invoke, make_key, register
 
@@ -106,7 +108,8 @@ def test_harvesting_alert_is_logged_and_audited_once_an_hour(
             Client.client_id == "harvester"))
     assert len(alerts) == 1 and alerted_at is not None
     assert alerts[0].child_ref is None and "5 distinct children" in (alerts[0].detail or "")
-    warnings = [r.getMessage() for r in caplog.records if "harvesting" in r.getMessage()]
+    warnings = [r.getMessage() for r in caplog.records
+                if "harvesting pattern" in r.getMessage()]
     assert len(warnings) == 1 and "harvester" in warnings[0]
     assert not any(child_id in warnings[0] for child_id in ids)
 
@@ -151,3 +154,47 @@ def test_clients_add_and_set_limits_commands(app: Flask, db: Database, tmp_path:
                   "--scopes", "system/*.rs", "--jwks", str(jwks),
                   "--rate-limit", "0").exit_code == 2
     assert invoke(app, "clients", "set-limits", "nobody", "--rate-limit", "5").exit_code == 1
+
+
+def test_a_burst_then_silence_is_alerted_without_another_request(
+        app: Flask, client: FlaskClient, demo: Database) -> None:
+    """A client reads every child of the directory (12) in a burst, over its ceiling (8), and
+    never calls again: the per-process sweep raises the alert on its own, once; no request of
+    that client follows."""
+    headers = limited_client(app, client, "burst", harvest_ceiling_per_hour=8)
+    state(app).harvest.sweep_interval = 0.3
+    with demo.sessions() as session:
+        ids = list(session.scalars(select(Child.resource_id)))
+    assert len(ids) == 12
+    for resource_id in ids:  # the first request checked (0 read); the next check is a minute off
+        assert client.get(f"/fhir/Patient/{resource_id}", headers=headers).status_code == 200
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not alerts_of(demo, "burst"):
+        time.sleep(0.1)
+    time.sleep(1.0)  # later sweeps must not alert again within the hour
+    found = alerts_of(demo, "burst")
+    assert len(found) == 1 and "12 distinct children" in (found[0].detail or "")
+
+
+def alerts_of(db: Database, client_id: str) -> list[AuditRecord]:
+    """Return the ``alert`` audit records of ``client_id``."""
+    with db.sessions() as session:
+        return list(session.scalars(select(AuditRecord).where(
+            AuditRecord.action == "alert", AuditRecord.client_id == client_id)))
+
+
+def test_sweep_checks_only_recently_active_clients(app: Flask) -> None:
+    """A client is swept while it made requests in the last two sweep intervals, then
+    forgotten; a sweep is not due before its interval."""
+    now = [1000.0]
+    watch = HarvestWatch(lambda: now[0])  # no sweeper thread: swept by hand
+    watch.sweep_interval = 30
+    db = app.extensions["db"]
+    watch.note(db, Caller("quiet", "E06000001", [], frozenset()), 10_000)
+    assert watch.sweep() == 0  # not due yet
+    now[0] += 30
+    assert watch.sweep() == 1
+    now[0] += 30
+    assert watch.sweep() == 1  # seen within the last two intervals: checked again
+    now[0] += 30
+    assert watch.sweep() == 0
