@@ -41,7 +41,7 @@ from adapter.models.canonical import normalise_name
 from adapter.notify import ledger
 from adapter.security import audit
 from adapter.security.caller import Caller
-from adapter.security.policy import disclose_child, organisation_code
+from adapter.security.policy import disclose_child, require_child_writer
 from adapter.services import history
 from adapter.services.organisations import write_errors
 from adapter.services.records import apply_child
@@ -289,10 +289,7 @@ def require_own_authority(child_authority: Organisation | None, caller: Caller) 
 
     :raises Forbidden: another authority's entry.
     """
-    code = organisation_code(child_authority) if child_authority is not None else None
-    if code != caller.organisation_code and not caller.has_right("admin"):
-        raise Forbidden("You may write only entries whose managing organisation is your own "
-                        f"({caller.organisation_code}).", expression="Patient.managingOrganization")
+    require_child_writer(child_authority, caller, "Patient.managingOrganization")
 
 
 def _allocate_contactpoint_id(session: Session) -> str:

@@ -212,10 +212,3 @@ def import_assessments(db: Database, source: str | IO[bytes], caller: Caller, *,
     return run_import(db, iter_assessment_data(source), caller, ASSESSMENT_KIND,
                       batch_size=batch_size, detail=detail)
 
-
-def own_codes(org: Canonical | None) -> set[str]:
-    """Return every code naming an organisation dict (ODS code, school URN, GSS code)."""
-    if not org:
-        return set()
-    return {code for code in (org.get("ods_code"), org.get("urn"), org.get("gss_code")) if code}
-

@@ -3,6 +3,23 @@
 decommissioning phase allows (``phase``). Services, routes, exports, notifications and CLI
 commands ask it; nothing else re-implements its rules (docs/architecture.md)."""
 
+from adapter.security.policy.authority import (
+    Described,
+    StoredShared,
+    acts_for,
+    codes_of,
+    is_administrator,
+    may_change_organisation,
+    may_change_practitioner,
+    may_write_assessment,
+    may_write_child,
+    may_write_involvement,
+    require_child_writer,
+    require_organisation_writer,
+    require_practitioner_writer,
+    require_shared_unchanged,
+    shared_refusal,
+)
 from adapter.security.policy.disclosure import (
     SHIELDED_VISIBLE,
     Disclosure,
@@ -16,11 +33,26 @@ from adapter.security.policy.disclosure import (
 
 __all__ = [
     "SHIELDED_VISIBLE",
+    "Described",
     "Disclosure",
+    "StoredShared",
+    "acts_for",
+    "codes_of",
     "copy_involvement",
     "copy_local_identifier",
     "disclose_child",
+    "is_administrator",
+    "may_change_organisation",
+    "may_change_practitioner",
     "may_see_involvement",
     "may_see_local_identifier",
+    "may_write_assessment",
+    "may_write_child",
+    "may_write_involvement",
     "organisation_code",
+    "require_child_writer",
+    "require_organisation_writer",
+    "require_practitioner_writer",
+    "require_shared_unchanged",
+    "shared_refusal",
 ]
