@@ -285,7 +285,7 @@ def patient_select(search: SearchRequest, caller: Caller) -> Select[Child]:
 
 
 def require_own_authority(child_authority: Organisation | None, caller: Caller) -> None:
-    """A client writes only entries its own organisation manages (issue 5 item 3).
+    """A client writes only entries its own organisation manages (the write-authority policy).
 
     :raises Forbidden: another authority's entry.
     """

@@ -65,7 +65,7 @@ def check_parts(data: Canonical) -> None:
 
 
 def check_writable(data: Canonical, existing: StoredEntry | None, caller: Caller) -> None:
-    """Check that ``caller`` may write this entry (issue 5 item 3, DOMAIN.md).
+    """Check that ``caller`` may write this entry (docs/domain.md "The directory entry").
 
     :raises Forbidden: another authority's entry, a shielded one without the right, or an
         archived one without the admin right.
