@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -32,6 +32,8 @@ from adapter.directory.writer import write_assessments_data, write_entries_data
 from adapter.fhir import systems
 from adapter.identifiers import make_contactpoint_id
 from adapter.models import Base
+from adapter.security.caller import Caller
+from adapter.security.policy import Described, shared_refusal
 from tests.fhir.fixtures import (
     CAMHS,
     GP,
@@ -505,3 +507,50 @@ def test_every_write_route_is_in_the_matrix(app: Flask) -> None:
     covered = {(attempt.method, attempt.rule) for attempt in FHIR_ATTEMPTS}
     covered |= {BUNDLE_ROUTE, *DIRECTORY_ROUTES}
     assert writes == covered | NOT_SHARED
+
+
+# --- the policy's decisions on descriptions of shared records ----------------------------------
+
+class Held:
+    """Stored shared records held in memory, by ODS code and (employer ODS code, staff id)."""
+
+    def __init__(self, orgs: list[dict[str, Any]], people: list[dict[str, Any]]) -> None:
+        self.orgs = {org["ods_code"]: org for org in orgs}
+        self.people = {(p["organisation"]["ods_code"], p["local_id"]): p for p in people}
+
+    def organisation(self, described: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        return self.orgs.get(described["ods_code"])
+
+    def practitioner(self, described: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        return self.people.get((described["organisation"]["ods_code"], described["local_id"]))
+
+
+def _caller(organisation: str, *rights: str) -> Caller:
+    return Caller("test", organisation, [], frozenset(rights))
+
+
+def test_the_policy_on_descriptions_of_shared_records() -> None:
+    """A detail left out is no change for an organisation (it is kept) but is one for a
+    practitioner (every detail is taken); the owner and an administrator may change them; a
+    record not held yet is introduced; the refusal names the code and the path."""
+    from adapter.models.canonical import ORGANISATION_FIELDS, PRACTITIONER_FIELDS
+
+    gp = {**dict.fromkeys(ORGANISATION_FIELDS), "name": "Oak Surgery", "type": "gp-practice",
+          "ods_code": GP, "phone": "0113 496 0001"}
+    doctor = {**dict.fromkeys(PRACTITIONER_FIELDS), "local_id": "D1", "family": "Doe",
+              "given": ["Jo"], "phone": "0113 496 0002", "organisation": gp}
+    held = Held([gp], [doctor])
+    la = _caller(LA)
+
+    def refusal(kind: str, data: dict[str, Any], caller: Caller = la) -> Any:
+        return shared_refusal([Described("Here", kind, data)], held, caller)
+
+    assert refusal("organisation", {**gp, "phone": None}) is None
+    assert refusal("practitioner", dict(doctor)) is None
+    refused = refusal("organisation", {**gp, "name": "Renamed"})
+    assert refused is not None and refused.expression == "Here" and GP in refused.message
+    assert refused.status == 403
+    assert refusal("practitioner", {**doctor, "phone": None}) is not None
+    assert refusal("organisation", {**gp, "name": "Renamed"}, _caller(GP)) is None
+    assert refusal("practitioner", {**doctor, "family": "Roe"}, _caller(LA, "admin")) is None
+    assert refusal("organisation", {**gp, "ods_code": "A81002", "name": "New"}) is None
