@@ -4,7 +4,10 @@ converted column by column with its bind processors; the children's ids allocate
 no ``RETURNING`` row by row) instead of the ORM's unit of work, with the organisations and
 practitioners they name resolved by natural key once per batch (one query per code column),
 created or brought up to date as ``apply_child`` does
-(``adapter.services.records.resolve_organisation`` / ``resolve_practitioner``).
+(``adapter.services.records.resolve_organisation`` / ``resolve_practitioner``). A record whose
+descriptions would change a shared record its caller does not own never gets here: the
+write-authority policy refuses it first, comparing them with the rows ``SharedRows`` loads
+(``adapter.security.policy.authority``).
 
 Rows get the same derived values as the ORM path: FHIR ids from natural keys
 (``resource_id_for``), search keys of names, the retention date, version 1; and with them the

@@ -2,8 +2,11 @@
 directory entry", docs/architecture.md "Policy"). One rule for every dialect and path (FHIR
 create and update, transaction and batch Bundles, directory XML, the ``import`` command):
 
-- a child's entry is written by its managing authority's systems; an involvement by the
-  organisation providing it; an eCAF assessment reference by the lead professional's
+- a child's entry is written by its managing authority's systems; through FHIR (CareTeam,
+  PractitionerRole) an involvement is added, changed or ended by the organisation providing
+  it (the GP practices also by the managing authority, through ``Patient.generalPractitioner``),
+  while a directory XML entry is the managing authority's whole record of its child,
+  involvements included; an eCAF assessment reference is written by the lead professional's
   organisation or the child's managing authority; an administrator (the national directory
   team, the ``import`` command without ``--as``) writes any of them;
 - a **shared** record (an organisation; a practitioner, owned by their employer) is changed
@@ -85,7 +88,8 @@ def require_child_writer(authority: OrganisationLike | None, caller: Caller,
 
 
 def may_write_involvement(provider: OrganisationLike | None, caller: Caller) -> bool:
-    """Return True when ``caller`` may add, change or end an involvement of ``provider``."""
+    """Return True when ``caller`` may add, change or end, through FHIR, an involvement of
+    ``provider`` (a directory XML entry is written whole by ``may_write_child``)."""
     return acts_for(provider, caller)
 
 
