@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import orjson
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -446,6 +447,17 @@ def exported_assessment(env: Env) -> dict[str, Any]:
     return data
 
 
+def renamed_school_reference(env: Env) -> bytes:
+    """Return a batch of the authority's assessment reference naming the school otherwise."""
+    data = exported_assessment(env)
+    for member in data["members"]:
+        if member["organisation"]["urn"] == SCHOOL_URN:
+            member["organisation"]["name"] = "Renamed Academy"
+    stream = io.BytesIO()
+    write_assessments_data([data], stream)
+    return stream.getvalue()
+
+
 def test_an_assessment_reference_cannot_rewrite_a_school(env: Env) -> None:
     """An assessment reference naming the school with another name is rejected at that
     member's path and changes nothing; naming it as the directory holds it, it applies."""
@@ -471,19 +483,22 @@ def test_an_assessment_reference_cannot_rewrite_a_school(env: Env) -> None:
 
 def test_cli_import_as_an_authority_is_refused_per_record(env: Env, app: Flask,
                                                           tmp_path: Path) -> None:
-    """``import --as`` the authority's client: the directory XML records and the FHIR
-    transaction changing shared records are rejected (exit code 1, the reason printed) and
-    change nothing; the same batch imported by the operator (the national directory team,
-    without ``--as``) is applied."""
+    """``import --as`` the authority's client: directory XML entries and assessment
+    references, a FHIR transaction and NDJSON resources changing shared records are rejected
+    (exit code 1, the reason printed) and change nothing; the operator (the national
+    directory team, without ``--as``) may change them."""
     variants, _paths = refused_entries(env)
     batch = tmp_path / "entries.xml"
     batch.write_bytes(entries_document(variants))
     bundle = tmp_path / "bundle.json"
-    import orjson
-
     bundle.write_bytes(orjson.dumps(_bundle(env, "transaction")))
+    resources = tmp_path / "resources.ndjson"
+    resources.write_bytes(orjson.dumps(_changed_gp(env)) + b"\n"
+                          + orjson.dumps(_changed_camhs_worker(env)) + b"\n")
+    references = tmp_path / "references.xml"
+    references.write_bytes(renamed_school_reference(env))
     before = snapshot(env.db)
-    for path in (batch, bundle):
+    for path in (batch, bundle, resources, references):
         result = invoke(app, "import", str(path), "--as", "la", "--quiet")
         assert result.exit_code == 1, result.output
         assert snapshot(env.db) == before, path.name
