@@ -43,7 +43,11 @@ from adapter.security import audit
 from adapter.security.caller import Caller
 from adapter.security.policy import disclose_child, require_child_writer
 from adapter.services import history
-from adapter.services.organisations import write_errors
+from adapter.services.organisations import (
+    organisation_key_copy,
+    stored_organisation,
+    write_errors,
+)
 from adapter.services.records import apply_child
 from adapter.services.validation import require_valid, validate_inbound
 
@@ -325,6 +329,7 @@ def _patient_record(session: Session, resource: dict[str, Any], caller: Caller,
     """
     notes = require_valid("Patient", resource)
     record, _ignored = mapping.patient_to_child(resource)
+    _refer_to_stored(session, record)
     if not record.contactpoint_id:
         record.contactpoint_id = existing.contactpoint_id if existing else \
             _allocate_contactpoint_id(session)
@@ -338,6 +343,22 @@ def _patient_record(session: Session, resource: dict[str, Any], caller: Caller,
             copy_local_identifier(li) for li in existing.local_identifiers
             if not may_see_local_identifier(li, caller))]
     return record, notes
+
+
+def _refer_to_stored(session: Session, record: Child) -> None:
+    """Resolve the organisations a Patient refers to (managing authority, GP practices; by
+    logical id and/or identifier) to keys of stored records: a reference names a shared
+    record, it never creates or changes one (``adapter.security.policy.authority``).
+
+    :raises Invalid: an organisation not known here, or a reference whose id and identifier
+        disagree.
+    """
+    if record.managing_organisation is not None:
+        record.managing_organisation = organisation_key_copy(stored_organisation(
+            session, record.managing_organisation, "Patient.managingOrganization"))
+    for involvement in record.involvements:
+        involvement.organisation = organisation_key_copy(stored_organisation(
+            session, involvement.organisation, "Patient.generalPractitioner"))
 
 
 class PatientHandler:

@@ -253,12 +253,22 @@ def test_fhir_own_records_and_references_still_work(env: Env) -> None:
     gp_before = row_of(env.db, "organisation", ods_code=GP)
     child = read(env, f"/fhir/Patient/{env.world.child}")
     child["name"][0]["family"] = "Lovelace-Byron"
+    # Plain literal references (FHIR R4 references.html) to the shared records it names.
+    child["managingOrganization"] = {"reference": f"Organization/{env.world.orgs[LA]}"}
+    child["generalPractitioner"] = [{"reference": f"Organization/{env.world.orgs[GP]}"}]
     response = env.client.put(f"/fhir/Patient/{child['id']}", json=child,
                               headers={**env.who.la, **FHIR_JSON})
     assert response.status_code == 200, response.json
     assert row_of(env.db, "organisation", gss_code=LA)["phone"] == "0113 496 0333"
     assert row_of(env.db, "practitioner", local_id="SW1")["family"] == "Worker-Smith"
     assert row_of(env.db, "organisation", ods_code=GP) == gp_before
+    assert response.json["managingOrganization"]["identifier"]["value"] == LA
+    assert [gp["reference"] for gp in response.json["generalPractitioner"]] == [
+        f"Organization/{env.world.orgs[GP]}"]
+    child["name"][0]["family"] = "Lovelace-King"  # the national team, by the same references
+    response = env.client.put(f"/fhir/Patient/{child['id']}", json=child,
+                              headers={**env.who.admin, **FHIR_JSON})
+    assert response.status_code == 200, response.json
 
 
 # --- transaction and batch Bundles ---------------------------------------------------------
