@@ -277,7 +277,8 @@ def stored_organisation(session: Session, ref: Organisation, expression: str) ->
         found = session.scalar(select(Organisation).where(
             or_(*(getattr(Organisation, name) == code for name, code in keys))))
     if found is None:
-        raise Invalid(f"{expression}: the organisation is not known here: create the "
+        named = keys[0][1] if keys else f"Organization/{ref.resource_id}"
+        raise Invalid(f"{expression}: the organisation {named} is not known here: create the "
                       "Organization first, then refer to it.", expression=expression)
     if any(getattr(found, name) != code for name, code in keys):
         raise Invalid(f"{expression}: the reference and its identifier name different "
