@@ -24,6 +24,11 @@ from adapter.models.canonical import (
 )
 from adapter.security import audit
 from adapter.security.caller import Caller
+from adapter.security.policy import (
+    is_administrator,
+    may_write_assessment,
+    require_shared_unchanged,
+)
 from adapter.services import history
 from adapter.services.children import visible_to
 from adapter.services.directory_import import (
@@ -32,9 +37,9 @@ from adapter.services.directory_import import (
     ImportKind,
     Pending,
     applied,
-    own_codes,
     rejected,
 )
+from adapter.services.entry_rows import SharedRows, described_in_assessment
 from adapter.services.practitioner_roles import may_see_lead, may_see_member
 from adapter.services.records import apply_assessment
 
@@ -83,14 +88,11 @@ def check_writable(data: Canonical, child: Child, existing: Assessment | None,
         record and for the stored reference), or a shielded child without the right.
     :raises Invalid: the stored reference is about another child.
     """
-    authority = {child.managing_organisation.ods_code, child.managing_organisation.urn,
-                 child.managing_organisation.gss_code}
-    allowed = caller.organisation_code in authority | own_codes(data["lead_organisation"])
+    authority = child.managing_organisation
+    allowed = may_write_assessment(data["lead_organisation"], authority, caller)
     if existing is not None:
-        lead = existing.lead_organisation
-        allowed &= caller.organisation_code in authority | {lead.ods_code, lead.urn,
-                                                             lead.gss_code}
-    if not (allowed or caller.has_right("admin")):
+        allowed &= may_write_assessment(existing.lead_organisation, authority, caller)
+    if not allowed:
         raise Forbidden("not your authority: only the lead professional's organisation or the "
                         "child's managing authority writes an assessment reference",
                         expression=f"{WHERE}/LeadProfessional")
@@ -133,6 +135,7 @@ class AssessmentBatch:
         self.session, self.caller, self.detail = session, caller, detail
         self.stored: dict[str, Assessment] = {}
         self.children: dict[str, Child] = {}
+        self.shared: SharedRows | None = None
 
     def apply(self, pending: list[Pending]) -> dict[int, Any]:
         """Apply the batch; return each record's outcome by its position."""
@@ -159,6 +162,10 @@ class AssessmentBatch:
         cpids = [cpid for item in pending if (cpid := item.data["child"].get("contactpoint_id"))]
         self.children = {c.contactpoint_id: c for c in self.session.scalars(
             child_select(self.caller).where(Child.contactpoint_id.in_(cpids)))}
+        if not is_administrator(self.caller):  # who may change any shared record
+            self.shared = SharedRows(self.session, (
+                described for item in pending
+                for described in described_in_assessment(item.data)))
 
     def _apply(self, data: Canonical) -> str:
         """Apply one reference; return created, updated or unchanged.
@@ -168,6 +175,8 @@ class AssessmentBatch:
         child = find_child(self.session, data["child"], self.caller, self.children)
         existing = self.stored.get(data["assessment_id"])
         check_writable(data, child, existing, self.caller)
+        if self.shared is not None:
+            require_shared_unchanged(described_in_assessment(data), self.shared, self.caller)
         before = None
         if existing is not None:
             stored = canonical_assessment_dump(existing, meta=False)

@@ -49,7 +49,12 @@ from adapter.models.canonical import build_child, canonical_dump
 from adapter.notify import ledger
 from adapter.security import audit
 from adapter.security.caller import Caller
-from adapter.security.policy import disclose_child, may_see_involvement
+from adapter.security.policy import (
+    disclose_child,
+    may_see_involvement,
+    may_write_assessment,
+    may_write_involvement,
+)
 from adapter.services import history
 from adapter.services.children import (
     BREAK_GLASS,
@@ -63,7 +68,6 @@ from adapter.services.children import (
 )
 from adapter.services.organisations import (
     Kind,
-    acts_for,
     check_body_id,
     check_version,
     count_of,
@@ -553,7 +557,7 @@ def merge_team(existing: Child, copies: list[Involvement], incoming: list[Involv
     merged: list[Involvement] = []
     for index, inv in enumerate(incoming):
         match = by_id.get(inv.resource_id) if inv.resource_id else by_key.get(part_key(inv))
-        if acts_for(inv.organisation, caller):
+        if may_write_involvement(inv.organisation, caller):
             merged.append(inv)
         elif match is not None and may_see_involvement(existing.involvements[match], caller) \
                 and _same(inv, copies[match]):
@@ -565,7 +569,7 @@ def merge_team(existing: Child, copies: list[Involvement], incoming: list[Involv
         if match is not None:
             used.add(match)
     for i, stored in enumerate(existing.involvements):
-        if i not in used and not (acts_for(stored.organisation, caller)
+        if i not in used and not (may_write_involvement(stored.organisation, caller)
                                   and may_see_involvement(stored, caller)):
             merged.insert(min(i, len(merged)), copies[i])
     return merged
@@ -893,7 +897,7 @@ class CareTeamHandler:
 
         :raises Forbidden: neither.
         """
-        if not (acts_for(lead, caller) or acts_for(child.managing_organisation, caller)):
+        if not may_write_assessment(lead, child.managing_organisation, caller):
             raise Forbidden("Only the lead professional's organisation or the child's managing "
                             "authority may write this eCAF team.", expression="CareTeam")
 

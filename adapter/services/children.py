@@ -46,11 +46,13 @@ from adapter.models.canonical import normalise_name
 from adapter.notify import ledger
 from adapter.security import audit
 from adapter.security.caller import Caller
-from adapter.security.policy import disclose_child, organisation_code
+from adapter.security.policy import disclose_child, require_child_writer
 from adapter.services import history
 from adapter.services.organisations import (
     given_match,
     organisation_identifier_condition,
+    organisation_key_copy,
+    stored_organisation,
     write_errors,
 )
 from adapter.services.prefix import starts_with
@@ -309,14 +311,11 @@ def patient_select(search: SearchRequest, caller: Caller) -> Select[Child]:
 
 
 def require_own_authority(child_authority: Organisation | None, caller: Caller) -> None:
-    """A client writes only entries its own organisation manages (issue 5 item 3).
+    """A client writes only entries its own organisation manages (the write-authority policy).
 
     :raises Forbidden: another authority's entry.
     """
-    code = organisation_code(child_authority) if child_authority is not None else None
-    if code != caller.organisation_code and not caller.has_right("admin"):
-        raise Forbidden("You may write only entries whose managing organisation is your own "
-                        f"({caller.organisation_code}).", expression="Patient.managingOrganization")
+    require_child_writer(child_authority, caller, "Patient.managingOrganization")
 
 
 def _allocate_contactpoint_id(session: Session) -> str:
@@ -352,6 +351,7 @@ def _patient_record(session: Session, resource: dict[str, Any], caller: Caller,
     """
     notes = require_valid("Patient", resource)
     record, _ignored = mapping.patient_to_child(resource)
+    _refer_to_stored(session, record)
     if not record.contactpoint_id:
         record.contactpoint_id = existing.contactpoint_id if existing else \
             _allocate_contactpoint_id(session)
@@ -365,6 +365,22 @@ def _patient_record(session: Session, resource: dict[str, Any], caller: Caller,
             copy_local_identifier(li) for li in existing.local_identifiers
             if not may_see_local_identifier(li, caller))]
     return record, notes
+
+
+def _refer_to_stored(session: Session, record: Child) -> None:
+    """Resolve the organisations a Patient refers to (managing authority, GP practices; by
+    logical id and/or identifier) to keys of stored records: a reference names a shared
+    record, it never creates or changes one (``adapter.security.policy.authority``).
+
+    :raises Invalid: an organisation not known here, or a reference whose id and identifier
+        disagree.
+    """
+    if record.managing_organisation is not None:
+        record.managing_organisation = organisation_key_copy(stored_organisation(
+            session, record.managing_organisation, "Patient.managingOrganization"))
+    for involvement in record.involvements:
+        involvement.organisation = organisation_key_copy(stored_organisation(
+            session, involvement.organisation, "Patient.generalPractitioner"))
 
 
 class PatientHandler:

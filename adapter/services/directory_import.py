@@ -10,6 +10,10 @@ The rules of a write through any dialect hold per record (issue 5 items 3-4, DOM
   authority, or stored under another one, is rejected "not your authority", not the whole
   file); shielded entries are changed only with the shielding right; archived ones only by an
   administrator;
+- what another organisation owns it cannot change (``adapter.security.policy.authority``):
+  a record describing a stored organisation or practitioner otherwise than the directory
+  holds it is rejected "not your record", unless the caller owns it (the organisation
+  itself, the practitioner's employer) or is an administrator;
 - what a caller may not see it cannot change: the involvements and local identifiers the
   disclosure policy withholds from it are kept as stored (so an entry it exported, redacted,
   can be posted back as it is and changes nothing);
@@ -211,11 +215,4 @@ def import_assessments(db: Database, source: str | IO[bytes], caller: Caller, *,
 
     return run_import(db, iter_assessment_data(source), caller, ASSESSMENT_KIND,
                       batch_size=batch_size, detail=detail)
-
-
-def own_codes(org: Canonical | None) -> set[str]:
-    """Return every code naming an organisation dict (ODS code, school URN, GSS code)."""
-    if not org:
-        return set()
-    return {code for code in (org.get("ods_code"), org.get("urn"), org.get("gss_code")) if code}
 

@@ -15,17 +15,28 @@ from adapter.models import Child, Involvement, LocalIdentifier, Organisation
 from adapter.models.canonical import Canonical, ChildRecord, organisation_key, without_meta
 from adapter.security import audit
 from adapter.security.caller import Caller
-from adapter.security.policy import may_see_involvement, may_see_local_identifier
+from adapter.security.policy import (
+    is_administrator,
+    may_see_involvement,
+    may_see_local_identifier,
+    may_write_child,
+    require_shared_unchanged,
+)
 from adapter.services import history
 from adapter.services.children import child_query
 from adapter.services.directory_import import (
     ImportKind,
     Pending,
     applied,
-    own_codes,
     rejected,
 )
-from adapter.services.entry_rows import entry_retention, insert_entries, involvement_key
+from adapter.services.entry_rows import (
+    SharedRows,
+    described_in_entry,
+    entry_retention,
+    insert_entries,
+    involvement_key,
+)
 from adapter.services.entry_stored import StoredEntry, load_stored
 from adapter.services.records import apply_child
 
@@ -54,19 +65,19 @@ def check_parts(data: Canonical) -> None:
 
 
 def check_writable(data: Canonical, existing: StoredEntry | None, caller: Caller) -> None:
-    """Check that ``caller`` may write this entry (issue 5 item 3, DOMAIN.md).
+    """Check that ``caller`` may write this entry (docs/domain.md "The directory entry").
 
     :raises Forbidden: another authority's entry, a shielded one without the right, or an
         archived one without the admin right.
     """
-    if caller.has_right("admin"):
+    if is_administrator(caller):
         return
-    if caller.organisation_code not in own_codes(data["managing_organisation"]):
+    if not may_write_child(data["managing_organisation"], caller):
         raise Forbidden(NOT_YOURS + "the entry's managing authority is not your organisation",
                         expression="DirectoryEntry/ManagingAuthority")
     if existing is None:
         return
-    if caller.organisation_code not in existing.authority_codes:
+    if not may_write_child(existing.authority_codes, caller):
         raise Forbidden(NOT_YOURS + "the stored entry is managed by another authority (an "
                         "entry moves between authorities by agreement)",
                         expression="DirectoryEntry/ManagingAuthority")
@@ -176,6 +187,7 @@ class EntryBatch:
     def apply(self, pending: list[Pending]) -> dict[int, Any]:
         """Apply the batch; return each record's outcome by its position."""
         stored = load_stored(self.session, [item.data["contactpoint_id"] for item in pending])
+        shared = self._shared(pending)
         outcomes: dict[int, Any] = {}
         fresh: list[Pending] = []
         changed: list[tuple[Pending, Canonical, StoredEntry]] = []
@@ -184,6 +196,8 @@ class EntryBatch:
             try:
                 check_parts(item.data)
                 check_writable(item.data, existing, self.caller)
+                if shared is not None:
+                    require_shared_unchanged(described_in_entry(item.data), shared, self.caller)
                 if existing is None:
                     fresh.append(item)
                     continue
@@ -199,6 +213,14 @@ class EntryBatch:
         outcomes.update(self._update(changed))
         outcomes.update(self._create(fresh))
         return outcomes
+
+    def _shared(self, pending: list[Pending]) -> SharedRows | None:
+        """Return the stored shared records the batch describes, for the write-authority
+        policy to compare with (None for an administrator, who may change any of them)."""
+        if is_administrator(self.caller):
+            return None
+        return SharedRows(self.session, (described for item in pending
+                                         for described in described_in_entry(item.data)))
 
     def _update(self, changed: list[tuple[Pending, Canonical, StoredEntry]]) -> dict[int, Any]:
         """Apply changed records onto their entries (loaded as ORM objects), each with the

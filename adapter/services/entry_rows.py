@@ -4,7 +4,10 @@ converted column by column with its bind processors; the children's ids allocate
 no ``RETURNING`` row by row) instead of the ORM's unit of work, with the organisations and
 practitioners they name resolved by natural key once per batch (one query per code column),
 created or brought up to date as ``apply_child`` does
-(``adapter.services.records.resolve_organisation`` / ``resolve_practitioner``).
+(``adapter.services.records.resolve_organisation`` / ``resolve_practitioner``). A record whose
+descriptions would change a shared record its caller does not own never gets here: the
+write-authority policy refuses it first, comparing them with the rows ``SharedRows`` loads
+(``adapter.security.policy.authority``).
 
 Rows get the same derived values as the ORM path: FHIR ids from natural keys
 (``resource_id_for``), search keys of names, the retention date, version 1; and with them the
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -45,6 +48,7 @@ from adapter.models.canonical import (
 from adapter.models.notify import DIRECTORY_TOPIC
 from adapter.retention import retention_date
 from adapter.security.caller import Caller
+from adapter.security.policy import Described
 
 ORG: Final = Base.metadata.tables["organisation"]
 PERSON: Final = Base.metadata.tables["practitioner"]
@@ -114,6 +118,89 @@ def _chunks(values: list[Any]) -> Iterable[list[Any]]:
         yield values[start:start + LOOKUP_CHUNK]
 
 
+def stored_organisations(session: Session, keys: Iterable[OrganisationKey],
+                         ) -> dict[OrganisationKey, Any]:
+    """Return the stored rows of organisations by natural key (one query per code column
+    and chunk)."""
+    wanted = set(keys)
+    found: dict[OrganisationKey, Any] = {}
+    for scheme, column in ORGANISATION_CODES:
+        codes = sorted(code for kind, code in wanted if kind == scheme)
+        for chunk in _chunks(codes):
+            rows = session.execute(select(ORG).where(ORG.c[column].in_(chunk)))
+            found.update({(scheme, row[column]): row for row in rows.mappings()})
+    return found
+
+
+# --- shared records a record describes (the write-authority policy compares them) -----------
+
+def _described_part(where: str, part: Mapping[str, Any]) -> Iterator[Described]:
+    """Yield the organisation and practitioner an involvement, team member or lead names."""
+    yield Described(f"{where}/Organisation", "organisation", part["organisation"])
+    person = part["practitioner"]
+    if person is None:
+        return
+    if person["organisation"] is not part["organisation"]:
+        yield Described(f"{where}/Practitioner/Organisation", "organisation",
+                        person["organisation"])
+    yield Described(f"{where}/Practitioner", "practitioner", person)
+
+
+def described_in_entry(data: Canonical) -> Iterator[Described]:
+    """Yield every organisation and practitioner a directory entry describes, with its path."""
+    yield Described("DirectoryEntry/ManagingAuthority", "organisation",
+                    data["managing_organisation"])
+    for index, item in enumerate(data["local_identifiers"], start=1):
+        yield Described(f"DirectoryEntry/LocalIdentifier[{index}]/Organisation",
+                        "organisation", item["organisation"])
+    for index, involvement in enumerate(data["involvements"], start=1):
+        yield from _described_part(f"DirectoryEntry/Involvement[{index}]", involvement)
+
+
+def described_in_assessment(data: Canonical) -> Iterator[Described]:
+    """Yield every organisation and practitioner an assessment reference describes (its
+    child's local identifiers only find the child: they are not written)."""
+    yield from _described_part("AssessmentReference/LeadProfessional", {
+        "organisation": data["lead_organisation"], "practitioner": data["lead_practitioner"]})
+    for index, member in enumerate(data["members"], start=1):
+        yield from _described_part(f"AssessmentReference/TeamMember[{index}]", member)
+
+
+class SharedRows:
+    """The stored organisations and practitioners that a batch of records describes, as
+    column mappings, loaded in a few queries (``adapter.security.policy.StoredShared``)."""
+
+    def __init__(self, session: Session, described: Iterable[Described]) -> None:
+        items = list(described)
+        people = [item.data for item in items if item.kind == "practitioner"]
+        organisations = [item.data for item in items if item.kind == "organisation"]
+        self.organisations = stored_organisations(session, {organisation_key(org) for org in (
+            *organisations, *(person["organisation"] for person in people))})
+        self.practitioners: dict[tuple[int, str], Any] = {}
+        employers = sorted({row["id"] for row in self.organisations.values()})
+        local_ids = sorted({str(person["local_id"]) for person in people})
+        for chunk in _chunks(local_ids):
+            if employers:
+                rows = session.execute(select(PERSON).where(
+                    PERSON.c.organisation_id.in_(employers), PERSON.c.local_id.in_(chunk)))
+                self.practitioners.update({(row["organisation_id"], row["local_id"]): row
+                                           for row in rows.mappings()})
+
+    def organisation(self, described: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """Return the stored organisation with a description's natural key, or None."""
+        found: Mapping[str, Any] | None = self.organisations.get(organisation_key(described))
+        return found
+
+    def practitioner(self, described: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """Return the stored practitioner (employer and staff id) of a description, or None."""
+        employer = self.organisation(described["organisation"])
+        if employer is None:
+            return None
+        found: Mapping[str, Any] | None = self.practitioners.get(
+            (employer["id"], str(described["local_id"])))
+        return found
+
+
 @dataclass
 class Organisations:
     """The organisations of one batch by natural key: their ids and FHIR ids."""
@@ -136,13 +223,7 @@ class Organisations:
     def _stored(self, wanted: Mapping[OrganisationKey, Canonical]) -> dict[OrganisationKey,
                                                                               Any]:
         """Return the stored rows of the wanted organisations, by natural key."""
-        found: dict[OrganisationKey, Any] = {}
-        for scheme, column in ORGANISATION_CODES:
-            codes = [code for kind, code in wanted if kind == scheme]
-            for chunk in _chunks(codes):
-                rows = self.session.execute(select(ORG).where(ORG.c[column].in_(chunk)))
-                found.update({(scheme, row[column]): row for row in rows.mappings()})
-        return found
+        return stored_organisations(self.session, wanted)
 
     def _refresh(self, row: Mapping[str, Any], data: Canonical) -> None:
         """Bring a stored organisation up to date with the details a record gives (a detail

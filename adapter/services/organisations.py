@@ -26,7 +26,6 @@ from adapter import codes
 from adapter.errors import (
     BadRequest,
     Conflict,
-    Forbidden,
     Invalid,
     MethodNotAllowed,
     NotFound,
@@ -51,6 +50,7 @@ from adapter.mapping.conceptmaps import load_translations
 from adapter.models import Organisation, Practitioner
 from adapter.models.base import utcnow
 from adapter.security.caller import Caller
+from adapter.security.policy import require_organisation_writer, require_practitioner_writer
 from adapter.services.records import BOOKKEEPING, copy_columns, organisation_key
 from adapter.services.validation import require_valid, validate_inbound
 
@@ -136,11 +136,6 @@ def practitioner_identifier_condition(value: str) -> Any:
 def organisation_codes(org: Organisation) -> set[str]:
     """Return every code that names an organisation (ODS code, school URN, GSS code)."""
     return {code for code in (org.ods_code, org.urn, org.gss_code) if code}
-
-
-def acts_for(org: Organisation, caller: Caller) -> bool:
-    """Return True when ``caller`` is ``org`` itself, or an administrator."""
-    return caller.has_right("admin") or caller.organisation_code in organisation_codes(org)
 
 
 def keyset_page(session: Session, query: Select[Any], id_column: Any, search: SearchRequest,
@@ -284,7 +279,8 @@ def stored_organisation(session: Session, ref: Organisation, expression: str) ->
         found = session.scalar(select(Organisation).where(
             or_(*(getattr(Organisation, name) == code for name, code in keys))))
     if found is None:
-        raise Invalid(f"{expression}: the organisation is not known here: create the "
+        named = keys[0][1] if keys else f"Organization/{ref.resource_id}"
+        raise Invalid(f"{expression}: the organisation {named} is not known here: create the "
                       "Organization first, then refer to it.", expression=expression)
     if any(getattr(found, name) != code for name, code in keys):
         raise Invalid(f"{expression}: the reference and its identifier name different "
@@ -602,9 +598,7 @@ class OrganizationHandler(RecordHandler[Organisation]):
 
         :raises Forbidden: another organisation's record.
         """
-        if not acts_for(inbound.record, caller):
-            raise Forbidden("Only an administrator or the organisation itself may create its "
-                            "record.", expression="Organization.identifier")
+        require_organisation_writer(inbound.record, caller, "Organization.identifier")
 
     def _taken(self, session: Session, inbound: Inbound[Organisation]) -> str | None:
         """Return the id of an organisation holding one of the inbound codes."""
@@ -623,9 +617,8 @@ class OrganizationHandler(RecordHandler[Organisation]):
 
         :raises Forbidden: another organisation's record, or giving it another's codes.
         """
-        if not (acts_for(row, caller) and acts_for(inbound.record, caller)):
-            raise Forbidden("Only an administrator or the organisation itself may change its "
-                            "record.", expression="Organization")
+        require_organisation_writer(row, caller, "Organization")
+        require_organisation_writer(inbound.record, caller, "Organization.identifier")
 
 
 # --- Practitioner -------------------------------------------------------------------------
@@ -707,9 +700,7 @@ class PractitionerHandler(RecordHandler[Practitioner]):
         notes = require_valid("Practitioner", resource)
         record, _ignored = mapping.practitioner_from_fhir(resource)
         employer = stored_organisation(session, record.organisation, "Practitioner.identifier")
-        if not acts_for(employer, caller):
-            raise Forbidden("Only an administrator or the employing organisation may write a "
-                            "practitioner's record.", expression="Practitioner.identifier")
+        require_practitioner_writer(employer, caller, "Practitioner.identifier")
         derived = resource_id_for("Practitioner",
                                   f"{organisation_key(employer)[1]}/{record.local_id}")
         return Inbound(record, derived, notes, employer)

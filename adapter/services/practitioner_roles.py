@@ -43,12 +43,12 @@ from adapter.models import (
 from adapter.notify import ledger
 from adapter.security import audit
 from adapter.security.caller import Caller
+from adapter.security.policy import may_write_involvement
 from adapter.services import history
 from adapter.services.children import BREAK_GLASS, hidden_unless, visible_to
 from adapter.services.organisations import (
     CURRENT_ONLY,
     Kind,
-    acts_for,
     count_of,
     flush_write,
     kinds_page,
@@ -413,7 +413,7 @@ class PractitionerRoleHandler:
         if not isinstance(found, Involvement):
             raise MethodNotAllowed("An eCAF Team Around the Child role is changed through its "
                                    "CareTeam (PUT the CareTeam without it).")
-        if not acts_for(found.organisation, caller):
+        if not may_write_involvement(found.organisation, caller):
             raise Forbidden("Only the involvement's own organisation may end it (issue 5: "
                             "a client writes only involvements of its own organisation).",
                             expression="PractitionerRole.organization")
