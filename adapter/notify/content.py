@@ -19,7 +19,7 @@ from adapter.models.notify import DIRECTORY_TOPIC, ECAF_TOPIC, Event
 from adapter.notify.bundle import reference_entry
 from adapter.security import audit
 from adapter.security.caller import Caller
-from adapter.security.policy import disclose_child
+from adapter.security.policy import disclose_child, visible_to
 from adapter.security.scopes import parse_scopes
 
 
@@ -90,8 +90,8 @@ def render_event(session: Session, event: EventData, content: str, caller: Calle
 
 def _visible_child(session: Session, resource_id: str | None, caller: Caller) -> Child | None:
     """Return the child with FHIR id ``resource_id`` if ``caller`` may see it at all (archived
-    entries are invisible to ordinary callers, DOMAIN.md "Retention")."""
-    from adapter.services.children import child_query, visible_to
+    entries are invisible to ordinary callers, docs/domain.md "Retention")."""
+    from adapter.services.children import child_query
 
     if resource_id is None:
         return None

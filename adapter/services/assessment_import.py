@@ -24,8 +24,8 @@ from adapter.models.canonical import (
 )
 from adapter.security import audit
 from adapter.security.caller import Caller
+from adapter.security.policy import may_see_lead, may_see_member, visible_to
 from adapter.services import history
-from adapter.services.children import visible_to
 from adapter.services.directory_import import (
     CONFLICT,
     DB_ERRORS,
@@ -35,7 +35,6 @@ from adapter.services.directory_import import (
     own_codes,
     rejected,
 )
-from adapter.services.practitioner_roles import may_see_lead, may_see_member
 from adapter.services.records import apply_assessment
 
 WHERE: Final = "AssessmentReference"

@@ -1,4 +1,5 @@
-"""Every request that can return a child's data, enumerated from the URL map: reads, vreads,
+"""Every request that can return a child's data, enumerated from the URL map: reads, vreads
+(of every version the record has),
 histories, searches (GET and POST, with each declared ``_include`` and ``_revinclude``) of the
 resource types that carry a child's data, other GET routes on such resources, and bulk export
 (kick-off, status, every file). A route that is neither exercised here nor listed as carrying
@@ -99,6 +100,15 @@ def related_ids(client: FlaskClient, headers: dict[str, str], resource_type: str
             if any(m in orjson.dumps(e["resource"]).decode() for m in markers)]
 
 
+def version_ids(client: FlaskClient, headers: dict[str, str], resource_type: str,
+                resource_id: str) -> list[str]:
+    """Return every version id of a resource (as ``headers`` sees its ``_history``)."""
+    bundle = client.get(f"/fhir/{resource_type}/{resource_id}/_history", headers=headers).json
+    found = [str(e["response"]["etag"]).removeprefix('W/"').removesuffix('"')
+             for e in (bundle or {}).get("entry", [])]
+    return found or ["1"]
+
+
 def _search_calls(route: Route, resource_type: str, handler: Any,
                   patient_ids: tuple[str, ...]) -> Iterator[Call]:
     """Yield the searches of one type: plain, each _include/_revinclude, and for Patient by
@@ -154,6 +164,7 @@ def plan_requests(app: Flask, client: FlaskClient, admin: dict[str, str],
     handlers = {h.resource_type: h for h in HANDLERS}
     plan = Plan()
     ids: dict[str, list[str]] = {"Patient": list(subjects.patient_ids)}
+    versions: dict[tuple[str, str], list[str]] = {}
     assessments = _assessment_ids(app, subjects.authority)
     for route in declared_routes(app):
         if route.method not in ("GET", "POST") or route.access is None or route.access.public:
@@ -171,7 +182,11 @@ def plan_requests(app: Flask, client: FlaskClient, admin: dict[str, str],
             continue
         if kind not in ids:
             ids[kind] = related_ids(client, admin, kind, subjects.markers)
-        calls = list(_route_calls(route, kind, handlers.get(kind), ids[kind]))
+        for rid in ids[kind]:
+            if (kind, rid) not in versions:
+                versions[(kind, rid)] = version_ids(client, admin, kind, rid)
+        calls = list(_route_calls(route, kind, handlers.get(kind),
+                                  {rid: versions[(kind, rid)] for rid in ids[kind]}))
         if calls:
             plan.covered.add(route.endpoint)
             plan.calls.extend(calls)
@@ -179,8 +194,10 @@ def plan_requests(app: Flask, client: FlaskClient, admin: dict[str, str],
     return plan
 
 
-def _route_calls(route: Route, kind: str, handler: Any, ids: list[str]) -> Iterator[Call]:
-    """Yield the calls that exercise one route of a child-data type."""
+def _route_calls(route: Route, kind: str, handler: Any,
+                 ids: dict[str, list[str]]) -> Iterator[Call]:
+    """Yield the calls that exercise one route of a child-data type (``ids``: each resource's
+    version ids; a route taking a version is called with every one)."""
     name = route.endpoint.rsplit(".", 1)[-1]
     if name in ("search-type", "search-type-post"):
         yield from _search_calls(route, kind, handler, tuple(ids) if kind == "Patient" else ())
@@ -191,9 +208,10 @@ def _route_calls(route: Route, kind: str, handler: Any, ids: list[str]) -> Itera
     if not route.arguments:  # an operation on the type
         yield Call("GET", route.rule, route=str(route), needs_right=needs_right)
         return
-    for rid in ids:
-        yield Call("GET", route.url(resource_id=rid, version="1"), route=str(route),
-                   needs_right=needs_right)
+    for rid, numbers in ids.items():
+        for version in numbers if "version" in route.arguments else numbers[:1]:
+            yield Call("GET", route.url(resource_id=rid, version=version), route=str(route),
+                       needs_right=needs_right)
 
 
 def _assessment_ids(app: Flask, authority: str) -> list[str]:

@@ -1,0 +1,134 @@
+"""Earlier versions are judged by the child's current state too (docs/domain.md "Shielding",
+"Sensitive services"): a child shielded after earlier versions were created and read shows
+those versions to a caller without the right only as the shielded view, through vread,
+``_history`` and the team's CareTeam history, in JSON and XML; an organisation that now works
+with a child as a sensitive service is withheld from every version."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from adapter.db import Database
+from adapter.fhir.systems import CONFIDENTIALITY
+from adapter.models import Child, Organisation
+from adapter.models.canonical import canonical_dump
+from adapter.security.policy import organisation_code
+from adapter.services import history
+from adapter.services.children import child_query
+from tests.api.conftest import Callers
+from tests.security.canaries import canaries_in, organisation, update_child
+
+JSON = {"Content-Type": "application/fhir+json"}
+FORMATS = ("json", "xml")
+
+
+def _own_child(db: Database, authority: str) -> tuple[Child, dict[str, str]]:
+    """Return a live, unshielded child of ``authority`` with an NHS number, a postcode, a
+    carer's telephone and involvements, and what docs/domain.md "Shielding" withholds of it
+    (by name)."""
+    with db.sessions() as session:
+        for child in session.scalars(
+                select(Child).join(Child.managing_organisation)
+                .where(Organisation.gss_code == authority, Child.shielded.is_(False),
+                       Child.record_status == "live", Child.nhs_number.is_not(None),
+                       Child.address_postcode.is_not(None)).order_by(Child.id)):
+            if child.involvements and any(c.phone for c in child.carers):
+                return child, _withheld_strings(child)
+    raise AssertionError("the demo directory has no suitable child")
+
+
+def _withheld_strings(child: Child) -> dict[str, str]:
+    """Return what docs/domain.md "Shielding" withholds of ``child``, by name."""
+    found = {"NHS number": str(child.nhs_number), "postcode": str(child.address_postcode)}
+    for carer in child.carers:
+        found.update({f"carer {carer.position} phone": carer.phone,
+                      f"carer {carer.position} email": carer.email})
+    for part in child.involvements:
+        found[f"{part.role} organisation"] = part.organisation.name
+        found[f"{part.role} phone"] = part.phone
+    return {name: value for name, value in found.items() if value}
+
+
+def _shield(client: FlaskClient, headers: dict[str, str], patient_id: str) -> None:
+    """Shield an entry through the API: PUT it back with the restricted security label."""
+    patient = client.get(f"/fhir/Patient/{patient_id}", headers=headers).json
+    assert patient is not None
+    meta = patient.setdefault("meta", {})
+    meta["security"] = [*meta.get("security", []), {"system": CONFIDENTIALITY, "code": "R"}]
+    response = client.put(f"/fhir/Patient/{patient_id}", json=patient,
+                          headers={**headers, **JSON})
+    assert response.status_code == 200, response.json
+
+
+def _history_urls(patient_id: str, careteam_id: str) -> list[str]:
+    """Return the version paths of a Patient and its team (earlier version 1, and history)."""
+    return [f"/fhir/Patient/{patient_id}/_history/1", f"/fhir/Patient/{patient_id}/_history",
+            f"/fhir/CareTeam/{careteam_id}/_history/1",
+            f"/fhir/CareTeam/{careteam_id}/_history"]
+
+
+def test_history_of_child_shielded_later(client: FlaskClient, callers: Callers,
+                                         demo: Database) -> None:
+    """Create, read, then shield a child: as the authority's own system (no shielding right)
+    and as another authority's, version 1 and ``_history`` of the Patient and of its team
+    show no address, NHS number, carers' contacts or involvements, in JSON and XML; with the
+    right they do, as an audited override with a warning."""
+    child, withheld = _own_child(demo, callers.authority)
+    urls = _history_urls(child.resource_id, str(child.careteam_id))
+    before = client.get(urls[0], headers=callers.la)
+    assert before.status_code == 200 and canaries_in(before.data, withheld)  # read unshielded
+    _shield(client, callers.la, child.resource_id)
+    for headers in (callers.la, callers.other_la):
+        for url in urls:
+            for fmt in FORMATS:
+                response = client.get(f"{url}?_format={fmt}", headers=headers)
+                assert response.status_code in (200, 404), (url, fmt, response.data[:300])
+                assert canaries_in(response.data, withheld) == [], (url, fmt)
+        old = client.get(urls[0], headers=headers).json
+        assert old is not None
+        assert "REDACTED" in {label["code"] for label in old["meta"]["security"]}
+    seen = client.get(urls[0], headers=callers.admin)
+    assert "reviewed" in seen.headers["Warning"]
+    assert set(canaries_in(seen.data, withheld)) >= {"NHS number", "postcode"}
+
+
+def _involvement(organisation: dict[str, Any], role: str, sensitive: bool) -> dict[str, Any]:
+    """Return a canonical involvement of ``organisation`` without a named practitioner."""
+    return {"role": role, "sensitive": sensitive,
+            "consent_basis": "child-consent" if sensitive else None,
+            "lead_professional": False, "caf_completed": False, "period_start": None,
+            "period_end": None, "phone": "01632 960499", "email": None,
+            "organisation": organisation, "practitioner": None}
+
+
+def test_organisation_now_sensitive_is_withheld_from_earlier_versions(
+        client: FlaskClient, callers: Callers, demo: Database) -> None:
+    """An organisation recorded as an ordinary involvement in version 1 and as a sensitive
+    service since is not shown in version 1 to a caller without the sensitive-services
+    right (the provider would be named), but is to one with it."""
+    child, _withheld = _own_child(demo, callers.authority)
+    name = "Canary Later Sexual Health Service"
+    org = organisation(name, "nhs-trust", "01632 960498", ods_code="Y99930")
+    with demo.sessions() as session:
+        stored = session.scalars(child_query().where(Child.id == child.id)).one()
+        data = canonical_dump(stored, meta=False)
+    for role, sensitive in (("health-visitor", False), ("sexual-health", True)):
+        update_child(demo, child.resource_id, {**data, "involvements": [
+            *data["involvements"], _involvement(org, role, sensitive)]})
+    with demo.sessions() as session:
+        versions = history.child_versions(session, child.resource_id)
+        assert any(organisation_code(i.organisation) == "Y99930"
+                   for i in history.child_from_snapshot(versions[0]).involvements)
+        first_with_it = versions[0].version
+    urls = [f"/fhir/Patient/{child.resource_id}/_history/{first_with_it}",
+            f"/fhir/CareTeam/{child.careteam_id}/_history/{first_with_it}",
+            f"/fhir/CareTeam/{child.careteam_id}/_history"]
+    for url in urls:
+        for fmt in FORMATS:
+            plain = client.get(f"{url}?_format={fmt}", headers=callers.la)
+            assert plain.status_code == 200 and name not in plain.get_data(as_text=True)
+    team = client.get(urls[1], headers=callers.admin)
+    assert name in team.get_data(as_text=True)
