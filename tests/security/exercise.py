@@ -56,13 +56,19 @@ class Call:
     needs_right: bool = False
     # FHIR routes answer JSON and XML (``_format``); the directory dialect is XML only.
     formats: tuple[str, ...] = ("json", "xml")
+    # A FHIR JSON body (a batch or transaction Bundle).
+    body: dict[str, Any] | None = None
 
     def run(self, client: FlaskClient, headers: dict[str, str], fmt: str) -> Answer:
         """Send the request in format ``fmt`` (json or xml; ignored by the directory)."""
         path = self.path
         if len(self.formats) > 1:
             path += f"{'&' if '?' in path else '?'}_format={fmt}"
-        with client.open(path, method=self.method, headers=headers, data=self.form) as response:
+        data: Any = self.form
+        if self.body is not None:
+            headers = {**headers, "Content-Type": "application/fhir+json"}
+            data = orjson.dumps(self.body)
+        with client.open(path, method=self.method, headers=headers, data=data) as response:
             return Answer(response.status_code, response.get_data(), dict(response.headers))
 
 
@@ -124,9 +130,8 @@ def _search_calls(route: Route, resource_type: str, handler: Any,
         yield Call("GET", f"{base}&_revinclude={name}", route=str(route))
     if resource_type == "Patient":
         yield Call("GET", f"{base}&address-postalcode=ZZ7", route=str(route))
-        for pid in patient_ids:
-            revincludes = "".join(f"&_revinclude={n}" for n in sorted(handler.revincludes))
-            yield Call("GET", f"{base}&_id={pid}{revincludes}", route=str(route))
+        revincludes = "".join(f"&_revinclude={n}" for n in sorted(handler.revincludes))
+        yield Call("GET", f"{base}&_id={','.join(patient_ids)}{revincludes}", route=str(route))
 
 
 @dataclass(frozen=True)
@@ -191,7 +196,27 @@ def plan_requests(app: Flask, client: FlaskClient, admin: dict[str, str],
             plan.covered.add(route.endpoint)
             plan.calls.extend(calls)
     plan.export = [r.endpoint for r in declared_routes(app) if r.endpoint in EXPORT_ENDPOINTS]
+    plan.calls.extend(_bundle_calls(app, plan))
     return plan
+
+
+def _bundle_calls(app: Flask, plan: Plan) -> Iterator[Call]:
+    """Yield a batch Bundle (``POST /fhir``) whose GET entries are every FHIR read and vread
+    of the plan: each entry is answered through the same handlers, and its response must
+    disclose no more (a transaction's GET entries take the same path,
+    ``adapter.fhir.transaction._read_entry``; searches in a Bundle run the search page the
+    search routes run)."""
+    reads = [call.path.removeprefix("/fhir/") for call in plan.calls
+             if call.method == "GET" and call.path.startswith("/fhir/")
+             and not any(mark in call.path for mark in ("$", "?"))
+             and not call.path.endswith("/_history")]
+    for route in declared_routes(app):
+        if route.endpoint != "fhir.system.bundle":
+            continue
+        plan.covered.add(route.endpoint)
+        bundle = {"resourceType": "Bundle", "type": "batch", "entry": [
+            {"request": {"method": "GET", "url": url}} for url in reads]}
+        yield Call("POST", route.rule, route=str(route), body=bundle)
 
 
 def _route_calls(route: Route, kind: str, handler: Any,

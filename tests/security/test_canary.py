@@ -16,8 +16,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from adapter.db import Database
-from adapter.models import AuditRecord, Organisation
-from tests.api.conftest import Callers, bearer
+from adapter.models import AuditRecord
+from tests.api.conftest import Callers
 from tests.security.canaries import (
     ALL_CANARIES,
     CONSENTED_CANARIES,
@@ -41,15 +41,6 @@ FORMATS = ("json", "xml")
 
 
 @pytest.fixture
-def other_authority(demo: Database) -> str:
-    """The GSS code of the second demo authority (``callers.other_la``'s organisation)."""
-    with demo.sessions() as session:
-        codes = list(session.scalars(select(Organisation.gss_code).where(
-            Organisation.type == "local-authority").order_by(Organisation.id)))
-    return str(codes[1])
-
-
-@pytest.fixture
 def canaries(demo: Database, callers: Callers, client: FlaskClient,
              other_authority: str) -> Canaries:
     """The canary children, managed by the first authority; the ``later`` one shielded
@@ -57,22 +48,6 @@ def canaries(demo: Database, callers: Callers, client: FlaskClient,
     planted = plant_canaries(demo, callers.authority, other_authority)
     shield_later(client, callers.la, planted)
     return planted
-
-
-@pytest.fixture
-def viewers(app: Flask, client: FlaskClient, callers: Callers,
-            other_authority: str) -> list[Viewer]:
-    """The callers of the matrix: the authority's system without rights, with only the
-    shielding right, with only the sensitive-services right, and another authority's system
-    (each right's canaries reach the caller with only that right: the control)."""
-    own = callers.authority
-    return [
-        Viewer("no rights", callers.la, frozenset(), own),
-        Viewer("shielded", bearer(client, app, "la-shielded", own, ["shielded"]),
-               frozenset({"shielded"}), own),
-        Viewer("sensitive", bearer(client, app, "la-sensitive", own, ["sensitive"]),
-               frozenset({"sensitive"}), own),
-        Viewer("other authority", callers.other_la, frozenset(), other_authority)]
 
 
 @pytest.fixture
