@@ -70,6 +70,7 @@ class Viewer:
     """A caller of the disclosure matrix: its bearer header, rights and organisation."""
 
     name: str
+    client_id: str
     headers: dict[str, str]
     rights: frozenset[str]
     organisation: str

@@ -42,9 +42,10 @@ def viewers(app: Flask, client: FlaskClient, callers: Callers,
     system (each right's canaries reach the caller with only that right: the control)."""
     own = callers.authority
     return [
-        Viewer("no-rights", callers.la, frozenset(), own),
-        Viewer("shielded", bearer(client, app, "la-shielded", own, ["shielded"]),
+        Viewer("no-rights", "la-one", callers.la, frozenset(), own),
+        Viewer("shielded", "la-shielded", bearer(client, app, "la-shielded", own, ["shielded"]),
                frozenset({"shielded"}), own),
-        Viewer("sensitive", bearer(client, app, "la-sensitive", own, ["sensitive"]),
+        Viewer("sensitive", "la-sensitive",
+               bearer(client, app, "la-sensitive", own, ["sensitive"]),
                frozenset({"sensitive"}), own),
-        Viewer("other-authority", callers.other_la, frozenset(), other_authority)]
+        Viewer("other-authority", "la-two", callers.other_la, frozenset(), other_authority)]

@@ -10,11 +10,17 @@ child with the right is an audited override answered with a warning."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
+from click.testing import CliRunner
 from flask import Flask
+from flask.cli import ScriptInfo
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
+from adapter.cli import main
 from adapter.db import Database
 from adapter.models import AuditRecord
 from tests.api.conftest import Callers
@@ -82,14 +88,27 @@ def _received(client: FlaskClient, plan: Plan, viewer: Viewer) -> dict[tuple[str
     return found
 
 
+def cli_exports(app: Flask, viewer: Viewer, authority: str, folder: Path) -> Iterator[bytes]:
+    """Run ``export --as`` the viewer's client in both formats; yield every file written."""
+    for fmt in ("fhir-ndjson", "directory-xml"):
+        out = folder / f"{viewer.client_id}-{fmt}"
+        result = CliRunner().invoke(main, [
+            "export", "--authority", authority, "--format", fmt, "--as", viewer.client_id,
+            "--out", str(out), "--quiet"], obj=ScriptInfo(create_app=lambda: app))
+        assert result.exit_code == 0, result.output
+        yield from (path.read_bytes() for path in sorted(out.rglob("*")) if path.is_file())
+
+
 def test_each_caller_receives_only_the_canaries_its_rights_allow(
-        client: FlaskClient, plan: Plan, viewers: list[Viewer], other_authority: str) -> None:
+        app: Flask, client: FlaskClient, plan: Plan, viewers: list[Viewer], callers: Callers,
+        other_authority: str, tmp_path: Path) -> None:
     """Every route x format x version x caller: no canary reaches a caller without the right
-    it needs, in the API's answers or the export files; and every canary reaches, in each
-    format, some caller that has the right (so the matrix does not pass on empty answers)."""
+    it needs, in the API's answers, the bulk export files or the CLI's ``export --as``; and
+    every canary reaches, in each format, some caller that has the right (so the matrix does
+    not pass on empty answers)."""
     assert len(plan.calls) > 40
     seen: dict[str, set[str]] = {"json": set(), "xml": set(), "directory": set(),
-                                 "export": set()}
+                                 "export": set(), "cli": set()}
     for viewer in viewers:
         may = allowed(viewer, other_authority)
         for (path, fmt), found in _received(client, plan, viewer).items():
@@ -99,7 +118,11 @@ def test_each_caller_receives_only_the_canaries_its_rights_allow(
             found = set(canaries_in(body))
             assert found <= may, (viewer.name, "export", found - may)
             seen["export"] |= found
-    for fmt in ("json", "xml", "export"):
+        for body in cli_exports(app, viewer, callers.authority, tmp_path):
+            found = set(canaries_in(body))
+            assert found <= may, (viewer.name, "export --as", found - may)
+            seen["cli"] |= found
+    for fmt in ("json", "xml", "export", "cli"):
         assert seen[fmt] == set(ALL_CANARIES), (fmt, set(ALL_CANARIES) - seen[fmt])
     assert seen["directory"] >= set(ALL_CANARIES) - {"later school phone"}
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from flask.testing import FlaskClient
-from sqlalchemy import select
+from sqlalchemy import exists, select, true
 
 from adapter.db import Database
 from adapter.fhir.systems import CONFIDENTIALITY
-from adapter.models import Child, Organisation
+from adapter.models import Assessment, Child, Organisation
 from adapter.models.canonical import canonical_dump
 from adapter.security.policy import organisation_code
 from adapter.services import history
@@ -25,16 +25,19 @@ JSON = {"Content-Type": "application/fhir+json"}
 FORMATS = ("json", "xml")
 
 
-def _own_child(db: Database, authority: str) -> tuple[Child, dict[str, str]]:
+def _own_child(db: Database, authority: str,
+               ecaf: bool = False) -> tuple[Child, dict[str, str]]:
     """Return a live, unshielded child of ``authority`` with an NHS number, a postcode, a
-    carer's telephone and involvements, and what docs/domain.md "Shielding" withholds of it
-    (by name)."""
+    carer's telephone and involvements (and an eCAF assessment if ``ecaf``), and what
+    docs/domain.md "Shielding" withholds of it (by name)."""
+    assessed = exists().where(Assessment.child_id == Child.id) if ecaf else true()
     with db.sessions() as session:
         for child in session.scalars(
                 select(Child).join(Child.managing_organisation)
                 .where(Organisation.gss_code == authority, Child.shielded.is_(False),
                        Child.record_status == "live", Child.nhs_number.is_not(None),
-                       Child.address_postcode.is_not(None)).order_by(Child.id)):
+                       Child.address_postcode.is_not(None),
+                       assessed).order_by(Child.id)):
             if child.involvements and any(c.phone for c in child.carers):
                 return child, _withheld_strings(child)
     raise AssertionError("the demo directory has no suitable child")
@@ -63,24 +66,30 @@ def _shield(client: FlaskClient, headers: dict[str, str], patient_id: str) -> No
     assert response.status_code == 200, response.json
 
 
-def _history_urls(patient_id: str, careteam_id: str) -> list[str]:
-    """Return the version paths of a Patient and its team (earlier version 1, and history)."""
-    return [f"/fhir/Patient/{patient_id}/_history/1", f"/fhir/Patient/{patient_id}/_history",
-            f"/fhir/CareTeam/{careteam_id}/_history/1",
-            f"/fhir/CareTeam/{careteam_id}/_history"]
+def _history_urls(db: Database, child: Child) -> list[str]:
+    """Return the version paths of a Patient, its team and its eCAF teams (version 1, and
+    history)."""
+    with db.sessions() as session:
+        ecaf = list(session.scalars(select(Assessment.resource_id)
+                                    .where(Assessment.child_id == child.id)))
+    return [f"/fhir/{kind}/{rid}/{tail}" for kind, rid in (
+        ("Patient", child.resource_id), ("CareTeam", child.careteam_id),
+        *(("CareTeam", e) for e in ecaf)) for tail in ("_history/1", "_history")]
 
 
 def test_history_of_child_shielded_later(client: FlaskClient, callers: Callers,
-                                         demo: Database) -> None:
-    """Create, read, then shield a child: as the authority's own system (no shielding right)
-    and as another authority's, version 1 and ``_history`` of the Patient and of its team
-    show no address, NHS number, carers' contacts or involvements, in JSON and XML; with the
-    right they do, as an audited override with a warning."""
-    child, withheld = _own_child(demo, callers.authority)
-    urls = _history_urls(child.resource_id, str(child.careteam_id))
-    before = client.get(urls[0], headers=callers.la)
-    assert before.status_code == 200 and canaries_in(before.data, withheld)  # read unshielded
-    _shield(client, callers.la, child.resource_id)
+                                         demo: Database, other_authority: str) -> None:
+    """Read, then shield a child: as the authority's own system (no shielding right) and as
+    another authority's, version 1 and ``_history`` of the Patient, of its team and of its
+    eCAF team show no address, NHS number, carers' contacts or involvements, in JSON and XML;
+    with the right they do, as an audited override with a warning."""
+    child, withheld = _own_child(demo, other_authority, ecaf=True)
+    urls = _history_urls(demo, child)
+    assert len(urls) == 6  # the Patient, its team and its eCAF team
+    for url in urls:  # each read before the child was shielded
+        before = client.get(url, headers=callers.other_la)
+        assert before.status_code == 200 and canaries_in(before.data, withheld), url
+    _shield(client, callers.other_la, child.resource_id)
     for headers in (callers.la, callers.other_la):
         for url in urls:
             for fmt in FORMATS:
@@ -132,3 +141,27 @@ def test_organisation_now_sensitive_is_withheld_from_earlier_versions(
             assert plain.status_code == 200 and name not in plain.get_data(as_text=True)
     team = client.get(urls[1], headers=callers.admin)
     assert name in team.get_data(as_text=True)
+
+
+def test_history_of_an_archived_child_is_not_found(client: FlaskClient, callers: Callers,
+                                                  demo: Database) -> None:
+    """An archived entry is invisible to every ordinary caller (docs/domain.md "Retention"):
+    its earlier versions and its team's are not found either; an administrator still reads
+    them."""
+    child, withheld = _own_child(demo, callers.authority)
+    with demo.sessions() as session:
+        data = canonical_dump(session.scalars(
+            child_query().where(Child.id == child.id)).one(), meta=False)
+    update_child(demo, child.resource_id, {**data, "gender": "9"})
+    with demo.write_transaction() as session:
+        stored = session.scalars(select(Child).where(Child.id == child.id)).one()
+        stored.record_status = "archived"
+    urls = _history_urls(demo, child)
+    for headers in (callers.la, callers.other_la):
+        for url in urls:
+            for fmt in FORMATS:
+                response = client.get(f"{url}?_format={fmt}", headers=headers)
+                assert response.status_code == 404, (url, fmt, response.data[:300])
+                assert canaries_in(response.data, withheld) == []
+    for url in urls:
+        assert client.get(url, headers=callers.admin).status_code == 200, url
