@@ -130,6 +130,8 @@ def _search_calls(route: Route, resource_type: str, handler: Any,
         yield Call("GET", f"{base}&_revinclude={name}", route=str(route))
     if resource_type == "Patient":
         yield Call("GET", f"{base}&address-postalcode=ZZ7", route=str(route))
+        yield Call("GET", f"{base}&_elements=identifier,address,contact,generalPractitioner",
+                   route=str(route))
         revincludes = "".join(f"&_revinclude={n}" for n in sorted(handler.revincludes))
         yield Call("GET", f"{base}&_id={','.join(patient_ids)}{revincludes}", route=str(route))
 

@@ -1,8 +1,9 @@
 """The canary matrix for full-resource notifications, over real HTTP receivers on 127.0.0.1:
 each caller of the matrix subscribes (JSON and XML) to directory changes; the canary children
 are written, one of them is shielded after a notification about its earlier versions was
-rendered for a receiver that was down, and no notification — first attempt or retry —
-brings a subscriber a canary its rights and organisation do not allow."""
+rendered for a receiver that was down, and no notification — first attempt or retry — nor
+the subscription's ``$events`` brings a subscriber a canary its rights and organisation do
+not allow."""
 
 from __future__ import annotations
 
@@ -92,12 +93,10 @@ def test_notifications_bring_each_subscriber_only_what_its_rights_allow(
     """Full-resource notifications of the canary children, rendered per subscriber: none
     carries a canary its subscriber may not see, including a retry of content rendered before
     the child was shielded; the subscribers with the rights do receive theirs."""
-    for viewer in viewers:
-        for payload in PAYLOADS:
-            subscribe(client, viewer.headers, subscription(
-                "directory-entry-changed",
-                receiver.url(f"/{viewer.name}/{payload.rsplit('+', 1)[1]}"),
-                content="full-resource", payload=payload))
+    subscriptions = {viewer.name: [subscribe(client, viewer.headers, subscription(
+        "directory-entry-changed", receiver.url(f"/{viewer.name}/{payload.rsplit('+', 1)[1]}"),
+        content="full-resource", payload=payload))[0] for payload in PAYLOADS]
+        for viewer in viewers}
     clock = Clock()
     dispatch(app, clock=clock)  # the handshakes
     canaries = plant_canaries(demo, callers.authority, other_authority)
@@ -113,5 +112,11 @@ def test_notifications_bring_each_subscriber_only_what_its_rights_allow(
     for viewer in viewers:
         may = allowed(viewer, other_authority)
         assert after[viewer.name] <= may, (viewer.name, after[viewer.name] - may)
+        for sid in subscriptions[viewer.name]:  # the past events, rendered again on request
+            for fmt in ("json", "xml"):
+                events = client.get(f"/fhir/Subscription/{sid}/$events?_format={fmt}",
+                                    headers=viewer.headers)
+                assert events.status_code == 200, events.data[:300]
+                assert set(canaries_in(events.data)) <= may, (viewer.name, "$events")
     assert set().union(*after.values()) >= PATIENT_CANARIES & (
         SHIELDED_CANARIES.keys() | LATER_CANARIES.keys() | LOCAL_CANARIES.keys())
