@@ -97,14 +97,17 @@ class Canaries:
     shielded: str
     unconsented: str
     consented: str
-    later: str  # shielded after two earlier versions (see ``shield_later``)
-    now_sensitive: str
+    # The children with earlier versions, when planted: shielded after two earlier versions
+    # (see ``shield_later``), and the one whose service became a sensitive one.
+    later: str | None
+    now_sensitive: str | None
     contactpoint_ids: tuple[str, ...]
 
     @property
     def ids(self) -> tuple[str, ...]:
-        """Return the Patient ids."""
-        return self.shielded, self.unconsented, self.consented, self.later, self.now_sensitive
+        """Return the Patient ids of the planted children."""
+        return tuple(rid for rid in (self.shielded, self.unconsented, self.consented,
+                                     self.later, self.now_sensitive) if rid is not None)
 
 
 def organisation(name: str, kind: str, phone: str, **codes: str | None) -> dict[str, Any]:
@@ -238,28 +241,35 @@ def update_child(db: Database, resource_id: str, data: dict[str, Any]) -> None:
         session.add(before)
 
 
-def plant_canaries(db: Database, authority_gss: str, other_gss: str) -> Canaries:
-    """Add the canary children, managed by ``authority_gss``, to the directory (``other_gss``
-    allocated the local canary)."""
+def plant_canaries(db: Database, authority_gss: str, other_gss: str | None = None) -> Canaries:
+    """Add the canary children, managed by ``authority_gss``, to the directory: the shielded
+    one and the two with sensitive services, and with ``other_gss`` (the authority that
+    allocated the local canary) the two with earlier versions."""
     with db.sessions() as session:
         template_child = session.scalar(
             select(Child).join(Child.managing_organisation)
             .where(Organisation.gss_code == authority_gss, Child.shielded.is_(False),
                    Child.address_status == "current").order_by(Child.id).limit(1))
-        other = session.scalar(select(Organisation).where(Organisation.gss_code == other_gss))
-        assert template_child is not None and other is not None
+        other = session.scalar(select(Organisation).where(
+            Organisation.gss_code == other_gss)) if other_gss is not None else None
+        assert template_child is not None and (other is not None or other_gss is None)
         template = canonical_dump(template_child, meta=False)
-        other_dump = organisation_dump(other)
-    children = [write_versions(db, versions) for versions in (
-        [_shielded(template)], [_sensitive(template, False)], [_sensitive(template, True)],
-        _later_versions(template), _now_sensitive_versions(template, other_dump))]
-    return Canaries(*(rid for rid, _cpid in children),
+        planted = [[_shielded(template)], [_sensitive(template, False)],
+                   [_sensitive(template, True)]]
+        if other is not None:
+            planted += [_later_versions(template),
+                        _now_sensitive_versions(template, organisation_dump(other))]
+    children = [write_versions(db, versions) for versions in planted]
+    ids: list[str | None] = [rid for rid, _cpid in children]
+    ids += [None] * (5 - len(ids))
+    return Canaries(str(ids[0]), str(ids[1]), str(ids[2]), ids[3], ids[4],
                     contactpoint_ids=tuple(cpid for _rid, cpid in children))
 
 
 def shield_later(client: FlaskClient, reader: dict[str, str], canaries: Canaries) -> None:
     """Shield the ``later`` child through the API after ``reader`` has read its earlier
     versions (which then held its canaries): PUT with the restricted security label."""
+    assert canaries.later is not None
     url = f"/fhir/Patient/{canaries.later}"
     first = client.get(f"{url}/_history/1", headers=reader)
     assert first.status_code == 200 and canaries_in(first.data, LATER_CANARIES)

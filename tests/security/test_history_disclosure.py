@@ -45,7 +45,8 @@ def _own_child(db: Database, authority: str,
 
 def _withheld_strings(child: Child) -> dict[str, str]:
     """Return what docs/domain.md "Shielding" withholds of ``child``, by name."""
-    found = {"NHS number": str(child.nhs_number), "postcode": str(child.address_postcode)}
+    found: dict[str, str | None] = {"NHS number": child.nhs_number,
+                                    "postcode": child.address_postcode}
     for carer in child.carers:
         found.update({f"carer {carer.position} phone": carer.phone,
                       f"carer {carer.position} email": carer.email})
