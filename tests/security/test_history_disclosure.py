@@ -166,3 +166,49 @@ def test_history_of_an_archived_child_is_not_found(client: FlaskClient, callers:
                 assert canaries_in(response.data, withheld) == []
     for url in urls:
         assert client.get(url, headers=callers.admin).status_code == 200, url
+
+
+def _next_assessment_version(db: Database, child_id: int, lead_code: str | None) -> int:
+    """Store the next version of the child's first eCAF assessment (its lead organisation
+    set to ``lead_code``'s, else its consent flag turned over), keeping the superseded
+    version's snapshot as an update through the API does; return the superseded version."""
+    with db.write_transaction() as session:
+        assessment = session.scalars(select(Assessment).where(
+            Assessment.child_id == child_id).order_by(Assessment.id)).first()
+        assert assessment is not None
+        before = history.assessment_snapshot(assessment)
+        if lead_code is not None:
+            assessment.lead_organisation = session.scalars(select(Organisation).where(
+                Organisation.ods_code == lead_code)).one()
+            assessment.lead_practitioner = None
+        else:
+            assessment.consent_to_share = not assessment.consent_to_share
+        session.flush()
+        session.add(before)
+        return before.version
+
+
+def test_sensitive_lead_is_withheld_from_earlier_ecaf_versions(
+        client: FlaskClient, callers: Callers, demo: Database, other_authority: str) -> None:
+    """An earlier version of an eCAF team whose lead professional is a sensitive service
+    (compared by organisation: an earlier version's organisation is rebuilt from its
+    snapshot) names whom to ask instead, for a caller without the sensitive-services right."""
+    child, _withheld = _own_child(demo, other_authority, ecaf=True)
+    name = "Canary Lead Sexual Health Service"
+    with demo.sessions() as session:
+        data = canonical_dump(session.scalars(
+            child_query().where(Child.id == child.id)).one(), meta=False)
+        ecaf = session.scalars(select(Assessment.resource_id).where(
+            Assessment.child_id == child.id).order_by(Assessment.id)).first()
+    update_child(demo, child.resource_id, {**data, "involvements": [*data["involvements"], (
+        _involvement(organisation(name, "nhs-trust", "01632 960497", ods_code="Y99933"),
+                     "sexual-health", True))]})
+    _next_assessment_version(demo, child.id, "Y99933")
+    with_lead = _next_assessment_version(demo, child.id, None)
+    urls = [f"/fhir/CareTeam/{ecaf}/_history/{with_lead}", f"/fhir/CareTeam/{ecaf}/_history"]
+    for url in urls:
+        for fmt in FORMATS:
+            plain = client.get(f"{url}?_format={fmt}", headers=callers.other_la)
+            assert plain.status_code == 200, (url, fmt, plain.data[:300])
+            assert name not in plain.get_data(as_text=True), (url, fmt)
+    assert name in client.get(urls[0], headers=callers.admin).get_data(as_text=True)
