@@ -12,7 +12,8 @@ eCAF re-keying) and every path, before mapping:
 
 An earlier version of an entry is judged by the entry's current state as well as its own,
 whichever is stricter: shielding an entry hides what its earlier versions showed, and an
-organisation now working with the child as a sensitive service is withheld from every version.
+involvement of an organisation now working with the child as a sensitive service is withheld
+from every earlier version (unless the current entry shows that same involvement).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from adapter.models import (
     TeamMember,
 )
 from adapter.security.caller import Caller
-from adapter.services.records import copy_columns
+from adapter.services.records import copy_columns, part_key
 
 # docs/domain.md "Shielding": what a caller without the right still sees of a shielded child.
 SHIELDED_VISIBLE: Final = frozenset({"resource_id", "contactpoint_id", "gender", "birth_date",
@@ -176,13 +177,14 @@ def may_see_local_identifier(identifier: LocalIdentifier, caller: Caller) -> boo
 def disclose_child(child: Child, caller: Caller, current: Child | None = None) -> Disclosure:
     """Return what ``caller`` may see of ``child``; ``current`` is the entry as it is now when
     ``child`` is an earlier version of it (the stricter of the two states decides)."""
-    now = current if current is not None else child
-    shielded = child.shielded or now.shielded
+    shielded = child.shielded or (current is not None and current.shielded)
     if shielded and not caller.has_right("shielded"):
         return Disclosure(_shielded_view(child), True, False)
-    withheld = set() if sensitive_visible(caller) else _sensitive_organisations(now)
-    involvements = [i for i in child.involvements if may_see_involvement(i, caller)
-                    and not (withheld and organisation_code(i.organisation) in withheld)]
+    withheld = _now_sensitive(child, current) \
+        if current is not None and not sensitive_visible(caller) else set()
+    involvements = [i for i in child.involvements
+                    if may_see_involvement(i, caller)
+                    and not (withheld and part_key(i) in withheld)]
     local_ids = [li for li in child.local_identifiers if may_see_local_identifier(li, caller)]
     if len(involvements) == len(child.involvements) \
             and len(local_ids) == len(child.local_identifiers):
@@ -218,6 +220,19 @@ def withheld_local_identifiers(child: Child, caller: Caller) -> list[LocalIdenti
     see: an update from that caller cannot have meant to remove what it was never shown."""
     return [copy_local_identifier(li) for li in child.local_identifiers
             if not may_see_local_identifier(li, caller)]
+
+
+def _now_sensitive(version: Child, current: Child) -> set[str]:
+    """Return the keys of the involvements of an earlier version that would name a provider
+    working with the child as a sensitive service now: its organisation is one, and the
+    involvement is not one the current entry shows as an ordinary service."""
+    sensitive = _sensitive_organisations(current)
+    if not sensitive:
+        return set()
+    ordinary = {part_key(i) for i in current.involvements if not i.sensitive}
+    return {key for i in version.involvements
+            if organisation_code(i.organisation) in sensitive
+            and (key := part_key(i)) not in ordinary}
 
 
 def _sensitive_organisations(child: Child) -> set[str | None]:
