@@ -344,9 +344,9 @@ def ecaf_participant(criterion: Criterion, value: str, caller: Caller) -> Any:
                              participant_match(criterion, value, TeamMember.resource_id,
                                                TeamMember.practitioner_id,
                                                TeamMember.organisation_id))
-    lead = and_(lead_shown(caller), participant_match(criterion, value, Assessment.lead_role_id,
-                                           Assessment.lead_practitioner_id,
-                                           Assessment.lead_organisation_id))
+    lead = and_(lead_shown(caller), participant_match(
+        criterion, value, Assessment.lead_role_id, Assessment.lead_practitioner_id,
+        Assessment.lead_organisation_id))
     return or_(members, lead)
 
 
