@@ -45,8 +45,8 @@ from adapter.models.export import RUNNING_STATES
 from adapter.notify import ledger
 from adapter.security import audit
 from adapter.security.caller import Caller
-from adapter.security.policy import disclose_child
-from adapter.services.children import child_query, visible_to
+from adapter.security.policy import disclose_child, visible_to
+from adapter.services.children import child_query
 from adapter.services.ndjson_export import assessments_by_child
 from adapter.services.organisations import render_organisation, render_practitioner
 

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from sqlalchemy import select
+from sqlalchemy import not_, select
 from sqlalchemy.orm import Session
 
 from adapter.mapping import fhir as mapping
@@ -19,7 +19,7 @@ from adapter.models.notify import DIRECTORY_TOPIC, ECAF_TOPIC, Event
 from adapter.notify.bundle import reference_entry
 from adapter.security import audit
 from adapter.security.caller import Caller
-from adapter.security.policy import disclose_child
+from adapter.security.policy import child_visible, disclose_child, visible_to
 from adapter.security.scopes import parse_scopes
 
 
@@ -88,10 +88,22 @@ def render_event(session: Session, event: EventData, content: str, caller: Calle
     return Rendered([reference_entry(base, focus, event.action, status="404")])
 
 
+def may_resend(session: Session, discloses: list[str] | None, caller: Caller) -> bool:
+    """Return True when content rendered at an earlier attempt may be sent again as it was:
+    no child it discloses has since been shielded (for a subscriber without the right) or
+    archived. Otherwise it is rendered again, by the child's current state
+    (docs/domain.md "Shielding", "Retention")."""
+    if not discloses:
+        return True
+    hidden = session.scalar(select(Child.id).where(Child.resource_id.in_(discloses),
+                                                   not_(child_visible(caller))).limit(1))
+    return hidden is None
+
+
 def _visible_child(session: Session, resource_id: str | None, caller: Caller) -> Child | None:
     """Return the child with FHIR id ``resource_id`` if ``caller`` may see it at all (archived
-    entries are invisible to ordinary callers, DOMAIN.md "Retention")."""
-    from adapter.services.children import child_query, visible_to
+    entries are invisible to ordinary callers, docs/domain.md "Retention")."""
+    from adapter.services.children import child_query
 
     if resource_id is None:
         return None

@@ -24,7 +24,14 @@ from adapter.models.notify import (
 )
 from adapter.notify.bundle import EventItem, StatusInfo, notification_bundle, serialise
 from adapter.notify.channels import SUBSCRIBER_ERROR, Outcome, Parcel
-from adapter.notify.content import EventData, focus_of, load_events, render_event, subscriber
+from adapter.notify.content import (
+    EventData,
+    focus_of,
+    load_events,
+    may_resend,
+    render_event,
+    subscriber,
+)
 from adapter.notify.ledger import record_deliveries
 from adapter.notify.signing import unseal
 from adapter.notify.topics import topic_url
@@ -234,14 +241,15 @@ def _items(session: Session, subscription: Subscription, group: Group, base: str
            caller: Caller, events: dict[int, EventData]) -> list[EventItem]:
     """Return the events of a group with their entries, rendering full-resource content at
     the first attempt and keeping it (``_keep_content``), so that every attempt sends the same
-    content."""
+    content — unless a child it discloses has been shielded or archived since
+    (``content.may_resend``): then it is rendered again, as a read now would show it."""
     items = []
     for row in group.rows:
         event = events.get(row.event_id) if row.event_id else None
         if event is None:
             continue
-        if subscription.content == "full-resource" and event.payload is None \
-                and row.content is None:
+        if subscription.content == "full-resource" and event.payload is None and (
+                row.content is None or not may_resend(session, row.discloses, caller)):
             rendered = render_event(session, event, "full-resource", caller, base)
             row.content, row.discloses = rendered.entries, rendered.discloses
             _keep_content(session, row)

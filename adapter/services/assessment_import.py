@@ -26,11 +26,13 @@ from adapter.security import audit
 from adapter.security.caller import Caller
 from adapter.security.policy import (
     is_administrator,
+    may_see_lead,
+    may_see_member,
     may_write_assessment,
     require_shared_unchanged,
+    visible_to,
 )
 from adapter.services import history
-from adapter.services.children import visible_to
 from adapter.services.directory_import import (
     CONFLICT,
     DB_ERRORS,
@@ -40,7 +42,6 @@ from adapter.services.directory_import import (
     rejected,
 )
 from adapter.services.entry_rows import SharedRows, described_in_assessment
-from adapter.services.practitioner_roles import may_see_lead, may_see_member
 from adapter.services.records import apply_assessment
 
 WHERE: Final = "AssessmentReference"

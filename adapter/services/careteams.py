@@ -18,7 +18,7 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any, ClassVar, Final
 
-from sqlalchemy import Select, and_, exists, false, not_, or_, select, true, update
+from sqlalchemy import Select, and_, exists, false, or_, select, true, update
 from sqlalchemy.orm import Session, attributes, contains_eager, selectinload
 
 from adapter import codes
@@ -50,10 +50,19 @@ from adapter.notify import ledger
 from adapter.security import audit
 from adapter.security.caller import Caller
 from adapter.security.policy import (
+    child_visible,
+    disclose_assessment,
     disclose_child,
+    involvement_shown,
+    lead_shown,
+    may_see_child,
     may_see_involvement,
+    may_see_lead,
+    may_see_member,
     may_write_assessment,
     may_write_involvement,
+    member_shown,
+    visible_to,
 )
 from adapter.services import history
 from adapter.services.children import (
@@ -61,10 +70,8 @@ from adapter.services.children import (
     PATIENT_PARAMS,
     child_query,
     criterion_condition,
-    hidden_unless,
     render_patient,
     require_own_authority,
-    visible_to,
 )
 from adapter.services.organisations import (
     Kind,
@@ -85,16 +92,7 @@ from adapter.services.organisations import (
     token_condition,
     write_errors,
 )
-from adapter.services.practitioner_roles import (
-    child_visible,
-    involvement_role,
-    lead_role,
-    lead_sensitive,
-    may_see_child,
-    may_see_lead,
-    may_see_member,
-    member_role,
-)
+from adapter.services.practitioner_roles import involvement_role, lead_role, member_role
 from adapter.services.records import apply_assessment, apply_child, part_key
 from adapter.services.validation import require_valid, validate_inbound
 
@@ -162,9 +160,11 @@ def _warnings(shielded: bool) -> list[dict[str, Any]]:
     return [issue("warning", "suppressed", BREAK_GLASS)] if shielded else []
 
 
-def render_team(session: Session, child: Child, caller: Caller, action: str | None) -> Rendered:
-    """Disclose, audit (as ``action``; None: a write's own record) and map a child's team."""
-    disclosure = disclose_child(child, caller)
+def render_team(session: Session, child: Child, caller: Caller, action: str | None,
+                current: Child | None = None) -> Rendered:
+    """Disclose, audit (as ``action``; None: a write's own record) and map a child's team;
+    ``current`` is the child now when ``child`` is an earlier version (judged by both)."""
+    disclosure = disclose_child(child, caller, current)
     resource = mapping.child_to_careteam(disclosure.child, redacted=disclosure.redacted)
     if action is not None:
         audit.record(session, action, resource_type="CareTeam", resource_id=str(resource["id"]),
@@ -173,40 +173,10 @@ def render_team(session: Session, child: Child, caller: Caller, action: str | No
     return Rendered(resource, child.version, child.last_updated, _warnings(disclosure.override))
 
 
-def _member_copy(member: TeamMember) -> TeamMember:
-    """Return a transient copy of a team member sharing its organisation and practitioner."""
-    copy = TeamMember(resource_id=member.resource_id, position=member.position,
-                      role=member.role, phone=member.phone, email=member.email)
-    copy.organisation, copy.practitioner = member.organisation, member.practitioner
-    return copy
-
-
-def ecaf_view(assessment: Assessment, caller: Caller) -> tuple[Assessment, bool]:
-    """Return what ``caller`` may see of an assessment's team, and whether it is redacted:
-    sensitive members are removed; a sensitive lead is replaced by the managing authority,
-    whom to ask (DOMAIN.md "Sensitive services")."""
-    members = [m for m in assessment.members if may_see_member(m, caller)]
-    lead_ok = may_see_lead(assessment, caller)
-    if lead_ok and len(members) == len(assessment.members):
-        return assessment, False
-    view = Assessment(resource_id=assessment.resource_id, assessment_id=assessment.assessment_id,
-                      status=assessment.status, started_date=assessment.started_date,
-                      completed_date=assessment.completed_date,
-                      closed_date=assessment.closed_date, version=assessment.version,
-                      consent_to_share=assessment.consent_to_share,
-                      last_updated=assessment.last_updated)
-    view.child = assessment.child
-    view.lead_organisation = assessment.lead_organisation if lead_ok else \
-        assessment.child.managing_organisation
-    view.lead_practitioner = assessment.lead_practitioner if lead_ok else None
-    view.members = [_member_copy(m) for m in members]
-    return view, True
-
-
 def render_ecaf(session: Session, assessment: Assessment, caller: Caller,
                 action: str | None) -> Rendered:
     """Disclose, audit and map an eCAF Team Around the Child."""
-    view, redacted = ecaf_view(assessment, caller)
+    view, redacted = disclose_assessment(assessment, caller)
     resource = mapping.assessment_to_careteam(view, redacted=redacted)
     if not may_see_lead(assessment, caller):  # the lead's PractitionerRole is withheld
         for participant in resource.get("participant", []):
@@ -373,24 +343,20 @@ def ecaf_identifier(value: str) -> Any:
 
 def team_participant(criterion: Criterion, value: str, caller: Caller) -> Any:
     """Return the condition on Child that a participant the caller may see matches."""
-    visible = true() if caller.has_right("sensitive") else not_(Involvement.sensitive)
-    return exists().where(Involvement.child_id == Child.id, visible, participant_match(
-        criterion, value, Involvement.resource_id, Involvement.practitioner_id,
-        Involvement.organisation_id))
+    match = participant_match(criterion, value, Involvement.resource_id,
+                              Involvement.practitioner_id, Involvement.organisation_id)
+    return exists().where(Involvement.child_id == Child.id, involvement_shown(caller), match)
 
 
 def ecaf_participant(criterion: Criterion, value: str, caller: Caller) -> Any:
     """Return the condition on Assessment that a member or lead the caller may see matches."""
-    sensitive = caller.has_right("sensitive")
-    member_ok = true() if sensitive else TeamMember.role.not_in(codes.SENSITIVE_ROLES)
-    members = exists().where(TeamMember.assessment_id == Assessment.id, member_ok,
+    members = exists().where(TeamMember.assessment_id == Assessment.id, member_shown(caller),
                              participant_match(criterion, value, TeamMember.resource_id,
                                                TeamMember.practitioner_id,
                                                TeamMember.organisation_id))
-    lead_ok = true() if sensitive else not_(lead_sensitive())
-    lead = and_(lead_ok, participant_match(criterion, value, Assessment.lead_role_id,
-                                           Assessment.lead_practitioner_id,
-                                           Assessment.lead_organisation_id))
+    lead = and_(lead_shown(caller), participant_match(
+        criterion, value, Assessment.lead_role_id, Assessment.lead_practitioner_id,
+        Assessment.lead_organisation_id))
     return or_(members, lead)
 
 
@@ -433,9 +399,8 @@ def ecaf_condition(criterion: Criterion, caller: Caller) -> Any:
 
 def team_query(caller: Caller) -> Select[Child]:
     """Return the select of the children whose team is listed for ``caller``."""
-    visible = true() if caller.has_right("sensitive") else not_(Involvement.sensitive)
-    return child_query().where(visible_to(caller), hidden_unless(caller), exists().where(
-        Involvement.child_id == Child.id, visible))
+    return child_query().where(child_visible(caller), exists().where(
+        Involvement.child_id == Child.id, involvement_shown(caller)))
 
 
 # --- writes -------------------------------------------------------------------------------
@@ -680,7 +645,7 @@ class CareTeamHandler:
             if stored.deleted or only not in (None, stored.version):
                 continue
             snapshot = self._with_current_ids(history.child_from_snapshot(stored), child)
-            out.append((render_team(session, snapshot, caller, action), stored.version,
+            out.append((render_team(session, snapshot, caller, action, child), stored.version,
                         method_of(stored.version), stored.last_updated))
         return out
 

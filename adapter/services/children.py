@@ -46,7 +46,15 @@ from adapter.models.canonical import normalise_name
 from adapter.notify import ledger
 from adapter.security import audit
 from adapter.security.caller import Caller
-from adapter.security.policy import disclose_child, require_child_writer
+from adapter.security.policy import (
+    copy_involvement,
+    disclose_child,
+    hidden_unless,
+    organisation_code,
+    require_child_writer,
+    visible_to,
+    withheld_local_identifiers,
+)
 from adapter.services import history
 from adapter.services.organisations import (
     given_match,
@@ -101,12 +109,6 @@ def _children_statement() -> Select[Child]:
         .order_by(Child.id)
 
 
-def visible_to(caller: Caller) -> Any:
-    """Return the condition hiding archived entries from ordinary callers (DOMAIN.md
-    "Retention": archived entries are invisible to every ordinary caller)."""
-    return Child.record_status == "live" if not caller.has_right("admin") else Child.id.is_not(None)
-
-
 def load_child(session: Session, resource_id: str, caller: Caller) -> Child:
     """Return the child with FHIR id ``resource_id``.
 
@@ -129,10 +131,11 @@ def base() -> str:
 
 
 def render_patient(session: Session, child: Child, caller: Caller,
-                   action: str | None) -> Rendered:
+                   action: str | None, current: Child | None = None) -> Rendered:
     """Disclose, audit (as ``action``; None when the write's own record covers it) and map
-    one child for ``caller``."""
-    disclosure = disclose_child(child, caller)
+    one child for ``caller``; ``current`` is the entry now when ``child`` is an earlier
+    version (judged by both, docs/domain.md "Shielding")."""
+    disclosure = disclose_child(child, caller, current)
     if action is not None:
         audit.record(session, action, resource_type="Patient", resource_id=child.resource_id,
                      child_ref=child.resource_id, override=disclosure.override, caller=caller)
@@ -176,8 +179,7 @@ def _identifier_condition(value: str, caller: Caller) -> Any:
     """Return a condition for one identifier token (system|value or value alone)."""
     system, code = split_token(value)
     own = systems.OwnSystems(base())
-    hidden_if_shielded = Child.shielded.is_(False) if not caller.has_right("shielded") \
-        else Child.id.is_not(None)
+    hidden_if_shielded = hidden_unless(caller)
     by_system = {
         systems.NHS_NUMBER: and_(Child.nhs_number == code.replace(" ", ""), hidden_if_shielded),
         own.upn: and_(Child.upn == code.upper(), hidden_if_shielded),
@@ -202,12 +204,6 @@ def _local_identifier_condition(org_code: str, value: str, caller: Caller) -> An
                                   Organisation.ods_code == org_code,
                                   Organisation.gss_code == org_code,
                                   Organisation.urn == org_code)))) & hidden_unless(caller)
-
-
-def hidden_unless(caller: Caller) -> Any:
-    """Return the condition excluding shielded children for callers without the right."""
-    return Child.shielded.is_(False) if not caller.has_right("shielded") \
-        else Child.id.is_not(None)
 
 
 def _date_condition(column: Any, value: str, name: str, as_date: bool) -> Any:
@@ -331,8 +327,6 @@ def _merged_involvements(record: Child, existing: Child) -> list[Any]:
     every involvement other than the GP unchanged (a Patient carries only
     ``generalPractitioner``), the stored GP practices the Patient still names, then GP
     practices it adds."""
-    from adapter.security.policy import copy_involvement, organisation_code
-
     named = {organisation_code(i.organisation): i for i in record.involvements if i.role == "gp"}
     kept = [copy_involvement(i) for i in existing.involvements
             if i.role != "gp" or organisation_code(i.organisation) in named]
@@ -358,12 +352,9 @@ def _patient_record(session: Session, resource: dict[str, Any], caller: Caller,
     if record.managing_organisation is None:
         record.managing_organisation = existing.managing_organisation if existing else None
     if existing is not None:
-        from adapter.security.policy import copy_local_identifier, may_see_local_identifier
-
         record.involvements = _merged_involvements(record, existing)
-        record.local_identifiers = [*record.local_identifiers, *(
-            copy_local_identifier(li) for li in existing.local_identifiers
-            if not may_see_local_identifier(li, caller))]
+        record.local_identifiers = [*record.local_identifiers,
+                                    *withheld_local_identifiers(existing, caller)]
     return record, notes
 
 
@@ -411,7 +402,7 @@ class PatientHandler:
         for stored in history.child_versions(session, resource_id):
             if stored.version == version and not stored.deleted:
                 return render_patient(session, history.child_from_snapshot(stored), caller,
-                                      "vread")
+                                      "vread", current)
         raise NotFound(f"Patient/{resource_id} has no version {version}.")
 
     def history(self, session: Session, resource_id: str,
@@ -423,7 +414,7 @@ class PatientHandler:
             "POST" if current.version == 1 else "PUT", current.last_updated)]
         for stored in history.child_versions(session, resource_id):
             rendered = render_patient(session, history.child_from_snapshot(stored), caller,
-                                      "history")
+                                      "history", current)
             out.append((rendered, stored.version, "POST" if stored.version == 1 else "PUT",
                         stored.last_updated))
         return out

@@ -1,8 +1,8 @@
 """Directory XML out: directory entries and eCAF assessment references as one caller may see
 them, by id or page by page (an authority's records, optionally those changed since an
-instant), each disclosed through the one policy (``adapter.security.policy.disclose_child``;
-for assessment references the FHIR CareTeam's ``careteams.ecaf_view``) and audited in the
-transaction that reads it (issue 5 items 4-5). A record the policy cut is marked
+instant), each disclosed through the one policy (``adapter.security.policy``:
+``disclose_child``, and for assessment references ``disclose_assessment`` as the FHIR CareTeam)
+and audited in the transaction that reads it. A record the policy cut is marked
 ``redacted`` (common.xsd ``DisclosureAttributes``): a visible redaction, never a silent gap.
 
 Pages are keyset-paged on (last updated, internal id), so a client that walks an authority's
@@ -34,10 +34,13 @@ from adapter.models.canonical import (
 from adapter.notify import ledger
 from adapter.security import audit
 from adapter.security.caller import Caller
-from adapter.security.policy import disclose_child
-from adapter.services.careteams import ecaf_view
-from adapter.services.children import child_query, visible_to
-from adapter.services.practitioner_roles import child_visible
+from adapter.security.policy import (
+    child_visible,
+    disclose_assessment,
+    disclose_child,
+    visible_to,
+)
+from adapter.services.children import child_query
 
 MAX_COUNT: Final = 1000
 DEFAULT_COUNT: Final = 100
@@ -82,7 +85,7 @@ def disclosed_assessment(session: Session, assessment: Assessment, caller: Calle
                          action: str) -> tuple[Canonical, bool]:
     """Return what ``caller`` may see of an assessment reference (its team as the FHIR
     CareTeam shows it, its child's identifiers as the child's policy does), audited."""
-    view, redacted = ecaf_view(assessment, caller)
+    view, redacted = disclose_assessment(assessment, caller)
     child = disclose_child(assessment.child, caller)
     data = canonical_assessment_dump(view)
     data["child"] = child_reference_dump(child.child)

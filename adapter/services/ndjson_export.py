@@ -29,8 +29,8 @@ from adapter.models import Assessment, Child, Organisation, Practitioner
 from adapter.notify import ledger
 from adapter.security import audit
 from adapter.security.caller import Caller
-from adapter.security.policy import disclose_child
-from adapter.services.children import child_query, visible_to
+from adapter.security.policy import disclose_child, visible_to
+from adapter.services.children import child_query
 
 PAGE: Final = 500
 Lines = defaultdict[str, list[bytes]]

@@ -15,7 +15,7 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any, ClassVar, Final
 
-from sqlalchemy import Select, and_, exists, false, not_, or_, select, true
+from sqlalchemy import Select, false, or_, select, true
 from sqlalchemy.orm import Session, contains_eager
 
 from adapter import codes
@@ -43,9 +43,16 @@ from adapter.models import (
 from adapter.notify import ledger
 from adapter.security import audit
 from adapter.security.caller import Caller
-from adapter.security.policy import may_write_involvement
+from adapter.security.policy import (
+    involvement_visible,
+    lead_visible,
+    may_see_child,
+    may_write_involvement,
+    member_visible,
+    sensitive_visible,
+)
 from adapter.services import history
-from adapter.services.children import BREAK_GLASS, hidden_unless, visible_to
+from adapter.services.children import BREAK_GLASS
 from adapter.services.organisations import (
     CURRENT_ONLY,
     Kind,
@@ -61,70 +68,6 @@ from adapter.services.organisations import (
 from adapter.services.validation import validate_inbound
 
 NOT_FOUND: Final = "No PractitionerRole/{id} on this server (or not one you may see)."
-
-
-# --- disclosure ---------------------------------------------------------------------------
-
-def sensitive_visible(caller: Caller) -> bool:
-    """Return True when the caller may see sensitive services (DOMAIN.md)."""
-    return caller.has_right("sensitive")
-
-
-def child_visible(caller: Caller) -> Any:
-    """Return the condition on Child under which its roles may be shown to ``caller``: live (or
-    an administrator) and not shielded (or the caller holds the shielding right)."""
-    return and_(visible_to(caller), hidden_unless(caller))
-
-
-def involvement_visible(caller: Caller) -> Any:
-    """Return the condition on Involvement (joined with its Child) for ``caller``."""
-    condition = child_visible(caller)
-    return condition if sensitive_visible(caller) else and_(condition, not_(Involvement.sensitive))
-
-
-def member_visible(caller: Caller) -> Any:
-    """Return the condition on TeamMember (joined with assessment and child) for ``caller``:
-    a member from a sensitive service (by its role) is withheld without the right."""
-    condition = child_visible(caller)
-    if sensitive_visible(caller):
-        return condition
-    return and_(condition, TeamMember.role.not_in(codes.SENSITIVE_ROLES))
-
-
-def lead_sensitive() -> Any:
-    """Return the condition on Assessment that its lead professional is a sensitive service:
-    the lead organisation is one the child is involved with as a sensitive service."""
-    return exists().where(Involvement.child_id == Assessment.child_id, Involvement.sensitive,
-                          Involvement.organisation_id == Assessment.lead_organisation_id)
-
-
-def lead_visible(caller: Caller) -> Any:
-    """Return the condition on Assessment (joined with its child) that ``caller`` may see the
-    lead professional's role."""
-    condition = child_visible(caller)
-    return condition if sensitive_visible(caller) else and_(condition, not_(lead_sensitive()))
-
-
-def may_see_child(child: Child, caller: Caller) -> bool:
-    """Return True when ``caller`` may see the roles of ``child`` at all."""
-    live = child.record_status == "live" or caller.has_right("admin")
-    return live and (not child.shielded or caller.has_right("shielded"))
-
-
-def may_see_member(member: TeamMember, caller: Caller) -> bool:
-    """Return True when ``caller`` may see an eCAF team member (sensitive roles withheld)."""
-    return member.role not in codes.SENSITIVE_ROLES or sensitive_visible(caller)
-
-
-def is_lead_sensitive(assessment: Assessment) -> bool:
-    """Return True when the lead organisation works with the child as a sensitive service."""
-    return any(i.sensitive and i.organisation_id == assessment.lead_organisation_id
-               for i in assessment.child.involvements)
-
-
-def may_see_lead(assessment: Assessment, caller: Caller) -> bool:
-    """Return True when ``caller`` may see the lead professional of an assessment."""
-    return sensitive_visible(caller) or not is_lead_sensitive(assessment)
 
 
 # --- deletion tombstones ------------------------------------------------------------------

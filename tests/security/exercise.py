@@ -1,4 +1,5 @@
-"""Every request that can return a child's data, enumerated from the URL map: reads, vreads,
+"""Every request that can return a child's data, enumerated from the URL map: reads, vreads
+(of every version the record has),
 histories, searches (GET and POST, with each declared ``_include`` and ``_revinclude``) of the
 resource types that carry a child's data, other GET routes on such resources, and bulk export
 (kick-off, status, every file). A route that is neither exercised here nor listed as carrying
@@ -55,13 +56,19 @@ class Call:
     needs_right: bool = False
     # FHIR routes answer JSON and XML (``_format``); the directory dialect is XML only.
     formats: tuple[str, ...] = ("json", "xml")
+    # A FHIR JSON body (a batch or transaction Bundle).
+    body: dict[str, Any] | None = None
 
     def run(self, client: FlaskClient, headers: dict[str, str], fmt: str) -> Answer:
         """Send the request in format ``fmt`` (json or xml; ignored by the directory)."""
         path = self.path
         if len(self.formats) > 1:
             path += f"{'&' if '?' in path else '?'}_format={fmt}"
-        with client.open(path, method=self.method, headers=headers, data=self.form) as response:
+        data: Any = self.form
+        if self.body is not None:
+            headers = {**headers, "Content-Type": "application/fhir+json"}
+            data = orjson.dumps(self.body)
+        with client.open(path, method=self.method, headers=headers, data=data) as response:
             return Answer(response.status_code, response.get_data(), dict(response.headers))
 
 
@@ -99,6 +106,15 @@ def related_ids(client: FlaskClient, headers: dict[str, str], resource_type: str
             if any(m in orjson.dumps(e["resource"]).decode() for m in markers)]
 
 
+def version_ids(client: FlaskClient, headers: dict[str, str], resource_type: str,
+                resource_id: str) -> list[str]:
+    """Return every version id of a resource (as ``headers`` sees its ``_history``)."""
+    bundle = client.get(f"/fhir/{resource_type}/{resource_id}/_history", headers=headers).json
+    found = [str(e["response"]["etag"]).removeprefix('W/"').removesuffix('"')
+             for e in (bundle or {}).get("entry", [])]
+    return found or ["1"]
+
+
 def _search_calls(route: Route, resource_type: str, handler: Any,
                   patient_ids: tuple[str, ...]) -> Iterator[Call]:
     """Yield the searches of one type: plain, each _include/_revinclude, and for Patient by
@@ -114,9 +130,10 @@ def _search_calls(route: Route, resource_type: str, handler: Any,
         yield Call("GET", f"{base}&_revinclude={name}", route=str(route))
     if resource_type == "Patient":
         yield Call("GET", f"{base}&address-postalcode=ZZ7", route=str(route))
-        for pid in patient_ids:
-            revincludes = "".join(f"&_revinclude={n}" for n in sorted(handler.revincludes))
-            yield Call("GET", f"{base}&_id={pid}{revincludes}", route=str(route))
+        yield Call("GET", f"{base}&_elements=identifier,address,contact,generalPractitioner",
+                   route=str(route))
+        revincludes = "".join(f"&_revinclude={n}" for n in sorted(handler.revincludes))
+        yield Call("GET", f"{base}&_id={','.join(patient_ids)}{revincludes}", route=str(route))
 
 
 @dataclass(frozen=True)
@@ -154,6 +171,7 @@ def plan_requests(app: Flask, client: FlaskClient, admin: dict[str, str],
     handlers = {h.resource_type: h for h in HANDLERS}
     plan = Plan()
     ids: dict[str, list[str]] = {"Patient": list(subjects.patient_ids)}
+    versions: dict[tuple[str, str], list[str]] = {}
     assessments = _assessment_ids(app, subjects.authority)
     for route in declared_routes(app):
         if route.method not in ("GET", "POST") or route.access is None or route.access.public:
@@ -171,16 +189,42 @@ def plan_requests(app: Flask, client: FlaskClient, admin: dict[str, str],
             continue
         if kind not in ids:
             ids[kind] = related_ids(client, admin, kind, subjects.markers)
-        calls = list(_route_calls(route, kind, handlers.get(kind), ids[kind]))
+        for rid in ids[kind]:
+            if (kind, rid) not in versions:
+                versions[(kind, rid)] = version_ids(client, admin, kind, rid)
+        calls = list(_route_calls(route, kind, handlers.get(kind),
+                                  {rid: versions[(kind, rid)] for rid in ids[kind]}))
         if calls:
             plan.covered.add(route.endpoint)
             plan.calls.extend(calls)
     plan.export = [r.endpoint for r in declared_routes(app) if r.endpoint in EXPORT_ENDPOINTS]
+    plan.calls.extend(_bundle_calls(app, plan))
     return plan
 
 
-def _route_calls(route: Route, kind: str, handler: Any, ids: list[str]) -> Iterator[Call]:
-    """Yield the calls that exercise one route of a child-data type."""
+def _bundle_calls(app: Flask, plan: Plan) -> Iterator[Call]:
+    """Yield a batch Bundle (``POST /fhir``) whose GET entries are every FHIR read and vread
+    of the plan: each entry is answered through the same handlers, and its response must
+    disclose no more (a transaction's GET entries take the same path,
+    ``adapter.fhir.transaction._read_entry``; searches in a Bundle run the search page the
+    search routes run)."""
+    reads = [call.path.removeprefix("/fhir/") for call in plan.calls
+             if call.method == "GET" and call.path.startswith("/fhir/")
+             and not any(mark in call.path for mark in ("$", "?"))
+             and not call.path.endswith("/_history")]
+    for route in declared_routes(app):
+        if route.endpoint != "fhir.system.bundle":
+            continue
+        plan.covered.add(route.endpoint)
+        bundle = {"resourceType": "Bundle", "type": "batch", "entry": [
+            {"request": {"method": "GET", "url": url}} for url in reads]}
+        yield Call("POST", route.rule, route=str(route), body=bundle)
+
+
+def _route_calls(route: Route, kind: str, handler: Any,
+                 ids: dict[str, list[str]]) -> Iterator[Call]:
+    """Yield the calls that exercise one route of a child-data type (``ids``: each resource's
+    version ids; a route taking a version is called with every one)."""
     name = route.endpoint.rsplit(".", 1)[-1]
     if name in ("search-type", "search-type-post"):
         yield from _search_calls(route, kind, handler, tuple(ids) if kind == "Patient" else ())
@@ -191,9 +235,10 @@ def _route_calls(route: Route, kind: str, handler: Any, ids: list[str]) -> Itera
     if not route.arguments:  # an operation on the type
         yield Call("GET", route.rule, route=str(route), needs_right=needs_right)
         return
-    for rid in ids:
-        yield Call("GET", route.url(resource_id=rid, version="1"), route=str(route),
-                   needs_right=needs_right)
+    for rid, numbers in ids.items():
+        for version in numbers if "version" in route.arguments else numbers[:1]:
+            yield Call("GET", route.url(resource_id=rid, version=version), route=str(route),
+                       needs_right=needs_right)
 
 
 def _assessment_ids(app: Flask, authority: str) -> list[str]:
