@@ -220,8 +220,9 @@ def to_login(error: Unauthorized) -> BaseResponse:
 @blueprint.errorhandler(CsrfRefused)
 def csrf_refused(error: CsrfRefused) -> BaseResponse:
     """Answer a refused form with the sign-in page again, its reason and a valid token (403);
-    a caller that sent a bearer token gets the usual OperationOutcome."""
-    if request.headers.get("Authorization"):
+    a caller that sent a bearer token, or that does not accept HTML (a script, not a browser
+    submitting the form), gets the usual OperationOutcome."""
+    if request.headers.get("Authorization") or not request.accept_mimetypes.accept_html:
         return handle_gateway_error(error)
     response = _login_page(error.message, DASHBOARD)
     response.status_code = 403

@@ -50,10 +50,15 @@ def logins(db: Database) -> int:
             AuditRecord.action == "admin-login")) or 0)
 
 
+# What a browser sends when it submits a form: it takes the refusal as a page.
+BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+
+
 def test_every_admin_form_refuses_a_request_without_its_token(app: Flask, client: FlaskClient,
                                                               db: Database) -> None:
     """Every state-changing route under /admin (from the URL map): no token, a made-up one,
-    and another browser's token are each refused with 403 and the form again; nothing
+    and another browser's token are each refused with 403 — the form again for a browser, an
+    OperationOutcome for a script — and nothing
     happens (no session, no sign-in audited, the session of a signed-in admin kept); the form
     the refusal shows works."""
     token = admin_token(app, client)
@@ -66,7 +71,11 @@ def test_every_admin_form_refuses_a_request_without_its_token(app: Flask, client
     before = logins(db)
     for route in forms:
         for sent in ({}, {CSRF_FIELD: "0" * 64}, {CSRF_FIELD: foreign}):
-            response = client.open(route.url(), method=route.method,
+            scripted = client.open(route.url(), method=route.method,
+                                   data={"token": token, **sent})
+            assert scripted.status_code == 403, (str(route), sent)
+            assert scripted.json["resourceType"] == "OperationOutcome"  # type: ignore[index]
+            response = client.open(route.url(), method=route.method, headers=BROWSER,
                                    data={"token": token, **sent})
             assert response.status_code == 403, (str(route), sent)
             assert "was not sent from this gateway" in response.get_data(as_text=True)
