@@ -17,7 +17,7 @@ if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
   exit 1
 fi
 echo "install-chromium: installing the Debian packages $PACKAGES with apt-get" \
-     "(apt-get update, then apt-get install; about 100 MB of downloads)."
+     "(apt-get update, then apt-get install; about 120 MB to download, 400 MB on disk)."
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 apt-get install -y -q --no-install-recommends $PACKAGES
