@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-import subprocess
 
 from adapter.services.validation import UK_CORE_FOLDER
 from adapter.vendored import FHIR_R4_XSD, UK_CORE_DIR, VENDOR_DIGESTS, VENDOR_DIR
 from tests.conftest import CONFORMANCE, REPO
+from tests.repo_files import project_files
 
 # Digests of files whose upstream SHA-256 is published with their source (schemas/vendor/
 # fhir-r4/README.md): the recorded digests must agree with them.
@@ -57,10 +57,8 @@ def test_code_and_tests_use_the_same_folders() -> None:
 
 
 def test_nothing_reads_from_beside_the_repository() -> None:
-    """No tracked code or script builds a path to a folder outside the repository."""
-    tracked = subprocess.run(["git", "ls-files", "adapter", "tests", "bench", "scripts", ".ci",
-                              "Makefile", "wsgi.py"], cwd=REPO, capture_output=True, text=True,
-                             check=True).stdout.split()
+    """No code or script of the repository builds a path to a folder outside the repository."""
+    tracked = project_files("adapter", "tests", "bench", "scripts", ".ci", "Makefile", "wsgi.py")
     assert any(name.endswith(".py") for name in tracked)
     offending = [name for name in tracked if (REPO / name).suffix in (".py", ".sh", "")
                  and (REPO / name).is_file() and OUTSIDE.search((REPO / name).read_text())]
