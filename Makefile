@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 CLI := $(BIN)/contactpoint-gateway
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist): "auto" is one per core; 0 runs in this process alone.
+PYTEST_WORKERS ?= auto
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test lint bench golden clean
@@ -35,9 +37,11 @@ run: $(STAMP) ## migrate, load demo data into an empty database, serve on 127.0.
 	$(CLI) serve
 
 test: $(STAMP) /usr/bin/chromium ## run the whole test suite (SQLite, and PostgreSQL when GATEWAY_TEST_POSTGRES_URL is set)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
-# Debian's Chromium for the dashboard's browser test, installed when missing.
+# The dashboard's browser test drives a system Chromium at /usr/bin/chromium (Playwright
+# downloads no browser). When it is missing, the script says so, then installs Debian's package
+# with apt-get as root, or says how to get it and stops.
 /usr/bin/chromium:
 	scripts/install-chromium.sh
 

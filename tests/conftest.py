@@ -18,13 +18,14 @@ from sqlalchemy.engine import make_url
 
 from adapter import create_app
 from adapter.db import Database
+from adapter.vendored import VENDOR_DIR
 
 POSTGRES_URL = os.environ.get("GATEWAY_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
 REPO = Path(__file__).resolve().parent.parent
-# shared/ (official FHIR schemas, UK Core) lies beside the clone, on developers' machines and CI.
-SHARED = REPO.parent / "shared"
-CONFORMANCE = SHARED / "conformance"
+# The official FHIR R4 schemas (fhir-r4/) and UK Core definitions (uk-core/), vendored in the
+# repository (schemas/vendor/README.md); the same place the gateway reads them from.
+CONFORMANCE = VENDOR_DIR
 
 _backend_outcomes: Counter[tuple[str, str]] = Counter()
 

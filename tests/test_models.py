@@ -204,7 +204,9 @@ def _all_cases() -> list[tuple[str, str, dict[str, Any], str]]:
     return [*checks, *_unique_cases(), *_foreign_key_cases(), *_not_null_cases()]
 
 
-ALL_CASES = _all_cases()
+# In name order: a table's constraints are a set, and parallel test workers (pytest-xdist) must
+# each collect the same tests in the same order.
+ALL_CASES = sorted(_all_cases(), key=lambda case: case[0])
 
 
 @pytest.fixture(scope="module", params=BACKENDS)

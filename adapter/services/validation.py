@@ -8,13 +8,13 @@ from typing import Any, Final
 
 from flask import Flask, current_app
 
-from adapter.config import PROJECT_ROOT
 from adapter.errors import Invalid, issue
 from adapter.fhir import conformance
 from adapter.fhir.systems import UKCORE_PROFILE_BASE
 from adapter.mapping import fhir as mapping
+from adapter.vendored import UK_CORE_DIR
 
-UK_CORE_FOLDER: Final = PROJECT_ROOT / "schemas" / "uk-core"
+UK_CORE_FOLDER: Final = UK_CORE_DIR
 # The reverse mapping of each type, whose Invalid errors and ignored paths are reported.
 REVERSE: Final = {
     "Patient": mapping.patient_to_child,

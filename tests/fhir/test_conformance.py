@@ -31,8 +31,9 @@ from adapter.fhir.profiles import (
     type_fields,
 )
 from adapter.fhir.systems import DEFAULT_CANONICAL_BASE
+from adapter.vendored import UK_CORE_DIR
 
-UK_CORE = Path(__file__).resolve().parents[2].parent / "shared" / "conformance" / "uk-core"
+UK_CORE = UK_CORE_DIR
 BASE = DEFAULT_CANONICAL_BASE
 SD = f"{BASE}/StructureDefinition"
 UKCORE = "https://fhir.hl7.org.uk/StructureDefinition"

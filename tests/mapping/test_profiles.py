@@ -4,7 +4,6 @@ FHIR, derived from UK Core, consistent with adapter/codes.py and with what the m
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -17,6 +16,7 @@ from adapter import codes
 from adapter.config import PROJECT_ROOT
 from adapter.fhir.systems import DEFAULT_CANONICAL_BASE, UKCORE_PROFILE_BASE
 from adapter.mapping.fhir import compiled_mappings
+from adapter.vendored import UK_CORE_DIR
 
 FOLDER = PROJECT_ROOT / "schemas" / "fhir"
 MAPPINGS = PROJECT_ROOT / "mappings"
@@ -60,8 +60,7 @@ def test_profile_derives_from_uk_core(name: str) -> None:
     """Our profiles constrain the UK Core profile of their resource type."""
     sd = PROFILES[name]
     assert sd["baseDefinition"] == f"{UKCORE_PROFILE_BASE}UKCore-{sd['type']}"
-    uk_core = Path(__file__).resolve().parents[3] / "shared" / "conformance" / "uk-core"
-    assert (uk_core / "structuredefinitions" / f"UKCore-{sd['type']}.xml").is_file()
+    assert (UK_CORE_DIR / "structuredefinitions" / f"UKCore-{sd['type']}.xml").is_file()
 
 
 def test_every_extension_and_profile_the_mappings_write_is_published() -> None:
