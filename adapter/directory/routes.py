@@ -228,14 +228,28 @@ def page_headers(page: export.Page, spec: export.ListQuery | None) -> dict[str, 
 
 def entries_response(page: export.Page, spec: export.ListQuery | None = None) -> Response:
     """Return a DirectoryEntries batch of a page."""
-    return _spooled_response(lambda spool: write_entries_data(
-        page.records, spool, count=len(page.records)), page_headers(page, spec))
+    skipped: list[str] = []
+    response = _spooled_response(lambda spool: write_entries_data(
+        page.records, spool, count=len(page.records), skipped=skipped), page_headers(page, spec))
+    return _announce_skipped(response, skipped)
 
 
 def assessments_response(page: export.Page, spec: export.ListQuery | None = None) -> Response:
     """Return an AssessmentReferences batch of a page."""
-    return _spooled_response(lambda spool: write_assessments_data(
-        page.records, spool, count=len(page.records)), page_headers(page, spec))
+    skipped: list[str] = []
+    response = _spooled_response(lambda spool: write_assessments_data(
+        page.records, spool, count=len(page.records), skipped=skipped), page_headers(page, spec))
+    return _announce_skipped(response, skipped)
+
+
+def _announce_skipped(response: Response, skipped: list[str]) -> Response:
+    """Name, in a Warning header, the records left out because they cannot be rendered (the
+    writer logged them for the operators); the document holds and counts the others."""
+    if skipped:
+        response.headers.add("Warning", f'199 contactpoint-gateway "{len(skipped)} record(s) '
+                             f'left out: they cannot be rendered ({", ".join(skipped)}); the '
+                             'operators have been told"')
+    return response
 
 
 @interaction("Patient", "read", "read")

@@ -153,6 +153,8 @@ def test_create_allocates_contactpoint_id_and_reports_what_was_not_kept(
                              if not i["system"].endswith("/Id/contactpoint-id")
                              and not i["system"].endswith("/nhs-number")
                              and not i["system"].endswith("/Id/upn")]
+    if not patient["identifier"]:  # FHIR R4 json.html: no empty arrays
+        del patient["identifier"]
     patient["maritalStatus"] = {"text": "single"}
     response = client.post("/fhir/Patient", json=patient, headers=callers.admin)
     assert response.status_code == 201, response.json
