@@ -15,7 +15,9 @@ in FHIR JSON, FHIR XML and directory XML. Two checks, each run in one place per 
   entry is a child born, never an expected one).
 
 Each flaw names its element as a FHIRPath expression (``Patient.name[0].family``) and never
-repeats the value.
+repeats the value. The shape rules are also run on what goes out (``require_renderable``), so
+that a record stored before this door existed is left out of a page or an export, reported,
+instead of failing it (docs/architecture.md "Records that cannot be rendered").
 """
 
 from __future__ import annotations
