@@ -11,8 +11,8 @@ in FHIR JSON, FHIR XML and directory XML. Two checks, each run in one place per 
   ``Char``: C0 controls but TAB, LF and CR, U+FFFE, U+FFFF, lone surrogates), in values and
   in element names.
 - ``content_flaws`` (the resource stage only): a human name with no family, given or text
-  part, and a birth or death date in the future (``docs/domain.md "Children"``: a directory
-  entry is a child born, never an expected one).
+  part, and a birth or death date in the future (a directory entry is a child with a date of
+  birth, never an expected one: docs/domain.md "The directory entry (one per child)").
 
 Each flaw names its element as a FHIRPath expression (``Patient.name[0].family``) and never
 repeats the value. The shape rules are also run on what goes out (``require_renderable``), so
