@@ -26,7 +26,7 @@ from adapter.fhir.routes import (
     parse_etag,
     run_search_page,
 )
-from adapter.fhir.wellformed import Unrenderable
+from adapter.fhir.wellformed import Unrenderable, require_shape
 from adapter.http import fhir_response
 from adapter.security.access import authenticated, require_scope
 
@@ -147,11 +147,12 @@ def _need(handler: ResourceHandler, interaction: str, entry: Entry) -> None:
 def _resource_of(entry: Entry) -> dict[str, Any]:
     """Return the entry's resource.
 
-    :raises BadRequest: POST/PUT without one.
+    :raises BadRequest: POST/PUT without one, or not well-formed FHIR (its element named).
     """
     if entry.resource is None:
         raise BadRequest(f"A {entry.method} entry needs a resource.",
                          expression=f"Bundle.entry[{entry.index}].resource")
+    require_shape(entry.resource)  # the body's check left entries to this one
     return entry.resource
 
 

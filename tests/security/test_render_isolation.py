@@ -111,6 +111,20 @@ def test_directory_xml_page_leaves_it_out(client: FlaskClient, callers: Callers,
     assert b"Canary" not in response.data
 
 
+def test_its_directory_xml_read_answers_an_operation_outcome(client: FlaskClient,
+                                                             callers: Callers, demo: Database,
+                                                             planted: str) -> None:
+    """``GET /directory/entries/{id}`` of the record: an OperationOutcome naming it, as the
+    FHIR read answers; never a batch that pretends it does not exist."""
+    with demo.sessions() as session:
+        cpid = session.scalar(select(Child.contactpoint_id).where(Child.resource_id == planted))
+    response = client.get(f"/directory/entries/{cpid}", headers=callers.admin)
+    assert response.status_code == 500
+    assert response.json["resourceType"] == "OperationOutcome"
+    assert f"Patient/{planted}" in response.json["issue"][0]["diagnostics"]
+    assert b"Canary" not in response.data
+
+
 def test_bulk_export_reports_it_in_the_error_file(app: Flask, client: FlaskClient,
                                                   callers: Callers, planted: str) -> None:
     """``$export``: the others are exported, the record is an OperationOutcome line of the
