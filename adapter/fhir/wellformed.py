@@ -45,6 +45,14 @@ FUTURE_DATES: Final = {"Patient": ("birthDate", "deceasedDateTime")}
 ENGLAND: Final = ZoneInfo("Europe/London")
 
 
+class Malformed(BadRequest, Invalid):
+    """A resource that is not well-formed FHIR: 400 (FHIR R4 http.html: "failed basic FHIR
+    validation rules"), and an ``Invalid`` for the mapping's callers, which report it as
+    they report every other inbound error."""
+
+    status, issue_code = 400, "invalid"
+
+
 @dataclass(frozen=True)
 class Flaw:
     """What is wrong with one element, and where (a FHIRPath expression)."""
@@ -236,12 +244,11 @@ def _message(flaws: list[Flaw]) -> str:
 def require_shape(resource: Mapping[str, Any], *, entries_later: bool = False) -> None:
     """Refuse a resource that is not well-formed FHIR (see ``shape_flaws``).
 
-    :raises BadRequest: the first flaw, with its expression (FHIR R4 http.html: 400 for a
-        resource that fails basic FHIR validation rules).
+    :raises Malformed: the first flaw, with its expression.
     """
     flaws = shape_flaws(resource, entries_later=entries_later)
     if flaws:
-        raise BadRequest(_message(flaws), expression=flaws[0].expression)
+        raise Malformed(_message(flaws), expression=flaws[0].expression)
 
 
 def require_content(resource: Mapping[str, Any]) -> None:

@@ -167,10 +167,9 @@ def validate_resource(resource: Any, resource_type: str) -> dict[str, Any]:
     Every inbound dialect passes here (a body, a Bundle entry, an NDJSON line): the door
     of ``adapter.fhir.wellformed`` is checked first, so that nothing stored fails to render.
 
-    :raises BadRequest: not well-formed FHIR (null, empty element, a character XML 1.0
-        cannot carry), with the element's expression.
     :raises Invalid: not a ``resource_type``, not valid FHIR, a name naming nobody or a
-        birth date in the future (``expression`` = first error).
+        birth date in the future (``expression`` = first error); ``Malformed`` (a 400) when
+        not well-formed FHIR (null, empty element, a character XML 1.0 cannot carry).
     """
     if not isinstance(resource, dict) or resource.get("resourceType") != resource_type:
         raise Invalid(f"a {resource_type} resource is needed", expression=resource_type)
