@@ -38,7 +38,7 @@ XML_UNSAFE: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\u
 MAX_STRING: Final = 1024 * 1024  # datatypes.html#string: "SHALL NOT exceed 1MB"
 _NAME: Final = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 # Where a resource type carries HumanNames (R4 patient.html, practitioner.html,
-# relatedperson.html): (list of names, path of a single name inside a list).
+# relatedperson.html): dotted paths, each step through arrays.
 HUMAN_NAMES: Final = {"Patient": ("name", "contact.name"), "Practitioner": ("name",),
                       "RelatedPerson": ("name",)}
 FUTURE_DATES: Final = {"Patient": ("birthDate", "deceasedDateTime")}

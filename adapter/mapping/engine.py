@@ -57,6 +57,7 @@ _MISSING: Final = object()
 # a person (schemas/xml/common.xsd PersonNameStructure: at most five, of at most 35
 # characters each), so that every stored name also renders as directory XML.
 LIST_LIMITS: Final = {"given": (5, 35)}
+XML_SPACE: Final = " \t\r\n"  # XML 1.0 section 2.3 S, and XML Schema's \s
 
 Forward = Callable[[Any, dict[str, Any], Mapping[str, Any]], None]
 Reverse = Callable[[dict[str, Any], Any, "Trace", Path, set[str]], None]
@@ -348,6 +349,19 @@ def column_limits(model: type) -> dict[str, int]:
     return limits
 
 
+def canonical_text(text: str, target: str, path: Path) -> str:
+    """Return ``text`` as the canonical model keeps it: without surrounding white space (FHIR
+    R4 datatypes.html#string: it "SHOULD be removed" in XML; directory XML text types allow
+    none, schemas/xml/common.xsd ``\\S(.*\\S)?``).
+
+    :raises Invalid: a line break inside, which no directory XML text type can carry.
+    """
+    trimmed = text.strip(XML_SPACE)
+    if "\n" in trimmed or "\r" in trimmed:
+        raise invalid(target, path, ValueNotAccepted("a line break is not accepted here"))
+    return trimmed
+
+
 def _check_list(items: list[Any], name: str, target: str, path: Path) -> None:
     """Refuse a list attribute longer, or with a longer item, than ``LIST_LIMITS`` allows.
 
@@ -596,6 +610,11 @@ class FieldCompiler:
             for name, item in pairs:
                 if (item is None and len(names) > 1) or (fallback and name in assigned):
                     continue
+                if isinstance(item, str):
+                    item = canonical_text(item, target, path)
+                elif isinstance(item, list):
+                    item = [canonical_text(x, target, path) if isinstance(x, str) else x
+                            for x in item]
                 limit = limits.get(name)
                 if limit is not None and isinstance(item, str) and len(item) > limit:
                     exc = ValueNotAccepted(f"longer than {limit} characters")

@@ -20,7 +20,7 @@ from lxml import etree
 from sqlalchemy import func, select
 
 from adapter.db import Database
-from adapter.directory.schema import NS
+from adapter.directory.schema import ENTRY_XSD, NS, load_schema
 from adapter.fhir.wellformed import content_flaws, shape_flaws
 from adapter.fhir.xml import dumps_resource
 from adapter.models import Child
@@ -83,6 +83,7 @@ BAD: list[tuple[str, Any, int, str]] = [
      "Patient.birthDate"),
     ("six given names", lambda p: p["name"][0].__setitem__("given", list("ABCDEF")), 422,
      "Patient.name[0].given"),
+    ("a line break in a name", set_family("Smi\nth"), 422, "Patient.name[0].family"),
 ]
 
 
@@ -102,6 +103,21 @@ def test_post_patient_refuses_what_cannot_be_rendered(client: FlaskClient, calle
     created = client.post("/fhir/Patient", json=patient, headers=callers.admin)
     assert created.status_code == 201, created.json
     assert stored(demo) == before + 1
+
+
+def test_surrounding_white_space_is_not_kept(client: FlaskClient, callers: Callers,
+                                             demo: Database) -> None:
+    """A name with white space around it is stored trimmed (FHIR R4 datatypes.html#string:
+    it SHOULD be removed), so that it renders as directory XML, whose text types allow none."""
+    patient = new_patient(client, callers)
+    patient["name"][0]["family"], patient["name"][0]["given"] = "  Padded\t", [" Ann"]
+    response = client.post("/fhir/Patient", json=patient, headers=callers.admin)
+    assert response.status_code == 201, response.json
+    read = client.get(response.headers["Location"], headers=callers.admin).json
+    assert (read["name"][0]["family"], read["name"][0]["given"]) == ("Padded", ["Ann"])
+    cpid = next(i["value"] for i in read["identifier"] if i["system"].endswith("/contactpoint-id"))
+    entry = client.get(f"/directory/entries/{cpid}", headers=callers.admin)
+    load_schema(ENTRY_XSD).assertValid(etree.fromstring(entry.data))
 
 
 def test_xml_bodies_meet_the_same_door(client: FlaskClient, callers: Callers,

@@ -36,7 +36,7 @@ from tests.test_cli_import_export import invoke
 TODAY = dt.date.today()
 EDGE_TEXTS = ["", " ", "\t\n", "\u0000", "Ann\u0001e", "\u000bX", "\ufffe", "\uffff", "\u00a0",
               "\u200b", "Zoë", "O'Brien", "Łukasz-Ørsted", "A" * 35, "A" * 36, "B" * 300,
-              "日本", "\U0001f600", "  padded  "]
+              "日本", "\U0001f600", "  padded  ", "Ann\nSmith"]
 PLAUSIBLE = st.text(st.sampled_from(list("AaBbCcÉéßøŁ-' ")), min_size=1, max_size=14)
 TEXTS = st.one_of(PLAUSIBLE, st.sampled_from(EDGE_TEXTS),
                   st.text(st.characters(codec="utf-8"), max_size=40))
