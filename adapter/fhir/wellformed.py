@@ -101,6 +101,8 @@ def _companion_flaw(container: Mapping[str, Any], key: str, value: list[Any]) ->
 def _walk(value: Any, path: str, skip: frozenset[str]) -> Iterator[Flaw]:
     """Yield the shape flaws of a JSON value at ``path`` (elements in ``skip`` are not
     entered: a Bundle's entry resources are checked one by one, as each is applied)."""
+    if path in skip:
+        return
     if value is None:
         yield Flaw(path, "null is not allowed: leave the element out (FHIR R4 json.html)")
     elif isinstance(value, str):
@@ -125,8 +127,6 @@ def _member(container: Mapping[str, Any], key: str, item: Any, path: str,
                          "section 2.2)")
         return
     where = _step(path, key)
-    if where in skip:
-        return
     if isinstance(item, list):
         reason = _companion_flaw(container, key, item)
         if reason:
@@ -155,14 +155,14 @@ def root_expression(resource: Mapping[str, Any]) -> str:
 
 
 def shape_flaws(resource: Mapping[str, Any], *, entries_later: bool = False) -> list[Flaw]:
-    """Return the shape flaws of a resource; with ``entries_later``, a Bundle's entry
-    resources are left to the check each meets when it is applied (one bad entry of a batch
-    is refused on its own)."""
+    """Return the shape flaws of a resource; with ``entries_later``, a Bundle's entries are
+    left to the checks each meets when it is applied (one bad entry of a batch is refused on
+    its own, a request URL no id can match answers 404)."""
     root = root_expression(resource)
     skip: frozenset[str] = frozenset()
     entries = resource.get("entry")
     if entries_later and root == "Bundle" and isinstance(entries, list):
-        skip = frozenset(f"Bundle.entry[{i}].resource" for i in range(len(entries)))
+        skip = frozenset(f"Bundle.entry[{i}]" for i in range(len(entries)))
     return list(_walk(resource, root, skip))
 
 
