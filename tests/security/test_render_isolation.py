@@ -49,6 +49,17 @@ def told_operators(caplog: pytest.LogCaptureFixture, resource_id: str) -> None:
     assert not any("Canary" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.parametrize("resource_type", ["Patient", "CareTeam", "PractitionerRole",
+                                           "Organization", "Practitioner"])
+def test_the_demo_directory_renders_whole(client: FlaskClient, callers: Callers,
+                                          resource_type: str) -> None:
+    """Nothing the demo data (written through the same writers) holds is left out."""
+    response = client.get(f"/fhir/{resource_type}?_count=1000", headers=callers.admin)
+    assert response.status_code == 200, response.json
+    modes = {e["search"]["mode"] for e in response.json.get("entry", [])}
+    assert modes == {"match"}, response.json["entry"][-1]
+
+
 def test_json_search_page_leaves_it_out_and_says_so(client: FlaskClient, callers: Callers,
                                                     planted: str,
                                                     caplog: pytest.LogCaptureFixture) -> None:
