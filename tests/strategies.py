@@ -282,8 +282,10 @@ def local_identifiers(draw: st.DrawFn, pool: Pool) -> list[LocalIdentifier]:
 def _identity(draw: st.DrawFn) -> dict[str, Any]:
     """Return the child's identifiers, gender and dates."""
     nhs_number = draw(optional(st.integers(0, 999_999).map(make_test_nhs_number)))
-    birth = draw(DATES)
-    death = draw(optional(st.dates(min_value=birth, max_value=dt.date(2036, 12, 31))))
+    # Births and deaths are never in the future (adapter/fhir/wellformed.py refuses them).
+    today = dt.date.today() - dt.timedelta(days=1)  # yesterday: today anywhere on Earth
+    birth = draw(st.dates(min_value=dt.date(1990, 1, 1), max_value=today))
+    death = draw(optional(st.dates(min_value=birth, max_value=today)))
     return {
         "contactpoint_id": make_contactpoint_id(draw(st.integers(0, 2**40 - 1))),
         "nhs_number": nhs_number,

@@ -266,15 +266,28 @@ def export_xml(gss_code: str, out: Path, caller: Caller, total: int, quiet: bool
 
     spec = ListQuery(gss_code.strip().upper(), None, 500)
     db = get_db()
+    skipped: list[str] = []
     with open(out / "directory-entries.xml", "xb") as stream, \
             tqdm(total=total, unit=" entries", file=sys.stderr, disable=quiet) as bar:
         pages = iter_pages(db, spec, caller)
-        written = write_entries_data(_records(pages, bar), stream)
+        written = write_entries_data(_records(pages, bar), stream, skipped=skipped)
     with open(out / "assessment-references.xml", "xb") as stream:
         references = write_assessments_data(
-            _records(iter_pages(db, spec, caller, assessments=True), None), stream)
+            _records(iter_pages(db, spec, caller, assessments=True), None), stream,
+            skipped=skipped)
     click.echo(f"wrote {written} entries to {out / 'directory-entries.xml'} and {references} "
                f"assessment references to {out / 'assessment-references.xml'}")
+    report_skipped(skipped)
+
+
+def report_skipped(skipped: list[str]) -> None:
+    """Name on stderr the records an export left out because they cannot be rendered (the
+    files are complete documents holding every other record) and exit 1: the export is
+    incomplete (docs/architecture.md "Records that cannot be rendered")."""
+    if skipped:
+        click.echo(f"left out {len(skipped)} record(s) that cannot be rendered (see the log; "
+                   f"the stored records need correcting): {', '.join(skipped)}", err=True)
+        click.get_current_context().exit(1)
 
 
 def _records(pages: Iterable[Any], bar: tqdm[Any] | None) -> Iterator[dict[str, Any]]:
@@ -291,10 +304,12 @@ def export_ndjson(authority_id: int, out: Path, caller: Caller, total: int,
     from adapter.services.ndjson_export import NdjsonExport
 
     with tqdm(total=total, unit=" children", file=sys.stderr, disable=quiet) as bar:
-        counts = NdjsonExport(get_db(), authority_id, caller,
-                              current_app.config["CANONICAL_BASE"], bar.update).run(out)
+        export = NdjsonExport(get_db(), authority_id, caller,
+                              current_app.config["CANONICAL_BASE"], bar.update)
+        counts = export.run(out)
     for resource_type, count in sorted(counts.items()):
         click.echo(f"wrote {count} {resource_type} resources to {out}")
+    report_skipped(export.skipped)
 
 
 @command_kind("read")

@@ -31,6 +31,7 @@ from adapter.directory.schema import (
     validate_element,
 )
 from adapter.errors import BadRequest, Invalid
+from adapter.fhir.wellformed import today_in_england
 from adapter.models.canonical import (
     ADDRESS_FIELDS,
     AssessmentRecord,
@@ -465,7 +466,8 @@ def _managing_authority(index: OrganisationIndex, entry: _Node) -> Canonical:
 def _child_identity(entry: _Node) -> Canonical:
     """Return the child's own fields: identifiers, gender, dates, status and retention.
 
-    :raises Invalid: a check digit fails, or death is before birth.
+    :raises Invalid: a check digit fails, death is before birth, or either is in the future
+        (the rule FHIR writes meet in ``adapter.fhir.wellformed``).
     """
     data: Canonical = {
         "contactpoint_id": entry.checked(identifiers.validate_contactpoint_id, "ContactPointId")}
@@ -476,6 +478,9 @@ def _child_identity(entry: _Node) -> Canonical:
     if data["death_date"] is not None and data["death_date"] < data["birth_date"]:
         raise Invalid("the date of death is before the date of birth",
                       expression=f"{entry.path}/DeathDate")
+    for name, field in (("BirthDate", "birth_date"), ("DeathDate", "death_date")):
+        if data[field] is not None and data[field] > today_in_england():
+            raise Invalid("the date is in the future", expression=f"{entry.path}/{name}")
     data["shielded"] = entry.flag("Shielded")
     data["record_status"] = entry.text("RecordStatus")
     retention = entry.required("Retention")

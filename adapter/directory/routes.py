@@ -36,6 +36,7 @@ from adapter.directory.writer import (
     write_import_report,
 )
 from adapter.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from adapter.fhir.wellformed import Unrenderable
 from adapter.http import public_base
 from adapter.security.access import authenticated, interaction, require_scope
 from adapter.services import directory_export as export
@@ -227,15 +228,38 @@ def page_headers(page: export.Page, spec: export.ListQuery | None) -> dict[str, 
 
 
 def entries_response(page: export.Page, spec: export.ListQuery | None = None) -> Response:
-    """Return a DirectoryEntries batch of a page."""
-    return _spooled_response(lambda spool: write_entries_data(
-        page.records, spool, count=len(page.records)), page_headers(page, spec))
+    """Return a DirectoryEntries batch of a page (a read by id when ``spec`` is None)."""
+    skipped: list[str] = []
+    response = _spooled_response(lambda spool: write_entries_data(
+        page.records, spool, count=len(page.records), skipped=skipped), page_headers(page, spec))
+    return _announce_skipped(response, skipped, spec is None)
 
 
 def assessments_response(page: export.Page, spec: export.ListQuery | None = None) -> Response:
-    """Return an AssessmentReferences batch of a page."""
-    return _spooled_response(lambda spool: write_assessments_data(
-        page.records, spool, count=len(page.records)), page_headers(page, spec))
+    """Return an AssessmentReferences batch of a page (a read by id when ``spec`` is None)."""
+    skipped: list[str] = []
+    response = _spooled_response(lambda spool: write_assessments_data(
+        page.records, spool, count=len(page.records), skipped=skipped), page_headers(page, spec))
+    return _announce_skipped(response, skipped, spec is None)
+
+
+def _announce_skipped(response: Response, skipped: list[str], read: bool) -> Response:
+    """Name, in a Warning header, the records left out of a page because they cannot be
+    rendered (the writer logged them for the operators); the document holds and counts the
+    others. A read of such a record answers an OperationOutcome instead, as a FHIR read does
+    (docs/architecture.md "Records that cannot be rendered").
+
+    :raises Unrenderable: a read by id of a record that cannot be rendered.
+    """
+    if skipped and read:
+        response.close()
+        raise Unrenderable(skipped[0], f"{skipped[0]} cannot be rendered as directory XML. The "
+                           "stored record needs correcting; the operators have been told.")
+    if skipped:
+        response.headers.add("Warning", f'199 contactpoint-gateway "{len(skipped)} record(s) '
+                             f'left out: they cannot be rendered ({", ".join(skipped)}); the '
+                             'operators have been told"')
+    return response
 
 
 @interaction("Patient", "read", "read")

@@ -7,8 +7,9 @@ writer and the reader are mirror images over one shape.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO, Any, Final
 
@@ -16,6 +17,7 @@ from lxml import etree
 
 from adapter import codes
 from adapter.directory.schema import NS, q
+from adapter.identifiers import resource_id_for
 from adapter.models.assessment import Assessment
 from adapter.models.canonical import (
     canonical_assessment_dump,
@@ -24,6 +26,7 @@ from adapter.models.canonical import (
 )
 from adapter.models.directory import Child
 
+log = logging.getLogger(__name__)
 SOURCE: Final = "contactpoint-gateway"
 # The default namespace (lxml's None prefix; lxml-stubs type nsmap keys as str only).
 NSMAP: Final[dict[Any, str]] = {None: NS}
@@ -316,57 +319,97 @@ def header_element(source: str, generated_at: dt.datetime | None = None,
     return header
 
 
+def _built(records: Iterable[Data], build: Callable[[Data], etree._Element],
+           label: Callable[[Data], str], skipped: list[str] | None) -> Iterator[etree._Element]:
+    """Yield the element of each record; one that cannot be rendered (a stored value XML 1.0
+    cannot carry, from before the inbound checks of ``adapter.fhir.wellformed``) is left out,
+    named in ``skipped`` and in the log by its id only, so that the others still go out."""
+    for data in records:
+        try:
+            element = build(data)
+        except Exception as error:  # noqa: BLE001 - one record must not stop the document
+            what = label(data)
+            log.error("directory XML: %s cannot be rendered (%s); left out of the document",
+                      what, type(error).__name__)
+            if skipped is not None:
+                skipped.append(what)
+            continue
+        yield element
+
+
 def _write_batch(stream: IO[bytes], root: str, records: Iterable[etree._Element],
-                 header: etree._Element) -> int:
-    """Stream a batch document (root, header, records); return how many records it holds."""
+                 header: Callable[[int | None], etree._Element], count: int | None) -> int:
+    """Stream a batch document (root, header, records); return how many records it holds.
+
+    With ``count`` (a page, held in memory anyway) the records are rendered first, so that
+    the header counts those actually written.
+    """
+    if count is not None:
+        records = list(records)
+        count = len(records)
     written = 0
     with etree.xmlfile(stream, encoding="UTF-8") as xf:
         xf.write_declaration()
         with xf.element(q(root), nsmap=NSMAP):
             xf.write("\n")
-            xf.write(header, pretty_print=True)
+            xf.write(header(count), pretty_print=True)
             for record in records:
                 xf.write(record, pretty_print=True)
                 written += 1
     return written
 
 
+def entry_label(data: Data) -> str:
+    """Return how the log and reports name an entry: its FHIR id (no personal data)."""
+    return f"Patient/{resource_id_for('Patient', str(data.get('contactpoint_id')))}"
+
+
+def assessment_label(data: Data) -> str:
+    """Return how the log and reports name an assessment reference: its eCAF id."""
+    return f"AssessmentReference {data.get('assessment_id')}"
+
+
 def write_entries(children: Iterable[Child], stream: IO[bytes], *, source: str = SOURCE,
-                  count: int | None = None, generated_at: dt.datetime | None = None) -> int:
+                  count: int | None = None, generated_at: dt.datetime | None = None,
+                  skipped: list[str] | None = None) -> int:
     """Stream a DirectoryEntries batch of ``children``; return how many were written.
 
     Memory stays flat: each entry is serialised and dropped in turn.
     """
-    records = (write_entry(child) for child in children)
-    return _write_batch(stream, "DirectoryEntries", records,
-                        header_element(source, generated_at, count))
+    return write_entries_data((canonical_dump(child) for child in children), stream,
+                              source=source, count=count, generated_at=generated_at,
+                              skipped=skipped)
 
 
 def write_entries_data(entries: Iterable[Data], stream: IO[bytes], *, source: str = SOURCE,
-                       count: int | None = None,
-                       generated_at: dt.datetime | None = None) -> int:
-    """Stream a DirectoryEntries batch of canonical child dicts to ``stream``."""
-    records = (entry_element(data) for data in entries)
+                       count: int | None = None, generated_at: dt.datetime | None = None,
+                       skipped: list[str] | None = None) -> int:
+    """Stream a DirectoryEntries batch of canonical child dicts to ``stream``; an entry that
+    cannot be rendered is left out and named in ``skipped``."""
+    records = _built(entries, entry_element, entry_label, skipped)
     return _write_batch(stream, "DirectoryEntries", records,
-                        header_element(source, generated_at, count))
+                        lambda n: header_element(source, generated_at, n), count)
 
 
 def write_assessments(assessments: Iterable[Assessment], stream: IO[bytes], *,
                       source: str = SOURCE, count: int | None = None,
-                      generated_at: dt.datetime | None = None) -> int:
+                      generated_at: dt.datetime | None = None,
+                      skipped: list[str] | None = None) -> int:
     """Stream an AssessmentReferences batch of ``assessments``; return how many were written."""
-    records = (write_assessment(assessment) for assessment in assessments)
-    return _write_batch(stream, "AssessmentReferences", records,
-                        header_element(source, generated_at, count))
+    return write_assessments_data(
+        (canonical_assessment_dump(assessment) for assessment in assessments), stream,
+        source=source, count=count, generated_at=generated_at, skipped=skipped)
 
 
 def write_assessments_data(assessments: Iterable[Data], stream: IO[bytes], *,
                            source: str = SOURCE, count: int | None = None,
-                           generated_at: dt.datetime | None = None) -> int:
-    """Stream an AssessmentReferences batch of canonical assessment dicts to ``stream``."""
-    records = (assessment_element(data) for data in assessments)
+                           generated_at: dt.datetime | None = None,
+                           skipped: list[str] | None = None) -> int:
+    """Stream an AssessmentReferences batch of canonical assessment dicts to ``stream``; a
+    reference that cannot be rendered is left out and named in ``skipped``."""
+    records = _built(assessments, assessment_element, assessment_label, skipped)
     return _write_batch(stream, "AssessmentReferences", records,
-                        header_element(source, generated_at, count))
+                        lambda n: header_element(source, generated_at, n), count)
 
 
 # --- import reports ------------------------------------------------------------------------

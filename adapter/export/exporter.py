@@ -38,6 +38,8 @@ from adapter.export.resources import (
     child_resources,
     references,
 )
+from adapter.fhir.bundle import renderable, withheld_outcome
+from adapter.fhir.wellformed import Unrenderable, require_renderable
 from adapter.models import Assessment, Child, ExportJob, Organisation, Practitioner
 from adapter.models.base import utcnow
 from adapter.models.canonical import as_utc
@@ -236,8 +238,9 @@ class Exporter:
         except Exception as exc:  # reported per child: one bad entry must not stop the export
             log.warning("export %s: Patient/%s not exported (%s)", self.spec.job_id,
                         child.resource_id, type(exc).__name__)
+            reason = exc.message if isinstance(exc, Unrenderable) else type(exc).__name__
             message = (f"Patient/{child.resource_id} and the resources of its entry could not "
-                       f"be exported ({type(exc).__name__}); everything else was.")
+                       f"be exported ({reason}); everything else was.")
             failed = operation_outcome([issue("error", "exception", message)])
             item.lines, item.override = [(OUTCOME, ndjson_line(failed))], False
         else:
@@ -257,6 +260,7 @@ class Exporter:
             if self.need_references:
                 references(resource, item.references)
             if changed and resource["resourceType"] in self.spec.types:
+                require_renderable(resource)  # else the child's error line says why
                 item.lines.append((resource["resourceType"], ndjson_line(resource)))
 
     # --- organisations and practitioners ------------------------------------------------
@@ -294,9 +298,13 @@ class Exporter:
             query = query.where(model.last_updated > self.spec.since)
         with self.db.transaction() as session:
             rows = list(session.scalars(query.order_by(model.id).limit(BATCH_SIZE)))
-            lines = [ndjson_line(self._render_directory(row)) for row in rows]
+            withheld: list[Unrenderable] = []
+            lines = [ndjson_line(resource) for resource in
+                     renderable([self._render_directory(row) for row in rows], withheld)]
         self._beat(f"{resource_type} resources")
         files.write(resource_type, lines)
+        if withheld:  # reported in the error file, as a child that cannot be exported is
+            files.write(OUTCOME, [ndjson_line(withheld_outcome(withheld))])
         return rows[-1].id if len(rows) == BATCH_SIZE else None
 
     @staticmethod

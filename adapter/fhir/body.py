@@ -9,6 +9,7 @@ import orjson
 from flask import current_app, request
 
 from adapter.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from adapter.fhir.wellformed import require_shape
 
 JSON_TYPES: Final = frozenset({"application/fhir+json", "application/json",
                                "application/json+fhir"})
@@ -69,7 +70,9 @@ def _depth(value: Any, limit: int) -> int:
 def parse_json_resource(data: bytes, what: str = "The body") -> dict[str, Any]:
     """Parse a JSON body (or an NDJSON line: ``what`` names it) into a resource dict.
 
-    :raises BadRequest: not JSON, not an object with ``resourceType``, or nested too deep.
+    :raises BadRequest: not JSON, not an object with ``resourceType``, nested too deep, or
+        not well-formed FHIR (``adapter.fhir.wellformed``: nulls, empty elements, characters
+        XML cannot carry), naming the element.
     """
     try:
         value = orjson.loads(data)
@@ -79,6 +82,7 @@ def parse_json_resource(data: bytes, what: str = "The body") -> dict[str, Any]:
         raise BadRequest(f"{what} is nested more than {MAX_JSON_DEPTH} levels deep.")
     if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str):
         raise BadRequest(f"{what} must be a FHIR resource: a JSON object with resourceType.")
+    require_shape(value, entries_later=True)
     return value
 
 
@@ -87,7 +91,7 @@ def read_resource() -> dict[str, Any]:
 
     :raises UnsupportedMediaType: wrong content type.
     :raises PayloadTooLarge: over the size limit.
-    :raises BadRequest: malformed.
+    :raises BadRequest: malformed, or not well-formed FHIR (as ``parse_json_resource``).
     """
     fmt = body_format()
     data = raw_body()
@@ -97,4 +101,6 @@ def read_resource() -> dict[str, Any]:
         return parse_json_resource(data)
     from adapter.fhir.xml import loads_resource
 
-    return loads_resource(data)
+    resource = loads_resource(data)
+    require_shape(resource, entries_later=True)
+    return resource

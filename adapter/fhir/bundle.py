@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 
 from flask import request
 
+from adapter.fhir.wellformed import Unrenderable, require_renderable
 from adapter.http import public_base
 
 SUBSETTED: Final = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
@@ -73,13 +74,17 @@ def searchset(resource_type: str, matches: list[dict[str, Any]],
               included: list[dict[str, Any]], next_cursor: str | None,
               ignored: list[str], elements: list[str] | None = None,
               total: int | None = None) -> dict[str, Any]:
-    """Return a search-set Bundle of ``matches`` and ``included`` resources."""
-    entries = [{"fullUrl": full_url(r), "resource": apply_elements(r, elements),
-                "search": {"mode": "match"}} for r in matches]
+    """Return a search-set Bundle of ``matches`` and ``included`` resources; one that cannot
+    be rendered is left out and named in an outcome entry (the others are still served)."""
+    withheld: list[Unrenderable] = []
+    entries = [{"fullUrl": full_url(r), "resource": r, "search": {"mode": "match"}}
+               for r in renderable([apply_elements(r, elements) for r in matches], withheld)]
     entries += [{"fullUrl": full_url(r), "resource": r, "search": {"mode": "include"}}
-                for r in included]
+                for r in renderable(included, withheld)]
     if ignored:
         entries.append({"resource": ignored_outcome(ignored), "search": {"mode": "outcome"}})
+    if withheld:
+        entries.append({"resource": withheld_outcome(withheld), "search": {"mode": "outcome"}})
     bundle: dict[str, Any] = {"resourceType": "Bundle", "id": str(uuid.uuid4()),
                               "meta": {"lastUpdated": now_instant()}, "type": "searchset"}
     if total is not None:
@@ -88,6 +93,29 @@ def searchset(resource_type: str, matches: list[dict[str, Any]],
     if entries:
         bundle["entry"] = entries
     return bundle
+
+
+def renderable(resources: list[dict[str, Any]],
+               withheld: list[Unrenderable]) -> list[dict[str, Any]]:
+    """Return the resources that can be rendered; add the error of each other to
+    ``withheld`` (``require_renderable`` has logged its id for the operators)."""
+    kept = []
+    for resource in resources:
+        try:
+            require_renderable(resource)
+        except Unrenderable as error:
+            withheld.append(error)
+            continue
+        kept.append(resource)
+    return kept
+
+
+def withheld_outcome(withheld: list[Unrenderable]) -> dict[str, Any]:
+    """Return the OperationOutcome naming the resources left out of a Bundle."""
+    from adapter.errors import issue, operation_outcome
+
+    return operation_outcome([issue("warning", "exception", f"Left out: {error.message}")
+                              for error in withheld])
 
 
 def ignored_outcome(ignored: list[str]) -> dict[str, Any]:
@@ -110,16 +138,20 @@ def count_bundle(total: int) -> dict[str, Any]:
 def history_bundle(resource_type: str, resource_id: str,
                    versions: list[tuple[dict[str, Any] | None, str, str, str]]) -> dict[str, Any]:
     """Return a history Bundle; each version is (resource or None if deleted, version id,
-    method, last updated)."""
+    method, last updated). A version that cannot be rendered keeps its entry without the
+    resource, its ``response.outcome`` saying why."""
     entries = []
     for resource, version, method, updated in versions:
         url = f"{fhir_base()}/{resource_type}/{resource_id}"
         entry: dict[str, Any] = {"fullUrl": url}
-        if resource is not None:
+        withheld: list[Unrenderable] = []
+        if resource is not None and renderable([resource], withheld):
             entry["resource"] = resource
         entry["request"] = {"method": method, "url": f"{resource_type}/{resource_id}"}
         entry["response"] = {"status": "410" if resource is None else "200",
                              "etag": f'W/"{version}"', "lastModified": updated}
+        if withheld:
+            entry["response"]["outcome"] = withheld_outcome(withheld)
         entries.append(entry)
     return {"resourceType": "Bundle", "id": str(uuid.uuid4()),
             "meta": {"lastUpdated": now_instant()}, "type": "history", "total": len(entries),

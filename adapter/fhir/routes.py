@@ -28,6 +28,7 @@ from adapter.fhir.body import read_resource
 from adapter.fhir.bundle import count_bundle, fhir_base, history_bundle, searchset
 from adapter.fhir.handlers import Rendered, ResourceHandler, WriteResult
 from adapter.fhir.search import SearchRequest, parse_search
+from adapter.fhir.wellformed import require_renderable
 from adapter.http import fhir_response
 from adapter.notify import ledger
 from adapter.security import audit
@@ -107,7 +108,12 @@ def not_modified(rendered: Rendered) -> bool:
 
 
 def render(rendered: Rendered, status: int = 200) -> Response:
-    """Return a resource response with its version headers (and warnings: break-glass)."""
+    """Return a resource response with its version headers (and warnings: break-glass).
+
+    :raises Unrenderable: the stored record cannot be rendered as valid FHIR (an
+        OperationOutcome naming it, docs/architecture.md "Records that cannot be rendered").
+    """
+    require_renderable(rendered.resource)
     headers = version_headers(rendered)
     if status == 200 and request.method == "GET" and not_modified(rendered):
         return Response(status=304, headers=headers)

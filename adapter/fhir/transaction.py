@@ -16,7 +16,7 @@ from werkzeug.datastructures import MultiDict
 from adapter.db import get_db
 from adapter.errors import BadRequest, GatewayError, MethodNotAllowed, NotFound
 from adapter.fhir.body import read_resource
-from adapter.fhir.bundle import fhir_base, now_instant
+from adapter.fhir.bundle import fhir_base, now_instant, renderable, withheld_outcome
 from adapter.fhir.handlers import Rendered, ResourceHandler, WriteResult
 from adapter.fhir.routes import (
     caller,
@@ -26,6 +26,7 @@ from adapter.fhir.routes import (
     parse_etag,
     run_search_page,
 )
+from adapter.fhir.wellformed import Unrenderable, require_shape
 from adapter.http import fhir_response
 from adapter.security.access import authenticated, require_scope
 
@@ -146,11 +147,12 @@ def _need(handler: ResourceHandler, interaction: str, entry: Entry) -> None:
 def _resource_of(entry: Entry) -> dict[str, Any]:
     """Return the entry's resource.
 
-    :raises BadRequest: POST/PUT without one.
+    :raises BadRequest: POST/PUT without one, or not well-formed FHIR (its element named).
     """
     if entry.resource is None:
         raise BadRequest(f"A {entry.method} entry needs a resource.",
                          expression=f"Bundle.entry[{entry.index}].resource")
+    require_shape(entry.resource)  # the body's check left entries to this one
     return entry.resource
 
 
@@ -186,7 +188,8 @@ def _response_entry(rendered: Rendered | None, status: int,
         resource = rendered.resource
         url = f"{fhir_base()}/{resource['resourceType']}/{resource['id']}"
         entry["fullUrl"] = url
-        if include_resource:
+        withheld: list[Unrenderable] = []
+        if include_resource and renderable([resource], withheld):
             entry["resource"] = resource
         response.update({"location": f"{url}/_history/{rendered.version}",
                          "etag": f'W/"{rendered.version}"',
@@ -194,6 +197,8 @@ def _response_entry(rendered: Rendered | None, status: int,
         if rendered.issues:
             response["outcome"] = {"resourceType": "OperationOutcome",
                                    "issue": rendered.issues}
+        if withheld:  # a stored record that cannot be rendered: named, not sent
+            response["outcome"] = withheld_outcome(withheld)
     entry["response"] = response
     return entry
 
@@ -234,12 +239,23 @@ def run_entry(session: Session, entry: Entry, handlers: dict[str, ResourceHandle
     return _response_entry(result.rendered, 201 if result.created else 200)
 
 
+def _entry_expression(where: str, expression: str | None) -> str:
+    """Return the FHIRPath of an error's element inside the entry ``where``: a resource's
+    path (``Patient.name[0]``) continues from ``entry.resource``; anything else (a request
+    header or parameter) is kept beside it."""
+    if expression is None:
+        return f"{where}.resource"
+    kind, dot, inner = expression.partition(".")
+    if kind[:1].isupper() and kind.isalpha():
+        return f"{where}.resource" + (f".{inner}" if dot else "")
+    return f"{where}.resource ({expression})"
+
+
 def _located(error: GatewayError, entry: Entry) -> GatewayError:
     """Return ``error`` with its expression pointing into the failing entry."""
     where = f"Bundle.entry[{entry.index}]"
     if not error.expression or not error.expression.startswith("Bundle."):
-        error.expression = f"{where}.resource" + (
-            f" ({error.expression})" if error.expression else "")
+        error.expression = _entry_expression(where, error.expression)
     error.message = f"entry {entry.index}: {error.message}"
     return error
 

@@ -53,6 +53,11 @@ FIELD_KEYS: Final = frozenset({
     "const", "part", "where", "direction", "required", "absent", "fallback", "note"})
 _URL_VARIABLE: Final = re.compile(r"\{(base|profile|ext|id|cs|vs)(?::([^}]*))?\}")
 _MISSING: Final = object()
+# List attributes the canonical model bounds (items, characters of each): the given names of
+# a person (schemas/xml/common.xsd PersonNameStructure: at most five, of at most 35
+# characters each), so that every stored name also renders as directory XML.
+LIST_LIMITS: Final = {"given": (5, 35)}
+XML_SPACE: Final = " \t\r\n"  # XML 1.0 section 2.3 S, and XML Schema's \s
 
 Forward = Callable[[Any, dict[str, Any], Mapping[str, Any]], None]
 Reverse = Callable[[dict[str, Any], Any, "Trace", Path, set[str]], None]
@@ -344,6 +349,32 @@ def column_limits(model: type) -> dict[str, int]:
     return limits
 
 
+def canonical_text(text: str, target: str, path: Path) -> str:
+    """Return ``text`` as the canonical model keeps it: without surrounding white space (FHIR
+    R4 datatypes.html#string: it "SHOULD be removed" in XML; directory XML text types allow
+    none, schemas/xml/common.xsd ``\\S(.*\\S)?``).
+
+    :raises Invalid: a line break inside, which no directory XML text type can carry.
+    """
+    trimmed = text.strip(XML_SPACE)
+    if "\n" in trimmed or "\r" in trimmed:
+        raise invalid(target, path, ValueNotAccepted("a line break is not accepted here"))
+    return trimmed
+
+
+def _check_list(items: list[Any], name: str, target: str, path: Path) -> None:
+    """Refuse a list attribute longer, or with a longer item, than ``LIST_LIMITS`` allows.
+
+    :raises Invalid: naming the element at ``path``.
+    """
+    most, longest = LIST_LIMITS[name]
+    if len(items) > most:
+        raise invalid(target, path, ValueNotAccepted(f"more than {most} {name} names"))
+    if any(isinstance(item, str) and len(item) > longest for item in items):
+        raise invalid(target, path, ValueNotAccepted(
+            f"a {name} name is longer than {longest} characters"))
+
+
 def fresh(value: Any) -> Any:
     """Return a new copy of a constant made of dicts, lists and primitives."""
     if isinstance(value, dict):
@@ -579,10 +610,17 @@ class FieldCompiler:
             for name, item in pairs:
                 if (item is None and len(names) > 1) or (fallback and name in assigned):
                     continue
+                if isinstance(item, str):
+                    item = canonical_text(item, target, path)
+                elif isinstance(item, list):
+                    item = [canonical_text(x, target, path) if isinstance(x, str) else x
+                            for x in item]
                 limit = limits.get(name)
                 if limit is not None and isinstance(item, str) and len(item) > limit:
                     exc = ValueNotAccepted(f"longer than {limit} characters")
                     raise invalid(target, path, exc)
+                if isinstance(item, list) and name in LIST_LIMITS:
+                    _check_list(item, name, target, path)
                 setattr(obj, name, item)
                 assigned.add(name)
         return assign

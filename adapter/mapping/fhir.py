@@ -30,6 +30,7 @@ from pydantic import ValidationError
 from adapter.config import PROJECT_ROOT
 from adapter.errors import Invalid
 from adapter.fhir.systems import OwnSystems
+from adapter.fhir.wellformed import require_content, require_shape
 from adapter.mapping.conceptmaps import load_translations
 from adapter.mapping.datatypes import organisation_reference
 from adapter.mapping.engine import Compiled, Context, MappingSpec, compile_mapping, read_spec
@@ -163,10 +164,17 @@ def assessment_lead_to_practitionerrole(assessment: Assessment, *,
 def validate_resource(resource: Any, resource_type: str) -> dict[str, Any]:
     """Validate a FHIR JSON resource with fhir.resources.R4B and return it.
 
-    :raises Invalid: not a ``resource_type`` or not valid FHIR (``expression`` = first error).
+    Every inbound dialect passes here (a body, a Bundle entry, an NDJSON line): the door
+    of ``adapter.fhir.wellformed`` is checked first, so that nothing stored fails to render.
+
+    :raises Invalid: not a ``resource_type``, not valid FHIR, a name naming nobody or a
+        birth date in the future (``expression`` = first error); ``Malformed`` (a 400) when
+        not well-formed FHIR (null, empty element, a character XML 1.0 cannot carry).
     """
     if not isinstance(resource, dict) or resource.get("resourceType") != resource_type:
         raise Invalid(f"a {resource_type} resource is needed", expression=resource_type)
+    require_shape(resource)
+    require_content(resource)
     module, _, name = R4B_MODELS[resource_type].rpartition(".")
     model = getattr(importlib.import_module(module), name)
     try:

@@ -258,7 +258,8 @@ def _resources_of(paths: list[Path], wanted: str | None, rejected: list[ImportOu
             except BadRequest as error:
                 if wanted is None:
                     rejected.append(ImportOutcome(position, number, "rejected",
-                                                  reason=error.message))
+                                                  reason=error.message,
+                                                  expression=error.expression))
                 continue
             kind = resource["resourceType"]
             if kind == wanted or (wanted is None and kind not in TYPE_ORDER):

@@ -24,6 +24,8 @@ from adapter.export.resources import (
     child_resources,
     references,
 )
+from adapter.fhir.bundle import renderable
+from adapter.fhir.wellformed import Unrenderable, require_renderable
 from adapter.mapping import fhir as mapping
 from adapter.models import Assessment, Child, Organisation, Practitioner
 from adapter.notify import ledger
@@ -44,6 +46,8 @@ class NdjsonExport:
         self.db, self.authority_id, self.caller, self.base = db, authority_id, caller, base
         self.on_child = on_child or (lambda _n: None)
         self.references: set[str] = set()
+        # Records left out because they cannot be rendered (``Type/id``; logged for operators).
+        self.skipped: list[str] = []
 
     def run(self, folder: Path) -> dict[str, int]:
         """Write the files into ``folder``; return the lines written per type.
@@ -86,6 +90,12 @@ class NdjsonExport:
         for assessment in assessments:
             resources.extend(assessment_resources(session, assessment, self.caller,
                                                   CHILD_TYPES))
+        try:
+            for resource in resources:
+                require_renderable(resource)
+        except Unrenderable:  # one bad record must not stop (or truncate) the export
+            self.skipped.append(f"Patient/{child.resource_id}")
+            return
         for resource in resources:
             references(resource, self.references)
             lines[resource["resourceType"]].append(ndjson_line(resource))
@@ -105,8 +115,11 @@ class NdjsonExport:
             with self.db.transaction() as session:
                 rows = session.scalars(select(model).where(
                     model.resource_id.in_(ids[start:start + PAGE])).order_by(model.resource_id))
-                batch = [ndjson_line(render(row, base=self.base)) for row in rows]
+                withheld: list[Unrenderable] = []
+                batch = [ndjson_line(resource) for resource in
+                         renderable([render(row, base=self.base) for row in rows], withheld)]
             files.write(resource_type, batch)
+            self.skipped += [error.label for error in withheld]
 
 
 def assessments_by_child(session: Session, child_ids: list[int]) -> dict[int, list[Assessment]]:

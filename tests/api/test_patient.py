@@ -153,6 +153,8 @@ def test_create_allocates_contactpoint_id_and_reports_what_was_not_kept(
                              if not i["system"].endswith("/Id/contactpoint-id")
                              and not i["system"].endswith("/nhs-number")
                              and not i["system"].endswith("/Id/upn")]
+    if not patient["identifier"]:  # FHIR R4 json.html: no empty arrays
+        del patient["identifier"]
     patient["maritalStatus"] = {"text": "single"}
     response = client.post("/fhir/Patient", json=patient, headers=callers.admin)
     assert response.status_code == 201, response.json
@@ -343,14 +345,15 @@ def test_nul_in_id_or_search_is_a_400(client: FlaskClient, callers: Callers) -> 
     assert response.json["issue"][0]["expression"] == ["family"]
 
 
-def test_nul_in_a_stored_value_is_invalid_or_kept(client: FlaskClient, callers: Callers,
-                                                  backend: str) -> None:
-    """A Patient whose name holds a NUL character is 422 on PostgreSQL (which cannot hold
-    it), never a 500; SQLite stores it."""
+def test_nul_in_a_value_is_refused_on_every_backend(client: FlaskClient,
+                                                    callers: Callers) -> None:
+    """A Patient whose name holds a NUL character is 400 naming the element on every backend
+    (XML 1.0 cannot carry it, so a stored one could never be rendered as XML), never a 500."""
     patient = own_patient(client, callers)
     patient["name"][0]["family"] = "Lo\u0000velace"
     response = client.put(f"/fhir/Patient/{patient['id']}", json=patient, headers=callers.admin)
-    assert response.status_code == (422 if backend == "postgresql" else 200), response.json
+    assert response.status_code == 400, response.json
+    assert response.json["issue"][0]["expression"] == ["Patient.name[0].family"]
 
 
 def test_malformed_cursor_and_nested_resource_are_4xx(client: FlaskClient,
