@@ -84,14 +84,14 @@ INVOLVEMENT_ROLES: Final = (
     "substance-misuse",
     "other",
 )
-# Sensitive services (DOMAIN.md "Sensitive services"): sexual health, mental health, substance
+# Sensitive services (docs/domain.md "Sensitive services"): sexual health, mental health, substance
 # misuse. Their involvements may be recorded only with consent or on suspicion of significant harm.
 SENSITIVE_ROLES: Final = ("camhs", "sexual-health", "substance-misuse")
 
-# Grounds on which a sensitive-service involvement may be recorded (DOMAIN.md).
+# Grounds on which a sensitive-service involvement may be recorded (docs/domain.md).
 CONSENT_BASES: Final = ("child-consent", "carer-consent", "significant-harm")
 
-# eCAF assessment reference status (DOMAIN.md "eCAF assessment references").
+# eCAF assessment reference status (docs/domain.md "eCAF assessment references").
 ASSESSMENT_STATUSES: Final = ("draft", "in-progress", "completed", "closed")
 
 # Roles in an eCAF Team Around the Child besides the lead professional.

@@ -147,7 +147,7 @@ def validate_contactpoint_id(value: str, field: str = "contactpoint_id") -> str:
     return cpid
 
 
-# Resource ids are UUIDv5 of the ContactPoint ID (DOMAIN.md: stable, opaque, never the
+# Resource ids are UUIDv5 of the ContactPoint ID (docs/domain.md: stable, opaque, never the
 # identifier itself in a URL), so that re-imports of the same child are idempotent.
 RESOURCE_NAMESPACE: Final = uuid.UUID("6f1d4a52-4f0e-5d0b-9a7c-2c1f3e0b8d41")
 
@@ -218,7 +218,7 @@ def validate_la_number(value: str, field: str = "la_number") -> str:
     return number
 
 
-# ONS GSS codes of children's services authorities (DOMAIN.md): E06 unitary, E08 metropolitan
+# ONS GSS codes of children's services authorities (docs/domain.md): E06 unitary, E08 metropolitan
 # borough, E09 London borough, E10 county. E07 districts are not children's services authorities.
 CHILDRENS_SERVICES_GSS_RE: Final = re.compile(r"E(06|08|09|10)\d{6}")
 

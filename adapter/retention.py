@@ -1,4 +1,4 @@
-"""Retention of directory entries (DOMAIN.md "Retention"; the Children Act 2004 Information
+"""Retention of directory entries (docs/domain.md "Retention"; the Children Act 2004 Information
 Database (England) Regulations 2007, reg. 13).
 
 An entry is live to the child's 18th birthday, or to the 25th birthday when it is kept on with

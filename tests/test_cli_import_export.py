@@ -160,7 +160,7 @@ def test_ndjson_export_reimports_to_the_same_resources(app: Flask, target: Flask
     resources (ids, contents; versions aside).
 
     The source holds no other organisation's local identifiers: the export shows what its
-    caller may see, and those are withheld from everyone but their organisation (DOMAIN.md
+    caller may see, and those are withheld from everyone but their organisation (docs/domain.md
     "Other organisations' numbers"), so a re-import could not hold them.
     """
     entries, references, gss = files

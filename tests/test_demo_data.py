@@ -217,7 +217,7 @@ def test_rare_cases_are_present(demo: Rows) -> None:
 
 
 def test_young_adults_have_carers_only(demo: Rows) -> None:
-    """An entry kept on past 18 lists carers without parental responsibility (DOMAIN.md)."""
+    """An entry kept on past 18 lists carers without parental responsibility (docs/domain.md)."""
     extended = {c["id"] for c in demo["child"] if c["extended_retention"]}
     carers = [c for c in demo["carer"] if c["child_id"] in extended]
     assert carers and not any(c["parental_responsibility"] for c in carers)

@@ -1,4 +1,4 @@
-"""Identifier rules against known-good and known-bad values (DOMAIN.md "Identifiers")."""
+"""Identifier rules against known-good and known-bad values (docs/domain.md "Identifiers")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Retention rules (DOMAIN.md "Retention")."""
+"""Retention rules (docs/domain.md "Retention")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The decommissioning plan: its timetable from the announced dates (DOMAIN.md "The
+"""The decommissioning plan: its timetable from the announced dates (docs/domain.md "The
 decommissioning timetable": last use the day before switch-off, switch-off at noon, every copy
 destroyed within two months), stored once, changed only before switch-off, and announced to
 subscribers as a decommission notice each time it (or the phase) changes."""
@@ -17,7 +17,7 @@ from adapter.models import DecommissionPlan
 from adapter.models.base import utcnow
 from adapter.security import audit
 
-# DOMAIN.md: "all existing data removed and destroyed within two months of the go-dead date".
+# docs/domain.md: "all existing data removed and destroyed within two months of the go-dead date".
 DESTROY_WITHIN_MONTHS = 2
 
 
@@ -107,8 +107,8 @@ def make_timetable(last_use: str, switch_off: str, destroy_by: str | None, time_
     latest = add_months(off, DESTROY_WITHIN_MONTHS)
     destroy = parse_moment(destroy_by, tz, default_time, "destroy-by") if destroy_by else latest
     if off.date() <= last_day:
-        raise Invalid("The switch-off must fall after the day of last use (DOMAIN.md: last use "
-                      "is the day before switch-off).")
+        raise Invalid("The switch-off must fall after the day of last use (last use is the day "
+                      "before switch-off).")
     if not off < destroy <= latest:
         raise Invalid("Destroy-by must come after the switch-off and at most two calendar "
                       f"months after it ({latest.isoformat()}).")

@@ -1,4 +1,4 @@
-"""eCAF re-keying (issue 7 item 3; DOMAIN.md "eCAF assessment references"): before switch-off an
+"""eCAF re-keying (docs/domain.md "eCAF assessment references"): before switch-off an
 eCAF system fetches, for its assessment references, the identifiers of each child that survive
 the ContactPoint ID (NHS number, UPN, its own organisation's local ids), so that its records stay
 linked once ContactPoint IDs disappear.

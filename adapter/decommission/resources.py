@@ -132,7 +132,7 @@ def _owner(organisation: Organisation | None, code: str) -> dict[str, Any]:
 
 def child_input(base: str, child_ref: str, contactpoint_id: str | None) -> dict[str, Any]:
     """Return one ``Task.input`` naming a child: the Patient the system received, with the
-    ContactPoint ID it was shown (every disclosure shows it, DOMAIN.md "Shielding")."""
+    ContactPoint ID it was shown (every disclosure shows it, docs/domain.md "Shielding")."""
     reference: dict[str, Any] = {"reference": f"Patient/{child_ref}"}
     if contactpoint_id:
         reference["identifier"] = {"system": OwnSystems(base).contactpoint_id,

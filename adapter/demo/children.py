@@ -1,7 +1,7 @@
 """Fictional children's directory entries: names, identifiers, address, carers, involvements,
 eCAF assessment references, as rows ready for a bulk insert.
 
-Rates follow the shape of the directory (DOMAIN.md): most children have a school and a GP, a
+Rates follow the shape of the directory (docs/domain.md): most children have a school and a GP, a
 minority have other practitioners, a few percent a sensitive service, 1-2% are shielded, some
 5-10% have an eCAF assessment. Rare cases come from a quota per block of children rather than a
 coin toss, so that every few hundred children contain each of them (the tests rely on it) while
@@ -385,7 +385,7 @@ class ChildFactory:
     def _relations(self, draft: Draft) -> tuple[str, ...]:
         """Return the carers' relationships: a household, or one carer for a young adult."""
         if draft.extended:
-            # Kept on past 18: carers only (DOMAIN.md), no parental responsibility.
+            # Kept on past 18: carers only (docs/domain.md), no parental responsibility.
             return ("foster-carer",) if draft.extended == "care-leaver" else \
                 (self.rng.choice(("mother", "father")),)
         return self.rng.choices(HOUSEHOLD_SHAPES, cum_weights=HOUSEHOLD_CUM_WEIGHTS)[0]
@@ -511,7 +511,7 @@ class ChildFactory:
         return row
 
     def _sensitive(self, draft: Draft) -> dict[str, Any]:
-        """Return a sensitive service's involvement, always with its basis (DOMAIN.md)."""
+        """Return a sensitive service's involvement, always with its basis (docs/domain.md)."""
         age = age_on(draft.birth, draft.as_of)
         roles = [r for r, ok in (("camhs", age < 18), ("substance-misuse", age >= 11),
                                  ("sexual-health", age >= 13)) if ok]

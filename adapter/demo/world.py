@@ -33,7 +33,7 @@ _PREFIXES: Final = ("North", "South", "East", "West", "Ash", "Oak", "Elm", "Thor
                     "Kings", "Hart", "Stan", "Bram", "Wren", "Alder", "Fern")
 _SUFFIXES: Final = ("moor", "bridge", "ford", "wold", "dale", "field", "ham", "ley", "mere",
                     "wick", "bury", "ton", "combe", "stead")
-# GSS entity codes of children's services authorities (DOMAIN.md) and the name each kind takes.
+# GSS entity codes of children's services authorities (docs/domain.md) and the name each kind takes.
 _KINDS: Final[tuple[tuple[str, str], ...]] = (
     ("E06", "{} Council"), ("E08", "{} Metropolitan Borough Council"),
     ("E09", "London Borough of {}"), ("E10", "{} County Council"))

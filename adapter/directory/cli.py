@@ -332,7 +332,7 @@ def export_command(authority: str, fmt: str, out: str, as_client: str | None,
     caller = cli_caller(as_client)
     if as_client is None:
         # The system caller exports on the authority's behalf: its own local identifiers are
-        # shown, other organisations' stay withheld (DOMAIN.md "Other organisations' numbers").
+        # shown, other organisations' stay withheld (docs/domain.md "Other organisations' numbers").
         caller = replace(caller, organisation_code=authority.strip().upper())
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)

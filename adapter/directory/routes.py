@@ -11,7 +11,7 @@
   answer a batch document that can be posted back as it is; a further page is named by a
   ``Link: <...>; rel="next"`` header (RFC 8288).
 
-Routes parse the request, call one service function and render (ARCHITECTURE.md "Routes are
+Routes parse the request, call one service function and render (docs/architecture.md "Routes are
 thin"); every error is an OperationOutcome in the format ``Accept`` asks for.
 """
 

@@ -1,7 +1,7 @@
 """The directory XML dialect's namespace, its XSDs (compiled once per thread) and schema
 errors turned into ``Invalid`` errors that name the element but never repeat its value.
 
-The XSDs are published artefacts in ``schemas/xml`` (ARCHITECTURE.md "Schemas are published
+The XSDs are published artefacts in ``schemas/xml`` (docs/architecture.md "Schemas are published
 artefacts"); ``schemas/xml/README.md`` documents the namespace and its versioning.
 """
 

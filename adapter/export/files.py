@@ -1,7 +1,7 @@
 """The NDJSON files of one export job: one file per resource type and one of OperationOutcomes,
 each line one resource, lines counted as they are written so that the manifest's ``count`` is
 the number of lines of its file (FHIR Bulk Data Access IG v2, export.html "Response - Complete
-Status" and "Response - Output File"; ARCHITECTURE.md "The outside contract")."""
+Status" and "Response - Output File"; docs/architecture.md "The outside contract")."""
 
 from __future__ import annotations
 

@@ -63,7 +63,7 @@ def assessment_resources(session: Session, assessment: Assessment, caller: Calle
                          types: frozenset[str]) -> Iterator[Resource]:
     """Yield those of ``types`` among an eCAF assessment's CareTeam and the PractitionerRoles
     of its lead and members, as ``caller`` may see them (nothing for a shielded child without
-    the right: DOMAIN.md "Shielding" withholds the CAF indicator)."""
+    the right: docs/domain.md "Shielding" withholds the CAF indicator)."""
     if not may_see_child(assessment.child, caller):
         return
     if "CareTeam" in types:

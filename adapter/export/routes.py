@@ -1,6 +1,6 @@
 """The bulk export routes (FHIR Bulk Data Access IG v2, export.html): the system-level and
 Group-level kick-off, the status request (poll, and DELETE to cancel) and the file request.
-Every URL answered is absolute (ARCHITECTURE.md "The outside contract")."""
+Every URL answered is absolute (docs/architecture.md "The outside contract")."""
 
 from __future__ import annotations
 

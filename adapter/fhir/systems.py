@@ -1,7 +1,7 @@
 """URLs of identifier systems, code systems, extensions and profiles used in FHIR output.
 
 National ones are fixed by NHS England / HL7 UK; the service's own live under the configurable
-canonical base (``GATEWAY_CANONICAL_BASE``, DOMAIN.md "Identifiers and code systems").
+canonical base (``GATEWAY_CANONICAL_BASE``, docs/domain.md "Identifiers and code systems").
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ _XHTML_DIV: Final = f"{{{XHTML_NS}}}div"
 _XHTML_NSMAP: Final[dict[Any, str]] = {None: XHTML_NS}
 _DECLARATION: Final = '<?xml version="1.0" encoding="UTF-8"?>'
 
-# The resource types this service reads and writes (ARCHITECTURE.md, issue 3 item 4).
+# The resource types this service reads and writes (docs/architecture.md, issue 3 item 4).
 R4_RESOURCE_TYPES: Final = frozenset({
     "AuditEvent", "Bundle", "CapabilityStatement", "CareTeam", "CodeSystem", "ConceptMap",
     "OperationDefinition", "OperationOutcome", "Organization", "Parameters", "Patient",

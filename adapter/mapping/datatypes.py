@@ -334,7 +334,7 @@ def organisation_reference(env: Env, org: Organisation) -> dict[str, Any]:
 
 
 def authority_reference(env: Env, org: Organisation) -> dict[str, Any]:
-    """Return a Reference to a local authority keyed by its GSS code (DOMAIN.md)."""
+    """Return a Reference to a local authority keyed by its GSS code (docs/domain.md)."""
     return {"reference": f"Organization/{org.resource_id}",
             "identifier": {"system": env.own.gss_code, "value": org.gss_code},
             "display": org.name}

@@ -48,7 +48,7 @@ from adapter.models import (
 
 MAPPING_DIR: Final = PROJECT_ROOT / "mappings"
 # fhir.resources R4B model of each resource type the mappings read (R4B and R4 have the same
-# shape for these resources: DOMAIN.md "Profiles to build on").
+# shape for these resources: docs/domain.md "Profiles to build on").
 R4B_MODELS: Final = {
     "Patient": "fhir.resources.R4B.patient.Patient",
     "CareTeam": "fhir.resources.R4B.careteam.CareTeam",
@@ -122,7 +122,7 @@ def assessment_to_careteam(assessment: Assessment, *, redacted: bool = False,
 def withhold_member(participant: dict[str, Any], whom_to_ask: Organisation, *,
                     base: str | None = None) -> None:
     """Remove a CareTeam participant's member (a PractitionerRole the caller may not see)
-    and name whom to ask instead (the managing authority, DOMAIN.md "Sensitive services") in
+    and name whom to ask instead (the managing authority, docs/domain.md "Sensitive services") in
     ``onBehalfOf``: FHIR R4 invariant ctm-1 allows onBehalfOf when the member resolves to
     nothing (profile ContactPointGateway-ECAFCareTeam, invariant cpg-ctm-1)."""
     participant.pop("member", None)

@@ -5,7 +5,7 @@ canonical base (``Env``) and calls the bound pair on the hot path. ``forward`` g
 value (a tuple when ``from`` names several attributes) and returns the FHIR value or None (left
 out). ``reverse`` gets the FHIR value and a ``drop`` callback, returns the canonical value, and
 calls ``drop(sub_path)`` for every part of the element it does not keep (data minimisation,
-DOMAIN.md "No case data": the caller is told). Reverse functions raise ``InvalidIdentifier`` or
+docs/domain.md "No case data": the caller is told). Reverse functions raise ``InvalidIdentifier`` or
 ``ValueNotAccepted`` with a message that never repeats the value (it may be personal data).
 """
 
@@ -250,7 +250,7 @@ def _verification_code(system: Any, code: Any) -> str | None:
 
 @transform("confidentiality_label")
 def _confidentiality_label(_env: Env) -> Transform:
-    """Shielded: ``meta.security`` v3-Confidentiality R (DOMAIN.md "Security labels")."""
+    """Shielded: ``meta.security`` v3-Confidentiality R (docs/domain.md "Security labels")."""
     label = {"system": systems.CONFIDENTIALITY, "code": "R", "display": "restricted"}
     return Transform(lambda shielded: dict(label) if shielded else None,
                      lambda coding, _drop: coding.get("code") in RESTRICTED)

@@ -1,4 +1,4 @@
-"""The canonical model of the directory (ARCHITECTURE.md "One canonical model")."""
+"""The canonical model of the directory (docs/architecture.md "One canonical model")."""
 
 from adapter.models.assessment import Assessment, TeamMember
 from adapter.models.base import Base

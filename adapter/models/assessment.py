@@ -1,4 +1,4 @@
-"""eCAF assessment references and their Team Around the Child (DOMAIN.md "eCAF assessment
+"""eCAF assessment references and their Team Around the Child (docs/domain.md "eCAF assessment
 references"): the gateway holds references only, never the assessment itself."""
 
 from __future__ import annotations

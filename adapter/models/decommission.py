@@ -1,4 +1,4 @@
-"""The decommissioning (issue 7; ARCHITECTURE.md "Decommissioning"): the plan with its timetable
+"""The decommissioning (docs/architecture.md "Decommissioning"): the plan with its timetable
 and phase, one purge Task per system that received children's data, and the children each
 Task names (a snapshot of the delivery ledger taken at switch-off).
 
@@ -27,7 +27,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from adapter.models.base import Base, utcnow
 
-# live -> run-down -> switched-off -> destroyed (DOMAIN.md "The decommissioning timetable").
+# live -> run-down -> switched-off -> destroyed (docs/domain.md "The decommissioning timetable").
 PHASES: Final = ("live", "run-down", "switched-off", "destroyed")
 # FHIR R4 task-status codes a purge Task may take (task.html#statemachine).
 TASK_STATUSES: Final = ("requested", "received", "accepted", "rejected", "in-progress",

@@ -1,5 +1,5 @@
 """The directory entry: child, names, local identifiers, carers, organisations, practitioners,
-involvements (DOMAIN.md "The directory entry", Regulations 2007 Schedule 1)."""
+involvements (docs/domain.md "The directory entry", Regulations 2007 Schedule 1)."""
 
 from __future__ import annotations
 
@@ -172,7 +172,7 @@ class ChildName(PersonNameColumns, Base):
         CheckConstraint("period_end IS NULL OR period_start IS NULL OR period_end >= period_start",
                         name="period_order"),
         UniqueConstraint("child_id", "position"),
-        # Search by family name (DOMAIN.md searches); normalised lower-case for prefix matching.
+        # Search by family name; normalised lower-case for prefix matching.
         Index("ix_child_name_family_norm", "family_norm"),
     )
 
@@ -191,7 +191,7 @@ class ChildName(PersonNameColumns, Base):
 class LocalIdentifier(Base):
     """An identifier allocated by one organisation (e.g. a social-care case id).
 
-    Shown only to callers from that organisation (DOMAIN.md "Other organisations' numbers").
+    Shown only to callers from that organisation (docs/domain.md "Other organisations' numbers").
     """
 
     __tablename__ = "local_identifier"
@@ -234,7 +234,7 @@ class Involvement(ContactColumns, Base):
             "consent_basis IS NULL OR " + codes.sql_in("consent_basis", codes.CONSENT_BASES),
             name="consent_basis",
         ),
-        # DOMAIN.md: a sensitive service's involvement is recorded only with consent or on
+        # docs/domain.md: a sensitive service's involvement is recorded only with consent or on
         # suspicion of significant harm; sensitive roles are always flagged sensitive.
         CheckConstraint("NOT sensitive OR consent_basis IS NOT NULL", name="sensitive_needs_basis"),
         CheckConstraint(

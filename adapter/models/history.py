@@ -1,7 +1,7 @@
 """Version history of directory records: every version of a child (with its parts), an
 assessment reference, an organisation or a practitioner, for FHIR ``vread`` and ``_history``
 (FHIR R4 http.html#vread), and the deletion tombstone of a PractitionerRole (kind ``role``: a
-deleted resource is 410 Gone, http.html#read). DOMAIN.md: a moved child's previous address
+deleted resource is 410 Gone, http.html#read). docs/domain.md: a moved child's previous address
 lives on only here."""
 
 from __future__ import annotations

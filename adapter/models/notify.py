@@ -1,6 +1,6 @@
 """Notifications (issue 6): subscriptions, the transactional outbox of events, the
 per-subscription notification queue with its delivery attempts, and the delivery ledger of
-which client received which child's data (ARCHITECTURE.md "State changes and their events
+which client received which child's data (docs/architecture.md "State changes and their events
 commit together").
 
 A change of a child's directory entry or of an eCAF assessment reference writes its ``Event``

@@ -1,4 +1,4 @@
-"""Registered client systems, used assertion ids and the audit trail (ARCHITECTURE.md
+"""Registered client systems, used assertion ids and the audit trail (docs/architecture.md
 "Security model")."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Writing events into the outbox, in the caller's transaction (ARCHITECTURE.md
+"""Writing events into the outbox, in the caller's transaction (docs/architecture.md
 "transactional outbox"). Directory and eCAF changes made through the ORM emit theirs by
 themselves (``adapter.models.notify.emit_changes``); these functions are for the events other
 services raise: the decommission notice and purge instructions (issue 7), and changes written

@@ -1,6 +1,6 @@
 """The one access layer every route sits behind: each view declares what it is (a FHIR
 interaction on a resource type, a public document, ...) and one ``before_request`` hook
-authenticates the caller and checks the declaration (ARCHITECTURE.md "Security model").
+authenticates the caller and checks the declaration (docs/architecture.md "Security model").
 
 A route without a declaration is refused: access is never granted by omission.
 """

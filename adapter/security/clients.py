@@ -159,7 +159,7 @@ def generate_keypair(path: Path) -> dict[str, Any]:
 
 
 def demo_clients(la_gss_code: str) -> list[dict[str, Any]]:
-    """Return the demo clients of the outside contract (ARCHITECTURE.md): demo-admin with every
+    """Return the demo clients of the outside contract (docs/architecture.md): demo-admin with every
     scope and right, demo-la for one authority with national reads and its own writes."""
     return [
         {"client_id": "demo-admin", "name": "Demo administrator",

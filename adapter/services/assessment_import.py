@@ -114,7 +114,7 @@ def _member_key(member: Canonical) -> str:
 def merge_withheld(data: Canonical, stored: Canonical, existing: Assessment,
                    caller: Caller) -> Canonical:
     """Return ``data`` with what ``caller`` may not see kept as stored: sensitive services'
-    team members, and a lead professional from a sensitive service (DOMAIN.md "Sensitive
+    team members, and a lead professional from a sensitive service (docs/domain.md "Sensitive
     services"; the same parts ``careteams.ecaf_view`` withholds)."""
     merged = dict(data)
     if not may_see_lead(existing, caller):

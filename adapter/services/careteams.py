@@ -5,7 +5,7 @@
   id derived from the ContactPoint ID, version = the child's version, subject the Patient.
 - ``ecaf-tac``: an eCAF assessment reference and its Team Around the Child.
 
-Both are a child's data: disclosed by the child's policy (DOMAIN.md "Shielding", "Sensitive
+Both are a child's data: disclosed by the child's policy (docs/domain.md "Shielding", "Sensitive
 services") and audited per read and per search hit. A shielded child's team shows no
 participant to a caller without the shielding right; its eCAF teams (whose existence is the
 CAF indicator, withheld too) do not exist for that caller. Sensitive services are removed for
@@ -460,7 +460,7 @@ def check_shielding(child: Child, caller: Caller) -> None:
 
 def check_consent(part: Involvement, where: str) -> None:
     """A sensitive service's involvement is recorded only with consent or on suspicion of
-    significant harm (DOMAIN.md "Sensitive services"); sensitive roles are always flagged.
+    significant harm (docs/domain.md "Sensitive services"); sensitive roles are always flagged.
 
     :raises Invalid: a sensitive involvement without its basis.
     """
@@ -512,7 +512,7 @@ def merge_team(existing: Child, copies: list[Involvement], incoming: list[Involv
                caller: Caller) -> list[Involvement]:
     """Return the involvements of a team written by ``caller``: it changes only those of its
     own organisation (issue 5 item 3); others' are kept unchanged, and so is every involvement
-    it may not see (DOMAIN.md "Sensitive services").
+    it may not see (docs/domain.md "Sensitive services").
 
     :raises Forbidden: the write adds or changes another organisation's involvement.
     """
@@ -635,7 +635,7 @@ class CareTeamHandler:
 
     def _team_versions(self, session: Session, child: Child, caller: Caller, action: str,
                        only: int | None) -> Versions:
-        """Return the versions of a child's team: the child's versions (DOMAIN.md: earlier
+        """Return the versions of a child's team: the child's versions (docs/domain.md: earlier
         ones live in the record's history)."""
         out: Versions = []
         if only in (None, child.version):

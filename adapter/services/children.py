@@ -548,7 +548,7 @@ class PatientHandler:
         :raises MethodNotAllowed: always.
         """
         raise MethodNotAllowed("A directory entry is not deleted: it is archived when its "
-                               "retention ends (DOMAIN.md 'Retention').")
+                               "retention ends (docs/domain.md 'Retention').")
 
     def validate(self, resource: dict[str, Any], caller: Caller) -> list[dict[str, Any]]:
         """Return the issues a create of ``resource`` would meet (nothing is stored)."""

@@ -4,7 +4,7 @@ validated on its own, the good ones applied in transactions of ``BATCH_SIZE`` re
 record answered with an ``ImportOutcome`` (created / updated / unchanged / rejected with its
 reason), in the order of the batch.
 
-The rules of a write through any dialect hold per record (issue 5 items 3-4, DOMAIN.md):
+The rules of a write through any dialect hold per record (issue 5 items 3-4, docs/domain.md):
 
 - a caller writes only entries its own organisation manages (an entry naming another managing
   authority, or stored under another one, is rejected "not your authority", not the whole

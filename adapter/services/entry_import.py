@@ -53,7 +53,7 @@ def check_parts(data: Canonical) -> None:
         where = f"DirectoryEntry/Involvement[{index}]"
         sensitive = involvement["sensitive"] or involvement["role"] in codes.SENSITIVE_ROLES
         if sensitive and not (involvement["sensitive"] and involvement["consent_basis"]):
-            # DOMAIN.md "Sensitive services": recorded only with consent or on suspicion of
+            # docs/domain.md "Sensitive services": recorded only with consent or on suspicion of
             # significant harm.
             raise Invalid("a sensitive service's involvement needs its consent basis",
                           expression=f"{where}/SensitiveService")

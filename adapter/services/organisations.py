@@ -2,7 +2,7 @@
 both types): read, search, create and update by an administrator or by the organisation itself;
 and the look-ups that inbound CareTeam and PractitionerRole references resolve through.
 
-Neither is a child's data (DOMAIN.md: the directory of services and staff), so reads are not
+Neither is a child's data (docs/domain.md: the directory of services and staff), so reads are not
 audited; who works with which child is disclosed only through CareTeams and PractitionerRoles.
 """
 

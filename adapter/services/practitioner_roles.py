@@ -4,9 +4,9 @@ professional and each member of an eCAF Team Around the Child.
 
 A role is a child's data: it is disclosed by the child's policy and every read is audited. A
 role the caller may not see does not exist for them (404, never a hint of its existence):
-every role of a shielded child for a caller without the shielding right (DOMAIN.md
+every role of a shielded child for a caller without the shielding right (docs/domain.md
 "Shielding": every involvement is withheld), and a sensitive service's role for a caller
-without the sensitive-services right (DOMAIN.md "Sensitive services").
+without the sensitive-services right (docs/domain.md "Sensitive services").
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ class Batch:
 
     def live(self) -> Batch:
         """Return a copy with the live entries only (archived ones are invisible to ordinary
-        callers, DOMAIN.md "Retention")."""
+        callers, docs/domain.md "Retention")."""
         return dataclasses.replace(self, records=[
             r for r in self.records if b"<RecordStatus>archived</RecordStatus>" not in r])
 

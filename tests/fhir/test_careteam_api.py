@@ -71,7 +71,7 @@ def test_read_team_shows_everything_to_a_caller_with_the_rights(env: Env, fmt: s
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_sensitive_involvements_are_removed_and_labelled(env: Env, fmt: str) -> None:
     """Without the sensitive-services right the CAMHS involvement is gone and the team is
-    labelled REDACTED (DOMAIN.md "Sensitive services")."""
+    labelled REDACTED (docs/domain.md "Sensitive services")."""
     response = env.client.get(f"/fhir/CareTeam/{env.world.team}",
                               headers=with_format(env.who.la, fmt))
     team = parsed(response)
@@ -150,7 +150,7 @@ def test_unknown_careteam_is_not_found(env: Env, fmt: str) -> None:
 
 
 def test_archived_childs_team_is_invisible_to_ordinary_callers(env: Env) -> None:
-    """An archived entry's teams are invisible to every ordinary caller (DOMAIN.md)."""
+    """An archived entry's teams are invisible to every ordinary caller (docs/domain.md)."""
     from sqlalchemy import update
 
     from adapter.models import Child

@@ -567,7 +567,7 @@ def test_uk_core_patient_with_england_verification_status_passes(validator: Vali
 
 
 def test_uk_core_pds_verification_code_system_fails(validator: Validator) -> None:
-    """PDS's own code system is not in the required value set (DOMAIN.md: re-code it)."""
+    """PDS's own code system is not in the required value set (docs/domain.md: re-code it)."""
     only_error_at(validator.check(uk_patient(PDS)),
                   "Patient.identifier[0].extension[0].value.ofType(CodeableConcept).coding[0]",
                   f"{PDS}|01 is not in the required value set")

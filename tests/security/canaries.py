@@ -24,7 +24,7 @@ from adapter.services import history
 from adapter.services.children import child_query
 from adapter.services.records import apply_child
 
-# Shielded child: what DOMAIN.md "Shielding" withholds.
+# Shielded child: what docs/domain.md "Shielding" withholds.
 SHIELDED_CANARIES = {
     "NHS number": make_test_nhs_number(987654),
     "postcode": "ZZ7 7CY",
@@ -37,7 +37,8 @@ SHIELDED_CANARIES = {
     "school phone": "01632 960419",
     "social worker phone": "01632 960422",
 }
-# Sensitive-service involvements: provider and contact details (DOMAIN.md "Sensitive services").
+# Sensitive-service involvements: provider and contact details (docs/domain.md
+# "Sensitive services").
 UNCONSENTED_CANARIES = {
     "clinic": "Canary Clinic Sexual Health Service",
     "clinic phone": "01632 960420",

@@ -162,7 +162,7 @@ def test_break_glass_read_is_an_audited_override_with_a_warning(
 def test_consented_sensitive_involvement_needs_the_right_too(
         client: FlaskClient, callers: Callers, canaries: Canaries) -> None:
     """Consent allows the involvement to be recorded; its provider is still shown only to
-    callers with the sensitive-services right (DOMAIN.md "Sensitive services")."""
+    callers with the sensitive-services right (docs/domain.md "Sensitive services")."""
     url = f"/fhir/CareTeam?patient=Patient/{canaries.consented}&_include=CareTeam:participant"
     assert canaries_in(client.get(url, headers=callers.la).data, CONSENTED_CANARIES) == []
     assert canaries_in(client.get(url, headers=callers.admin).data, CONSENTED_CANARIES)
