@@ -103,6 +103,7 @@ class Database:
                              if self.is_sqlite else self.engine)
         self.write_sessions = sessionmaker(self.write_engine, expire_on_commit=False)
         self.writer_queue = WriterQueue(url) if self.is_sqlite else None
+        self.closed = False
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -139,9 +140,15 @@ class Database:
             command.upgrade(config, revision)
 
     def dispose(self) -> None:
-        """Close every pooled connection."""
+        """Close every pooled connection (the database stays usable: new ones are opened)."""
         self.engine.dispose()
         self.write_engine.dispose()
+
+    def close(self) -> None:
+        """Dispose of the connections for good: background work that holds this database (the
+        harvesting sweep, ``adapter/security/limits.py``) leaves it alone from now on."""
+        self.closed = True
+        self.dispose()
 
 
 def alembic_config() -> Config:

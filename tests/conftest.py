@@ -85,7 +85,7 @@ def empty_db(db_url_and_options: tuple[str, dict[str, Any]]) -> Iterator[Databas
     url, options = db_url_and_options
     database = Database(url, **options)
     yield database
-    database.dispose()
+    database.close()
 
 
 @pytest.fixture
@@ -105,7 +105,7 @@ def app(db: Database, tmp_path: Path) -> Flask:
     """The gateway app on the test database."""
     application = create_app({"DATABASE_URL": db.url, "INSTANCE_PATH": str(tmp_path),
                               "TESTING": True, **TEST_SETTINGS})
-    application.extensions["db"].dispose()
+    application.extensions["db"].close()
     application.extensions["db"] = db
     return application
 

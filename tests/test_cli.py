@@ -105,7 +105,7 @@ def test_healthz_503_when_the_database_is_unreachable(tmp_path: Path, kind: str)
     try:
         response = app.test_client().get("/healthz")
     finally:
-        app.extensions["db"].dispose()
+        app.extensions["db"].close()
     assert response.status_code == 503
     assert response.mimetype == "application/fhir+json"
     outcome = response.get_json()

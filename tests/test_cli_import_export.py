@@ -45,11 +45,11 @@ def target(backend: str, tmp_path: Path) -> Iterator[Flask]:
             schema = stack.enter_context(PostgresSchema(POSTGRES_URL))
             url, options = POSTGRES_URL, schema.engine_options()
         database = Database(url, **options)
-        stack.callback(database.dispose)
+        stack.callback(database.close)
         database.upgrade()
         application = create_app({"DATABASE_URL": url, "INSTANCE_PATH": str(tmp_path / "t"),
                                   "TESTING": True})
-        application.extensions["db"].dispose()
+        application.extensions["db"].close()
         application.extensions["db"] = database
         yield application
 

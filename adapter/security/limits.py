@@ -215,7 +215,7 @@ class HarvestWatch:
         return how many were checked."""
         now = self.clock()
         with self._lock:
-            if now - self._swept < self.sweep_interval or self._db is None:
+            if now - self._swept < self.sweep_interval or self._db is None or self._db.closed:
                 return 0
             horizon = self._swept - self.sweep_interval
             self._swept = now

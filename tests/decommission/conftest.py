@@ -31,7 +31,7 @@ def app(db: Database, tmp_path: Path) -> Iterator[Flask]:
     instance = tmp_path / "instance"
     application = create_app({"DATABASE_URL": db.url, "INSTANCE_PATH": str(instance),
                               "TESTING": True, **DRILL_SETTINGS})
-    application.extensions["db"].dispose()
+    application.extensions["db"].close()
     application.extensions["db"] = db
     yield application
     phases.forget(db)

@@ -102,11 +102,11 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
             schema = stack.enter_context(PostgresSchema(POSTGRES_URL))
             url, options = POSTGRES_URL, schema.engine_options()
         db = Database(url, **options)
-        stack.callback(db.dispose)
+        stack.callback(db.close)
         db.upgrade()
         app = create_app({"DATABASE_URL": url, "INSTANCE_PATH": str(tmp / "instance"),
                           "TESTING": True})
-        app.extensions["db"].dispose()
+        app.extensions["db"].close()
         app.extensions["db"] = db
         stack.callback(phases.forget, db)
         load_demo_data(db, children=6, authorities=2, seed=11, progress=False)

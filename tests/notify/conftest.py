@@ -81,7 +81,7 @@ def app(db: Database, tmp_path: Path, settings: dict[str, Any]) -> Flask:
     """The gateway app on the test database, with the delivery settings above."""
     application = create_app({"DATABASE_URL": db.url, "INSTANCE_PATH": str(tmp_path),
                               "TESTING": True, **settings})
-    application.extensions["db"].dispose()
+    application.extensions["db"].close()
     application.extensions["db"] = db
     return application
 

@@ -59,7 +59,7 @@ def app(db: Database, tmp_path: Path) -> Flask:
     application = create_app({"DATABASE_URL": db.url, "INSTANCE_PATH": str(tmp_path),
                               "TESTING": True, "NOTIFY_ALLOW_PRIVATE": True,
                               **NOTIFY_SETTINGS})
-    application.extensions["db"].dispose()
+    application.extensions["db"].close()
     application.extensions["db"] = db
     return application
 
