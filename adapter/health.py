@@ -34,7 +34,7 @@ def healthz() -> Response:
     plan = current_plan()
     body: dict[str, Any] = {"status": "ok", "database": "ok",
                             "phase": plan.phase if plan else "live"}
-    if plan is not None:  # the timetable, so that monitoring sees what comes next (issue 7)
+    if plan is not None:  # the timetable, so that monitoring sees what comes next
         body["timetable"] = {"runDownAt": plan.timetable.run_down_at.isoformat(),
                              "switchOffAt": plan.timetable.switch_off_at.isoformat(),
                              "destroyByAt": plan.timetable.destroy_by_at.isoformat()}

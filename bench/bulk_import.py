@@ -1,4 +1,4 @@
-"""Bulk import of one directory XML file (issue 4 item 5): 100,000 entries with 1% broken,
+"""Bulk import of one directory XML file (README "Benchmarks"): 100,000 entries with 1% broken,
 streamed into SQLite and PostgreSQL, next to baselines measured in the same run: plain lxml
 iterparse with per-record XSD validation of the same file, and plain SQLAlchemy Core inserts
 of the same rows (pre-assigned ids, no parsing, no look-ups); then the re-import of the same

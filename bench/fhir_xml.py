@@ -1,4 +1,4 @@
-"""FHIR XML writer and reader speed on a typical child (issue 3 item 4): records/s per core.
+"""FHIR XML writer and reader speed on a typical child (README "Benchmarks"): records/s per core.
 
 Run: ``.venv/bin/python -m bench.fhir_xml``. Figures, best of five rounds, for:
 ``dumps_resource`` (the serving path: string building over the precomputed tables), the same

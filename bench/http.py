@@ -1,4 +1,4 @@
-"""HTTP benchmark (issue 4 item 5): Patient read by id and search by identifier under wrk for
+"""HTTP benchmark (README "Benchmarks"): Patient read by id and search by identifier under wrk for
 10 s, next to a bare Flask route returning a fixed 2 KB JSON on the same gunicorn settings,
 measured in the same run (req/s, p50, p99)."""
 

@@ -1,4 +1,4 @@
-"""Mapping speed (issue 3 item 5): Child -> Patient and Involvements -> CareTeam, records/s.
+"""Mapping speed (README "Benchmarks"): Child -> Patient and Involvements -> CareTeam, records/s.
 
     .venv/bin/python -m bench.mapping [--children 2000]
 

@@ -1,4 +1,4 @@
-"""Notification benchmark (issue 6 item 6), on PostgreSQL: fan-out of one decommission notice
+"""Notification benchmark (README "Benchmarks"), on PostgreSQL: fan-out of one decommission notice
 to 1,000 rest-hook subscribers, and of 100,000 directory change events to 10 subscribers
 (id-only, up to 100 events per Bundle: backport-max-count), delivered by 1 and by 4
 ``contactpoint-gateway dispatch`` processes to local receivers; next to the raw HTTP POST

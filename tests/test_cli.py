@@ -1,4 +1,4 @@
-"""The ``contactpoint-gateway`` commands of issue 2 (``db upgrade``, ``demo-data``, ``--help``)
+"""The basic ``contactpoint-gateway`` commands (``db upgrade``, ``demo-data``, ``--help``)
 and ``GET /healthz``."""
 
 from __future__ import annotations

@@ -246,7 +246,7 @@ def test_a_broken_ndjson_line_is_reported_and_the_others_applied(
 def test_an_export_for_a_client_puts_its_children_in_its_ledger(
         app: Flask, tmp_path: Path, files: tuple[Path, Path, str], fmt: str) -> None:
     """``export --as CLIENT`` hands that client's system every exported child: each is in its
-    delivery ledger (the purge scope of issue 7); the operator's own export is no holder."""
+    delivery ledger (the decommissioning's purge scope); the operator's own export is no holder."""
     entries, _references, gss = files
     assert invoke(app, "import", str(entries), "--quiet").exit_code == 0
     register(app, "la-system", organisation=gss)

@@ -1,5 +1,4 @@
-"""Synthetic demo data: valid by every rule, deterministic per seed, with every rare case
-(issue 2, "Synthetic data")."""
+"""Synthetic demo data: valid by every rule, deterministic per seed, with every rare case."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""FHIR XML of the mappings' outputs over many records (issue 3, "Speed without giving up
-validity"): the XML writer is fast because it never goes through fhir.resources, so its
-validity is proven here instead.
+"""FHIR XML of the mappings' outputs over many records: the XML writer is fast
+because it never goes through fhir.resources, so its validity is proven here instead.
 
 - Property tests (``tests/strategies.py``): a child or an eCAF assessment published as every
   FHIR resource it becomes, each written as XML (``dumps_resource``), validated against the

@@ -90,7 +90,7 @@ def stored_resources(case: str) -> dict[str, dict[str, Any]]:
 # --- the outputs are the reviewed files ---------------------------------------------------------
 
 def test_there_are_enough_cases_covering_the_acceptance_list() -> None:
-    """At least 12 cases, among them the ones issue 3 asks for by name."""
+    """At least 12 cases, among them the ones named below."""
     assert len(CASES) >= 12
     assert {"plain-child", "shielded-child", "sensitive-service-with-consent",
             "sensitive-service-significant-harm", "lead-professional", "ecaf-closed",

@@ -1,5 +1,5 @@
 """The canonical model: migrations on both databases, every constraint of the directory tables,
-and versioning (issue 2, "Canonical model")."""
+and versioning (docs/architecture.md "One canonical model")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The decommissioning (issue 7; docs/architecture.md "Decommissioning"): plan and phases, purge
+"""The decommissioning (docs/architecture.md "Decommissioning"): plan and phases, purge
 Tasks, reminders and escalation, eCAF re-keying, destruction and its certificate, dashboard.
 
 - ``plan``: the timetable; ``phases``: the current phase (what it allows is the phase policy's,

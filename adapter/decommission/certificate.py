@@ -1,4 +1,4 @@
-"""The destruction certificate (issue 7 item 5): what was destroyed (rows per table before and
+"""The destruction certificate: what was destroyed (rows per table before and
 after), how (storage scrubbing), each system's answer to its purge instruction, the timetable,
 and a digest of the audit trail; in JSON and in XML (``schemas/xml/certificate.xsd``), each
 signed with the service's P-384 key (``adapter.security.keys``) as a JWS with detached content

@@ -1,4 +1,4 @@
-"""Issuing the destruction certificate after the destruction (issue 7 item 5): its content from
+"""Issuing the destruction certificate after the destruction: its content from
 what destruction did, the purge Tasks' answers and the audit trail's digest; both forms signed,
 kept with the plan and written under ``<instance>/decommission/`` with the public key."""
 

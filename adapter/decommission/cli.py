@@ -1,5 +1,5 @@
 """``contactpoint-gateway decommission ...``: plan, status, advance, remind, escalation,
-destroy and verify-certificate (issue 7). Times are the machine's clock in UTC; ``--now`` moves
+destroy and verify-certificate. Times are the machine's clock in UTC; ``--now`` moves
 a phase on before its date (drills)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The admin dashboard ``/admin/decommission`` (issue 7 item 6): the phase and the timetable with
+"""The admin dashboard ``/admin/decommission``: the phase and the timetable with
 a countdown to the next step, each system's purge status with counts and filters, and the
 escalation list. Server-rendered HTML with no script at all (the admin Content Security Policy
 allows only the gateway's own stylesheet, ``adapter.security.headers``); every control has a

@@ -1,8 +1,8 @@
-"""Destruction (issue 7 item 5): after destroy-by once every purge Task is completed or escalated
-(or with an explicit override and its reason, recorded in the certificate),
-every personal datum is deleted — children with their names, identifiers, carers, involvements
-and assessment references, practitioners and organisations, every version snapshot, the
-ledger's identities, the purge Tasks' child lists, queued notification bodies and outbox
+"""Destruction (docs/architecture.md "Decommissioning"): after destroy-by once every purge Task
+is completed or escalated (or with an explicit override and its reason, recorded in the
+certificate), every personal datum is deleted — children with their names, identifiers, carers,
+involvements and assessment references, practitioners and organisations, every version snapshot,
+the ledger's identities, the purge Tasks' child lists, queued notification bodies and outbox
 payloads, bulk export files — and scrubbed from the database files: SQLite overwrites deleted
 content (``secure_delete``), rebuilds the file (``VACUUM``) and empties its write-ahead log
 (``wal_checkpoint(TRUNCATE)``); PostgreSQL rewrites each table (``VACUUM FULL``) so that no dead

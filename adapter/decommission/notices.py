@@ -1,5 +1,5 @@
 """The decommission notice: the plan's PlanDefinition, sent to every subscriber of the
-decommission-notice topic whenever the timetable or the phase changes (issue 7 item 1), through
+decommission-notice topic whenever the timetable or the phase changes, through
 the notifications outbox in the transaction of the change."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Scrubbing deleted data out of the database files after destruction (issue 7 item 5).
+"""Scrubbing deleted data out of the database files after destruction.
 
 SQLite: ``secure_delete`` (set before the deletes) overwrites deleted content; ``VACUUM``
 rebuilds the file so that no free page keeps an old row; ``wal_checkpoint(TRUNCATE)`` copies the

@@ -1,4 +1,4 @@
-"""Purge instructions (issue 7 item 4): at switch-off, one Task per system that received any
+"""Purge instructions: at switch-off, one Task per system that received any
 child's data, naming exactly the children in that system's delivery ledger (a snapshot taken in
 the switch-off transaction), delivered over its purge-instruction subscription; reminders at the
 plan's interval and the escalation report of owners that have not completed."""

@@ -42,7 +42,8 @@ def due_at(plan: DecommissionPlan) -> dt.datetime | None:
 
 def _stop_change_notifications(session: Session, now: dt.datetime) -> None:
     """Turn off the subscriptions to directory and eCAF changes: after switch-off no child's
-    data leaves the service, not even in a notification (issue 7 "only purge traffic")."""
+    data leaves the service, not even in a notification (docs/architecture.md
+    "Decommissioning": only purge traffic)."""
     session.execute(update(Subscription)
                     .where(Subscription.topic.in_((DIRECTORY_TOPIC, ECAF_TOPIC)),
                            Subscription.status != "off")

@@ -1,4 +1,4 @@
-"""Synthetic, entirely fictional demo data (issue 2, "Synthetic data"): deterministic for a seed,
+"""Synthetic, entirely fictional demo data: deterministic for a seed,
 streamed into the database in batches."""
 
 from adapter.demo.children import REFERENCE_DATE

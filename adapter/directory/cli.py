@@ -1,4 +1,4 @@
-"""``contactpoint-gateway import`` and ``export`` (issue 4 item 4).
+"""``contactpoint-gateway import`` and ``export`` (README "Directory XML and bulk import").
 
 ``import FILE...`` detects what each file is: a directory XML batch (``DirectoryEntries`` or
 ``AssessmentReferences``), a FHIR Bundle (JSON or XML) or NDJSON of FHIR resources (a folder

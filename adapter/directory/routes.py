@@ -1,4 +1,4 @@
-"""The directory XML interface at ``/directory`` (issue 4 item 2; ``schemas/xml/README.md``
+"""The directory XML interface at ``/directory`` (``schemas/xml/README.md``
 "HTTP interface" documents it for callers):
 
 - ``POST /directory/entries`` and ``POST /directory/assessments`` take a batch document

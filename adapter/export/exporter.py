@@ -2,7 +2,7 @@
 their internal id (never the whole table in memory), each rendered for the job's client as its
 REST reads would render it (the one disclosure policy), their lines written to the job's NDJSON
 files, one ``export`` audit record per exported child committed per batch with the job's
-progress (FHIR Bulk Data Access IG v2, export.html; issue 5 items 4-5). Then Organization and
+progress (FHIR Bulk Data Access IG v2, export.html). Then Organization and
 Practitioner: at system level all of them (the directory of services and staff, readable by
 every client), streamed the same way; at Group level those the written resources refer to,
 kept as a set of ids while the children are streamed (it grows with the organisations and
@@ -150,8 +150,8 @@ class Exporter:
             job.phase, job.heartbeat = phase, utcnow()
 
     def _record_exported(self, session: Session, batch: Iterable[ChildExport]) -> None:
-        """Write one ``export`` audit record per child whose data the files receive (issue 5
-        item 5; the delivery ledger of issue 6 item 5 is fed from the same point)."""
+        """Write one ``export`` audit record per child whose data the files receive (the
+        delivery ledger is fed from the same point)."""
         for item in batch:
             if item.exported:
                 audit.record(session, "export", resource_type="Patient",
@@ -160,7 +160,7 @@ class Exporter:
                              detail=f"bulk export {self.spec.job_id}")
                 self.overrides += item.override
         # The files hand these children's data to the client: the delivery ledger scopes its
-        # purge instruction at switch-off (issue 7 item 4; adapter.notify.ledger).
+        # purge instruction at switch-off (adapter.notify.ledger).
         ledger.record_deliveries(session, self.caller.client_id,
                                  [item.child_ref for item in batch if item.exported], "export")
 

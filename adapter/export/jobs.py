@@ -1,6 +1,7 @@
 """Export jobs in the database and their files on disk: creation, lookup for the client that
 started them, cancellation, expiry and the sweep (FHIR Bulk Data Access IG v2, export.html
-"Bulk Data Status Request", "Bulk Data Delete Request"; issue 7: export files are destroyed)."""
+"Bulk Data Status Request", "Bulk Data Delete Request"; the decommissioning destroys export
+files)."""
 
 from __future__ import annotations
 
@@ -197,8 +198,8 @@ def _remove_orphans(db: Database, settings: ExportSettings) -> int:
 
 
 def destroy_exports(db: Database, settings: ExportSettings) -> int:
-    """Delete every export job and every export file (the decommissioning's destruction,
-    issue 7); return how many jobs there were."""
+    """Delete every export job and every export file (the decommissioning's destruction);
+    return how many jobs there were."""
     with db.write_transaction() as session:
         count = int(session.scalar(select(func.count(ExportJob.id))) or 0)
         session.execute(delete(ExportJob))

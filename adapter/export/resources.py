@@ -2,7 +2,7 @@
 would render them: the child's Patient, its team CareTeam and its involvements'
 PractitionerRoles, and the CareTeams of its eCAF assessment references with their lead's and
 members' PractitionerRoles. Each goes through the disclosure functions of its REST handler
-(built on ``adapter.security.policy``: issue 5 item 4, one policy for every dialect), called
+(built on ``adapter.security.policy``: one policy for every dialect), called
 without their per-resource audit: an export writes one audit record per child instead."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Reading a request body as a FHIR resource: strict content types (415), size and depth
-limits (413, 400), hardened XML, and a clear error for what is wrong (issue 5 item 7)."""
+limits (413, 400), hardened XML, and a clear error for what is wrong."""
 
 from __future__ import annotations
 

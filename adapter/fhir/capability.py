@@ -110,7 +110,7 @@ def capability_statement(handlers: list[ResourceHandler],
         statement["instantiates"] = [BULK_DATA]
     from adapter.decommission import describe_phase
 
-    describe_phase(statement, app)  # the decommissioning phase, and its resources (issue 7)
+    describe_phase(statement, app)  # the decommissioning phase, and its resources
     return statement
 
 

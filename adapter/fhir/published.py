@@ -1,4 +1,4 @@
-"""Conformance resources served read-only (issue 4; docs/architecture.md "Schemas are published
+"""Conformance resources served read-only (docs/architecture.md "Schemas are published
 artefacts"): this service's StructureDefinitions, CodeSystems and ValueSets (``schemas/fhir``)
 and the ConceptMaps of its mappings (``mappings/conceptmaps``), rebased on the configured
 canonical base so that a harness can fetch exactly what it is tested against."""

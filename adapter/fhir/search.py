@@ -25,7 +25,7 @@ from adapter.errors import BadRequest
 
 DEFAULT_COUNT: Final = 50
 MAX_COUNT: Final = 1000
-# Longest value of one search parameter (issue 5 item 7); SQLite refuses LIKE patterns over
+# Longest value of one search parameter; SQLite refuses LIKE patterns over
 # 50,000 bytes, and no identifier, name or date comes near this.
 MAX_VALUE_LENGTH: Final = 2000
 PREFIXES: Final = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")

@@ -4,7 +4,7 @@ resources in their FHIR JSON shape (plain dicts, as the mappings build them for 
 Element order, cardinality and types come from the FHIR definitions, read once per process
 from the ``fhir.resources.R4B`` models (``elements_sequence()`` and each field's type) into
 one table per type; serving then walks the dict against those tables and builds the XML text
-directly, without model validation (issue 3 item 4: validity is proven by the tests against
+directly, without model validation (validity is proven by the tests against
 the official R4 XSD). The service declares FHIR 4.0.1: only the resource types in
 ``R4_RESOURCE_TYPES`` are handled, whose R4B definitions match R4 (a test compares every one
 with the R4 ``fhir-single.xsd``), and elements typed with a data type that R4B added
@@ -39,7 +39,7 @@ _XHTML_DIV: Final = f"{{{XHTML_NS}}}div"
 _XHTML_NSMAP: Final[dict[Any, str]] = {None: XHTML_NS}
 _DECLARATION: Final = '<?xml version="1.0" encoding="UTF-8"?>'
 
-# The resource types this service reads and writes (docs/architecture.md, issue 3 item 4).
+# The resource types this service reads and writes (docs/architecture.md "The outside contract").
 R4_RESOURCE_TYPES: Final = frozenset({
     "AuditEvent", "Bundle", "CapabilityStatement", "CareTeam", "CodeSystem", "ConceptMap",
     "OperationDefinition", "OperationOutcome", "Organization", "Parameters", "Patient",
@@ -228,7 +228,7 @@ def _is_plain(resource: dict[str, Any]) -> bool:
     """Return True if every string in ``resource`` can go into XML as it is.
 
     One scan of orjson's C-speed serialisation replaces a check per value on the common
-    path (issue 3 item 4); anything orjson cannot write (lone surrogates) takes the checked
+    path; anything orjson cannot write (lone surrogates) takes the checked
     path. In JSON text a string needing an XML escape shows &, < or > as they are, or a
     backslash for ", tab, line ends and every other control character (RFC 8259 section 7);
     U+FFFE and U+FFFF, not XML characters, are the only others to look for.
@@ -423,7 +423,7 @@ def _write_element(out: list[str], tag: str, obj: dict[str, Any], table: TypeTab
     """Write an element: ``head`` (the open start tag), its attributes, children, end tag.
 
     Strings and objects, nearly every element, are written here directly: this loop is the
-    serving path's cost (issue 3 item 4). ``raw``: no string needs an escape (``_is_plain``).
+    serving path's cost. ``raw``: no string needs an escape (``_is_plain``).
 
     :raises _ShapeError: the content does not fit the element's type.
     """

@@ -1,7 +1,7 @@
 """Bulk export jobs (FHIR Bulk Data Access IG v2, export.html): kept in the database so that
 any gateway process can answer a status request, whichever process runs the job. A job holds
 no personal data: its files under ``<instance>/exports/<job_id>/`` do, and are deleted when
-the job expires, is deleted by its client, fails, or the service is destroyed (issue 7)."""
+the job expires, is deleted by its client, fails, or the service is destroyed."""
 
 from __future__ import annotations
 

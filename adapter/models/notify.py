@@ -1,4 +1,4 @@
-"""Notifications (issue 6): subscriptions, the transactional outbox of events, the
+"""Notifications: subscriptions, the transactional outbox of events, the
 per-subscription notification queue with its delivery attempts, and the delivery ledger of
 which client received which child's data (docs/architecture.md "State changes and their events
 commit together").
@@ -176,7 +176,7 @@ class Notification(Base):
     state: Mapped[str] = mapped_column(String(10), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     # Full-resource entries as rendered at the first attempt, so that retries and duplicates
-    # carry the same content; removed by destruction (issue 7).
+    # carry the same content; removed by destruction.
     content: Mapped[list[Any] | None] = mapped_column(JSON)
     # FHIR ids of the children whose data ``content`` discloses (for the ledger on delivery).
     discloses: Mapped[list[str] | None] = mapped_column(JSON)
@@ -209,7 +209,7 @@ class DeliveryAttempt(Base):
 class LedgerEntry(Base):
     """The delivery ledger: client ``client_id`` received data of the child ``child_ref``
     (read, search hit, export, full-resource notification) first and last at these times;
-    it scopes the purge instructions (issue 7)."""
+    it scopes the purge instructions (docs/architecture.md "Decommissioning")."""
 
     __tablename__ = "delivery_ledger"
     __table_args__ = (UniqueConstraint("client_id", "child_ref"),)

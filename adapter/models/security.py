@@ -91,7 +91,7 @@ class AuditRecord(Base):
     """One access to or change of a child's data (or of the service's state), append-only.
 
     ``child_ref`` is the child's FHIR logical id while the directory lives; destruction replaces
-    it with a keyed hash whose key is then destroyed (issue 7).
+    it with a keyed hash whose key is then destroyed.
     """
 
     __tablename__ = "audit_record"
@@ -126,7 +126,7 @@ class AuditRecord(Base):
 @event.listens_for(AuditRecord, "before_update")
 @event.listens_for(AuditRecord, "before_delete")
 def _refuse_audit_update(*_args: Any) -> None:
-    """Audit records are append-only (issue 5: they cannot be changed through any interface).
+    """Audit records are append-only (they cannot be changed through any interface).
 
     :raises PermissionError: always.
     """
@@ -136,7 +136,7 @@ def _refuse_audit_update(*_args: Any) -> None:
 @event.listens_for(Session, "do_orm_execute")
 def _refuse_audit_bulk_change(state: ORMExecuteState) -> None:
     """Refuse ORM ``update(AuditRecord)`` / ``delete(AuditRecord)`` statements, which bypass the
-    per-object hooks above. (Destruction, issue 7, pseudonymises the trail with a deliberate
+    per-object hooks above. (Destruction pseudonymises the trail with a deliberate
     Core statement on the table, not through the ORM.)
 
     :raises PermissionError: an ORM UPDATE or DELETE of audit records.

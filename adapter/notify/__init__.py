@@ -1,5 +1,5 @@
-"""Notifications (issue 6): topic-based subscriptions (Subscriptions R5 Backport IG for R4)
-delivered over rest-hook and MESH from a transactional outbox, and the delivery ledger.
+"""Notifications (README "Notifications"): topic-based subscriptions (Subscriptions R5 Backport
+IG for R4) delivered over rest-hook and MESH from a transactional outbox, and the delivery ledger.
 
 - ``topics``: the four topics and their filters; ``spec``: the Subscription resource;
 - ``subscriptions``: the ``/fhir/Subscription`` handler, ``$status``, ``$events``;

@@ -1,7 +1,7 @@
 """What one event puts in a notification for one subscriber: nothing (``empty``), a
 reference (``id-only``), or the resource (``full-resource``) as a read by that subscriber
 would show it — the same disclosure policy (shielding, sensitive services, other
-organisations' numbers) and an audit record of the access (issue 6 item 2)."""
+organisations' numbers) and an audit record of the access."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""The delivery ledger: which client received which child's data, first and last when
-(issue 6 item 5). It scopes the purge instructions (issue 7): exactly the clients that hold a
-child are told to purge it.
+"""The delivery ledger: which client received which child's data, first and last when.
+It scopes the purge instructions (docs/architecture.md "Decommissioning"): exactly the
+clients that hold a child are told to purge it.
 
 Every route that returns a child's data to a client feeds it through ``record_delivery``, in
 the transaction of the response, next to that disclosure's audit record: Patient reads and

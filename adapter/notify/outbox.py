@@ -1,7 +1,7 @@
 """Writing events into the outbox, in the caller's transaction (docs/architecture.md
 "transactional outbox"). Directory and eCAF changes made through the ORM emit theirs by
 themselves (``adapter.models.notify.emit_changes``); these functions are for the events other
-services raise: the decommission notice and purge instructions (issue 7), and changes written
+services raise: the decommission notice and purge instructions, and changes written
 in bulk with SQLAlchemy Core, which bypasses the ORM's flush."""
 
 from __future__ import annotations

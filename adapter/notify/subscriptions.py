@@ -41,7 +41,7 @@ from adapter.security.caller import Caller
 
 log = logging.getLogger(__name__)
 MAX_EVENTS: Final = 100  # events one $events call returns
-# Subscriptions to these topics are purge traffic in the decommissioning phases (issue 7).
+# Subscriptions to these topics are purge traffic in the decommissioning phases.
 PURGE_TRAFFIC_TOPICS: Final = frozenset({PURGE_TOPIC, NOTICE_TOPIC})
 CONTENT_ORDER: Final = ("empty", "id-only", "full-resource")
 SUBSCRIPTION_PARAMS: Final = {p.name: p for p in (

@@ -1,7 +1,7 @@
-"""Admin dashboard sessions (issue 7 item 6: "token or session for an admin client"): an admin
-client's operator pastes an access token once into the login form; the gateway checks it and
-sets a session cookie holding a short JWT of its own, signed with the service key, naming the
-client and its key version (so disabling or re-keying the client ends the session at once).
+"""Admin dashboard sessions: an admin client's operator pastes an access token once into the
+login form; the gateway checks it and sets a session cookie holding a short JWT of its own,
+signed with the service key, naming the client and its key version (so disabling or re-keying
+the client ends the session at once).
 
 The cookie is ``HttpOnly``, ``SameSite=Strict``, scoped to ``/admin`` and ``Secure`` when the
 gateway's public URL is https (OWASP "Session Management Cheat Sheet"); the session token's

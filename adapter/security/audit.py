@@ -1,5 +1,5 @@
 """The audit trail: one call, made by every service function that reads or changes a child's
-data, in the same transaction as the access (issue 5; docs/domain.md "Who used it").
+data, in the same transaction as the access (docs/domain.md "Who used it").
 
 A record says what the client got, not only what it asked for:
 - a disclosure (read, vread, history, search, export) answered to ``HEAD`` is recorded as

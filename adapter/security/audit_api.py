@@ -1,4 +1,4 @@
-"""``GET /fhir/AuditEvent``: the audit trail for auditors (issue 5 item 5), read-only.
+"""``GET /fhir/AuditEvent``: the audit trail for auditors, read-only.
 
 Callers need the ``audit`` right and an AuditEvent read scope. Records are never changed: the
 handler offers read and search only, so create, update and delete have no route and the

@@ -1,4 +1,4 @@
-"""Security headers on every response (issue 5 item 7), set in one ``after_request`` hook so that
+"""Security headers on every response, set in one ``after_request`` hook so that
 error responses, 404s and 405s carry them too (OWASP "HTTP Headers Cheat Sheet", "REST
 Security Cheat Sheet" section "Security headers").
 

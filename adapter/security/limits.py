@@ -1,4 +1,4 @@
-"""Abuse limits (issue 5 item 6): a per-client request rate limit, and the alert when a client
+"""Abuse limits: a per-client request rate limit, and the alert when a client
 reads more distinct children in an hour than its ceiling — the harvesting pattern that made a
 national directory dangerous.
 

@@ -511,7 +511,7 @@ def _same(incoming: Involvement, stored: Involvement) -> bool:
 def merge_team(existing: Child, copies: list[Involvement], incoming: list[Involvement],
                caller: Caller) -> list[Involvement]:
     """Return the involvements of a team written by ``caller``: it changes only those of its
-    own organisation (issue 5 item 3); others' are kept unchanged, and so is every involvement
+    own organisation; others' are kept unchanged, and so is every involvement
     it may not see (docs/domain.md "Sensitive services").
 
     :raises Forbidden: the write adds or changes another organisation's involvement.

@@ -536,7 +536,7 @@ class PatientHandler:
         audit.record(session, action if changed else "update-unchanged", resource_type="Patient",
                      resource_id=child.resource_id, child_ref=child.resource_id, caller=caller)
         # The answer carries the whole entry as the writer may see it (other organisations'
-        # involvements too): the writer now holds it and is in scope of the purge (issue 7).
+        # involvements too): the writer now holds it and is in scope of the purge.
         ledger.record_delivery(session, caller, child, "write")
         rendered = render_patient(session, child, caller, None)
         rendered.issues = notes + rendered.issues

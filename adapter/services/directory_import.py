@@ -1,10 +1,11 @@
-"""Streaming import of directory XML batches (issue 4 item 2): ``DirectoryEntries`` and
+"""Streaming import of directory XML batches: ``DirectoryEntries`` and
 ``AssessmentReferences`` read record by record (``adapter.directory.reader``), each record
 validated on its own, the good ones applied in transactions of ``BATCH_SIZE`` records and every
 record answered with an ``ImportOutcome`` (created / updated / unchanged / rejected with its
 reason), in the order of the batch.
 
-The rules of a write through any dialect hold per record (issue 5 items 3-4, docs/domain.md):
+The rules of a write through any dialect hold per record (docs/domain.md; docs/architecture.md
+"One write-authority policy"):
 
 - a caller writes only entries its own organisation manages (an entry naming another managing
   authority, or stored under another one, is rejected "not your authority", not the whole

@@ -357,8 +357,8 @@ class PractitionerRoleHandler:
             raise MethodNotAllowed("An eCAF Team Around the Child role is changed through its "
                                    "CareTeam (PUT the CareTeam without it).")
         if not may_write_involvement(found.organisation, caller):
-            raise Forbidden("Only the involvement's own organisation may end it (issue 5: "
-                            "a client writes only involvements of its own organisation).",
+            raise Forbidden("Only the involvement's own organisation may end it (a client "
+                            "writes only involvements of its own organisation).",
                             expression="PractitionerRole.organization")
         child = found.child
         before = history.child_snapshot(child)

@@ -1,6 +1,7 @@
-"""Inbound validation, the same for every write and for ``$validate`` (issue 4): the FHIR
-resource model (fhir.resources R4B), then the profiles it claims (this service's, else the
-UK Core profile of its type, read from the StructureDefinitions), then the mapping's rules."""
+"""Inbound validation, the same for every write and for ``$validate`` (docs/architecture.md
+"Inbound validation"): the FHIR resource model (fhir.resources R4B), then the profiles it claims
+(this service's, else the UK Core profile of its type, read from the StructureDefinitions), then
+the mapping's rules."""
 
 from __future__ import annotations
 

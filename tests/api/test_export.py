@@ -364,7 +364,7 @@ def test_ttl_setting_expires_jobs(app: Flask, client: FlaskClient, callers: Call
 
 def test_destruction_removes_every_export(app: Flask, client: FlaskClient, callers: Callers,
                                           demo: Database) -> None:
-    """The decommissioning's destruction (issue 7) deletes every job and export file."""
+    """The decommissioning's destruction deletes every job and export file."""
     status_url = kick_off(client, callers.la, query="?_type=Patient")
     manifest_of(client, status_url, callers.la)
     settings = ExportSettings.of(app.config)

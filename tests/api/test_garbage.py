@@ -1,4 +1,4 @@
-"""No route answers 500 to malformed bodies, headers or parameters (issue 4 acceptance): a
+"""No route answers 500 to malformed bodies, headers or parameters: a
 hypothesis-driven test throws garbage at every route of the app, with a valid token."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The decommissioning drill (issue 7 acceptance) as steps the tests share: demo data with
+"""The decommissioning drill as steps the tests share: demo data with
 planted canaries, four systems that receive different children by different paths (full-resource
 notifications, reads, eCAF re-keying, a bulk export), and helpers to act as each of them."""
 

@@ -1,4 +1,4 @@
-"""The full decommissioning drill (issue 7 acceptance), on SQLite and PostgreSQL: demo data,
+"""The full decommissioning drill, on SQLite and PostgreSQL: demo data,
 four systems that received different children (three of them subscribers), plan, run-down
 (writes refused everywhere, reads, exports and re-keying allowed), switch-off (reads refused,
 purge Tasks naming exactly each system's children), two acknowledge, one rejects, one stays

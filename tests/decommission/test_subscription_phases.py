@@ -1,4 +1,4 @@
-"""Subscriptions across the decommissioning phases (issue 7 item 2, issue 6 item 2): in
+"""Subscriptions across the decommissioning phases: in
 run-down and after switch-off a local system can still create, update and delete its
 subscriptions to the purge-instruction and decommission-notice topics — purge traffic, or it
 could not receive its purge Task — while subscriptions to the change topics are refused like

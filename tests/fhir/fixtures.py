@@ -38,7 +38,7 @@ CAMHS: Final = "RCM01"
 SCHOOL_URN: Final = "100001"
 FHIR_JSON: Final = "application/fhir+json"
 FHIR_XML: Final = "application/fhir+xml"
-# Values only a caller with the matching right may ever receive (issue 5 acceptance).
+# Values only a caller with the matching right may ever receive.
 SENSITIVE_CANARIES: Final = ("Canaryclinic", "0113 496 0999", "canary.camhs@nhs.example",
                              "Sensitivecanary")
 SHIELDED_CANARIES: Final = ("Shieldcanary", "0113 496 0888", "shield.canary@la.example",

@@ -1,4 +1,4 @@
-"""CareTeam over FHIR REST (issue 4; disclosure and audit rules of issue 5 items 3-5): the
+"""CareTeam over FHIR REST (disclosure and audit: docs/architecture.md "Security model"): the
 child's team and eCAF Teams Around the Child, every declared interaction and search parameter
 in JSON and XML on both databases, with real tokens; shielded and sensitive canaries never
 reach callers without the right; every read and search hit is audited."""

@@ -1,4 +1,4 @@
-"""Organization and Practitioner over FHIR REST (issue 4): every declared interaction and
+"""Organization and Practitioner over FHIR REST: every declared interaction and
 search parameter in JSON and XML on both databases, with real tokens; writes by an
 administrator or by the organisation itself; If-Match; 404/405/409/412/422 as
 OperationOutcome."""

@@ -1,4 +1,4 @@
-"""PractitionerRole over FHIR REST (issue 4; issue 5 items 3-5): the involvements of children
+"""PractitionerRole over FHIR REST: the involvements of children
 and the lead professionals and members of eCAF teams, in JSON and XML on both databases; a role
 the caller may not see is not found; reads are audited; an involvement is ended by its own
 organisation."""

@@ -1,6 +1,6 @@
 """FHIR R4 XML writer and reader (adapter.fhir.xml, adapter.xmlsafe).
 
-Validity is proven here rather than on the serving path (issue 3 item 4): every output
+Validity is proven here rather than on the serving path: every output
 validates against the official R4 XSD, parses with fhir.resources to the same resource as
 the JSON, and reads back to the same dict; the official UK Core XML files read and write back
 unchanged; hostile XML is refused quickly without reading a file or opening a socket.
@@ -625,7 +625,7 @@ def test_any_bytes_give_a_result_or_a_gateway_error(data: bytes) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Hostile input (issue 5 item 7): refused in well under a second, no file read, no socket
+# Hostile input: refused in well under a second, no file read, no socket
 
 
 @pytest.fixture

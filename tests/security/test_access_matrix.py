@@ -1,4 +1,4 @@
-"""The access matrix (issue 5, "Acceptance"): every route of the URL map that is not declared
+"""The access matrix: every route of the URL map that is not declared
 public, called with no token, a malformed, expired, foreign-audience token, a token of a
 disabled or re-keyed client, or without the scope it needs, is refused with 401 (with a
 ``WWW-Authenticate`` challenge) or 403, as an OperationOutcome, and writes nothing; other
@@ -138,7 +138,7 @@ def test_every_protected_route_refuses_an_invalid_token(
         response = call(client, route, headers, resource_id=patient["id"], version="1",
                         group_id=callers.authority)
         if case == "no-token" and route.rule.startswith("/admin/"):
-            # A browser without token or session is sent to the admin login form (issue 7).
+            # A browser without token or session is sent to the admin login form.
             assert response.status_code == 303, str(route)
             assert response.headers["Location"].startswith("/admin/login")
             assert table_counts(demo) == before, str(route)

@@ -1,4 +1,4 @@
-"""Hostile bodies sent through HTTP to every route that takes one (issue 5 item 7): XXE naming
+"""Hostile bodies sent through HTTP to every route that takes one: XXE naming
 ``file:///etc/passwd`` or a named pipe, billion laughs, parameter entities, an external DTD on
 disk or on a (local) server, and bodies over the size limit — refused with a 400 or 413
 OperationOutcome, without any file being opened, any connection being made or anything being
