@@ -4,6 +4,8 @@ and, when ``GATEWAY_TEST_POSTGRES_URL`` is set, on PostgreSQL too, each on a fre
 from __future__ import annotations
 
 import os
+import sqlite3
+import subprocess
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -89,10 +91,64 @@ def empty_db(db_url_and_options: tuple[str, dict[str, Any]]) -> Iterator[Databas
 
 
 @pytest.fixture
-def db(empty_db: Database) -> Database:
-    """A migrated, empty Database."""
-    empty_db.upgrade()
+def db(empty_db: Database, tmp_path_factory: pytest.TempPathFactory) -> Database:
+    """A migrated, empty Database: a copy of one migrated once per test process (the migrations
+    themselves are tested from nothing in tests/test_models.py)."""
+    if empty_db.is_sqlite:
+        _copy_sqlite(_sqlite_template(tmp_path_factory), str(empty_db.engine.url.database))
+    else:
+        _replay_postgres(empty_db, _postgres_template())
     return empty_db
+
+
+_templates: dict[str, Any] = {}
+
+
+def _sqlite_template(factory: pytest.TempPathFactory) -> Path:
+    """Return a SQLite file migrated to the head revision (made once per test process)."""
+    if "sqlite" not in _templates:
+        path = factory.mktemp("template") / "gateway.db"
+        database = Database(f"sqlite:///{path}")
+        database.upgrade()
+        database.close()
+        _templates["sqlite"] = path
+    template: Path = _templates["sqlite"]
+    return template
+
+
+def _copy_sqlite(template: Path, target: str) -> None:
+    """Copy the migrated template into the empty database file (SQLite's backup API: a
+    consistent copy whatever its journal holds)."""
+    with sqlite3.connect(template) as source, sqlite3.connect(target) as copy:
+        source.backup(copy)
+
+
+def _postgres_template() -> tuple[str, str]:
+    """Return (schema name, SQL) of a schema migrated to the head revision, dumped once per
+    test process with its rows as INSERTs (pg_dump's psql meta-commands left out)."""
+    if "postgresql" not in _templates:
+        assert POSTGRES_URL
+        with PostgresSchema(POSTGRES_URL) as schema:
+            database = Database(POSTGRES_URL, **schema.engine_options())
+            database.upgrade()
+            database.close()
+            dump = subprocess.run(
+                ["pg_dump", "--no-owner", "--no-privileges", "--inserts", "-n", schema.name,
+                 "-d", schema.conninfo], capture_output=True, check=True, text=True).stdout
+        lines = [line for line in dump.splitlines() if not line.startswith("\\")
+                 and not line.startswith(("CREATE SCHEMA", "ALTER SCHEMA"))]
+        _templates["postgresql"] = (schema.name, "\n".join(lines))
+    template: tuple[str, str] = _templates["postgresql"]
+    return template
+
+
+def _replay_postgres(database: Database, template: tuple[str, str]) -> None:
+    """Create the template's tables, indexes and rows in ``database``'s own schema."""
+    name, script = template
+    with database.engine.connect() as connection:
+        schema = str(connection.exec_driver_sql("SELECT current_schema()").scalar_one())
+    with psycopg.connect(_pg_admin_conninfo(database.url), autocommit=True) as raw:
+        raw.execute(script.replace(name, schema).encode())
 
 
 # The test client's address is the configured public URL (tokens are minted for it: the Host a
