@@ -71,7 +71,11 @@ def served(app: str, env: dict[str, str], port: int | None = None) -> Iterator[i
         yield port
     finally:
         process.terminate()
-        process.wait(30)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:  # a worker kept busy (e.g. a keep-alive client)
+            process.kill()
+            process.wait(30)
 
 
 def wrk(url: str, headers: dict[str, str]) -> tuple[float, float, float]:

@@ -4,7 +4,7 @@ of ``BENCH_SCALE_CHILDREN`` (default 100,000; the national figure is about 11 mi
 ratio of the large figure to the small one.
 
 For each size, in a throw-away database: load (``demo-data``, children/s; then disk and index
-sizes); served by the real gateway (gunicorn, ``BENCH_SCALE_WORKERS`` processes): read by id,
+sizes); served by the real gateway (gunicorn with ``bench.http``'s settings): read by id,
 search by NHS number, by family + birthdate and by postcode (sequential requests with keep-alive,
 p50/p99 over ``BENCH_SCALE_REQUESTS`` distinct children); a deep page (50 pages of 100, following
 the keyset ``next`` links); one authority's ``Group/{id}/$export``; switch-off of a plan with 200
@@ -38,7 +38,7 @@ from typing import Any
 import psycopg
 import requests
 
-from bench.http import free_port, wait_for
+from bench.http import GUNICORN, free_port, served
 from bench.notify import receivers
 from bench.scratch import admin_conninfo, scratch_postgres
 
@@ -51,7 +51,6 @@ HOLDERS = 200
 REQUESTS = int(os.environ.get("BENCH_SCALE_REQUESTS", "300"))
 PAGES = 50
 PAGE_SIZE = 100
-WORKERS = os.environ.get("BENCH_SCALE_WORKERS", "2")
 DISPATCHERS = 2
 CANARIES = 25
 OWN_SYSTEM = "https://fhir.contactpoint-gateway.example.org/Id"
@@ -91,8 +90,7 @@ def environment(url: str, instance: Path) -> dict[str, str]:
     """Return the gateway's environment for a benchmark database."""
     return {**os.environ, "GATEWAY_DATABASE_URL": url, "GATEWAY_INSTANCE_PATH": str(instance),
             "GATEWAY_PORT": str(free_port()), "GATEWAY_NOTIFY_ALLOW_HTTP": "true",
-            "GATEWAY_NOTIFY_ALLOW_PRIVATE": "true", "GATEWAY_LOG_LEVEL": "WARNING",
-            "GATEWAY_WORKERS": WORKERS}
+            "GATEWAY_NOTIFY_ALLOW_PRIVATE": "true", "GATEWAY_LOG_LEVEL": "WARNING"}
 
 
 def sql(url: str, statement: str, *params: Any) -> list[tuple[Any, ...]]:
@@ -105,25 +103,6 @@ def sql(url: str, statement: str, *params: Any) -> list[tuple[Any, ...]]:
 def _conninfo(url: str) -> str:
     """Return the libpq form of a SQLAlchemy PostgreSQL URL."""
     return url.replace("postgresql+psycopg://", "postgresql://")
-
-
-@contextmanager
-def served(env: dict[str, str]) -> Iterator[int]:
-    """Serve the gateway with gunicorn (``BENCH_SCALE_WORKERS`` processes) for the block."""
-    port = int(env["GATEWAY_PORT"])
-    process = subprocess.Popen([str(BIN / "gunicorn"), "--workers", WORKERS, "--worker-class",
-                                "gthread", "--threads", "4", "--log-level", "warning", "--bind",
-                                f"127.0.0.1:{port}", "wsgi:app"], env=env)
-    try:
-        wait_for(port)
-        yield port
-    finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(30)
 
 
 # --- load -------------------------------------------------------------------------------------
@@ -264,7 +243,8 @@ def over_http(env: dict[str, str], url: str, figures: Figures) -> None:
     run_cli(env, "clients", "set-limits", "demo-admin", "--rate-limit", "100000000")
     token = run_cli(env, "token", "--client", "demo-admin").strip()
     sample = probes(url)
-    with served(env) as port, requests.Session() as session:
+    with served("wsgi:app", env, int(env["GATEWAY_PORT"])) as port, \
+            requests.Session() as session:
         base = f"http://127.0.0.1:{port}/fhir"
         session.trust_env = False
         session.headers.update({"Authorization": f"Bearer {token}",
@@ -480,7 +460,7 @@ def main() -> None:
     """Measure at 10,000 children and at ``BENCH_SCALE_CHILDREN``; print both and the ratio."""
     random.seed(2026)
     print(f"PostgreSQL via {admin_conninfo()}; {AUTHORITIES} authorities, {HOLDERS} holders, "
-          f"{REQUESTS} requests per figure, gunicorn workers {WORKERS}, "
+          f"{REQUESTS} requests per figure, gunicorn {' '.join(GUNICORN)}, "
           f"{DISPATCHERS} dispatchers; load average {os.getloadavg()[0]:.2f}", flush=True)
     small = measure(SMALL)
     large = measure(LARGE) if LARGE != SMALL else small

@@ -8,20 +8,16 @@ not allow."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
-from pathlib import Path
 
 import orjson
-import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from adapter import create_app
 from adapter.db import Database
 from adapter.models import Notification
 from tests.api.conftest import Callers
-from tests.notify.conftest import NOTIFY_SETTINGS
+from tests.notify import conftest as notify_fixtures
 from tests.notify.helpers import dispatch, subscribe, subscription
 from tests.notify.receivers import Receiver
 from tests.security.canaries import (
@@ -52,32 +48,16 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-def app(db: Database, tmp_path: Path) -> Flask:
-    """The gateway app with the notification tests' delivery settings (receivers on
-    127.0.0.1 over http)."""
-    application = create_app({"DATABASE_URL": db.url, "INSTANCE_PATH": str(tmp_path),
-                              "TESTING": True, "NOTIFY_ALLOW_PRIVATE": True,
-                              **NOTIFY_SETTINGS})
-    application.extensions["db"].close()
-    application.extensions["db"] = db
-    return application
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    """An HTTP receiver on 127.0.0.1."""
-    started = Receiver().start()
-    yield started
-    started.stop()
-
-
 def _kept(db: Database) -> set[str]:
     """Return the canaries in the content kept for retries of every queued notification."""
     with db.sessions() as session:
         kept = session.scalars(select(Notification.content).where(
             Notification.content.is_not(None)))
         return {name for content in kept for name in canaries_in(orjson.dumps(content))}
+
+
+# The notification tests' app (their delivery settings) and receiver.
+app, receiver, settings = notify_fixtures.app, notify_fixtures.receiver, notify_fixtures.settings
 
 
 def _received(receiver: Receiver, viewers: list[Viewer]) -> dict[str, set[str]]:
