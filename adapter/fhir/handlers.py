@@ -42,6 +42,8 @@ class WriteResult:
     rendered: Rendered
     created: bool
     changed: bool = True
+    # A conditional create that found the resource instead (FHIR R4 http.html#ccreate).
+    matched: bool = False
 
 
 class ResourceHandler(Protocol):

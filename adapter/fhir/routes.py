@@ -24,6 +24,7 @@ from adapter.errors import (
     UnsupportedMediaType,
     operation_outcome,
 )
+from adapter.fhir import announce
 from adapter.fhir.body import read_resource
 from adapter.fhir.bundle import count_bundle, fhir_base, history_bundle, searchset
 from adapter.fhir.handlers import Rendered, ResourceHandler, WriteResult
@@ -117,34 +118,39 @@ def render(rendered: Rendered, status: int = 200) -> Response:
     headers = version_headers(rendered)
     if status == 200 and request.method == "GET" and not_modified(rendered):
         return Response(status=304, headers=headers)
+    return fhir_response(rendered.resource, status, {**headers, **warning_header(rendered)})
+
+
+def warning_header(rendered: Rendered) -> dict[str, str]:
+    """Return the ``Warning`` header of a rendered resource's warnings (break-glass), if any
+    (RFC 7234 section 5.5: 199 miscellaneous warning)."""
     warnings = [i["diagnostics"] for i in rendered.issues if i["severity"] == "warning"]
-    if warnings:  # RFC 7234 section 5.5: 199 miscellaneous warning
-        headers["Warning"] = ", ".join(f'199 contactpoint-gateway "{w}"' for w in warnings)
-    return fhir_response(rendered.resource, status, headers)
+    if not warnings:
+        return {}
+    return {"Warning": ", ".join(f'199 contactpoint-gateway "{w}"' for w in warnings)}
 
 
 def render_write(result: WriteResult) -> Response:
-    """Return a create/update response per ``Prefer: return=`` (FHIR R4 http.html#ops).
-
-    By default the resource is returned; when inbound data was not kept, the informational
-    OperationOutcome saying so is returned instead (unless representation was asked for).
-    """
+    """Return a create/update response per ``Prefer: return=`` (FHIR R4 http.html#ins-return):
+    the resource by default and with ``representation`` (as the writer may see it: the
+    handler rendered it through the disclosure policy), no body with ``minimal``, the write's
+    notes (not kept, changed, no change) with ``OperationOutcome``. Location, ETag and
+    Last-Modified in every case (http.html#create, #update)."""
     rendered = result.rendered
     resource = rendered.resource
     location = f"{fhir_base()}/{resource['resourceType']}/{resource['id']}" \
                f"/_history/{rendered.version}"
     headers = {**version_headers(rendered), "Location": location}
     status = 201 if result.created else 200
-    prefer = request.headers.get("Prefer", "")
-    if "return=minimal" in prefer:
+    preference = announce.return_preference(request.headers.getlist("Prefer"))
+    headers["Preference-Applied"] = f"return={preference}"  # RFC 7240 section 3
+    if preference == "minimal":
         return Response(status=status, headers=headers)
-    if "return=OperationOutcome" in prefer or (rendered.issues
-                                               and "return=representation" not in prefer):
-        outcome = operation_outcome(rendered.issues or [
-            {"severity": "information", "code": "informational",
-             "diagnostics": "created" if result.created else "updated"}])
-        return fhir_response(outcome, status, headers)
-    return fhir_response(resource, status, headers)
+    if preference == "OperationOutcome":
+        return fhir_response(operation_outcome(announce.outcome_issues(result)), status,
+                             headers)
+    require_renderable(resource)
+    return fhir_response(resource, status, {**headers, **warning_header(rendered)})
 
 
 def run_search_page(handler: ResourceHandler, session: Any, args: Any) -> dict[str, Any]:
@@ -259,7 +265,9 @@ def make_create(handler: ResourceHandler) -> View:
                 if len(found) > 1:
                     raise PreconditionFailed("If-None-Exist matches more than one resource.")
                 if found:
-                    return render(handler.read(session, found[0], caller()))
+                    rendered = handler.read(session, found[0], caller())
+                    rendered.issues.append(announce.matched(handler.resource_type, found[0]))
+                    return render_write(WriteResult(rendered, False, False, matched=True))
             return render_write(handler.create(session, resource, caller()))
     return view
 

@@ -10,11 +10,13 @@ from typing import Any, Final
 from urllib.parse import parse_qsl, urlsplit
 
 from flask import Flask, Response
+from flask import request as current_request
 from sqlalchemy.orm import Session
 from werkzeug.datastructures import MultiDict
 
 from adapter.db import get_db
 from adapter.errors import BadRequest, GatewayError, MethodNotAllowed, NotFound
+from adapter.fhir import announce
 from adapter.fhir.body import read_resource
 from adapter.fhir.bundle import fhir_base, now_instant, renderable, withheld_outcome
 from adapter.fhir.handlers import Rendered, ResourceHandler, WriteResult
@@ -165,7 +167,9 @@ def _write_entry(session: Session, entry: Entry, handler: ResourceHandler, rest:
         if entry.if_none_exist:
             found = conditional_matches(handler, session, entry.if_none_exist, "ifNoneExist")
             if found:
-                return WriteResult(handler.read(session, found[0], caller()), False, False)
+                rendered = handler.read(session, found[0], caller())
+                rendered.issues.append(announce.matched(handler.resource_type, found[0]))
+                return WriteResult(rendered, False, False, matched=True)
         return handler.create(session, resource, caller())
     if rest:
         _need(handler, "update", entry)
@@ -179,9 +183,10 @@ def _write_entry(session: Session, entry: Entry, handler: ResourceHandler, rest:
     return handler.update(session, found[0], resource, caller(), None)
 
 
-def _response_entry(rendered: Rendered | None, status: int,
-                    include_resource: bool = True) -> dict[str, Any]:
-    """Return a response entry with status, location, etag and lastModified."""
+def _response_entry(rendered: Rendered | None, status: int, include_resource: bool = True,
+                    notes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Return a response entry with status, location, etag and lastModified, and its
+    ``outcome``: ``notes`` when given, else the rendered resource's issues."""
     response: dict[str, Any] = {"status": STATUS_TEXT.get(status, str(status))}
     entry: dict[str, Any] = {}
     if rendered is not None:
@@ -194,9 +199,9 @@ def _response_entry(rendered: Rendered | None, status: int,
         response.update({"location": f"{url}/_history/{rendered.version}",
                          "etag": f'W/"{rendered.version}"',
                          "lastModified": instant(rendered.last_updated)})
-        if rendered.issues:
-            response["outcome"] = {"resourceType": "OperationOutcome",
-                                   "issue": rendered.issues}
+        issues = rendered.issues if notes is None else notes
+        if issues:
+            response["outcome"] = {"resourceType": "OperationOutcome", "issue": issues}
         if withheld:  # a stored record that cannot be rendered: named, not sent
             response["outcome"] = withheld_outcome(withheld)
     entry["response"] = response
@@ -236,7 +241,18 @@ def run_entry(session: Session, entry: Entry, handlers: dict[str, ResourceHandle
     resource = result.rendered.resource
     if entry.full_url and entry.full_url.startswith("urn:uuid:"):
         known[entry.full_url] = f"{resource['resourceType']}/{resource['id']}"
-    return _response_entry(result.rendered, 201 if result.created else 200)
+    return _write_response(result)
+
+
+def _write_response(result: WriteResult) -> dict[str, Any]:
+    """Return a write entry's response: 201 for a create (http.html#transaction-response),
+    the resource unless ``Prefer: return=minimal`` or ``OperationOutcome`` asked otherwise
+    (http.html#ins-return), and the write's notes in ``response.outcome``."""
+    preference = announce.return_preference(current_request.headers.getlist("Prefer"))
+    notes = announce.outcome_issues(result) if preference == "OperationOutcome" \
+        else announce.notes_of(result)
+    return _response_entry(result.rendered, 201 if result.created else 200,
+                           include_resource=preference == "representation", notes=notes)
 
 
 def _entry_expression(where: str, expression: str | None) -> str:
