@@ -16,6 +16,7 @@ from adapter.decommission.plan import PlanView, aware, load_plan, view
 from adapter.decommission.resources import canonical_base, plan_definition
 from adapter.decommission.tasks import mark_reached, render_task
 from adapter.errors import Forbidden, MethodNotAllowed, NotFound, PreconditionFailed
+from adapter.fhir.announce import differences
 from adapter.fhir.handlers import Page, Rendered, WriteResult
 from adapter.fhir.search import SearchParam, SearchRequest, decode_cursor, encode_cursor
 from adapter.models import PurgeTask
@@ -30,6 +31,14 @@ TASK_PARAMS: Final = {p.name: p for p in (
     SearchParam("code", "token", "Code of the Task: purge",
                 "http://hl7.org/fhir/SearchParameter/Task-code"),
 )}
+# Why a holder's Task is kept otherwise than sent: the gateway issues the Task; its holder
+# answers with status, statusReason (kept as text) and the purge-count output only.
+TASK_WHY: Final = {
+    "statusReason.coding": "a reason is kept as text (its display, else its code)",
+    "statusReason.text": "a reason is kept to its first 500 characters",
+    "": "the gateway issues the purge Task; its holder sets only status, statusReason and "
+        "the purge-count output",
+}
 PLAN_PARAMS: Final = {"_id": SearchParam("_id", "token", "Logical id: decommission-plan")}
 
 
@@ -221,4 +230,8 @@ class TaskHandler(ReadOnly):
         answer = read_answer(resource, resource_id, code_system(canonical_base()))
         changed = apply_answer(session, task, answer, caller, utcnow())
         session.flush()
-        return WriteResult(self._render(session, task), created=False, changed=changed)
+        result = WriteResult(self._render(session, task), created=False, changed=changed)
+        result.rendered.issues += differences("Task", resource, result.rendered.resource,
+                                              TASK_WHY, frozenset({"status"}),
+                                              frozenset({"lastModified"}))
+        return result

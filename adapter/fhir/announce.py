@@ -9,6 +9,7 @@ closed vocabulary (a status, a MIME type), which say nothing of a person or a se
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
 from typing import Any, Final, Literal
 
@@ -36,6 +37,12 @@ def return_preference(values: Iterable[str]) -> Preference:
                 if known:
                     return known
     return "representation"
+
+
+def applied_preference(values: Iterable[str], result: WriteResult) -> Preference:
+    """Return the ``return`` preference applied to ``result``: the one asked for, except
+    that a resource carrying what is shown only once is always returned."""
+    return "representation" if result.shown_once else return_preference(values)
 
 
 def not_kept(path: str, why: str | None = None) -> dict[str, Any]:
@@ -95,3 +102,100 @@ def outcome_issues(result: WriteResult) -> list[dict[str, Any]]:
     resource = result.rendered.resource
     return [*notes, all_kept(resource["resourceType"], resource["id"], result.rendered.version,
                              result.created)]
+
+
+# --- what a resource kept of what was sent, element by element ----------------------------
+
+# Elements the server sets itself (FHIR R4 resource.html#Meta): sent values are not notes.
+SERVER_SET: Final = frozenset({"meta.versionId", "meta.lastUpdated", "meta.source"})
+
+
+def differences(resource_type: str, sent: dict[str, Any], written: dict[str, Any],
+                why: dict[str, str], codes: frozenset[str],
+                server_set: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+    """Return the notes of what ``written`` (the resource as kept) does not carry of ``sent``
+    (as the writer sent it): each element absent is "Not kept", each value kept otherwise is
+    "Changed" (with the values only for the element paths in ``codes``, dotted without
+    indexes: ``channel.payload``), with the reason ``why`` gives for that path (``""``: for
+    any other).
+
+    Extensions are matched by ``url``, repeated primitives by value, other lists by
+    position; instants compare as moments (``2027-01-01T00:00:00Z`` is
+    ``2027-01-01T00:00:00.000+00:00``). Elements the server sets (``meta.versionId``, ...,
+    and the plain paths ``server_set``) are not compared."""
+    notes: list[dict[str, Any]] = []
+    _compare(sent, written, (resource_type, ""), notes, why, codes, SERVER_SET | server_set)
+    return notes
+
+
+def _compare(sent: Any, written: Any, where: tuple[str, str], notes: list[dict[str, Any]],
+             why: dict[str, str], codes: frozenset[str], skip: frozenset[str]) -> None:
+    """Append the notes of ``sent`` against ``written`` at ``where`` (FHIRPath, plain path)."""
+    path, plain = where
+    if isinstance(sent, dict) and isinstance(written, dict):
+        for key, value in sent.items():
+            inner = f"{plain}.{key.lstrip('_')}".lstrip(".")
+            if key in ("resourceType", "id") and not plain or inner in skip:
+                continue
+            at = (f"{path}.{key.lstrip('_')}", inner)
+            if key not in written:
+                notes.append(not_kept(at[0], why.get(inner) or _extension_why(value)
+                                      or why.get("")))
+            else:
+                _compare(value, written[key], at, notes, why, codes, skip)
+    elif isinstance(sent, list) and isinstance(written, list):
+        _compare_list(sent, written, where, notes, why, codes, skip)
+    elif not _equal(sent, written):
+        shown = plain in codes and not isinstance(sent, dict | list)
+        notes.append(changed(path, why.get(plain) or why.get("") or "kept as another value",
+                             str(sent) if shown else None, str(written) if shown else None))
+
+
+def _compare_list(sent: list[Any], written: list[Any], where: tuple[str, str],
+                  notes: list[dict[str, Any]], why: dict[str, str], codes: frozenset[str],
+                  skip: frozenset[str]) -> None:
+    """Append the notes of a list: extensions by url, primitives by value, else by position."""
+    path, plain = where
+    unused = list(written)
+    for index, item in enumerate(sent):
+        at = f"{path}[{index}]"
+        if isinstance(item, dict) and "url" in item:
+            match = next((w for w in unused if isinstance(w, dict)
+                          and w.get("url") == item["url"]), None)
+        elif not isinstance(item, dict | list):
+            match = next((w for w in unused if _equal(item, w)), None)
+        else:
+            match = unused[0] if unused else None
+        if match is None:
+            notes.append(not_kept(at, why.get(plain) or _extension_why(item) or why.get("")))
+            continue
+        unused.remove(match)
+        _compare(item, match, (at, plain), notes, why, codes, skip)
+
+
+def _extension_why(element: Any) -> str | None:
+    """Return what an extension not kept is (its url: a definition, never a value)."""
+    if isinstance(element, dict) and isinstance(element.get("url"), str):
+        return f"extension {element['url']}"
+    return None
+
+
+def _equal(sent: Any, written: Any) -> bool:
+    """Return True when two primitives are the same value (instants as moments)."""
+    if sent == written:
+        return True
+    if isinstance(sent, str) and isinstance(written, str) and "T" in sent and "T" in written:
+        try:
+            return _moment(sent) == _moment(written)
+        except ValueError:
+            return False
+    return False
+
+
+def _moment(text: str) -> dt.datetime:
+    """Return a FHIR instant or dateTime as an aware datetime.
+
+    :raises ValueError: not one.
+    """
+    moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)

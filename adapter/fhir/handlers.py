@@ -44,6 +44,9 @@ class WriteResult:
     changed: bool = True
     # A conditional create that found the resource instead (FHIR R4 http.html#ccreate).
     matched: bool = False
+    # The resource carries what is shown this once (a Subscription's signing secret): it is
+    # returned whatever ``Prefer: return=`` asks (RFC 7240 lets a server not apply one).
+    shown_once: bool = False
 
 
 class ResourceHandler(Protocol):

@@ -142,7 +142,7 @@ def render_write(result: WriteResult) -> Response:
                f"/_history/{rendered.version}"
     headers = {**version_headers(rendered), "Location": location}
     status = 201 if result.created else 200
-    preference = announce.return_preference(request.headers.getlist("Prefer"))
+    preference = announce.applied_preference(request.headers.getlist("Prefer"), result)
     headers["Preference-Applied"] = f"return={preference}"  # RFC 7240 section 3
     if preference == "minimal":
         return Response(status=status, headers=headers)

@@ -248,7 +248,8 @@ def _write_response(result: WriteResult) -> dict[str, Any]:
     """Return a write entry's response: 201 for a create (http.html#transaction-response),
     the resource unless ``Prefer: return=minimal`` or ``OperationOutcome`` asked otherwise
     (http.html#ins-return), and the write's notes in ``response.outcome``."""
-    preference = announce.return_preference(current_request.headers.getlist("Prefer"))
+    preference = announce.applied_preference(current_request.headers.getlist("Prefer"),
+                                             result)
     notes = announce.outcome_issues(result) if preference == "OperationOutcome" \
         else announce.notes_of(result)
     return _response_entry(result.rendered, 201 if result.created else 200,

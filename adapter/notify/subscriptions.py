@@ -16,6 +16,7 @@ from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 
 from adapter.errors import Gone, Invalid, NotFound, PreconditionFailed, issue
+from adapter.fhir.announce import differences
 from adapter.fhir.bundle import fhir_base
 from adapter.fhir.handlers import Page, Rendered, WriteResult
 from adapter.fhir.search import (
@@ -34,7 +35,15 @@ from adapter.notify.bundle import EventItem, StatusInfo, notification_bundle, st
 from adapter.notify.content import focus_of, load_events, render_event
 from adapter.notify.ledger import record_deliveries
 from adapter.notify.signing import new_secret, seal
-from adapter.notify.spec import PROFILE, Spec, apply_spec, read_spec, render_subscription
+from adapter.notify.spec import (
+    MAX_COUNT_CAP,
+    MAX_TIMEOUT,
+    PROFILE,
+    Spec,
+    apply_spec,
+    read_spec,
+    render_subscription,
+)
 from adapter.notify.topics import TOPICS, topic_url
 from adapter.security import audit
 from adapter.security.caller import Caller
@@ -44,6 +53,22 @@ MAX_EVENTS: Final = 100  # events one $events call returns
 # Subscriptions to these topics are purge traffic in the decommissioning phases.
 PURGE_TRAFFIC_TOPICS: Final = frozenset({PURGE_TOPIC, NOTICE_TOPIC})
 CONTENT_ORDER: Final = ("empty", "id-only", "full-resource")
+# Why a Subscription element is kept otherwise than sent, by plain path; and the paths whose
+# values are codes (said in the note; any other value is not repeated).
+WRITE_WHY: Final = {
+    "status": "the server sets the status: requested until the handshake succeeds, then "
+              "active (Subscriptions Backport IG, 'REST-Hook'); a client sets only off, or "
+              "requested to resume",
+    "channel.payload": "kept as the FHIR MIME type of that format",
+    "channel.extension.valueUnsignedInt": f"the timeout is at most {MAX_TIMEOUT} seconds",
+    "channel.extension.valuePositiveInt": f"the max count is at most {MAX_COUNT_CAP}",
+    "criteria": "kept as the topic's canonical URL",
+}
+R5_PARAMETER: Final = "extension-Subscription.parameter"  # the R5 element's R4 extension
+WRITE_CODES: Final = frozenset({"status", "channel.type", "channel.payload",
+                                "channel.payload.extension.valueCode",
+                                "channel.extension.valueUnsignedInt",
+                                "channel.extension.valuePositiveInt"})
 SUBSCRIPTION_PARAMS: Final = {p.name: p for p in (
     SearchParam("_id", "token", "Logical id of the Subscription"),
     SearchParam("status", "token", "requested | active | error | off",
@@ -110,6 +135,44 @@ def owned(session: Session, resource_id: str, caller: Caller, *, write: bool = F
     if found.deleted:
         raise Gone(f"Subscription/{resource_id} has been deleted.")
     return found
+
+
+def _require_future_end(end: dt.datetime | None, stored: dt.datetime | None) -> None:
+    """A subscription's ``end`` is in the future (FHIR R4 subscription.html: the time for
+    the server to turn the subscription off); a stored one sent back unchanged may have
+    passed.
+
+    :raises Invalid: a new end that has passed.
+    """
+    if end is None or end > utcnow() or _same_moment(end, stored):
+        return
+    raise Invalid("Subscription.end is in the past: give a future instant, or leave end out "
+                  "for a subscription without an end (status off pauses one).",
+                  expression="Subscription.end")
+
+
+def _same_moment(end: dt.datetime, stored: dt.datetime | None) -> bool:
+    """Return True when ``end`` is the ``stored`` end (stored naive in UTC on SQLite)."""
+    if stored is None:
+        return False
+    aware = stored if stored.tzinfo else stored.replace(tzinfo=dt.UTC)
+    return end == aware
+
+
+def _kept(resource: dict[str, Any]) -> dict[str, Any]:
+    """Return a rendered subscription without its version and time (what an update compares)."""
+    return {k: v for k, v in resource.items() if k != "meta"}
+
+
+def write_notes(sent: dict[str, Any], written: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return what a Subscription write did not keep or kept otherwise (never a value but a
+    code: a header or endpoint may carry a secret)."""
+    notes = differences("Subscription", sent, written, WRITE_WHY, WRITE_CODES)
+    for note in notes:  # R5's parameter (an HTTP header of rest-hook) in R4 is channel.header
+        if note["diagnostics"].startswith("Not kept:") and R5_PARAMETER in note["diagnostics"]:
+            note["diagnostics"] = note["diagnostics"].rstrip(".") + \
+                ": in R4 a rest-hook header is a channel.header (Subscriptions Backport IG)."
+    return notes
 
 
 def rendered(subscription: Subscription, secret: str | None = None) -> Rendered:
@@ -223,6 +286,7 @@ class SubscriptionHandler:
         """Create a subscription for the caller, queue its handshake and return its signing
         secret (this once: it is stored encrypted and never shown again)."""
         spec = _spec(resource, caller)
+        _require_future_end(spec.end, None)
         secret = new_secret()
         subscription = Subscription(
             resource_id=str(uuid.uuid4()), client_id=caller.client_id, status="requested",
@@ -240,7 +304,9 @@ class SubscriptionHandler:
 
             announce_open_task(session, caller.client_id)
         session.flush()
-        return WriteResult(rendered(subscription, secret), created=True)
+        result = WriteResult(rendered(subscription, secret), created=True, shown_once=True)
+        result.rendered.issues += write_notes(resource, rendered(subscription).resource)
+        return result
 
     def update(self, session: Session, resource_id: str, resource: dict[str, Any],
                caller: Caller, if_match: int | None) -> WriteResult:
@@ -258,14 +324,20 @@ class SubscriptionHandler:
         if resource.get("id") not in (None, resource_id) or spec.topic.key != subscription.topic:
             raise Invalid("The id and the topic (criteria) of a subscription cannot change: "
                           "create another one.", expression="Subscription.criteria")
+        _require_future_end(spec.end, subscription.end)
+        before = _kept(rendered(subscription).resource)
         moved = apply_spec(subscription, spec)
         self._apply_status(session, subscription, spec.status, moved)
-        subscription.version += 1
-        subscription.last_updated = utcnow()
-        audit.record(session, "update", resource_type="Subscription", resource_id=resource_id,
-                     caller=caller)
+        changed = _kept(rendered(subscription).resource) != before
+        if changed:  # an update that changes nothing keeps its version (as every type here)
+            subscription.version += 1
+            subscription.last_updated = utcnow()
+        audit.record(session, "update" if changed else "update-unchanged",
+                     resource_type="Subscription", resource_id=resource_id, caller=caller)
         session.flush()
-        return WriteResult(rendered(subscription), created=False)
+        result = WriteResult(rendered(subscription), created=False, changed=changed)
+        result.rendered.issues += write_notes(resource, result.rendered.resource)
+        return result
 
     def _apply_status(self, session: Session, subscription: Subscription, asked: str | None,
                       moved: bool) -> None:

@@ -65,6 +65,7 @@ from adapter.security.policy import (
     visible_to,
 )
 from adapter.services import history
+from adapter.services.careteam_notes import careteam_changes
 from adapter.services.children import (
     BREAK_GLASS,
     PATIENT_PARAMS,
@@ -735,7 +736,7 @@ class CareTeamHandler:
         if category_of(resource) == TEAM:
             notes = require_valid("CareTeam", resource)
             child = subject_child(session, mapping.careteam_subject(resource), caller)
-            return self._write_team(session, child, resource, notes, caller, None)
+            return self._write_team(session, child, resource, notes, caller, None, posted=True)
         return self._create_ecaf(session, resource, caller)
 
     def update(self, session: Session, resource_id: str, resource: dict[str, Any],
@@ -763,8 +764,10 @@ class CareTeamHandler:
 
     def _write_team(self, session: Session, child: Child, resource: dict[str, Any],
                     notes: list[dict[str, Any]], caller: Caller,
-                    if_match: int | None) -> WriteResult:
-        """Set a child's involvements from its validated team CareTeam.
+                    if_match: int | None, posted: bool = False) -> WriteResult:
+        """Set a child's involvements from its validated team CareTeam. A POST that changes
+        the team is a create (201, FHIR R4 http.html#create), whether or not the child had
+        involvements before: the team of a child exists as long as the child.
 
         :raises PreconditionFailed: stale ``If-Match``.
         :raises Forbidden: not the managing authority, or shielded without the right.
@@ -787,10 +790,12 @@ class CareTeamHandler:
             complete_part(session, part, where, stored)
             check_consent(part, where)
         record.involvements = merge_team(child, copies, incoming, caller)
-        return self._apply_team(session, child, record, caller, notes)
+        result = self._apply_team(session, child, record, caller, notes, posted)
+        result.rendered.issues += careteam_changes(resource, result.rendered.resource, False)
+        return result
 
     def _apply_team(self, session: Session, child: Child, record: Child, caller: Caller,
-                    notes: list[dict[str, Any]]) -> WriteResult:
+                    notes: list[dict[str, Any]], posted: bool) -> WriteResult:
         """Apply a team's involvements, snapshot the previous version, audit and render."""
         before, had = history.child_snapshot(child), bool(child.involvements)
         with write_errors("team"):
@@ -805,7 +810,7 @@ class CareTeamHandler:
         ledger.record_delivery(session, caller, child, "write")  # the answer discloses it
         rendered = render_team(session, child, caller, None)
         rendered.issues = notes + rendered.issues
-        return WriteResult(rendered, created=not had and outcome != "unchanged",
+        return WriteResult(rendered, created=(posted or not had) and outcome != "unchanged",
                            changed=outcome != "unchanged")
 
     def _ecaf_record(self, session: Session, resource: dict[str, Any], caller: Caller,
@@ -884,7 +889,9 @@ class CareTeamHandler:
             assessment, _outcome = apply_assessment(session, record, child, None)
             session.flush()
         self._continue_versions(session, assessment)
-        return self._saved(session, assessment, caller, "create", notes, created=True)
+        result = self._saved(session, assessment, caller, "create", notes, created=True)
+        result.rendered.issues += careteam_changes(resource, result.rendered.resource, True)
+        return result
 
     def _continue_versions(self, session: Session, assessment: Assessment) -> None:
         """A team created again after its deletion continues its version numbers (its
@@ -930,8 +937,10 @@ class CareTeamHandler:
             session.add(before)
             flush_write(session, "eCAF team")
         action = "update" if outcome != "unchanged" else "update-unchanged"
-        return self._saved(session, assessment, caller, action, notes, created=False,
-                           changed=outcome != "unchanged")
+        result = self._saved(session, assessment, caller, action, notes, created=False,
+                             changed=outcome != "unchanged")
+        result.rendered.issues += careteam_changes(resource, result.rendered.resource, True)
+        return result
 
     def _saved(self, session: Session, assessment: Assessment, caller: Caller, action: str,
                notes: list[dict[str, Any]], *, created: bool,

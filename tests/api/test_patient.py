@@ -156,7 +156,8 @@ def test_create_allocates_contactpoint_id_and_reports_what_was_not_kept(
     if not patient["identifier"]:  # FHIR R4 json.html: no empty arrays
         del patient["identifier"]
     patient["maritalStatus"] = {"text": "single"}
-    response = client.post("/fhir/Patient", json=patient, headers=callers.admin)
+    response = client.post("/fhir/Patient", json=patient,
+                           headers={**callers.admin, "Prefer": "return=OperationOutcome"})
     assert response.status_code == 201, response.json
     outcome = response.json
     assert outcome["resourceType"] == "OperationOutcome"
