@@ -138,9 +138,10 @@ def _compare(sent: Any, written: Any, where: tuple[str, str], notes: list[dict[s
             if key in ("resourceType", "id") and not plain or inner in skip:
                 continue
             at = (f"{path}.{key.lstrip('_')}", inner)
-            if key not in written:
-                notes.append(not_kept(at[0], why.get(inner) or _extension_why(value)
-                                      or why.get("")))
+            if key not in written and isinstance(value, list):
+                _compare_list(value, [], at, notes, why, codes, skip)  # each item named
+            elif key not in written:
+                notes.append(not_kept(at[0], why.get(inner) or why.get("")))
             else:
                 _compare(value, written[key], at, notes, why, codes, skip)
     elif isinstance(sent, list) and isinstance(written, list):

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from adapter.db import Database
 from adapter.demo import load_demo_data
 from adapter.models import Organisation
+from tests.fhir.conftest import env  # noqa: F401 (fixture: the seeded world of tests/fhir)
 from tests.security.helpers import get_token, register
 
 
