@@ -16,11 +16,16 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import pytest
+from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy import select
 
+from adapter.db import Database
 from adapter.fhir.systems import DEFAULT_CANONICAL_BASE, OwnSystems
 from adapter.fhir.xml import dumps_resource
 from adapter.models import AuditRecord, Subscription
+from tests.api.conftest import bearer
+from tests.decommission.test_holders import holding, switch_off
 from tests.fhir.fixtures import FHIR_JSON, FHIR_XML, LA, Env, fetch, parsed
 from tests.notify.helpers import SECRET_EXT, subscription
 
@@ -475,3 +480,33 @@ def test_bundle_update_that_changes_nothing_says_so(env: Env) -> None:
     assert other["response"]["status"] == "200 OK"
     assert not [i for i in other["response"].get("outcome", {}).get("issue", [])
                 if i["diagnostics"].startswith("No change")]
+
+
+# --- a purge Task's answer -------------------------------------------------------------------
+
+def test_a_purge_task_answer_announces_what_the_holder_cannot_set(app: Flask,
+                                                                  client: FlaskClient,
+                                                                  db: Database) -> None:
+    """The holder sets status, statusReason and the purge count; a note it adds is "Not
+    kept", the description it rewrites "Changed" (not repeated); sending the same answer again
+    is "No change" at the same version; without Prefer the answer is the Task."""
+    holder = bearer(client, app, "la-holder", "E09000033", scopes="system/Task.rus")
+    holding(app, db, {"la-holder": 2})
+    switch_off(app)
+    task = client.get("/fhir/Task?status=requested", headers=holder).json["entry"][0]["resource"]
+    answer = {**task, "status": "accepted", "note": [{"text": "Ticket 4711"}],
+              "description": "Rewritten by the holder"}
+    url = f"/fhir/Task/{task['id']}"
+    headers = {**holder, "Content-Type": FHIR_JSON}
+    first = client.put(url, json=answer, headers=headers)
+    assert first.status_code == 200 and first.json["resourceType"] == "Task"
+    assert first.json["status"] == "accepted"
+    again = client.put(url, json=answer, headers={**headers, "Prefer": "return=OperationOutcome"})
+    notes = [i["diagnostics"] for i in again.json["issue"]]
+    assert any(n.startswith("Not kept: Task.note[0] (the gateway issues the purge Task")
+               for n in notes), notes
+    assert any(n.startswith("Changed: Task.description: the gateway issues") for n in notes)
+    assert any(n.startswith("No change: ") for n in notes)
+    assert again.headers["ETag"] == first.headers["ETag"]
+    assert "Ticket 4711" not in again.data.decode()
+    assert "Rewritten" not in again.data.decode()
