@@ -525,13 +525,14 @@ def test_a_shielded_team_is_written_only_with_the_right(env: Env) -> None:
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_post_sets_a_childs_team(env: Env, fmt: str) -> None:
-    """POST of a directory-team CareTeam sets its subject's involvements."""
+    """POST of a directory-team CareTeam sets its subject's involvements: a create that
+    writes answers 201 (FHIR R4 http.html#create)."""
     w = env.world
     team = fetch(env.client, f"/fhir/CareTeam/{w.team}", env.who.la)
     body = without(team, "social-worker")
     del body["id"], body["meta"]
     response = send(env, "POST", "/fhir/CareTeam", body, env.who.la, fmt)
-    assert response.status_code == 200, response.data[:400]
+    assert response.status_code == 201, response.data[:400]
     assert response.headers["Location"].startswith(f"http://localhost/fhir/CareTeam/{w.team}/")
     assert roles_of(fetch(env.client, f"/fhir/CareTeam/{w.team}", env.who.la)) == \
         {"education", "gp"}
