@@ -19,16 +19,18 @@ ECAF_STATUS_WHY: Final = ("an eCAF team's status follows its assessment status (
                           "AssessmentStatus, ConceptMap assessment-status)")
 
 
-def careteam_changes(sent: dict[str, Any], written: dict[str, Any],
-                     ecaf: bool) -> list[dict[str, Any]]:
+def careteam_changes(sent: dict[str, Any], written: dict[str, Any], ecaf: bool,
+                     already: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Return the "Changed:" notes of a CareTeam write: ``sent`` as the writer sent it,
-    ``written`` as the writer now reads it."""
+    ``written`` as the writer now reads it; none about an element ``already`` noted (the
+    mapping's "Not kept")."""
     notes = _status(sent, written, ecaf)
     if not ecaf:
         notes += _managing(sent, written)
     notes += _subject_display(sent, written)
     notes += _members(sent, written)
-    return notes
+    noted = {e for note in already for e in note.get("expression") or []}
+    return [n for n in notes if not set(n["expression"]) & noted]
 
 
 def _status(sent: dict[str, Any], written: dict[str, Any], ecaf: bool) -> list[dict[str, Any]]:
@@ -55,9 +57,10 @@ def _same_organisation(asked: Any, kept: dict[str, Any]) -> bool:
         return False
     if _target(asked) is not None:
         return _target(asked) == _target(kept)
-    wanted = asked.get("identifier") if isinstance(asked.get("identifier"), dict) else {}
-    have = kept.get("identifier") if isinstance(kept.get("identifier"), dict) else {}
-    return bool(wanted) and wanted.get("value") == have.get("value") \
+    wanted, have = asked.get("identifier"), kept.get("identifier")
+    if not isinstance(wanted, dict) or not isinstance(have, dict):
+        return False
+    return bool(wanted.get("value")) and wanted.get("value") == have.get("value") \
         and wanted.get("system") in (None, have.get("system"))
 
 

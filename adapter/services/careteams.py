@@ -791,7 +791,8 @@ class CareTeamHandler:
             check_consent(part, where)
         record.involvements = merge_team(child, copies, incoming, caller)
         result = self._apply_team(session, child, record, caller, notes, posted)
-        result.rendered.issues += careteam_changes(resource, result.rendered.resource, False)
+        result.rendered.issues += careteam_changes(resource, result.rendered.resource, False,
+                                                   result.rendered.issues)
         return result
 
     def _apply_team(self, session: Session, child: Child, record: Child, caller: Caller,
@@ -890,7 +891,8 @@ class CareTeamHandler:
             session.flush()
         self._continue_versions(session, assessment)
         result = self._saved(session, assessment, caller, "create", notes, created=True)
-        result.rendered.issues += careteam_changes(resource, result.rendered.resource, True)
+        result.rendered.issues += careteam_changes(resource, result.rendered.resource, True,
+                                                   result.rendered.issues)
         return result
 
     def _continue_versions(self, session: Session, assessment: Assessment) -> None:
@@ -939,7 +941,8 @@ class CareTeamHandler:
         action = "update" if outcome != "unchanged" else "update-unchanged"
         result = self._saved(session, assessment, caller, action, notes, created=False,
                              changed=outcome != "unchanged")
-        result.rendered.issues += careteam_changes(resource, result.rendered.resource, True)
+        result.rendered.issues += careteam_changes(resource, result.rendered.resource, True,
+                                                   result.rendered.issues)
         return result
 
     def _saved(self, session: Session, assessment: Assessment, caller: Caller, action: str,

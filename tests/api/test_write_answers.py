@@ -291,6 +291,7 @@ def test_a_childs_team_announces_what_it_keeps_otherwise(env: Env) -> None:
     w = env.world
     team = fetch(env.client, f"/fhir/CareTeam/{w.team}", env.who.la)
     team["status"] = "inactive"
+    authority = {"identifier": team["managingOrganization"][0]["identifier"]}
     team["managingOrganization"] = [{"reference": f"Organization/{w.orgs['A81001']}"}]
     team["subject"]["display"] = "Augusta Ada King"
     team["participant"][0]["member"]["display"] = "Someone else"
@@ -310,6 +311,10 @@ def test_a_childs_team_announces_what_it_keeps_otherwise(env: Env) -> None:
         assert value not in joined
     stored = fetch(env.client, f"/fhir/CareTeam/{w.team}", env.who.la)
     assert stored["status"] == "active"
+    stored["managingOrganization"] = [authority]  # the authority named by its identifier
+    notes = outcome_of(env, Write("PUT", f"/fhir/CareTeam/{w.team}", stored, False),
+                       env.who.la)
+    assert not [n for n in notes if "managingOrganization" in n]
 
 
 def test_a_contained_member_and_an_ecaf_status_are_announced(env: Env) -> None:
