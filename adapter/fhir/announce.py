@@ -10,6 +10,7 @@ closed vocabulary (a status, a MIME type), which say nothing of a person or a se
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterable
 from typing import Any, Final, Literal
 
@@ -149,7 +150,8 @@ def _compare(sent: Any, written: Any, where: tuple[str, str], notes: list[dict[s
     elif not _equal(sent, written):
         shown = plain in codes and not isinstance(sent, dict | list)
         notes.append(changed(path, why.get(plain) or why.get("") or "kept as another value",
-                             str(sent) if shown else None, str(written) if shown else None))
+                             _text(sent) if shown else None,
+                             _text(written) if shown else None))
 
 
 def _compare_list(sent: list[Any], written: list[Any], where: tuple[str, str],
@@ -172,6 +174,11 @@ def _compare_list(sent: list[Any], written: list[Any], where: tuple[str, str],
             continue
         unused.remove(match)
         _compare(item, match, (at, plain), notes, why, codes, skip)
+
+
+def _text(value: Any) -> str:
+    """Return a primitive as FHIR JSON writes it (``true``, not Python's ``True``)."""
+    return json.dumps(value) if isinstance(value, bool) else str(value)
 
 
 def _extension_why(element: Any) -> str | None:
@@ -200,3 +207,24 @@ def _moment(text: str) -> dt.datetime:
     """
     moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+# Elements a type's mapping reads but the directory decides otherwise (by plain path, with
+# why), compared after every write of that type; codes are shown. The types whose handlers
+# compare their own (CareTeam, Subscription, Task) are not listed.
+DECIDED: Final[dict[str, dict[str, str]]] = {
+    "Patient": {"active": "a child's entry is active while its record status (extension "
+                          "RecordStatus) is live; that extension decides, and archives it"},
+}
+
+
+def decided_changes(sent: dict[str, Any], result: WriteResult) -> list[dict[str, Any]]:
+    """Return the "Changed:" notes of elements of ``sent`` that the directory decides (see
+    ``DECIDED``), compared with the resource written."""
+    written = result.rendered.resource
+    why = DECIDED.get(str(written.get("resourceType")))
+    if not why or result.matched:
+        return []
+    pick = [key for key in why if key in sent and key in written]
+    return differences(str(written["resourceType"]), {k: sent[k] for k in pick},
+                       {k: written[k] for k in pick}, why, frozenset(why))

@@ -130,12 +130,15 @@ def warning_header(rendered: Rendered) -> dict[str, str]:
     return {"Warning": ", ".join(f'199 contactpoint-gateway "{w}"' for w in warnings)}
 
 
-def render_write(result: WriteResult) -> Response:
+def render_write(result: WriteResult, sent: dict[str, Any] | None = None) -> Response:
     """Return a create/update response per ``Prefer: return=`` (FHIR R4 http.html#ins-return):
     the resource by default and with ``representation`` (as the writer may see it: the
     handler rendered it through the disclosure policy), no body with ``minimal``, the write's
     notes (not kept, changed, no change) with ``OperationOutcome``. Location, ETag and
-    Last-Modified in every case (http.html#create, #update)."""
+    Last-Modified in every case (http.html#create, #update). ``sent``: the resource as
+    written by the client (for the notes of elements the directory decides)."""
+    if sent is not None:
+        result.rendered.issues += announce.decided_changes(sent, result)
     rendered = result.rendered
     resource = rendered.resource
     location = f"{fhir_base()}/{resource['resourceType']}/{resource['id']}" \
@@ -268,7 +271,7 @@ def make_create(handler: ResourceHandler) -> View:
                     rendered = handler.read(session, found[0], caller())
                     rendered.issues.append(announce.matched(handler.resource_type, found[0]))
                     return render_write(WriteResult(rendered, False, False, matched=True))
-            return render_write(handler.create(session, resource, caller()))
+            return render_write(handler.create(session, resource, caller()), resource)
     return view
 
 
@@ -278,7 +281,7 @@ def make_update(handler: ResourceHandler) -> View:
         resource = read_resource()
         with get_db().write_transaction() as session:
             return render_write(handler.update(session, resource_id, resource, caller(),
-                                               if_match()))
+                                               if_match()), resource)
     return view
 
 
@@ -293,9 +296,9 @@ def make_conditional_update(handler: ResourceHandler) -> View:
                 raise PreconditionFailed("The conditional update matches more than one "
                                          "resource: narrow the criteria.")
             if not found:
-                return render_write(handler.create(session, resource, caller()))
+                return render_write(handler.create(session, resource, caller()), resource)
             return render_write(handler.update(session, found[0], resource, caller(),
-                                               if_match()))
+                                               if_match()), resource)
     return view
 
 

@@ -238,6 +238,7 @@ def run_entry(session: Session, entry: Entry, handlers: dict[str, ResourceHandle
         handler.delete(session, check_id(handler.resource_type, rest[0]), caller())
         return {"response": {"status": "204 No Content"}}
     result = _write_entry(session, entry, handler, rest, query)
+    result.rendered.issues += announce.decided_changes(entry.resource or {}, result)
     resource = result.rendered.resource
     if entry.full_url and entry.full_url.startswith("urn:uuid:"):
         known[entry.full_url] = f"{resource['resourceType']}/{resource['id']}"

@@ -284,6 +284,26 @@ def test_an_update_that_changes_something_does_not_say_no_change(env: Env) -> No
     assert "Not kept: Patient.text." in notes
 
 
+def test_a_patients_active_flag_is_decided_by_its_record_status(env: Env) -> None:
+    """``active: false`` beside the record status ``live`` keeps the entry live: a "Changed"
+    note says so (and "No change", as nothing the directory keeps changed); the same in a
+    transaction entry's outcome."""
+    patient = fetch(env.client, f"/fhir/Patient/{env.world.child}", env.who.la)
+    patient["active"] = False
+    notes = outcome_of(env, Write("PUT", f"/fhir/Patient/{env.world.child}", patient, False),
+                       env.who.la)
+    assert any(n.startswith("Changed: Patient.active from 'false' to 'true': a child's entry "
+                            "is active while its record status") for n in notes), notes
+    assert any(n.startswith("No change: ") for n in notes)
+    response = env.client.post("/fhir", json={"resourceType": "Bundle", "type": "transaction",
+                                              "entry": [{"resource": patient, "request": {
+                                                  "method": "PUT",
+                                                  "url": f"Patient/{patient['id']}"}}]},
+                               headers={**env.who.la, "Content-Type": FHIR_JSON})
+    issues = response.json["entry"][0]["response"]["outcome"]["issue"]
+    assert any(i["diagnostics"].startswith("Changed: Patient.active") for i in issues)
+
+
 def test_a_childs_team_announces_what_it_keeps_otherwise(env: Env) -> None:
     """A child's team keeps the entry's status and managing authority and the directory's
     displays, and a contained role becomes a PractitionerRole: each is a "Changed" note; the
