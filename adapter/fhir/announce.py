@@ -26,10 +26,10 @@ RETURN_VALUES: Final[dict[str, Preference]] = {
 SAYS_WHAT_WAS_KEPT: Final = ("Not kept:", "Changed:", "No change:", "Not created:")
 
 
-def return_preference(values: Iterable[str]) -> Preference:
+def asked_preference(values: Iterable[str]) -> Preference | None:
     """Return the ``return`` preference of the request's ``Prefer`` headers (RFC 7240): the
-    first one this server knows, else ``representation`` (an unknown one is ignored, as RFC
-    7240 section 2 asks)."""
+    first one this server knows, else None (an unknown one is ignored, as RFC 7240 section 2
+    asks)."""
     for value in values:
         for preference in value.split(","):
             name, _, token = preference.split(";")[0].partition("=")
@@ -37,13 +37,23 @@ def return_preference(values: Iterable[str]) -> Preference:
                 known = RETURN_VALUES.get(token.strip().strip('"').lower())
                 if known:
                     return known
-    return "representation"
+    return None
 
 
 def applied_preference(values: Iterable[str], result: WriteResult) -> Preference:
-    """Return the ``return`` preference applied to ``result``: the one asked for, except
-    that a resource carrying what is shown only once is always returned."""
-    return "representation" if result.shown_once else return_preference(values)
+    """Return the ``return`` preference applied to ``result``: the one asked for (by default
+    ``representation``), except that a resource carrying what is shown only once is always
+    returned."""
+    asked = asked_preference(values)
+    return "representation" if result.shown_once or asked is None else asked
+
+
+def preference_applied(values: Iterable[str], result: WriteResult) -> dict[str, str]:
+    """Return the ``Preference-Applied`` header (RFC 7240 section 3) when a ``return``
+    preference was asked for: the one applied."""
+    if asked_preference(values) is None:
+        return {}
+    return {"Preference-Applied": f"return={applied_preference(values, result)}"}
 
 
 def not_kept(path: str, why: str | None = None) -> dict[str, Any]:

@@ -145,8 +145,9 @@ def render_write(result: WriteResult, sent: dict[str, Any] | None = None) -> Res
                f"/_history/{rendered.version}"
     headers = {**version_headers(rendered), "Location": location}
     status = 201 if result.created else 200
-    preference = announce.applied_preference(request.headers.getlist("Prefer"), result)
-    headers["Preference-Applied"] = f"return={preference}"  # RFC 7240 section 3
+    prefer = request.headers.getlist("Prefer")
+    preference = announce.applied_preference(prefer, result)
+    headers.update(announce.preference_applied(prefer, result))
     if preference == "minimal":
         return Response(status=status, headers=headers)
     if preference == "OperationOutcome":

@@ -248,6 +248,7 @@ def test_an_unknown_return_preference_is_ignored(env: Env) -> None:
     write = patient_put(env)
     response = send(env, write, env.who.la, prefer="return=everything")
     assert response.json["resourceType"] == "Patient"
+    assert "Preference-Applied" not in response.headers
     response = send(env, write, env.who.la, prefer='handling=strict, RETURN="operationoutcome"')
     assert response.json["resourceType"] == "OperationOutcome"
     assert response.headers["Preference-Applied"] == "return=OperationOutcome"
