@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlsplit
 
-from flask import Flask, Response
+from flask import Flask, Response, has_request_context
 from flask import request as current_request
 from sqlalchemy.orm import Session
 from werkzeug.datastructures import MultiDict
@@ -249,8 +249,8 @@ def _write_response(result: WriteResult) -> dict[str, Any]:
     """Return a write entry's response: 201 for a create (http.html#transaction-response),
     the resource unless ``Prefer: return=minimal`` or ``OperationOutcome`` asked otherwise
     (http.html#ins-return), and the write's notes in ``response.outcome``."""
-    preference = announce.applied_preference(current_request.headers.getlist("Prefer"),
-                                             result)
+    prefer = current_request.headers.getlist("Prefer") if has_request_context() else []
+    preference = announce.applied_preference(prefer, result)
     notes = announce.outcome_issues(result) if preference == "OperationOutcome" \
         else announce.notes_of(result)
     return _response_entry(result.rendered, 201 if result.created else 200,

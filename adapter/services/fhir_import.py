@@ -129,7 +129,9 @@ def _response_outcome(index: int, response: dict[str, Any]) -> ImportOutcome:
     if status.startswith("201"):
         return ImportOutcome(index + 1, None, "created")
     if status.startswith("2"):
-        return ImportOutcome(index + 1, None, "updated")
+        notes = response.get("response", {}).get("outcome", {}).get("issue") or []
+        unchanged = any(str(n.get("diagnostics", "")).startswith("No change:") for n in notes)
+        return ImportOutcome(index + 1, None, "unchanged" if unchanged else "updated")
     issues = response.get("response", {}).get("outcome", {}).get("issue") or [{}]
     return ImportOutcome(index + 1, None, "rejected", reason=issues[0].get("diagnostics"),
                          expression=(issues[0].get("expression") or [None])[0])

@@ -536,3 +536,16 @@ def test_a_purge_task_answer_announces_what_the_holder_cannot_set(app: Flask,
     assert again.headers["ETag"] == first.headers["ETag"]
     assert "Ticket 4711" not in again.data.decode()
     assert "Rewritten" not in again.data.decode()
+
+
+def test_a_bundle_import_tells_an_unchanged_entry_from_an_updated_one() -> None:
+    """The ``import`` command reads a Bundle's answers: 200 with "No change" is unchanged,
+    200 without it updated, 201 created."""
+    from adapter.services.fhir_import import _response_outcome
+
+    same = {"response": {"status": "200 OK", "outcome": {"resourceType": "OperationOutcome",
+                                                         "issue": [{"diagnostics":
+                                                                    "No change: Patient/x"}]}}}
+    assert _response_outcome(0, same).status == "unchanged"
+    assert _response_outcome(1, {"response": {"status": "200 OK"}}).status == "updated"
+    assert _response_outcome(2, {"response": {"status": "201 Created"}}).status == "created"
