@@ -549,3 +549,30 @@ def test_a_bundle_import_tells_an_unchanged_entry_from_an_updated_one() -> None:
     assert _response_outcome(0, same).status == "unchanged"
     assert _response_outcome(1, {"response": {"status": "200 OK"}}).status == "updated"
     assert _response_outcome(2, {"response": {"status": "201 Created"}}).status == "created"
+
+
+@pytest.mark.parametrize("fmt", ["json", "xml"])
+def test_conditional_writes_answer_the_same_way(env: Env, fmt: str) -> None:
+    """A conditional update (PUT with search parameters) answers per Prefer as a PUT by id;
+    a create whose If-None-Exist matches answers 200 with the resource found, and with
+    Prefer: return=OperationOutcome says it created nothing."""
+    w = env.world
+    org = organization_put(env)
+    org.url = f"/fhir/Organization?_id={w.orgs[LA]}"
+    response = send(env, org, env.who.la, fmt)
+    assert response.status_code == 200
+    assert parsed(response)["resourceType"] == "Organization"
+    notes = [i["diagnostics"] for i in parsed(send(env, org, env.who.la, fmt,
+                                                   "return=OperationOutcome"))["issue"]]
+    assert "Not kept: Organization.text." in notes
+    assert any(n.startswith("No change: ") for n in notes)
+    patient = fetch(env.client, f"/fhir/Patient/{w.child}", env.who.la)
+    found = Write("POST", "/fhir/Patient", patient, False)
+    condition = {"If-None-Exist": f"_id={w.child}"}
+    response = send(env, found, {**env.who.la, **condition}, fmt)
+    assert response.status_code == 200
+    assert parsed(response)["id"] == w.child
+    response = send(env, found, {**env.who.la, **condition}, fmt, "return=OperationOutcome")
+    assert [i["diagnostics"] for i in parsed(response)["issue"]] == [
+        f"Not created: Patient/{w.child} matches the If-None-Exist condition (FHIR R4 "
+        "http.html#ccreate); it is returned unchanged."]
