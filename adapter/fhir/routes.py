@@ -124,7 +124,11 @@ def render(rendered: Rendered, status: int = 200) -> Response:
 def warning_header(rendered: Rendered) -> dict[str, str]:
     """Return the ``Warning`` header of a rendered resource's warnings (break-glass), if any
     (RFC 7234 section 5.5: 199 miscellaneous warning)."""
-    warnings = [i["diagnostics"] for i in rendered.issues if i["severity"] == "warning"]
+    # A header carries visible US-ASCII only (RFC 9110 section 5.5); a warning naming what a
+    # client sent (an extension's URL) may not fit: it stays in the OperationOutcome notes.
+    warnings = [i["diagnostics"].replace('"', "'") for i in rendered.issues
+                if i["severity"] == "warning" and i["diagnostics"].isascii()
+                and i["diagnostics"].isprintable()]
     if not warnings:
         return {}
     return {"Warning": ", ".join(f'199 contactpoint-gateway "{w}"' for w in warnings)}

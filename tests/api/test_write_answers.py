@@ -576,3 +576,17 @@ def test_conditional_writes_answer_the_same_way(env: Env, fmt: str) -> None:
     assert [i["diagnostics"] for i in parsed(response)["issue"]] == [
         f"Not created: Patient/{w.child} matches the If-None-Exist condition (FHIR R4 "
         "http.html#ccreate); it is returned unchanged."]
+
+
+def test_a_warning_about_what_was_sent_never_breaks_the_answer(env: Env) -> None:
+    """An extension whose URL is not US-ASCII draws a warning that no header can carry: the
+    answer is still the resource (no Warning header), and the notes name the extension."""
+    write = patient_put(env)
+    write.body["extension"].append({"url": "https://vendor.example.org/ext/straße",
+                                    "valueString": "x"})
+    response = send(env, write, env.who.la)
+    assert response.status_code == 200, response.json
+    assert response.json["resourceType"] == "Patient"
+    assert "Warning" not in response.headers
+    notes = outcome_of(env, write, env.who.la)
+    assert any("straße" in n for n in notes)
