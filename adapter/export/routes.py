@@ -8,6 +8,7 @@ from __future__ import annotations
 from email.utils import format_datetime
 from typing import Any, Final, cast
 
+import orjson
 from flask import Flask, Response, current_app, g, request, send_file
 
 from adapter.db import get_db
@@ -17,7 +18,7 @@ from adapter.export.files import OUTCOME
 from adapter.export.jobs import ExportSettings
 from adapter.export.params import ExportRequest, parameters_of, parse_export_request, prefer_tokens
 from adapter.export.runner import start_job
-from adapter.fhir.body import raw_body, read_resource
+from adapter.fhir.body import body_format, parse_json_resource, raw_body, read_resource
 from adapter.fhir.bundle import fhir_base
 from adapter.http import json_response, public_base
 from adapter.models import ExportJob
@@ -112,6 +113,27 @@ def kick_off(level: str, group_id: str | None = None) -> Response:
                          {"Content-Location": status_url(job_id)})
 
 
+def _parameters_body() -> dict[str, Any]:
+    """Return a POST kick-off's body as a resource: none is a Parameters without parameters.
+
+    smart-on-fhir's bulk-data-client posts ``"parameter": []`` when it has no parameter to
+    send; FHIR JSON has no empty arrays (json.html), but what the client means is plain, so
+    that one element is read as absent and the rest of the body is checked as every body is.
+    """
+    data = raw_body()
+    if not data.strip():
+        return {"resourceType": "Parameters"}
+    if body_format() == "json":
+        try:
+            value = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            value = None  # read_resource says what is wrong with it
+        if isinstance(value, dict) and value.get("parameter") == []:
+            del value["parameter"]
+            return parse_json_resource(orjson.dumps(value))
+    return read_resource()
+
+
 def _export_request(level: str, who: Caller) -> ExportRequest:
     """Return the checked parameters of a GET query or of a POST ``Parameters`` body (an
     empty POST body asks for everything, as a GET without a query does).
@@ -122,8 +144,7 @@ def _export_request(level: str, who: Caller) -> ExportRequest:
     prefer = prefer_tokens(request.headers.getlist("Prefer"))
     if request.method != "POST":
         return parse_export_request(request.args, prefer, who, level)
-    body = read_resource() if raw_body().strip() else {"resourceType": "Parameters"}
-    args, patients = parameters_of(body, fhir_base())
+    args, patients = parameters_of(_parameters_body(), fhir_base())
     query = [name for name in request.args if name != "_format"]
     return parse_export_request(args, prefer, who, level, patients, posted=True,
                                 query_on_post=query)

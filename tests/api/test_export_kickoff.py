@@ -167,10 +167,15 @@ def test_patient_export_by_post_with_type_and_since(client: FlaskClient, callers
     assert manifest["output"] == []
 
 
-def test_empty_post_exports_everything(client: FlaskClient, callers: Callers,
-                                       demo: Database) -> None:
-    """A POST kick-off without a body asks for what a GET without a query does."""
-    response = client.post(PATIENT_EXPORT, headers={**callers.la, **ASYNC})
+@pytest.mark.parametrize("body", [b"", b'{"resourceType": "Parameters"}',
+                                  b'{"resourceType": "Parameters", "parameter": []}'])
+def test_post_without_parameters_exports_everything(client: FlaskClient, callers: Callers,
+                                                    demo: Database, body: bytes) -> None:
+    """A POST kick-off without parameters asks for what a GET without a query does: no body,
+    a Parameters without ``parameter``, or with ``"parameter": []`` as bulk-data-client sends
+    it when it has none."""
+    response = client.post(PATIENT_EXPORT, data=body,
+                           headers={**callers.la, **ASYNC, "Content-Type": "application/json"})
     manifest, _ = completed(client, response, callers.la)
     assert [o["type"] for o in manifest["output"]] == \
         ["Patient", "CareTeam", "PractitionerRole", "Organization", "Practitioner"]
