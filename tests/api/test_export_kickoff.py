@@ -413,3 +413,14 @@ def test_metadata_declares_patient_export(client: FlaskClient) -> None:
     assert {"name": "export",
             "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"} \
         in patient["operation"]
+
+
+# --- routing ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", ["GET", "POST", "HEAD"])
+@pytest.mark.parametrize("path", [PATIENT_EXPORT, f"{PATIENT_EXPORT}/"])
+def test_patient_export_is_never_a_read(app: Flask, method: str, path: str) -> None:
+    """The URL map sends Patient/$export, with or without a trailing slash, to the kick-off:
+    a static segment outranks the read's ``<resource_id>`` whatever other rules are added."""
+    endpoint, arguments = app.url_map.bind("localhost").match(path, method)
+    assert (endpoint, arguments) == ("fhir.export.patient", {})
