@@ -93,8 +93,9 @@ def test_patient_export_by_get_holds_what_the_client_may_see(
         app: Flask, client: FlaskClient, callers: Callers, demo: Database) -> None:
     """GET Patient/$export (not a read of Patient "$export") exports every live child as the
     client reads it: a shielded child's Patient redacted with none of its canaries in any
-    file, no CareTeam of a shielded child, the organisations and practitioners referred to
-    only; one export audit record per exported child."""
+    file, no CareTeam of a shielded child, no sensitive service's PractitionerRole, the
+    organisations and practitioners referred to only; one export audit record per exported
+    child."""
     child_id, nhs = _plant_canaries(demo)
     children = live_children(demo)
     before = len(audits(demo))
@@ -111,6 +112,11 @@ def test_patient_export_by_get_holds_what_the_client_may_see(
             assert {"R", "REDACTED"} <= labels
             assert "address" not in patient and "telecom" not in patient
     assert files["CareTeam"] and not subject_ids(files["CareTeam"]) & shielded
+    with demo.sessions() as session:
+        sensitive = {i.resource_id for c in session.scalars(select(Child)).unique()
+                     for i in c.involvements if i.sensitive}
+    assert sensitive and files["PractitionerRole"]
+    assert not sensitive & {r["id"] for r in files["PractitionerRole"]}
     raw = b"".join(p.read_bytes() for p in job_folder(app, response.headers["Content-Location"])
                    .iterdir())
     assert nhs.encode() not in raw and b"ZZ9 9ZZ" not in raw
