@@ -4,9 +4,12 @@ REST reads would render it (the one disclosure policy), their lines written to t
 files, one ``export`` audit record per exported child committed per batch with the job's
 progress (FHIR Bulk Data Access IG v2, export.html). Then Organization and
 Practitioner: at system level all of them (the directory of services and staff, readable by
-every client), streamed the same way; at Group level those the written resources refer to,
-kept as a set of ids while the children are streamed (it grows with the organisations and
-practitioners of one authority, not with its children).
+every client), streamed the same way; at Patient and Group level (the patient compartments:
+export.html "_type" lets such an export add resources outside the compartment that help to
+interpret it) those the written resources refer to, kept as a set of ids while the children
+are streamed (it grows with the organisations and practitioners, not with the children).
+A Patient-level export has every child the client may see, a Group-level one an authority's;
+the POST ``patient`` parameter restricts either to the Patients it names.
 
 A resource changed while its export runs is written in its newer state: export.html
 "transactionTime" says the output SHOULD NOT include resources modified after it, but SHALL
@@ -71,12 +74,16 @@ class JobSpec:
     since: dt.datetime | None
     authority_id: int | None
     notes: list[dict[str, Any]]
+    level: str = "system"
+    # The logical ids the ``patient`` parameter restricted the export to (None: no restriction).
+    patients: tuple[str, ...] | None = None
 
     @classmethod
     def of(cls, job: ExportJob) -> JobSpec:
         """Return the spec of a stored job."""
         return cls(job.job_id, frozenset(job.types), as_utc(job.since), job.authority_id,
-                   list(job.notes))
+                   list(job.notes), job.level,
+                   tuple(job.patients) if job.patients is not None else None)
 
 
 class Exporter:
@@ -85,10 +92,11 @@ class Exporter:
     def __init__(self, db: Database, settings: ExportSettings, spec: JobSpec,
                  caller: Caller) -> None:
         self.db, self.settings, self.spec, self.caller = db, settings, spec, caller
-        self.group = spec.authority_id is not None
+        # Patient and Group level: the organisations and practitioners exported are those the
+        # children's resources refer to, so every child resource is mapped then; else only
+        # the asked ones.
+        self.group = spec.level != "system"
         self.need_references = self.group and any(t in spec.types for t in REFERENCED_TYPES)
-        # A Group's organisations and practitioners are those its children's resources refer
-        # to, so every child resource is mapped then; else only the asked ones.
         self.mapped = CHILD_TYPES if self.need_references else CHILD_TYPES & spec.types
         self.references: set[str] = set()
         self.overrides = 0
@@ -183,6 +191,8 @@ class Exporter:
         conditions = [visible_to(self.caller)]
         if self.spec.authority_id is not None:
             conditions.append(Child.managing_organisation_id == self.spec.authority_id)
+        if self.spec.patients is not None:
+            conditions.append(Child.resource_id.in_(self.spec.patients))
         since = self.spec.since
         if since is not None and not self.need_references:
             changed_assessments = select(Assessment.child_id).where(
@@ -266,8 +276,8 @@ class Exporter:
     # --- organisations and practitioners ------------------------------------------------
 
     def _export_directory(self, files: NdjsonFiles, resource_type: str) -> None:
-        """Write the organisations or practitioners: at Group level those the exported
-        resources refer to, at system level all of them, one batch at a time.
+        """Write the organisations or practitioners: at Patient and Group level those the
+        exported resources refer to, at system level all of them, one batch at a time.
 
         :raises JobGone: the job was deleted or failed meanwhile.
         """

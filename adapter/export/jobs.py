@@ -19,13 +19,14 @@ from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from adapter.db import Database
-from adapter.errors import Forbidden, NotFound
+from adapter.errors import Forbidden, Invalid, NotFound, issue
 from adapter.export.params import ExportRequest
-from adapter.models import ExportJob, Organisation
+from adapter.models import Child, ExportJob, Organisation
 from adapter.models.base import utcnow
 from adapter.models.canonical import as_utc
 from adapter.models.export import RUNNING_STATES
 from adapter.security.caller import Caller
+from adapter.security.policy import visible_to
 
 log = logging.getLogger(__name__)
 JOB_ID_RE: Final = re.compile(r"[0-9a-f]{32}")
@@ -95,18 +96,54 @@ def scope_text(caller: Caller) -> str:
                     for scope in caller.scopes)
 
 
+def resolve_patients(session: Session, wanted: ExportRequest, caller: Caller,
+                     authority: Organisation | None, lenient: bool) -> list[str] | None:
+    """Return the ids of the ``patient`` parameter that name a Patient the export may hold:
+    one ``caller`` may see (the disclosure policy's ``visible_to``) and, at Group level, a
+    member of the Group (None when the parameter was not given).
+
+    export.html "Query Parameters" (patient): patients that are not on the server, or not in
+    the Group, are reported; here the kick-off is refused naming them, as every unresolvable
+    reference is, and under ``Prefer: handling=lenient`` they are noted in the error file.
+    One message for absent and invisible: the answer does not tell that an entry exists.
+
+    :raises Invalid: an id names no such Patient (strict handling).
+    """
+    if wanted.patients is None:
+        return None
+    asked = sorted(set(wanted.patients))
+    query = select(Child.resource_id).where(Child.resource_id.in_(asked), visible_to(caller))
+    if authority is not None:
+        query = query.where(Child.managing_organisation_id == authority.id)
+    found = set(session.scalars(query))
+    missing = [i for i in asked if i not in found]
+    if missing:
+        where = "in this Group" if authority is not None else "that this client may export"
+        names = ", ".join(f"Patient/{i}" for i in missing[:10])
+        message = f"The patient parameter names no Patient {where}: {names}."
+        if not lenient:
+            raise Invalid(message + " Remove these references (or send 'Prefer: "
+                          "handling=lenient' to have them ignored).", expression="patient")
+        wanted.notes.append(issue("warning", "not-found", "Ignored: " + message, "patient"))
+    return [i for i in asked if i in found]
+
+
 def create_job(session: Session, caller: Caller, wanted: ExportRequest, request_url: str,
                settings: ExportSettings, authority: Organisation | None = None,
-               group_id: str | None = None) -> ExportJob:
-    """Add a new accepted job for ``caller`` and return it."""
+               group_id: str | None = None, level: str | None = None,
+               patients: list[str] | None = None) -> ExportJob:
+    """Add a new accepted job for ``caller`` and return it (``level`` defaults to group when
+    an authority is given, else system)."""
     now = utcnow()
     job = ExportJob(
         job_id=uuid.uuid4().hex, client_id=caller.client_id,
         organisation_code=caller.organisation_code,
         scopes=scope_text(caller),
         rights=sorted(caller.rights), purpose_of_use=caller.purpose_of_use,
-        request_id=caller.request_id, level="group" if authority is not None else "system",
+        request_id=caller.request_id,
+        level=level or ("group" if authority is not None else "system"),
         group_id=group_id, authority_id=authority.id if authority is not None else None,
+        patients=patients,
         types=list(wanted.types), since=wanted.since, output_format=wanted.output_format,
         request_url=request_url, state="accepted", children_total=0, children_done=0,
         phase="queued", outputs=[], error_files=[], notes=wanted.notes, transaction_time=now,

@@ -1,5 +1,6 @@
-"""The kick-off request of a bulk export: headers and query parameters (FHIR Bulk Data Access
-IG v2, export.html "Bulk Data Kick-off Request", "Headers" and "Query Parameters")."""
+"""The kick-off request of a bulk export: headers, and the parameters of a GET query or of a
+POST ``Parameters`` body, checked alike (FHIR Bulk Data Access IG v2, export.html "Bulk Data
+Kick-off Request", "Headers" and "Query Parameters")."""
 
 from __future__ import annotations
 
@@ -22,9 +23,19 @@ EXPORT_TYPES: Final = ("Patient", "CareTeam", "PractitionerRole", "Organization"
 OUTPUT_FORMATS: Final = frozenset({"application/fhir+ndjson", "application/ndjson", "ndjson"})
 NDJSON: Final = "application/fhir+ndjson"
 SUPPORTED: Final = frozenset({"_type", "_since", "_outputFormat", "_format"})
+# export.html "Query Parameters": ``patient`` is for POST kick-offs at Patient and Group level.
+PATIENT: Final = "patient"
+COMPARTMENT_LEVELS: Final = frozenset({"patient", "group"})
+# More Patients than this in one kick-off is a Group's work (one database query names them).
+MAX_PATIENTS: Final = 5000
 # FHIR instant (datatypes.html#instant): seconds and a time zone are required.
 INSTANT_RE: Final = re.compile(
     r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})")
+# FHIR R4 datatypes.html#id: the shape of every logical id.
+FHIR_ID: Final = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+# The value[x] a Parameters body may give a kick-off's string, code or instant parameter in.
+PRIMITIVE_VALUES: Final = ("valueString", "valueCode", "valueInstant", "valueDateTime",
+                           "valueUri", "valueCanonical")
 
 
 @dataclass(frozen=True)
@@ -36,6 +47,8 @@ class ExportRequest:
     output_format: str
     # Issues for the error file: parameters ignored under Prefer: handling=lenient.
     notes: list[dict[str, Any]] = field(default_factory=list)
+    # The logical ids of the ``patient`` parameter (POST), None when it was not given.
+    patients: tuple[str, ...] | None = None
 
 
 def prefer_tokens(values: Iterable[str]) -> set[str]:
@@ -140,9 +153,94 @@ def authorised_types(requested: tuple[str, ...] | None, caller: Caller) -> tuple
     return allowed
 
 
-def parse_export_request(args: MultiDict[str, str], prefer: set[str],
-                         caller: Caller) -> ExportRequest:
-    """Return the checked kick-off request.
+def parameters_of(body: Any, base: str) -> tuple[MultiDict[str, str], list[str] | None]:
+    """Return the parameters of a POST kick-off's ``Parameters`` body as the GET query's
+    (name -> values), and the logical ids of its ``patient`` parameters (None when none);
+    ``base`` is this server's FHIR base, whose absolute Patient URLs are accepted.
+
+    export.html "Bulk Data Kick-off Request": a POST sends a FHIR Parameters resource with
+    the query parameters as its ``parameter`` entries, ``patient`` as a valueReference.
+
+    :raises BadRequest: not a Parameters resource, or an entry without a usable value.
+    """
+    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
+        raise BadRequest("A POST $export sends a FHIR Parameters resource (Bulk Data IG, "
+                         "export.html 'Bulk Data Kick-off Request').",
+                         expression="resourceType")
+    entries = body.get("parameter", [])
+    if not isinstance(entries, list):
+        raise BadRequest("Parameters.parameter must be a list.", expression="Parameters.parameter")
+    args: MultiDict[str, str] = MultiDict()
+    patients: list[str] | None = None
+    for index, entry in enumerate(entries):
+        path = f"Parameters.parameter[{index}]"
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not name.strip():
+            raise BadRequest(f"{path} has no name.", expression=f"{path}.name")
+        if name == PATIENT:
+            patients = [*(patients or []), patient_id(entry, path, base)]
+            if len(patients) > MAX_PATIENTS:
+                raise BadRequest(f"At most {MAX_PATIENTS} patient parameters in one kick-off: "
+                                 "export a Group, or split the list.", expression=path)
+        elif name in SUPPORTED:
+            args.add(name, _primitive(entry, path))
+        else:  # refused or ignored by its name (strict or lenient handling), whatever its value
+            args.add(name, "")
+    return args, patients
+
+
+def _primitive(entry: dict[str, Any], path: str) -> str:
+    """Return the string value of a string, code or instant parameter.
+
+    :raises BadRequest: it has none.
+    """
+    for key in PRIMITIVE_VALUES:
+        if isinstance(entry.get(key), str):
+            value: str = entry[key]
+            return value
+    raise BadRequest(f"{path} ({entry['name']}) needs a value: valueString (valueInstant for "
+                     "_since).", expression=path)
+
+
+def patient_id(entry: dict[str, Any], path: str, base: str) -> str:
+    """Return the logical id of a ``patient`` parameter's reference (``Patient/<id>`` or this
+    server's absolute URL of it).
+
+    :raises BadRequest: no valueReference, or not a reference to a Patient.
+    """
+    reference = entry.get("valueReference")
+    text = reference.get("reference") if isinstance(reference, dict) else None
+    if not isinstance(text, str):
+        raise BadRequest(f"{path}: the patient parameter is a valueReference with a reference "
+                         "such as 'Patient/<id>'.", expression=f"{path}.valueReference")
+    kind, _, logical_id = text.removeprefix(base.rstrip("/") + "/").partition("/")
+    if kind != "Patient" or not FHIR_ID.fullmatch(logical_id):
+        raise BadRequest(f"{path}: {text[:100]!r} is not a reference to a Patient of this "
+                         "server: give 'Patient/<id>'.",
+                         expression=f"{path}.valueReference.reference")
+    return logical_id
+
+
+def _unsupported_detail(name: str, level: str, posted: bool) -> str:
+    """Return why the parameter ``name`` is not taken by this kick-off (``posted``: it came
+    in a POST's Parameters body)."""
+    if name == PATIENT and level not in COMPARTMENT_LEVELS:
+        return ("the parameter patient applies to Patient- and Group-level exports only, not "
+                "to a system-level $export")
+    if name == PATIENT and not posted:
+        return ("the parameter patient is taken in the Parameters body of a POST kick-off "
+                "only (export.html 'Query Parameters')")
+    return f"the parameter {name} is not supported by this server's $export"
+
+
+def parse_export_request(args: MultiDict[str, str], prefer: set[str], caller: Caller,
+                         level: str = "system", patients: list[str] | None = None,
+                         posted: bool = False,
+                         query_on_post: Iterable[str] = ()) -> ExportRequest:
+    """Return the checked kick-off request of a GET query or of a POST body (``posted``):
+    ``args`` and, from a POST, the ``patient`` parameter's logical ids; ``query_on_post``
+    names a POST's query parameters, which a POST kick-off does not take (its parameters go
+    in the body).
 
     :raises BadRequest: a malformed or unsupported parameter (strict handling).
     :raises Forbidden: the caller may not read a requested type.
@@ -150,10 +248,18 @@ def parse_export_request(args: MultiDict[str, str], prefer: set[str],
     require_async(prefer)
     lenient = "handling=lenient" in prefer
     notes: list[dict[str, Any]] = []
-    for name in sorted(set(args) - SUPPORTED):
-        _unsupported(name, f"the parameter {name} is not supported by this server's "
-                     "$export", lenient, notes)
+    names = set(args) - SUPPORTED
+    if patients is not None:
+        names.add(PATIENT)
+    for name in sorted(names):
+        if name == PATIENT and patients is not None and level in COMPARTMENT_LEVELS:
+            continue
+        _unsupported(name, _unsupported_detail(name, level, posted), lenient, notes)
+    for name in sorted(set(query_on_post)):
+        _unsupported(name, f"the query parameter {name} is not taken by a POST kick-off: send "
+                     "it in the Parameters body", lenient, notes)
     output_format = parse_output_format(args)
     since = parse_instant(args["_since"]) if args.get("_since") else None
     types = authorised_types(parse_types(args, lenient, notes), caller)
-    return ExportRequest(types, since, output_format, notes)
+    wanted = tuple(patients) if patients is not None and level in COMPARTMENT_LEVELS else None
+    return ExportRequest(types, since, output_format, notes, wanted)

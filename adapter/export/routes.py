@@ -1,21 +1,24 @@
-"""The bulk export routes (FHIR Bulk Data Access IG v2, export.html): the system-level and
-Group-level kick-off, the status request (poll, and DELETE to cancel) and the file request.
-Every URL answered is absolute (docs/architecture.md "The outside contract")."""
+"""The bulk export routes (FHIR Bulk Data Access IG v2, export.html): the system-, Patient-
+and Group-level kick-off (GET with a query, or POST with a ``Parameters`` body), the status
+request (poll, and DELETE to cancel) and the file request. Every URL answered is absolute
+(docs/architecture.md "The outside contract")."""
 
 from __future__ import annotations
 
 from email.utils import format_datetime
 from typing import Any, Final, cast
 
+import orjson
 from flask import Flask, Response, current_app, g, request, send_file
 
 from adapter.db import get_db
-from adapter.errors import GatewayError, NotFound, issue, operation_outcome
+from adapter.errors import GatewayError, MethodNotAllowed, NotFound, issue, operation_outcome
 from adapter.export import jobs
 from adapter.export.files import OUTCOME
 from adapter.export.jobs import ExportSettings
-from adapter.export.params import parse_export_request, prefer_tokens
+from adapter.export.params import ExportRequest, parameters_of, parse_export_request, prefer_tokens
 from adapter.export.runner import start_job
+from adapter.fhir.body import body_format, parse_json_resource, raw_body, read_resource
 from adapter.fhir.bundle import fhir_base
 from adapter.http import json_response, public_base
 from adapter.models import ExportJob
@@ -24,6 +27,7 @@ from adapter.security.access import authenticated, require_scope
 from adapter.security.caller import Caller
 
 NDJSON: Final = "application/fhir+ndjson"
+KICK_OFF_METHODS: Final = ["GET", "POST"]
 # export.html "Response - In-Progress Status": Retry-After tells the client when to poll.
 POLL_SECONDS: Final = 2
 
@@ -57,39 +61,93 @@ def file_url(job_id: str, name: str) -> str:
 
 @authenticated("read")
 def kick_off_system() -> Response:
-    """``GET /fhir/$export``: export everything the caller may read (export.html "Bulk Data
-    Kick-off Request", system level)."""
-    return kick_off(None)
+    """``GET|POST /fhir/$export``: export everything the caller may read (export.html "Bulk
+    Data Kick-off Request", system level)."""
+    return kick_off("system")
+
+
+@authenticated("read")
+def kick_off_patient() -> Response:
+    """``GET|POST /fhir/Patient/$export``: export the patient compartments of every child the
+    caller may see (export.html, Patient level)."""
+    return kick_off("patient")
 
 
 @authenticated("read")
 def kick_off_group(group_id: str) -> Response:
-    """``GET /fhir/Group/{id}/$export``: export the children a local authority manages."""
-    return kick_off(group_id)
+    """``GET|POST /fhir/Group/{id}/$export``: export the children a local authority manages."""
+    return kick_off("group", group_id)
 
 
-def kick_off(group_id: str | None) -> Response:
+def kick_off(level: str, group_id: str | None = None) -> Response:
     """Check the request, store the job, start it and answer 202 with ``Content-Location``.
 
+    :raises MethodNotAllowed: a HEAD request (it starts nothing).
     :raises BadRequest: no ``Prefer: respond-async``, or a bad or unsupported parameter.
     :raises Forbidden: no read scope for a requested type.
     :raises NotFound: no such Group (local authority).
+    :raises Invalid: the ``patient`` parameter names no Patient the export may hold.
     """
+    if request.method == "HEAD":
+        # HEAD is safe (RFC 9110 section 9.2.1, 9.3.2): it may not start the job a GET
+        # kick-off starts, and without one there is no Content-Location to describe.
+        raise MethodNotAllowed("HEAD starts no export: kick one off with GET or POST "
+                               "(Bulk Data IG, export.html).",
+                               headers={"Allow": ", ".join(KICK_OFF_METHODS)})
     who, config = caller(), settings()
-    wanted = parse_export_request(request.args, prefer_tokens(request.headers.getlist("Prefer")),
-                                  who)
+    wanted = _export_request(level, who)
     db = get_db()
     jobs.sweep(db, config)
     request_url = public_base() + request.full_path.rstrip("?")
+    lenient = "handling=lenient" in prefer_tokens(request.headers.getlist("Prefer"))
     with db.write_transaction() as session:
         authority = jobs.find_authority(session, group_id) if group_id is not None else None
-        job = jobs.create_job(session, who, wanted, request_url, config, authority, group_id)
+        patients = jobs.resolve_patients(session, wanted, who, authority, lenient)
+        job = jobs.create_job(session, who, wanted, request_url, config, authority, group_id,
+                              level, patients)
         job_id = job.job_id
     start_job(cast(Any, current_app)._get_current_object(), job_id, who)
     outcome = operation_outcome([issue("information", "informational",
                                        "Export accepted: poll the Content-Location URL.")])
     return json_response(outcome, 202, "application/fhir+json",
                          {"Content-Location": status_url(job_id)})
+
+
+def _parameters_body() -> dict[str, Any]:
+    """Return a POST kick-off's body as a resource: none is a Parameters without parameters.
+
+    smart-on-fhir's bulk-data-client posts ``"parameter": []`` when it has no parameter to
+    send; FHIR JSON has no empty arrays (json.html), but what the client means is plain, so
+    that one element is read as absent and the rest of the body is checked as every body is.
+    """
+    data = raw_body()
+    if not data.strip():
+        return {"resourceType": "Parameters"}
+    if body_format() == "json":
+        try:
+            value = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            value = None  # read_resource says what is wrong with it
+        if isinstance(value, dict) and value.get("parameter") == []:
+            del value["parameter"]
+            return parse_json_resource(orjson.dumps(value))
+    return read_resource()
+
+
+def _export_request(level: str, who: Caller) -> ExportRequest:
+    """Return the checked parameters of a GET query or of a POST ``Parameters`` body (an
+    empty POST body asks for everything, as a GET without a query does).
+
+    export.html "Bulk Data Kick-off Request": a POST carries the parameters in its body; a
+    query on a POST (other than ``_format``) is a parameter the kick-off does not take.
+    """
+    prefer = prefer_tokens(request.headers.getlist("Prefer"))
+    if request.method != "POST":
+        return parse_export_request(request.args, prefer, who, level)
+    args, patients = parameters_of(_parameters_body(), fhir_base())
+    query = [name for name in request.args if name != "_format"]
+    return parse_export_request(args, prefer, who, level, patients, posted=True,
+                                query_on_post=query)
 
 
 @authenticated("read")
@@ -187,10 +245,14 @@ def download(job_id: str, name: str) -> Response:
 
 def init_app(app: Flask) -> None:
     """Register the export routes."""
-    rules = (("/fhir/$export", "system", kick_off_system, ["GET"]),
-             ("/fhir/Group/<group_id>/$export", "group", kick_off_group, ["GET"]),
+    rules = (("/fhir/$export", "system", kick_off_system, KICK_OFF_METHODS),
+             ("/fhir/Patient/$export", "patient", kick_off_patient, KICK_OFF_METHODS),
+             ("/fhir/Group/<group_id>/$export", "group", kick_off_group, KICK_OFF_METHODS),
              ("/fhir/$export-status/<job_id>", "status", status, ["GET"]),
              ("/fhir/$export-status/<job_id>", "delete", cancel, ["DELETE"]),
              ("/fhir/$export-file/<job_id>/<name>", "file", download, ["GET"]))
     for rule, name, view, methods in rules:
-        app.add_url_rule(rule, endpoint=f"fhir.export.{name}", view_func=view, methods=methods)
+        # Static segments outrank variables in the URL map, so "Patient/$export" is never
+        # taken for a read of Patient "$export"; with or without a trailing slash.
+        app.add_url_rule(rule, endpoint=f"fhir.export.{name}", view_func=view, methods=methods,
+                         strict_slashes=False)

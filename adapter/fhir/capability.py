@@ -24,6 +24,11 @@ SYSTEM_EXPORT: Final = ("fhir.export.system",
                         "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export")
 GROUP_EXPORT: Final = ("fhir.export.group",
                        "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export")
+# Type-level operations of a handler's type, declared when their route exists:
+# type -> ((endpoint, operation name, definition), ...).
+TYPE_OPERATIONS: Final = {"Patient": (
+    ("fhir.export.patient", "export",
+     "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"),)}
 
 
 def registered_interactions(app: Flask, resource_type: str) -> list[str]:
@@ -58,6 +63,11 @@ def resource_entry(app: Flask, handler: ResourceHandler, own: OwnSystems) -> dic
     if "validate" in names:
         entry["operation"] = [{"name": "validate", "definition":
                                "http://hl7.org/fhir/OperationDefinition/Resource-validate"}]
+    endpoints = _endpoints(app)
+    operations = [{"name": name, "definition": definition} for endpoint, name, definition
+                  in TYPE_OPERATIONS.get(handler.resource_type, ()) if endpoint in endpoints]
+    if operations:
+        entry["operation"] = [*entry.get("operation", []), *operations]
     extras = getattr(handler, "capability_extras", None)
     if extras is not None:  # a handler's own declarations (Subscription: topics, operations)
         for key, value in extras().items():

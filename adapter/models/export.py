@@ -17,7 +17,7 @@ from adapter.models.base import Base, utcnow
 # accepted -> in-progress -> completed | failed; any of them -> cancelled (DELETE).
 EXPORT_STATES: Final = ("accepted", "in-progress", "completed", "failed", "cancelled")
 RUNNING_STATES: Final = ("accepted", "in-progress")
-EXPORT_LEVELS: Final = ("system", "group")
+EXPORT_LEVELS: Final = ("system", "group", "patient")
 
 
 class ExportJob(Base):
@@ -42,10 +42,13 @@ class ExportJob(Base):
     rights: Mapped[list[str]] = mapped_column(JSON, default=list)
     purpose_of_use: Mapped[str | None] = mapped_column(String(100))
     request_id: Mapped[str | None] = mapped_column(String(64))
-    level: Mapped[str] = mapped_column(String(6))
+    level: Mapped[str] = mapped_column(String(7))
     # The Group id of a group-level export as given in the URL, and the authority it named.
     group_id: Mapped[str | None] = mapped_column(String(64))
     authority_id: Mapped[int | None] = mapped_column(Integer)
+    # The logical ids of the Patients a POST kick-off's ``patient`` parameter restricted the
+    # export to (export.html "Query Parameters": patient); None when not restricted.
+    patients: Mapped[list[str] | None] = mapped_column(JSON)
     types: Mapped[list[str]] = mapped_column(JSON)
     since: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     output_format: Mapped[str] = mapped_column(String(40))

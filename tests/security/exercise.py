@@ -39,8 +39,8 @@ NO_CHILD_DATA_PATHS = {
 }
 # The directory dialect's records: lists by authority and reads by id.
 DIRECTORY_RECORDS = ("/directory/entries", "/directory/assessments")
-EXPORT_ENDPOINTS = frozenset({"fhir.export.system", "fhir.export.group", "fhir.export.status",
-                              "fhir.export.file", "fhir.export.delete"})
+EXPORT_ENDPOINTS = frozenset({"fhir.export.system", "fhir.export.patient", "fhir.export.group",
+                              "fhir.export.status", "fhir.export.file", "fhir.export.delete"})
 ASYNC = {"Prefer": "respond-async", "Accept": "application/fhir+json"}
 
 
@@ -272,15 +272,15 @@ def uncovered_get_routes(app: Flask, plan: Plan) -> list[str]:
 
 
 def export_bodies(client: FlaskClient, headers: dict[str, str], group: str) -> list[bytes]:
-    """Run a system-level and a Group-level export for ``headers``' client; return the status
-    answers and every file that can hold a child's data: the system-level Organization and
-    Practitioner files are the whole directory of services and staff, as their REST searches
-    answer every client, so they are left out; a Group's are those its children's disclosed
-    resources refer to, and are kept."""
+    """Run a system-, a Patient- and a Group-level export for ``headers``' client; return the
+    status answers and every file that can hold a child's data: the system-level Organization
+    and Practitioner files are the whole directory of services and staff, as their REST
+    searches answer every client, so they are left out; a Patient or Group export's are those
+    its children's disclosed resources refer to, and are kept."""
     from adapter.export.runner import join_jobs
 
     bodies = []
-    for path in ("/fhir/$export", f"/fhir/Group/{group}/$export"):
+    for path in ("/fhir/$export", "/fhir/Patient/$export", f"/fhir/Group/{group}/$export"):
         response = client.get(path, headers={**headers, **ASYNC})
         assert response.status_code == 202, response.data
         join_jobs(timeout=60)

@@ -38,8 +38,8 @@ NO_SCOPE_NEEDED = {
     "directory.decommission": "the decommissioning timetable: the same for every client",
 }
 # Routes that check their scopes themselves, exercised with the request of _scope_request.
-EXERCISED = frozenset({"fhir.system.bundle", "fhir.export.system", "fhir.export.group",
-                       "fhir.export.file", "directory.entries.import",
+EXERCISED = frozenset({"fhir.system.bundle", "fhir.export.system", "fhir.export.patient",
+                       "fhir.export.group", "fhir.export.file", "directory.entries.import",
                        "directory.assessments.import", "directory.rekey"})
 BATCH = b'<DirectoryEntries xmlns="urn:contactpoint-gateway:directory:1"/>'
 
