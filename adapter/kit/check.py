@@ -19,6 +19,7 @@ listed in ``LIVE_CHECKS`` and said in every report.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import re
@@ -155,14 +156,16 @@ def xml_root(head: bytes) -> str | None:
     not XML). Only the start of the document is read; DTDs and entities stay off."""
     parser = etree.XMLPullParser(events=("start",), resolve_entities=False, no_network=True,
                                  load_dtd=False)
-    try:
+    found: list[str] = []
+    with contextlib.suppress(etree.XMLSyntaxError):  # a head cut anywhere: the start counts
         parser.feed(head)
-        for _event, element in parser.read_events():
-            return str(element.tag)
-    except etree.XMLSyntaxError:
-        for _event, element in parser.read_events():
-            return str(element.tag)
-    return None
+        found = [str(element.tag) for _event, element in parser.read_events()
+                 if isinstance(element, etree._Element)]
+    if not found:
+        with contextlib.suppress(etree.XMLSyntaxError):
+            found = [str(element.tag) for _event, element in parser.read_events()
+                     if isinstance(element, etree._Element)]
+    return found[0] if found else None
 
 
 def kind_of_head(head: bytes, ndjson: Callable[[], bool]) -> str:
@@ -514,3 +517,75 @@ def report_json(report: FileReport) -> dict[str, Any]:
 def dumps(value: Any) -> bytes:
     """Return ``value`` as indented JSON."""
     return orjson.dumps(value, option=orjson.OPT_INDENT_2)
+
+
+# --- request bodies --------------------------------------------------------------------------
+
+class _Rejoined:
+    """A binary stream whose first bytes were read already (to tell its kind)."""
+
+    def __init__(self, head: bytes, rest: IO[bytes]) -> None:
+        self.head, self.rest = head, rest
+
+    def read(self, size: int = -1) -> bytes:
+        """Return the next bytes: the head first, then the rest of the stream."""
+        if self.head:
+            data, self.head = self.head, b""
+            return data
+        return self.rest.read(size)
+
+    def read_all(self) -> bytes:
+        """Return everything not read yet."""
+        chunks = [self.read()]
+        while chunk := self.rest.read(HEAD_BYTES):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def check_directory_body(source: IO[bytes], family: str) -> FileReport:
+    """Check a request body that should be directory XML of ``family`` (``entries`` or
+    ``assessments``): a batch record by record, or one record.
+
+    :raises BadRequest: the body is not directory XML of that family.
+    """
+    head = source.read(HEAD_BYTES)
+    wanted = {"entries": ("directory-entries", "directory-entry"),
+              "assessments": ("directory-assessments", "directory-assessment")}[family]
+    try:
+        kind = kind_of_head(head, lambda: False)
+    except Unusable as error:
+        kind = str(error)
+    if kind not in wanted:
+        batch, record = (name.split()[-1] for name in (KIND_NAMES[wanted[0]],
+                                                       KIND_NAMES[wanted[1]]))
+        raise BadRequest(f"The body is not a {batch} batch nor a {record} document of "
+                         f"namespace {DIRECTORY_NS}.")
+    report = FileReport("body", kind)
+    stream = _Rejoined(head, source)
+    if kind == wanted[0]:
+        check_directory_batch(report, stream)  # type: ignore[arg-type]  # read(size) is all lxml uses
+    else:
+        check_directory_record(report, stream.read_all())
+    return report
+
+
+ISSUE_LINE: Final = "http://hl7.org/fhir/StructureDefinition/operationoutcome-issue-line"
+
+
+def outcome_issues(report: FileReport) -> list[dict[str, Any]]:
+    """Return a report as OperationOutcome issues: one per finding (its position in the
+    diagnostics, its element path in ``location``, its line in the core extension
+    operationoutcome-issue-line), then a summary."""
+    items = []
+    for found in report.findings:
+        item = issue(found.severity, found.code, f"{report.position(found)}: {found.message}")
+        if found.path:
+            item["location"] = [found.path]  # an XPath-like path (R4: issue.location)
+        if found.line:
+            item["extension"] = [{"url": ISSUE_LINE, "valueInteger": found.line}]
+        items.append(item)
+    checks = "; ".join(live_checks(report.kind))
+    items.append(issue("information", "informational",
+                       f"{report.records} record(s) checked, {report.bad_records} with errors; "
+                       f"nothing was stored. Checked only on import: {checks}."))
+    return items
