@@ -521,6 +521,12 @@ def dumps(value: Any) -> bytes:
 
 # --- request bodies --------------------------------------------------------------------------
 
+DIRECTORY_FAMILIES: Final = {"entries": ("directory-entries", "directory-entry"),
+                              "assessments": ("directory-assessments", "directory-assessment")}
+ROOT_NAMES: Final = {"entries": "DirectoryEntries", "entry": "DirectoryEntry",
+                     "assessments": "AssessmentReferences", "assessment": "AssessmentReference"}
+
+
 class _Rejoined:
     """A binary stream whose first bytes were read already (to tell its kind)."""
 
@@ -549,17 +555,15 @@ def check_directory_body(source: IO[bytes], family: str) -> FileReport:
     :raises BadRequest: the body is not directory XML of that family.
     """
     head = source.read(HEAD_BYTES)
-    wanted = {"entries": ("directory-entries", "directory-entry"),
-              "assessments": ("directory-assessments", "directory-assessment")}[family]
+    wanted = DIRECTORY_FAMILIES[family]
     try:
         kind = kind_of_head(head, lambda: False)
     except Unusable as error:
         kind = str(error)
     if kind not in wanted:
-        batch, record = (name.split()[-1] for name in (KIND_NAMES[wanted[0]],
-                                                       KIND_NAMES[wanted[1]]))
-        raise BadRequest(f"The body is not a {batch} batch nor a {record} document of "
-                         f"namespace {DIRECTORY_NS}.")
+        batch, record = (kind.split("-")[1] for kind in wanted)
+        raise BadRequest(f"The body is not a {ROOT_NAMES[batch]} batch nor a "
+                         f"{ROOT_NAMES[record]} document of namespace {DIRECTORY_NS}.")
     report = FileReport("body", kind)
     stream = _Rejoined(head, source)
     if kind == wanted[0]:
