@@ -295,6 +295,25 @@ def test_each_planted_defect_is_reported_with_its_position(exported: Path,
     assert (f"entries.xml: record 4, line {line}: error: the value is not one of the allowed "
             "codes [DirectoryEntry/Gender]") in text.output
     assert "1 with errors" in text.output and "organisations and practitioners" in text.output
+    # The import rejects the same record with the same words: one checker.
+    imported = invoke(app, "import", str(broken / "entries.xml"), "--quiet")
+    assert imported.exit_code == 1
+    assert (f"entries.xml: record 4, line {line}: the value is not one of the allowed codes "
+            "[DirectoryEntry/Gender]") in imported.output
+
+
+def test_the_vendor_page_links_what_exists() -> None:
+    """docs/vendors.md is linked from the README; every example it links exists, and every
+    example is linked from it."""
+    page = (REPO / "docs" / "vendors.md").read_text()
+    assert "docs/vendors.md" in (REPO / "README.md").read_text()
+    linked = set(re.findall(r"\]\((examples/[^)]+)\)", page))
+    assert {f"examples/{name}" for name in EXAMPLE_KINDS} <= linked
+    assert all((REPO / "docs" / target).is_file() for target in linked)
+    for section in ("Patient", "CareTeam: a child's team", "CareTeam: an eCAF Team Around",
+                    "Practitioner", "PractitionerRole", "Organization", "Subscription",
+                    "Directory XML"):
+        assert f"\n## {section}" in page, section
 
 
 def test_exit_codes(offline: tuple[Flask, Path], tmp_path: Path) -> None:
