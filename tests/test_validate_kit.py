@@ -30,6 +30,7 @@ from adapter.export.runner import join_jobs
 from adapter.models import AuditRecord, Child, Organisation
 from tests.api.conftest import bearer
 from tests.conftest import REPO
+from tests.fhir_validity import r4_schema, r4b_model, xsd_errors
 
 EXAMPLES: Final = REPO / "docs" / "examples"
 FHIR_JSON: Final = "application/fhir+json"
@@ -390,6 +391,11 @@ def test_directory_validate_reports_each_bad_record_and_stores_nothing(
     assert errors[0]["diagnostics"].startswith(f"record 4, line {line}: ")
     assert errors[0]["extension"] == [{"url": ISSUE_LINE, "valueInteger": line}]
     assert "expression" not in errors[0]  # an XPath is not FHIRPath: it goes in location
+    as_xml = post_validate(client, (tmp_path / "entries.xml").read_bytes(), admin,
+                           accept=FHIR_XML)
+    assert as_xml.status_code == 200
+    assert xsd_errors(r4_schema(), as_xml.data) == []  # the official FHIR R4 schema
+    r4b_model(broken.json)
     assert stored_state(db) == before
 
 
