@@ -329,24 +329,35 @@ def test_exit_codes(offline: tuple[Flask, Path], tmp_path: Path) -> None:
     assert wrong.exit_code == 1
     assert "Observation is not a resource type this gateway accepts" in wrong.output
     unusable = invoke(app, "validate", str(tmp_path / "notes.json"), str(bad))
-    assert unusable.exit_code == 2 and "notes.json: unusable: neither XML nor JSON" in \
+    assert unusable.exit_code == 2 and "notes.json: unusable: neither XML nor a JSON object" in \
         unusable.output
     assert invoke(app, "validate", str(tmp_path / "missing.json")).exit_code == 2
     assert invoke(app, "validate", str(tmp_path / "empty")).exit_code == 2
     assert invoke(app, "validate").exit_code == 2
 
 
-def test_a_transaction_entry_without_a_request_is_reported(offline: tuple[Flask, Path],
-                                                           tmp_path: Path) -> None:
-    """A transaction is read as ``POST /fhir`` reads it: an entry without request is named."""
+def test_a_transaction_is_read_as_post_fhir_reads_it(offline: tuple[Flask, Path],
+                                                    tmp_path: Path) -> None:
+    """A transaction's ``urn:uuid`` references stand for the entries they name (a CareTeam
+    about a Patient created in the same transaction is valid); an entry without a request
+    is named."""
     app, _absent = offline
     patient = json.loads((EXAMPLES / "patient.json").read_text())
-    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"fullUrl": "urn:uuid:6d1f1b0e-4c1a-4b8e-9a52-0f1c2d3e4f50", "resource": patient,
-         "request": {"method": "POST", "url": "Patient"}},
-        {"fullUrl": "urn:uuid:6d1f1b0e-4c1a-4b8e-9a52-0f1c2d3e4f51", "resource": patient}]}
+    team = json.loads((EXAMPLES / "careteam.json").read_text())
+    child = "urn:uuid:6d1f1b0e-4c1a-4b8e-9a52-0f1c2d3e4f50"
+    team["subject"] = {"reference": child}
+    entries = [{"fullUrl": child, "resource": patient,
+                "request": {"method": "POST", "url": "Patient"}},
+               {"fullUrl": "urn:uuid:6d1f1b0e-4c1a-4b8e-9a52-0f1c2d3e4f51", "resource": team,
+                "request": {"method": "POST", "url": "CareTeam"}}]
     path = tmp_path / "transaction.json"
-    path.write_text(json.dumps(bundle))
+    path.write_text(json.dumps({"resourceType": "Bundle", "type": "transaction",
+                                "entry": entries}))
+    valid = invoke(app, "validate", str(path), "--errors-only")
+    assert valid.exit_code == 0, valid.output
+    del entries[1]["request"]
+    path.write_text(json.dumps({"resourceType": "Bundle", "type": "transaction",
+                                "entry": entries}))
     result = invoke(app, "validate", str(path), "--format", "json")
     assert result.exit_code == 1
     found = findings(as_json(result), "transaction.json")

@@ -187,7 +187,8 @@ def kind_of_head(head: bytes, ndjson: Callable[[], bool]) -> str:
                        f"{DIRECTORY_NS}) nor FHIR (namespace {FHIR_NS})")
     if text.startswith(b"{"):
         return "ndjson" if ndjson() else "fhir-json"
-    raise Unusable("neither XML nor JSON")
+    raise Unusable("neither XML nor a JSON object: not a FHIR resource, Bundle, NDJSON or "
+                   "directory XML")
 
 
 def kind_of_file(path: Path) -> str:
@@ -347,6 +348,7 @@ def check_bundle(report: FileReport, bundle: dict[str, Any], caller: Caller) -> 
     document = [i for i in shape_issues(bundle)
                 if not ENTRY_RE.match((i.get("expression") or [""])[0])]
     report.findings.extend(_finding(i, None, None) for i in document)
+    created = _created_references(entries) if kind == "transaction" else {}
     for index, raw in enumerate(entries):
         report.records += 1
         findings, has_resource = _request_issues(raw, index, kind)
@@ -355,11 +357,36 @@ def check_bundle(report: FileReport, bundle: dict[str, Any], caller: Caller) -> 
         if not has_resource or not isinstance(resource, dict):
             continue
         prefix = f"Bundle.entry[{index}].resource"
-        found = shape_issues(resource) or resource_issues(resource, caller)
+        found = shape_issues(resource) or resource_issues(
+            _replace_references(resource, created), caller)
         report.findings.extend(_finding(i, index + 1, None, _full_url(raw), prefix)
                                for i in found)
     if kind == "transaction" and not report.errors:
         _check_order(report, bundle)
+
+
+def _created_references(entries: list[Any]) -> dict[str, str]:
+    """Return the reference each ``urn:uuid`` entry of a transaction stands for once created
+    (FHIR R4 http.html#trules: a transaction resolves them; its own id is not known offline,
+    so the uuid stands in for it, a valid FHIR id)."""
+    known = {}
+    for raw in entries:
+        full_url, resource = _full_url(raw), raw.get("resource") if isinstance(raw, dict) \
+            else None
+        if full_url and full_url.startswith("urn:uuid:") and isinstance(resource, dict):
+            known[full_url] = f"{resource.get('resourceType')}/{full_url[len('urn:uuid:'):]}"
+    return known
+
+
+def _replace_references(resource: dict[str, Any], known: dict[str, str]) -> dict[str, Any]:
+    """Return ``resource`` with its references to ``known`` entries rewritten as
+    ``POST /fhir`` rewrites them (``adapter.fhir.transaction``)."""
+    from adapter.fhir.transaction import _replace_references as replace
+
+    if not known:
+        return resource
+    replaced: dict[str, Any] = replace(resource, known)
+    return replaced
 
 
 def _check_order(report: FileReport, bundle: dict[str, Any]) -> None:
