@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -220,13 +219,12 @@ def _several_documents(path: Path) -> bool:
 
 # --- FHIR ------------------------------------------------------------------------------------
 
-@functools.cache
 def _validating_handlers() -> dict[str, ResourceHandler]:
-    """Return the handler of each type that offers ``$validate``, by type (Subscription
-    apart: see ``subscription_issues``)."""
-    from adapter.fhir.api import handlers
+    """Return the app's handler of each type that offers ``$validate``, by type
+    (Subscription apart: see ``subscription_issues``)."""
+    from adapter.fhir.api import HANDLERS, handlers
 
-    return {h.resource_type: h for h in handlers()
+    return {h.resource_type: h for h in HANDLERS or handlers()
             if "validate" in h.interactions and h.resource_type != "Subscription"}
 
 
