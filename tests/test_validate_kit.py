@@ -331,6 +331,14 @@ def test_exit_codes(offline: tuple[Flask, Path], tmp_path: Path) -> None:
     unusable = invoke(app, "validate", str(tmp_path / "notes.json"), str(bad))
     assert unusable.exit_code == 2 and "notes.json: unusable: neither XML nor a JSON object" in \
         unusable.output
+    batch = (EXAMPLES / "directory-entries.xml").read_text()
+    cut = tmp_path / "cut.xml"
+    cut.write_text(batch[:batch.index("</Carer>")])  # the document ends inside record 1
+    stopped = invoke(app, "validate", str(cut), "--format", "json")
+    assert stopped.exit_code == 1
+    (fatal,) = findings(as_json(stopped), "cut.xml")
+    assert fatal["severity"] == "fatal" and fatal["record"] == 1 and fatal["line"]
+    assert fatal["message"].startswith("the document is unreadable from here on")
     assert invoke(app, "validate", str(tmp_path / "missing.json")).exit_code == 2
     assert invoke(app, "validate", str(tmp_path / "empty")).exit_code == 2
     assert invoke(app, "validate").exit_code == 2

@@ -464,10 +464,13 @@ def check_directory_batch(report: FileReport, source: str | IO[bytes]) -> None:
             report.records = position
             report.findings.extend(_record_findings(position, line, item, entries))
     except BadRequest as error:
+        # A line in the message: the document broke inside the record after the last one
+        # read; none: it was refused as a whole (a DTD, another root, no Header).
         found = LINE_RE.search(error.message)
+        record = report.records + 1 if found else None
+        report.records = record or report.records
         report.findings.append(Finding(
-            report.records + 1 if report.records else None,
-            int(found.group(1)) if found else None, "fatal",
+            record, int(found.group(1)) if found else None, "fatal",
             f"the document is unreadable from here on: {error.message}", error.expression,
             None, error.issue_code))
 
