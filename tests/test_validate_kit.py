@@ -69,7 +69,8 @@ def offline(tmp_path: Path) -> Iterator[tuple[Flask, Path]]:
 EXAMPLE_KINDS: Final = {
     "patient.json": "fhir-json", "careteam.json": "fhir-json",
     "ecaf-careteam.json": "fhir-json", "practitioner.json": "fhir-json",
-    "practitionerrole.json": "fhir-json", "organization.json": "fhir-json",
+    "practitionerrole.json": "fhir-json", "practitionerrole.xml": "fhir-xml",
+    "organization.json": "fhir-json",
     "subscription.json": "fhir-json", "directory-entries.xml": "directory-entries",
     "assessment-references.xml": "directory-assessments",
 }
@@ -87,6 +88,8 @@ def test_every_example_passes_offline_without_a_database(offline: tuple[Flask, P
     assert {Path(f["file"]).name: f["kind"] for f in report["files"]} == EXAMPLE_KINDS
     assert all(f["records"] == 1 and f["errors"] == 0 for f in report["files"])
     assert not absent.exists()
+    # The XML example is FHIR R4 XML by the official schema, as sent.
+    assert xsd_errors(r4_schema(), (EXAMPLES / "practitionerrole.xml").read_bytes()) == []
 
 
 def test_examples_claim_uk_core_and_say_what_is_not_kept(offline: tuple[Flask, Path]) -> None:
