@@ -19,6 +19,8 @@ from click.testing import CliRunner, Result
 from flask import Flask
 from flask.cli import ScriptInfo
 from flask.testing import FlaskClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from lxml import etree
 from sqlalchemy import func, select
 
@@ -26,7 +28,10 @@ from adapter import create_app
 from adapter.cli import main
 from adapter.db import Database
 from adapter.demo import load_demo_data
+from adapter.directory.cli import cli_caller
 from adapter.export.runner import join_jobs
+from adapter.kit.check import check_file
+from adapter.kit.cli import exit_code
 from adapter.models import AuditRecord, Child, Organisation
 from tests.api.conftest import bearer
 from tests.conftest import REPO
@@ -456,3 +461,31 @@ def test_directory_validate_refusals(client: FlaskClient, admin: dict[str, str],
     careteam_only = bearer(client, app, "kit-careteams", gss, scopes="system/CareTeam.rs")
     assert post_validate(client, references, careteam_only).status_code == 403
     assert post_validate(client, references, careteam_only, "assessments").status_code == 200
+
+
+# --- hostile files -------------------------------------------------------------------------
+
+HEADS: Final = (b"", b"<?xml version='1.0'?>",
+                b"<DirectoryEntries xmlns='urn:contactpoint-gateway:directory:1'>",
+                b"<DirectoryEntry xmlns='urn:contactpoint-gateway:directory:1'>",
+                b"<AssessmentReferences xmlns='urn:contactpoint-gateway:directory:1'><Header>",
+                b"<Bundle xmlns='http://hl7.org/fhir'><type value='transaction'/><entry>",
+                b"<Patient xmlns='http://hl7.org/fhir'>", b'{"resourceType": "Bundle", ',
+                b'{"resourceType": "Patient"}\n{', b'{"resourceType": "CareTeam", "x": ')
+
+
+@given(head=st.sampled_from(HEADS), tail=st.binary(max_size=300),
+       suffix=st.sampled_from([".json", ".xml", ".ndjson", ".txt"]))
+@settings(max_examples=250, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_no_file_crashes_the_kit(offline: tuple[Flask, Path], tmp_path: Path, head: bytes,
+                                 tail: bytes, suffix: str) -> None:
+    """Whatever a file holds, the kit reports on it (a finding or "unusable"): it never
+    fails with an exception of its own."""
+    app, _absent = offline
+    path = tmp_path / f"hostile{suffix}"
+    path.write_bytes(head + tail)
+    with app.app_context():
+        report = check_file(path, cli_caller(None))
+    assert report.unusable or report.findings  # none of these is a valid record
+    assert exit_code([report]) == (2 if report.unusable else 1 if report.errors else 0)
