@@ -7,6 +7,7 @@ an OperationOutcome and stores nothing. On SQLite and PostgreSQL (the exports)."
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from collections.abc import Iterator
@@ -29,8 +30,9 @@ from adapter.cli import main
 from adapter.db import Database
 from adapter.demo import load_demo_data
 from adapter.directory.cli import cli_caller
+from adapter.errors import BadRequest
 from adapter.export.runner import join_jobs
-from adapter.kit.check import check_file
+from adapter.kit.check import check_directory_body, check_file, outcome_issues
 from adapter.kit.cli import exit_code
 from adapter.models import AuditRecord, Child, Organisation
 from tests.api.conftest import bearer
@@ -489,3 +491,21 @@ def test_no_file_crashes_the_kit(offline: tuple[Flask, Path], tmp_path: Path, he
         report = check_file(path, cli_caller(None))
     assert report.unusable or report.findings  # none of these is a valid record
     assert exit_code([report]) == (2 if report.unusable else 1 if report.errors else 0)
+
+
+@given(head=st.sampled_from(HEADS), tail=st.binary(max_size=300),
+       family=st.sampled_from(["entries", "assessments"]))
+@settings(max_examples=200, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_no_body_crashes_the_directory_validate(offline: tuple[Flask, Path], head: bytes,
+                                                tail: bytes, family: str) -> None:
+    """A request body is a 400 (not directory XML of the route's family) or a report."""
+    app, _absent = offline
+    with app.app_context():
+        try:
+            report = check_directory_body(io.BytesIO(head + tail), family)
+        except BadRequest as refused:
+            assert "namespace urn:contactpoint-gateway:directory:1" in refused.message
+            return
+    assert report.kind.startswith("directory-") and report.findings
+    assert outcome_issues(report)[-1]["severity"] == "information"
