@@ -163,6 +163,7 @@ def _register_commands() -> None:
     from adapter.directory.cli import export_command, import_command
     from adapter.export.cli import export_sweep_command
     from adapter.holder.cli import holder_command
+    from adapter.kit.cli import validate_command
     from adapter.notify.cli import dispatch_command, events_group
     from adapter.security.cli import audit_group, clients_group, token_command
 
@@ -176,6 +177,7 @@ def _register_commands() -> None:
     main.add_command(events_group)
     main.add_command(decommission_group)
     main.add_command(holder_command)
+    main.add_command(validate_command)
 
 
 _register_commands()

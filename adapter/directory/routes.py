@@ -6,6 +6,10 @@
   at most ``GATEWAY_MAX_IMPORT_BYTES``: else 413), and answer 200 with an ``ImportReport``:
   one outcome per record and the summary. A body that is not a batch at all (another
   document, a DTD, no header, not XML) is a 400 OperationOutcome and changes nothing.
+- ``POST /directory/entries/$validate`` and ``POST /directory/assessments/$validate`` take a
+  batch (or one record) as an import does and check it record by record with the import's
+  checks that need no stored data (``adapter.kit.check``); they store nothing and answer 200
+  with an OperationOutcome naming each bad record's position, element and reason.
 - ``GET /directory/entries/{contactpoint-id}``, ``GET /directory/assessments/{assessment-id}``
   and ``GET /directory/{entries|assessments}?authority=<GSS>&changed-since=<instant>&_count=<n>``
   answer a batch document that can be posted back as it is; a further page is named by a
@@ -35,9 +39,9 @@ from adapter.directory.writer import (
     write_entries_data,
     write_import_report,
 )
-from adapter.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from adapter.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, operation_outcome
 from adapter.fhir.wellformed import Unrenderable
-from adapter.http import public_base
+from adapter.http import fhir_response, public_base
 from adapter.security.access import authenticated, interaction, require_scope
 from adapter.services import directory_export as export
 from adapter.services.children import BREAK_GLASS
@@ -161,6 +165,30 @@ def post_assessments() -> Response:
     require_scope(g.caller, "CareTeam", "create")
     require_scope(g.caller, "CareTeam", "update")
     return import_response(import_assessments(get_db(), batch_body(), g.caller))
+
+
+def validate_response(family: str) -> Response:
+    """Return the OperationOutcome of checking the body's records (200; nothing stored).
+
+    :raises BadRequest: the body is not directory XML of this family.
+    """
+    from adapter.kit.check import check_directory_body, outcome_issues
+
+    report = check_directory_body(batch_body(), family)
+    return fhir_response(operation_outcome(outcome_issues(report)))
+
+
+# Like FHIR $validate (adapter.fhir.routes): the type's read scope; nothing is read or stored.
+@interaction("Patient", "read", "read")
+def validate_entries() -> Response:
+    """Check a DirectoryEntries batch or one DirectoryEntry without storing it."""
+    return validate_response("entries")
+
+
+@interaction("CareTeam", "read", "read")
+def validate_assessments() -> Response:
+    """Check an AssessmentReferences batch or one AssessmentReference without storing it."""
+    return validate_response("assessments")
 
 
 def _instant(value: str) -> dt.datetime:
@@ -309,9 +337,13 @@ def init_app(app: Flask) -> None:
     rules: list[tuple[str, str, Callable[..., Response], str]] = [
         ("/directory/entries", "directory.entries.import", post_entries, "POST"),
         ("/directory/entries", "directory.entries.list", list_entries, "GET"),
+        ("/directory/entries/$validate", "directory.entries.validate", validate_entries,
+         "POST"),
         ("/directory/entries/<contactpoint_id>", "directory.entries.read", get_entry, "GET"),
         ("/directory/assessments", "directory.assessments.import", post_assessments, "POST"),
         ("/directory/assessments", "directory.assessments.list", list_assessments, "GET"),
+        ("/directory/assessments/$validate", "directory.assessments.validate",
+         validate_assessments, "POST"),
         ("/directory/assessments/<assessment_id>", "directory.assessments.read",
          get_assessment, "GET"),
     ]
