@@ -71,6 +71,12 @@ class Gone(GatewayError):
     status, issue_code = 410, "deleted"
 
 
+class NotAcceptable(GatewayError):
+    """The representation asked for (``_format``, ``Accept``) cannot be given."""
+
+    status, issue_code = 406, "not-supported"
+
+
 class PreconditionFailed(GatewayError):
     """``If-Match`` named a version that is no longer current."""
 

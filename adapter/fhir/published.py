@@ -61,8 +61,11 @@ def _rendered(resource: dict[str, Any]) -> Rendered:
 
 
 class PublishedHandler:
-    """Read and search of one published conformance resource type."""
+    """Read and search of one published conformance resource type: public, as the
+    CapabilityStatement is (FHIR R4 conformance-module.html: what a client needs to know
+    before it can talk to the server), so ``conformance`` declares its routes public."""
 
+    conformance: ClassVar[bool] = True
     resource_type: ClassVar[str] = "StructureDefinition"
     interactions: ClassVar[tuple[str, ...]] = ("read", "vread", "search-type")
     search_params: ClassVar[dict[str, SearchParam]] = PARAMS

@@ -21,6 +21,7 @@ from adapter.errors import (
     BadRequest,
     NotFound,
     PreconditionFailed,
+    Unauthorized,
     UnsupportedMediaType,
     operation_outcome,
 )
@@ -32,8 +33,8 @@ from adapter.fhir.wellformed import require_renderable
 from adapter.http import fhir_response
 from adapter.notify import ledger
 from adapter.security import audit
-from adapter.security.access import interaction
-from adapter.security.caller import Caller
+from adapter.security.access import access_of, interaction, public
+from adapter.security.caller import Caller, anonymous
 
 View = Callable[..., Response]
 # FHIR R4 datatypes.html#id: the shape of every logical id.
@@ -64,9 +65,15 @@ def with_checked_id(resource_type: str, view: View) -> View:
 
 
 def caller() -> Caller:
-    """Return the authenticated caller (set by the access layer)."""
-    who: Caller = g.caller
-    return who
+    """Return the authenticated caller (set by the access layer); on a public route (the
+    conformance resources) the anonymous caller, who has no scope and no right."""
+    who: Caller | None = g.get("caller")
+    if who is not None:
+        return who
+    declared = access_of(str(request.endpoint))
+    if declared is None or not declared.public:  # the access layer let it through: a bug
+        raise Unauthorized("A bearer token is required.")
+    return anonymous(g.get("request_id"))
 
 
 def version_headers(rendered: Rendered) -> dict[str, str]:
@@ -341,13 +348,17 @@ ROUTES: dict[str, tuple[str, list[str], Callable[[ResourceHandler], View], str, 
 
 
 def register_handler(app: Flask, handler: ResourceHandler) -> None:
-    """Add a URL rule for each interaction ``handler`` supports, each with its declaration."""
+    """Add a URL rule for each interaction ``handler`` supports, each with its declaration:
+    a conformance resource's routes are public metadata (``conformance`` handlers: the same
+    for every caller, no child's data, served in every decommissioning phase), every other
+    route is an interaction that needs its scope."""
     kind_type = handler.resource_type
+    conformance = bool(getattr(handler, "conformance", False))
     for name in handler.interactions:
         suffix, methods, factory, scope, kind = ROUTES[name]
         view = factory(handler)
         if "<resource_id>" in suffix:
             view = with_checked_id(kind_type, view)
-        view = interaction(kind_type, scope, kind)(view)
+        view = public("meta")(view) if conformance else interaction(kind_type, scope, kind)(view)
         app.add_url_rule(f"/fhir/{kind_type}{suffix}", endpoint=f"fhir.{kind_type}.{name}",
                          view_func=view, methods=methods)
