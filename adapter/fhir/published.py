@@ -1,5 +1,6 @@
 """Conformance resources served read-only (docs/architecture.md "Schemas are published
-artefacts"): this service's StructureDefinitions, CodeSystems and ValueSets (``schemas/fhir``)
+artefacts"): this service's StructureDefinitions, CodeSystems, ValueSets and the
+OperationDefinitions of its own operations (``schemas/fhir``)
 and the ConceptMaps of its mappings (``mappings/conceptmaps``), rebased on the configured
 canonical base so that a harness can fetch exactly what it is tested against."""
 
@@ -159,7 +160,8 @@ class PublishedHandler:
         return []
 
 
-PUBLISHED_TYPES: Final = ("StructureDefinition", "CodeSystem", "ValueSet", "ConceptMap")
+PUBLISHED_TYPES: Final = ("StructureDefinition", "CodeSystem", "ValueSet", "ConceptMap",
+                          "OperationDefinition")
 
 
 def published_handlers() -> list[PublishedHandler]:

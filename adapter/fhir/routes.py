@@ -27,6 +27,7 @@ from adapter.errors import (
 )
 from adapter.fhir.body import read_resource
 from adapter.fhir.bundle import count_bundle, fhir_base, history_bundle, searchset
+from adapter.fhir.capability import remember_handler
 from adapter.fhir.handlers import Rendered, ResourceHandler, WriteResult
 from adapter.fhir.search import SearchRequest, parse_search
 from adapter.fhir.wellformed import require_renderable
@@ -353,6 +354,7 @@ def register_handler(app: Flask, handler: ResourceHandler) -> None:
     for every caller, no child's data, served in every decommissioning phase), every other
     route is an interaction that needs its scope."""
     kind_type = handler.resource_type
+    remember_handler(app, handler)
     conformance = bool(getattr(handler, "conformance", False))
     for name in handler.interactions:
         suffix, methods, factory, scope, kind = ROUTES[name]
