@@ -88,14 +88,16 @@ def _aware(moment: dt.datetime) -> dt.datetime:
     return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
 
 
-def parse_etag(value: str, header: str) -> int:
-    """Return the version number of an ETag (``W/"3"`` or ``"3"``).
+def parse_etag(value: str, header: str, where: str | None = None) -> int:
+    """Return the version number of an ETag (``W/"3"`` or ``"3"``); ``where`` names it in an
+    error (default: the header).
 
     :raises BadRequest: not a version ETag of this server.
     """
     text = value.strip().removeprefix("W/").strip('"')
     if not text.isdigit():
-        raise BadRequest(f'{header} must be a version ETag such as W/"3".', expression=header)
+        raise BadRequest(f'{header} must be a version ETag such as W/"3".',
+                         expression=where or header)
     return int(text)
 
 
@@ -172,18 +174,21 @@ def run_search(handler: ResourceHandler, args: Any) -> Response:
 
 
 def conditional_matches(handler: ResourceHandler, session: Any, query: str,
-                        header: str) -> list[str]:
-    """Return the ids of resources matching a conditional create/update query (at most 2).
+                        header: str | None = None, where: str | None = None) -> list[str]:
+    """Return the ids of resources matching a conditional create/update query (at most 2):
+    the ``If-None-Exist`` header's (``header``) or the request's own (None); ``where`` names
+    the query in an error (default: the header; a Bundle entry's element in a transaction).
 
     :raises BadRequest: the query is empty or uses unknown parameters.
     """
     args: MultiDict[str, str] = MultiDict(parse_qsl(query.lstrip("?"), keep_blank_values=True))
+    what, where = header or "A conditional update", where or header
     if not args:
-        raise BadRequest(f"{header} needs search parameters.", expression=header)
+        raise BadRequest(f"{what} needs search parameters.", expression=where)
     parsed = parse_search(args, handler.search_params)
     if parsed.ignored or not parsed.criteria:
-        raise BadRequest(f"{header} must use supported search parameters "
-                         f"({', '.join(sorted(handler.search_params))}).", expression=header)
+        raise BadRequest(f"{what} must use supported search parameters "
+                         f"({', '.join(sorted(handler.search_params))}).", expression=where)
     search = SearchRequest(criteria=parsed.criteria, count=2)
     return [str(r["id"]) for r in handler.search(session, search, caller()).matches]
 
@@ -287,8 +292,7 @@ def make_conditional_update(handler: ResourceHandler) -> View:
     def view() -> Response:
         resource = read_resource()
         with get_db().write_transaction() as session:
-            found = conditional_matches(handler, session, request.query_string.decode(),
-                                        "search parameters")
+            found = conditional_matches(handler, session, request.query_string.decode())
             if len(found) > 1:
                 raise PreconditionFailed("The conditional update matches more than one "
                                          "resource: narrow the criteria.")
