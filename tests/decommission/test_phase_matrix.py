@@ -37,6 +37,7 @@ from adapter.security.policy.phase import PHASE_EXIT, allows, declared_phase
 from tests.api.conftest import bearer
 from tests.conftest import BACKENDS, POSTGRES_URL, REPO, PostgresSchema
 from tests.directory.batches import demo_batches
+from tests.fhir_validity import r4_schema, r4b_model, xsd_errors
 from tests.security.routes import missing_from_capability
 
 PLAN = ("decommission", "plan", "--last-use", "2099-08-05", "--switch-off", "2099-08-06")
@@ -193,9 +194,12 @@ def test_capability_statement_declares_every_route(world: World) -> None:
     """In every phase the CapabilityStatement declares every FHIR interaction and operation
     route of the URL map (Task and PlanDefinition included, with or without a plan): what the
     phase refuses still answers, with the phase's OperationOutcome."""
-    statement = world.app.test_client().get("/fhir/metadata").json
+    client = world.app.test_client()
+    statement = client.get("/fhir/metadata").json
     assert missing_from_capability(world.app, statement) == []
     assert {"Task", "PlanDefinition"} <= {r["type"] for r in statement["rest"][0]["resource"]}
+    r4b_model(statement)
+    assert xsd_errors(r4_schema(), client.get("/fhir/metadata?_format=xml").data) == []
 
 
 def test_conformance_resources_answer_without_a_token(world: World) -> None:
