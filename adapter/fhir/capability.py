@@ -95,14 +95,11 @@ def fhir_routes(app: Flask) -> list[FhirRoute]:
 
 
 def operation_definition(resource_type: str | None, name: str, own: OwnSystems) -> str:
-    """Return the canonical URL of operation ``name`` on ``resource_type`` (None: system).
-
-    :raises KeyError: an operation route without a known definition (a new one must be added
-        to ``OPERATION_DEFINITIONS``; the CapabilityStatement test walks every route).
-    """
-    definition = OPERATION_DEFINITIONS.get((resource_type, name))
-    if definition is None:
-        definition = OPERATION_DEFINITIONS[("*" if resource_type else None, name)]
+    """Return the canonical URL of operation ``name`` on ``resource_type`` (None: system): a
+    standard one, else the gateway's own under its canonical base, which it must publish in
+    ``schemas/fhir`` (tests/api/test_protocol.py reads each one a route declares)."""
+    definition = OPERATION_DEFINITIONS.get((resource_type, name)) \
+        or OPERATION_DEFINITIONS.get(("*" if resource_type else None, name), OWN)
     return f"{own.base}/OperationDefinition/{name}" if definition == OWN else definition
 
 
