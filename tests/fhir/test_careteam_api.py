@@ -850,7 +850,7 @@ def test_a_nul_in_a_search_value_is_a_bad_request(env: Env, resource_type: str,
 
 
 def test_a_nul_search_value_names_its_parameter(env: Env) -> None:
-    """The 400 names the parameter as its expression."""
+    """The 400 names the parameter in its location ("http." + its name)."""
     outcome = fetch(env.client, "/fhir/Patient?family:exact=a%00b", env.who.admin, status=400)
     assert outcome["issue"][0]["location"] == ["http.family"]
 
