@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 CLI := $(BIN)/contactpoint-gateway
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+# The npm packages of the real-client tests (tests/clients), exactly as package-lock.json pins them.
+CLIENTS := tests/clients/node_modules/.installed
 PYTEST_ARGS ?=
 # Test processes (pytest-xdist): "auto" is one per core; 0 runs in this process alone.
 PYTEST_WORKERS ?= auto
@@ -36,7 +38,7 @@ run: $(STAMP) ## migrate, load demo data into an empty database, serve on 127.0.
 	@echo
 	$(CLI) serve
 
-test: $(STAMP) /usr/bin/chromium ## run the whole test suite (SQLite, and PostgreSQL when GATEWAY_TEST_POSTGRES_URL is set)
+test: $(STAMP) /usr/bin/chromium $(CLIENTS) ## run the whole test suite (SQLite, and PostgreSQL when GATEWAY_TEST_POSTGRES_URL is set)
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The dashboard's browser test drives a system Chromium at /usr/bin/chromium (Playwright
@@ -44,6 +46,13 @@ test: $(STAMP) /usr/bin/chromium ## run the whole test suite (SQLite, and Postgr
 # with apt-get as root, or says how to get it and stops.
 /usr/bin/chromium:
 	scripts/install-chromium.sh
+
+# The real-client tests drive the gateway with npm packages (fhir-kit-client): npm ci installs
+# the versions package-lock.json pins into tests/clients/node_modules (git-ignored), again
+# whenever the pins change. Node.js and npm come with the machine (README "make test").
+$(CLIENTS): tests/clients/package.json tests/clients/package-lock.json
+	npm ci --prefix tests/clients --no-audit --no-fund --loglevel=error
+	touch $@
 
 lint: $(STAMP) ## ruff and mypy (strict on adapter/)
 	$(BIN)/ruff check adapter tests bench wsgi.py
@@ -56,4 +65,4 @@ golden: $(STAMP) ## regenerate tests/golden outputs (review the diff before comm
 	$(BIN)/python -m tests.golden_regen
 
 clean: ## remove the virtual environment and caches (keeps instance/)
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache tests/clients/node_modules

@@ -43,4 +43,5 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from adapter import decommission
 
     decommission.init_app(app)
+    http.accept_trailing_slashes(app)  # last: every FHIR route is registered by now
     return app

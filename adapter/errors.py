@@ -6,7 +6,9 @@ Every error the gateway answers with is one of these, rendered by one handler
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import re
+from typing import Any, Final
 
 
 class GatewayError(Exception):
@@ -71,6 +73,12 @@ class Gone(GatewayError):
     status, issue_code = 410, "deleted"
 
 
+class NotAcceptable(GatewayError):
+    """The representation asked for (``_format``, ``Accept``) cannot be given."""
+
+    status, issue_code = 406, "not-supported"
+
+
 class PreconditionFailed(GatewayError):
     """``If-Match`` named a version that is no longer current."""
 
@@ -101,13 +109,57 @@ class Unavailable(GatewayError):
     status, issue_code = 503, "transient"
 
 
+# One step of an element path: a name, an optional repetition index, or a choice's type
+# (``value.ofType(string)``); FHIRPath keywords that are no identifiers (fhirpath.html grammar:
+# ``div`` is also Narrative.div) are written delimited, as is any name that is not an identifier.
+_STEP: Final = re.compile(r"(?P<name>[^\[\]]+)(?P<index>(?:\[\d+\])*)")
+_IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_OF_TYPE: Final = re.compile(r"ofType\([A-Za-z][A-Za-z0-9.]*\)")
+_KEYWORDS: Final = frozenset({"and", "or", "xor", "implies", "div", "mod", "true", "false"})
+
+
 def issue(severity: str, code: str, diagnostics: str,
           expression: str | None = None) -> dict[str, Any]:
-    """Return one OperationOutcome.issue."""
+    """Return one OperationOutcome.issue, naming where the problem is (``expression``) in the
+    element R4 defines for it (operationoutcome.html): a path into a FHIR resource or Bundle
+    is ``expression``, written as FHIRPath; an XPath into a directory XML document, and a
+    request parameter or header (``_count``, ``If-Match``: ``location`` "http." + its name),
+    are ``location``."""
     item: dict[str, Any] = {"severity": severity, "code": code, "diagnostics": diagnostics}
     if expression:
-        item["expression"] = [expression]
+        key, value = placed(expression)
+        item[key] = [value]
     return item
+
+
+def placed(where: str) -> tuple[str, str]:
+    """Return ("expression", FHIRPath) or ("location", XPath or "http." + name) for ``where``."""
+    if "/" in where:
+        return "location", where
+    root = where.split(".", 1)[0].split("[", 1)[0]
+    if not _resource_type(root):
+        return "location", f"http.{where}"
+    return "expression", ".".join(_fhirpath_step(step) for step in where.split("."))
+
+
+@functools.lru_cache(maxsize=256)
+def _resource_type(name: str) -> bool:
+    """Return whether ``name`` is a FHIR resource type."""
+    from adapter.fhir.profiles import is_resource_type
+
+    return bool(_IDENTIFIER.fullmatch(name)) and is_resource_type(name)
+
+
+def _fhirpath_step(step: str) -> str:
+    """Return one step of an element path as FHIRPath (fhirpath.html#grammar)."""
+    if _OF_TYPE.fullmatch(step):
+        return step
+    found = _STEP.fullmatch(step)
+    name, index = (found["name"], found["index"]) if found else (step, "")
+    if _IDENTIFIER.fullmatch(name) and name not in _KEYWORDS \
+            or len(name) > 1 and name[0] == name[-1] == "`":  # already delimited
+        return step
+    return "`" + name.replace("`", "'") + "`" + index
 
 
 def operation_outcome(issues: list[dict[str, Any]]) -> dict[str, Any]:

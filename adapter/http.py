@@ -20,13 +20,15 @@ from flask import Flask, Response, current_app, request
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
-from adapter.errors import GatewayError, issue, operation_outcome
+from adapter.errors import GatewayError, NotAcceptable, issue, operation_outcome
 
 log = logging.getLogger(__name__)
 
 FHIR_JSON = "application/fhir+json"
 FHIR_XML = "application/fhir+xml"
-# _format values and Accept types (FHIR R4 http.html#mime-type), mapped to json or xml.
+# _format values and Accept types (FHIR R4 http.html#mime-type), mapped to json or xml; the
+# "+fhir" suffixed names are DSTU2's, which R4 clients still send. Any other _format value
+# (turtle, html, ...) is answered 406 (``check_format``).
 FORMAT_ALIASES = {
     "json": "json", "application/json": "json", FHIR_JSON: "json", "application/json+fhir": "json",
     "xml": "xml", "text/xml": "xml", "application/xml": "xml", FHIR_XML: "xml",
@@ -78,11 +80,48 @@ def public_base() -> str:
     return configured_base(current_app.config)
 
 
+def fhir_path(path: str) -> bool:
+    """Return True for a path of the FHIR API (``/fhir`` and below)."""
+    return path == "/fhir" or path.startswith("/fhir/")
+
+
+def check_format() -> None:
+    """Refuse a FHIR request whose ``_format`` is not FHIR JSON or XML (before_request): the
+    gateway serves no other representation (FHIR R4 http.html#mime-type: turtle is optional),
+    and answering JSON to a client that asked for something else hides the mistake.
+
+    :raises NotAcceptable: any other ``_format`` value.
+    """
+    requested = request.args.get("_format")
+    if not requested or not fhir_path(request.path) or format_alias(requested) is not None:
+        return
+    raise NotAcceptable("_format must name FHIR JSON (json, application/fhir+json, "
+                        "application/json) or FHIR XML (xml, application/fhir+xml, "
+                        "application/xml, text/xml); this server has no other "
+                        "representation.")
+
+
+def format_alias(value: str) -> str | None:
+    """Return "json" or "xml" for a ``_format`` value (None: neither). A "+" sent unescaped
+    arrives as a space (``_format=application/fhir+xml``); it is read as the "+" it was."""
+    return FORMAT_ALIASES.get(value.split(";")[0].strip().lower().replace(" ", "+"))
+
+
+def accept_trailing_slashes(app: Flask) -> None:
+    """Let every FHIR route answer with a trailing slash as without it (``/fhir/``,
+    ``/fhir/Patient/``): clients build URLs by joining a base that ends in "/" (fhir-kit-client
+    posts a transaction to ``[base]/``), and a redirect is no answer to a POST or PUT, which
+    clients do not repeat reliably (RFC 9110 section 15.4). Run after every route is added."""
+    for rule in app.url_map.iter_rules():
+        if fhir_path(rule.rule):
+            rule.strict_slashes = False
+
+
 def negotiated_format() -> str:
     """Return "json" or "xml" from ``_format``, then ``Accept``; JSON is the default."""
     requested = request.args.get("_format")
     if requested:
-        return FORMAT_ALIASES.get(requested.split(";")[0].strip().lower(), "json")
+        return format_alias(requested) or "json"
     best = request.accept_mimetypes.best_match(ACCEPT_TYPES, default=FHIR_JSON)
     return FORMAT_ALIASES.get(best or FHIR_JSON, "json")
 
@@ -147,9 +186,10 @@ def handle_unexpected(error: Exception) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    """Install the header limit (before every other before_request hook) and the error
-    handlers."""
+    """Install the header limit and the ``_format`` check (before every other before_request
+    hook) and the error handlers."""
     app.before_request_funcs.setdefault(None, []).insert(0, limit_request_headers)
+    app.before_request_funcs[None].insert(1, check_format)
     app.register_error_handler(GatewayError, handle_gateway_error)
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(DBAPIError, handle_database_unavailable)

@@ -28,25 +28,16 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(dashboard.blueprint)
 
 
-def describe_phase(statement: dict[str, Any], app: Flask) -> None:
+def describe_phase(statement: dict[str, Any]) -> None:
     """Add the phase to a CapabilityStatement (its description; ``status`` retired once the
-    data is destroyed) and, once a plan exists, the Task and PlanDefinition resources."""
+    data is destroyed). Task and PlanDefinition are declared in every phase, as their routes
+    answer in every phase (``adapter.fhir.capability``)."""
     from adapter.decommission.phases import current_plan
     from adapter.decommission.resources import timetable_text
-    from adapter.decommission.routes import DECOMMISSION_HANDLERS
-    from adapter.fhir.capability import resource_entry
-    from adapter.fhir.systems import OwnSystems
 
     plan = current_plan()
     phase = plan.phase if plan is not None else "live"
     statement["description"] += f". Decommissioning phase: {phase}" + (
         f". {timetable_text(plan)} Plan: PlanDefinition/decommission-plan." if plan else ".")
-    if plan is None:
-        return
-    if phase == "destroyed":
+    if plan is not None and phase == "destroyed":
         statement["status"] = "retired"
-    rest = statement["rest"][0]
-    own = OwnSystems(app.config["CANONICAL_BASE"])
-    rest["resource"] = sorted(rest["resource"] + [resource_entry(app, h, own)
-                                                  for h in DECOMMISSION_HANDLERS],
-                              key=lambda r: str(r["type"]))

@@ -22,6 +22,7 @@ from adapter.decommission.tasks import iter_named, mark_reached
 from adapter.directory.schema import q
 from adapter.directory.writer import NSMAP, xml_datetime
 from adapter.errors import BadRequest, GatewayError, NotFound
+from adapter.fhir.capability import remember_handler
 from adapter.fhir.handlers import ResourceHandler
 from adapter.fhir.routes import ROUTES, caller, check_id
 from adapter.fhir.search import decode_cursor, encode_cursor
@@ -58,6 +59,7 @@ def json_only(view: Callable[..., Response]) -> Callable[..., Response]:
 def register_handlers(app: Flask) -> None:
     """Add the FHIR routes of the Task and PlanDefinition handlers with their kinds."""
     for handler in DECOMMISSION_HANDLERS:
+        remember_handler(app, handler)
         kind = HANDLER_KINDS[handler.resource_type]
         for name in handler.interactions:
             suffix, methods, factory, scope, _kind = ROUTES[name]

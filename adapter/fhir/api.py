@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask import Flask, Response
 
 from adapter.fhir.capability import capability_statement
@@ -13,15 +11,12 @@ from adapter.http import fhir_response
 from adapter.security.access import public
 
 HANDLERS: list[ResourceHandler] = []
-# Read-only resources served by other modules (conformance resources, topics), declared in
-# the CapabilityStatement by the module that registers their routes.
-EXTRA_RESOURCES: list[dict[str, Any]] = []
 
 
 @public("meta")
 def metadata() -> Response:
     """Return the CapabilityStatement (public, FHIR R4 http.html#capabilities)."""
-    return fhir_response(capability_statement(HANDLERS, EXTRA_RESOURCES))
+    return fhir_response(capability_statement())
 
 
 def handlers() -> list[ResourceHandler]:

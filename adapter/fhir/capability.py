@@ -4,9 +4,11 @@ does not do; a test exercises every interaction and parameter it declares."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Final
 
 from flask import Flask, current_app
+from werkzeug.routing import Rule
 
 from adapter.fhir.bundle import fhir_base, now_instant
 from adapter.fhir.handlers import ResourceHandler
@@ -17,37 +19,116 @@ INTERACTION_CODES: Final = {"read": "read", "vread": "vread", "history-instance"
                             "history-instance", "search-type": "search-type",
                             "create": "create", "update": "update", "delete": "delete"}
 OAUTH_URIS: Final = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
-# FHIR Bulk Data Access IG v2: its server CapabilityStatement and export OperationDefinitions,
-# declared when the export routes exist (endpoint -> declaration).
+# FHIR Bulk Data Access IG v2: its server CapabilityStatement, declared when $export has a route.
 BULK_DATA: Final = "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"
-SYSTEM_EXPORT: Final = ("fhir.export.system",
-                        "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export")
-GROUP_EXPORT: Final = ("fhir.export.group",
-                       "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export")
-# Type-level operations of a handler's type, declared when their route exists:
-# type -> ((endpoint, operation name, definition), ...).
-TYPE_OPERATIONS: Final = {"Patient": (
-    ("fhir.export.patient", "export",
-     "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"),)}
+BULK_OPERATIONS: Final = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/"
+BACKPORT_OPERATIONS: Final = \
+    "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/"
+# The definition of each operation that has a route: (resource type, or None at system level;
+# operation name) -> canonical URL; ``*``: on any type. The gateway's own operations are
+# published at /fhir/OperationDefinition under the canonical base (``OWN``).
+OWN: Final = "own"
+OPERATION_DEFINITIONS: Final[dict[tuple[str | None, str], str]] = {
+    ("*", "validate"): "http://hl7.org/fhir/OperationDefinition/Resource-validate",
+    (None, "export"): BULK_OPERATIONS + "export",
+    ("Group", "export"): BULK_OPERATIONS + "group-export",
+    ("Patient", "export"): BULK_OPERATIONS + "patient-export",
+    ("Subscription", "status"): BACKPORT_OPERATIONS + "backport-subscription-status",
+    ("Subscription", "events"): BACKPORT_OPERATIONS + "backport-subscription-events",
+    ("Patient", "holders"): OWN, ("Task", "purge-list"): OWN, ("CareTeam", "rekey"): OWN,
+}
+# Routes under /fhir that are neither a type's interaction or operation nor a system one, and
+# why: the CapabilityStatement itself, SMART discovery (in ``rest.security``), the Bulk Data
+# status and file URLs (export.html: server-chosen, announced by the kick-off and manifest).
+NOT_DECLARED: Final = {"metadata": "the CapabilityStatement itself",
+                       ".well-known": "SMART configuration: rest.security",
+                       "$export-status": "Bulk Data status URL (export.html)",
+                       "$export-file": "Bulk Data file URL (export.html)"}
+# Types served that FHIR 4.0.1 has not: declared where R4 can say so (SubscriptionTopic: the
+# backport's topic-canonical extension on Subscription), never as a ``rest.resource``.
+NOT_R4_TYPES: Final = frozenset({"SubscriptionTopic"})
+# Group is served for Bulk Data $export only.
+GROUP_DOCUMENTATION: Final = ("A Group is a local authority's children, named by the "
+                              "authority's GSS code or Organization id; only $export is "
+                              "supported.")
+HANDLERS_KEY: Final = "fhir_handlers"
 
 
-def registered_interactions(app: Flask, resource_type: str) -> list[str]:
-    """Return the interactions that have a URL rule for ``resource_type``."""
-    prefix = f"fhir.{resource_type}."
-    names = {rule.endpoint[len(prefix):] for rule in app.url_map.iter_rules()
-             if rule.endpoint.startswith(prefix)}
-    return [code for name, code in INTERACTION_CODES.items() if name in names]
+@dataclass(frozen=True)
+class FhirRoute:
+    """What one URL rule under /fhir is: a type's interaction or operation, or a system one
+    (``resource_type`` None). ``interaction`` is the route's name (``fhir.<type>.<name>``)."""
+
+    resource_type: str | None
+    interaction: str | None = None
+    operation: str | None = None
 
 
-def resource_entry(app: Flask, handler: ResourceHandler, own: OwnSystems) -> dict[str, Any]:
-    """Return the ``rest.resource`` entry of one handler."""
-    names = {rule.endpoint.rsplit(".", 1)[-1] for rule in app.url_map.iter_rules()
-             if rule.endpoint.startswith(f"fhir.{handler.resource_type}.")}
-    entry: dict[str, Any] = {"type": handler.resource_type}
+def remember_handler(app: Flask, handler: ResourceHandler) -> None:
+    """Record the handler behind a type's routes (its search parameters and profile go into
+    the CapabilityStatement)."""
+    app.extensions.setdefault(HANDLERS_KEY, {})[handler.resource_type] = handler
+
+
+def fhir_route(rule: Rule) -> FhirRoute | None:
+    """Return what ``rule`` is, or None for a route that is not a FHIR interaction or
+    operation (``NOT_DECLARED``, and anything outside /fhir)."""
+    if rule.rule != "/fhir" and not rule.rule.startswith("/fhir/"):
+        return None
+    segments = rule.rule.removeprefix("/fhir").strip("/").split("/")
+    first, last = segments[0], segments[-1]
+    if first in NOT_DECLARED:
+        return None
+    if first == "":
+        return FhirRoute(None, interaction=str(rule.endpoint).rsplit(".", 1)[-1])
+    if first.startswith("$"):
+        return FhirRoute(None, operation=first[1:])
+    if last.startswith("$"):
+        return FhirRoute(first, operation=last[1:])
+    return FhirRoute(first, interaction=str(rule.endpoint).rsplit(".", 1)[-1])
+
+
+def fhir_routes(app: Flask) -> list[FhirRoute]:
+    """Return every FHIR interaction and operation route of ``app``'s URL map."""
+    found = (fhir_route(rule) for rule in app.url_map.iter_rules())
+    return [route for route in found if route is not None]
+
+
+def operation_definition(resource_type: str | None, name: str, own: OwnSystems) -> str:
+    """Return the canonical URL of operation ``name`` on ``resource_type`` (None: system): a
+    standard one, else the gateway's own under its canonical base, which it must publish in
+    ``schemas/fhir`` (tests/api/test_protocol.py reads each one a route declares)."""
+    definition = OPERATION_DEFINITIONS.get((resource_type, name)) \
+        or OPERATION_DEFINITIONS.get(("*" if resource_type else None, name), OWN)
+    return f"{own.base}/OperationDefinition/{name}" if definition == OWN else definition
+
+
+def operations(routes: list[FhirRoute], resource_type: str | None,
+               own: OwnSystems) -> list[dict[str, str]]:
+    """Return the ``operation`` entries of ``resource_type`` (None: system level), once each."""
+    names = dict.fromkeys(r.operation for r in routes
+                          if r.resource_type == resource_type and r.operation)
+    return [{"name": name, "definition": operation_definition(resource_type, name, own)}
+            for name in names if name]
+
+
+def resource_entry(app: Flask, resource_type: str, routes: list[FhirRoute],
+                   own: OwnSystems) -> dict[str, Any]:
+    """Return the ``rest.resource`` entry of one type served here, from its routes and (when
+    it has one) its handler."""
+    names = {r.interaction for r in routes if r.resource_type == resource_type}
+    entry: dict[str, Any] = {"type": resource_type}
+    handler: ResourceHandler | None = app.extensions.get(HANDLERS_KEY, {}).get(resource_type)
+    if handler is None:  # no REST handler: operations only (Group: Bulk Data $export)
+        if resource_type == "Group":
+            entry["documentation"] = GROUP_DOCUMENTATION
+        if ops := operations(routes, resource_type, own):
+            entry["operation"] = ops
+        return entry
     if handler.profile:
         entry["profile"] = own.profile(handler.profile)
-    entry["interaction"] = [{"code": c}
-                            for c in registered_interactions(app, handler.resource_type)]
+    entry["interaction"] = [{"code": code} for name, code in INTERACTION_CODES.items()
+                            if name in names]
     entry["versioning"] = "versioned-update"
     entry["readHistory"] = "vread" in names
     entry["updateCreate"] = "update" in names
@@ -60,16 +141,10 @@ def resource_entry(app: Flask, handler: ResourceHandler, own: OwnSystems) -> dic
     if handler.revincludes:
         entry["searchRevInclude"] = sorted(handler.revincludes)
     entry["searchParam"] = [_search_param(p) for p in handler.search_params.values()]
-    if "validate" in names:
-        entry["operation"] = [{"name": "validate", "definition":
-                               "http://hl7.org/fhir/OperationDefinition/Resource-validate"}]
-    endpoints = _endpoints(app)
-    operations = [{"name": name, "definition": definition} for endpoint, name, definition
-                  in TYPE_OPERATIONS.get(handler.resource_type, ()) if endpoint in endpoints]
-    if operations:
-        entry["operation"] = [*entry.get("operation", []), *operations]
+    if ops := operations(routes, resource_type, own):
+        entry["operation"] = ops
     extras = getattr(handler, "capability_extras", None)
-    if extras is not None:  # a handler's own declarations (Subscription: topics, operations)
+    if extras is not None:  # a handler's own declarations (Subscription: topics, profile)
         for key, value in extras().items():
             entry[key] = [*entry.get(key, []), *value] if isinstance(value, list) else value
     return entry
@@ -92,18 +167,19 @@ def modifier_note(modifiers: frozenset[str]) -> str:
     return ". Modifiers: " + ", ".join(f":{m}" for m in sorted(modifiers)) + "."
 
 
-def capability_statement(handlers: list[ResourceHandler],
-                         extra_resources: list[dict[str, Any]]) -> dict[str, Any]:
-    """Return the CapabilityStatement of this server."""
+def capability_statement() -> dict[str, Any]:
+    """Return the CapabilityStatement of this server: every type, interaction and operation
+    that has a route, in every decommissioning phase (a phase refuses what it forbids with an
+    OperationOutcome that says so; the statement's description names the phase)."""
     app = current_app
     own = OwnSystems(app.config["CANONICAL_BASE"])
-    resources = [resource_entry(app, h, own) for h in handlers] + extra_resources \
-        + _group_export(app)
+    routes = fhir_routes(app)
+    types = sorted({r.resource_type for r in routes if r.resource_type} - NOT_R4_TYPES)
     rest: dict[str, Any] = {"mode": "server", "security": _security(),
-                            "resource": sorted(resources, key=lambda r: str(r["type"])),
-                            "interaction": _system_interactions(app)}
-    if operations := _system_operations(app):
-        rest["operation"] = operations
+                            "resource": [resource_entry(app, t, routes, own) for t in types],
+                            "interaction": _system_interactions(routes)}
+    if system_operations := operations(routes, None, own):
+        rest["operation"] = system_operations
     statement: dict[str, Any] = {
         "resourceType": "CapabilityStatement",
         "status": "active", "date": now_instant(), "kind": "instance",
@@ -116,11 +192,11 @@ def capability_statement(handlers: list[ResourceHandler],
         "format": ["json", "xml"],
         "rest": [rest],
     }
-    if operations:
+    if any(r.operation == "export" for r in routes):
         statement["instantiates"] = [BULK_DATA]
     from adapter.decommission import describe_phase
 
-    describe_phase(statement, app)  # the decommissioning phase, and its resources
+    describe_phase(statement)  # the decommissioning phase
     return statement
 
 
@@ -133,33 +209,15 @@ def _security() -> dict[str, Any]:
                 "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
                 "code": "SMART-on-FHIR"}]}],
             "description": "SMART Backend Services: client credentials with a signed JWT "
-                           "assertion (RS384 or ES384) at the token URL."}
+                           "assertion (RS384 or ES384) at the token URL. The CapabilityStatement "
+                           "and the conformance resources (StructureDefinition, CodeSystem, "
+                           "ValueSet, ConceptMap, OperationDefinition) and SubscriptionTopic "
+                           "need no token."}
 
 
-def _system_interactions(app: Flask) -> list[dict[str, str]]:
-    """Return the system-level interactions that have routes (transaction, batch)."""
-    endpoints = {rule.endpoint for rule in app.url_map.iter_rules()}
-    return [{"code": code} for code in ("transaction", "batch")
-            if f"fhir.system.{code}" in endpoints or "fhir.system.bundle" in endpoints]
-
-
-def _endpoints(app: Flask) -> set[str]:
-    """Return the endpoints that have URL rules."""
-    return {rule.endpoint for rule in app.url_map.iter_rules()}
-
-
-def _system_operations(app: Flask) -> list[dict[str, str]]:
-    """Return the system-level operations that have routes (Bulk Data ``$export``)."""
-    endpoint, definition = SYSTEM_EXPORT
-    return [{"name": "export", "definition": definition}] if endpoint in _endpoints(app) else []
-
-
-def _group_export(app: Flask) -> list[dict[str, Any]]:
-    """Return the ``Group`` entry when Group-level ``$export`` has a route: a Group here is a
-    local authority's children, exported but not read or searched."""
-    endpoint, definition = GROUP_EXPORT
-    if endpoint not in _endpoints(app):
-        return []
-    return [{"type": "Group", "documentation": "A Group is a local authority's children, named "
-             "by the authority's GSS code or Organization id; only $export is supported.",
-             "operation": [{"name": "export", "definition": definition}]}]
+def _system_interactions(routes: list[FhirRoute]) -> list[dict[str, str]]:
+    """Return the system-level interactions that have routes (transaction and batch: one
+    route, ``POST [base]``, takes both Bundle types)."""
+    if any(r.resource_type is None and r.interaction == "bundle" for r in routes):
+        return [{"code": "transaction"}, {"code": "batch"}]
+    return []

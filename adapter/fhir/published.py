@@ -1,5 +1,6 @@
 """Conformance resources served read-only (docs/architecture.md "Schemas are published
-artefacts"): this service's StructureDefinitions, CodeSystems and ValueSets (``schemas/fhir``)
+artefacts"): this service's StructureDefinitions, CodeSystems, ValueSets and the
+OperationDefinitions of its own operations (``schemas/fhir``)
 and the ConceptMaps of its mappings (``mappings/conceptmaps``), rebased on the configured
 canonical base so that a harness can fetch exactly what it is tested against."""
 
@@ -61,8 +62,11 @@ def _rendered(resource: dict[str, Any]) -> Rendered:
 
 
 class PublishedHandler:
-    """Read and search of one published conformance resource type."""
+    """Read and search of one published conformance resource type: public, as the
+    CapabilityStatement is (FHIR R4 conformance-module.html: what a client needs to know
+    before it can talk to the server), so ``conformance`` declares its routes public."""
 
+    conformance: ClassVar[bool] = True
     resource_type: ClassVar[str] = "StructureDefinition"
     interactions: ClassVar[tuple[str, ...]] = ("read", "vread", "search-type")
     search_params: ClassVar[dict[str, SearchParam]] = PARAMS
@@ -156,7 +160,8 @@ class PublishedHandler:
         return []
 
 
-PUBLISHED_TYPES: Final = ("StructureDefinition", "CodeSystem", "ValueSet", "ConceptMap")
+PUBLISHED_TYPES: Final = ("StructureDefinition", "CodeSystem", "ValueSet", "ConceptMap",
+                          "OperationDefinition")
 
 
 def published_handlers() -> list[PublishedHandler]:

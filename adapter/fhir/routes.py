@@ -21,20 +21,22 @@ from adapter.errors import (
     BadRequest,
     NotFound,
     PreconditionFailed,
+    Unauthorized,
     UnsupportedMediaType,
     operation_outcome,
 )
 from adapter.fhir import announce
 from adapter.fhir.body import read_resource
 from adapter.fhir.bundle import count_bundle, fhir_base, history_bundle, searchset
+from adapter.fhir.capability import remember_handler
 from adapter.fhir.handlers import Rendered, ResourceHandler, WriteResult
 from adapter.fhir.search import SearchRequest, parse_search
 from adapter.fhir.wellformed import require_renderable
 from adapter.http import fhir_response
 from adapter.notify import ledger
 from adapter.security import audit
-from adapter.security.access import interaction
-from adapter.security.caller import Caller
+from adapter.security.access import access_of, interaction, public
+from adapter.security.caller import Caller, anonymous
 
 View = Callable[..., Response]
 # FHIR R4 datatypes.html#id: the shape of every logical id.
@@ -65,9 +67,15 @@ def with_checked_id(resource_type: str, view: View) -> View:
 
 
 def caller() -> Caller:
-    """Return the authenticated caller (set by the access layer)."""
-    who: Caller = g.caller
-    return who
+    """Return the authenticated caller (set by the access layer); on a public route (the
+    conformance resources) the anonymous caller, who has no scope and no right."""
+    who: Caller | None = g.get("caller")
+    if who is not None:
+        return who
+    declared = access_of(str(request.endpoint))
+    if declared is None or not declared.public:  # the access layer let it through: a bug
+        raise Unauthorized("A bearer token is required.")
+    return anonymous(g.get("request_id"))
 
 
 def version_headers(rendered: Rendered) -> dict[str, str]:
@@ -81,14 +89,16 @@ def _aware(moment: dt.datetime) -> dt.datetime:
     return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
 
 
-def parse_etag(value: str, header: str) -> int:
-    """Return the version number of an ETag (``W/"3"`` or ``"3"``).
+def parse_etag(value: str, header: str, where: str | None = None) -> int:
+    """Return the version number of an ETag (``W/"3"`` or ``"3"``); ``where`` names it in an
+    error (default: the header).
 
     :raises BadRequest: not a version ETag of this server.
     """
     text = value.strip().removeprefix("W/").strip('"')
     if not text.isdigit():
-        raise BadRequest(f'{header} must be a version ETag such as W/"3".', expression=header)
+        raise BadRequest(f'{header} must be a version ETag such as W/"3".',
+                         expression=where or header)
     return int(text)
 
 
@@ -178,18 +188,21 @@ def run_search(handler: ResourceHandler, args: Any) -> Response:
 
 
 def conditional_matches(handler: ResourceHandler, session: Any, query: str,
-                        header: str) -> list[str]:
-    """Return the ids of resources matching a conditional create/update query (at most 2).
+                        header: str | None = None, where: str | None = None) -> list[str]:
+    """Return the ids of resources matching a conditional create/update query (at most 2):
+    the ``If-None-Exist`` header's (``header``) or the request's own (None); ``where`` names
+    the query in an error (default: the header; a Bundle entry's element in a transaction).
 
     :raises BadRequest: the query is empty or uses unknown parameters.
     """
     args: MultiDict[str, str] = MultiDict(parse_qsl(query.lstrip("?"), keep_blank_values=True))
+    what, where = header or "A conditional update", where or header
     if not args:
-        raise BadRequest(f"{header} needs search parameters.", expression=header)
+        raise BadRequest(f"{what} needs search parameters.", expression=where)
     parsed = parse_search(args, handler.search_params)
     if parsed.ignored or not parsed.criteria:
-        raise BadRequest(f"{header} must use supported search parameters "
-                         f"({', '.join(sorted(handler.search_params))}).", expression=header)
+        raise BadRequest(f"{what} must use supported search parameters "
+                         f"({', '.join(sorted(handler.search_params))}).", expression=where)
     search = SearchRequest(criteria=parsed.criteria, count=2)
     return [str(r["id"]) for r in handler.search(session, search, caller()).matches]
 
@@ -295,8 +308,7 @@ def make_conditional_update(handler: ResourceHandler) -> View:
     def view() -> Response:
         resource = read_resource()
         with get_db().write_transaction() as session:
-            found = conditional_matches(handler, session, request.query_string.decode(),
-                                        "search parameters")
+            found = conditional_matches(handler, session, request.query_string.decode())
             if len(found) > 1:
                 raise PreconditionFailed("The conditional update matches more than one "
                                          "resource: narrow the criteria.")
@@ -357,13 +369,18 @@ ROUTES: dict[str, tuple[str, list[str], Callable[[ResourceHandler], View], str, 
 
 
 def register_handler(app: Flask, handler: ResourceHandler) -> None:
-    """Add a URL rule for each interaction ``handler`` supports, each with its declaration."""
+    """Add a URL rule for each interaction ``handler`` supports, each with its declaration:
+    a conformance resource's routes are public metadata (``conformance`` handlers: the same
+    for every caller, no child's data, served in every decommissioning phase), every other
+    route is an interaction that needs its scope."""
     kind_type = handler.resource_type
+    remember_handler(app, handler)
+    conformance = bool(getattr(handler, "conformance", False))
     for name in handler.interactions:
         suffix, methods, factory, scope, kind = ROUTES[name]
         view = factory(handler)
         if "<resource_id>" in suffix:
             view = with_checked_id(kind_type, view)
-        view = interaction(kind_type, scope, kind)(view)
+        view = public("meta")(view) if conformance else interaction(kind_type, scope, kind)(view)
         app.add_url_rule(f"/fhir/{kind_type}{suffix}", endpoint=f"fhir.{kind_type}.{name}",
                          view_func=view, methods=methods)

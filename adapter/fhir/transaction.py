@@ -165,7 +165,8 @@ def _write_entry(session: Session, entry: Entry, handler: ResourceHandler, rest:
     if entry.method == "POST":
         _need(handler, "create", entry)
         if entry.if_none_exist:
-            found = conditional_matches(handler, session, entry.if_none_exist, "ifNoneExist")
+            found = conditional_matches(handler, session, entry.if_none_exist, "ifNoneExist",
+                                        f"Bundle.entry[{entry.index}].request.ifNoneExist")
             if found:
                 rendered = handler.read(session, found[0], caller())
                 rendered.issues.append(announce.matched(handler.resource_type, found[0]))
@@ -173,11 +174,14 @@ def _write_entry(session: Session, entry: Entry, handler: ResourceHandler, rest:
         return handler.create(session, resource, caller())
     if rest:
         _need(handler, "update", entry)
-        if_match = parse_etag(entry.if_match, "ifMatch") if entry.if_match else None
+        if_match = parse_etag(entry.if_match, "ifMatch",
+                              f"Bundle.entry[{entry.index}].request.ifMatch") \
+            if entry.if_match else None
         return handler.update(session, check_id(handler.resource_type, rest[0]), resource,
                               caller(), if_match)
     _need(handler, "conditional-update", entry)
-    found = conditional_matches(handler, session, query, "request.url")
+    found = conditional_matches(handler, session, query, "request.url",
+                                f"Bundle.entry[{entry.index}].request.url")
     if not found:
         return handler.create(session, resource, caller())
     return handler.update(session, found[0], resource, caller(), None)

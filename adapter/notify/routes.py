@@ -17,7 +17,7 @@ from adapter.notify import ledger
 from adapter.notify.subscriptions import events_bundle, owned, status_bundle, statuses
 from adapter.notify.topics import TOPICS, subscription_topic, topic_url
 from adapter.security import audit
-from adapter.security.access import authenticated, interaction
+from adapter.security.access import authenticated, interaction, public
 
 FHIR_JSON = "application/fhir+json; charset=utf-8"
 
@@ -40,9 +40,10 @@ def _json_only() -> None:
                             "has no SubscriptionTopic.")
 
 
-@authenticated("meta")
+@public("meta")
 def topic_search() -> Response:
-    """Return every topic (optionally those with ``url``) as a searchset Bundle."""
+    """Return every topic (optionally those with ``url``) as a searchset Bundle (public, as
+    the conformance resources are: the same definitions for every caller, no child's data)."""
     _json_only()
     base = current_app.config["CANONICAL_BASE"]
     wanted = request.args.getlist("url")
@@ -52,7 +53,7 @@ def topic_search() -> Response:
                          content_type=FHIR_JSON)
 
 
-@authenticated("meta")
+@public("meta")
 def topic_read(topic_id: str) -> Response:
     """Return one topic.
 

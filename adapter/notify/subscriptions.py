@@ -229,21 +229,18 @@ class SubscriptionHandler:
     profile: ClassVar[str | None] = None
 
     def capability_extras(self) -> dict[str, Any]:
-        """Return what the CapabilityStatement adds to Subscription: the backport profile,
-        the topics (backport capabilitystatement-subscriptiontopic-canonical) and operations."""
+        """Return what the CapabilityStatement adds to Subscription: the backport profile
+        and the topics (backport capabilitystatement-subscriptiontopic-canonical); its
+        operations come from their routes (``adapter.fhir.capability``)."""
         from adapter.notify.topics import TOPIC_CANONICAL_EXT
 
-        ops = "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/"
         return {"extension": [{"url": TOPIC_CANONICAL_EXT,
                                "valueCanonical": topic_url(canonical(), key)} for key in TOPICS],
                 "supportedProfile": [PROFILE],
                 "documentation": "Topic-based subscriptions (Subscriptions R5 Backport IG): "
                                  "the topics are served in their R4B form, JSON only, at "
                                  "/fhir/SubscriptionTopic. Channels: rest-hook (signed with "
-                                 "X-Hub-Signature) and MESH.",
-                "operation": [
-                    {"name": "status", "definition": ops + "backport-subscription-status"},
-                    {"name": "events", "definition": ops + "backport-subscription-events"}]}
+                                 "X-Hub-Signature) and MESH."}
 
     def read(self, session: Session, resource_id: str, caller: Caller) -> Rendered:
         """Return one of the caller's subscriptions."""

@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 from adapter.identifiers import InvalidIdentifier, resource_id_for, validate_contactpoint_id
 from adapter.models import AuditRecord
 from adapter.models.base import utcnow
-from adapter.security.caller import Caller, current_caller
+from adapter.security.caller import Caller, anonymous, current_caller
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,6 @@ HELD: Final = "audit_held"
 ROUTE_ACTIONS: Final = {"read": "read", "vread": "vread", "history-instance": "history",
                         "search-type": "search", "search-type-post": "search"}
 FHIR_ID: Final = re.compile(r"[A-Za-z0-9\-.]{1,64}")
-# The caller of a refused request that named no valid client.
-UNAUTHENTICATED: Final = "unauthenticated"
 
 
 def record(session: Session, action: str, *, resource_type: str | None = None,
@@ -182,7 +180,7 @@ def _refused_caller() -> Caller:
             return authenticate()[0]
         except GatewayError:
             pass
-    return Caller(UNAUTHENTICATED, "-", [], frozenset(), None, g.get("request_id"))
+    return anonymous(g.get("request_id"))
 
 
 def init_app(app: Flask) -> None:

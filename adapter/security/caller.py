@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Final
 
 from flask import g, has_request_context
 
@@ -27,6 +28,16 @@ class Caller:
     def may(self, resource_type: str, interaction: str) -> bool:
         """Return True when the caller's scopes allow ``interaction`` on ``resource_type``."""
         return scopes_grant(self.scopes, resource_type, interaction)
+
+
+# The caller of a request that named no valid client: a public route's (conformance
+# resources, metadata) or a refused one's, as the audit trail names it.
+UNAUTHENTICATED: Final = "unauthenticated"
+
+
+def anonymous(request_id: str | None = None) -> Caller:
+    """Return the caller of a request without a valid token: no scope, no right."""
+    return Caller(UNAUTHENTICATED, "-", [], frozenset(), None, request_id)
 
 
 def current_caller() -> Caller | None:

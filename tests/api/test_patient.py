@@ -343,7 +343,7 @@ def test_nul_in_id_or_search_is_a_400(client: FlaskClient, callers: Callers) -> 
     assert response.json["resourceType"] == "OperationOutcome"
     response = client.get("/fhir/Patient?family=a%00b", headers=callers.admin)
     assert response.status_code == 400
-    assert response.json["issue"][0]["expression"] == ["family"]
+    assert response.json["issue"][0]["location"] == ["http.family"]
 
 
 def test_nul_in_a_value_is_refused_on_every_backend(client: FlaskClient,

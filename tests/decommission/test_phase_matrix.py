@@ -37,6 +37,8 @@ from adapter.security.policy.phase import PHASE_EXIT, allows, declared_phase
 from tests.api.conftest import bearer
 from tests.conftest import BACKENDS, POSTGRES_URL, REPO, PostgresSchema
 from tests.directory.batches import demo_batches
+from tests.fhir_validity import r4_schema, r4b_model, xsd_errors
+from tests.security.routes import missing_from_capability
 
 PLAN = ("decommission", "plan", "--last-use", "2099-08-05", "--switch-off", "2099-08-06")
 TIMETABLE = "switch-off at 6 August 2099 12:00 BST"
@@ -186,6 +188,30 @@ def test_every_route_obeys_the_phase(world: World) -> None:
         response = client.open(url, method=method, headers=world.headers, json={})
         assert _phase_refusal(response) is None, (method, url, response.data[:300])
         assert response.status_code < 500, (method, url, response.data[:300])
+
+
+def test_capability_statement_declares_every_route(world: World) -> None:
+    """In every phase the CapabilityStatement declares every FHIR interaction and operation
+    route of the URL map (Task and PlanDefinition included, with or without a plan): what the
+    phase refuses still answers, with the phase's OperationOutcome."""
+    client = world.app.test_client()
+    statement = client.get("/fhir/metadata").json
+    assert missing_from_capability(world.app, statement) == []
+    assert {"Task", "PlanDefinition"} <= {r["type"] for r in statement["rest"][0]["resource"]}
+    r4b_model(statement)
+    assert xsd_errors(r4_schema(), client.get("/fhir/metadata?_format=xml").data) == []
+
+
+def test_conformance_resources_answer_without_a_token(world: World) -> None:
+    """In every phase the conformance resources and the topics are read and searched without a
+    token (public metadata: no child's data)."""
+    client = world.app.test_client()
+    for path in ("/fhir/StructureDefinition", "/fhir/ValueSet", "/fhir/CodeSystem",
+                 "/fhir/ConceptMap", "/fhir/OperationDefinition", "/fhir/SubscriptionTopic",
+                 "/fhir/StructureDefinition/ContactPointGateway-Patient",
+                 "/fhir/OperationDefinition/holders"):
+        response = client.get(path)
+        assert response.status_code == 200, (world.phase, path, response.data[:300])
 
 
 def test_metadata_health_and_certificate_answer(world: World) -> None:

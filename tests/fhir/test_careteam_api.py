@@ -311,7 +311,7 @@ def test_a_foreign_cursor_is_a_bad_request(env: Env) -> None:
     """A cursor that is not this search's is 400, never 500."""
     for cursor in ("garbage", "dGVhbXxhYmM", "bm9wZXwx"):
         outcome = fetch(env.client, f"/fhir/CareTeam?_cursor={cursor}", env.who.la, status=400)
-        assert outcome["issue"][0]["expression"] == ["_cursor"]
+        assert outcome["issue"][0]["location"] == ["http._cursor"]
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -851,9 +851,9 @@ def test_a_nul_in_a_search_value_is_a_bad_request(env: Env, resource_type: str,
 
 
 def test_a_nul_search_value_names_its_parameter(env: Env) -> None:
-    """The 400 names the parameter as its expression."""
+    """The 400 names the parameter in its location ("http." + its name)."""
     outcome = fetch(env.client, "/fhir/Patient?family:exact=a%00b", env.who.admin, status=400)
-    assert outcome["issue"][0]["expression"] == ["family"]
+    assert outcome["issue"][0]["location"] == ["http.family"]
 
 
 def test_a_value_the_database_cannot_hold_is_invalid(env: Env) -> None:

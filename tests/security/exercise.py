@@ -27,6 +27,7 @@ NO_CHILD_DATA = {
     "SubscriptionTopic": "topic definitions",
     "StructureDefinition": "conformance resource", "CodeSystem": "conformance resource",
     "ValueSet": "conformance resource", "ConceptMap": "conformance resource",
+    "OperationDefinition": "conformance resource",
     "AuditEvent": "opaque ids of children only; needs the audit right",
     "PlanDefinition": "the decommissioning timetable",
     "Task": "purge instructions: the identifiers a holder already received, never contact "

@@ -80,3 +80,62 @@ def body_for(route: Route) -> dict[str, Any]:
     if route.method in ("POST", "PUT"):
         return {"json": {"resourceType": "Bundle" if route.rule == "/fhir" else "Patient"}}
     return {}
+
+
+# FHIR routes that are no type's or system's interaction or operation, and where the
+# CapabilityStatement says they exist instead.
+NOT_IN_CAPABILITY = {
+    "/fhir/metadata": "the CapabilityStatement itself",
+    "/fhir/.well-known/smart-configuration": "SMART discovery: rest.security names the token URL",
+    "/fhir/$export-status/<job_id>": "Bulk Data status URL: announced by the kick-off",
+    "/fhir/$export-file/<job_id>/<name>": "Bulk Data file URL: announced by the manifest",
+}
+# (path after the type, method) -> the restful-interaction code of a type-level route
+# (FHIR R4 http.html), or a flag of the resource entry (conditional update).
+TYPE_INTERACTIONS = {
+    ("", "GET"): "search-type", ("/_search", "POST"): "search-type", ("", "POST"): "create",
+    ("", "PUT"): "conditionalUpdate", ("/<resource_id>", "GET"): "read",
+    ("/<resource_id>", "PUT"): "update", ("/<resource_id>", "DELETE"): "delete",
+    ("/<resource_id>/_history", "GET"): "history-instance",
+    ("/<resource_id>/_history/<version>", "GET"): "vread",
+}
+
+
+def missing_from_capability(app: Flask, statement: dict[str, Any]) -> list[str]:
+    """Return each FHIR route of ``app``'s URL map (method and rule) that ``statement`` does
+    not declare: a type's interaction or operation, a system interaction or operation.
+    Classified from the rule's shape and method, independently of the gateway's own code."""
+    rest = statement["rest"][0]
+    resources = {r["type"]: r for r in rest["resource"]}
+    topics = [e.get("valueCanonical") for e in
+              resources.get("Subscription", {}).get("extension", [])]
+    missing = []
+    for route in declared_routes(app):
+        if not route.rule.startswith("/fhir") or route.rule in NOT_IN_CAPABILITY:
+            continue
+        if not _declares(route, rest, resources, topics):
+            missing.append(str(route))
+    return missing
+
+
+def _declares(route: Route, rest: dict[str, Any], resources: dict[str, Any],
+              topics: list[Any]) -> bool:
+    """Return whether the CapabilityStatement's ``rest`` declares ``route``."""
+    path = route.rule.removeprefix("/fhir")
+    if path == "":
+        return {"transaction", "batch"} <= {i["code"] for i in rest.get("interaction", [])}
+    kind, _, rest_of_path = path.removeprefix("/").partition("/")
+    if kind.startswith("$"):
+        return kind[1:] in {o["name"] for o in rest.get("operation", [])}
+    if kind == "SubscriptionTopic":  # not an R4 type: each topic is on Subscription
+        return bool(topics) and all(topics)
+    entry = resources.get(kind)
+    if entry is None:
+        return False
+    last = path.rsplit("/", 1)[-1]
+    if last.startswith("$"):
+        return last[1:] in {o["name"] for o in entry.get("operation", [])}
+    code = TYPE_INTERACTIONS.get((f"/{rest_of_path}" if rest_of_path else "", route.method))
+    if code == "conditionalUpdate":
+        return entry.get("conditionalUpdate") is True
+    return code in {i["code"] for i in entry.get("interaction", [])}

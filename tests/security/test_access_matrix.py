@@ -33,8 +33,6 @@ ASYNC = {"Prefer": "respond-async", "Accept": "application/fhir+json"}
 NO_SCOPE_NEEDED = {
     "fhir.export.status": "the status of the caller's own job: URLs and counts, no child data",
     "fhir.export.delete": "cancelling the caller's own job",
-    "fhir.SubscriptionTopic.search": "topic definitions: the same for everyone, no child data",
-    "fhir.SubscriptionTopic.read": "a topic definition: the same for everyone, no child data",
     "directory.decommission": "the decommissioning timetable: the same for every client",
 }
 # Routes that check their scopes themselves, exercised with the request of _scope_request.

@@ -151,7 +151,7 @@ def test_oversize_bodies_are_413(app: Flask, client: FlaskClient, callers: Calle
     response = client.post("/fhir/Patient/_search", data={"family": "x" * 60_000},
                            headers=callers.admin)
     assert response.status_code == 400  # a search value that long is refused, not run
-    assert response.json["issue"][0]["expression"] == ["family"]
+    assert response.json["issue"][0]["location"] == ["http.family"]
 
 
 def test_deeply_nested_json_and_wrong_content_types_are_refused(
