@@ -236,7 +236,7 @@ def test_patient_parameter_in_a_group_export(client: FlaskClient, callers: Calle
     ({"name": "patient", "valueString": "Patient/abc"}, 400,
      "Parameters.parameter[0].valueReference"),
     ({"name": "patient", "valueReference": {"reference": "Patient/no-such-child"}}, 422,
-     "patient"),
+     "http.patient"),
 ])
 def test_bad_patient_references(client: FlaskClient, callers: Callers, demo: Database,
                                 entry: dict[str, Any], status: int, expression: str) -> None:
@@ -245,7 +245,10 @@ def test_bad_patient_references(client: FlaskClient, callers: Callers, demo: Dat
     response = post(client, PATIENT_EXPORT, callers.la, parameters(entry))
     assert response.status_code == status
     assert response.json["resourceType"] == "OperationOutcome"
-    assert response.json["issue"][0]["expression"] == [expression]
+    found = response.json["issue"][0]
+    # errors.issue: FHIRPath into the body is ``expression``; the parameter by name is
+    # ``location`` (http.<name>)
+    assert found.get("expression", found.get("location")) == [expression]
     assert job_count(demo) == 0
 
 
@@ -310,7 +313,9 @@ def test_unsupported_parameters_strict(client: FlaskClient, callers: Callers, de
     assert response.status_code == 400
     outcome = response.json
     assert outcome["resourceType"] == "OperationOutcome"
-    assert outcome["issue"][0]["expression"] == [entry["name"]]
+    # errors.issue: a request parameter is named in ``location`` as ``http.<name>``
+    assert outcome["issue"][0]["location"] == [f"http.{entry['name']}"]
+    assert entry["name"] in outcome["issue"][0]["diagnostics"]
     assert "handling=lenient" in outcome["issue"][0]["diagnostics"]
     assert job_count(demo) == 0
 
