@@ -19,6 +19,7 @@ from werkzeug.datastructures import MultiDict
 from adapter.db import get_db
 from adapter.errors import (
     BadRequest,
+    ExistingEntry,
     NotFound,
     PreconditionFailed,
     UnsupportedMediaType,
@@ -260,7 +261,15 @@ def make_create(handler: ResourceHandler) -> View:
                     raise PreconditionFailed("If-None-Exist matches more than one resource.")
                 if found:
                     return render(handler.read(session, found[0], caller()))
-            return render_write(handler.create(session, resource, caller()))
+            try:
+                return render_write(handler.create(session, resource, caller()))
+            except ExistingEntry as existing:
+                if not condition or existing.resource is None:
+                    raise
+                # The entry the create would duplicate exists: it is the answer to a
+                # conditional create (FHIR R4 http.html#ccreate), as if the condition matched.
+                return render(handler.read(session, existing.resource.split("/")[1],
+                                           caller()))
     return view
 
 

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from werkzeug.datastructures import MultiDict
 
 from adapter.db import get_db
-from adapter.errors import BadRequest, GatewayError, MethodNotAllowed, NotFound
+from adapter.errors import BadRequest, ExistingEntry, GatewayError, MethodNotAllowed, NotFound
 from adapter.fhir.body import read_resource
 from adapter.fhir.bundle import fhir_base, now_instant, renderable, withheld_outcome
 from adapter.fhir.handlers import Rendered, ResourceHandler, WriteResult
@@ -166,6 +166,14 @@ def _write_entry(session: Session, entry: Entry, handler: ResourceHandler, rest:
             found = conditional_matches(handler, session, entry.if_none_exist, "ifNoneExist")
             if found:
                 return WriteResult(handler.read(session, found[0], caller()), False, False)
+            try:
+                return handler.create(session, resource, caller())
+            except ExistingEntry as existing:
+                if existing.resource is None:
+                    raise
+                # As a conditional create that matched (FHIR R4 http.html#ccreate).
+                return WriteResult(handler.read(session, existing.resource.split("/")[1],
+                                                caller()), False, False)
         return handler.create(session, resource, caller())
     if rest:
         _need(handler, "update", entry)

@@ -41,9 +41,8 @@ def upgrade() -> None:
         raise RuntimeError(
             f"{shared} NHS number(s) are held by more than one live directory entry; the "
             "index uq_child_live_nhs_number needs one live entry per NHS number. Find them "
-            "with: SELECT nhs_number, count(*) FROM child WHERE record_status = 'live' AND "
-            "nhs_number IS NOT NULL GROUP BY nhs_number HAVING count(*) > 1; archive or "
-            "correct the duplicates, then upgrade again.")
+            "by grouping the live rows of the child table by nhs_number; archive or correct "
+            "the duplicates, then upgrade again.")
     op.create_index("uq_child_live_nhs_number", "child", ["nhs_number"], unique=True,
                     postgresql_where=sa.text(LIVE), sqlite_where=sa.text(LIVE))
 
