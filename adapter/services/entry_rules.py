@@ -58,7 +58,7 @@ def duplicate_refusal(holder: Holder, caller: Caller, expression: str) -> Existi
     if may_link_identifier(holder.shielded, caller):
         resource = f"Patient/{holder.resource_id}"
         return ExistingEntry(f"{ONE_LIVE_ENTRY} {resource} is the live entry with this NHS "
-                             "number: update that entry (PUT) instead of creating another.",
+                             "number: update that entry rather than create another.",
                              resource=resource, expression=expression)
     return ExistingEntry(f"{ONE_LIVE_ENTRY} A live entry already has this NHS number, and it "
                          "is not one you may be shown: check the number; if it is right, the "
