@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar, Final
 
 from flask import current_app
@@ -405,10 +406,12 @@ def require_entry_rules(session: Session, record: Child, existing: Child | None,
                               NHS_NUMBER_EXPRESSION)
 
 
-def flush_entry(session: Session, record: Child, caller: Caller) -> None:
-    """Flush a written entry in a savepoint: when a concurrent writer took its NHS number
-    since :func:`require_entry_rules` looked (the unique index of migration 0011 refuses the
-    second), the 409 still names the entry that won.
+@contextmanager
+def entry_write(session: Session, record: Child, caller: Caller) -> Iterator[None]:
+    """Apply and flush an entry (the body of the ``with``) in a savepoint: when a concurrent
+    writer took its NHS number since :func:`require_entry_rules` looked (the unique index of
+    migration 0011 refuses the second), the 409 still names the entry that won. The session
+    holds no pending change when it starts (the savepoint would flush it outside).
 
     :raises ExistingEntry: a concurrent writer's live entry has the NHS number.
     :raises Conflict: another unique key is taken.
@@ -416,6 +419,7 @@ def flush_entry(session: Session, record: Child, caller: Caller) -> None:
     """
     try:
         with write_errors("entry"), session.begin_nested():
+            yield
             session.flush()
     except Conflict:
         if (record.record_status or "live") == "live":
@@ -530,9 +534,8 @@ class PatientHandler:
             raise Conflict("An entry with this ContactPoint ID exists: update it with PUT.",
                            expression="Patient.identifier")
         require_entry_rules(session, record, None, caller)
-        with write_errors("entry"):
+        with entry_write(session, record, caller):
             child, _outcome = apply_child(session, record, None)
-        flush_entry(session, child, caller)
         return self._saved(session, child, caller, "create", ignored, created=True)
 
     def update(self, session: Session, resource_id: str, resource: dict[str, Any],
@@ -556,10 +559,9 @@ class PatientHandler:
         require_own_authority(record.managing_organisation, caller)
         require_entry_rules(session, record, existing, caller)
         before = history.child_snapshot(existing)
-        with write_errors("entry"):
+        # Flushed here, the version check first: a concurrent writer gets 412, not 409.
+        with entry_write(session, record, caller):
             child, outcome = apply_child(session, record, existing)
-        # The version check first: a concurrent writer gets 412, not 409.
-        flush_entry(session, child, caller)
         if outcome != "unchanged":
             session.add(before)  # the superseded version, stored once this update has won
         return self._saved(session, child, caller, "update", ignored, created=False,
