@@ -47,7 +47,7 @@ from adapter.fhir.wellformed import today_in_england
 from adapter.fhir.xml import dumps_resource
 from adapter.models import Child
 from adapter.retention import add_years
-from tests.api.conftest import Callers, bearer
+from tests.api.conftest import Callers, bearer, fresh_nhs_number
 from tests.api.test_patient import own_patient
 from tests.security.helpers import invoke
 
@@ -61,17 +61,6 @@ D = "{" + DIRECTORY_NS + "}"
 def years_ago(years: int, days: int = 0) -> str:
     """Return the date ``years`` years and ``days`` days before today in England."""
     return (add_years(today_in_england(), -years) - dt.timedelta(days=days)).isoformat()
-
-
-def fresh_nhs_number(db: Database, taken: set[str] | None = None) -> str:
-    """Return a valid test NHS number no entry holds (nor ``taken``)."""
-    with db.sessions() as session:
-        held = set(session.scalars(select(Child.nhs_number).where(
-            Child.nhs_number.is_not(None)))) | (taken or set())
-    serial = 700_001
-    while (number := identifiers.make_test_nhs_number(serial)) in held:
-        serial += 2
-    return number
 
 
 def patient(managing: dict[str, Any] | None, nhs_number: str | None,
