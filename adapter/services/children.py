@@ -623,5 +623,20 @@ class PatientHandler:
                                "retention ends (docs/domain.md 'Retention').")
 
     def validate(self, resource: dict[str, Any], caller: Caller) -> list[dict[str, Any]]:
-        """Return the issues a create of ``resource`` would meet (nothing is stored)."""
-        return validate_inbound("Patient", resource)
+        """Return the issues a create of ``resource`` would meet (nothing is stored): its
+        shape, the profiles, the mapping and the directory's age rules (the rules that need
+        the stored entries or the caller, such as one live entry per NHS number, are met at
+        the write itself)."""
+        issues = validate_inbound("Patient", resource)
+        if any(i["severity"] in ("error", "fatal") for i in issues):
+            return issues
+        record, _ignored = mapping.patient_to_child(resource)
+        if (record.record_status or "live") == "live":
+            try:
+                require_within_age_rules(record.birth_date, record.death_date,
+                                         record.extended_retention, "Patient.birthDate",
+                                         "Patient.deceasedDateTime")
+            except Invalid as refused:
+                issues.append(issue("error", refused.issue_code, refused.message,
+                                    refused.expression))
+        return issues

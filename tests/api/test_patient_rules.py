@@ -317,6 +317,22 @@ def test_a_person_outside_the_age_rules_is_refused(
     assert live_with(demo, nhs_number) == 0
 
 
+def test_validate_reports_the_age_rule(client: FlaskClient, callers: Callers,
+                                      demo: Database) -> None:
+    """``$validate`` runs the same age rule as the write: an adult is an error quoting it, a
+    child is all OK; nothing is stored."""
+    ref = managing(client, callers)
+    adult = client.post("/fhir/Patient/$validate", headers=callers.la,
+                        json=patient(ref, fresh_nhs_number(demo), "1970-05-01"))
+    assert adult.status_code == 200, adult.json
+    errors = [i for i in adult.json["issue"] if i["severity"] == "error"]
+    assert errors and REGULATIONS in errors[0]["diagnostics"]
+    assert errors[0]["expression"] == ["Patient.birthDate"]
+    child = client.post("/fhir/Patient/$validate", headers=callers.la,
+                        json=patient(ref, fresh_nhs_number(demo)))
+    assert not [i for i in child.json["issue"] if i["severity"] == "error"], child.json
+
+
 def _extras(app: Flask, extra: dict[str, Any]) -> dict[str, Any]:
     """Return Patient elements for a case: the extended retention extension by its code."""
     if "extension" not in extra:
