@@ -67,6 +67,17 @@ class Conflict(GatewayError):
     status, issue_code = 409, "conflict"
 
 
+class ExistingEntry(Conflict):
+    """A create met an existing record it would duplicate (one live directory entry per NHS
+    number). ``resource`` is ``Type/id`` of that record when the caller may be told it, else
+    None; a conditional create (``If-None-Exist``) answers with it instead of the 409."""
+
+    def __init__(self, message: str, *, resource: str | None, expression: str | None = None
+                 ) -> None:
+        super().__init__(message, expression=expression)
+        self.resource = resource
+
+
 class Gone(GatewayError):
     """The resource existed and was deleted."""
 

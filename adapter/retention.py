@@ -18,6 +18,11 @@ LIVE_YEARS: Final = 18
 EXTENDED_LIVE_YEARS: Final = 25
 LIVE_YEARS_AFTER_DEATH: Final = 1
 ARCHIVE_YEARS: Final = 6
+REGULATION: Final = ("the Children Act 2004 Information Database (England) Regulations 2007, "
+                     "SI 2007/2182, regulation 8; docs/domain.md \"Retention\"")
+AGE_RULE: Final = ("The directory holds a child's entry live until their 18th birthday; to their "
+                   "25th birthday, with their consent, for a care leaver or a young person with "
+                   "learning difficulties; and for one year after a death (" + REGULATION + ")")
 
 
 class RetainedRecord(Protocol):
@@ -79,3 +84,31 @@ def is_archivable(child: RetainedRecord, today: dt.date) -> bool:
 def is_purgeable(child: RetainedRecord, today: dt.date) -> bool:
     """Return True when an archived entry has been kept its six years and must be purged."""
     return child.record_status == "archived" and today >= purge_date(child.retention_date)
+
+
+def age_rule_breach(birth_date: dt.date, death_date: dt.date | None,
+                    extended_retention: str | None, today: dt.date) -> str | None:
+    """Return why a person cannot have a live entry on ``today`` under the directory's age
+    rules (docs/domain.md "Retention", the rule quoted), or None when they can.
+
+    A birth date in the future is no child yet; one whose entry would already have stopped
+    being live is outside the directory (an adult born 1970 is not a child to hold).
+    """
+    if birth_date > today:
+        return "The birth date is in the future: the directory holds children who are born."
+    if death_date is not None and death_date < birth_date:
+        return "The date of death is before the date of birth."
+    alive_until = retention_date(birth_date, None, extended_retention)
+    if death_date is not None and death_date >= alive_until:
+        why = ("the death came after the entry would have stopped being live (the 18th "
+               "birthday, or the 25th with extended retention)")
+    elif retention_date(birth_date, death_date, extended_retention) > today:
+        return None
+    elif death_date is not None:
+        why = "the death was more than a year ago"
+    elif extended_retention:
+        why = "this person is 25 or older"
+    else:
+        why = ("this person is 18 or older and no extended retention (care leaver or learning "
+               "difficulty) is given")
+    return f"Outside the directory's age rules: {why}. {AGE_RULE}."

@@ -16,6 +16,7 @@ from adapter import codes
 from adapter import identifiers as ids
 from adapter.db import Database
 from adapter.demo import REFERENCE_DATE, count_children, load_demo_data
+from adapter.demo.children import nhs_number_for
 from adapter.models import Base, Organisation
 from adapter.models.canonical import normalise_name
 from adapter.retention import is_purgeable, record_status_on, retention_date
@@ -329,3 +330,18 @@ def test_sizes_out_of_range_are_refused(db: Database, children: int, authorities
     with pytest.raises(ValueError, match="children|authorities"):
         load_demo_data(db, children=children, authorities=authorities, seed=1, progress=False)
     assert count_children(db) == 0
+
+
+def test_demo_nhs_numbers_are_distinct_for_a_million_children() -> None:
+    """The directory holds one live entry per NHS number (migration 0011): the demo gives no
+    two children the same number, up to a million of them (the 999 range's valid numbers run
+    out beyond that). Ids a half-million apart share a serial, so both halves of a window are
+    checked together; every number is a valid test number."""
+    window = [*range(1, 20_001), *range(500_001, 520_001), *range(980_001, 1_000_001)]
+    numbers = [nhs_number_for(child_id) for child_id in window]
+    given = [number for number in numbers if number]
+    assert len(given) == len(set(given))
+    assert all(ids.validate_nhs_number(n) == n and n.startswith("999") for n in given)
+    assert all(numbers[:20_000])  # the first half-million all have one
+    assert 0.75 < len([n for n in numbers[20_000:] if n]) / 40_000 < 0.9
+    assert nhs_number_for(1_000_001) is None

@@ -32,6 +32,7 @@ from adapter.identifiers import (
     make_contactpoint_id,
     make_test_nhs_number,
     make_upn,
+    nhs_number_check_digit,
     resource_id_for,
 )
 from adapter.models.canonical import FAMILY_NORM_LENGTH, GIVEN_NORM_LENGTH, normalise_name
@@ -39,6 +40,8 @@ from adapter.retention import add_years, record_status_on, retention_date
 
 # The day the demo directory is "as at": fixed, so that the data never depends on the clock.
 REFERENCE_DATE: Final = dt.date(2026, 9, 1)
+# Half of the never-issued 999 range's serials (a million 6-digit serials): see nhs_number_for.
+NHS_SERIALS: Final = 500_000
 TABLES: Final = ("child", "child_name", "local_identifier", "carer", "involvement",
                  "assessment", "team_member")
 
@@ -91,13 +94,25 @@ def contactpoint_number(child_id: int) -> int:
     return x ^ (x >> 20)
 
 
-def nhs_number_for(child_id: int) -> str:
-    """Return a distinct test NHS number (999 range) for each of 500,000 consecutive ids.
+def nhs_number_for(child_id: int) -> str | None:
+    """Return a test NHS number (999 range) no other child id is given, or None.
 
-    Serials are even; when an even serial has no valid check digit the next (odd) one has, so
-    ``make_test_nhs_number`` never gives two ids the same number.
+    The directory holds one live entry per NHS number (docs/domain.md "The directory entry"),
+    and the 999 range has a million serials, about 909,000 of them with a valid check digit.
+    Ids 1 to 500,000 take even serials: when an even serial has no valid check digit the next
+    (odd) one has, so ``make_test_nhs_number`` never gives two of them the same number. Ids
+    500,001 to 1,000,000 take the odd serial after a valid even one (which the first half
+    never takes), when it is valid itself: five in six of them get a number. Beyond that the
+    range is used up.
     """
-    return make_test_nhs_number(2 * ((child_id * 7919 + 104729) % 500_000))
+    serial = 2 * ((child_id * 7919 + 104729) % NHS_SERIALS)
+    half = (child_id - 1) // NHS_SERIALS
+    if half == 0:
+        return make_test_nhs_number(serial)
+    if half > 1 or nhs_number_check_digit(f"999{serial:06d}") is None:
+        return None
+    check = nhs_number_check_digit(f"999{serial + 1:06d}")
+    return None if check is None else f"999{serial + 1:06d}{check}"
 
 
 def between(rng: Random, start: dt.date, end: dt.date) -> dt.date:
@@ -346,7 +361,8 @@ class ChildFactory:
         if self.rng.random() >= 0.97:
             return None, None
         status = self.rng.choices(("01", "02", "03", None), weights=(90, 6, 2, 2))[0]
-        return nhs_number_for(draft.id), status
+        number = nhs_number_for(draft.id)
+        return number, (status if number else None)
 
     def _upn(self, draft: Draft) -> str | None:
         """Return a UPN for a child who reached reception class, from the first school."""

@@ -14,8 +14,11 @@ import json
 from collections.abc import Iterable
 from typing import Any, Final, Literal
 
+from sqlalchemy.orm import Session
+
 from adapter.errors import issue
-from adapter.fhir.handlers import WriteResult
+from adapter.fhir.handlers import ResourceHandler, WriteResult
+from adapter.security.caller import Caller
 
 Preference = Literal["minimal", "representation", "OperationOutcome"]
 # RFC 7240 section 2: preference names and tokens compare case-insensitively.
@@ -83,6 +86,16 @@ def matched(resource_type: str, resource_id: str) -> dict[str, Any]:
     return issue("information", "informational",
                  f"Not created: {resource_type}/{resource_id} matches the If-None-Exist "
                  "condition (FHIR R4 http.html#ccreate); it is returned unchanged.")
+
+
+def matched_answer(handler: ResourceHandler, session: Session, resource_id: str,
+                   who: Caller) -> WriteResult:
+    """Return the answer of a conditional create that found ``resource_id`` (by its condition,
+    or by the directory's own rule of one live entry per NHS number): the resource as ``who``
+    may see it, with the note that nothing was created (FHIR R4 http.html#ccreate)."""
+    rendered = handler.read(session, resource_id, who)
+    rendered.issues.append(matched(handler.resource_type, resource_id))
+    return WriteResult(rendered, False, False, matched=True)
 
 
 def all_kept(resource_type: str, resource_id: str, version: int,

@@ -19,6 +19,7 @@ from werkzeug.datastructures import MultiDict
 from adapter.db import get_db
 from adapter.errors import (
     BadRequest,
+    ExistingEntry,
     NotFound,
     PreconditionFailed,
     Unauthorized,
@@ -286,10 +287,17 @@ def make_create(handler: ResourceHandler) -> View:
                 if len(found) > 1:
                     raise PreconditionFailed("If-None-Exist matches more than one resource.")
                 if found:
-                    rendered = handler.read(session, found[0], caller())
-                    rendered.issues.append(announce.matched(handler.resource_type, found[0]))
-                    return render_write(WriteResult(rendered, False, False, matched=True))
-            return render_write(handler.create(session, resource, caller()), resource)
+                    return render_write(
+                        announce.matched_answer(handler, session, found[0], caller()))
+            try:
+                return render_write(handler.create(session, resource, caller()), resource)
+            except ExistingEntry as existing:
+                if not condition or existing.resource is None:
+                    raise
+                # The entry the create would duplicate exists: it is the answer to a
+                # conditional create (FHIR R4 http.html#ccreate), as if the condition matched.
+                return render_write(announce.matched_answer(
+                    handler, session, existing.resource.split("/")[1], caller()))
     return view
 
 

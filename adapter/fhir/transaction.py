@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from werkzeug.datastructures import MultiDict
 
 from adapter.db import get_db
-from adapter.errors import BadRequest, GatewayError, MethodNotAllowed, NotFound
+from adapter.errors import BadRequest, ExistingEntry, GatewayError, MethodNotAllowed, NotFound
 from adapter.fhir import announce
 from adapter.fhir.body import read_resource
 from adapter.fhir.bundle import fhir_base, now_instant, renderable, withheld_outcome
@@ -168,9 +168,15 @@ def _write_entry(session: Session, entry: Entry, handler: ResourceHandler, rest:
             found = conditional_matches(handler, session, entry.if_none_exist, "ifNoneExist",
                                         f"Bundle.entry[{entry.index}].request.ifNoneExist")
             if found:
-                rendered = handler.read(session, found[0], caller())
-                rendered.issues.append(announce.matched(handler.resource_type, found[0]))
-                return WriteResult(rendered, False, False, matched=True)
+                return announce.matched_answer(handler, session, found[0], caller())
+            try:
+                return handler.create(session, resource, caller())
+            except ExistingEntry as existing:
+                if existing.resource is None:
+                    raise
+                # As a conditional create that matched (FHIR R4 http.html#ccreate).
+                return announce.matched_answer(handler, session,
+                                               existing.resource.split("/")[1], caller())
         return handler.create(session, resource, caller())
     if rest:
         _need(handler, "update", entry)

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Integer,
     String,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine.interfaces import ExecutionContext
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -38,6 +39,8 @@ def careteam_id_default(context: ExecutionContext) -> str | None:
 # model-versus-migrations test checks them by name (adapter/services/prefix.py uses them).
 SEARCH_INDEXES: Final = ("ix_child_name_family_prefix", "ix_child_name_given_prefix",
                          "ix_child_postcode_prefix")
+# The entries the one-live-entry-per-NHS-number index covers (migration 0011).
+LIVE_ENTRY: Final = "record_status = 'live'"
 
 
 class Organisation(AddressColumns, ContactColumns, Base):
@@ -123,6 +126,10 @@ class Child(AddressColumns, Base):
         Index("ix_child_managing_org_updated", "managing_organisation_id", "last_updated", "id"),
         Index("ix_child_birth_date", "birth_date"),
         Index("ix_child_careteam_id", "careteam_id"),
+        # One live entry per NHS number (docs/domain.md "The directory entry"): the services
+        # refuse a second one with a 409, the database even when two writers race (0011).
+        Index("uq_child_live_nhs_number", "nhs_number", unique=True,
+              postgresql_where=text(LIVE_ENTRY), sqlite_where=text(LIVE_ENTRY)),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

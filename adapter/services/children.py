@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar, Final
 
 from flask import current_app
@@ -50,12 +51,18 @@ from adapter.security.policy import (
     copy_involvement,
     disclose_child,
     hidden_unless,
+    implied_managing_authority,
     organisation_code,
     require_child_writer,
     visible_to,
     withheld_local_identifiers,
 )
 from adapter.services import history
+from adapter.services.entry_rules import (
+    age_rules_apply,
+    require_unique_nhs_number,
+    require_within_age_rules,
+)
 from adapter.services.organisations import (
     given_match,
     organisation_identifier_condition,
@@ -68,6 +75,8 @@ from adapter.services.records import apply_child
 from adapter.services.validation import require_valid, validate_inbound
 
 GENDER_CODES: Final = {"male": "1", "female": "2", "other": "9", "unknown": "X"}
+MANAGING: Final = "Patient.managingOrganization"
+NHS_NUMBER_EXPRESSION: Final = "Patient.identifier.where(system='https://fhir.nhs.uk/Id/nhs-number')"
 BREAK_GLASS: Final = ("This child is shielded: your access used the shielding right, has been "
                       "recorded as an override and will be reviewed.")
 
@@ -349,13 +358,74 @@ def _patient_record(session: Session, resource: dict[str, Any], caller: Caller,
     if not record.contactpoint_id:
         record.contactpoint_id = existing.contactpoint_id if existing else \
             _allocate_contactpoint_id(session)
-    if record.managing_organisation is None:
-        record.managing_organisation = existing.managing_organisation if existing else None
+    if record.managing_organisation is None and existing is not None:
+        record.managing_organisation = existing.managing_organisation
+    elif record.managing_organisation is None:
+        notes = [*notes, _implied_authority(session, record, caller)]
     if existing is not None:
         record.involvements = _merged_involvements(record, existing)
         record.local_identifiers = [*record.local_identifiers,
                                     *withheld_local_identifiers(existing, caller)]
     return record, notes
+
+
+def _implied_authority(session: Session, record: Child, caller: Caller) -> dict[str, Any]:
+    """Give a new entry without ``managingOrganization`` its writer's authority (the policy
+    decides whether the writer is an authority's system); return the note saying so.
+
+    :raises Invalid: the writer is not an authority's system (a national client).
+    """
+    own = session.scalar(select(Organisation).where(or_(
+        Organisation.gss_code == caller.organisation_code,
+        Organisation.ods_code == caller.organisation_code,
+        Organisation.urn == caller.organisation_code)))
+    authority = implied_managing_authority(caller, own, MANAGING)
+    record.managing_organisation = organisation_key_copy(authority)
+    return issue("information", "informational",
+                 f"{MANAGING} was not given: the entry is managed by your authority "
+                 f"({authority.gss_code}), whose system wrote it.", MANAGING)
+
+
+def require_entry_rules(session: Session, record: Child, existing: Child | None,
+                        caller: Caller) -> None:
+    """Check the rules on a live entry that a Patient write makes: within the directory's
+    age rules (when the write is judged by them), and no other live entry with its NHS number.
+
+    :raises Invalid: outside the age rules (the rule quoted).
+    :raises ExistingEntry: another live entry has the NHS number (409).
+    """
+    if (record.record_status or "live") != "live":
+        return
+    if age_rules_apply(record.birth_date, record.death_date, record.extended_retention,
+                       existing.retention_date if existing else None,
+                       existing.record_status if existing else None):
+        require_within_age_rules(record.birth_date, record.death_date,
+                                 record.extended_retention, "Patient.birthDate",
+                                 "Patient.deceasedDateTime")
+    require_unique_nhs_number(session, record.nhs_number, record.contactpoint_id, caller,
+                              NHS_NUMBER_EXPRESSION)
+
+
+@contextmanager
+def entry_write(session: Session, record: Child, caller: Caller) -> Iterator[None]:
+    """Apply and flush an entry (the body of the ``with``) in a savepoint: when a concurrent
+    writer took its NHS number since :func:`require_entry_rules` looked (the unique index of
+    migration 0011 refuses the second), the 409 still names the entry that won. The session
+    holds no pending change when it starts (the savepoint would flush it outside).
+
+    :raises ExistingEntry: a concurrent writer's live entry has the NHS number.
+    :raises Conflict: another unique key is taken.
+    :raises PreconditionFailed: a concurrent update won (optimistic lock).
+    """
+    try:
+        with write_errors("entry"), session.begin_nested():
+            yield
+            session.flush()
+    except Conflict:
+        if (record.record_status or "live") == "live":
+            require_unique_nhs_number(session, record.nhs_number, record.contactpoint_id,
+                                      caller, NHS_NUMBER_EXPRESSION)
+        raise
 
 
 def _refer_to_stored(session: Session, record: Child) -> None:
@@ -463,7 +533,8 @@ class PatientHandler:
                 Child.contactpoint_id == record.contactpoint_id)) is not None:
             raise Conflict("An entry with this ContactPoint ID exists: update it with PUT.",
                            expression="Patient.identifier")
-        with write_errors("entry"):
+        require_entry_rules(session, record, None, caller)
+        with entry_write(session, record, caller):
             child, _outcome = apply_child(session, record, None)
         return self._saved(session, child, caller, "create", ignored, created=True)
 
@@ -486,10 +557,11 @@ class PatientHandler:
             raise Invalid("The ContactPoint ID of an entry cannot change.",
                           expression="Patient.identifier")
         require_own_authority(record.managing_organisation, caller)
+        require_entry_rules(session, record, existing, caller)
         before = history.child_snapshot(existing)
-        with write_errors("entry"):
+        # Flushed here, the version check first: a concurrent writer gets 412, not 409.
+        with entry_write(session, record, caller):
             child, outcome = apply_child(session, record, existing)
-            session.flush()  # the version check first: a concurrent writer gets 412, not 409
         if outcome != "unchanged":
             session.add(before)  # the superseded version, stored once this update has won
         return self._saved(session, child, caller, "update", ignored, created=False,
@@ -551,5 +623,20 @@ class PatientHandler:
                                "retention ends (docs/domain.md 'Retention').")
 
     def validate(self, resource: dict[str, Any], caller: Caller) -> list[dict[str, Any]]:
-        """Return the issues a create of ``resource`` would meet (nothing is stored)."""
-        return validate_inbound("Patient", resource)
+        """Return the issues a create of ``resource`` would meet (nothing is stored): its
+        shape, the profiles, the mapping and the directory's age rules (the rules that need
+        the stored entries or the caller, such as one live entry per NHS number, are met at
+        the write itself)."""
+        issues = validate_inbound("Patient", resource)
+        if any(i["severity"] in ("error", "fatal") for i in issues):
+            return issues
+        record, _ignored = mapping.patient_to_child(resource)
+        if (record.record_status or "live") == "live":
+            try:
+                require_within_age_rules(record.birth_date, record.death_date,
+                                         record.extended_retention, "Patient.birthDate",
+                                         "Patient.deceasedDateTime")
+            except Invalid as refused:
+                issues.append(issue("error", refused.issue_code, refused.message,
+                                    refused.expression))
+        return issues

@@ -10,7 +10,7 @@ from typing import Any, Final
 from sqlalchemy.orm import Session
 
 from adapter import codes
-from adapter.errors import Conflict, Forbidden, GatewayError, Invalid
+from adapter.errors import Conflict, ExistingEntry, Forbidden, GatewayError, Invalid
 from adapter.models import Child, Involvement, LocalIdentifier, Organisation
 from adapter.models.canonical import Canonical, ChildRecord, organisation_key, without_meta
 from adapter.security import audit
@@ -37,10 +37,18 @@ from adapter.services.entry_rows import (
     insert_entries,
     involvement_key,
 )
+from adapter.services.entry_rules import (
+    ONE_LIVE_ENTRY,
+    age_rules_apply,
+    duplicate_refusal,
+    live_holders,
+    require_within_age_rules,
+)
 from adapter.services.entry_stored import StoredEntry, load_stored
 from adapter.services.records import apply_child
 
 NOT_YOURS: Final = "not your authority: "
+NHS_NUMBER_PATH: Final = "DirectoryEntry/NhsNumber"
 
 
 def check_parts(data: Canonical) -> None:
@@ -177,6 +185,53 @@ def comparable(data: Canonical) -> Canonical:
     return {key: value for key, value in without_meta(data).items() if key != "redacted"}
 
 
+class LiveEntryRules:
+    """The rules on the live entries a batch makes (as a FHIR Patient write meets them,
+    ``adapter.services.entry_rules``): within the directory's age rules, and one live entry
+    per NHS number, against the stored entries (one query for the batch) and the batch's
+    earlier records."""
+
+    def __init__(self, session: Session, caller: Caller, pending: list[Pending]) -> None:
+        self.caller = caller
+        self.holders = live_holders(session, (
+            item.data["nhs_number"] for item in pending if item.data.get("nhs_number")))
+        self.claimed: dict[str, tuple[str, int]] = {}
+
+    def check(self, item: Pending, existing: StoredEntry | None) -> None:
+        """Check a record that creates or changes an entry.
+
+        :raises Invalid: the person is outside the age rules (the rule quoted).
+        :raises ExistingEntry: another live entry, stored or earlier in the batch, has its
+            NHS number.
+        """
+        data = item.data
+        if (data.get("record_status") or "live") != "live":
+            return
+        stored = existing.data if existing is not None else None
+        if age_rules_apply(data["birth_date"], data["death_date"], data["extended_retention"],
+                           stored["retention_date"] if stored else None,
+                           existing.record_status if existing else None):
+            require_within_age_rules(data["birth_date"], data["death_date"],
+                                     data["extended_retention"], "DirectoryEntry/BirthDate",
+                                     "DirectoryEntry/DeathDate")
+        self._check_nhs_number(item)
+
+    def _check_nhs_number(self, item: Pending) -> None:
+        """Refuse a second live entry with the record's NHS number; claim it otherwise."""
+        nhs_number, cpid = item.data.get("nhs_number"), str(item.data["contactpoint_id"])
+        if not nhs_number:
+            return
+        holder = self.holders.get(nhs_number)
+        if holder is not None and holder.contactpoint_id != cpid:
+            raise duplicate_refusal(holder, self.caller, NHS_NUMBER_PATH)
+        claim = self.claimed.get(nhs_number)
+        if claim is not None and claim[0] != cpid:
+            raise ExistingEntry(f"{ONE_LIVE_ENTRY} The record at position {claim[1]} of this "
+                                "batch has the same NHS number.", resource=None,
+                                expression=NHS_NUMBER_PATH)
+        self.claimed[nhs_number] = (cpid, item.position)
+
+
 class EntryBatch:
     """One batch of directory entries applied in one transaction."""
 
@@ -188,6 +243,7 @@ class EntryBatch:
         """Apply the batch; return each record's outcome by its position."""
         stored = load_stored(self.session, [item.data["contactpoint_id"] for item in pending])
         shared = self._shared(pending)
+        rules = LiveEntryRules(self.session, self.caller, pending)
         outcomes: dict[int, Any] = {}
         fresh: list[Pending] = []
         changed: list[tuple[Pending, Canonical, StoredEntry]] = []
@@ -199,6 +255,7 @@ class EntryBatch:
                 if shared is not None:
                     require_shared_unchanged(described_in_entry(item.data), shared, self.caller)
                 if existing is None:
+                    rules.check(item, None)
                     fresh.append(item)
                     continue
                 merged = comparable(merge_withheld(item.data, existing.data, self.caller,
@@ -207,6 +264,7 @@ class EntryBatch:
                     outcomes[item.position] = applied(item, "unchanged", _cpid(item))
                     continue
                 check_version(item.data, existing)
+                rules.check(item, existing)
                 changed.append((item, merged, existing))
             except GatewayError as error:
                 outcomes[item.position] = rejected(item, error, _cpid(item))

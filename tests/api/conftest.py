@@ -9,9 +9,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
+from adapter import identifiers
 from adapter.db import Database
 from adapter.demo import load_demo_data
-from adapter.models import Organisation
+from adapter.models import Child, Organisation
 from tests.fhir.conftest import env  # noqa: F401 (fixture: the seeded world of tests/fhir)
 from tests.security.helpers import get_token, register
 
@@ -50,3 +51,14 @@ def callers(demo: Database, app: Flask, client: FlaskClient) -> Callers:
                    bearer(client, app, "admin", codes[0],
                           ["shielded", "sensitive", "audit", "admin"]),
                    bearer(client, app, "la-two", codes[1]))
+
+
+def fresh_nhs_number(db: Database, taken: set[str] | None = None) -> str:
+    """Return a valid test NHS number no entry holds (nor ``taken``)."""
+    with db.sessions() as session:
+        held = set(session.scalars(select(Child.nhs_number).where(
+            Child.nhs_number.is_not(None)))) | (taken or set())
+    serial = 700_001
+    while (number := identifiers.make_test_nhs_number(serial)) in held:
+        serial += 2
+    return number

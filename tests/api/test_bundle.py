@@ -7,7 +7,9 @@ from typing import Any
 
 from flask.testing import FlaskClient
 
-from tests.api.conftest import Callers
+from adapter.db import Database
+from adapter.fhir import systems
+from tests.api.conftest import Callers, fresh_nhs_number
 from tests.api.test_patient import own_patient
 
 
@@ -59,13 +61,14 @@ def test_batch_applies_good_entries_and_reports_the_bad(client: FlaskClient,
     assert after["gender"] == good["gender"]
 
 
-def test_transaction_resolves_urn_uuid_and_reads(client: FlaskClient, callers: Callers) -> None:
+def test_transaction_resolves_urn_uuid_and_reads(client: FlaskClient, callers: Callers,
+                                                 demo: Database) -> None:
     """A POST with a urn:uuid fullUrl is created; a GET in the same Bundle is answered."""
     patient = own_patient(client, callers)
     for key in ("id", "meta"):
         patient.pop(key)
-    patient["identifier"] = [i for i in patient["identifier"]
-                             if i["system"].endswith("/nhs-number")]
+    # Another child: one live entry per NHS number (tests/api/test_patient_rules.py).
+    patient["identifier"] = [{"system": systems.NHS_NUMBER, "value": fresh_nhs_number(demo)}]
     bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
         {"fullUrl": "urn:uuid:0f9a2b36-7d41-4c8e-9c0e-1d5b8f7a6e21", "resource": patient,
          "request": {"method": "POST", "url": "Patient"}},

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from adapter.db import Database
 from adapter.demo import load_demo_data
 from adapter.directory.writer import write_assessments_data, write_entries_data
+from adapter.fhir.wellformed import today_in_england
 from adapter.models import Assessment, Child, Organisation
 from adapter.models.canonical import canonical_assessment_dump, canonical_dump
 from adapter.services.children import child_query
@@ -80,6 +81,16 @@ class Batch:
         return dataclasses.replace(self, records=records), positions
 
 
+def archive_aged_out(db: Database) -> None:
+    """Archive the demo entries whose retention has ended since the demo's reference date, as
+    the retention rules would have by today (docs/domain.md "Retention"): an import refuses a
+    live entry for a person outside the directory's age rules."""
+    with db.write_transaction() as session:
+        session.execute(update(Child).where(
+            Child.record_status == "live", Child.retention_date <= today_in_england(),
+        ).values(record_status="archived"))
+
+
 def demo_batches(folder: Path, children: int, seed: int = 5) -> tuple[Batch, Batch, str]:
     """Return every entry and assessment reference of demo data for one authority, written
     whole (no disclosure policy: the test data of a system that holds them all) by the
@@ -87,6 +98,7 @@ def demo_batches(folder: Path, children: int, seed: int = 5) -> tuple[Batch, Bat
     db = Database(f"sqlite:///{folder / 'source.db'}")
     db.upgrade()
     load_demo_data(db, children=children, authorities=1, seed=seed, progress=False)
+    archive_aged_out(db)
     entries, references = io.BytesIO(), io.BytesIO()
     with db.sessions() as session:
         gss = session.scalar(select(Organisation.gss_code).where(

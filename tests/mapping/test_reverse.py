@@ -106,7 +106,6 @@ def test_an_unknown_verification_code_is_not_kept_and_said() -> None:
     ({"managingOrganization": {"reference": "Practitioner/1"}},
      "Patient.managingOrganization"),
     ({"managingOrganization": {"display": "somewhere"}}, "Patient.managingOrganization"),
-    ({"managingOrganization": None}, "Patient.managingOrganization"),
     ({"address": [{"postalCode": "NOT A CODE"}]}, "Patient.address"),
     ({"unknownElement": 1}, "Patient.unknownElement"),
 ])
@@ -124,6 +123,16 @@ def test_invalid_elements_are_named_and_never_echoed(change: dict[str, Any],
     assert caught.value.expression == expression
     for value in ("9000000001", "CP00000000X", "girl", "NOT A CODE"):
         assert value not in caught.value.message
+
+
+def test_a_patient_without_managing_organization_maps_to_no_authority() -> None:
+    """The mapping leaves the managing authority unset: whether the writer's own authority
+    manages the entry or the write is refused is the service's and the policy's decision
+    (adapter.services.children, adapter.security.policy.authority)."""
+    patient = pds_patient()
+    patient.pop("managingOrganization")
+    child, _ignored = fhir.patient_to_child(patient, base=BASE)
+    assert child.managing_organisation is None
 
 
 def test_wrong_resource_type_is_invalid() -> None:

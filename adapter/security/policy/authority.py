@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-from adapter.errors import Forbidden
+from adapter.errors import Forbidden, Invalid
 from adapter.models import Organisation
 from adapter.models.canonical import ORGANISATION_FIELDS, PRACTITIONER_FIELDS
 from adapter.security.caller import Caller
@@ -85,6 +85,28 @@ def require_child_writer(authority: OrganisationLike | None, caller: Caller,
     if not may_write_child(authority, caller):
         raise Forbidden("You may write only entries whose managing authority is your own "
                         f"organisation ({caller.organisation_code}).", expression=expression)
+
+
+def implied_managing_authority(caller: Caller, own: Organisation | None,
+                               expression: str) -> Organisation:
+    """Return the managing authority of an entry written without naming one: the caller's
+    own authority, when the caller is that authority's system (``own``: the stored local
+    authority whose code is the caller's organisation). Every entry has one managing
+    authority (docs/domain.md "The directory entry"), and an authority's system writes only
+    its own entries, so there is nothing to guess. A national client (the national directory
+    team, an administrator, writing for every authority) or a system of any other
+    organisation must name it.
+
+    :raises Invalid: the caller is not an authority's system.
+    """
+    if own is not None and own.type == "local-authority" and not is_administrator(caller):
+        return own
+    who = ("a national client (the national directory team's right)"
+           if is_administrator(caller) else
+           f"your organisation ({caller.organisation_code}) is not a local authority here")
+    raise Invalid(f"{expression} is required: {who}, so the entry's managing local authority "
+                  "must be named (an authority's own system may leave it out: the entry is "
+                  "then its own).", expression=expression)
 
 
 def may_write_involvement(provider: OrganisationLike | None, caller: Caller) -> bool:

@@ -131,6 +131,13 @@ def may_see_entry(child: Child, caller: Caller) -> bool:
     return child.record_status == "live" or caller.has_right("admin")
 
 
+def may_link_identifier(shielded: bool, caller: Caller) -> bool:
+    """Return True when ``caller`` may be told which entry holds a national identifier (NHS
+    number, UPN): not a shielded child's without the shielding right, as a search by it never
+    matches one (docs/domain.md "Shielding", "Other organisations' numbers")."""
+    return not shielded or caller.has_right("shielded")
+
+
 def may_see_child(child: Child, caller: Caller) -> bool:
     """Return True when ``caller`` may see the roles and eCAF teams of ``child`` at all."""
     return may_see_entry(child, caller) and (not child.shielded or caller.has_right("shielded"))
