@@ -324,9 +324,9 @@ PRACTITIONER_NUMBER_FORMATS: Final = {
 
 def validate_practitioner_number(kind: str, value: str, field: str = "identifier") -> str:
     """Return a practitioner's national number (``kind`` a key of
-    PRACTITIONER_NUMBER_FORMATS) stripped and upper-cased, or raise InvalidIdentifier."""
+    PRACTITIONER_NUMBER_FORMATS) as given, or raise InvalidIdentifier: it is kept exactly as
+    the regulator issued it, so a lower-case letter or a space is refused, not changed."""
     pattern, rule = PRACTITIONER_NUMBER_FORMATS[kind]
-    number = value.strip().upper()
-    if not pattern.fullmatch(number):
+    if not pattern.fullmatch(value):
         raise InvalidIdentifier(field, rule)
-    return number
+    return value

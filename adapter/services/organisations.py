@@ -47,7 +47,7 @@ from adapter.fhir.search import (
 from adapter.identifiers import resource_id_for
 from adapter.mapping import fhir as mapping
 from adapter.mapping.conceptmaps import load_translations
-from adapter.models import Organisation, Practitioner
+from adapter.models import Organisation, Practitioner, PractitionerIdentifier
 from adapter.models.base import utcnow
 from adapter.security.caller import Caller
 from adapter.security.policy import require_organisation_writer, require_practitioner_writer
@@ -119,13 +119,27 @@ def organisation_identifier_condition(value: str) -> Any:
     return by_system.get(system, false())
 
 
+def national_id_condition(system: str | None, value: str) -> Any:
+    """Return a condition on Practitioner: it holds the national identifier (any national
+    system when ``system`` is None)."""
+    held = select(PractitionerIdentifier.practitioner_id).where(
+        PractitionerIdentifier.value == value)
+    if system is not None:
+        held = held.where(PractitionerIdentifier.system == system)
+    return Practitioner.id.in_(held)
+
+
 def practitioner_identifier_condition(value: str) -> Any:
     """Return a condition on Practitioner matching one identifier token: the system of the
-    employing organisation's local ids (``<base>/Id/local/<code>``) and the staff id."""
+    employing organisation's local ids (``<base>/Id/local/<code>``) and the staff id, or a
+    national system (GMC, GMP, NMC, HCPC, GPhC number, SDS user id) and its number; no
+    system: a staff id or a national number."""
     system, code = split_token(value)
     prefix = own_systems().local_id("")
     if system is None:
-        return Practitioner.local_id == code
+        return or_(Practitioner.local_id == code, national_id_condition(None, code))
+    if system in systems.PRACTITIONER_SYSTEMS:
+        return national_id_condition(system, code)
     if not system.startswith(prefix) or len(system) == len(prefix):
         return false()
     employer = organisation_identifier_condition(system[len(prefix):])
@@ -308,6 +322,8 @@ def stored_practitioner(session: Session, ref: Practitioner, expression: str) ->
         employer = stored_organisation(session, ref.organisation, expression)
         found = session.scalar(select(Practitioner).where(
             Practitioner.organisation_id == employer.id, Practitioner.local_id == ref.local_id))
+    if found is None and ref.identifiers:
+        found = holder_of_national_ids(session, ref.national_ids())
     if found is None:
         raise Invalid(f"{expression}: the practitioner is not known here: create the "
                       "Practitioner first, then refer to it.", expression=expression)
@@ -319,8 +335,49 @@ def practitioner_copy(person: Practitioner) -> Practitioner:
     applying it resolves to ``person`` without changing it."""
     copy = Practitioner()
     copy_columns(person, copy, BOOKKEEPING | {"resource_id"})
-    copy.organisation = organisation_key_copy(person.organisation)
+    copy.organisation = (organisation_key_copy(person.organisation)
+                         if person.organisation is not None else None)
+    copy.identifiers = [PractitionerIdentifier(system=system, value=value)
+                        for system, value in sorted(person.national_ids())]
     return copy
+
+
+def holder_of_national_ids(session: Session, ids: set[tuple[str, str]]) -> Practitioner | None:
+    """Return the stored practitioner holding one of the national identifiers ``ids``.
+
+    :raises Conflict: they are held by different practitioners.
+    """
+    holders = national_id_holders(session, ids)
+    if len(holders) > 1:
+        raise Conflict(conflict_message(holders), expression="Practitioner.identifier")
+    if not holders:
+        return None
+    return session.scalar(select(Practitioner).where(
+        Practitioner.resource_id == next(iter(holders))))
+
+
+def national_id_holders(session: Session, ids: set[tuple[str, str]]) -> dict[str, list[str]]:
+    """Return, by Practitioner id, the systems of ``ids`` each stored practitioner holds."""
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(Practitioner.resource_id, PractitionerIdentifier.system)
+        .join(PractitionerIdentifier, PractitionerIdentifier.practitioner_id == Practitioner.id)
+        .where(or_(*(and_(PractitionerIdentifier.system == system,
+                          PractitionerIdentifier.value == value) for system, value in ids)))
+        .order_by(Practitioner.resource_id, PractitionerIdentifier.system))
+    holders: dict[str, list[str]] = {}
+    for resource_id, system in rows:
+        holders.setdefault(resource_id, []).append(system)
+    return holders
+
+
+def conflict_message(holders: dict[str, list[str]]) -> str:
+    """Return the message of identifiers that name different practitioners."""
+    named = "; ".join(f"Practitioner/{rid} holds {', '.join(what)}"
+                      for rid, what in sorted(holders.items()))
+    return (f"The identifiers name different practitioners here ({named}): send the "
+            "identifiers of one practitioner, or correct the stored ones first.")
 
 
 # --- the handlers of Organization and Practitioner -----------------------------------------
@@ -452,12 +509,18 @@ class RecordHandler(ABC, Generic[R]):
         """Return the new record of an inbound resource, at its derived id."""
 
     @abstractmethod
-    def _check_update(self, row: R, inbound: Inbound[R], caller: Caller) -> None:
+    def _check_update(self, session: Session, row: R, inbound: Inbound[R],
+                      caller: Caller) -> None:
         """Check that ``inbound`` may replace ``row``.
 
         :raises Forbidden: the caller may not.
         :raises Invalid: the change is not allowed.
+        :raises Conflict: it would take another record's key.
         """
+
+    def _apply(self, row: R, inbound: Inbound[R]) -> bool:
+        """Copy the inbound record's data onto ``row``; return True if anything changed."""
+        return copy_columns(inbound.record, row, BOOKKEEPING | {"resource_id"})
 
     # --- writes ------------------------------------------------------------------------------
 
@@ -474,7 +537,7 @@ class RecordHandler(ABC, Generic[R]):
             raise Conflict(self.taken_message.format(type=self.resource_type, id=taken),
                            expression=f"{self.resource_type}.identifier")
         row = self._new(inbound)
-        copy_columns(inbound.record, row, BOOKKEEPING | {"resource_id"})
+        self._apply(row, inbound)
         session.add(row)
         flush_write(session, self.what)
         return WriteResult(with_notes(self.render(row), inbound.notes), True)
@@ -493,8 +556,8 @@ class RecordHandler(ABC, Generic[R]):
             return self._create_at(session, resource_id, resource, caller)
         check_version(row.version, if_match)
         inbound = self._inbound(session, resource, caller)
-        self._check_update(row, inbound, caller)
-        changed = copy_columns(inbound.record, row, BOOKKEEPING | {"resource_id"})
+        self._check_update(session, row, inbound, caller)
+        changed = self._apply(row, inbound)
         if changed:
             row.last_updated = utcnow()
         flush_write(session, self.what)
@@ -611,8 +674,8 @@ class OrganizationHandler(RecordHandler[Organisation]):
         """Return the new organisation at its derived id."""
         return Organisation(resource_id=inbound.derived_id)
 
-    def _check_update(self, row: Organisation, inbound: Inbound[Organisation],
-                      caller: Caller) -> None:
+    def _check_update(self, session: Session, row: Organisation,
+                      inbound: Inbound[Organisation], caller: Caller) -> None:
         """An administrator, or the organisation itself keeping codes of its own.
 
         :raises Forbidden: another organisation's record, or giving it another's codes.
@@ -677,14 +740,17 @@ def render_practitioner(person: Practitioner) -> Rendered:
 
 class PractitionerHandler(RecordHandler[Practitioner]):
     """The REST handler of ``Practitioner``: written by an administrator or by the employing
-    organisation; the identifier (employer and staff id) never changes."""
+    organisation (one known only by national numbers: by any organisation's system); the
+    staff id (employer and staff id), once given, never changes; each national identifier
+    names one practitioner."""
 
     resource_type: ClassVar[str] = "Practitioner"
     search_params: ClassVar[dict[str, SearchParam]] = PRACTITIONER_PARAMS
     profile: ClassVar[str | None] = "Practitioner"
     what: ClassVar[str] = "practitioner"
     key_name: ClassVar[str] = "its identifier"
-    taken_message: ClassVar[str] = "{type}/{id} has this staff id: update it with PUT."
+    taken_message: ClassVar[str] = ("{type}/{id} has this staff id or national identifier: "
+                                    "update it with PUT.")
     not_deleted: ClassVar[str] = "A Practitioner is not deleted: records of children refer to them."
 
     def __init__(self) -> None:
@@ -692,36 +758,96 @@ class PractitionerHandler(RecordHandler[Practitioner]):
 
     def _inbound(self, session: Session, resource: dict[str, Any],
                  caller: Caller) -> Inbound[Practitioner]:
-        """Validate and map a Practitioner, with its stored employer.
+        """Validate and map a Practitioner, with its stored employer (if it has a staff id).
 
         :raises Invalid: not valid, or an employer not known here.
         :raises Forbidden: the caller is neither the employer nor an administrator.
         """
         notes = require_valid("Practitioner", resource)
         record, _ignored = mapping.practitioner_from_fhir(resource)
-        employer = stored_organisation(session, record.organisation, "Practitioner.identifier")
+        employer = (stored_organisation(session, record.organisation, "Practitioner.identifier")
+                    if record.organisation is not None else None)
         require_practitioner_writer(employer, caller, "Practitioner.identifier")
-        derived = resource_id_for("Practitioner",
-                                  f"{organisation_key(employer)[1]}/{record.local_id}")
-        return Inbound(record, derived, notes, employer)
+        return Inbound(record, practitioner_derived_id(employer, record), notes, employer)
+
+    def _holders(self, session: Session, inbound: Inbound[Practitioner]) -> dict[str, list[str]]:
+        """Return, by Practitioner id, which of the inbound identifiers each stored
+        practitioner holds (the staff id, national systems)."""
+        holders = national_id_holders(session, inbound.record.national_ids())
+        if inbound.employer is not None:
+            staff = session.scalar(select(Practitioner.resource_id).where(
+                Practitioner.organisation_id == inbound.employer.id,
+                Practitioner.local_id == inbound.record.local_id))
+            if staff is not None:
+                holders.setdefault(staff, []).insert(0, "the staff id")
+        return holders
 
     def _taken(self, session: Session, inbound: Inbound[Practitioner]) -> str | None:
-        """Return the id of the employer's practitioner with the inbound staff id."""
-        assert inbound.employer is not None  # noqa: S101 - _inbound sets it
-        return session.scalar(select(Practitioner.resource_id).where(
-            Practitioner.organisation_id == inbound.employer.id,
-            Practitioner.local_id == inbound.record.local_id))
+        """Return the id of the stored practitioner holding an inbound identifier.
+
+        :raises Conflict: different practitioners hold them.
+        """
+        holders = self._holders(session, inbound)
+        if len(holders) > 1:
+            raise Conflict(conflict_message(holders), expression="Practitioner.identifier")
+        return next(iter(holders), None)
 
     def _new(self, inbound: Inbound[Practitioner]) -> Practitioner:
-        """Return the new practitioner of its employer at its derived id."""
+        """Return the new practitioner (of its employer, if any) at its derived id."""
         return Practitioner(resource_id=inbound.derived_id, organisation=inbound.employer)
 
-    def _check_update(self, row: Practitioner, inbound: Inbound[Practitioner],
-                      caller: Caller) -> None:
-        """The identifier (employer and staff id) stays.
+    def _check_update(self, session: Session, row: Practitioner,
+                      inbound: Inbound[Practitioner], caller: Caller) -> None:
+        """A staff id, once given, stays; the inbound identifiers are held by no other
+        practitioner.
 
-        :raises Invalid: the body names another practitioner.
+        :raises Invalid: the body changes or drops the staff id.
+        :raises Conflict: another practitioner holds one of its identifiers.
         """
-        if inbound.employer is not row.organisation or inbound.record.local_id != row.local_id:
-            raise Invalid("A practitioner's identifier (employer and staff id) cannot change.",
+        if row.local_id is not None and (inbound.employer is not row.organisation
+                                         or inbound.record.local_id != row.local_id):
+            raise Invalid("A practitioner's staff id (employer and staff id) cannot change or "
+                          "be left out; send it with any national identifiers.",
                           expression="Practitioner.identifier")
+        others = {rid: what for rid, what in self._holders(session, inbound).items()
+                  if rid != row.resource_id}
+        if others:
+            raise Conflict(conflict_message({row.resource_id: ["this Practitioner"], **others}),
+                           expression="Practitioner.identifier")
+
+    def _apply(self, row: Practitioner, inbound: Inbound[Practitioner]) -> bool:
+        """Copy name, contact and staff id; merge the national identifiers: a system sent
+        replaces that system's number, a system left out keeps it (a client that knows only
+        the staff id does not erase a GMC number another system gave)."""
+        changed = copy_columns(inbound.record, row, BOOKKEEPING | {"resource_id"})
+        if inbound.employer is not None and row.organisation is not inbound.employer:
+            row.organisation = inbound.employer
+            changed = True
+        return merge_national_ids(row, inbound.record.national_ids()) or changed
+
+
+def practitioner_derived_id(employer: Organisation | None, record: Practitioner) -> str:
+    """Return the id derived from a practitioner's key: the employer's code and the staff
+    id, else its first national identifier (in PRACTITIONER_SYSTEMS order)."""
+    if employer is not None:
+        return resource_id_for("Practitioner",
+                               f"{organisation_key(employer)[1]}/{record.local_id}")
+    order = list(systems.PRACTITIONER_SYSTEMS)
+    system, value = min(record.national_ids(), key=lambda pair: (order.index(pair[0]), pair[1]))
+    return resource_id_for("Practitioner", f"{system}|{value}")
+
+
+def merge_national_ids(row: Practitioner, ids: set[tuple[str, str]]) -> bool:
+    """Give ``row`` the national identifiers ``ids`` (one per system, replacing that
+    system's number; other systems kept); return True if any changed."""
+    sent = dict(ids)
+    changed = False
+    for held in list(row.identifiers):
+        if held.system in sent and sent[held.system] != held.value:
+            row.identifiers.remove(held)
+            changed = True
+    kept = row.national_ids()
+    for system, value in sorted(ids - kept):
+        row.identifiers.append(PractitionerIdentifier(system=system, value=value))
+        changed = True
+    return changed

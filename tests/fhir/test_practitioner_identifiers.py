@@ -1,0 +1,257 @@
+"""Practitioners identified the way other systems send them: by national professional numbers
+(GMC, GMP, NMC, HCPC, GPhC) and the SDS user id as well as, or instead of, an employer's staff
+id. Each is accepted and kept (read back in JSON and XML), its format checked (422 naming the
+rule), matched on later writes and references, searchable, and destroyed with the rest of the
+practitioner's record. Both databases."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from adapter.fhir import systems
+from adapter.fhir.systems import DEFAULT_CANONICAL_BASE, OwnSystems
+from adapter.identifiers import resource_id_for
+from tests.fhir.fixtures import (
+    FHIR_JSON,
+    FHIR_XML,
+    LA,
+    Env,
+    fetch,
+    ids,
+    parsed,
+)
+
+FORMATS = ["json", "xml"]
+OWN = OwnSystems(DEFAULT_CANONICAL_BASE)
+
+# One valid number per national system, as the regulators issue them.
+VALID: dict[str, str] = {
+    systems.GMC_NUMBER: "6150129",
+    systems.GMP_NUMBER: "G8123456",
+    systems.NMC_NUMBER: "12A3456B",
+    systems.HCPC_NUMBER: "SW123456",
+    systems.GPHC_NUMBER: "2012345",
+    systems.SDS_USER_ID: "555086689106",
+}
+# Values breaking each system's format (the rule's wording is in the message).
+INVALID: list[tuple[str, str, str]] = [
+    (systems.GMC_NUMBER, "615012", "7 digits"),
+    (systems.GMC_NUMBER, "D6150129", "7 digits"),
+    (systems.GMP_NUMBER, "G6123456", "G6 or G7"),
+    (systems.GMP_NUMBER, "C1234567", "G and 7 digits"),
+    (systems.NMC_NUMBER, "12a3456B", "2 digits, a letter"),
+    (systems.NMC_NUMBER, "123456B", "2 digits, a letter"),
+    (systems.HCPC_NUMBER, "987654", "prefix"),
+    (systems.GPHC_NUMBER, "201234", "7 digits"),
+    (systems.SDS_USER_ID, "55508668910", "12 digits"),
+]
+
+
+def send(env: Env, method: str, url: str, resource: dict[str, Any], headers: dict[str, str],
+         fmt: str = "json", **extra: str) -> Any:
+    """Send ``resource`` in ``fmt`` (JSON or XML body, same Accept), asking for the resource
+    back unless ``Prefer`` says otherwise."""
+    from adapter.fhir.xml import dumps_resource
+
+    media = FHIR_XML if fmt == "xml" else FHIR_JSON
+    body = dumps_resource(resource) if fmt == "xml" else json.dumps(resource).encode()
+    return env.client.open(url, method=method, data=body,
+                           headers={**headers, "Content-Type": media, "Accept": media,
+                                    "Prefer": "return=representation", **extra})
+
+
+def doctor(*identifiers: tuple[str, str], family: str = "Rastall") -> dict[str, Any]:
+    """Return a UK Core Practitioner as another system sends it: national identifiers only,
+    the profile claimed, elements the directory does not hold."""
+    return {"resourceType": "Practitioner",
+            "meta": {"profile": ["https://fhir.hl7.org.uk/StructureDefinition/"
+                                 "UKCore-Practitioner"]},
+            "identifier": [{"system": s, "value": v} for s, v in identifiers],
+            "name": [{"family": family, "given": ["Paul"], "prefix": ["Dr"]}],
+            "gender": "male"}
+
+
+def created_id(response: Any) -> str:
+    """Return the id of the resource a create answered with."""
+    assert response.status_code == 201, response.data[:600]
+    location = response.headers["Location"]
+    return location.split("/Practitioner/")[1].split("/")[0]
+
+
+def national(resource: dict[str, Any]) -> dict[str, str]:
+    """Return a Practitioner's national identifiers by system."""
+    return {i["system"]: i["value"] for i in resource.get("identifier", [])
+            if i["system"] in systems.PRACTITIONER_SYSTEMS}
+
+
+def issue_text(response: Any) -> str:
+    """Return the diagnostics of an OperationOutcome response, joined."""
+    return " ".join(str(i.get("diagnostics", "")) for i in parsed(response)["issue"])
+
+
+# --- accepted and kept ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("system", list(VALID))
+def test_each_national_system_is_accepted_and_kept(env: Env, fmt: str, system: str) -> None:
+    """A Practitioner identified only by one national number is created (by an authority's
+    system: nobody employs it here) and read back with it, in JSON and XML."""
+    response = send(env, "POST", "/fhir/Practitioner", doctor((system, VALID[system])),
+                    env.who.la, fmt)
+    rid = created_id(response)
+    assert rid == resource_id_for("Practitioner", f"{system}|{VALID[system]}")
+    assert national(parsed(response)) == {system: VALID[system]}
+    for read_fmt in FORMATS:
+        person = fetch(env.client, f"/fhir/Practitioner/{rid}", env.who.reader, read_fmt)
+        assert person["identifier"] == [{"system": system, "value": VALID[system]}]
+        assert person["name"][0]["family"] == "Rastall"
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_staff_id_and_every_national_id_together(env: Env, fmt: str) -> None:
+    """The employer's staff id comes first (with its assigner), then every national number in
+    a fixed order, whatever order they were sent in."""
+    body = doctor(*reversed(list(VALID.items())))
+    body["identifier"].insert(2, {"system": OWN.local_id(LA), "value": "SW40",
+                                  "assigner": {"reference": f"Organization/{env.world.orgs[LA]}"}})
+    rid = created_id(send(env, "POST", "/fhir/Practitioner", body, env.who.la, fmt))
+    assert rid == resource_id_for("Practitioner", f"{LA}/SW40")
+    person = fetch(env.client, f"/fhir/Practitioner/{rid}", env.who.reader, fmt)
+    assert person["identifier"][0]["value"] == "SW40"
+    assert person["identifier"][1:] == [{"system": s, "value": v} for s, v in VALID.items()]
+
+
+def test_identifiers_of_other_systems_are_reported_not_kept(env: Env) -> None:
+    """An identifier of a system the directory does not hold is not kept, and said so."""
+    body = doctor((systems.GMC_NUMBER, "6150129"))
+    body["identifier"].append({"system": "https://example.org/Id/roster", "value": "R1"})
+    response = send(env, "POST", "/fhir/Practitioner", body, env.who.la,
+                    Prefer="return=OperationOutcome")
+    assert response.status_code == 201
+    assert "Practitioner.identifier[1]" in json.dumps(parsed(response))
+
+
+# --- refused ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("system", "value", "rule"), INVALID)
+def test_a_number_not_in_its_format_is_422(env: Env, system: str, value: str, rule: str) -> None:
+    """A national number that breaks its format is 422 naming the system and the rule; the
+    value itself is never echoed."""
+    response = send(env, "POST", "/fhir/Practitioner", doctor((system, value)), env.who.la)
+    assert response.status_code == 422, response.data[:600]
+    text = issue_text(response)
+    assert rule in text and system in text and value not in text
+    assert "Practitioner.identifier" in json.dumps(parsed(response))
+
+
+def test_no_identifier_the_directory_keeps_is_422(env: Env) -> None:
+    """Without a staff id or a national number the message says which identifiers count."""
+    body = doctor(("https://example.org/Id/roster", "R1"))
+    response = send(env, "POST", "/fhir/Practitioner", body, env.who.la)
+    assert response.status_code == 422
+    assert "gmc" in issue_text(response) and "sds-user-id" in issue_text(response)
+
+
+def test_two_numbers_of_one_system_are_422(env: Env) -> None:
+    """A practitioner has one number of each system."""
+    body = doctor((systems.GMC_NUMBER, "6150129"), (systems.GMC_NUMBER, "6150130"))
+    response = send(env, "POST", "/fhir/Practitioner", body, env.who.la)
+    assert response.status_code == 422
+    assert "one number of each system" in issue_text(response)
+
+
+# --- matched ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_second_create_finds_the_same_practitioner(env: Env, fmt: str) -> None:
+    """POST again: 409 naming the practitioner; with If-None-Exist on the number: that
+    practitioner (200); a conditional PUT on the number updates it."""
+    body = doctor((systems.GMC_NUMBER, "6150129"))
+    rid = created_id(send(env, "POST", "/fhir/Practitioner", body, env.who.la, fmt))
+    again = send(env, "POST", "/fhir/Practitioner", body, env.who.other_la, fmt)
+    assert again.status_code == 409
+    assert f"Practitioner/{rid}" in issue_text(again)
+    token = f"{systems.GMC_NUMBER}|6150129"
+    found = send(env, "POST", "/fhir/Practitioner", body, env.who.other_la, fmt,
+                 **{"If-None-Exist": f"identifier={token}"})
+    assert found.status_code == 200 and parsed(found)["id"] == rid
+    body["name"][0]["family"] = "Rastall-Smith"
+    body["identifier"].append({"system": systems.SDS_USER_ID, "value": "555086689106"})
+    updated = send(env, "PUT", f"/fhir/Practitioner?identifier={token}", body, env.who.other_la,
+                   fmt)
+    assert updated.status_code == 200, updated.data[:600]
+    person = fetch(env.client, f"/fhir/Practitioner/{rid}", env.who.reader)
+    assert person["name"][0]["family"] == "Rastall-Smith"
+    assert person["meta"]["versionId"] == "2"
+    assert national(person) == {systems.GMC_NUMBER: "6150129",
+                                systems.SDS_USER_ID: "555086689106"}
+
+
+def test_an_employer_adds_its_staff_id_and_national_ids_are_merged(env: Env) -> None:
+    """The employer PUTs its staff id onto a practitioner known by a GMC number: the record
+    becomes its; a later PUT that leaves the GMC number out keeps it; the staff id then
+    stays (422 to drop it); a body sending a new number of one system replaces that one."""
+    rid = created_id(send(env, "POST", "/fhir/Practitioner",
+                          doctor((systems.GMC_NUMBER, "6150129")), env.who.other_la))
+    url = f"/fhir/Practitioner/{rid}"
+    body = fetch(env.client, url, env.who.la)
+    staff = {"system": OWN.local_id(LA), "value": "SW41"}
+    body["identifier"] = [staff]
+    assert send(env, "PUT", url, body, env.who.la).status_code == 200
+    person = fetch(env.client, url, env.who.reader)
+    assert person["identifier"][0]["value"] == "SW41"
+    assert national(person) == {systems.GMC_NUMBER: "6150129"}
+    # Now the employer's: another authority may no longer change it.
+    assert send(env, "PUT", url, person, env.who.other_la).status_code == 403
+    dropped = dict(person, identifier=[{"system": systems.GMC_NUMBER, "value": "6150129"}])
+    response = send(env, "PUT", url, dropped, env.who.la)
+    assert response.status_code == 422 and "staff id" in issue_text(response)
+    person["identifier"] = [staff, {"system": systems.GMC_NUMBER, "value": "6150130"}]
+    assert send(env, "PUT", url, person, env.who.la).status_code == 200
+    assert national(fetch(env.client, url, env.who.reader)) == {systems.GMC_NUMBER: "6150130"}
+    # The staff id finds it too.
+    bundle = fetch(env.client, f"/fhir/Practitioner?identifier={OWN.local_id(LA)}|SW41",
+                   env.who.reader)
+    assert ids(bundle) == {rid}
+
+
+def test_identifiers_of_different_practitioners_are_409(env: Env) -> None:
+    """A body whose staff id and GMC number belong to two stored practitioners names both."""
+    gmc = created_id(send(env, "POST", "/fhir/Practitioner",
+                          doctor((systems.GMC_NUMBER, "6150129")), env.who.la))
+    body = doctor((systems.GMC_NUMBER, "6150129"))
+    body["identifier"].insert(0, {"system": OWN.local_id(LA), "value": "SW1"})
+    response = send(env, "POST", "/fhir/Practitioner", body, env.who.la)
+    assert response.status_code == 409
+    text = issue_text(response)
+    assert f"Practitioner/{gmc}" in text and f"Practitioner/{env.world.people['SW1']}" in text
+    # Giving SW1 the GMC number another practitioner holds is a conflict too.
+    url = f"/fhir/Practitioner/{env.world.people['SW1']}"
+    person = fetch(env.client, url, env.who.la)
+    person["identifier"].append({"system": systems.GMC_NUMBER, "value": "6150129"})
+    response = send(env, "PUT", url, person, env.who.la)
+    assert response.status_code == 409 and f"Practitioner/{gmc}" in issue_text(response)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_search_by_national_identifier(env: Env, fmt: str) -> None:
+    """identifier=system|value finds by national number; a bare value by any national number
+    or staff id; another system's token does not match."""
+    rid = created_id(send(env, "POST", "/fhir/Practitioner",
+                          doctor((systems.NMC_NUMBER, "12A3456B"),
+                                 (systems.SDS_USER_ID, "555086689106")), env.who.la))
+    cases = [
+        (f"identifier={systems.NMC_NUMBER}|12A3456B", {rid}),
+        (f"identifier={systems.SDS_USER_ID}|555086689106", {rid}),
+        ("identifier=12A3456B", {rid}),
+        (f"identifier={systems.GMC_NUMBER}|12A3456B", set()),
+        (f"identifier={systems.NMC_NUMBER}|12A3456C", set()),
+        (f"identifier:not={systems.NMC_NUMBER}|12A3456B",
+         set(env.world.people.values())),
+    ]
+    for query, expected in cases:
+        bundle = fetch(env.client, f"/fhir/Practitioner?{query}", env.who.reader, fmt)
+        assert ids(bundle) == expected, query
