@@ -41,8 +41,9 @@ from adapter.models import (
 from adapter.models.directory import SEARCH_INDEXES
 from tests.conftest import BACKENDS, POSTGRES_URL, PostgresSchema
 
-DIRECTORY_TABLES = ("organisation", "practitioner", "practitioner_identifier", "child", "child_name", "local_identifier",
-                    "carer", "involvement", "assessment", "team_member")
+DIRECTORY_TABLES = ("organisation", "practitioner", "practitioner_identifier", "child",
+                    "child_name", "local_identifier", "carer", "involvement", "assessment",
+                    "team_member")
 T0 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
 
 

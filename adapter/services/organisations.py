@@ -51,7 +51,16 @@ from adapter.models import Organisation, Practitioner, PractitionerIdentifier
 from adapter.models.base import utcnow
 from adapter.security.caller import Caller
 from adapter.security.policy import require_organisation_writer, require_practitioner_writer
-from adapter.services.records import BOOKKEEPING, copy_columns, organisation_key
+from adapter.services.records import (
+    BOOKKEEPING,
+    conflict_message,
+    copy_columns,
+    holder_of_national_ids,
+    merge_national_ids,
+    national_id_holders,
+    national_resource_id,
+    organisation_key,
+)
 from adapter.services.validation import require_valid, validate_inbound
 
 ORGANISATION_CODES: Final = ("ods_code", "urn", "gss_code")
@@ -341,43 +350,6 @@ def practitioner_copy(person: Practitioner) -> Practitioner:
                         for system, value in sorted(person.national_ids())]
     return copy
 
-
-def holder_of_national_ids(session: Session, ids: set[tuple[str, str]]) -> Practitioner | None:
-    """Return the stored practitioner holding one of the national identifiers ``ids``.
-
-    :raises Conflict: they are held by different practitioners.
-    """
-    holders = national_id_holders(session, ids)
-    if len(holders) > 1:
-        raise Conflict(conflict_message(holders), expression="Practitioner.identifier")
-    if not holders:
-        return None
-    return session.scalar(select(Practitioner).where(
-        Practitioner.resource_id == next(iter(holders))))
-
-
-def national_id_holders(session: Session, ids: set[tuple[str, str]]) -> dict[str, list[str]]:
-    """Return, by Practitioner id, the systems of ``ids`` each stored practitioner holds."""
-    if not ids:
-        return {}
-    rows = session.execute(
-        select(Practitioner.resource_id, PractitionerIdentifier.system)
-        .join(PractitionerIdentifier, PractitionerIdentifier.practitioner_id == Practitioner.id)
-        .where(or_(*(and_(PractitionerIdentifier.system == system,
-                          PractitionerIdentifier.value == value) for system, value in ids)))
-        .order_by(Practitioner.resource_id, PractitionerIdentifier.system))
-    holders: dict[str, list[str]] = {}
-    for resource_id, system in rows:
-        holders.setdefault(resource_id, []).append(system)
-    return holders
-
-
-def conflict_message(holders: dict[str, list[str]]) -> str:
-    """Return the message of identifiers that name different practitioners."""
-    named = "; ".join(f"Practitioner/{rid} holds {', '.join(what)}"
-                      for rid, what in sorted(holders.items()))
-    return (f"The identifiers name different practitioners here ({named}): send the "
-            "identifiers of one practitioner, or correct the stored ones first.")
 
 
 # --- the handlers of Organization and Practitioner -----------------------------------------
@@ -832,22 +804,5 @@ def practitioner_derived_id(employer: Organisation | None, record: Practitioner)
     if employer is not None:
         return resource_id_for("Practitioner",
                                f"{organisation_key(employer)[1]}/{record.local_id}")
-    order = list(systems.PRACTITIONER_SYSTEMS)
-    system, value = min(record.national_ids(), key=lambda pair: (order.index(pair[0]), pair[1]))
-    return resource_id_for("Practitioner", f"{system}|{value}")
+    return national_resource_id(record.national_ids())
 
-
-def merge_national_ids(row: Practitioner, ids: set[tuple[str, str]]) -> bool:
-    """Give ``row`` the national identifiers ``ids`` (one per system, replacing that
-    system's number; other systems kept); return True if any changed."""
-    sent = dict(ids)
-    changed = False
-    for held in list(row.identifiers):
-        if held.system in sent and sent[held.system] != held.value:
-            row.identifiers.remove(held)
-            changed = True
-    kept = row.national_ids()
-    for system, value in sorted(ids - kept):
-        row.identifiers.append(PractitionerIdentifier(system=system, value=value))
-        changed = True
-    return changed

@@ -255,3 +255,81 @@ def test_search_by_national_identifier(env: Env, fmt: str) -> None:
     for query, expected in cases:
         bundle = fetch(env.client, f"/fhir/Practitioner?{query}", env.who.reader, fmt)
         assert ids(bundle) == expected, query
+
+
+# --- references by national identifier -----------------------------------------------------------
+
+ROLE = "early-help"
+
+
+def la_role(practitioner: dict[str, Any], org: str) -> dict[str, Any]:
+    """Return a contained PractitionerRole of the authority naming its practitioner by
+    ``practitioner`` (a Reference)."""
+    return {"resourceType": "PractitionerRole", "id": "doc",
+            "practitioner": practitioner,
+            "organization": {"reference": f"Organization/{org}"},
+            "code": [{"coding": [{"system": OWN.code_system("involvement-role"),
+                                  "code": ROLE}]}]}
+
+
+def la_participant() -> dict[str, Any]:
+    """Return an early-help participant detailed by the contained role ``#doc``."""
+    return {"role": [{"coding": [{"system": OWN.code_system("involvement-role"),
+                                  "code": ROLE}]}],
+            "member": {"reference": "#doc"}, "period": {"start": "2025-02-03"}}
+
+
+def add_la_worker(env: Env, practitioner: dict[str, Any], fmt: str = "json") -> Any:
+    """PUT the child's team (as the managing authority) with its early-help involvement's
+    practitioner named by ``practitioner``; return the response."""
+    w = env.world
+    team = fetch(env.client, f"/fhir/CareTeam/{w.team}", env.who.la)
+    team["participant"] = [p for p in team["participant"] if ROLE not in json.dumps(p)]
+    team["participant"].append(la_participant())
+    team["contained"] = [la_role(practitioner, w.orgs[LA])]
+    return send(env, "PUT", f"/fhir/CareTeam/{w.team}", team, env.who.la, fmt)
+
+
+def la_role_of_team(env: Env) -> dict[str, Any]:
+    """Return the PractitionerRole of the child's early-help involvement."""
+    team = fetch(env.client, f"/fhir/CareTeam/{env.world.team}", env.who.admin)
+    member = next(p["member"]["reference"] for p in team["participant"]
+                  if ROLE in json.dumps(p.get("role", [])) and "member" in p)
+    return fetch(env.client, f"/fhir/{member}", env.who.admin)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_careteam_member_by_national_identifier(env: Env, fmt: str) -> None:
+    """A CareTeam's PractitionerRole naming its practitioner by GMC number finds the stored
+    practitioner; the role refers to it by id and by that number."""
+    rid = created_id(send(env, "POST", "/fhir/Practitioner",
+                          doctor((systems.GMC_NUMBER, "6150129")), env.who.la))
+    response = add_la_worker(env, {"identifier": {"system": systems.GMC_NUMBER,
+                                                  "value": "6150129"}}, fmt)
+    assert response.status_code == 200, response.data[:800]
+    role = la_role_of_team(env)
+    assert role["practitioner"]["reference"] == f"Practitioner/{rid}"
+    assert role["practitioner"]["identifier"] == {"system": systems.GMC_NUMBER,
+                                                  "value": "6150129"}
+    assert role["practitioner"]["display"] == "Dr Paul Rastall"
+    # The same through a reference by id; the team reads back unchanged in both formats.
+    response = add_la_worker(env, {"reference": f"Practitioner/{rid}"}, fmt)
+    assert response.status_code == 200, response.data[:800]
+    assert la_role_of_team(env)["practitioner"]["reference"] == f"Practitioner/{rid}"
+    fetch(env.client, f"/fhir/CareTeam/{env.world.team}", env.who.admin, "xml")
+    bundle = fetch(env.client, f"/fhir/PractitionerRole?practitioner=Practitioner/{rid}",
+                   env.who.admin)
+    assert len(bundle.get("entry", [])) == 1
+
+
+def test_careteam_member_by_unknown_or_bad_national_identifier(env: Env) -> None:
+    """A number nobody here holds is 422 (create the Practitioner first); one not in its
+    format is 422 with the rule; neither is a 5xx."""
+    response = add_la_worker(env, {"identifier": {"system": systems.GMC_NUMBER,
+                                                  "value": "6150129"}})
+    assert response.status_code == 422, response.data[:600]
+    assert "not known here" in issue_text(response)
+    response = add_la_worker(env, {"identifier": {"system": systems.GMC_NUMBER,
+                                                  "value": "61501"}})
+    assert response.status_code == 422, response.data[:600]
+    assert "7 digits" in issue_text(response)
