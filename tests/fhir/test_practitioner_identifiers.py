@@ -262,14 +262,18 @@ def test_search_by_national_identifier(env: Env, fmt: str) -> None:
 ROLE = "early-help"
 
 
-def la_role(practitioner: dict[str, Any], org: str) -> dict[str, Any]:
+def la_role(practitioner: dict[str, Any], org: str, phone: str | None = None,
+            ) -> dict[str, Any]:
     """Return a contained PractitionerRole of the authority naming its practitioner by
     ``practitioner`` (a Reference)."""
-    return {"resourceType": "PractitionerRole", "id": "doc",
+    role = {"resourceType": "PractitionerRole", "id": "doc",
             "practitioner": practitioner,
             "organization": {"reference": f"Organization/{org}"},
             "code": [{"coding": [{"system": OWN.code_system("involvement-role"),
                                   "code": ROLE}]}]}
+    if phone:
+        role["telecom"] = [{"system": "phone", "value": phone}]
+    return role
 
 
 def la_participant() -> dict[str, Any]:
@@ -279,14 +283,15 @@ def la_participant() -> dict[str, Any]:
             "member": {"reference": "#doc"}, "period": {"start": "2025-02-03"}}
 
 
-def add_la_worker(env: Env, practitioner: dict[str, Any], fmt: str = "json") -> Any:
+def add_la_worker(env: Env, practitioner: dict[str, Any], fmt: str = "json",
+                  phone: str | None = None) -> Any:
     """PUT the child's team (as the managing authority) with its early-help involvement's
     practitioner named by ``practitioner``; return the response."""
     w = env.world
     team = fetch(env.client, f"/fhir/CareTeam/{w.team}", env.who.la)
     team["participant"] = [p for p in team["participant"] if ROLE not in json.dumps(p)]
     team["participant"].append(la_participant())
-    team["contained"] = [la_role(practitioner, w.orgs[LA])]
+    team["contained"] = [la_role(practitioner, w.orgs[LA], phone)]
     return send(env, "PUT", f"/fhir/CareTeam/{w.team}", team, env.who.la, fmt)
 
 
@@ -333,3 +338,85 @@ def test_careteam_member_by_unknown_or_bad_national_identifier(env: Env) -> None
                                                   "value": "61501"}})
     assert response.status_code == 422, response.data[:600]
     assert "7 digits" in issue_text(response)
+
+
+def test_history_keeps_the_national_identifier(env: Env) -> None:
+    """A superseded version of the child's team (rebuilt from the child's snapshot) still
+    names the practitioner known only by a GMC number, and its role the same practitioner."""
+    created_id(send(env, "POST", "/fhir/Practitioner",
+                    doctor((systems.GMC_NUMBER, "6150129")), env.who.la))
+    gmc = {"identifier": {"system": systems.GMC_NUMBER, "value": "6150129"}}
+    response = add_la_worker(env, gmc)
+    assert response.status_code == 200
+    written = parsed(response)["meta"]["versionId"]
+    role = la_role_of_team(env)
+    assert add_la_worker(env, gmc, phone="0113 496 0777").status_code == 200
+    url = f"/fhir/CareTeam/{env.world.team}"
+    old = fetch(env.client, f"{url}/_history/{written}", env.who.admin)
+    member = next(p["member"] for p in old["participant"] if ROLE in json.dumps(p["role"]))
+    assert member["reference"] == f"PractitionerRole/{role['id']}"
+    assert "Rastall" in member["display"]
+    versions = fetch(env.client, f"{url}/_history", env.who.admin)
+    assert written in {e["resource"]["meta"]["versionId"] for e in versions["entry"]
+                       if "resource" in e}
+
+
+def test_directory_xml_names_only_staff_ids(env: Env) -> None:
+    """The directory XML keys practitioners by their employer's staff id and has no place for
+    national identifiers (schemas/xml/common.xsd): the entry stays valid, the involvement is
+    there, a practitioner known only by a GMC number is left out of it, one with a staff id is
+    named by it."""
+    from lxml import etree
+
+    from adapter.directory.schema import load_schema
+
+    created_id(send(env, "POST", "/fhir/Practitioner",
+                    doctor((systems.GMC_NUMBER, "6150129")), env.who.la))
+    assert add_la_worker(env, {"identifier": {"system": systems.GMC_NUMBER,
+                                              "value": "6150129"}}).status_code == 200
+    patient = fetch(env.client, f"/fhir/Patient/{env.world.child}", env.who.admin)
+    cpid = next(i["value"] for i in patient["identifier"] if i["system"] == OWN.contactpoint_id)
+    response = env.client.get(f"/directory/entries/{cpid}", headers=env.who.admin)
+    assert response.status_code == 200, response.data[:600]
+    document = etree.fromstring(response.data)
+    load_schema("directory-entry.xsd").assertValid(document)
+    text = response.data.decode()
+    assert "early-help" in text and "6150129" not in text and "Rastall" not in text
+    assert "<LocalId>SW1</LocalId>" in text.replace("dir:", "")
+
+
+def test_bulk_export_carries_national_identifiers(app: Any, env: Env) -> None:
+    """System-level $export writes the Practitioner with its national identifiers."""
+    from tests.api.test_export import download, kick_off, manifest_of
+
+    app.config["EXPORT_INLINE"] = True
+    rid = created_id(send(env, "POST", "/fhir/Practitioner",
+                          doctor((systems.HCPC_NUMBER, "SW123456")), env.who.la))
+    status = kick_off(env.client, env.who.admin, query="?_type=Practitioner")
+    files = download(env.client, manifest_of(env.client, status, env.who.admin), env.who.admin)
+    exported = {r["id"]: r for r in files["Practitioner"]}
+    assert national(exported[rid]) == {systems.HCPC_NUMBER: "SW123456"}
+
+
+def test_destruction_removes_national_identifiers(app: Any, env: Env) -> None:
+    """Decommissioning's destruction deletes the national identifiers with the practitioners
+    (personal data) and counts them for the certificate."""
+    import datetime as dt
+
+    from sqlalchemy import func, select
+
+    from adapter.decommission.destruction import destroy
+    from adapter.models import PractitionerIdentifier
+    from tests.decommission.test_units import _plan
+
+    created_id(send(env, "POST", "/fhir/Practitioner",
+                    doctor((systems.GMC_NUMBER, "6150129"), (systems.SDS_USER_ID,
+                                                             "555086689106")), env.who.la))
+    _plan(app, env.db, "switched-off")
+    with app.app_context():
+        done = destroy(env.db, app.config["INSTANCE_PATH"], dt.datetime.now(dt.UTC),
+                       override="practitioner identifiers test")
+    assert done.before["practitioner_identifier"] == 2
+    assert done.after["practitioner_identifier"] == 0
+    with env.db.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(PractitionerIdentifier)) == 0
