@@ -3,8 +3,9 @@ is completed or escalated (or with an explicit override and its reason, recorded
 certificate), every personal datum is deleted — children with their names, identifiers, carers,
 involvements and assessment references, practitioners (with their national identifiers) and
 organisations, every version snapshot, the ledger's identities, the purge Tasks' child lists,
-queued notification bodies and outbox payloads, bulk export files — and scrubbed from the database files: SQLite overwrites deleted
-content (``secure_delete``), rebuilds the file (``VACUUM``) and empties its write-ahead log
+queued notification bodies and outbox payloads, bulk export files — and scrubbed from the
+database files: SQLite overwrites deleted content (``secure_delete``), rebuilds the file
+(``VACUUM``) and empties its write-ahead log
 (``wal_checkpoint(TRUNCATE)``); PostgreSQL rewrites each table (``VACUUM FULL``) so that no dead
 row version survives. The audit trail stays, pseudonymised: each child's reference becomes a
 keyed hash (HMAC-SHA-256) under a random key that exists only in this process's memory and is
