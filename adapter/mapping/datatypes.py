@@ -520,6 +520,11 @@ def national_identifiers_out(person: Practitioner) -> list[dict[str, str]]:
             sorted(person.national_ids(), key=lambda pair: (order.index(pair[0]), pair[1]))]
 
 
+def _dropper(drop: Drop, index: int) -> Drop:
+    """Return ``drop`` for paths inside list item ``index``."""
+    return lambda path: drop((index, *path))
+
+
 @transform("practitioner_identifiers")
 def _practitioner_identifiers(env: Env) -> Transform:
     """(organisation, local_id, identifiers): the employer's staff id (with ``assigner``) and
@@ -540,7 +545,7 @@ def _practitioner_identifiers(env: Env) -> Transform:
         local: tuple[Organisation, str] | None = None
         national: dict[str, PractitionerIdentifier] = {}
         for index, item in enumerate(items):
-            sub: Drop = lambda path, index=index: drop((index, *path))  # noqa: E731
+            sub = _dropper(drop, index)
             if local is None and str(item.get("system", "")).startswith(prefix):
                 local = _local_in(env, item, sub)
                 continue

@@ -121,7 +121,7 @@ def resolve_practitioner(session: Session, practitioner: Practitioner) -> Practi
         return _resolve_by_national_ids(session, practitioner)
     organisation = resolve_organisation(session, practitioner.organisation)
     kind, code = organisation_key(organisation)
-    key = ("practitioner", kind, code, practitioner.local_id)
+    key = ("practitioner", kind, code, practitioner.local_id or "")
     stored = _pending_one(session, key, Practitioner)
     if stored is None and organisation.id is not None:  # a new organisation has no staff yet
         stored = session.scalar(select(Practitioner).where(
