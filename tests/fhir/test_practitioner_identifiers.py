@@ -420,3 +420,4 @@ def test_destruction_removes_national_identifiers(app: Any, env: Env) -> None:
     assert done.after["practitioner_identifier"] == 0
     with env.db.sessions() as session:
         assert session.scalar(select(func.count()).select_from(PractitionerIdentifier)) == 0
+
