@@ -662,7 +662,8 @@ PRACTITIONER_PARAMS: Final = {p.name: p for p in (
     SearchParam("_id", "token", "Logical id of the Practitioner", modifiers=NOT),
     SearchParam("identifier", "token",
                 "system|value: the employing organisation's staff id (system "
-                "<base>/Id/local/<organisation code>)",
+                "<base>/Id/local/<organisation code>) or a national identifier (GMC, GMP, "
+                "NMC, HCPC, GPhC number, SDS user id); a bare value matches any of them",
                 "http://hl7.org/fhir/SearchParameter/Practitioner-identifier", NOT),
     SearchParam("name", "string",
                 "Family or given name (starts with, case-insensitive)",
