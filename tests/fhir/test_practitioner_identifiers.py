@@ -421,3 +421,35 @@ def test_destruction_removes_national_identifiers(app: Any, env: Env) -> None:
     with env.db.sessions() as session:
         assert session.scalar(select(func.count()).select_from(PractitionerIdentifier)) == 0
 
+
+
+def test_validate_reports_what_a_create_would_refuse(env: Env) -> None:
+    """$validate checks the formats as a create does: a bad NMC PIN is an error naming the
+    rule; a good one is accepted."""
+    bad = send(env, "POST", "/fhir/Practitioner/$validate",
+               doctor((systems.NMC_NUMBER, "12A3456")), env.who.la)
+    errors = [i for i in parsed(bad)["issue"] if i["severity"] == "error"]
+    assert errors and "2 digits, a letter" in errors[0]["diagnostics"]
+    good = send(env, "POST", "/fhir/Practitioner/$validate",
+                doctor((systems.NMC_NUMBER, "12A3456B")), env.who.la)
+    assert not [i for i in parsed(good)["issue"] if i["severity"] in ("error", "fatal")]
+
+
+def test_transaction_conditional_create_by_national_identifier(env: Env) -> None:
+    """In a transaction, a Practitioner created with ifNoneExist on its GMC number is created
+    once; the same entry again answers with the same practitioner."""
+    token = f"{systems.GMC_NUMBER}|6150129"
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [{
+        "fullUrl": "urn:uuid:6f0c0f5e-2a8e-4d63-9a7e-3d0b9c1f0a11",
+        "resource": doctor((systems.GMC_NUMBER, "6150129")),
+        "request": {"method": "POST", "url": "Practitioner",
+                    "ifNoneExist": f"identifier={token}"}}]}
+    first = send(env, "POST", "/fhir", bundle, env.who.la)
+    assert first.status_code == 200, first.data[:600]
+    created = parsed(first)["entry"][0]["response"]
+    assert created["status"].startswith("201")
+    again = parsed(send(env, "POST", "/fhir", bundle, env.who.la))["entry"][0]["response"]
+    assert again["status"].startswith("200")
+    assert again["location"].split("/_history")[0] == created["location"].split("/_history")[0]
+    found = fetch(env.client, f"/fhir/Practitioner?identifier={token}", env.who.reader)
+    assert len(ids(found)) == 1
