@@ -615,6 +615,8 @@ def practitioner_by_identifier(env: Env, rid: str | None, identifier: Any) -> Pr
     national = national_identifier(identifier, "identifier")
     if national is not None:
         return Practitioner(resource_id=rid, identifiers=[national])
+    if not str(identifier.get("system", "")).startswith(env.own.local_id("")):
+        raise ValueNotAccepted(PRACTITIONER_ID_NEEDED)
     org, local = _read_local(env, identifier)
     return Practitioner(resource_id=rid, organisation=org, local_id=local)
 

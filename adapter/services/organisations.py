@@ -351,7 +351,6 @@ def practitioner_copy(person: Practitioner) -> Practitioner:
     return copy
 
 
-
 # --- the handlers of Organization and Practitioner -----------------------------------------
 
 def with_notes(rendered: Rendered, notes: list[dict[str, Any]]) -> Rendered:

@@ -338,6 +338,10 @@ def test_careteam_member_by_unknown_or_bad_national_identifier(env: Env) -> None
                                                   "value": "61501"}})
     assert response.status_code == 422, response.data[:600]
     assert "7 digits" in issue_text(response)
+    response = add_la_worker(env, {"identifier": {"system": "https://example.org/Id/staff",
+                                                  "value": "X1"}})
+    assert response.status_code == 422, response.data[:600]
+    assert "sds-user-id" in issue_text(response)
 
 
 def test_history_keeps_the_national_identifier(env: Env) -> None:
