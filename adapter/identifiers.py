@@ -1,4 +1,5 @@
-"""Identifier and format rules: NHS number, UPN, ContactPoint ID, ODS, URN, GSS, postcode.
+"""Identifier and format rules: NHS number, UPN, ContactPoint ID, ODS, URN, GSS, postcode,
+practitioners' national professional and SDS numbers.
 
 Every validator returns the normalised value or raises :class:`InvalidIdentifier`, which names
 the field and says why, so that API and import errors can point at the offending element
@@ -292,3 +293,40 @@ def validate_phone(value: str, field: str = "phone") -> str:
     if not _PHONE_DIGITS_RE.fullmatch(digits):
         raise InvalidIdentifier(field, "a UK telephone number is 10 or 11 digits starting with 0")
     return phone
+
+
+# --- practitioners' national numbers ------------------------------------------------------
+# The regulators' registration numbers and the Spine Directory Service user id, by the name of
+# their UK Core identifier system (https://fhir.hl7.org.uk/Id/<name>, https://fhir.nhs.uk/Id/
+# sds-user-id). UK Core R4 2.0.0 leaves Practitioner.identifier unsliced
+# (schemas/vendor/uk-core/structuredefinitions/UKCore-Practitioner.xml); the formats are the
+# NHS Data Model and Dictionary's: "General Medical Council Reference Number" (7 digits; the
+# consultant code is "C" and the GMC number), "General Medical Practitioner PPD Code" ("G" and
+# 7 digits; codes starting G6 or G7 are NHSBSA spurious prescriber codes, not a GP), the NMC
+# PIN (2 digits, a letter, 4 digits, a letter: "12A3456B"), the HCPC registration number (the
+# profession's 2 or 3 letter prefix and up to 6 digits: "SW123456"), the GPhC registration
+# number (7 digits) and the SDS user id (the 12-digit Spine user identifier).
+PRACTITIONER_NUMBER_FORMATS: Final = {
+    "gmc-number": (re.compile(r"C?\d{7}"),
+                   "a GMC reference number is 7 digits (or C and 7 digits as a consultant code)"),
+    "gmp-number": (re.compile(r"G[0-589]\d{6}"),
+                   "a GMP (GP PPD) code is G and 7 digits, not starting G6 or G7 (spurious "
+                   "prescriber codes)"),
+    "nmc-number": (re.compile(r"\d{2}[A-Z]\d{4}[A-Z]"),
+                   "an NMC PIN is 2 digits, a letter, 4 digits and a letter (12A3456B)"),
+    "hcpc-number": (re.compile(r"[A-Z]{2,3}\d{4,6}"),
+                    "an HCPC registration number is the profession's 2 or 3 letter prefix and "
+                    "4 to 6 digits (SW123456)"),
+    "gphc-number": (re.compile(r"\d{7}"), "a GPhC registration number is 7 digits"),
+    "sds-user-id": (re.compile(r"\d{12}"), "an SDS user id is 12 digits"),
+}
+
+
+def validate_practitioner_number(kind: str, value: str, field: str = "identifier") -> str:
+    """Return a practitioner's national number (``kind`` a key of
+    PRACTITIONER_NUMBER_FORMATS) as given, or raise InvalidIdentifier: it is kept exactly as
+    the regulator issued it, so a lower-case letter or a space is refused, not changed."""
+    pattern, rule = PRACTITIONER_NUMBER_FORMATS[kind]
+    if not pattern.fullmatch(value):
+        raise InvalidIdentifier(field, rule)
+    return value

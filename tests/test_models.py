@@ -41,8 +41,9 @@ from adapter.models import (
 from adapter.models.directory import SEARCH_INDEXES
 from tests.conftest import BACKENDS, POSTGRES_URL, PostgresSchema
 
-DIRECTORY_TABLES = ("organisation", "practitioner", "child", "child_name", "local_identifier",
-                    "carer", "involvement", "assessment", "team_member")
+DIRECTORY_TABLES = ("organisation", "practitioner", "practitioner_identifier", "child",
+                    "child_name", "local_identifier", "carer", "involvement", "assessment",
+                    "team_member")
 T0 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
 
 
@@ -128,6 +129,9 @@ def valid_row(table: str) -> dict[str, Any]:
                          "version": 1, "last_updated": T0},
         "practitioner": {**rid, **person, "local_id": f"L{n}", "organisation_id": 1,
                          "version": 1, "last_updated": T0},
+        "practitioner_identifier": {"practitioner_id": 1,
+                                    "system": "https://fhir.hl7.org.uk/Id/gmc-number",
+                                    "value": f"{n:07d}"},
         "child": {**rid, "contactpoint_id": f"CP{n:09d}", "gender": "1",
                   "birth_date": dt.date(2015, 1, 1), "address_status": "current",
                   "shielded": False, "record_status": "live",
@@ -154,6 +158,7 @@ CHECK_CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "ck_organisation_type": ("organisation", {"type": "hospital"}),
     "ck_organisation_has_code": ("organisation", {"urn": None}),
     "ck_organisation_la_has_gss": ("organisation", {"type": "local-authority"}),
+    "ck_practitioner_staff_id_has_employer": ("practitioner", {"organisation_id": None}),
     "ck_child_gender": ("child", {"gender": "M"}),
     "ck_child_address_status": ("child", {"address_status": "moved"}),
     "ck_child_record_status": ("child", {"record_status": "deleted"}),

@@ -1,10 +1,11 @@
 """Destruction (docs/architecture.md "Decommissioning"): after destroy-by once every purge Task
 is completed or escalated (or with an explicit override and its reason, recorded in the
 certificate), every personal datum is deleted — children with their names, identifiers, carers,
-involvements and assessment references, practitioners and organisations, every version snapshot,
-the ledger's identities, the purge Tasks' child lists, queued notification bodies and outbox
-payloads, bulk export files — and scrubbed from the database files: SQLite overwrites deleted
-content (``secure_delete``), rebuilds the file (``VACUUM``) and empties its write-ahead log
+involvements and assessment references, practitioners (with their national identifiers) and
+organisations, every version snapshot, the ledger's identities, the purge Tasks' child lists,
+queued notification bodies and outbox payloads, bulk export files — and scrubbed from the
+database files: SQLite overwrites deleted content (``secure_delete``), rebuilds the file
+(``VACUUM``) and empties its write-ahead log
 (``wal_checkpoint(TRUNCATE)``); PostgreSQL rewrites each table (``VACUUM FULL``) so that no dead
 row version survives. The audit trail stays, pseudonymised: each child's reference becomes a
 keyed hash (HMAC-SHA-256) under a random key that exists only in this process's memory and is
@@ -56,6 +57,7 @@ from adapter.models import (
     OperatorExport,
     Organisation,
     Practitioner,
+    PractitionerIdentifier,
     PurgeTask,
     PurgeTaskItem,
     RecordVersion,
@@ -68,8 +70,8 @@ log = logging.getLogger(__name__)
 
 # Tables whose every row goes, children's parts before the rows they point at.
 DELETED: Final = (PurgeTaskItem, Notification, Event, LedgerEntry, TeamMember, Assessment,
-                  Involvement, Carer, LocalIdentifier, ChildName, Child, Practitioner,
-                  Organisation, RecordVersion)
+                  Involvement, Carer, LocalIdentifier, ChildName, Child,
+                  PractitionerIdentifier, Practitioner, Organisation, RecordVersion)
 # Tables that stay (no personal data), counted in the certificate.
 KEPT: Final = (AuditRecord, PurgeTask, Subscription, Client, ExportJob, DecommissionPlan,
                OperatorExport)

@@ -114,8 +114,14 @@ def organisation_element(parent: etree._Element, name: str, data: Data) -> None:
 
 
 def _practitioner(parent: etree._Element, data: Data | None, context: Data) -> None:
-    """Append a Practitioner; its employer only when it is not the ``context`` organisation."""
-    if data is None:
+    """Append a Practitioner; its employer only when it is not the ``context`` organisation.
+
+    A practitioner known only by national identifiers (a GMC number, an SDS user id) is left
+    out: the directory XML keys practitioners by their employer's staff id
+    (schemas/xml/common.xsd PractitionerStructure, LocalId required) and has no place for
+    national identifiers, which FHIR Practitioner carries (docs/directory-xml.md).
+    """
+    if data is None or data["local_id"] is None:
         return
     element = etree.SubElement(parent, q("Practitioner"))
     _sub(element, "LocalId", data["local_id"])

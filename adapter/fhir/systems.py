@@ -20,6 +20,18 @@ NHS_NUMBER_VERIFICATION_CS: Final = (
 # PDS's code system for the same codes; not in the required value set: re-coded on the way in.
 NHS_NUMBER_VERIFICATION_CS_PDS: Final = (
     "https://fhir.hl7.org.uk/CodeSystem/UKCore-NHSNumberVerificationStatus")
+# Practitioners' national identifier systems (UK Core / NHS England identifier names) -> the
+# name of their format in adapter.identifiers.PRACTITIONER_NUMBER_FORMATS, in the order a
+# Practitioner lists them.
+GMC_NUMBER: Final = "https://fhir.hl7.org.uk/Id/gmc-number"
+GMP_NUMBER: Final = "https://fhir.hl7.org.uk/Id/gmp-number"
+NMC_NUMBER: Final = "https://fhir.hl7.org.uk/Id/nmc-number"
+HCPC_NUMBER: Final = "https://fhir.hl7.org.uk/Id/hcpc-number"
+GPHC_NUMBER: Final = "https://fhir.hl7.org.uk/Id/gphc-number"
+SDS_USER_ID: Final = "https://fhir.nhs.uk/Id/sds-user-id"
+PRACTITIONER_SYSTEMS: Final = {GMC_NUMBER: "gmc-number", GMP_NUMBER: "gmp-number",
+                               NMC_NUMBER: "nmc-number", HCPC_NUMBER: "hcpc-number",
+                               GPHC_NUMBER: "gphc-number", SDS_USER_ID: "sds-user-id"}
 CONFIDENTIALITY: Final = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
 OBSERVATION_VALUE: Final = "http://terminology.hl7.org/CodeSystem/v3-ObservationValue"
 

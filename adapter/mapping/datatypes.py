@@ -28,7 +28,13 @@ from adapter.mapping.transforms import (
     team_role,
     transform,
 )
-from adapter.models import Child, ChildName, Organisation, Practitioner
+from adapter.models import (
+    Child,
+    ChildName,
+    Organisation,
+    Practitioner,
+    PractitionerIdentifier,
+)
 
 _REFERENCE: Final = re.compile(r"(?:.*/)?([A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?")
 # Address keys a BS7666 address reads; the child's address transform reads use and period too.
@@ -481,6 +487,85 @@ def _read_local(env: Env, identifier: Any) -> tuple[Organisation, str]:
     return organisation_for_code(system[len(prefix):], "identifier.system"), str(value)
 
 
+# What a Practitioner must be identified by (FHIR R4 Practitioner.identifier; UK Core leaves it
+# unsliced): an employer's staff id, or a national number (adapter/fhir/systems.py).
+PRACTITIONER_ID_NEEDED: Final = (
+    "an identifier of an organisation's local system (<base>/Id/local/<organisation code>) "
+    "or a national one is needed: GMC, GMP, NMC, HCPC or GPhC number "
+    "(https://fhir.hl7.org.uk/Id/<gmc|gmp|nmc|hcpc|gphc>-number) or SDS user id "
+    "(https://fhir.nhs.uk/Id/sds-user-id)")
+
+
+def national_identifier(identifier: Any, where: str) -> PractitionerIdentifier | None:
+    """Return the national identifier an Identifier gives (None: not a national system).
+
+    :raises ValueNotAccepted: a national system with a value not in its format.
+    """
+    system = str(identifier.get("system", ""))
+    kind = systems.PRACTITIONER_SYSTEMS.get(system)
+    if kind is None:
+        return None
+    value = identifier.get("value")
+    try:
+        identifiers.validate_practitioner_number(kind, str(value or ""))
+    except identifiers.InvalidIdentifier as exc:
+        raise ValueNotAccepted(f"{where} ({system}): {exc.reason}") from None
+    return PractitionerIdentifier(system=system, value=str(value))
+
+
+def national_identifiers_out(person: Practitioner) -> list[dict[str, str]]:
+    """Return a practitioner's national identifiers in PRACTITIONER_SYSTEMS order."""
+    order = list(systems.PRACTITIONER_SYSTEMS)
+    return [{"system": system, "value": value} for system, value in
+            sorted(person.national_ids(), key=lambda pair: (order.index(pair[0]), pair[1]))]
+
+
+def _dropper(drop: Drop, index: int) -> Drop:
+    """Return ``drop`` for paths inside list item ``index``."""
+    return lambda path: drop((index, *path))
+
+
+@transform("practitioner_identifiers")
+def _practitioner_identifiers(env: Env) -> Transform:
+    """(organisation, local_id, identifiers): the employer's staff id (with ``assigner``) and
+    the national identifiers; other identifiers, and a second local one, are not kept."""
+    prefix = env.own.local_id("")
+
+    def forward(value: tuple[Organisation | None, str | None, list[PractitionerIdentifier]],
+                ) -> list[dict[str, Any]]:
+        org, local, national = value
+        out = [_local_out(env, (org, local))] if org is not None and local else []
+        order = list(systems.PRACTITIONER_SYSTEMS)
+        out += [{"system": i.system, "value": i.value}
+                for i in sorted(national, key=lambda i: (order.index(i.system), i.value))]
+        return out
+
+    def reverse(items: Any, drop: Drop,
+                ) -> tuple[Organisation | None, str | None, list[PractitionerIdentifier]]:
+        local: tuple[Organisation, str] | None = None
+        national: dict[str, PractitionerIdentifier] = {}
+        for index, item in enumerate(items):
+            sub = _dropper(drop, index)
+            if local is None and str(item.get("system", "")).startswith(prefix):
+                local = _local_in(env, item, sub)
+                continue
+            found = national_identifier(item, f"item {index + 1}")
+            if found is None:
+                drop((index,))
+                continue
+            _drop_other_keys(item, frozenset({"system", "value"}), sub)
+            known = national.get(found.system)
+            if known is not None and known.value != found.value:
+                raise ValueNotAccepted(f"item {index + 1} ({found.system}): a practitioner has "
+                                       "one number of each system; two different ones given")
+            national[found.system] = found
+        if local is None and not national:
+            raise ValueNotAccepted(PRACTITIONER_ID_NEEDED)
+        org, staff_id = local if local is not None else (None, None)
+        return org, staff_id, list(national.values())
+    return Transform(forward, reverse)
+
+
 @transform("practitioner_reference")
 def _practitioner_reference(env: Env) -> Transform:
     """A practitioner as a Reference(Practitioner) keyed by organisation code and local id."""
@@ -488,8 +573,7 @@ def _practitioner_reference(env: Env) -> Transform:
         if person is None:
             return None
         return {"reference": f"Practitioner/{person.resource_id}",
-                "identifier": {"system": env.own.local_id(organisation_code(person.organisation)),
-                               "value": person.local_id},
+                "identifier": practitioner_key_identifier(env, person),
                 "display": person_display(person.title, person.given, person.family)}
 
     return Transform(forward, lambda reference, drop: read_practitioner(env, reference, drop))
@@ -507,7 +591,33 @@ def read_practitioner(env: Env, reference: Any, drop: Drop) -> Practitioner:
             raise ValueNotAccepted("a Practitioner reference needs 'Practitioner/<id>' or "
                                    "an identifier of its organisation's local system")
         return Practitioner(resource_id=rid)
-    org, local = _read_local(env, reference["identifier"])
+    return practitioner_by_identifier(env, rid, reference["identifier"])
+
+
+def practitioner_key_identifier(env: Env, person: Practitioner) -> dict[str, str] | None:
+    """Return the identifier a reference to ``person`` carries: the employer's staff id, else
+    the first national identifier."""
+    if person.organisation is not None and person.local_id:
+        return {"system": env.own.local_id(organisation_code(person.organisation)),
+                "value": person.local_id}
+    national = national_identifiers_out(person)
+    return national[0] if national else None
+
+
+def practitioner_by_identifier(env: Env, rid: str | None, identifier: Any) -> Practitioner:
+    """Return a transient Practitioner from a reference's identifier: an employer's staff id
+    or a national identifier (the service layer finds the practitioner holding it).
+
+    :raises ValueNotAccepted: neither, or a national number not in its format.
+    """
+    if not isinstance(identifier, dict):
+        raise ValueNotAccepted("a Practitioner reference's identifier must be an Identifier")
+    national = national_identifier(identifier, "identifier")
+    if national is not None:
+        return Practitioner(resource_id=rid, identifiers=[national])
+    if not str(identifier.get("system", "")).startswith(env.own.local_id("")):
+        raise ValueNotAccepted(PRACTITIONER_ID_NEEDED)
+    org, local = _read_local(env, identifier)
     return Practitioner(resource_id=rid, organisation=org, local_id=local)
 
 

@@ -16,6 +16,7 @@ from adapter.models.directory import (
     LocalIdentifier,
     Organisation,
     Practitioner,
+    PractitionerIdentifier,
 )
 from adapter.models.export import ExportJob
 from adapter.models.history import RecordVersion
@@ -54,6 +55,7 @@ __all__ = [
     "LocalIdentifier",
     "Organisation",
     "Practitioner",
+    "PractitionerIdentifier",
     "OperatorExport",
     "PurgeTask",
     "PurgeTaskItem",

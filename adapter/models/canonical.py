@@ -30,6 +30,7 @@ from adapter.models.directory import (
     LocalIdentifier,
     Organisation,
     Practitioner,
+    PractitionerIdentifier,
 )
 
 Canonical = dict[str, Any]
@@ -98,7 +99,11 @@ def practitioner_dump(practitioner: Practitioner | None) -> Canonical | None:
     if practitioner is None:
         return None
     data = _fields(practitioner, PRACTITIONER_FIELDS)
-    data["organisation"] = organisation_dump(practitioner.organisation)
+    org = practitioner.organisation
+    data["organisation"] = organisation_dump(org) if org is not None else None
+    if practitioner.identifiers:  # only when held: a staff id's description stays as it was
+        data["identifiers"] = [{"system": system, "value": value}
+                               for system, value in sorted(practitioner.national_ids())]
     return data
 
 
@@ -187,7 +192,12 @@ def organisation_key(data: Mapping[str, Any]) -> OrganisationKey:
 
 
 def practitioner_key(data: Mapping[str, Any]) -> PractitionerKey:
-    """Return a practitioner's natural key: the employer's key and the local id."""
+    """Return a practitioner's natural key: the employer's key and the local id; of one
+    known only by national identifiers, ("national", "") and the first of them
+    (``system|value``)."""
+    if data.get("organisation") is None:
+        first = min((i["system"], i["value"]) for i in data.get("identifiers") or ())
+        return ("national", ""), "|".join(first)
     return organisation_key(data["organisation"]), str(data["local_id"])
 
 
@@ -271,8 +281,12 @@ class ObjectBuilder:
         key = practitioner_key(data)
         practitioner = self.practitioners.get(key)
         if practitioner is None:
-            practitioner = Practitioner(**_present(data, PRACTITIONER_FIELDS),
-                                        organisation=self.organisation(data["organisation"]))
+            employer = data.get("organisation")
+            practitioner = Practitioner(
+                **_present(data, PRACTITIONER_FIELDS),
+                organisation=self.organisation(employer) if employer is not None else None,
+                identifiers=[PractitionerIdentifier(system=i["system"], value=i["value"])
+                             for i in data.get("identifiers") or ()])
             self.practitioners[key] = practitioner
         return practitioner
 

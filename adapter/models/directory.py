@@ -69,22 +69,54 @@ class Organisation(AddressColumns, ContactColumns, Base):
 
 
 class Practitioner(PersonNameColumns, ContactColumns, Base):
-    """A named practitioner (health visitor, social worker, lead professional, ...)."""
+    """A named practitioner (health visitor, social worker, lead professional, ...), known by
+    an employer's staff id, by national identifiers (``identifiers``), or by both."""
 
     __tablename__ = "practitioner"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     resource_id: Mapped[str] = mapped_column(String(64), unique=True)
-    # The employing organisation's own staff identifier, unique within it.
-    local_id: Mapped[str] = mapped_column(String(64))
-    organisation_id: Mapped[int] = mapped_column(ForeignKey("organisation.id"), index=True)
+    # The employing organisation's own staff identifier, unique within it; neither is known
+    # of a practitioner that another system identifies by national numbers only.
+    local_id: Mapped[str | None] = mapped_column(String(64))
+    organisation_id: Mapped[int | None] = mapped_column(ForeignKey("organisation.id"),
+                                                        index=True)
     version: Mapped[int] = mapped_column(Integer, default=1)
     last_updated: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
-    organisation: Mapped[Organisation] = relationship(lazy="joined")
+    organisation: Mapped[Organisation | None] = relationship(lazy="joined")
+    identifiers: Mapped[list[PractitionerIdentifier]] = relationship(
+        back_populates="practitioner", cascade="all, delete-orphan", lazy="selectin",
+        order_by="PractitionerIdentifier.id")
 
-    __table_args__ = (UniqueConstraint("organisation_id", "local_id"),)
+    __table_args__ = (
+        UniqueConstraint("organisation_id", "local_id"),
+        CheckConstraint("(organisation_id IS NULL AND local_id IS NULL) OR "
+                        "(organisation_id IS NOT NULL AND local_id IS NOT NULL)",
+                        name="staff_id_has_employer"),
+    )
     __mapper_args__ = {"version_id_col": version}
+
+    def national_ids(self) -> set[tuple[str, str]]:
+        """Return the (system, value) pairs of the practitioner's national identifiers."""
+        return {(i.system, i.value) for i in self.identifiers}
+
+
+class PractitionerIdentifier(Base):
+    """A practitioner's national identifier: a regulator's registration number (GMC, GMP,
+    NMC, HCPC, GPhC) or the SDS user id (adapter/fhir/systems.py PRACTITIONER_SYSTEMS), each
+    naming one practitioner only."""
+
+    __tablename__ = "practitioner_identifier"
+    __table_args__ = (UniqueConstraint("system", "value"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    practitioner_id: Mapped[int] = mapped_column(
+        ForeignKey("practitioner.id", ondelete="CASCADE"), index=True)
+    system: Mapped[str] = mapped_column(String(100))
+    value: Mapped[str] = mapped_column(String(64))
+
+    practitioner: Mapped[Practitioner] = relationship(back_populates="identifiers")
 
 
 class Child(AddressColumns, Base):

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from adapter.identifiers import resource_id_for
-from adapter.models import Assessment, Child, Organisation, RecordVersion
+from adapter.models import Assessment, Child, Organisation, Practitioner, RecordVersion
 from adapter.models.canonical import (
     as_utc,
     build_assessment,
@@ -19,7 +19,7 @@ from adapter.models.canonical import (
     canonical_assessment_dump,
     canonical_dump,
 )
-from adapter.services.records import part_key
+from adapter.services.records import national_resource_id, part_key
 
 DATE_KEYS: Final = frozenset({"birth_date", "death_date", "address_start", "address_end",
                               "retention_date", "period_start", "period_end", "started_date",
@@ -92,10 +92,7 @@ def child_from_snapshot(version: RecordVersion) -> Child:
         code = organisation.ods_code or organisation.urn or organisation.gss_code or ""
         organisation.resource_id = resource_id_for("Organization", code)
     for practitioner in _builder.practitioners.values():
-        org = practitioner.organisation
-        code = org.ods_code or org.urn or org.gss_code or ""
-        practitioner.resource_id = resource_id_for("Practitioner",
-                                                   f"{code}/{practitioner.local_id}")
+        practitioner.resource_id = _practitioner_id(practitioner)
     return child
 
 
@@ -129,9 +126,17 @@ def assessment_from_snapshot(version: RecordVersion, child: Child) -> Assessment
     for organisation in builder.organisations.values():
         organisation.resource_id = resource_id_for("Organization", _code(organisation))
     for practitioner in builder.practitioners.values():
-        practitioner.resource_id = resource_id_for(
-            "Practitioner", f"{_code(practitioner.organisation)}/{practitioner.local_id}")
+        practitioner.resource_id = _practitioner_id(practitioner)
     return assessment
+
+
+def _practitioner_id(practitioner: Practitioner) -> str:
+    """Return the id derived from a snapshot practitioner's key: employer's code and staff
+    id, else its first national identifier (as ``PractitionerHandler`` derives it)."""
+    if practitioner.organisation is None:
+        return national_resource_id(practitioner.national_ids())
+    return resource_id_for(
+        "Practitioner", f"{_code(practitioner.organisation)}/{practitioner.local_id}")
 
 
 def _code(organisation: Organisation) -> str:

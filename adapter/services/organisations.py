@@ -47,11 +47,20 @@ from adapter.fhir.search import (
 from adapter.identifiers import resource_id_for
 from adapter.mapping import fhir as mapping
 from adapter.mapping.conceptmaps import load_translations
-from adapter.models import Organisation, Practitioner
+from adapter.models import Organisation, Practitioner, PractitionerIdentifier
 from adapter.models.base import utcnow
 from adapter.security.caller import Caller
 from adapter.security.policy import require_organisation_writer, require_practitioner_writer
-from adapter.services.records import BOOKKEEPING, copy_columns, organisation_key
+from adapter.services.records import (
+    BOOKKEEPING,
+    conflict_message,
+    copy_columns,
+    holder_of_national_ids,
+    merge_national_ids,
+    national_id_holders,
+    national_resource_id,
+    organisation_key,
+)
 from adapter.services.validation import require_valid, validate_inbound
 
 ORGANISATION_CODES: Final = ("ods_code", "urn", "gss_code")
@@ -119,13 +128,27 @@ def organisation_identifier_condition(value: str) -> Any:
     return by_system.get(system, false())
 
 
+def national_id_condition(system: str | None, value: str) -> Any:
+    """Return a condition on Practitioner: it holds the national identifier (any national
+    system when ``system`` is None)."""
+    held = select(PractitionerIdentifier.practitioner_id).where(
+        PractitionerIdentifier.value == value)
+    if system is not None:
+        held = held.where(PractitionerIdentifier.system == system)
+    return Practitioner.id.in_(held)
+
+
 def practitioner_identifier_condition(value: str) -> Any:
     """Return a condition on Practitioner matching one identifier token: the system of the
-    employing organisation's local ids (``<base>/Id/local/<code>``) and the staff id."""
+    employing organisation's local ids (``<base>/Id/local/<code>``) and the staff id, or a
+    national system (GMC, GMP, NMC, HCPC, GPhC number, SDS user id) and its number; no
+    system: a staff id or a national number."""
     system, code = split_token(value)
     prefix = own_systems().local_id("")
     if system is None:
-        return Practitioner.local_id == code
+        return or_(Practitioner.local_id == code, national_id_condition(None, code))
+    if system in systems.PRACTITIONER_SYSTEMS:
+        return national_id_condition(system, code)
     if not system.startswith(prefix) or len(system) == len(prefix):
         return false()
     employer = organisation_identifier_condition(system[len(prefix):])
@@ -308,6 +331,8 @@ def stored_practitioner(session: Session, ref: Practitioner, expression: str) ->
         employer = stored_organisation(session, ref.organisation, expression)
         found = session.scalar(select(Practitioner).where(
             Practitioner.organisation_id == employer.id, Practitioner.local_id == ref.local_id))
+    if found is None and ref.identifiers:
+        found = holder_of_national_ids(session, ref.national_ids())
     if found is None:
         raise Invalid(f"{expression}: the practitioner is not known here: create the "
                       "Practitioner first, then refer to it.", expression=expression)
@@ -319,7 +344,10 @@ def practitioner_copy(person: Practitioner) -> Practitioner:
     applying it resolves to ``person`` without changing it."""
     copy = Practitioner()
     copy_columns(person, copy, BOOKKEEPING | {"resource_id"})
-    copy.organisation = organisation_key_copy(person.organisation)
+    copy.organisation = (organisation_key_copy(person.organisation)
+                         if person.organisation is not None else None)
+    copy.identifiers = [PractitionerIdentifier(system=system, value=value)
+                        for system, value in sorted(person.national_ids())]
     return copy
 
 
@@ -452,12 +480,18 @@ class RecordHandler(ABC, Generic[R]):
         """Return the new record of an inbound resource, at its derived id."""
 
     @abstractmethod
-    def _check_update(self, row: R, inbound: Inbound[R], caller: Caller) -> None:
+    def _check_update(self, session: Session, row: R, inbound: Inbound[R],
+                      caller: Caller) -> None:
         """Check that ``inbound`` may replace ``row``.
 
         :raises Forbidden: the caller may not.
         :raises Invalid: the change is not allowed.
+        :raises Conflict: it would take another record's key.
         """
+
+    def _apply(self, row: R, inbound: Inbound[R]) -> bool:
+        """Copy the inbound record's data onto ``row``; return True if anything changed."""
+        return copy_columns(inbound.record, row, BOOKKEEPING | {"resource_id"})
 
     # --- writes ------------------------------------------------------------------------------
 
@@ -474,7 +508,7 @@ class RecordHandler(ABC, Generic[R]):
             raise Conflict(self.taken_message.format(type=self.resource_type, id=taken),
                            expression=f"{self.resource_type}.identifier")
         row = self._new(inbound)
-        copy_columns(inbound.record, row, BOOKKEEPING | {"resource_id"})
+        self._apply(row, inbound)
         session.add(row)
         flush_write(session, self.what)
         return WriteResult(with_notes(self.render(row), inbound.notes), True)
@@ -493,8 +527,8 @@ class RecordHandler(ABC, Generic[R]):
             return self._create_at(session, resource_id, resource, caller)
         check_version(row.version, if_match)
         inbound = self._inbound(session, resource, caller)
-        self._check_update(row, inbound, caller)
-        changed = copy_columns(inbound.record, row, BOOKKEEPING | {"resource_id"})
+        self._check_update(session, row, inbound, caller)
+        changed = self._apply(row, inbound)
         if changed:
             row.last_updated = utcnow()
         flush_write(session, self.what)
@@ -611,8 +645,8 @@ class OrganizationHandler(RecordHandler[Organisation]):
         """Return the new organisation at its derived id."""
         return Organisation(resource_id=inbound.derived_id)
 
-    def _check_update(self, row: Organisation, inbound: Inbound[Organisation],
-                      caller: Caller) -> None:
+    def _check_update(self, session: Session, row: Organisation,
+                      inbound: Inbound[Organisation], caller: Caller) -> None:
         """An administrator, or the organisation itself keeping codes of its own.
 
         :raises Forbidden: another organisation's record, or giving it another's codes.
@@ -627,7 +661,8 @@ PRACTITIONER_PARAMS: Final = {p.name: p for p in (
     SearchParam("_id", "token", "Logical id of the Practitioner", modifiers=NOT),
     SearchParam("identifier", "token",
                 "system|value: the employing organisation's staff id (system "
-                "<base>/Id/local/<organisation code>)",
+                "<base>/Id/local/<organisation code>) or a national identifier (GMC, GMP, "
+                "NMC, HCPC, GPhC number, SDS user id); a bare value matches any of them",
                 "http://hl7.org/fhir/SearchParameter/Practitioner-identifier", NOT),
     SearchParam("name", "string",
                 "Family or given name (starts with, case-insensitive)",
@@ -677,14 +712,17 @@ def render_practitioner(person: Practitioner) -> Rendered:
 
 class PractitionerHandler(RecordHandler[Practitioner]):
     """The REST handler of ``Practitioner``: written by an administrator or by the employing
-    organisation; the identifier (employer and staff id) never changes."""
+    organisation (one known only by national numbers: by any organisation's system); the
+    staff id (employer and staff id), once given, never changes; each national identifier
+    names one practitioner."""
 
     resource_type: ClassVar[str] = "Practitioner"
     search_params: ClassVar[dict[str, SearchParam]] = PRACTITIONER_PARAMS
     profile: ClassVar[str | None] = "Practitioner"
     what: ClassVar[str] = "practitioner"
     key_name: ClassVar[str] = "its identifier"
-    taken_message: ClassVar[str] = "{type}/{id} has this staff id: update it with PUT."
+    taken_message: ClassVar[str] = ("{type}/{id} has this staff id or national identifier: "
+                                    "update it with PUT.")
     not_deleted: ClassVar[str] = "A Practitioner is not deleted: records of children refer to them."
 
     def __init__(self) -> None:
@@ -692,36 +730,79 @@ class PractitionerHandler(RecordHandler[Practitioner]):
 
     def _inbound(self, session: Session, resource: dict[str, Any],
                  caller: Caller) -> Inbound[Practitioner]:
-        """Validate and map a Practitioner, with its stored employer.
+        """Validate and map a Practitioner, with its stored employer (if it has a staff id).
 
         :raises Invalid: not valid, or an employer not known here.
         :raises Forbidden: the caller is neither the employer nor an administrator.
         """
         notes = require_valid("Practitioner", resource)
         record, _ignored = mapping.practitioner_from_fhir(resource)
-        employer = stored_organisation(session, record.organisation, "Practitioner.identifier")
+        employer = (stored_organisation(session, record.organisation, "Practitioner.identifier")
+                    if record.organisation is not None else None)
         require_practitioner_writer(employer, caller, "Practitioner.identifier")
-        derived = resource_id_for("Practitioner",
-                                  f"{organisation_key(employer)[1]}/{record.local_id}")
-        return Inbound(record, derived, notes, employer)
+        return Inbound(record, practitioner_derived_id(employer, record), notes, employer)
+
+    def _holders(self, session: Session, inbound: Inbound[Practitioner]) -> dict[str, list[str]]:
+        """Return, by Practitioner id, which of the inbound identifiers each stored
+        practitioner holds (the staff id, national systems)."""
+        holders = national_id_holders(session, inbound.record.national_ids())
+        if inbound.employer is not None:
+            staff = session.scalar(select(Practitioner.resource_id).where(
+                Practitioner.organisation_id == inbound.employer.id,
+                Practitioner.local_id == inbound.record.local_id))
+            if staff is not None:
+                holders.setdefault(staff, []).insert(0, "the staff id")
+        return holders
 
     def _taken(self, session: Session, inbound: Inbound[Practitioner]) -> str | None:
-        """Return the id of the employer's practitioner with the inbound staff id."""
-        assert inbound.employer is not None  # noqa: S101 - _inbound sets it
-        return session.scalar(select(Practitioner.resource_id).where(
-            Practitioner.organisation_id == inbound.employer.id,
-            Practitioner.local_id == inbound.record.local_id))
+        """Return the id of the stored practitioner holding an inbound identifier.
+
+        :raises Conflict: different practitioners hold them.
+        """
+        holders = self._holders(session, inbound)
+        if len(holders) > 1:
+            raise Conflict(conflict_message(holders), expression="Practitioner.identifier")
+        return next(iter(holders), None)
 
     def _new(self, inbound: Inbound[Practitioner]) -> Practitioner:
-        """Return the new practitioner of its employer at its derived id."""
+        """Return the new practitioner (of its employer, if any) at its derived id."""
         return Practitioner(resource_id=inbound.derived_id, organisation=inbound.employer)
 
-    def _check_update(self, row: Practitioner, inbound: Inbound[Practitioner],
-                      caller: Caller) -> None:
-        """The identifier (employer and staff id) stays.
+    def _check_update(self, session: Session, row: Practitioner,
+                      inbound: Inbound[Practitioner], caller: Caller) -> None:
+        """A staff id, once given, stays; the inbound identifiers are held by no other
+        practitioner.
 
-        :raises Invalid: the body names another practitioner.
+        :raises Invalid: the body changes or drops the staff id.
+        :raises Conflict: another practitioner holds one of its identifiers.
         """
-        if inbound.employer is not row.organisation or inbound.record.local_id != row.local_id:
-            raise Invalid("A practitioner's identifier (employer and staff id) cannot change.",
+        if row.local_id is not None and (inbound.employer is not row.organisation
+                                         or inbound.record.local_id != row.local_id):
+            raise Invalid("A practitioner's staff id (employer and staff id) cannot change or "
+                          "be left out; send it with any national identifiers.",
                           expression="Practitioner.identifier")
+        others = {rid: what for rid, what in self._holders(session, inbound).items()
+                  if rid != row.resource_id}
+        if others:
+            raise Conflict(conflict_message({row.resource_id: ["this Practitioner"], **others}),
+                           expression="Practitioner.identifier")
+
+    def _apply(self, row: Practitioner, inbound: Inbound[Practitioner]) -> bool:
+        """Copy name, contact and staff id; merge the national identifiers: a system sent
+        replaces that system's number, a system left out keeps it (a client that knows only
+        the staff id does not erase a GMC number another system gave)."""
+        changed = copy_columns(inbound.record, row, BOOKKEEPING | {"resource_id"})
+        if inbound.employer is not None and row.organisation is not inbound.employer:
+            row.organisation = inbound.employer
+            changed = True
+        return merge_national_ids(row, inbound.record.national_ids()) or changed
+
+
+def practitioner_derived_id(employer: Organisation | None, record: Practitioner) -> str:
+    """Return the id derived from a practitioner's key: the employer's code and the staff
+    id, else its first national identifier (in PRACTITIONER_SYSTEMS order)."""
+    if employer is not None:
+        return resource_id_for("Practitioner",
+                               f"{organisation_key(employer)[1]}/{record.local_id}")
+    return national_resource_id(record.national_ids())
+

@@ -8,10 +8,11 @@ import functools
 from collections.abc import Sequence
 from typing import Any, Final, TypeVar
 
-from sqlalchemy import inspect, select
+from sqlalchemy import and_, inspect, or_, select
 from sqlalchemy.orm import Session
 
-from adapter.errors import Invalid
+from adapter.errors import Conflict, Invalid
+from adapter.fhir import systems
 from adapter.identifiers import resource_id_for
 from adapter.models import (
     Assessment,
@@ -22,6 +23,7 @@ from adapter.models import (
     LocalIdentifier,
     Organisation,
     Practitioner,
+    PractitionerIdentifier,
     TeamMember,
 )
 from adapter.models.base import Base
@@ -112,11 +114,14 @@ def _unset_columns(obj: Base) -> frozenset[str]:
 
 
 def resolve_practitioner(session: Session, practitioner: Practitioner) -> Practitioner:
-    """Return the stored practitioner (organisation + local id), creating or updating it
-    (one record naming a new practitioner twice creates it once)."""
+    """Return the stored practitioner (organisation + local id, or else national
+    identifiers), creating or updating it (one record naming a new practitioner twice creates
+    it once); national identifiers it carries are merged into the stored ones."""
+    if practitioner.organisation is None:
+        return _resolve_by_national_ids(session, practitioner)
     organisation = resolve_organisation(session, practitioner.organisation)
     kind, code = organisation_key(organisation)
-    key = ("practitioner", kind, code, practitioner.local_id)
+    key = ("practitioner", kind, code, practitioner.local_id or "")
     stored = _pending_one(session, key, Practitioner)
     if stored is None and organisation.id is not None:  # a new organisation has no staff yet
         stored = session.scalar(select(Practitioner).where(
@@ -128,7 +133,106 @@ def resolve_practitioner(session: Session, practitioner: Practitioner) -> Practi
         session.add(stored)
         _pending(session)[key] = stored
     copy_columns(practitioner, stored, BOOKKEEPING | {"resource_id"})
+    merge_national_ids(stored, practitioner.national_ids())
     return stored
+
+
+def _resolve_by_national_ids(session: Session, practitioner: Practitioner) -> Practitioner:
+    """Return the stored practitioner holding ``practitioner``'s national identifiers,
+    creating or updating it.
+
+    :raises Invalid: a practitioner with neither a staff id nor a national identifier.
+    :raises Conflict: the identifiers are held by different practitioners.
+    """
+    ids = practitioner.national_ids()
+    if not ids:
+        raise Invalid("A practitioner needs an employer's staff id or a national identifier.")
+    key = ("practitioner", "national", *sorted(f"{s}|{v}" for s, v in ids))
+    stored = _pending_one(session, key, Practitioner)
+    if stored is None:
+        stored = holder_of_national_ids(session, ids)
+    if stored is None:
+        stored = Practitioner(resource_id=national_resource_id(ids))
+        session.add(stored)
+        _pending(session)[key] = stored
+    copy_columns(practitioner, stored, BOOKKEEPING | {"resource_id", "local_id"})
+    merge_national_ids(stored, ids)
+    return stored
+
+
+def ordered_national_ids(ids: set[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Return national identifiers in PRACTITIONER_SYSTEMS order (then by value)."""
+    order = list(systems.PRACTITIONER_SYSTEMS)
+    return sorted(ids, key=lambda pair: (order.index(pair[0]), pair[1]))
+
+
+def national_resource_id(ids: set[tuple[str, str]]) -> str:
+    """Return the Practitioner id derived from the first of its national identifiers."""
+    system, value = ordered_national_ids(ids)[0]
+    return resource_id_for("Practitioner", f"{system}|{value}")
+
+
+def merge_national_ids(row: Practitioner, ids: set[tuple[str, str]]) -> bool:
+    """Give ``row`` the national identifiers ``ids`` (one per system, replacing that
+    system's number; systems not given are kept: a record that knows only the staff id does
+    not erase a GMC number another system gave); return True if any changed."""
+    sent = dict(ids)
+    changed = False
+    for held in list(row.identifiers):
+        if held.system in sent and sent[held.system] != held.value:
+            row.identifiers.remove(held)
+            changed = True
+    for system, value in sorted(ids - row.national_ids()):
+        row.identifiers.append(PractitionerIdentifier(system=system, value=value))
+        changed = True
+    return changed
+
+
+def holder_of_national_ids(session: Session, ids: set[tuple[str, str]]) -> Practitioner | None:
+    """Return the stored practitioner holding one of the national identifiers ``ids``.
+
+    :raises Conflict: they are held by different practitioners.
+    """
+    holders = national_id_holders(session, ids)
+    if len(holders) > 1:
+        raise Conflict(conflict_message(holders), expression="Practitioner.identifier")
+    if not holders:
+        return None
+    return session.scalar(select(Practitioner).where(
+        Practitioner.resource_id == next(iter(holders))))
+
+
+def national_id_holders(session: Session, ids: set[tuple[str, str]]) -> dict[str, list[str]]:
+    """Return, by Practitioner id, the systems of ``ids`` each stored practitioner holds."""
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(Practitioner.resource_id, PractitionerIdentifier.system)
+        .join(PractitionerIdentifier, PractitionerIdentifier.practitioner_id == Practitioner.id)
+        .where(or_(*(and_(PractitionerIdentifier.system == system,
+                          PractitionerIdentifier.value == value) for system, value in ids)))
+        .order_by(Practitioner.resource_id, PractitionerIdentifier.system))
+    holders: dict[str, list[str]] = {}
+    for resource_id, system in rows:
+        holders.setdefault(resource_id, []).append(system)
+    return holders
+
+
+def conflict_message(holders: dict[str, list[str]]) -> str:
+    """Return the message of identifiers that name different practitioners."""
+    named = "; ".join(f"Practitioner/{rid} holds {', '.join(what)}"
+                      for rid, what in sorted(holders.items()))
+    return (f"The identifiers name different practitioners here ({named}): send the "
+            "identifiers of one practitioner, or correct the stored ones first.")
+
+
+def practitioner_key_text(person: Practitioner) -> str:
+    """Return what names a practitioner in a derived key: the staff id, else its first
+    national identifier (``system|value``)."""
+    if person.local_id:
+        return person.local_id
+    ids = person.national_ids()
+    return "|".join(ordered_national_ids(ids)[0]) if ids else ""
 
 
 def merge_parts(existing: list[T], incoming: Sequence[T], make: type[T],
@@ -158,7 +262,7 @@ def part_key(part: Involvement | TeamMember) -> str:
     """Return the natural key of an involvement or team member: role, organisation,
     practitioner and start date. Matching on it keeps each one's row and PractitionerRole id."""
     org = organisation_key(part.organisation)[1]
-    person = part.practitioner.local_id if part.practitioner is not None else ""
+    person = practitioner_key_text(part.practitioner) if part.practitioner is not None else ""
     start = getattr(part, "period_start", None) or ""
     return f"{part.role}/{org}/{person}/{start}"
 

@@ -131,7 +131,13 @@ def may_change_organisation(org: OrganisationLike | None, caller: Caller) -> boo
 
 def may_change_practitioner(employer: OrganisationLike | None, caller: Caller) -> bool:
     """Return True when ``caller`` may create or change the record of a practitioner
-    employed by ``employer``."""
+    employed by ``employer``.
+
+    A practitioner known here only by national numbers (a regulator's register, the SDS user
+    id) has no employer to own the record: any organisation's system may create and name it,
+    as the public registers do; a staff id added later makes it the employer's."""
+    if employer is None:
+        return is_administrator(caller) or bool(caller.organisation_code)
     return acts_for(employer, caller)
 
 
@@ -145,7 +151,7 @@ def require_organisation_writer(org: OrganisationLike, caller: Caller, expressio
                         "its record; you may refer to it.", expression=expression)
 
 
-def require_practitioner_writer(employer: OrganisationLike, caller: Caller,
+def require_practitioner_writer(employer: OrganisationLike | None, caller: Caller,
                                 expression: str) -> None:
     """A practitioner's record is written by their employer or an administrator.
 
