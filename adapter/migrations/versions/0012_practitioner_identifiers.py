@@ -6,7 +6,7 @@ id (adapter/fhir/systems.py PRACTITIONER_SYSTEMS); such a practitioner need not 
 employer here, so the staff id and its employer become optional together.
 
 Revision ID: 0012_practitioner_ids
-Revises: 0010
+Revises: 0011_live_nhs
 Create Date: 2026-12-07
 """
 
@@ -17,7 +17,7 @@ from alembic import op
 
 
 revision = "0012_practitioner_ids"
-down_revision = "0010"
+down_revision = "0011_live_nhs"
 branch_labels = None
 depends_on = None
 

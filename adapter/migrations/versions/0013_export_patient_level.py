@@ -5,8 +5,8 @@ exports the patient compartments of every Patient the client may see; its POST `
 parameter restricts an export to some Patients, kept with the job as their logical ids (no
 personal data: the files hold that).
 
-Revision ID: 0011_bulk
-Revises: 0010
+Revision ID: 0013_bulk
+Revises: 0012_practitioner_ids
 Create Date: 2026-12-07
 """
 
@@ -16,8 +16,8 @@ import sqlalchemy as sa
 from alembic import op
 
 
-revision = "0011_bulk"
-down_revision = "0010"
+revision = "0013_bulk"
+down_revision = "0012_practitioner_ids"
 branch_labels = None
 depends_on = None
 
