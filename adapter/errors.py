@@ -125,6 +125,8 @@ class Unavailable(GatewayError):
 # ``div`` is also Narrative.div) are written delimited, as is any name that is not an identifier.
 _STEP: Final = re.compile(r"(?P<name>[^\[\]]+)(?P<index>(?:\[\d+\])*)")
 _IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# A FHIRPath string literal (fhirpath.html#string): quotes, backslash escapes.
+_STRING_LITERAL: Final = re.compile(r"'(?:[^'\\]|\\.)*'")
 _OF_TYPE: Final = re.compile(r"ofType\([A-Za-z][A-Za-z0-9.]*\)")
 _KEYWORDS: Final = frozenset({"and", "or", "xor", "implies", "div", "mod", "true", "false"})
 
@@ -145,11 +147,14 @@ def issue(severity: str, code: str, diagnostics: str,
 
 def placed(where: str) -> tuple[str, str]:
     """Return ("expression", FHIRPath) or ("location", XPath or "http." + name) for ``where``."""
-    if "/" in where:
+    unquoted = _STRING_LITERAL.sub("''", where)  # a URL in a where() literal is no XPath
+    if "/" in unquoted:
         return "location", where
     root = where.split(".", 1)[0].split("[", 1)[0]
     if not _resource_type(root):
         return "location", f"http.{where}"
+    if "(" in unquoted:  # written as FHIRPath already, with a function (fhirpath.html#functions)
+        return "expression", where
     return "expression", ".".join(_fhirpath_step(step) for step in where.split("."))
 
 
