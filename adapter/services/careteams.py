@@ -64,7 +64,7 @@ from adapter.security.policy import (
     member_shown,
     visible_to,
 )
-from adapter.services import history
+from adapter.services import history, references
 from adapter.services.children import (
     BREAK_GLASS,
     PATIENT_PARAMS,
@@ -94,7 +94,7 @@ from adapter.services.organisations import (
 )
 from adapter.services.practitioner_roles import involvement_role, lead_role, member_role
 from adapter.services.records import apply_assessment, apply_child, part_key
-from adapter.services.validation import require_valid, validate_inbound
+from adapter.services.validation import require_valid, validate_stored
 
 TEAM: Final = "directory-team"
 ECAF: Final = "ecaf-tac"
@@ -773,6 +773,7 @@ class CareTeamHandler:
         check_version(child.version, if_match)
         require_own_authority(child.managing_organisation, caller)
         check_shielding(child, caller)
+        references.require_resolved(session, "CareTeam", resource, caller)
         subject = mapping.careteam_subject(resource)
         if subject.resource_id not in (None, child.resource_id) or \
                 subject.contactpoint_id not in (None, child.contactpoint_id):
@@ -821,6 +822,7 @@ class CareTeamHandler:
         record, _ignored = mapping.careteam_to_assessment(resource)
         child = subject_child(session, record.child, caller)
         check_shielding(child, caller)
+        references.require_resolved(session, "CareTeam", resource, caller)
         check_assessment_dates(record)
         self._resolve_lead(session, record, existing)
         stored = {m.resource_id: _stored_member(m) for m in (existing.members if existing
@@ -967,7 +969,7 @@ class CareTeamHandler:
 
     def validate(self, resource: dict[str, Any], caller: Caller) -> list[dict[str, Any]]:
         """Return the issues inbound validation finds (no change is made)."""
-        return validate_inbound("CareTeam", resource)
+        return validate_stored("CareTeam", resource, caller)
 
 
 def _stored_member(member: TeamMember) -> TeamMember:

@@ -55,7 +55,7 @@ from adapter.security.policy import (
     visible_to,
     withheld_local_identifiers,
 )
-from adapter.services import history
+from adapter.services import history, references
 from adapter.services.organisations import (
     given_match,
     organisation_identifier_condition,
@@ -65,7 +65,7 @@ from adapter.services.organisations import (
 )
 from adapter.services.prefix import starts_with
 from adapter.services.records import apply_child
-from adapter.services.validation import require_valid, validate_inbound
+from adapter.services.validation import require_valid, validate_stored
 
 GENDER_CODES: Final = {"male": "1", "female": "2", "other": "9", "unknown": "X"}
 BREAK_GLASS: Final = ("This child is shielded: your access used the shielding right, has been "
@@ -344,6 +344,7 @@ def _patient_record(session: Session, resource: dict[str, Any], caller: Caller,
     :raises Invalid: not a valid Patient.
     """
     notes = require_valid("Patient", resource)
+    references.require_resolved(session, "Patient", resource, caller)
     record, _ignored = mapping.patient_to_child(resource)
     _refer_to_stored(session, record)
     if not record.contactpoint_id:
@@ -552,4 +553,4 @@ class PatientHandler:
 
     def validate(self, resource: dict[str, Any], caller: Caller) -> list[dict[str, Any]]:
         """Return the issues a create of ``resource`` would meet (nothing is stored)."""
-        return validate_inbound("Patient", resource)
+        return validate_stored("Patient", resource, caller)
