@@ -56,6 +56,7 @@ class Site:
     path: tuple[str, ...]
     targets: tuple[str, ...]
     contained: bool = False
+    authority: bool = False  # names a local authority (docs/domain.md "The directory entry")
 
 
 # What each inbound type's mapping reads as a Reference (mappings/*.toml, transforms in
@@ -63,14 +64,14 @@ class Site:
 # identifier comes from its system), so it is not a site.
 SITES: Final[dict[str, tuple[Site, ...]]] = {
     "Patient": (
-        Site(("managingOrganization",), ORGANIZATION),
+        Site(("managingOrganization",), ORGANIZATION, authority=True),
         Site(("generalPractitioner", "*"), ORGANIZATION),
     ),
     "CareTeam": (
         Site(("subject",), ("Patient",)),
         Site(("participant", "*", "member"), ("PractitionerRole", "Practitioner"), True),
         Site(("participant", "*", "onBehalfOf"), ORGANIZATION),
-        Site(("managingOrganization", "*"), ORGANIZATION),
+        Site(("managingOrganization", "*"), ORGANIZATION, authority=True),
         Site(("contained", "*", "organization"), ORGANIZATION),
         Site(("contained", "*", "practitioner"), ("Practitioner",)),
     ),
@@ -306,7 +307,12 @@ def _resolve_organisation(session: Session, env: Env, found: Found) -> None:
         ref = read_organisation(env, found.reference, _ignore)
     except ValueError:
         return  # neither id nor key: the mapping refuses it with its own message
-    stored_organisation(session, ref, found.expression)
+    org = stored_organisation(session, ref, found.expression)
+    if found.site.authority and not org.gss_code:
+        raise Invalid(f"{found.expression}: Organization/{org.resource_id} is not a local "
+                      "authority: an entry's managing organisation is its local authority "
+                      "(docs/domain.md \"The directory entry\"); refer to the authority's "
+                      "Organization or give its GSS code.", expression=found.expression)
 
 
 def _resolve_practitioner(session: Session, env: Env, found: Found) -> None:
