@@ -436,15 +436,7 @@ def subject_child(session: Session, subject: Child, caller: Caller) -> Child:
 
     :raises Invalid: no such child (visible to the caller), or id and identifier disagree.
     """
-    conditions = [c for c in (Child.resource_id == subject.resource_id if subject.resource_id
-                              else None,
-                              Child.contactpoint_id == subject.contactpoint_id
-                              if subject.contactpoint_id else None) if c is not None]
-    child = session.scalar(child_query().where(and_(*conditions), visible_to(caller)))
-    if child is None:
-        raise Invalid("CareTeam.subject: no such Patient on this server (or the reference and "
-                      "its ContactPoint ID disagree).", expression="CareTeam.subject")
-    return child
+    return references.stored_child(session, subject, caller, "CareTeam.subject")
 
 
 def check_shielding(child: Child, caller: Caller) -> None:

@@ -330,8 +330,7 @@ def _resolve_practitioner(session: Session, env: Env, found: Found) -> None:
 
 
 def _resolve_patient(session: Session, env: Env, found: Found, caller: Caller) -> None:
-    """Resolve a Reference(Patient) to a child ``caller`` may see (archived entries are
-    invisible to ordinary callers, docs/domain.md "Retention").
+    """Resolve a Reference(Patient) as CareTeam writes do (:func:`stored_child`).
 
     :raises Invalid: no such child.
     """
@@ -339,14 +338,29 @@ def _resolve_patient(session: Session, env: Env, found: Found, caller: Caller) -
         ref = read_patient(env, found.reference, _ignore)
     except ValueError:
         return
+    stored_child(session, ref, caller, found.expression)
+
+
+def stored_child(session: Session, ref: Child, caller: Caller, expression: str) -> Child:
+    """Return the stored child a Reference(Patient) names (logical id and/or ContactPoint
+    ID), if ``caller`` may see it (archived entries are invisible to ordinary callers,
+    docs/domain.md "Retention").
+
+    :raises Invalid: no such child, or the id and the identifier name different children.
+    """
+    from adapter.services.children import child_query
+
     conditions = [c for c in (Child.resource_id == ref.resource_id if ref.resource_id else None,
                               Child.contactpoint_id == ref.contactpoint_id
                               if ref.contactpoint_id else None) if c is not None]
-    if session.scalar(select(Child.id).where(*conditions, visible_to(caller))) is None:
+    child = session.scalar(child_query().where(*conditions, visible_to(caller))) \
+        if conditions else None
+    if child is None:
         named = f"Patient/{ref.resource_id}" if ref.resource_id else "the ContactPoint ID"
-        raise Invalid(f"{found.expression}: {named} is not known here (or the reference and "
-                      "its ContactPoint ID name different children): refer to a Patient of "
-                      "this server.", expression=found.expression)
+        raise Invalid(f"{expression}: {named} is not known here (or the reference and its "
+                      "ContactPoint ID name different children): refer to a Patient of this "
+                      "server.", expression=expression)
+    return child
 
 
 def _resolve_role(session: Session, rid: str, where: str) -> None:

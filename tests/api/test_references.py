@@ -252,11 +252,17 @@ class Element:
     target: str
     place: Callable[[dict[str, Any], Any, World], None]
     validate_only: bool = False
+    base: str = ""  # the stored resource it is written into: its type, or "eCAF"
 
     @property
     def resource_type(self) -> str:
         """Return the type of the resource holding the element."""
         return self.expression.split(".", 1)[0]
+
+    @property
+    def written_into(self) -> str:
+        """Return the key of the stored resource the element is written into."""
+        return self.base or self.resource_type
 
 
 def _participant(team: dict[str, Any], member: Any, on_behalf: Any = None) -> None:
@@ -296,6 +302,12 @@ ELEMENTS = [
             lambda r, v, w: _contained(r, "organization", v, w)),
     Element("CareTeam.contained[0].practitioner", "Practitioner",
             lambda r, v, w: _contained(r, "practitioner", v, w)),
+    Element("CareTeam.subject", "Patient", lambda r, v, _w: r.__setitem__("subject", v),
+            base="eCAF"),
+    Element("CareTeam.participant[0].member", "PractitionerRole",
+            lambda r, v, _w: r["participant"][0].__setitem__("member", v), base="eCAF"),
+    Element("CareTeam.participant[1].member", "PractitionerRole",
+            lambda r, v, _w: r["participant"][1].__setitem__("member", v), base="eCAF"),
     Element("PractitionerRole.organization", "Organization",
             lambda r, v, _w: r.__setitem__("organization", v), validate_only=True),
     Element("PractitionerRole.practitioner", "Practitioner",
@@ -373,11 +385,12 @@ def _base_resources(env: Env) -> dict[str, tuple[str, dict[str, Any]]]:
     """Return (URL, stored resource without meta) of each resource type the test writes."""
     w = env.world
     out = {}
-    for kind, rid in (("Patient", w.child), ("CareTeam", w.team),
-                      ("PractitionerRole", w.roles["member_school"])):
+    for key, kind, rid in (("Patient", "Patient", w.child), ("CareTeam", "CareTeam", w.team),
+                           ("eCAF", "CareTeam", w.ecaf),
+                           ("PractitionerRole", "PractitionerRole", w.roles["member_school"])):
         resource = stored(env, kind, rid)
         resource.pop("meta")
-        out[kind] = (f"/fhir/{kind}/{rid}", resource)
+        out[key] = (f"/fhir/{kind}/{rid}", resource)
     return out
 
 
@@ -423,7 +436,7 @@ def test_no_reference_form_answers_5xx(env: Env) -> None:
         lambda e: st.tuples(st.just(e), forms(e, env.world))))
     def throw(case: tuple[Element, Form]) -> None:
         element, form = case
-        url, base = bases[element.resource_type]
+        url, base = bases[element.written_into]
         resource = copy.deepcopy(base)
         element.place(resource, copy.deepcopy(form.value), env.world)
         said = validate(env, copy.deepcopy(resource), env.who.admin)
