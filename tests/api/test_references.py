@@ -178,6 +178,29 @@ def test_transaction_keeps_literal_and_urn_references(env: Env) -> None:
         assert read["generalPractitioner"][0]["reference"] == f"Organization/{org}"
 
 
+def test_transaction_resolves_the_senders_full_url_of_a_create(env: Env) -> None:
+    """A create whose fullUrl is the sender's own absolute URL: references to that URL in the
+    same transaction are replaced by the id this server assigned (FHIR R4 http.html#trules),
+    whatever order the entries come in; another URL of that server is not followed."""
+    theirs = "https://case-system.example.org/fhir/Organization/local-7"
+    patient = new_patient(5, env.world.orgs[LA], {"reference": theirs})
+    entries = [{"resource": patient, "request": {"method": "POST", "url": "Patient"}},
+               {"fullUrl": theirs, "resource": gp_practice("B82005", "Elder Surgery"),
+                "request": {"method": "POST", "url": "Organization"}}]
+    response = transaction(env, entries, env.who.admin)
+    assert response.status_code == 200, response.data[:600]
+    practice, child = (a["resource"]["id"] for a in reversed(response.json["entry"]))
+    read = stored(env, "Patient", child)
+    assert read["generalPractitioner"][0]["reference"] == f"Organization/{practice}"
+    other = new_patient(6, env.world.orgs[LA], {"reference": theirs.replace("7", "8")})
+    response = transaction(env, [{"resource": other,
+                                  "request": {"method": "POST", "url": "Patient"}}],
+                           env.who.admin)
+    assert response.status_code == 422
+    assert response.json["issue"][0]["expression"] == \
+        ["Bundle.entry[0].resource.generalPractitioner[0]"]
+
+
 def test_transaction_refuses_an_unknown_reference_naming_it(env: Env) -> None:
     """A transaction entry with an unknown literal reference fails the whole Bundle with 422
     naming the entry's element; nothing is created."""
