@@ -154,6 +154,26 @@ def test_patient_put_keeps_a_literal_reference(env: Env, fmt: str) -> None:
         [(outcome["expression"], outcome["diagnostics"])]
 
 
+@pytest.mark.parametrize("fmt", ["json", "xml"])
+def test_managing_organisation_must_be_a_local_authority(env: Env, fmt: str) -> None:
+    """``managingOrganization`` naming a stored organisation that is not a local authority (a
+    GP practice) is 422 naming the element, in JSON and XML and as $validate says; it used to
+    be stored, answering 500 in XML and ``"value": null`` in JSON."""
+    patient = stored(env, "Patient", env.world.child)
+    patient.pop("meta")
+    patient["managingOrganization"] = {"reference": f"Organization/{env.world.orgs[GP]}"}
+    said = errors(validate(env, copy.deepcopy(patient), env.who.admin))
+    response = send(env, "PUT", f"/fhir/Patient/{env.world.child}", patient, env.who.admin, fmt)
+    assert response.status_code == 422, response.data[:400]
+    outcome = parsed(response)["issue"][0]
+    assert outcome["expression"] == ["Patient.managingOrganization"]
+    assert "is not a local authority" in outcome["diagnostics"]
+    assert [(i["expression"], i["diagnostics"]) for i in said] == \
+        [(outcome["expression"], outcome["diagnostics"])]
+    read = stored(env, "Patient", env.world.child)
+    assert read["managingOrganization"]["identifier"]["value"] == LA
+
+
 def test_transaction_keeps_literal_and_urn_references(env: Env) -> None:
     """In a transaction: a literal reference to a practice the API created, and a urn:uuid to
     a practice created in the same Bundle, both resolve and are kept (201 each)."""
