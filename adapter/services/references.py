@@ -185,8 +185,8 @@ def _contained_form(literal: str, where: str, site: Site,
                        f"to the {_targets_text(site)} stored on this server "
                        f"('{site.targets[0]}/<id>') or by its identifier.")]
     if literal[1:] not in contained:
-        return [_error(where, f"{where}: no contained resource has the id "
-                       f"'{literal[1:][:64]}' (FHIR R4 references.html#contained).")]
+        return [_error(where, f"{where}: no resource in this resource's contained has the id "
+                       "this reference names (FHIR R4 references.html#contained).")]
     return []
 
 
