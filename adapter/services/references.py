@@ -154,9 +154,14 @@ def _contained_ids(resource: Any) -> set[str]:
 def _check_form(found: Found, base: str | None, contained: set[str]) -> list[dict[str, Any]]:
     """Return the issues of one Reference's literal ``reference`` (none: it can be followed)."""
     literal = found.reference.get("reference")
-    if not isinstance(literal, str):
-        return []  # no literal (identifier only), or a value the resource model refuses
     where, site = found.expression, found.site
+    if not isinstance(literal, str):  # identifier only, or a value the model refuses
+        stated = found.reference.get("type")
+        kind = stated.rsplit("/", 1)[-1] if isinstance(stated, str) else None
+        if kind and kind not in site.targets:
+            return [_error(where, f"{where}: Reference.type says {kind[:64]}, but only "
+                           f"{_targets_text(site)} may be referenced here.", "value")]
+        return []
     if literal.startswith("#"):
         return _contained_form(literal, where, site, contained)
     if literal.startswith(_URN):

@@ -394,6 +394,8 @@ def fixed_forms(element: Element, world: World) -> list[Form]:
         Form("unknown identifier", {"identifier": {"system": ODS_CODE, "value": "Y99999"}},
              kind == "Organization"),
         Form("wrong type", {"reference": f"{WRONG[kind]}/{known}"}, True),
+        Form("wrong Reference.type", {"type": WRONG[kind],
+                                      "identifier": {"system": ODS_CODE, "value": GP}}, True),
         Form("contained, none", {"reference": "#nothing-here"}, True),
         Form("urn", {"reference": "urn:uuid:9d1c4a36-27e2-4b43-9d36-1d4f7c0e8a11"}, True),
         Form("search", {"reference": f"{kind}?identifier={ODS_CODE}|{GP}"}, True),
