@@ -23,7 +23,6 @@ from sqlalchemy.orm import Session, attributes, contains_eager, selectinload
 
 from adapter import codes
 from adapter.errors import (
-    BadRequest,
     Conflict,
     Forbidden,
     Gone,
@@ -40,6 +39,7 @@ from adapter.fhir.search import (
     SearchParam,
     SearchRequest,
     parse_date,
+    search_reference,
     split_token,
 )
 from adapter.identifiers import resource_id_for
@@ -277,13 +277,7 @@ def split_reference(value: str, name: str) -> tuple[str | None, str]:
 
     :raises BadRequest: a reference to a type a participant cannot be.
     """
-    parts = value.rstrip("/").split("/")
-    if len(parts) < 2:
-        return None, value
-    if parts[-2] not in REFERENCE_TYPES:
-        raise BadRequest(f"{name} must reference a PractitionerRole, Practitioner or "
-                         "Organization.", expression=name)
-    return parts[-2], parts[-1]
+    return search_reference(value, REFERENCE_TYPES, name)
 
 
 def participant_match(criterion: Criterion, value: str, role_id: Any, practitioner: Any,
@@ -313,10 +307,7 @@ def subject_condition(criterion: Criterion, value: str, caller: Caller) -> Any:
     if criterion.modifier == "identifier":
         return criterion_condition(Criterion(PATIENT_PARAMS["identifier"], None, (value,)),
                                    caller)
-    kind, _sep, rid = value.rstrip("/").rpartition("/")
-    if kind and kind.rsplit("/", 1)[-1] != "Patient":
-        raise BadRequest(f"{criterion.param.name} must reference a Patient.",
-                         expression=criterion.param.name)
+    _kind, rid = search_reference(value, ("Patient",), criterion.param.name)
     return Child.resource_id == rid
 
 

@@ -512,3 +512,36 @@ def test_no_reference_form_answers_5xx(env: Env) -> None:
         for form in fixed_forms(element, env.world):
             throw = example((element, form))(throw)
     throw()
+
+
+# --- reference search parameters read the same forms -----------------------------------------
+
+def test_reference_search_values_in_every_form(env: Env) -> None:
+    """A reference search value (FHIR R4 search.html#reference) may be the id, ``Type/id``
+    (also versioned) or this server's URL; another server's URL names nothing stored here
+    (no match); a wrong type or a value that is no reference is 400 naming the parameter."""
+    w = env.world
+    child_team = {w.team}
+    gp_roles = {e["resource"]["id"] for e in fetch(
+        env.client, f"/fhir/PractitionerRole?organization=Organization/{w.orgs[GP]}",
+        env.who.admin)["entry"]}
+    assert w.roles["gp"] in gp_roles
+    cases = [
+        (f"CareTeam?subject=Patient/{w.child}&category=directory-team", child_team),
+        (f"CareTeam?subject={OWN_BASE}/Patient/{w.child}&category=directory-team", child_team),
+        (f"CareTeam?subject=https://elsewhere.example.org/fhir/Patient/{w.child}", set()),
+        (f"CareTeam?participant={OWN_BASE}/Practitioner/{w.people['SW1']}", {w.team, w.ecaf}),
+        (f"CareTeam?participant=Practitioner/{w.people['SW1']}/_history/1", {w.team, w.ecaf}),
+        (f"PractitionerRole?organization={OWN_BASE}/Organization/{w.orgs[GP]}", gp_roles),
+        (f"PractitionerRole?organization=https://elsewhere.example.org/fhir/Organization/"
+         f"{w.orgs[GP]}", set()),
+    ]
+    for query, expected in cases:
+        bundle = fetch(env.client, f"/fhir/{query}", env.who.admin)
+        assert {e["resource"]["id"] for e in bundle.get("entry", [])
+                if e.get("search", {}).get("mode") == "match"} == expected, query
+    for query, name in (("CareTeam?participant=Patient/x", "participant"),
+                        ("CareTeam?subject=Organization/x", "subject"),
+                        ("PractitionerRole?organization=urn:uuid:x/y", "organization")):
+        outcome = fetch(env.client, f"/fhir/{query}", env.who.admin, status=400)
+        assert outcome["issue"][0]["expression"] == [name], query
