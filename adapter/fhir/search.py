@@ -256,17 +256,49 @@ def split_token(value: str) -> tuple[str | None, str]:
     return None, value
 
 
+# FHIR R4 search.html#reference: [id], [type]/[id] (optionally /_history/[vid]), or [url].
+_SEARCH_REFERENCE: Final = re.compile(
+    r"(?:(https?://[^\s?#]+?)/)?([A-Z][A-Za-z]+)/([^/\s]+)(?:/_history/[^/\s]+)?")
+# The id a URL of another server resolves to: no stored resource has an empty id.
+NOTHING_HERE: Final = ""
+
+
+def search_reference(value: str, types: tuple[str, ...], name: str) -> tuple[str | None, str]:
+    """Return (type, or None for a bare id; logical id) of a reference search value. This
+    server's absolute URL is its ``Type/id``; a URL of another server names nothing stored
+    here, so it matches nothing (``NOTHING_HERE``).
+
+    :raises BadRequest: a reference to another type, or not a reference.
+    """
+    text = value.strip().rstrip("/")
+    if "/" not in text:
+        return None, text
+    match = _SEARCH_REFERENCE.fullmatch(text)
+    wanted = " or ".join(types)
+    if match is None:
+        raise BadRequest(f"{name}: give the id, {types[0]}/<id> or this server's URL of a "
+                         f"{wanted} (FHIR R4 search.html#reference).", expression=name)
+    server, kind, rid = match.groups()
+    if kind not in types:
+        raise BadRequest(f"{name} must reference a {wanted}.", expression=name)
+    if server is not None and server.rstrip("/").lower() != _own_base().lower():
+        return kind, NOTHING_HERE
+    return kind, rid
+
+
+def _own_base() -> str:
+    """Return this server's FHIR base URL."""
+    from adapter.fhir.bundle import fhir_base
+
+    return fhir_base().rstrip("/")
+
+
 def reference_id(value: str, resource_type: str, name: str) -> str:
-    """Return the logical id of a reference search value (``Type/id``, an absolute URL or ``id``).
+    """Return the logical id of a reference search value (see :func:`search_reference`).
 
     :raises BadRequest: a reference to another resource type.
     """
-    parts = value.rstrip("/").split("/")
-    if len(parts) >= 2:
-        if parts[-2] != resource_type:
-            raise BadRequest(f"{name} must reference a {resource_type}.", expression=name)
-        return parts[-1]
-    return value
+    return search_reference(value, (resource_type,), name)[1]
 
 
 def encode_cursor(*keys: object) -> str:

@@ -80,10 +80,10 @@ def _replace_references(value: Any, known: dict[str, str]) -> Any:
 
 
 def _urn_references(value: Any) -> set[str]:
-    """Return every ``urn:uuid:`` reference inside ``value``."""
+    """Return every literal reference inside ``value``: those naming the ``fullUrl`` of a
+    create in the Bundle (a ``urn:uuid:`` or an absolute URL) order the entries."""
     if isinstance(value, dict):
-        found = {v for k, v in value.items() if k == "reference" and isinstance(v, str)
-                 and v.startswith("urn:uuid:")}
+        found = {v for k, v in value.items() if k == "reference" and isinstance(v, str)}
         for child in value.values():
             found |= _urn_references(child)
         return found
@@ -95,7 +95,7 @@ def _urn_references(value: Any) -> set[str]:
 def processing_order(entries: list[Entry]) -> list[Entry]:
     """Return entries in FHIR processing order, creates before the entries referring to them.
 
-    :raises BadRequest: ``urn:uuid`` references that form a cycle.
+    :raises BadRequest: references between entries that form a cycle.
     """
     ordered = sorted(entries, key=lambda e: METHOD_ORDER[e.method])
     created = {e.full_url for e in ordered if e.method == "POST" and e.full_url}
@@ -105,7 +105,7 @@ def processing_order(entries: list[Entry]) -> list[Entry]:
     while pending:
         ready = [e for e in pending if not ((_urn_references(e.resource) & created) - done)]
         if not ready:
-            raise BadRequest("The Bundle's urn:uuid references form a cycle.",
+            raise BadRequest("The Bundle's references between entries form a cycle.",
                              expression="Bundle.entry")
         for entry in ready:
             result.append(entry)
@@ -234,7 +234,7 @@ def _read_entry(session: Session, entry: Entry, handler: ResourceHandler, rest: 
 
 def run_entry(session: Session, entry: Entry, handlers: dict[str, ResourceHandler],
               known: dict[str, str]) -> dict[str, Any]:
-    """Carry out one entry and return its response entry; record a created urn:uuid."""
+    """Carry out one entry and return its response entry; record a created fullUrl."""
     if entry.resource is not None:
         entry.resource = _replace_references(entry.resource, known)
     handler, rest, query = _target(entry, handlers)
@@ -250,7 +250,9 @@ def run_entry(session: Session, entry: Entry, handlers: dict[str, ResourceHandle
     result = _write_entry(session, entry, handler, rest, query)
     result.rendered.issues += announce.decided_changes(entry.resource or {}, result)
     resource = result.rendered.resource
-    if entry.full_url and entry.full_url.startswith("urn:uuid:"):
+    # FHIR R4 http.html#trules: references to a created entry's fullUrl (urn:uuid or an
+    # absolute URL of the sender's) are replaced by the id this server assigned.
+    if entry.full_url and (entry.method == "POST" or entry.full_url.startswith("urn:uuid:")):
         known[entry.full_url] = f"{resource['resourceType']}/{resource['id']}"
     return _write_response(result)
 

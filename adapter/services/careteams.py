@@ -23,7 +23,6 @@ from sqlalchemy.orm import Session, attributes, contains_eager, selectinload
 
 from adapter import codes
 from adapter.errors import (
-    BadRequest,
     Conflict,
     Forbidden,
     Gone,
@@ -40,6 +39,7 @@ from adapter.fhir.search import (
     SearchParam,
     SearchRequest,
     parse_date,
+    search_reference,
     split_token,
 )
 from adapter.identifiers import resource_id_for
@@ -64,7 +64,7 @@ from adapter.security.policy import (
     member_shown,
     visible_to,
 )
-from adapter.services import history
+from adapter.services import history, references
 from adapter.services.careteam_notes import careteam_changes
 from adapter.services.children import (
     BREAK_GLASS,
@@ -95,7 +95,7 @@ from adapter.services.organisations import (
 )
 from adapter.services.practitioner_roles import involvement_role, lead_role, member_role
 from adapter.services.records import apply_assessment, apply_child, part_key
-from adapter.services.validation import require_valid, validate_inbound
+from adapter.services.validation import require_valid, validate_stored
 
 TEAM: Final = "directory-team"
 ECAF: Final = "ecaf-tac"
@@ -278,13 +278,7 @@ def split_reference(value: str, name: str) -> tuple[str | None, str]:
 
     :raises BadRequest: a reference to a type a participant cannot be.
     """
-    parts = value.rstrip("/").split("/")
-    if len(parts) < 2:
-        return None, value
-    if parts[-2] not in REFERENCE_TYPES:
-        raise BadRequest(f"{name} must reference a PractitionerRole, Practitioner or "
-                         "Organization.", expression=name)
-    return parts[-2], parts[-1]
+    return search_reference(value, REFERENCE_TYPES, name)
 
 
 def participant_match(criterion: Criterion, value: str, role_id: Any, practitioner: Any,
@@ -314,10 +308,7 @@ def subject_condition(criterion: Criterion, value: str, caller: Caller) -> Any:
     if criterion.modifier == "identifier":
         return criterion_condition(Criterion(PATIENT_PARAMS["identifier"], None, (value,)),
                                    caller)
-    kind, _sep, rid = value.rstrip("/").rpartition("/")
-    if kind and kind.rsplit("/", 1)[-1] != "Patient":
-        raise BadRequest(f"{criterion.param.name} must reference a Patient.",
-                         expression=criterion.param.name)
+    _kind, rid = search_reference(value, ("Patient",), criterion.param.name)
     return Child.resource_id == rid
 
 
@@ -437,15 +428,7 @@ def subject_child(session: Session, subject: Child, caller: Caller) -> Child:
 
     :raises Invalid: no such child (visible to the caller), or id and identifier disagree.
     """
-    conditions = [c for c in (Child.resource_id == subject.resource_id if subject.resource_id
-                              else None,
-                              Child.contactpoint_id == subject.contactpoint_id
-                              if subject.contactpoint_id else None) if c is not None]
-    child = session.scalar(child_query().where(and_(*conditions), visible_to(caller)))
-    if child is None:
-        raise Invalid("CareTeam.subject: no such Patient on this server (or the reference and "
-                      "its ContactPoint ID disagree).", expression="CareTeam.subject")
-    return child
+    return references.stored_child(session, subject, caller, "CareTeam.subject")
 
 
 def check_shielding(child: Child, caller: Caller) -> None:
@@ -776,6 +759,7 @@ class CareTeamHandler:
         check_version(child.version, if_match)
         require_own_authority(child.managing_organisation, caller)
         check_shielding(child, caller)
+        references.require_resolved(session, "CareTeam", resource, caller)
         subject = mapping.careteam_subject(resource)
         if subject.resource_id not in (None, child.resource_id) or \
                 subject.contactpoint_id not in (None, child.contactpoint_id):
@@ -827,6 +811,7 @@ class CareTeamHandler:
         record, _ignored = mapping.careteam_to_assessment(resource)
         child = subject_child(session, record.child, caller)
         check_shielding(child, caller)
+        references.require_resolved(session, "CareTeam", resource, caller)
         check_assessment_dates(record)
         self._resolve_lead(session, record, existing)
         stored = {m.resource_id: _stored_member(m) for m in (existing.members if existing
@@ -979,7 +964,7 @@ class CareTeamHandler:
 
     def validate(self, resource: dict[str, Any], caller: Caller) -> list[dict[str, Any]]:
         """Return the issues inbound validation finds (no change is made)."""
-        return validate_inbound("CareTeam", resource)
+        return validate_stored("CareTeam", resource, caller)
 
 
 def _stored_member(member: TeamMember) -> TeamMember:

@@ -57,7 +57,7 @@ from adapter.security.policy import (
     visible_to,
     withheld_local_identifiers,
 )
-from adapter.services import history
+from adapter.services import history, references
 from adapter.services.entry_rules import (
     age_rules_apply,
     require_unique_nhs_number,
@@ -72,7 +72,7 @@ from adapter.services.organisations import (
 )
 from adapter.services.prefix import starts_with
 from adapter.services.records import apply_child
-from adapter.services.validation import require_valid, validate_inbound
+from adapter.services.validation import require_valid, validate_stored
 
 GENDER_CODES: Final = {"male": "1", "female": "2", "other": "9", "unknown": "X"}
 MANAGING: Final = "Patient.managingOrganization"
@@ -353,6 +353,7 @@ def _patient_record(session: Session, resource: dict[str, Any], caller: Caller,
     :raises Invalid: not a valid Patient.
     """
     notes = require_valid("Patient", resource)
+    references.require_resolved(session, "Patient", resource, caller)
     record, _ignored = mapping.patient_to_child(resource)
     _refer_to_stored(session, record)
     if not record.contactpoint_id:
@@ -624,10 +625,10 @@ class PatientHandler:
 
     def validate(self, resource: dict[str, Any], caller: Caller) -> list[dict[str, Any]]:
         """Return the issues a create of ``resource`` would meet (nothing is stored): its
-        shape, the profiles, the mapping and the directory's age rules (the rules that need
-        the stored entries or the caller, such as one live entry per NHS number, are met at
-        the write itself)."""
-        issues = validate_inbound("Patient", resource)
+        shape, the profiles, the mapping, its references against what is stored and the
+        directory's age rules (the rules that need the caller's write itself, such as one
+        live entry per NHS number, are met at the write)."""
+        issues = validate_stored("Patient", resource, caller)
         if any(i["severity"] in ("error", "fatal") for i in issues):
             return issues
         record, _ignored = mapping.patient_to_child(resource)

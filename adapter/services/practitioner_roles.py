@@ -65,7 +65,7 @@ from adapter.services.organisations import (
     practitioner_identifier_condition,
     token_condition,
 )
-from adapter.services.validation import validate_inbound
+from adapter.services.validation import validate_stored
 
 NOT_FOUND: Final = "No PractitionerRole/{id} on this server (or not one you may see)."
 
@@ -374,4 +374,4 @@ class PractitionerRoleHandler:
 
     def validate(self, resource: dict[str, Any], caller: Caller) -> list[dict[str, Any]]:
         """Return the issues inbound validation finds (no change is made)."""
-        return validate_inbound("PractitionerRole", resource)
+        return validate_stored("PractitionerRole", resource, caller)

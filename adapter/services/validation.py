@@ -1,7 +1,8 @@
 """Inbound validation, the same for every write and for ``$validate`` (docs/architecture.md
-"Inbound validation"): the FHIR resource model (fhir.resources R4B), then the profiles it claims
-(this service's, else the UK Core profile of its type, read from the StructureDefinitions), then
-the mapping's rules."""
+"Inbound validation"): the FHIR resource model (fhir.resources R4B), then the form of its
+references (``adapter.services.references``), then the profiles it claims (this service's, else
+the UK Core profile of its type, read from the StructureDefinitions), then the mapping's rules;
+``$validate`` then resolves the references against what is stored, as the writes do."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ from typing import Any, Final
 
 from flask import Flask, current_app
 
+from adapter.db import get_db
 from adapter.errors import Invalid, issue
 from adapter.fhir import conformance
 from adapter.fhir.systems import UKCORE_PROFILE_BASE
 from adapter.mapping import fhir as mapping
+from adapter.security.caller import Caller
+from adapter.services import references
 from adapter.vendored import UK_CORE_DIR
 
 UK_CORE_FOLDER: Final = UK_CORE_DIR
@@ -54,12 +58,35 @@ def mapping_issues(resource: dict[str, Any], resource_type: str) -> list[dict[st
 
 
 def validate_inbound(resource_type: str, resource: dict[str, Any]) -> list[dict[str, Any]]:
-    """Return every issue an inbound write of ``resource`` meets (empty: acceptable)."""
+    """Return every issue an inbound write of ``resource`` meets (empty: acceptable); its
+    references are normalised in place first (``references.normalise``), so that the mapping
+    reads what the checks passed."""
     try:
         mapping.validate_resource(resource, resource_type)
     except Invalid as exc:
         return [issue("error", exc.issue_code, exc.message, exc.expression)]
-    return profile_issues(resource, resource_type) + mapping_issues(resource, resource_type)
+    found = references.normalise(resource_type, resource)
+    if _errors(found):
+        return found
+    return found + profile_issues(resource, resource_type) + mapping_issues(resource,
+                                                                            resource_type)
+
+
+def validate_stored(resource_type: str, resource: dict[str, Any],
+                    caller: Caller) -> list[dict[str, Any]]:
+    """Return the issues of ``$validate``: those of :func:`validate_inbound`, then the
+    references that name nothing stored here (the 422 a write would meet), in a read-only
+    session."""
+    issues = validate_inbound(resource_type, resource)
+    if _errors(issues):
+        return issues
+    with get_db().sessions() as session:
+        return references.unresolved(session, resource_type, resource, caller) + issues
+
+
+def _errors(issues: list[dict[str, Any]]) -> bool:
+    """Return True when ``issues`` hold an error."""
+    return any(i["severity"] in ("error", "fatal") for i in issues)
 
 
 def require_valid(resource_type: str, resource: dict[str, Any]) -> list[dict[str, Any]]:
