@@ -122,6 +122,23 @@ def test_an_authoritys_system_may_leave_the_managing_authority_out(
     assert stored["managingOrganization"]["identifier"]["value"] == callers.authority
 
 
+def test_an_update_without_the_managing_authority_keeps_it(client: FlaskClient,
+                                                          callers: Callers) -> None:
+    """A PUT that leaves ``managingOrganization`` out (from any writer) keeps the entry's.
+    (The body claims UK Core, as other systems send it: this server's own Patient profile,
+    which the read claims, requires the element.)"""
+    stored = own_patient(client, callers)
+    stored.pop("managingOrganization")
+    stored["meta"] = {"profile": [
+        "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Patient"]}
+    stored["gender"] = "unknown" if stored["gender"] != "unknown" else "male"
+    response = client.put(f"/fhir/Patient/{stored['id']}", json=stored, headers=callers.admin)
+    assert response.status_code == 200, response.json
+    current = client.get(f"/fhir/Patient/{stored['id']}", headers=callers.admin).json
+    assert current["managingOrganization"]["identifier"]["value"] == callers.authority
+    assert current["gender"] == stored["gender"]
+
+
 def test_a_national_client_must_name_the_managing_authority(
         client: FlaskClient, app: Flask, callers: Callers, demo: Database) -> None:
     """The national directory team (administrator) and a system of an organisation that is
