@@ -71,7 +71,10 @@ SITES: Final[dict[str, tuple[Site, ...]]] = {
         Site(("subject",), ("Patient",)),
         Site(("participant", "*", "member"), ("PractitionerRole", "Practitioner"), True),
         Site(("participant", "*", "onBehalfOf"), ORGANIZATION),
-        Site(("managingOrganization", "*"), ORGANIZATION, authority=True),
+        # A team is managed by its child's managing authority whatever another system names
+        # here (a GP practice, a trust): the organisation must exist, and the write says the
+        # value was changed (adapter/services/careteam_notes.py) rather than refusing it.
+        Site(("managingOrganization", "*"), ORGANIZATION),
         Site(("contained", "*", "organization"), ORGANIZATION),
         Site(("contained", "*", "practitioner"), ("Practitioner",)),
     ),
