@@ -155,11 +155,29 @@ def handle_http_exception(error: HTTPException) -> Response:
     """Render a werkzeug HTTP error (404 route, 405 method, 413 size) as an OperationOutcome."""
     code = error.code or 500
     issue_code = {404: "not-found", 405: "not-supported", 413: "too-costly"}.get(code, "invalid")
-    outcome = operation_outcome([issue("error", issue_code, error.description or error.name)])
-    response = fhir_response(outcome, code)
-    if code == 405 and error.valid_methods:  # type: ignore[attr-defined]
-        response.headers["Allow"] = ", ".join(error.valid_methods)  # type: ignore[attr-defined]
+    allowed: list[str] = list(getattr(error, "valid_methods", None) or ())
+    text = _not_allowed(allowed) if code == 405 else error.description or error.name
+    response = fhir_response(operation_outcome([issue("error", issue_code, text)]), code)
+    if code == 405 and allowed:
+        response.headers["Allow"] = ", ".join(allowed)
     return response
+
+
+def _not_allowed(allowed: list[str]) -> str:
+    """Return what a 405 tells the client: the methods this URL answers and, for a write to
+    a FHIR type that is written through another resource, where to write it instead."""
+    text = (f"{request.method} is not supported at this URL; it answers "
+            f"{', '.join(allowed) or 'no method'} (GET /fhir/metadata lists each type's "
+            "interactions).")
+    segments = request.path.removeprefix("/fhir/").split("/")
+    if request.path.startswith("/fhir/") and request.method in ("POST", "PUT", "PATCH"):
+        from adapter.fhir.capability import HANDLERS_KEY
+
+        handler = current_app.extensions.get(HANDLERS_KEY, {}).get(segments[0])
+        written_through = getattr(handler, "written_through", "")
+        if written_through:
+            text = f"{written_through} {text}"
+    return text
 
 
 def handle_database_unavailable(error: DBAPIError) -> Response:

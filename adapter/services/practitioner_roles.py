@@ -237,6 +237,10 @@ class PractitionerRoleHandler:
     includes: ClassVar[frozenset[str]] = frozenset()
     revincludes: ClassVar[frozenset[str]] = frozenset()
     profile: ClassVar[str | None] = "PractitionerRole"
+    # Why a POST or PUT here is 405 (adapter/http.py): a role is a child's involvement.
+    written_through: ClassVar[str] = (
+        "A PractitionerRole is created and changed through its CareTeam: add or change the "
+        "participant (a contained PractitionerRole) in the child's team or the eCAF CareTeam.")
 
     def _find(self, session: Session, resource_id: str,
               caller: Caller) -> Involvement | TeamMember | Assessment:
