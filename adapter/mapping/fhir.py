@@ -284,6 +284,11 @@ def _merge_role(part: Involvement | TeamMember, team: Team, base: str | None) ->
     role, ignored = practitionerrole_to_involvement(resource, base=base)
     part.organisation, part.practitioner = role.organisation, role.practitioner
     part.phone, part.email = role.phone, role.email
+    if isinstance(part, Involvement) and part.period_start is None and part.period_end is None:
+        # The involvement's period is the participant's, else its PractitionerRole's (FHIR R4
+        # PractitionerRole.period; mappings/involvement_to_practitionerrole.toml): a role
+        # sent with its period alone would otherwise lose it without a note.
+        part.period_start, part.period_end = role.period_start, role.period_end
     if key in team.contained_keys:
         part.resource_id = None  # type: ignore[assignment]
     return ignored
