@@ -266,6 +266,23 @@ def test_a_contained_practitioner_role_makes_a_new_involvement() -> None:
     assert ignored == ["CareTeam.contained[1]"]
 
 
+def test_a_contained_roles_period_is_the_involvements_unless_the_participant_gives_one(
+) -> None:
+    """PractitionerRole.period is the involvement's period (mappings/
+    involvement_to_practitionerrole.toml): a participant without its own period takes its
+    contained role's; a participant's period wins over the role's."""
+    role = {**practitioner_role("c1"), "period": {"start": "2024-09-01", "end": "2025-07-18"}}
+    own = {"start": "2025-01-06"}
+    team = careteam({"role": [GP], "member": {"reference": "#c1"}},
+                    {"role": [GP], "member": {"reference": "#c1"}, "period": own},
+                    contained=[role])
+    from_role, from_participant = fhir.careteam_to_involvements(team, base=BASE)[0]
+    assert (str(from_role.period_start), str(from_role.period_end)) == (
+        "2024-09-01", "2025-07-18")
+    assert (str(from_participant.period_start), from_participant.period_end) == (
+        "2025-01-06", None)
+
+
 @settings(max_examples=20, deadline=None)
 @given(strategies.children(min_involvements=1))
 def test_without_roles_each_involvement_names_its_practitioner_role(child: Any) -> None:
