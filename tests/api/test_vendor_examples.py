@@ -105,6 +105,12 @@ def test_patient_goes_in_and_keeps_what_the_page_says(env: Env) -> None:
         **env.who.la, **JSON_BODY,
         "If-None-Exist": f"identifier={systems.NHS_NUMBER}|9990042438"})
     assert found.status_code == 200 and found.json["id"] == stored["id"]
+    matched = env.client.post("/fhir/Patient", json=sent, headers={
+        **env.who.la, **JSON_BODY, **NOTES,
+        "If-None-Exist": f"identifier={systems.NHS_NUMBER}|9990042438"})
+    assert notes(matched)[-1].startswith(f"Not created: Patient/{stored['id']} matches the "
+                                         "If-None-Exist condition")
+    page_says("Not created: Patient/<id> matches the If-None-Exist condition")
 
 
 def test_patient_without_managing_organization(env: Env) -> None:
@@ -241,6 +247,12 @@ def test_practitionerrole_is_written_through_a_careteam(env: Env) -> None:
         assert notes(checked) == ["Not kept: PractitionerRole.active.",
                                   "Not kept: PractitionerRole.availableTime.",
                                   "Not kept: PractitionerRole.text."]
+    for missing in ("organization", "code"):
+        short = {k: v for k, v in role_json.items() if k != missing}
+        refused = env.client.post("/fhir/PractitionerRole/$validate", json=short,
+                                  headers={**env.who.gp, **JSON_BODY})
+        assert [i["expression"] for i in refused.json["issue"] if i["severity"] == "error"] \
+            == [[f"PractitionerRole.{missing}"]]
     # The XML example, contained in a CareTeam sent as FHIR XML.
     child = contactpoint_id(create_patient(env))
     contained = {**loads_resource(role_xml), "id": "gp"}
@@ -347,3 +359,5 @@ def test_directory_xml_examples_are_imported(env: Env, app: Flask) -> None:
     assert "ecaf-tac" in kinds and "directory-team" in kinds
     assert import_report(env.client.post("/directory/entries", data=entries, headers=xml)) == {
         "CP590G0YXXR": "unchanged"}
+    assert import_report(env.client.post("/directory/assessments", data=assessments,
+                                         headers=xml)) == {"CP590G0YXXR": "unchanged"}
