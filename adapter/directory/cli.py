@@ -135,13 +135,18 @@ def expand(paths: Iterable[str]) -> list[Path]:
 
 
 def report(name: str, outcomes: Iterator[ImportOutcome], counts: Counter[str]) -> None:
-    """Print each rejected record (number, line, reason; no value) and count every status."""
+    """Print each rejected record (number, line, reason; no value) and each note of an
+    applied one (what was not kept or was changed, as the REST answer says it), and count
+    every status."""
     for outcome in outcomes:
         counts[outcome.status] += 1
+        where = f", line {outcome.line}" if outcome.line else ""
         if outcome.status == "rejected":
-            where = f", line {outcome.line}" if outcome.line else ""
             path = f" [{outcome.expression}]" if outcome.expression else ""
             click.echo(f"{name}: record {outcome.record_number}{where}: {outcome.reason}{path}")
+        for note in outcome.notes:
+            click.echo(f"{name}: record {outcome.record_number}{where} {outcome.status}: "
+                       f"{note}")
 
 
 def summary(name: str, counts: Counter[str]) -> None:

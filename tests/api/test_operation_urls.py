@@ -30,7 +30,8 @@ def operation_urls(app: Flask) -> dict[str, set[str]]:
 def test_every_other_method_on_an_operation_url_is_405(app: Flask, client: FlaskClient,
                                                        callers: Callers) -> None:
     """Each operation URL, each method it does not answer, with and without a trailing
-    slash (FHIR URLs answer with one): 405, an OperationOutcome naming the methods, and ``Allow`` with exactly them."""
+    slash (FHIR URLs answer with one): 405, an OperationOutcome naming the methods, and
+    ``Allow`` with exactly them."""
     urls = operation_urls(app)
     assert {"/fhir/Patient/$export", "/fhir/Patient/$validate", "/fhir/$export",
             "/fhir/CareTeam/$rekey"} <= set(urls)
