@@ -154,11 +154,34 @@ class Visibility:
         return seen
 
 
+def _without_practitioner_key(item: Canonical) -> tuple[Any, ...]:
+    """Return what identifies an involvement apart from its practitioner."""
+    return item["role"], organisation_key(item["organisation"]), item["period_start"]
+
+
+def with_national_only_practitioners(incoming: list[Canonical],
+                                     stored: list[Canonical]) -> list[Canonical]:
+    """Return ``incoming`` involvements with the stored practitioner put back into each that
+    names none where the stored one names a practitioner known only by national numbers: the
+    directory XML has no place for those (schemas/xml/README.md), so a record that leaves
+    the practitioner out says nothing of them, and a record read and posted back changes
+    nothing."""
+    national_only = {_without_practitioner_key(item): item["practitioner"] for item in stored
+                     if item["practitioner"] is not None
+                     and item["practitioner"]["local_id"] is None}
+    if not national_only:
+        return incoming
+    return [{**item, "practitioner": national_only[_without_practitioner_key(item)]}
+            if item["practitioner"] is None and _without_practitioner_key(item) in national_only
+            else item for item in incoming]
+
+
 def merge_withheld(data: Canonical, stored: Canonical, caller: Caller,
                    visibility: Visibility | None = None) -> Canonical:
     """Return the entry ``data`` with what the policy withholds from ``caller`` kept as
     ``stored`` has it: sensitive involvements (without the right) and other organisations'
-    local identifiers; its retention date as the rules give it.
+    local identifiers; the practitioners the dialect cannot name (known only by national
+    numbers); its retention date as the rules give it.
 
     What a caller may not see it cannot change or remove (as the FHIR Patient and CareTeam
     writes keep them). ``visibility`` (for ``caller``) remembers the policy's answers across
@@ -171,8 +194,10 @@ def merge_withheld(data: Canonical, stored: Canonical, caller: Caller,
                   if not visible.local_identifier(item)]
     merged = dict(data)
     merged["retention_date"] = entry_retention(data)
+    merged["involvements"] = with_national_only_practitioners(data["involvements"],
+                                                              stored["involvements"])
     if hidden_involvements:
-        merged["involvements"] = _with_hidden(data["involvements"], stored["involvements"],
+        merged["involvements"] = _with_hidden(merged["involvements"], stored["involvements"],
                                               hidden_involvements, involvement_key)
     if hidden_ids:
         merged["local_identifiers"] = _with_hidden(

@@ -457,3 +457,41 @@ def test_transaction_conditional_create_by_national_identifier(env: Env) -> None
     assert again["location"].split("/_history")[0] == created["location"].split("/_history")[0]
     found = fetch(env.client, f"/fhir/Practitioner?identifier={token}", env.who.reader)
     assert len(ids(found)) == 1
+
+
+def test_directory_xml_posted_back_keeps_a_practitioner_known_by_national_numbers(
+        env: Env) -> None:
+    """An entry read as directory XML (its practitioner known only by a GMC number left out,
+    the dialect having no place for it) and posted back as it is changes nothing: the
+    involvement keeps its practitioner (bad input loses nothing), over HTTP as through the
+    ``import`` command's path (the same import)."""
+    from lxml import etree
+
+    from adapter.directory.schema import NS
+
+    rid = created_id(send(env, "POST", "/fhir/Practitioner",
+                          doctor((systems.GMC_NUMBER, "6150129")), env.who.la))
+    assert add_la_worker(env, {"identifier": {"system": systems.GMC_NUMBER,
+                                              "value": "6150129"}}).status_code == 200
+    patient = fetch(env.client, f"/fhir/Patient/{env.world.child}", env.who.admin)
+    cpid = next(i["value"] for i in patient["identifier"] if i["system"] == OWN.contactpoint_id)
+    read = env.client.get(f"/directory/entries/{cpid}", headers=env.who.la)
+    assert read.status_code == 200, read.data[:600]
+    posted = env.client.post("/directory/entries", data=read.data,
+                             headers={**env.who.la, "Content-Type": "application/xml"})
+    assert posted.status_code == 200, posted.data[:600]
+    report = etree.fromstring(posted.data)
+    assert report.findtext(f".//{{{NS}}}Status") == "unchanged", posted.data[:800]
+    assert la_role_of_team(env)["practitioner"]["reference"] == f"Practitioner/{rid}"
+    after = fetch(env.client, f"/fhir/Patient/{env.world.child}", env.who.admin)
+    assert after["meta"]["versionId"] == patient["meta"]["versionId"]
+    # A record that changes something else is applied and still keeps the practitioner.
+    document = etree.fromstring(read.data)
+    gender = document.find(f".//{{{NS}}}Gender")
+    gender.text = "1" if gender.text == "2" else "2"  # NHS Data Dictionary person stated gender
+    changed = etree.tostring(document)
+    posted = env.client.post("/directory/entries", data=changed,
+                             headers={**env.who.la, "Content-Type": "application/xml"})
+    assert etree.fromstring(posted.data).findtext(f".//{{{NS}}}Status") == "updated", \
+        posted.data.decode()[-900:]
+    assert la_role_of_team(env)["practitioner"]["reference"] == f"Practitioner/{rid}"
