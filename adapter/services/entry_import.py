@@ -36,6 +36,7 @@ from adapter.services.entry_rows import (
     entry_retention,
     insert_entries,
     involvement_key,
+    with_national_only_practitioners,
 )
 from adapter.services.entry_rules import (
     ONE_LIVE_ENTRY,
@@ -152,28 +153,6 @@ class Visibility:
         if seen is None:
             seen = self.issuers[codes] = _local_identifier_visible(item, self.caller)
         return seen
-
-
-def _without_practitioner_key(item: Canonical) -> tuple[Any, ...]:
-    """Return what identifies an involvement apart from its practitioner."""
-    return item["role"], organisation_key(item["organisation"]), item["period_start"]
-
-
-def with_national_only_practitioners(incoming: list[Canonical],
-                                     stored: list[Canonical]) -> list[Canonical]:
-    """Return ``incoming`` involvements with the stored practitioner put back into each that
-    names none where the stored one names a practitioner known only by national numbers: the
-    directory XML has no place for those (schemas/xml/README.md), so a record that leaves
-    the practitioner out says nothing of them, and a record read and posted back changes
-    nothing."""
-    national_only = {_without_practitioner_key(item): item["practitioner"] for item in stored
-                     if item["practitioner"] is not None
-                     and item["practitioner"]["local_id"] is None}
-    if not national_only:
-        return incoming
-    return [{**item, "practitioner": national_only[_without_practitioner_key(item)]}
-            if item["practitioner"] is None and _without_practitioner_key(item) in national_only
-            else item for item in incoming]
 
 
 def merge_withheld(data: Canonical, stored: Canonical, caller: Caller,

@@ -495,3 +495,35 @@ def test_directory_xml_posted_back_keeps_a_practitioner_known_by_national_number
     assert etree.fromstring(posted.data).findtext(f".//{{{NS}}}Status") == "updated", \
         posted.data.decode()[-900:]
     assert la_role_of_team(env)["practitioner"]["reference"] == f"Practitioner/{rid}"
+
+
+def test_assessment_xml_posted_back_keeps_a_lead_known_by_national_numbers(
+        env: Env) -> None:
+    """An eCAF assessment reference whose lead professional is known only by a GMC number,
+    read as directory XML (the lead's Practitioner left out) and posted back as it is,
+    changes nothing: the lead keeps its practitioner."""
+    from lxml import etree
+    from sqlalchemy import select, update
+
+    from adapter.directory.schema import NS
+    from adapter.models import Assessment, Practitioner
+
+    rid = created_id(send(env, "POST", "/fhir/Practitioner",
+                          doctor((systems.GMC_NUMBER, "6150129")), env.who.la))
+    with env.db.write_transaction() as session:
+        person = session.scalar(select(Practitioner.id).where(Practitioner.resource_id == rid))
+        session.execute(update(Assessment).where(
+            Assessment.assessment_id == env.world.ecaf_id).values(lead_practitioner_id=person))
+    read = env.client.get(f"/directory/assessments/{env.world.ecaf_id}",
+                          headers=env.who.la_sensitive)
+    assert read.status_code == 200, read.data[:600]
+    assert b"6150129" not in read.data and b"Rastall" not in read.data
+    posted = env.client.post("/directory/assessments", data=read.data,
+                             headers={**env.who.la_sensitive, "Content-Type": "application/xml"})
+    assert posted.status_code == 200, posted.data[:600]
+    assert etree.fromstring(posted.data).findtext(f".//{{{NS}}}Status") == "unchanged", \
+        posted.data.decode()[-900:]
+    with env.db.sessions() as session:
+        kept = session.scalar(select(Assessment.lead_practitioner_id).where(
+            Assessment.assessment_id == env.world.ecaf_id))
+    assert kept == person
