@@ -509,3 +509,19 @@ def test_no_body_crashes_the_directory_validate(offline: tuple[Flask, Path], hea
             return
     assert report.kind.startswith("directory-") and report.findings
     assert outcome_issues(report)[-1]["severity"] == "information"
+
+
+def test_a_patient_without_its_managing_authority_is_left_to_the_live_gateway(
+        offline: tuple[Flask, Path], tmp_path: Path) -> None:
+    """Offline the kit cannot tell who sends a Patient without ``managingOrganization`` (an
+    authority's system may, a national client may not): the record passes and the report
+    says the live gateway decides."""
+    app, _absent = offline
+    resource = json.loads((EXAMPLES / "patient.json").read_text())
+    resource.pop("managingOrganization", None)
+    path = tmp_path / "patient.json"
+    path.write_text(json.dumps(resource))
+    result = invoke(app, "validate", str(path))
+    assert result.exit_code == 0, result.output
+    assert "a Patient without managingOrganization comes from a local authority's own system" \
+        in result.output

@@ -76,6 +76,8 @@ LIVE_CHECKS: Final = {
         "the sender may write the record: its managing authority (Patient, directory entry), "
         "the organisation providing an involvement, an organisation's own or a practitioner's "
         "employer's record",
+        "a Patient without managingOrganization comes from a local authority's own system "
+        "(which then manages it; from any other sender it is refused)",
         "one live directory entry per NHS number; identifiers and organisation codes not held "
         "by another record",
         "the version a write names (If-Match, meta.versionId) is the stored one",
