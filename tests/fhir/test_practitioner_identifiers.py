@@ -23,6 +23,7 @@ from tests.fhir.fixtures import (
     ids,
     parsed,
 )
+from tests.test_cli_import_export import target  # noqa: F401 (fixture: an empty gateway)
 
 FORMATS = ["json", "xml"]
 OWN = OwnSystems(DEFAULT_CANONICAL_BASE)
@@ -527,3 +528,33 @@ def test_assessment_xml_posted_back_keeps_a_lead_known_by_national_numbers(
         kept = session.scalar(select(Assessment.lead_practitioner_id).where(
             Assessment.assessment_id == env.world.ecaf_id))
     assert kept == person
+
+
+def test_ndjson_export_reimports_a_practitioner_known_by_national_numbers(
+        app: Any, env: Env, target: Any, tmp_path: Any) -> None:  # noqa: F811
+    """An authority's NDJSON export holds a team member known only by a GMC number; imported
+    into an empty gateway, the member is still that practitioner, matched and kept by the
+    number (the ``import`` command's path for CareTeam roles)."""
+    from sqlalchemy import select
+
+    from adapter.models import Involvement, Practitioner, PractitionerIdentifier
+    from tests.security.helpers import invoke
+
+    created_id(send(env, "POST", "/fhir/Practitioner",
+                    doctor((systems.GMC_NUMBER, "6150129")), env.who.la))
+    assert add_la_worker(env, {"identifier": {"system": systems.GMC_NUMBER,
+                                              "value": "6150129"}}).status_code == 200
+    out = tmp_path / "out"
+    exported = invoke(app, "export", "--authority", LA, "--format", "fhir-ndjson", "--out",
+                      str(out), "--quiet")
+    assert exported.exit_code == 0, exported.output
+    assert b"6150129" in (out / "Practitioner.ndjson").read_bytes()
+    imported = invoke(target, "import", str(out), "--quiet")
+    assert imported.exit_code == 0, imported.output
+    with target.extensions["db"].sessions() as session:
+        holders = session.scalars(select(Practitioner).join(PractitionerIdentifier).where(
+            PractitionerIdentifier.value == "6150129")).all()
+        assert len(holders) == 1 and holders[0].local_id is None
+        members = session.scalars(select(Involvement.role).where(
+            Involvement.practitioner_id == holders[0].id)).all()
+        assert members == [ROLE], "the team member lost its practitioner"
