@@ -159,7 +159,9 @@ def operation_methods(path: str) -> list[str]:
     ``/fhir/Patient/$export``): those of the routes that name the operation, never those of
     the instance route the segment would also fill as an id (``PUT /fhir/Patient/<id>``):
     "$" marks an operation and is no character of a FHIR id (FHIR R4 operations.html,
-    datatypes.html#id). Empty for any other path, or an operation no route names."""
+    datatypes.html#id). Empty for any other path, or an operation no route names. ``HEAD``
+    is not listed: on a kick-off URL it starts nothing and is refused (README "Bulk FHIR
+    export")."""
     segment = path.rstrip("/").rsplit("/", 1)[-1]
     if not segment.startswith("$"):
         return []
@@ -172,7 +174,7 @@ def operation_methods(path: str) -> list[str]:
             continue
         if rule.rule.rstrip("/").endswith(f"/{segment}"):
             allowed.append(method)
-    return allowed + (["HEAD"] if "GET" in allowed else []) + (["OPTIONS"] if allowed else [])
+    return allowed
 
 
 def refuse_other_methods_on_operations() -> None:
