@@ -132,27 +132,29 @@ def test_import_of_directory_xml_and_bundles_meets_the_entry_rules(
 def test_import_reports_what_each_record_did_not_keep(
         app: Flask, client: FlaskClient, callers: Callers, demo: Database,
         tmp_path: Path) -> None:
-    """A narrative is not kept: the command says so for the record, whether it came as an
-    NDJSON line or a transaction entry, and the record is still applied (exit 0)."""
+    """A narrative is not kept: the command says so once per file with how many records and
+    the first (an NDJSON line, transaction entries), and the records are applied (exit 0)."""
     ref = managing(client, callers)
     first = fresh_nhs_number(demo)
     second = fresh_nhs_number(demo, {first})
+    third = fresh_nhs_number(demo, {first, second})
     ndjson = tmp_path / "Patient.ndjson"
     ndjson.write_bytes(orjson.dumps(patient(ref, first, text=NARRATIVE)) + b"\n")
     result = invoke(app, "import", str(ndjson), "--quiet")
     assert result.exit_code == 0, result.output
-    assert "Patient.ndjson: record 1, line 1 created: Not kept: Patient.text." in \
+    assert "Patient.ndjson: 1 record(s), first record 1, line 1: Not kept: Patient.text." in \
         result.output.splitlines()
     transaction = {"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"resource": patient(ref, second, text=NARRATIVE),
-         "request": {"method": "POST", "url": "Patient"}}]}
+        {"resource": patient(ref, number, text=NARRATIVE),
+         "request": {"method": "POST", "url": "Patient"}} for number in (second, third)]}
     (tmp_path / "transaction.json").write_bytes(orjson.dumps(transaction))
     result = invoke(app, "import", str(tmp_path / "transaction.json"), "--quiet")
     assert result.exit_code == 0, result.output
-    assert "transaction.json: record 1 created: Not kept: Patient.text." in \
+    assert "transaction.json: 2 record(s), first record 1: Not kept: Patient.text." in \
         result.output.splitlines()
     assert "Sent by a case system" not in result.output
     assert live_with(demo, first) == 1 and live_with(demo, second) == 1
+    assert live_with(demo, third) == 1
 
 
 def test_import_matches_a_practitioner_by_its_national_number(
