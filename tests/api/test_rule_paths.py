@@ -264,3 +264,22 @@ def test_an_archived_entry_made_live_meets_the_entry_rules(
     reason = etree.fromstring(response.data).find(f".//{D}Reason")
     assert reason is not None and REGULATIONS in reason.text, response.data[:600]
     assert live_with(demo, number) == 0
+
+
+def test_import_as_an_authoritys_system_implies_its_authority(
+        app: Flask, client: FlaskClient, callers: Callers, demo: Database,
+        tmp_path: Path) -> None:
+    """``import --as`` an authority's registered client: a Patient without
+    ``managingOrganization`` is created under that authority, and the command says so; as
+    the operator (a national client) it is rejected naming the element."""
+    number = fresh_nhs_number(demo)
+    path = tmp_path / "Patient.ndjson"
+    path.write_bytes(orjson.dumps(patient(None, number)) + b"\n")
+    refused = invoke(app, "import", str(path), "--quiet")
+    assert refused.exit_code == 1 and "Patient.managingOrganization" in refused.output
+    result = invoke(app, "import", str(path), "--quiet", "--as", "la-one")
+    assert result.exit_code == 0, result.output
+    assert f"managed by your authority ({callers.authority})" in result.output
+    found = client.get(f"/fhir/Patient?identifier={systems.NHS_NUMBER}|{number}",
+                       headers=callers.la).json["entry"][0]["resource"]
+    assert found["managingOrganization"]["identifier"]["value"] == callers.authority
