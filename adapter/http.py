@@ -18,7 +18,7 @@ from typing import Any, Final
 import orjson
 from flask import Flask, Response, current_app, request
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from adapter.errors import GatewayError, NotAcceptable, issue, operation_outcome
 
@@ -151,11 +151,56 @@ def handle_gateway_error(error: GatewayError) -> Response:
     return fhir_response(error.to_outcome(), error.status, error.headers)
 
 
+OPERATION_METHODS: Final = ("GET", "POST", "PUT", "DELETE", "PATCH")
+
+
+def operation_methods(path: str) -> list[str]:
+    """Return the methods an operation URL answers (its last segment a ``$name``, such as
+    ``/fhir/Patient/$export``): those of the routes that name the operation, never those of
+    the instance route the segment would also fill as an id (``PUT /fhir/Patient/<id>``):
+    "$" marks an operation and is no character of a FHIR id (FHIR R4 operations.html,
+    datatypes.html#id). Empty for any other path, or an operation no route names. ``HEAD``
+    is not listed: on a kick-off URL it starts nothing and is refused (README "Bulk FHIR
+    export")."""
+    segment = path.rstrip("/").rsplit("/", 1)[-1]
+    if not segment.startswith("$"):
+        return []
+    urls = current_app.url_map.bind_to_environ(request.environ)
+    allowed = []
+    for method in OPERATION_METHODS:
+        try:
+            rule, _values = urls.match(path, method=method, return_rule=True)
+        except HTTPException:
+            continue
+        if rule.rule.rstrip("/").endswith(f"/{segment}"):
+            allowed.append(method)
+    return allowed
+
+
+def refuse_other_methods_on_operations() -> None:
+    """Answer 405 (with the operation's methods in ``Allow``) to a method an operation URL
+    does not answer, which the URL map would otherwise give to the instance route with the
+    operation's name as the id ("No Patient has this id" to ``PUT /fhir/Patient/$export``,
+    a read of entry "$validate" to ``GET /directory/entries/$validate``).
+
+    :raises MethodNotAllowed: the path names an operation that answers other methods.
+    """
+    segment = request.path.rstrip("/").rsplit("/", 1)[-1]
+    rule = request.url_rule
+    if segment.startswith("$") and rule is not None \
+            and not rule.rule.rstrip("/").endswith(f"/{segment}"):
+        allowed = operation_methods(request.path)
+        if allowed:
+            raise MethodNotAllowed(valid_methods=allowed)
+
+
 def handle_http_exception(error: HTTPException) -> Response:
     """Render a werkzeug HTTP error (404 route, 405 method, 413 size) as an OperationOutcome."""
     code = error.code or 500
     issue_code = {404: "not-found", 405: "not-supported", 413: "too-costly"}.get(code, "invalid")
     allowed: list[str] = list(getattr(error, "valid_methods", None) or ())
+    if code == 405:
+        allowed = operation_methods(request.path) or allowed
     text = _not_allowed(allowed) if code == 405 else error.description or error.name
     response = fhir_response(operation_outcome([issue("error", issue_code, text)]), code)
     if code == 405 and allowed:
@@ -204,10 +249,11 @@ def handle_unexpected(error: Exception) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    """Install the header limit and the ``_format`` check (before every other before_request
-    hook) and the error handlers."""
+    """Install the header limit, the ``_format`` check and the operation URLs' methods (before
+    every other before_request hook) and the error handlers."""
     app.before_request_funcs.setdefault(None, []).insert(0, limit_request_headers)
     app.before_request_funcs[None].insert(1, check_format)
+    app.before_request_funcs[None].insert(2, refuse_other_methods_on_operations)
     app.register_error_handler(GatewayError, handle_gateway_error)
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(DBAPIError, handle_database_unavailable)

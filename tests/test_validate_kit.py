@@ -509,3 +509,47 @@ def test_no_body_crashes_the_directory_validate(offline: tuple[Flask, Path], hea
             return
     assert report.kind.startswith("directory-") and report.findings
     assert outcome_issues(report)[-1]["severity"] == "information"
+
+
+def test_a_patient_without_its_managing_authority_is_left_to_the_live_gateway(
+        offline: tuple[Flask, Path], tmp_path: Path) -> None:
+    """Offline the kit cannot tell who sends a Patient without ``managingOrganization`` (an
+    authority's system may, a national client may not): the record passes and the report
+    says the live gateway decides."""
+    app, _absent = offline
+    resource = json.loads((EXAMPLES / "patient.json").read_text())
+    resource.pop("managingOrganization", None)
+    path = tmp_path / "patient.json"
+    path.write_text(json.dumps(resource))
+    result = invoke(app, "validate", str(path))
+    assert result.exit_code == 0, result.output
+    assert "a Patient without managingOrganization comes from a local authority's own system" \
+        in result.output
+
+
+def test_the_age_rule_is_reported_for_directory_xml_as_for_fhir(
+        offline: tuple[Flask, Path], client: FlaskClient, admin: dict[str, str],
+        tmp_path: Path) -> None:
+    """A live DirectoryEntry of a person born in 1970 is an error quoting the 2007
+    Regulations at ``DirectoryEntry/BirthDate``, from the kit and ``POST
+    /directory/entries/$validate`` (as a FHIR Patient's ``$validate`` says); archived, the
+    rule does not apply."""
+    app, _absent = offline
+    entry = etree.fromstring(
+        (REPO / "tests" / "golden" / "plain-child" / "directory.xml").read_bytes())
+    ns = entry.nsmap.get(None) or entry.nsmap.get("dir")
+    entry.find(f".//{{{ns}}}BirthDate").text = "1970-05-01"
+    adult = etree.tostring(entry)
+    path = save(tmp_path, "adult.xml", adult)
+    result = invoke(app, "validate", str(path), "--format", "json")
+    assert result.exit_code == 1, result.output
+    (found,) = findings(as_json(result), "adult.xml")
+    assert "Regulations 2007" in found["message"]
+    assert found["path"] == "DirectoryEntry/BirthDate"
+    answered = post_validate(client, adult, admin)
+    errors = [i for i in answered.json["issue"] if i["severity"] == "error"]
+    assert len(errors) == 1 and "Regulations 2007" in errors[0]["diagnostics"]
+    assert errors[0]["location"] == ["DirectoryEntry/BirthDate"]
+    entry.find(f".//{{{ns}}}RecordStatus").text = "archived"
+    archived = save(tmp_path, "archived.xml", etree.tostring(entry))
+    assert invoke(app, "validate", str(archived)).exit_code == 0

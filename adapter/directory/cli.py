@@ -134,20 +134,46 @@ def expand(paths: Iterable[str]) -> list[Path]:
     return found
 
 
-def report(name: str, outcomes: Iterator[ImportOutcome], counts: Counter[str]) -> None:
-    """Print each rejected record (number, line, reason; no value) and count every status."""
+class Tally:
+    """What the records of one file came to: a count per status, and each distinct note of
+    the records applied (what was not kept or was changed, as the REST answer says it) with
+    how many records it was given for and where first, so that a file of a million records
+    reports a note once, not a million times."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.notes: dict[str, tuple[int, str]] = {}
+
+    def add(self, outcome: ImportOutcome) -> None:
+        """Count a record's status and its notes."""
+        self.counts[outcome.status] += 1
+        for note in outcome.notes:
+            seen, first = self.notes.get(note, (0, where_of(outcome)))
+            self.notes[note] = (seen + 1, first)
+
+
+def where_of(outcome: ImportOutcome) -> str:
+    """Return "record N" or "record N, line L"."""
+    line = f", line {outcome.line}" if outcome.line else ""
+    return f"record {outcome.record_number}{line}"
+
+
+def report(name: str, outcomes: Iterator[ImportOutcome], tally: Tally) -> None:
+    """Print each rejected record (number, line, reason; no value) and tally every record."""
     for outcome in outcomes:
-        counts[outcome.status] += 1
+        tally.add(outcome)
         if outcome.status == "rejected":
-            where = f", line {outcome.line}" if outcome.line else ""
             path = f" [{outcome.expression}]" if outcome.expression else ""
-            click.echo(f"{name}: record {outcome.record_number}{where}: {outcome.reason}{path}")
+            click.echo(f"{name}: {where_of(outcome)}: {outcome.reason}{path}")
 
 
-def summary(name: str, counts: Counter[str]) -> None:
-    """Print the counts of one file."""
+def summary(name: str, tally: Tally) -> None:
+    """Print the counts of one file, then its notes (each once, with how many records)."""
+    counts = tally.counts
     click.echo(f"{name}: {counts['created']} created, {counts['updated']} updated, "
                f"{counts['unchanged']} unchanged, {counts['rejected']} rejected")
+    for note, (seen, first) in tally.notes.items():
+        click.echo(f"{name}: {seen} record(s), first {first}: {note}")
 
 
 def import_batch(path: Path, kind: str, caller: Caller, quiet: bool) -> int:
@@ -155,19 +181,19 @@ def import_batch(path: Path, kind: str, caller: Caller, quiet: bool) -> int:
     from adapter.services.directory_import import import_assessments, import_entries
 
     run = import_entries if kind == "entries" else import_assessments
-    counts: Counter[str] = Counter()
+    tally = Tally()
     with open(path, "rb") as stream, tqdm(total=path.stat().st_size, unit="B", unit_scale=True,
                                           file=sys.stderr, disable=quiet) as bar:
         try:
             source = cast("IO[bytes]", Progress(stream, bar))  # read(size) is all lxml uses
-            report(path.name, run(get_db(), source, caller, detail=DETAIL), counts)
+            report(path.name, run(get_db(), source, caller, detail=DETAIL), tally)
         except BadRequest as error:
-            click.echo(f"{path.name}: unusable: {error.message} ({sum(counts.values())} records "
-                       "before it were applied)", err=True)
-            summary(path.name, counts)
+            click.echo(f"{path.name}: unusable: {error.message} ({sum(tally.counts.values())} "
+                       "records before it were applied)", err=True)
+            summary(path.name, tally)
             return EXIT_UNUSABLE
-    summary(path.name, counts)
-    return EXIT_REJECTED if counts["rejected"] else EXIT_OK
+    summary(path.name, tally)
+    return EXIT_REJECTED if tally.counts["rejected"] else EXIT_OK
 
 
 def import_fhir(paths: list[Path], kind: str, caller: Caller, quiet: bool) -> int:
@@ -177,7 +203,7 @@ def import_fhir(paths: list[Path], kind: str, caller: Caller, quiet: bool) -> in
     from adapter.services.fhir_import import apply_bundle, apply_ndjson
 
     name = paths[0].name if len(paths) == 1 else f"{len(paths)} NDJSON files"
-    counts: Counter[str] = Counter()
+    tally = Tally()
     try:
         if kind == "ndjson":
             outcomes = apply_ndjson(paths, caller)
@@ -186,12 +212,12 @@ def import_fhir(paths: list[Path], kind: str, caller: Caller, quiet: bool) -> in
             outcomes = apply_bundle(parse_json_resource(data) if kind == "fhir-json"
                                     else loads_resource(data), caller)
         bar = tqdm(outcomes, unit=" resources", file=sys.stderr, disable=quiet)
-        report(name, iter(bar), counts)
+        report(name, iter(bar), tally)
     except BadRequest as error:
         click.echo(f"{name}: unusable: {error.message}", err=True)
         return EXIT_UNUSABLE
-    summary(name, counts)
-    return EXIT_REJECTED if counts["rejected"] else EXIT_OK
+    summary(name, tally)
+    return EXIT_REJECTED if tally.counts["rejected"] else EXIT_OK
 
 
 def _cli_base() -> str:

@@ -430,6 +430,9 @@ class ImportOutcome:
     contactpoint_id: str | None = None
     reason: str | None = None
     expression: str | None = None
+    # What a write that was applied tells its writer (what was not kept or was changed:
+    # ``adapter.fhir.announce``), as the import command reports it; not part of the XML report.
+    notes: tuple[str, ...] = ()
 
 
 def outcome_element(outcome: ImportOutcome) -> etree._Element:

@@ -164,7 +164,9 @@ def render_write(result: WriteResult, sent: dict[str, Any] | None = None) -> Res
     preference = announce.applied_preference(prefer, result)
     headers.update(announce.preference_applied(prefer, result))
     if preference == "minimal":
-        return Response(status=status, headers=headers)
+        empty = Response(status=status, headers=headers)
+        del empty.headers["Content-Type"]  # no body: not the text/html Flask would name
+        return empty
     if preference == "OperationOutcome":
         return fhir_response(operation_outcome(announce.outcome_issues(result)), status,
                              headers)

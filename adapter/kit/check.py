@@ -76,6 +76,8 @@ LIVE_CHECKS: Final = {
         "the sender may write the record: its managing authority (Patient, directory entry), "
         "the organisation providing an involvement, an organisation's own or a practitioner's "
         "employer's record",
+        "a Patient without managingOrganization comes from a local authority's own system "
+        "(which then manages it; from any other sender it is refused)",
         "one live directory entry per NHS number; identifiers and organisation codes not held "
         "by another record",
         "the version a write names (If-Match, meta.versionId) is the stored one",
@@ -85,7 +87,7 @@ LIVE_CHECKS: Final = {
         "the entry's managing authority is the sender's own; shielded and archived entries",
         "organisations and practitioners are described as the directory holds them",
         "the version a record carries is the stored one; identifiers not held by another "
-        "record",
+        "record; one live directory entry per NHS number",
         "an assessment reference's child is in the directory",
     ),
 }
@@ -449,9 +451,25 @@ def _record_findings(position: int, line: int | None, item: Any,
     if entries:
         try:
             check_parts(item)
+            live_entry_age_rules(item)
         except Invalid as error:
             return [Finding(position, line, "error", error.message, error.expression)]
     return []
+
+
+def live_entry_age_rules(data: Any) -> None:
+    """A live entry's person is within the directory's age rules, as a FHIR ``$validate``
+    and the kit's FHIR check report it (``PatientHandler.validate``): the import refuses
+    a new or re-dated live entry outside them (``adapter.services.entry_rules``).
+
+    :raises Invalid: outside the age rules (the rule quoted).
+    """
+    from adapter.services.entry_rules import require_within_age_rules
+
+    if (data.get("record_status") or "live") == "live":
+        require_within_age_rules(data["birth_date"], data["death_date"],
+                                 data["extended_retention"], "DirectoryEntry/BirthDate",
+                                 "DirectoryEntry/DeathDate")
 
 
 def check_directory_batch(report: FileReport, source: str | IO[bytes]) -> None:

@@ -41,7 +41,12 @@ from adapter.services.directory_import import (
     applied,
     rejected,
 )
-from adapter.services.entry_rows import SharedRows, described_in_assessment
+from adapter.services.entry_rows import (
+    SharedRows,
+    described_in_assessment,
+    national_only,
+    with_national_only_practitioners,
+)
 from adapter.services.records import apply_assessment
 
 WHERE: Final = "AssessmentReference"
@@ -115,12 +120,18 @@ def merge_withheld(data: Canonical, stored: Canonical, existing: Assessment,
                    caller: Caller) -> Canonical:
     """Return ``data`` with what ``caller`` may not see kept as stored: sensitive services'
     team members, and a lead professional from a sensitive service (docs/domain.md "Sensitive
-    services"; the same parts ``careteams.ecaf_view`` withholds)."""
+    services"; the same parts ``careteams.ecaf_view`` withholds), and the practitioners the
+    dialect cannot name (known only by national numbers)."""
     merged = dict(data)
     if not may_see_lead(existing, caller):
         merged.update({name: stored[name] for name in LEAD_FIELDS})
+    elif merged["lead_practitioner"] is None and national_only(stored["lead_practitioner"]) \
+            and organisation_key(merged["lead_organisation"]) == \
+            organisation_key(stored["lead_organisation"]):
+        # The record cannot name a lead known only by national numbers: it keeps them.
+        merged["lead_practitioner"] = stored["lead_practitioner"]
     hidden = [i for i, member in enumerate(existing.members) if not may_see_member(member, caller)]
-    members = list(data["members"])
+    members = with_national_only_practitioners(list(data["members"]), stored["members"])
     sent = {_member_key(member) for member in members}
     for index in hidden:
         if _member_key(stored["members"][index]) not in sent:

@@ -36,6 +36,7 @@ from adapter.services.entry_rows import (
     entry_retention,
     insert_entries,
     involvement_key,
+    with_national_only_practitioners,
 )
 from adapter.services.entry_rules import (
     ONE_LIVE_ENTRY,
@@ -158,7 +159,8 @@ def merge_withheld(data: Canonical, stored: Canonical, caller: Caller,
                    visibility: Visibility | None = None) -> Canonical:
     """Return the entry ``data`` with what the policy withholds from ``caller`` kept as
     ``stored`` has it: sensitive involvements (without the right) and other organisations'
-    local identifiers; its retention date as the rules give it.
+    local identifiers; the practitioners the dialect cannot name (known only by national
+    numbers); its retention date as the rules give it.
 
     What a caller may not see it cannot change or remove (as the FHIR Patient and CareTeam
     writes keep them). ``visibility`` (for ``caller``) remembers the policy's answers across
@@ -171,8 +173,10 @@ def merge_withheld(data: Canonical, stored: Canonical, caller: Caller,
                   if not visible.local_identifier(item)]
     merged = dict(data)
     merged["retention_date"] = entry_retention(data)
+    merged["involvements"] = with_national_only_practitioners(data["involvements"],
+                                                              stored["involvements"])
     if hidden_involvements:
-        merged["involvements"] = _with_hidden(data["involvements"], stored["involvements"],
+        merged["involvements"] = _with_hidden(merged["involvements"], stored["involvements"],
                                               hidden_involvements, involvement_key)
     if hidden_ids:
         merged["local_identifiers"] = _with_hidden(

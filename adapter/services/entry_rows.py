@@ -89,6 +89,33 @@ def involvement_key(data: Mapping[str, Any]) -> str:
     return f"{data['role']}/{organisation_key(data['organisation'])[1]}/{person}/{start}"
 
 
+def _without_practitioner_key(item: Canonical) -> tuple[Any, ...]:
+    """Return what identifies an involvement (or a team member) apart from its
+    practitioner."""
+    return item["role"], organisation_key(item["organisation"]), item.get("period_start")
+
+
+def national_only(practitioner: Canonical | None) -> bool:
+    """Return True for a stored practitioner known only by national numbers, whom the
+    directory XML cannot name (it has no employer's staff id: schemas/xml/README.md)."""
+    return practitioner is not None and practitioner["local_id"] is None
+
+
+def with_national_only_practitioners(incoming: list[Canonical],
+                                     stored: list[Canonical]) -> list[Canonical]:
+    """Return ``incoming`` involvements (or team members) with the stored practitioner put
+    back into each that names none where the stored one names a practitioner known only by
+    national numbers: a record that leaves the practitioner out says nothing of them, and a
+    record read and posted back changes nothing."""
+    kept = {_without_practitioner_key(item): item["practitioner"] for item in stored
+            if national_only(item["practitioner"])}
+    if not kept:
+        return incoming
+    return [{**item, "practitioner": kept[_without_practitioner_key(item)]}
+            if item["practitioner"] is None and _without_practitioner_key(item) in kept
+            else item for item in incoming]
+
+
 def entry_retention(data: Mapping[str, Any]) -> Any:
     """Return the retention date the rules give an entry (``apply_child`` recomputes it)."""
     return retention_date(data["birth_date"], data["death_date"], data["extended_retention"])

@@ -119,13 +119,34 @@ class _Directory:
         each at most."""
         people = list(session_rows(self.session, PRACTITIONER, practitioner_ids))
         employer = ORG_ID_OF["practitioner"]
-        organisation_ids |= {row[employer] for row in people}
+        # A practitioner known only by national numbers has no employer here (README
+        # "Identifiers").
+        organisation_ids |= {row[employer] for row in people if row[employer] is not None}
         for row in session_rows(self.session, ORGANISATION, organisation_ids):
             self.organisations[row[ID]] = ORGANISATION_COLUMNS(row)
+        national = self._national_identifiers([row[ID] for row in people
+                                                if row[employer] is None])
         for row in people:
             data = PRACTITIONER_COLUMNS(row)
-            data["organisation"] = self.organisations[row[employer]]
+            data["organisation"] = None if row[employer] is None \
+                else self.organisations[row[employer]]
+            if row[employer] is None:  # its key (canonical.practitioner_key) is its numbers
+                data["identifiers"] = national.get(row[ID], [])
             self.practitioners[row[ID]] = data
+
+    def _national_identifiers(self, practitioner_ids: list[int]) -> dict[int, list[Canonical]]:
+        """Return the national identifiers of these practitioners, sorted as
+        ``canonical.practitioner_dump`` lists them."""
+        if not practitioner_ids:
+            return {}
+        table = TABLES["practitioner_identifier"]
+        found: dict[int, list[Canonical]] = {}
+        for owner, system, value in self.session.connection().execute(
+                select(table.c.practitioner_id, table.c.system, table.c.value)
+                .where(table.c.practitioner_id.in_(practitioner_ids))
+                .order_by(table.c.practitioner_id, table.c.system, table.c.value)):
+            found.setdefault(owner, []).append({"system": system, "value": value})
+        return found
 
     def involvement(self, row: Sequence[Any]) -> Canonical:
         """Return an involvement row as a canonical dict."""

@@ -26,6 +26,7 @@ import orjson
 from adapter.db import get_db
 from adapter.directory.writer import ImportOutcome
 from adapter.errors import BadRequest, GatewayError, NotFound
+from adapter.fhir.announce import notes_of
 from adapter.fhir.body import parse_json_resource
 from adapter.fhir.handlers import ResourceHandler
 from adapter.fhir.transaction import Entry, run_batch, run_transaction
@@ -62,9 +63,17 @@ def _status(created: bool, changed: bool) -> str:
     return "created" if created else "updated" if changed else "unchanged"
 
 
+def reported_notes(issues: Iterable[dict[str, Any]]) -> tuple[str, ...]:
+    """Return the notes of a write the import reports: what was not kept or was changed and
+    any other note on the resource, not "No change" (the status says it)."""
+    return tuple(str(i.get("diagnostics")) for i in issues
+                 if i.get("diagnostics") and not str(i["diagnostics"]).startswith("No change:"))
+
+
 def apply_resource(handler: ResourceHandler, session: Any, resource: dict[str, Any],
-                   caller: Caller) -> str:
-    """Apply one resource through its handler: PUT by id, or create without one.
+                   caller: Caller) -> tuple[str, tuple[str, ...]]:
+    """Apply one resource through its handler: PUT by id, or create without one; return the
+    import status and the write's notes (as the REST answer gives them).
 
     :raises GatewayError: the handler or the caller's scopes refuse it.
     """
@@ -75,13 +84,14 @@ def apply_resource(handler: ResourceHandler, session: Any, resource: dict[str, A
     else:
         require_scope(caller, handler.resource_type, "create")
         result = handler.create(session, resource, caller)
-    return _status(result.created, result.changed)
+    return _status(result.created, result.changed), reported_notes(notes_of(result))
 
 
-def _outcome(item: Line, status: str, error: GatewayError | None = None) -> ImportOutcome:
+def _outcome(item: Line, status: str, error: GatewayError | None = None,
+             notes: tuple[str, ...] = ()) -> ImportOutcome:
     """Return the outcome of one resource."""
     if error is None:
-        return ImportOutcome(item.position, item.line, status)
+        return ImportOutcome(item.position, item.line, status, notes=notes)
     return ImportOutcome(item.position, item.line, "rejected", reason=error.message,
                          expression=error.expression)
 
@@ -111,9 +121,9 @@ def _apply_chunk(chunk: list[Line], known: dict[str, ResourceHandler],
                     raise NotFound(f"{item.resource.get('resourceType')} is not a resource "
                                    "type this server writes")
                 with session.begin_nested():
-                    status = apply_resource(handler, session, item.resource, caller)
+                    status, notes = apply_resource(handler, session, item.resource, caller)
                     session.flush()
-                outcomes.append(_outcome(item, status))
+                outcomes.append(_outcome(item, status, notes=notes))
             except GatewayError as error:
                 outcomes.append(_outcome(item, "rejected", error))
             except DB_ERRORS:
@@ -126,12 +136,12 @@ def _apply_chunk(chunk: list[Line], known: dict[str, ResourceHandler],
 def _response_outcome(index: int, response: dict[str, Any]) -> ImportOutcome:
     """Return the outcome of one transaction/batch response entry."""
     status = str(response.get("response", {}).get("status", ""))
-    if status.startswith("201"):
-        return ImportOutcome(index + 1, None, "created")
     if status.startswith("2"):
         notes = response.get("response", {}).get("outcome", {}).get("issue") or []
         unchanged = any(str(n.get("diagnostics", "")).startswith("No change:") for n in notes)
-        return ImportOutcome(index + 1, None, "unchanged" if unchanged else "updated")
+        kind = "created" if status.startswith("201") else "unchanged" if unchanged \
+            else "updated"
+        return ImportOutcome(index + 1, None, kind, notes=reported_notes(notes))
     issues = response.get("response", {}).get("outcome", {}).get("issue") or [{}]
     return ImportOutcome(index + 1, None, "rejected", reason=issues[0].get("diagnostics"),
                          expression=(issues[0].get("expression") or [None])[0])

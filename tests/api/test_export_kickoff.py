@@ -435,3 +435,31 @@ def test_patient_export_is_never_a_read(app: Flask, method: str, path: str) -> N
     a static segment outranks the read's ``<resource_id>`` whatever other rules are added."""
     endpoint, arguments = app.url_map.bind("localhost").match(path, method)
     assert (endpoint, arguments) == ("fhir.export.patient", {})
+
+
+BROKEN_BODIES = [
+    (b"{", "application/fhir+json"),
+    (b"[]", "application/fhir+json"),
+    (b'{"resourceType": "Parameters", "parameter": [5, null]}', "application/fhir+json"),
+    (b'{"resourceType": "Parameters", "parameter": [{"name": "patient", '
+     b'"valueReference": "Patient/x"}]}', "application/fhir+json"),
+    (b"<Parameters", "application/fhir+xml"),
+    (b"<Parameters xmlns='http://hl7.org/fhir'><parameter><name value='_since'/>"
+     b"<valueInstant value='garbage'/></parameter></Parameters>", "application/fhir+xml"),
+    (b"<Patient xmlns='http://hl7.org/fhir'/>", "application/fhir+xml"),
+    (b"\xff\xfe\x00", "application/fhir+json"),
+]
+
+
+@pytest.mark.parametrize("path", ["/fhir/$export", PATIENT_EXPORT, "/fhir/Group/x1/$export"])
+@pytest.mark.parametrize(("body", "media"), BROKEN_BODIES)
+def test_a_broken_kick_off_body_is_400(client: FlaskClient, callers: Callers, demo: Database,
+                                       path: str, body: bytes, media: str) -> None:
+    """A POST kick-off whose body is no Parameters (unreadable JSON or XML, another resource,
+    a parameter of the wrong shape) is a 400 OperationOutcome at every kick-off URL, and
+    creates no job."""
+    response = client.post(path, data=body, headers={**callers.la, "Prefer": "respond-async",
+                                                     "Content-Type": media, "Accept": JSON})
+    assert response.status_code == 400, response.data[:400]
+    assert response.json["resourceType"] == "OperationOutcome"
+    assert job_count(demo) == 0

@@ -202,6 +202,7 @@ def test_every_write_answers_per_prefer(env: Env, name: str, fmt: str) -> None:
         shown_once = name == "Subscription POST"  # its secret: always the resource (below)
         if prefer == "return=minimal" and not shown_once:
             assert response.data == b""
+            assert "Content-Type" not in response.headers  # no body, no text/html
             continue
         body = parsed(response)
         assert response.content_type.startswith(FHIR_XML if fmt == "xml" else FHIR_JSON)

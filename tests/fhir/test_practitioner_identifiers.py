@@ -23,6 +23,7 @@ from tests.fhir.fixtures import (
     ids,
     parsed,
 )
+from tests.test_cli_import_export import target  # noqa: F401 (fixture: an empty gateway)
 
 FORMATS = ["json", "xml"]
 OWN = OwnSystems(DEFAULT_CANONICAL_BASE)
@@ -457,3 +458,103 @@ def test_transaction_conditional_create_by_national_identifier(env: Env) -> None
     assert again["location"].split("/_history")[0] == created["location"].split("/_history")[0]
     found = fetch(env.client, f"/fhir/Practitioner?identifier={token}", env.who.reader)
     assert len(ids(found)) == 1
+
+
+def test_directory_xml_posted_back_keeps_a_practitioner_known_by_national_numbers(
+        env: Env) -> None:
+    """An entry read as directory XML (its practitioner known only by a GMC number left out,
+    the dialect having no place for it) and posted back as it is changes nothing: the
+    involvement keeps its practitioner (bad input loses nothing), over HTTP as through the
+    ``import`` command's path (the same import)."""
+    from lxml import etree
+
+    from adapter.directory.schema import NS
+
+    rid = created_id(send(env, "POST", "/fhir/Practitioner",
+                          doctor((systems.GMC_NUMBER, "6150129")), env.who.la))
+    assert add_la_worker(env, {"identifier": {"system": systems.GMC_NUMBER,
+                                              "value": "6150129"}}).status_code == 200
+    patient = fetch(env.client, f"/fhir/Patient/{env.world.child}", env.who.admin)
+    cpid = next(i["value"] for i in patient["identifier"] if i["system"] == OWN.contactpoint_id)
+    read = env.client.get(f"/directory/entries/{cpid}", headers=env.who.la)
+    assert read.status_code == 200, read.data[:600]
+    posted = env.client.post("/directory/entries", data=read.data,
+                             headers={**env.who.la, "Content-Type": "application/xml"})
+    assert posted.status_code == 200, posted.data[:600]
+    report = etree.fromstring(posted.data)
+    assert report.findtext(f".//{{{NS}}}Status") == "unchanged", posted.data[:800]
+    assert la_role_of_team(env)["practitioner"]["reference"] == f"Practitioner/{rid}"
+    after = fetch(env.client, f"/fhir/Patient/{env.world.child}", env.who.admin)
+    assert after["meta"]["versionId"] == patient["meta"]["versionId"]
+    # A record that changes something else is applied and still keeps the practitioner.
+    document = etree.fromstring(read.data)
+    gender = document.find(f".//{{{NS}}}Gender")
+    gender.text = "1" if gender.text == "2" else "2"  # NHS Data Dictionary person stated gender
+    changed = etree.tostring(document)
+    posted = env.client.post("/directory/entries", data=changed,
+                             headers={**env.who.la, "Content-Type": "application/xml"})
+    assert etree.fromstring(posted.data).findtext(f".//{{{NS}}}Status") == "updated", \
+        posted.data.decode()[-900:]
+    assert la_role_of_team(env)["practitioner"]["reference"] == f"Practitioner/{rid}"
+
+
+def test_assessment_xml_posted_back_keeps_a_lead_known_by_national_numbers(
+        env: Env) -> None:
+    """An eCAF assessment reference whose lead professional is known only by a GMC number,
+    read as directory XML (the lead's Practitioner left out) and posted back as it is,
+    changes nothing: the lead keeps its practitioner."""
+    from lxml import etree
+    from sqlalchemy import select, update
+
+    from adapter.directory.schema import NS
+    from adapter.models import Assessment, Practitioner
+
+    rid = created_id(send(env, "POST", "/fhir/Practitioner",
+                          doctor((systems.GMC_NUMBER, "6150129")), env.who.la))
+    with env.db.write_transaction() as session:
+        person = session.scalar(select(Practitioner.id).where(Practitioner.resource_id == rid))
+        session.execute(update(Assessment).where(
+            Assessment.assessment_id == env.world.ecaf_id).values(lead_practitioner_id=person))
+    read = env.client.get(f"/directory/assessments/{env.world.ecaf_id}",
+                          headers=env.who.la_sensitive)
+    assert read.status_code == 200, read.data[:600]
+    assert b"6150129" not in read.data and b"Rastall" not in read.data
+    posted = env.client.post("/directory/assessments", data=read.data,
+                             headers={**env.who.la_sensitive, "Content-Type": "application/xml"})
+    assert posted.status_code == 200, posted.data[:600]
+    assert etree.fromstring(posted.data).findtext(f".//{{{NS}}}Status") == "unchanged", \
+        posted.data.decode()[-900:]
+    with env.db.sessions() as session:
+        kept = session.scalar(select(Assessment.lead_practitioner_id).where(
+            Assessment.assessment_id == env.world.ecaf_id))
+    assert kept == person
+
+
+def test_ndjson_export_reimports_a_practitioner_known_by_national_numbers(
+        app: Any, env: Env, target: Any, tmp_path: Any) -> None:  # noqa: F811
+    """An authority's NDJSON export holds a team member known only by a GMC number; imported
+    into an empty gateway, the member is still that practitioner, matched and kept by the
+    number (the ``import`` command's path for CareTeam roles)."""
+    from sqlalchemy import select
+
+    from adapter.models import Involvement, Practitioner, PractitionerIdentifier
+    from tests.security.helpers import invoke
+
+    created_id(send(env, "POST", "/fhir/Practitioner",
+                    doctor((systems.GMC_NUMBER, "6150129")), env.who.la))
+    assert add_la_worker(env, {"identifier": {"system": systems.GMC_NUMBER,
+                                              "value": "6150129"}}).status_code == 200
+    out = tmp_path / "out"
+    exported = invoke(app, "export", "--authority", LA, "--format", "fhir-ndjson", "--out",
+                      str(out), "--quiet")
+    assert exported.exit_code == 0, exported.output
+    assert b"6150129" in (out / "Practitioner.ndjson").read_bytes()
+    imported = invoke(target, "import", str(out), "--quiet")
+    assert imported.exit_code == 0, imported.output
+    with target.extensions["db"].sessions() as session:
+        holders = session.scalars(select(Practitioner).join(PractitionerIdentifier).where(
+            PractitionerIdentifier.value == "6150129")).all()
+        assert len(holders) == 1 and holders[0].local_id is None
+        members = session.scalars(select(Involvement.role).where(
+            Involvement.practitioner_id == holders[0].id)).all()
+        assert members == [ROLE], "the team member lost its practitioner"
