@@ -7,7 +7,6 @@ Patient-level export holding only what the client may see, audited per child."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -17,7 +16,6 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from adapter.db import Database
-from adapter.export.runner import join_jobs
 from adapter.models import Child, ExportJob, Organisation
 from tests.api.conftest import Callers
 from tests.api.test_export import (
@@ -25,6 +23,7 @@ from tests.api.test_export import (
     _plant_canaries,
     audits,
     download,
+    inline,  # noqa: F401 (autouse: export jobs run inline, threads joined)
     job_folder,
     manifest_of,
     validate,
@@ -32,14 +31,6 @@ from tests.api.test_export import (
 
 JSON = "application/fhir+json"
 PATIENT_EXPORT = "/fhir/Patient/$export"
-
-
-@pytest.fixture(autouse=True)
-def inline(app: Flask) -> Iterator[None]:
-    """Run export jobs inline (deterministic); join any export thread a test started."""
-    app.config["EXPORT_INLINE"] = True
-    yield
-    join_jobs(timeout=60)
 
 
 def parameters(*entries: dict[str, Any]) -> dict[str, Any]:

@@ -2,9 +2,10 @@
 directory entry", docs/architecture.md "Policy"). One rule for every dialect and path (FHIR
 create and update, transaction and batch Bundles, directory XML, the ``import`` command):
 
-- a child's entry is written by its managing authority's systems; through FHIR (CareTeam,
-  PractitionerRole) an involvement is added, changed or ended by the organisation providing
-  it (the GP practices also by the managing authority, through ``Patient.generalPractitioner``),
+- a child's entry is written by its managing authority's systems; through FHIR a child's
+  team (CareTeam, its PractitionerRoles contained) is written by those systems, and in it an
+  involvement is added, changed or ended only by the organisation providing it (the GP
+  practices also by the managing authority, through ``Patient.generalPractitioner``),
   while a directory XML entry is the managing authority's whole record of its child,
   involvements included; an eCAF assessment reference is written by the lead professional's
   organisation or the child's managing authority; an administrator (the national directory
