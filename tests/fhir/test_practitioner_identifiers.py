@@ -296,6 +296,19 @@ def add_la_worker(env: Env, practitioner: dict[str, Any], fmt: str = "json",
     return send(env, "PUT", f"/fhir/CareTeam/{w.team}", team, env.who.la, fmt)
 
 
+def gmc_worker_on_the_team(env: Env) -> tuple[str, str]:
+    """Create the doctor known only by GMC number 6150129, make them the early-help worker
+    of the child's team (named by that number); return their id and the child's ContactPoint
+    ID."""
+    rid = created_id(send(env, "POST", "/fhir/Practitioner",
+                          doctor((systems.GMC_NUMBER, "6150129")), env.who.la))
+    assert add_la_worker(env, {"identifier": {"system": systems.GMC_NUMBER,
+                                              "value": "6150129"}}).status_code == 200
+    patient = fetch(env.client, f"/fhir/Patient/{env.world.child}", env.who.admin)
+    cpid = next(i["value"] for i in patient["identifier"] if i["system"] == OWN.contactpoint_id)
+    return rid, cpid
+
+
 def la_role_of_team(env: Env) -> dict[str, Any]:
     """Return the PractitionerRole of the child's early-help involvement."""
     team = fetch(env.client, f"/fhir/CareTeam/{env.world.team}", env.who.admin)
@@ -375,12 +388,7 @@ def test_directory_xml_names_only_staff_ids(env: Env) -> None:
 
     from adapter.directory.schema import load_schema
 
-    created_id(send(env, "POST", "/fhir/Practitioner",
-                    doctor((systems.GMC_NUMBER, "6150129")), env.who.la))
-    assert add_la_worker(env, {"identifier": {"system": systems.GMC_NUMBER,
-                                              "value": "6150129"}}).status_code == 200
-    patient = fetch(env.client, f"/fhir/Patient/{env.world.child}", env.who.admin)
-    cpid = next(i["value"] for i in patient["identifier"] if i["system"] == OWN.contactpoint_id)
+    _rid, cpid = gmc_worker_on_the_team(env)
     response = env.client.get(f"/directory/entries/{cpid}", headers=env.who.admin)
     assert response.status_code == 200, response.data[:600]
     document = etree.fromstring(response.data)
@@ -470,12 +478,8 @@ def test_directory_xml_posted_back_keeps_a_practitioner_known_by_national_number
 
     from adapter.directory.schema import NS
 
-    rid = created_id(send(env, "POST", "/fhir/Practitioner",
-                          doctor((systems.GMC_NUMBER, "6150129")), env.who.la))
-    assert add_la_worker(env, {"identifier": {"system": systems.GMC_NUMBER,
-                                              "value": "6150129"}}).status_code == 200
+    rid, cpid = gmc_worker_on_the_team(env)
     patient = fetch(env.client, f"/fhir/Patient/{env.world.child}", env.who.admin)
-    cpid = next(i["value"] for i in patient["identifier"] if i["system"] == OWN.contactpoint_id)
     read = env.client.get(f"/directory/entries/{cpid}", headers=env.who.la)
     assert read.status_code == 200, read.data[:600]
     posted = env.client.post("/directory/entries", data=read.data,
@@ -540,10 +544,7 @@ def test_ndjson_export_reimports_a_practitioner_known_by_national_numbers(
     from adapter.models import Involvement, Practitioner, PractitionerIdentifier
     from tests.security.helpers import invoke
 
-    created_id(send(env, "POST", "/fhir/Practitioner",
-                    doctor((systems.GMC_NUMBER, "6150129")), env.who.la))
-    assert add_la_worker(env, {"identifier": {"system": systems.GMC_NUMBER,
-                                              "value": "6150129"}}).status_code == 200
+    gmc_worker_on_the_team(env)
     out = tmp_path / "out"
     exported = invoke(app, "export", "--authority", LA, "--format", "fhir-ndjson", "--out",
                       str(out), "--quiet")
