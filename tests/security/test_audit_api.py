@@ -278,7 +278,9 @@ def test_the_audit_index_answers_the_harvesting_check(demo: Database) -> None:
                 "AND action IN ('read', 'search')").all()
             assert "COVERING INDEX ix_audit_record_client_activity" in str(plan)
         else:
+            # This test's own schema only: every test schema has the index, and another test
+            # process dropping its schema meanwhile makes pg_get_indexdef fail on its rows.
             indexes = connection.exec_driver_sql(
-                "SELECT indexdef FROM pg_indexes WHERE indexname = "
-                "'ix_audit_record_client_activity'").scalar()
+                "SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() "
+                "AND indexname = 'ix_audit_record_client_activity'").scalar()
             assert "(client_id, recorded, child_ref, action)" in str(indexes)
