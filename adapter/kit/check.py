@@ -401,6 +401,17 @@ def _check_order(report: FileReport, bundle: dict[str, Any]) -> None:
         report.findings.append(_error_finding(error, None, None))
 
 
+def check_document(report: FileReport, resource: dict[str, Any], caller: Caller,
+                   bundle_kind: str) -> None:
+    """Check one parsed FHIR document: a Bundle entry by entry (the file's kind becomes
+    ``bundle_kind``), any other resource whole."""
+    if resource.get("resourceType") == "Bundle":
+        report.kind = bundle_kind
+        check_bundle(report, resource, caller)
+    else:
+        check_resource(report, resource, caller)
+
+
 def check_fhir_xml(report: FileReport, data: bytes, caller: Caller) -> None:
     """Check a FHIR XML document (a resource, or a Bundle entry by entry) into ``report``."""
     from adapter.fhir.xml import loads_resource
@@ -415,11 +426,7 @@ def check_fhir_xml(report: FileReport, data: bytes, caller: Caller) -> None:
                                               "fatal" if report.kind == "bundle-xml"
                                               else "error"))
         return
-    if resource.get("resourceType") == "Bundle":
-        report.kind = "bundle-xml"
-        check_bundle(report, resource, caller)
-    else:
-        check_resource(report, resource, caller)
+    check_document(report, resource, caller, "bundle-xml")
 
 
 def check_fhir_json(report: FileReport, data: bytes, caller: Caller) -> None:
@@ -431,11 +438,7 @@ def check_fhir_json(report: FileReport, data: bytes, caller: Caller) -> None:
     except BadRequest as error:
         report.findings.append(_error_finding(error, None, None))
         return
-    if resource.get("resourceType") == "Bundle":
-        report.kind = "bundle-json"
-        check_bundle(report, resource, caller)
-    else:
-        check_resource(report, resource, caller)
+    check_document(report, resource, caller, "bundle-json")
 
 
 # --- directory XML ---------------------------------------------------------------------------
