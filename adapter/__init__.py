@@ -29,7 +29,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     security.init_app(app)
     health.init_app(app)
     from adapter.fhir import api as fhir_api
-    from adapter.services import validation
+    from adapter.fhir import validation
 
     validation.init_app(app)
 

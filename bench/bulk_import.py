@@ -40,17 +40,17 @@ from adapter.demo import load_demo_data
 from adapter.directory.reader import iter_entry_data
 from adapter.directory.schema import ENTRY_XSD, load_schema, q
 from adapter.directory.writer import write_entries_data
-from adapter.models import Child
-from adapter.models.base import Base
-from adapter.services.directory_import import import_entries
-from adapter.services.entry_rows import (
+from adapter.imports.directory import import_entries
+from adapter.imports.rows import (
     NewEntries,
     Organisations,
     Practitioners,
     organisations_of,
     practitioners_of,
 )
-from adapter.services.entry_stored import load_stored
+from adapter.imports.stored import load_stored
+from adapter.models import Child
+from adapter.models.base import Base
 from bench.scratch import scratch_postgres
 
 PAGE: Final = 2000

@@ -6,7 +6,7 @@ A case's ``input.json`` is ``canonical_dump(child)`` written out (dates and inst
 8601 text, every key present); an eCAF case adds ``assessment``:
 ``canonical_assessment_dump(assessment)`` without its ``child``, which is the case's child.
 ``version`` and ``last_updated`` are part of the input, and every resource id is derived from
-natural keys as the service derives it (``adapter.services.records``), so nothing in the
+natural keys as the service derives it (``adapter.store.records``), so nothing in the
 outputs is volatile and the same input always gives the same bytes.
 
 Outputs: ``patient.json``/``.xml`` (Child -> Patient), ``careteam.json``/``.xml`` (the child's
@@ -42,7 +42,7 @@ from adapter.models.canonical import (
     child_reference_dump,
     organisation_key,
 )
-from adapter.services.records import part_key
+from adapter.store.records import part_key
 
 GOLDEN: Final = Path(__file__).resolve().parent / "golden"
 BASE: Final = DEFAULT_CANONICAL_BASE
@@ -111,7 +111,7 @@ def _codes(org: Organisation) -> dict[str, str | None]:
 def build_case_child(data: Mapping[str, Any]) -> Child:
     """Return the transient Child of an input with its version, time and resource ids.
 
-    Ids as ``adapter.services.records.apply_child`` derives them: the Patient from the
+    Ids as ``adapter.store.records.apply_child`` derives them: the Patient from the
     ContactPoint ID, each involvement's PractitionerRole from the ContactPoint ID and the
     involvement's natural key, organisations and practitioners from theirs.
     """
@@ -127,7 +127,7 @@ def build_case_child(data: Mapping[str, Any]) -> Child:
 
 def build_case_assessment(data: Mapping[str, Any], child: Child) -> Assessment | None:
     """Return the transient Assessment of an eCAF input about ``child``, with its ids
-    (``adapter.services.records.apply_assessment``), or None."""
+    (``adapter.store.records.apply_assessment``), or None."""
     canonical = assessment_data(data, child)
     if canonical is None:
         return None

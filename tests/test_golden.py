@@ -214,7 +214,7 @@ def _organisations(data: Any) -> Iterator[dict[str, Any]]:
 
 def derived_ids(case: str) -> dict[str, dict[str, Any]]:
     """Return, by resource type, the ids the service derives from the input's natural keys
-    (adapter.services.records) with the identifier that names each."""
+    (adapter.store.records) with the identifier that names each."""
     data = json.loads(stored(case, "input.json"))
     cpid = data["contactpoint_id"]
     own = f"{DEFAULT_CANONICAL_BASE}/Id/"

@@ -8,7 +8,7 @@ canonical records to XML and back, single records and streamed batches.
 - ``schema``: the namespace, the compiled XSDs and schema errors as ``Invalid``.
 - ``routes``: the HTTP interface at ``/directory`` (import, read, list);
   ``cli``: the ``import`` and ``export`` commands. Both call the services
-  ``adapter.services.directory_import`` and ``directory_export``.
+  ``adapter.imports.directory`` and ``directory_export``.
 """
 
 from adapter.directory.reader import (

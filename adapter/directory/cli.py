@@ -178,7 +178,7 @@ def summary(name: str, tally: Tally) -> None:
 
 def import_batch(path: Path, kind: str, caller: Caller, quiet: bool) -> int:
     """Import a directory XML batch file; return its exit code."""
-    from adapter.services.directory_import import import_assessments, import_entries
+    from adapter.imports.directory import import_assessments, import_entries
 
     run = import_entries if kind == "entries" else import_assessments
     tally = Tally()
@@ -200,7 +200,7 @@ def import_fhir(paths: list[Path], kind: str, caller: Caller, quiet: bool) -> in
     """Import a FHIR Bundle file, or NDJSON files together; return the exit code."""
     from adapter.fhir.body import parse_json_resource
     from adapter.fhir.xml import loads_resource
-    from adapter.services.fhir_import import apply_bundle, apply_ndjson
+    from adapter.imports.fhir import apply_bundle, apply_ndjson
 
     name = paths[0].name if len(paths) == 1 else f"{len(paths)} NDJSON files"
     tally = Tally()
@@ -288,7 +288,7 @@ def _authority(gss_code: str) -> tuple[int, int]:
 
 def export_xml(gss_code: str, out: Path, caller: Caller, total: int, quiet: bool) -> None:
     """Write the authority's entries and assessment references as two batch files."""
-    from adapter.services.directory_export import ListQuery, iter_pages
+    from adapter.export.directory import ListQuery, iter_pages
 
     spec = ListQuery(gss_code.strip().upper(), None, 500)
     db = get_db()
@@ -327,7 +327,7 @@ def _records(pages: Iterable[Any], bar: tqdm[Any] | None) -> Iterator[dict[str, 
 def export_ndjson(authority_id: int, out: Path, caller: Caller, total: int,
                   quiet: bool) -> None:
     """Write the authority's FHIR resources as NDJSON files, one per type."""
-    from adapter.services.ndjson_export import NdjsonExport
+    from adapter.export.ndjson_command import NdjsonExport
 
     with tqdm(total=total, unit=" children", file=sys.stderr, disable=quiet) as bar:
         export = NdjsonExport(get_db(), authority_id, caller,

@@ -32,6 +32,7 @@ from adapter.db import Database
 from adapter.errors import issue, operation_outcome
 from adapter.export.files import OUTCOME, NdjsonFiles, ndjson_line
 from adapter.export.jobs import ExportSettings
+from adapter.export.ndjson_command import assessments_by_child
 from adapter.export.resources import (
     CHILD_TYPES,
     REFERENCED_TYPES,
@@ -51,9 +52,8 @@ from adapter.notify import ledger
 from adapter.security import audit
 from adapter.security.caller import Caller
 from adapter.security.policy import disclose_child, visible_to
-from adapter.services.children import child_query
-from adapter.services.ndjson_export import assessments_by_child
-from adapter.services.organisations import render_organisation, render_practitioner
+from adapter.store.children import child_query
+from adapter.store.organisations import render_organisation, render_practitioner
 
 log = logging.getLogger(__name__)
 BATCH_SIZE: Final = 500

@@ -16,9 +16,9 @@ from sqlalchemy.orm import Session
 from adapter.models import Assessment, Child
 from adapter.security.caller import Caller
 from adapter.security.policy import may_see_child, may_see_involvement, may_see_lead, may_see_member
-from adapter.services.careteams import render_ecaf, render_team, team_is_listed
-from adapter.services.children import render_patient
-from adapter.services.practitioner_roles import (
+from adapter.store.careteams import render_ecaf, render_team, team_is_listed
+from adapter.store.children import render_patient
+from adapter.store.practitioner_roles import (
     involvement_role,
     lead_role,
     member_role,

@@ -24,10 +24,10 @@ def handlers() -> list[ResourceHandler]:
     from adapter.fhir.published import published_handlers
     from adapter.notify.subscriptions import SubscriptionHandler
     from adapter.security.audit_api import AuditEventHandler
-    from adapter.services.careteams import CareTeamHandler
-    from adapter.services.children import PatientHandler
-    from adapter.services.organisations import OrganizationHandler, PractitionerHandler
-    from adapter.services.practitioner_roles import PractitionerRoleHandler
+    from adapter.store.careteams import CareTeamHandler
+    from adapter.store.children import PatientHandler
+    from adapter.store.organisations import OrganizationHandler, PractitionerHandler
+    from adapter.store.practitioner_roles import PractitionerRoleHandler
 
     return [PatientHandler(), CareTeamHandler(), PractitionerRoleHandler(),
             OrganizationHandler(), PractitionerHandler(), AuditEventHandler(),

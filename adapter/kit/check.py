@@ -11,7 +11,7 @@ the database, through the same functions (docs/architecture.md "Inbound validati
   ``POST /fhir`` reads it (``adapter.fhir.transaction``);
 - directory XML (a ``DirectoryEntries`` or ``AssessmentReferences`` batch, or one record):
   the XSD and the rules of ``adapter.directory.reader``, and for entries the parts rule of
-  ``adapter.services.entry_import.check_parts``.
+  ``adapter.imports.entries.check_parts``.
 
 What only the live gateway can check (it needs the stored directory, or the network) is
 listed in ``LIVE_CHECKS`` and said in every report.
@@ -32,10 +32,10 @@ from flask import current_app
 from lxml import etree
 
 from adapter.errors import BadRequest, GatewayError, Invalid, issue
+from adapter.fhir import validation
 from adapter.fhir.handlers import ResourceHandler
 from adapter.fhir.wellformed import root_expression, shape_flaws
 from adapter.security.caller import Caller
-from adapter.services import validation
 
 DIRECTORY_NS: Final = "urn:contactpoint-gateway:directory:1"
 FHIR_NS: Final = "http://hl7.org/fhir"
@@ -62,7 +62,7 @@ UNITS: Final = {"bundle-json": "entry", "bundle-xml": "entry", "ndjson": "line",
                 "directory-entry": "record", "directory-assessment": "record",
                 "fhir-json": "resource", "fhir-xml": "resource"}
 HEAD_BYTES: Final = 1 << 16
-# Resources that are reports, not data: the import skips them (adapter.services.fhir_import).
+# Resources that are reports, not data: the import skips them (adapter.imports.fhir).
 REPORT_TYPES: Final = frozenset({"OperationOutcome"})
 FAILING: Final = frozenset({"error", "fatal"})
 LINE_RE: Final = re.compile(r"line (\d+)")
@@ -447,7 +447,7 @@ def _record_findings(position: int, line: int | None, item: Any,
                      entries: bool) -> list[Finding]:
     """Return the findings of one record the reader gave (its error, or the parts rule)."""
     from adapter.directory.reader import RecordInvalid
-    from adapter.services.entry_import import check_parts
+    from adapter.imports.entries import check_parts
 
     if isinstance(item, RecordInvalid):
         return [Finding(position, line, "error", item.message, item.expression)]
@@ -463,11 +463,11 @@ def _record_findings(position: int, line: int | None, item: Any,
 def live_entry_age_rules(data: Any) -> None:
     """A live entry's person is within the directory's age rules, as a FHIR ``$validate``
     and the kit's FHIR check report it (``PatientHandler.validate``): the import refuses
-    a new or re-dated live entry outside them (``adapter.services.entry_rules``).
+    a new or re-dated live entry outside them (``adapter.store.entry_rules``).
 
     :raises Invalid: outside the age rules (the rule quoted).
     """
-    from adapter.services.entry_rules import require_within_age_rules
+    from adapter.store.entry_rules import require_within_age_rules
 
     if (data.get("record_status") or "live") == "live":
         require_within_age_rules(data["birth_date"], data["death_date"],

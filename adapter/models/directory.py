@@ -36,7 +36,7 @@ def careteam_id_default(context: ExecutionContext) -> str | None:
 # Prefix-search indexes that migration 0010 creates per database (``text_pattern_ops`` on
 # PostgreSQL, an expression index on the postcode without spaces): SQLAlchemy's model cannot
 # declare them for both databases alike, so the model leaves them to the migration and the
-# model-versus-migrations test checks them by name (adapter/services/prefix.py uses them).
+# model-versus-migrations test checks them by name (adapter/store/prefix.py uses them).
 SEARCH_INDEXES: Final = ("ix_child_name_family_prefix", "ix_child_name_given_prefix",
                          "ix_child_postcode_prefix")
 # The entries the one-live-entry-per-NHS-number index covers (migration 0011).

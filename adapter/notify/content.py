@@ -103,7 +103,7 @@ def may_resend(session: Session, discloses: list[str] | None, caller: Caller) ->
 def _visible_child(session: Session, resource_id: str | None, caller: Caller) -> Child | None:
     """Return the child with FHIR id ``resource_id`` if ``caller`` may see it at all (archived
     entries are invisible to ordinary callers, docs/domain.md "Retention")."""
-    from adapter.services.children import child_query
+    from adapter.store.children import child_query
 
     if resource_id is None:
         return None
@@ -126,8 +126,8 @@ def _patient(session: Session, event: EventData, caller: Caller, base: str) -> R
 
 def _careteam(session: Session, event: EventData, caller: Caller, base: str) -> Rendered:
     """Return the CareTeam of an eCAF event exactly as a read by ``caller`` returns it
-    (``adapter.services.careteams``: shielding, sensitive members, audit)."""
-    from adapter.services.careteams import load_assessment, render_ecaf
+    (``adapter.store.careteams``: shielding, sensitive members, audit)."""
+    from adapter.store.careteams import load_assessment, render_ecaf
 
     focus = focus_of(event)
     assessment = load_assessment(session, event.focus_id, caller)

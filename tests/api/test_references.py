@@ -1,5 +1,5 @@
 """References in, every form, at every element the gateway reads one from
-(``adapter.services.references``): a literal reference to what this server stores resolves and
+(``adapter.fhir.references``): a literal reference to what this server stores resolves and
 is kept (POST, PUT, transaction; JSON and XML); anything it cannot follow — an unknown id, a
 wrong type, another server's URL, a contained or urn:uuid reference where none can resolve,
 malformed strings, empty objects, non-objects — is a 4xx OperationOutcome naming the element,

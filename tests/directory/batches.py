@@ -19,7 +19,7 @@ from adapter.directory.writer import write_assessments_data, write_entries_data
 from adapter.fhir.wellformed import today_in_england
 from adapter.models import Assessment, Child, Organisation
 from adapter.models.canonical import canonical_assessment_dump, canonical_dump
-from adapter.services.children import child_query
+from adapter.store.children import child_query
 
 RECORD_RE: Final = re.compile(rb"<(DirectoryEntry|AssessmentReference)[ >].*?</\1>\n", re.DOTALL)
 # Ways to break a record, in turn: each leaves the document well-formed.

@@ -1,4 +1,4 @@
-"""The streaming directory XML import (``adapter.services.directory_import``): a file of a few
+"""The streaming directory XML import (``adapter.imports.directory``): a file of a few
 thousand records with 1% broken, re-imports that change nothing, flat memory, and the rules of
 a write applied per record, on SQLite and PostgreSQL."""
 
@@ -17,6 +17,9 @@ from sqlalchemy import func, select
 from adapter.db import Database
 from adapter.directory.writer import ImportOutcome
 from adapter.errors import BadRequest
+from adapter.imports.directory import import_assessments, import_entries
+from adapter.imports.entries import check_parts
+from adapter.imports.rows import involvement_key
 from adapter.models import (
     Assessment,
     AuditRecord,
@@ -30,10 +33,7 @@ from adapter.models import (
 from adapter.models.canonical import canonical_dump
 from adapter.security.caller import Caller
 from adapter.security.scopes import parse_scopes
-from adapter.services.directory_import import import_assessments, import_entries
-from adapter.services.entry_import import check_parts
-from adapter.services.entry_rows import involvement_key
-from adapter.services.records import part_key
+from adapter.store.records import part_key
 from tests.directory.batches import Batch
 
 Files = tuple[Batch, Batch, str]
@@ -127,8 +127,8 @@ def test_imported_entries_equal_the_file(db: Database, demo_files: Files) -> Non
     expected = {d["contactpoint_id"]: d for _, _, d in iter_entry_data(
         io.BytesIO(first.document()))}
     with db.sessions() as session:
-        from adapter.services.children import child_query
-        from adapter.services.entry_stored import load_stored
+        from adapter.imports.stored import load_stored
+        from adapter.store.children import child_query
 
         core = load_stored(session, list(expected))
         for child in session.scalars(child_query()).unique():

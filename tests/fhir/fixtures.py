@@ -28,7 +28,7 @@ from adapter.models import (
     Practitioner,
     TeamMember,
 )
-from adapter.services.records import apply_assessment, apply_child
+from adapter.store.records import apply_assessment, apply_child
 from tests.security.helpers import get_token, register
 
 LA: Final = "E09000001"

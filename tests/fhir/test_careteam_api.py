@@ -760,8 +760,8 @@ def test_concurrent_updates_with_the_same_if_match(app: Flask, env: Env, kind: s
 def test_every_resource_served_is_valid(app: Flask, env: Env, caller: str) -> None:
     """Every CareTeam, PractitionerRole, Patient, Organization and Practitioner served, redacted
     or not, is valid FHIR (fhir.resources) and conforms to the profiles it claims."""
+    from adapter.fhir.validation import profile_issues
     from adapter.mapping.fhir import validate_resource
-    from adapter.services.validation import profile_issues
 
     who = getattr(env.who, caller)
     served = entries(fetch(env.client, "/fhir/CareTeam?_include=CareTeam:participant"

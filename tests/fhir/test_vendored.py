@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from adapter.services.validation import UK_CORE_FOLDER
+from adapter.fhir.validation import UK_CORE_FOLDER
 from adapter.vendored import FHIR_R4_XSD, UK_CORE_DIR, VENDOR_DIGESTS, VENDOR_DIR
 from tests.conftest import CONFORMANCE, REPO
 from tests.repo_files import project_files

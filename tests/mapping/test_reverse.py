@@ -128,7 +128,7 @@ def test_invalid_elements_are_named_and_never_echoed(change: dict[str, Any],
 def test_a_patient_without_managing_organization_maps_to_no_authority() -> None:
     """The mapping leaves the managing authority unset: whether the writer's own authority
     manages the entry or the write is refused is the service's and the policy's decision
-    (adapter.services.children, adapter.security.policy.authority)."""
+    (adapter.store.children, adapter.security.policy.authority)."""
     patient = pds_patient()
     patient.pop("managingOrganization")
     child, _ignored = fhir.patient_to_child(patient, base=BASE)

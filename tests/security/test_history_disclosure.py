@@ -16,8 +16,8 @@ from adapter.fhir.systems import CONFIDENTIALITY
 from adapter.models import Assessment, Child, Organisation
 from adapter.models.canonical import canonical_dump
 from adapter.security.policy import organisation_code
-from adapter.services import history
-from adapter.services.children import child_query
+from adapter.store import history
+from adapter.store.children import child_query
 from tests.api.conftest import Callers
 from tests.security.canaries import canaries_in, organisation, update_child
 

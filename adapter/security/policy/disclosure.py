@@ -36,7 +36,7 @@ from adapter.models import (
     TeamMember,
 )
 from adapter.security.caller import Caller
-from adapter.services.records import copy_columns, part_key
+from adapter.store.records import copy_columns, part_key
 
 # docs/domain.md "Shielding": what a caller without the right still sees of a shielded child.
 SHIELDED_VISIBLE: Final = frozenset({"resource_id", "contactpoint_id", "gender", "birth_date",

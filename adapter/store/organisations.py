@@ -44,6 +44,7 @@ from adapter.fhir.search import (
     negated,
     split_token,
 )
+from adapter.fhir.validation import require_valid, validate_inbound
 from adapter.identifiers import resource_id_for
 from adapter.mapping import fhir as mapping
 from adapter.mapping.conceptmaps import load_translations
@@ -51,7 +52,7 @@ from adapter.models import Organisation, Practitioner, PractitionerIdentifier
 from adapter.models.base import utcnow
 from adapter.security.caller import Caller
 from adapter.security.policy import require_organisation_writer, require_practitioner_writer
-from adapter.services.records import (
+from adapter.store.records import (
     BOOKKEEPING,
     conflict_message,
     copy_columns,
@@ -61,7 +62,6 @@ from adapter.services.records import (
     national_resource_id,
     organisation_key,
 )
-from adapter.services.validation import require_valid, validate_inbound
 
 ORGANISATION_CODES: Final = ("ods_code", "urn", "gss_code")
 CURRENT_ONLY: Final = ("Only the current version of {type}/{id} is kept (version {version}); "

@@ -30,6 +30,7 @@ from adapter.fhir.search import (
     reference_id,
     split_token,
 )
+from adapter.fhir.validation import validate_stored
 from adapter.mapping import fhir as mapping
 from adapter.models import (
     Assessment,
@@ -51,9 +52,9 @@ from adapter.security.policy import (
     member_visible,
     sensitive_visible,
 )
-from adapter.services import history
-from adapter.services.children import BREAK_GLASS
-from adapter.services.organisations import (
+from adapter.store import history
+from adapter.store.children import BREAK_GLASS
+from adapter.store.organisations import (
     CURRENT_ONLY,
     Kind,
     count_of,
@@ -65,7 +66,6 @@ from adapter.services.organisations import (
     practitioner_identifier_condition,
     token_condition,
 )
-from adapter.services.validation import validate_stored
 
 NOT_FOUND: Final = "No PractitionerRole/{id} on this server (or not one you may see)."
 

@@ -1,7 +1,7 @@
 """Applying one batch of directory entries (read as canonical dicts) in one transaction: the
 checks of a write (authority, shielding, archive, consent, version), the merge of what the
 caller may not see, and created / updated / unchanged told apart (see
-``adapter.services.directory_import`` for the rules and ``entry_rows`` for the bulk insert)."""
+``adapter.imports.directory`` for the rules and ``entry_rows`` for the bulk insert)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,21 @@ from sqlalchemy.orm import Session
 
 from adapter import codes
 from adapter.errors import Conflict, ExistingEntry, Forbidden, GatewayError, Invalid
+from adapter.imports.directory import (
+    ImportKind,
+    Pending,
+    applied,
+    rejected,
+)
+from adapter.imports.rows import (
+    SharedRows,
+    described_in_entry,
+    entry_retention,
+    insert_entries,
+    involvement_key,
+    with_national_only_practitioners,
+)
+from adapter.imports.stored import StoredEntry, load_stored
 from adapter.models import Child, Involvement, LocalIdentifier, Organisation
 from adapter.models.canonical import Canonical, ChildRecord, organisation_key, without_meta
 from adapter.security import audit
@@ -22,31 +37,16 @@ from adapter.security.policy import (
     may_write_child,
     require_shared_unchanged,
 )
-from adapter.services import history
-from adapter.services.children import child_query
-from adapter.services.directory_import import (
-    ImportKind,
-    Pending,
-    applied,
-    rejected,
-)
-from adapter.services.entry_rows import (
-    SharedRows,
-    described_in_entry,
-    entry_retention,
-    insert_entries,
-    involvement_key,
-    with_national_only_practitioners,
-)
-from adapter.services.entry_rules import (
+from adapter.store import history
+from adapter.store.children import child_query
+from adapter.store.entry_rules import (
     ONE_LIVE_ENTRY,
     age_rules_apply,
     duplicate_refusal,
     live_holders,
     require_within_age_rules,
 )
-from adapter.services.entry_stored import StoredEntry, load_stored
-from adapter.services.records import apply_child
+from adapter.store.records import apply_child
 
 NOT_YOURS: Final = "not your authority: "
 NHS_NUMBER_PATH: Final = "DirectoryEntry/NhsNumber"
@@ -191,7 +191,7 @@ def comparable(data: Canonical) -> Canonical:
 
 class LiveEntryRules:
     """The rules on the live entries a batch makes (as a FHIR Patient write meets them,
-    ``adapter.services.entry_rules``): within the directory's age rules, and one live entry
+    ``adapter.store.entry_rules``): within the directory's age rules, and one live entry
     per NHS number, against the stored entries (one query for the batch) and the batch's
     earlier records."""
 

@@ -40,7 +40,7 @@ from adapter.security.policy import (
     disclose_child,
     visible_to,
 )
-from adapter.services.children import child_query
+from adapter.store.children import child_query
 
 MAX_COUNT: Final = 1000
 DEFAULT_COUNT: Final = 100

@@ -30,9 +30,9 @@ from adapter.fhir.announce import notes_of
 from adapter.fhir.body import parse_json_resource
 from adapter.fhir.handlers import ResourceHandler
 from adapter.fhir.transaction import Entry, run_batch, run_transaction
+from adapter.imports.directory import CONFLICT, DB_ERRORS
 from adapter.security.access import require_scope
 from adapter.security.caller import Caller
-from adapter.services.directory_import import CONFLICT, DB_ERRORS
 
 # The order in which NDJSON resources are applied: each after what it refers to.
 TYPE_ORDER: Final = ("Organization", "Practitioner", "Patient", "CareTeam")

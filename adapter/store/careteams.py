@@ -31,6 +31,8 @@ from adapter.errors import (
     NotFound,
     issue,
 )
+from adapter.fhir import references
+from adapter.fhir.careteam_notes import careteam_changes
 from adapter.fhir.handlers import Page, Rendered, WriteResult
 from adapter.fhir.search import (
     BY_IDENTIFIER,
@@ -42,6 +44,7 @@ from adapter.fhir.search import (
     search_reference,
     split_token,
 )
+from adapter.fhir.validation import require_valid, validate_stored
 from adapter.identifiers import resource_id_for
 from adapter.mapping import fhir as mapping
 from adapter.models import Assessment, Child, Involvement, Organisation, Practitioner, TeamMember
@@ -64,9 +67,8 @@ from adapter.security.policy import (
     member_shown,
     visible_to,
 )
-from adapter.services import history, references
-from adapter.services.careteam_notes import careteam_changes
-from adapter.services.children import (
+from adapter.store import history
+from adapter.store.children import (
     BREAK_GLASS,
     PATIENT_PARAMS,
     child_query,
@@ -74,7 +76,7 @@ from adapter.services.children import (
     render_patient,
     require_own_authority,
 )
-from adapter.services.organisations import (
+from adapter.store.organisations import (
     Kind,
     check_body_id,
     check_version,
@@ -93,9 +95,8 @@ from adapter.services.organisations import (
     token_condition,
     write_errors,
 )
-from adapter.services.practitioner_roles import involvement_role, lead_role, member_role
-from adapter.services.records import apply_assessment, apply_child, part_key
-from adapter.services.validation import require_valid, validate_stored
+from adapter.store.practitioner_roles import involvement_role, lead_role, member_role
+from adapter.store.records import apply_assessment, apply_child, part_key
 
 TEAM: Final = "directory-team"
 ECAF: Final = "ecaf-tac"

@@ -25,7 +25,7 @@ from adapter.errors import (
     PreconditionFailed,
     issue,
 )
-from adapter.fhir import systems
+from adapter.fhir import references, systems
 from adapter.fhir.handlers import Page, Rendered, WriteResult
 from adapter.fhir.search import (
     BY_IDENTIFIER,
@@ -41,6 +41,7 @@ from adapter.fhir.search import (
     reference_id,
     split_token,
 )
+from adapter.fhir.validation import require_valid, validate_stored
 from adapter.mapping import fhir as mapping
 from adapter.models import Child, ChildName, Involvement, LocalIdentifier, Organisation
 from adapter.models.canonical import normalise_name
@@ -57,22 +58,21 @@ from adapter.security.policy import (
     visible_to,
     withheld_local_identifiers,
 )
-from adapter.services import history, references
-from adapter.services.entry_rules import (
+from adapter.store import history
+from adapter.store.entry_rules import (
     age_rules_apply,
     require_unique_nhs_number,
     require_within_age_rules,
 )
-from adapter.services.organisations import (
+from adapter.store.organisations import (
     given_match,
     organisation_identifier_condition,
     organisation_key_copy,
     stored_organisation,
     write_errors,
 )
-from adapter.services.prefix import starts_with
-from adapter.services.records import apply_child
-from adapter.services.validation import require_valid, validate_stored
+from adapter.store.prefix import starts_with
+from adapter.store.records import apply_child
 
 GENDER_CODES: Final = {"male": "1", "female": "2", "other": "9", "unknown": "X"}
 MANAGING: Final = "Patient.managingOrganization"
@@ -514,7 +514,7 @@ class PatientHandler:
     def _revincluded(self, session: Session, children: list[Child],
                      caller: Caller) -> list[dict[str, Any]]:
         """Return the CareTeams whose subject is one of ``children`` (``_revinclude``)."""
-        from adapter.services.careteams import careteams_of
+        from adapter.store.careteams import careteams_of
 
         return [r for child in children for r in careteams_of(session, child, caller)]
 

@@ -1,6 +1,6 @@
 """Inbound validation, the same for every write and for ``$validate`` (docs/architecture.md
 "Inbound validation"): the FHIR resource model (fhir.resources R4B), then the form of its
-references (``adapter.services.references``), then the profiles it claims (this service's, else
+references (``adapter.fhir.references``), then the profiles it claims (this service's, else
 the UK Core profile of its type, read from the StructureDefinitions), then the mapping's rules;
 ``$validate`` then resolves the references against what is stored, as the writes do."""
 
@@ -15,11 +15,10 @@ from flask import Flask, current_app
 
 from adapter.db import get_db
 from adapter.errors import Invalid, issue
-from adapter.fhir import conformance
+from adapter.fhir import conformance, references
 from adapter.fhir.systems import UKCORE_PROFILE_BASE
 from adapter.mapping import fhir as mapping
 from adapter.security.caller import Caller
-from adapter.services import references
 from adapter.vendored import UK_CORE_DIR
 
 UK_CORE_FOLDER: Final = UK_CORE_DIR

@@ -19,7 +19,7 @@ from adapter.models.canonical import (
     canonical_assessment_dump,
     canonical_dump,
 )
-from adapter.services.records import national_resource_id, part_key
+from adapter.store.records import national_resource_id, part_key
 
 DATE_KEYS: Final = frozenset({"birth_date", "death_date", "address_start", "address_end",
                               "retention_date", "period_start", "period_end", "started_date",

@@ -23,7 +23,7 @@ The rules of a write through any dialect hold per record (docs/domain.md; docs/a
   (as FHIR ``If-Match``: no lost update); a record equal to the stored entry is "unchanged"
   whatever its version, so the same file posted twice changes nothing the second time.
 
-Entries take a bulk path (``adapter.services.entry_rows``): the stored children of a batch
+Entries take a bulk path (``adapter.imports.rows``): the stored children of a batch
 are loaded in one query and compared as canonical dicts, so unchanged ones cost no unit-of-work
 at all; changed ones go through ``apply_child`` with a history snapshot; new ones are inserted
 with one ``executemany`` per table, their outbox events and audit records with them. A batch
@@ -199,7 +199,7 @@ def import_entries(db: Database, source: str | IO[bytes], caller: Caller, *,
     :raises BadRequest: not a DirectoryEntries batch, a DTD, no header, or not well-formed
         (from that point on; the records before it are applied).
     """
-    from adapter.services.entry_import import ENTRY_KIND
+    from adapter.imports.entries import ENTRY_KIND
 
     return run_import(db, iter_entry_data(source), caller, ENTRY_KIND, batch_size=batch_size,
                       detail=detail)
@@ -212,7 +212,7 @@ def import_assessments(db: Database, source: str | IO[bytes], caller: Caller, *,
 
     :raises BadRequest: as ``import_entries``.
     """
-    from adapter.services.assessment_import import ASSESSMENT_KIND
+    from adapter.imports.assessments import ASSESSMENT_KIND
 
     return run_import(db, iter_assessment_data(source), caller, ASSESSMENT_KIND,
                       batch_size=batch_size, detail=detail)

@@ -1,6 +1,6 @@
 """Applying one batch of eCAF assessment references (read as canonical dicts): each record in
 its own savepoint through ``apply_assessment``, with the rules of an eCAF write through the
-FHIR CareTeam (``adapter.services.careteams``): the lead professional's organisation or the
+FHIR CareTeam (``adapter.store.careteams``): the lead professional's organisation or the
 child's managing authority writes it, a shielded child's only with the shielding right, and
 what the caller may not see (sensitive services' team members, a sensitive lead professional)
 is kept as stored."""
@@ -14,6 +14,20 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from adapter.errors import Conflict, Forbidden, GatewayError, Invalid
+from adapter.imports.directory import (
+    CONFLICT,
+    DB_ERRORS,
+    ImportKind,
+    Pending,
+    applied,
+    rejected,
+)
+from adapter.imports.rows import (
+    SharedRows,
+    described_in_assessment,
+    national_only,
+    with_national_only_practitioners,
+)
 from adapter.models import Assessment, Child
 from adapter.models.canonical import (
     AssessmentRecord,
@@ -32,22 +46,8 @@ from adapter.security.policy import (
     require_shared_unchanged,
     visible_to,
 )
-from adapter.services import history
-from adapter.services.directory_import import (
-    CONFLICT,
-    DB_ERRORS,
-    ImportKind,
-    Pending,
-    applied,
-    rejected,
-)
-from adapter.services.entry_rows import (
-    SharedRows,
-    described_in_assessment,
-    national_only,
-    with_national_only_practitioners,
-)
-from adapter.services.records import apply_assessment
+from adapter.store import history
+from adapter.store.records import apply_assessment
 
 WHERE: Final = "AssessmentReference"
 LEAD_FIELDS: Final = ("lead_organisation", "lead_practitioner", "phone", "email")

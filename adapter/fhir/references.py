@@ -73,7 +73,7 @@ SITES: Final[dict[str, tuple[Site, ...]]] = {
         Site(("participant", "*", "onBehalfOf"), ORGANIZATION),
         # A team is managed by its child's managing authority whatever another system names
         # here (a GP practice, a trust): the organisation must exist, and the write says the
-        # value was changed (adapter/services/careteam_notes.py) rather than refusing it.
+        # value was changed (adapter/fhir/careteam_notes.py) rather than refusing it.
         Site(("managingOrganization", "*"), ORGANIZATION),
         Site(("contained", "*", "organization"), ORGANIZATION),
         Site(("contained", "*", "practitioner"), ("Practitioner",)),
@@ -309,7 +309,7 @@ def _resolve_organisation(session: Session, env: Env, found: Found) -> None:
 
     :raises Invalid: no such organisation here.
     """
-    from adapter.services.organisations import stored_organisation
+    from adapter.store.organisations import stored_organisation
 
     try:
         ref = read_organisation(env, found.reference, _ignore)
@@ -328,7 +328,7 @@ def _resolve_practitioner(session: Session, env: Env, found: Found) -> None:
 
     :raises Invalid: no such practitioner here.
     """
-    from adapter.services.organisations import stored_practitioner
+    from adapter.store.organisations import stored_practitioner
 
     try:
         ref = read_practitioner(env, found.reference, _ignore)
@@ -356,7 +356,7 @@ def stored_child(session: Session, ref: Child, caller: Caller, expression: str) 
 
     :raises Invalid: no such child, or the id and the identifier name different children.
     """
-    from adapter.services.children import child_query
+    from adapter.store.children import child_query
 
     conditions = [c for c in (Child.resource_id == ref.resource_id if ref.resource_id else None,
                               Child.contactpoint_id == ref.contactpoint_id

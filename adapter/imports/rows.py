@@ -4,7 +4,7 @@ converted column by column with its bind processors; the children's ids allocate
 no ``RETURNING`` row by row) instead of the ORM's unit of work, with the organisations and
 practitioners they name resolved by natural key once per batch (one query per code column),
 created or brought up to date as ``apply_child`` does
-(``adapter.services.records.resolve_organisation`` / ``resolve_practitioner``). A record whose
+(``adapter.store.records.resolve_organisation`` / ``resolve_practitioner``). A record whose
 descriptions would change a shared record its caller does not own never gets here: the
 write-authority policy refuses it first, comparing them with the rows ``SharedRows`` loads
 (``adapter.security.policy.authority``).

@@ -32,7 +32,7 @@ from adapter.notify import ledger
 from adapter.security import audit
 from adapter.security.caller import Caller
 from adapter.security.policy import disclose_child, visible_to
-from adapter.services.children import child_query
+from adapter.store.children import child_query
 
 PAGE: Final = 500
 Lines = defaultdict[str, list[bytes]]

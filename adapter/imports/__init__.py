@@ -1,0 +1,1 @@
+"""Bulk imports: directory XML batches and FHIR files, applied as canonical records."""
