@@ -1,6 +1,7 @@
-"""Organisations and practitioners as FHIR Organization and Practitioner (the REST handlers of
-both types): read, search, create and update by an administrator or by the organisation itself;
-and the look-ups that inbound CareTeam and PractitionerRole references resolve through.
+"""Organisations and practitioners as FHIR Organization and Practitioner (served by their
+providers, adapter/fhir/providers/organization.py and practitioner.py): search conditions,
+rendering, the checks of a write; and the look-ups that inbound CareTeam and PractitionerRole
+references resolve through.
 
 Neither is a child's data (docs/domain.md: the directory of services and staff), so reads are not
 audited; who works with which child is disclosed only through CareTeams and PractitionerRoles.
@@ -8,13 +9,11 @@ audited; who works with which child is disclosed only through CareTeams and Prac
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final, Generic, TypeVar
+from typing import Any, Final
 
 from flask import current_app
 from sqlalchemy import Select, String, and_, cast, false, func, or_, select
@@ -23,16 +22,9 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from adapter import codes
-from adapter.errors import (
-    BadRequest,
-    Conflict,
-    Invalid,
-    MethodNotAllowed,
-    NotFound,
-    PreconditionFailed,
-)
+from adapter.errors import BadRequest, Conflict, Invalid, PreconditionFailed
 from adapter.fhir import systems
-from adapter.fhir.handlers import Page, Rendered, WriteResult
+from adapter.fhir.handlers import Page, Rendered
 from adapter.fhir.search import (
     EXACT_CONTAINS,
     NOT,
@@ -44,21 +36,14 @@ from adapter.fhir.search import (
     negated,
     split_token,
 )
-from adapter.fhir.validation import require_valid, validate_inbound
 from adapter.identifiers import resource_id_for
 from adapter.mapping import fhir as mapping
 from adapter.mapping.conceptmaps import load_translations
 from adapter.models import Organisation, Practitioner, PractitionerIdentifier
-from adapter.models.base import utcnow
-from adapter.security.caller import Caller
-from adapter.security.policy import require_organisation_writer, require_practitioner_writer
 from adapter.store.records import (
     BOOKKEEPING,
-    conflict_message,
     copy_columns,
     holder_of_national_ids,
-    merge_national_ids,
-    national_id_holders,
     national_resource_id,
     organisation_key,
 )
@@ -359,204 +344,8 @@ def with_notes(rendered: Rendered, notes: list[dict[str, Any]]) -> Rendered:
     return rendered
 
 
-# The records a RecordHandler serves: both have resource_id, version, last_updated and id.
-R = TypeVar("R", Organisation, Practitioner)
 
 
-@dataclass
-class Inbound(Generic[R]):
-    """A validated inbound resource: the transient record, the id its key derives, its
-    employer (a practitioner's) and the validation's notes (what was not kept)."""
-
-    record: R
-    derived_id: str
-    notes: list[dict[str, Any]]
-    employer: Organisation | None = None
-
-
-class RecordHandler(ABC, Generic[R]):
-    """The REST handler of a directory record of which only the current version is kept
-    (Organization, Practitioner): read, vread and history of the current version, keyset
-    search, create and update (also at the id derived from its key); never deleted.
-
-    Parameterised by the model, the resource type, the condition of one search criterion and
-    the renderer; a subclass says how an inbound resource is read and checked.
-    """
-
-    resource_type: ClassVar[str]
-    interactions: ClassVar[tuple[str, ...]] = (
-        "read", "vread", "history-instance", "search-type", "search-type-post", "create",
-        "update", "conditional-update", "validate")
-    search_params: ClassVar[dict[str, SearchParam]]
-    includes: ClassVar[frozenset[str]] = frozenset()
-    revincludes: ClassVar[frozenset[str]] = frozenset()
-    profile: ClassVar[str | None]
-    what: ClassVar[str]  # the record in messages: "organisation", "practitioner"
-    key_name: ClassVar[str]  # what its id derives from: "its code", "its identifier"
-    taken_message: ClassVar[str]  # a create whose key is taken: "{type}/{id} has ..."
-    not_deleted: ClassVar[str]  # why a delete is refused
-
-    def __init__(self, model: type[R], condition: Callable[[Criterion], Any],
-                 render: Callable[[R], Rendered]) -> None:
-        self.model: type[R] = model
-        self.condition: Callable[[Criterion], Any] = condition
-        self.render: Callable[[R], Rendered] = render
-
-    def _find(self, session: Session, resource_id: str) -> R | None:
-        """Return the record with FHIR id ``resource_id``, if any."""
-        return session.scalar(select(self.model).where(self.model.resource_id == resource_id))
-
-    def _load(self, session: Session, resource_id: str) -> R:
-        """Return the record with FHIR id ``resource_id``.
-
-        :raises NotFound: none.
-        """
-        row = self._find(session, resource_id)
-        if row is None:
-            raise NotFound(f"No {self.resource_type}/{resource_id} on this server.")
-        return row
-
-    def read(self, session: Session, resource_id: str, caller: Caller) -> Rendered:
-        """Return the resource."""
-        return self.render(self._load(session, resource_id))
-
-    def vread(self, session: Session, resource_id: str, version: int,
-              caller: Caller) -> Rendered:
-        """Return the current version (the only one kept).
-
-        :raises NotFound: another version.
-        """
-        row = self._load(session, resource_id)
-        if version != row.version:
-            raise NotFound(CURRENT_ONLY.format(type=self.resource_type, id=resource_id,
-                                               version=row.version))
-        return self.render(row)
-
-    def history(self, session: Session, resource_id: str,
-                caller: Caller) -> list[tuple[Rendered | None, int, str, dt.datetime]]:
-        """Return the current version (no history is kept for these records)."""
-        row = self._load(session, resource_id)
-        return [(self.render(row), row.version, method_of(row.version), row.last_updated)]
-
-    def _select(self, search: SearchRequest) -> Select[Any]:
-        """Return the select of the records matching ``search``."""
-        query = select(self.model)
-        for criterion in search.criteria:
-            query = query.where(self.condition(criterion))
-        return query
-
-    def search(self, session: Session, search: SearchRequest, caller: Caller) -> Page:
-        """Return one page of resources (keyset paging on the internal id)."""
-        return keyset_page(session, self._select(search), self.model.id, search,
-                           lambda row: self.render(row).resource)
-
-    def count(self, session: Session, search: SearchRequest, caller: Caller) -> int:
-        """Return how many resources match."""
-        return count_of(session, self._select(search), self.model.id)
-
-    # --- what each type says about an inbound resource -------------------------------------
-
-    @abstractmethod
-    def _inbound(self, session: Session, resource: dict[str, Any],
-                 caller: Caller) -> Inbound[R]:
-        """Validate and map an inbound resource.
-
-        :raises Invalid: not valid.
-        :raises Forbidden: (where the type checks it here) the caller may not write it.
-        """
-
-    def _authorise_create(self, inbound: Inbound[R], caller: Caller) -> None:
-        """Check that ``caller`` may create the record (nothing more by default).
-
-        :raises Forbidden: it may not.
-        """
-
-    @abstractmethod
-    def _taken(self, session: Session, inbound: Inbound[R]) -> str | None:
-        """Return the id of the stored record holding the inbound one's key, if any."""
-
-    @abstractmethod
-    def _new(self, inbound: Inbound[R]) -> R:
-        """Return the new record of an inbound resource, at its derived id."""
-
-    @abstractmethod
-    def _check_update(self, session: Session, row: R, inbound: Inbound[R],
-                      caller: Caller) -> None:
-        """Check that ``inbound`` may replace ``row``.
-
-        :raises Forbidden: the caller may not.
-        :raises Invalid: the change is not allowed.
-        :raises Conflict: it would take another record's key.
-        """
-
-    def _apply(self, row: R, inbound: Inbound[R]) -> bool:
-        """Copy the inbound record's data onto ``row``; return True if anything changed."""
-        return copy_columns(inbound.record, row, BOOKKEEPING | {"resource_id"})
-
-    # --- writes ------------------------------------------------------------------------------
-
-    def create(self, session: Session, resource: dict[str, Any], caller: Caller) -> WriteResult:
-        """Create the record.
-
-        :raises Forbidden: the caller may not.
-        :raises Conflict: a record with its key exists.
-        """
-        inbound = self._inbound(session, resource, caller)
-        self._authorise_create(inbound, caller)
-        taken = self._taken(session, inbound)
-        if taken is not None:
-            raise Conflict(self.taken_message.format(type=self.resource_type, id=taken),
-                           expression=f"{self.resource_type}.identifier")
-        row = self._new(inbound)
-        self._apply(row, inbound)
-        session.add(row)
-        flush_write(session, self.what)
-        return WriteResult(with_notes(self.render(row), inbound.notes), True)
-
-    def update(self, session: Session, resource_id: str, resource: dict[str, Any],
-               caller: Caller, if_match: int | None) -> WriteResult:
-        """Update the record (or create it at the id derived from its key).
-
-        :raises PreconditionFailed: stale ``If-Match``.
-        :raises Forbidden: the caller may not.
-        :raises Invalid: the body's id differs from the URL's, or the change is not allowed.
-        """
-        check_body_id(resource, resource_id, self.resource_type)
-        row = self._find(session, resource_id)
-        if row is None:
-            return self._create_at(session, resource_id, resource, caller)
-        check_version(row.version, if_match)
-        inbound = self._inbound(session, resource, caller)
-        self._check_update(session, row, inbound, caller)
-        changed = self._apply(row, inbound)
-        if changed:
-            row.last_updated = utcnow()
-        flush_write(session, self.what)
-        return WriteResult(with_notes(self.render(row), inbound.notes), False, changed)
-
-    def _create_at(self, session: Session, resource_id: str, resource: dict[str, Any],
-                   caller: Caller) -> WriteResult:
-        """Create through PUT: only at the id this server derives from the key.
-
-        :raises Invalid: another id.
-        """
-        if self._inbound(session, resource, caller).derived_id != resource_id:
-            raise Invalid(f"A new {self.resource_type} can be created by PUT only at the id "
-                          f"derived from {self.key_name}; use POST instead.",
-                          expression=f"{self.resource_type}.id")
-        return self.create(session, resource, caller)
-
-    def delete(self, session: Session, resource_id: str, caller: Caller) -> None:
-        """These records are not deleted through FHIR: records of children refer to them
-        (declared without ``delete``).
-
-        :raises MethodNotAllowed: always.
-        """
-        raise MethodNotAllowed(self.not_deleted)
-
-    def validate(self, resource: dict[str, Any], caller: Caller) -> list[dict[str, Any]]:
-        """Return the issues a create of ``resource`` would meet (nothing is stored)."""
-        return validate_inbound(self.resource_type, resource)
 
 
 # --- Organization -------------------------------------------------------------------------
@@ -595,64 +384,6 @@ def render_organisation(org: Organisation) -> Rendered:
     return Rendered(mapping.organisation_to_fhir(org), org.version, org.last_updated)
 
 
-class OrganizationHandler(RecordHandler[Organisation]):
-    """The REST handler of ``Organization``: written by an administrator or by the
-    organisation itself."""
-
-    resource_type: ClassVar[str] = "Organization"
-    search_params: ClassVar[dict[str, SearchParam]] = ORGANIZATION_PARAMS
-    profile: ClassVar[str | None] = "Organization"
-    what: ClassVar[str] = "organisation"
-    key_name: ClassVar[str] = "its code"
-    taken_message: ClassVar[str] = "{type}/{id} has one of these codes: update it with PUT."
-    not_deleted: ClassVar[str] = "An Organization is not deleted: records of children refer to it."
-
-    def __init__(self) -> None:
-        super().__init__(Organisation, organisation_condition, render_organisation)
-
-    def _inbound(self, session: Session, resource: dict[str, Any],
-                 caller: Caller) -> Inbound[Organisation]:
-        """Validate and map an Organization to a transient organisation.
-
-        :raises Invalid: not valid, or without a code this directory keys organisations by.
-        """
-        notes = require_valid("Organization", resource)
-        record, _ignored = mapping.organization_to_organisation(resource)
-        if not organisation_codes(record):
-            raise Invalid("An Organization needs an ODS code, a school URN or a GSS code.",
-                          expression="Organization.identifier")
-        if record.type == "local-authority" and not record.gss_code:
-            raise Invalid("A local authority needs its GSS code.",
-                          expression="Organization.identifier")
-        derived = resource_id_for("Organization", organisation_key(record)[1])
-        return Inbound(record, derived, notes)
-
-    def _authorise_create(self, inbound: Inbound[Organisation], caller: Caller) -> None:
-        """An administrator, or the organisation itself.
-
-        :raises Forbidden: another organisation's record.
-        """
-        require_organisation_writer(inbound.record, caller, "Organization.identifier")
-
-    def _taken(self, session: Session, inbound: Inbound[Organisation]) -> str | None:
-        """Return the id of an organisation holding one of the inbound codes."""
-        record = inbound.record
-        return session.scalar(select(Organisation.resource_id).where(or_(*(
-            getattr(Organisation, name) == getattr(record, name)
-            for name in ORGANISATION_CODES if getattr(record, name)))))
-
-    def _new(self, inbound: Inbound[Organisation]) -> Organisation:
-        """Return the new organisation at its derived id."""
-        return Organisation(resource_id=inbound.derived_id)
-
-    def _check_update(self, session: Session, row: Organisation,
-                      inbound: Inbound[Organisation], caller: Caller) -> None:
-        """An administrator, or the organisation itself keeping codes of its own.
-
-        :raises Forbidden: another organisation's record, or giving it another's codes.
-        """
-        require_organisation_writer(row, caller, "Organization")
-        require_organisation_writer(inbound.record, caller, "Organization.identifier")
 
 
 # --- Practitioner -------------------------------------------------------------------------
@@ -710,92 +441,6 @@ def render_practitioner(person: Practitioner) -> Rendered:
     return Rendered(mapping.practitioner_to_fhir(person), person.version, person.last_updated)
 
 
-class PractitionerHandler(RecordHandler[Practitioner]):
-    """The REST handler of ``Practitioner``: written by an administrator or by the employing
-    organisation (one known only by national numbers: by any organisation's system); the
-    staff id (employer and staff id), once given, never changes; each national identifier
-    names one practitioner."""
-
-    resource_type: ClassVar[str] = "Practitioner"
-    search_params: ClassVar[dict[str, SearchParam]] = PRACTITIONER_PARAMS
-    profile: ClassVar[str | None] = "Practitioner"
-    what: ClassVar[str] = "practitioner"
-    key_name: ClassVar[str] = "its identifier"
-    taken_message: ClassVar[str] = ("{type}/{id} has this staff id or national identifier: "
-                                    "update it with PUT.")
-    not_deleted: ClassVar[str] = "A Practitioner is not deleted: records of children refer to them."
-
-    def __init__(self) -> None:
-        super().__init__(Practitioner, practitioner_condition, render_practitioner)
-
-    def _inbound(self, session: Session, resource: dict[str, Any],
-                 caller: Caller) -> Inbound[Practitioner]:
-        """Validate and map a Practitioner, with its stored employer (if it has a staff id).
-
-        :raises Invalid: not valid, or an employer not known here.
-        :raises Forbidden: the caller is neither the employer nor an administrator.
-        """
-        notes = require_valid("Practitioner", resource)
-        record, _ignored = mapping.practitioner_from_fhir(resource)
-        employer = (stored_organisation(session, record.organisation, "Practitioner.identifier")
-                    if record.organisation is not None else None)
-        require_practitioner_writer(employer, caller, "Practitioner.identifier")
-        return Inbound(record, practitioner_derived_id(employer, record), notes, employer)
-
-    def _holders(self, session: Session, inbound: Inbound[Practitioner]) -> dict[str, list[str]]:
-        """Return, by Practitioner id, which of the inbound identifiers each stored
-        practitioner holds (the staff id, national systems)."""
-        holders = national_id_holders(session, inbound.record.national_ids())
-        if inbound.employer is not None:
-            staff = session.scalar(select(Practitioner.resource_id).where(
-                Practitioner.organisation_id == inbound.employer.id,
-                Practitioner.local_id == inbound.record.local_id))
-            if staff is not None:
-                holders.setdefault(staff, []).insert(0, "the staff id")
-        return holders
-
-    def _taken(self, session: Session, inbound: Inbound[Practitioner]) -> str | None:
-        """Return the id of the stored practitioner holding an inbound identifier.
-
-        :raises Conflict: different practitioners hold them.
-        """
-        holders = self._holders(session, inbound)
-        if len(holders) > 1:
-            raise Conflict(conflict_message(holders), expression="Practitioner.identifier")
-        return next(iter(holders), None)
-
-    def _new(self, inbound: Inbound[Practitioner]) -> Practitioner:
-        """Return the new practitioner (of its employer, if any) at its derived id."""
-        return Practitioner(resource_id=inbound.derived_id, organisation=inbound.employer)
-
-    def _check_update(self, session: Session, row: Practitioner,
-                      inbound: Inbound[Practitioner], caller: Caller) -> None:
-        """A staff id, once given, stays; the inbound identifiers are held by no other
-        practitioner.
-
-        :raises Invalid: the body changes or drops the staff id.
-        :raises Conflict: another practitioner holds one of its identifiers.
-        """
-        if row.local_id is not None and (inbound.employer is not row.organisation
-                                         or inbound.record.local_id != row.local_id):
-            raise Invalid("A practitioner's staff id (employer and staff id) cannot change or "
-                          "be left out; send it with any national identifiers.",
-                          expression="Practitioner.identifier")
-        others = {rid: what for rid, what in self._holders(session, inbound).items()
-                  if rid != row.resource_id}
-        if others:
-            raise Conflict(conflict_message({row.resource_id: ["this Practitioner"], **others}),
-                           expression="Practitioner.identifier")
-
-    def _apply(self, row: Practitioner, inbound: Inbound[Practitioner]) -> bool:
-        """Copy name, contact and staff id; merge the national identifiers: a system sent
-        replaces that system's number, a system left out keeps it (a client that knows only
-        the staff id does not erase a GMC number another system gave)."""
-        changed = copy_columns(inbound.record, row, BOOKKEEPING | {"resource_id"})
-        if inbound.employer is not None and row.organisation is not inbound.employer:
-            row.organisation = inbound.employer
-            changed = True
-        return merge_national_ids(row, inbound.record.national_ids()) or changed
 
 
 def practitioner_derived_id(employer: Organisation | None, record: Practitioner) -> str:
@@ -805,4 +450,3 @@ def practitioner_derived_id(employer: Organisation | None, record: Practitioner)
         return resource_id_for("Practitioner",
                                f"{organisation_key(employer)[1]}/{record.local_id}")
     return national_resource_id(record.national_ids())
-

@@ -1,0 +1,87 @@
+"""The provider of ``Organization``: the directory's organisations (stored by
+``adapter.store.organisations``)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from adapter.errors import Invalid
+from adapter.fhir.providers.records import Inbound, RecordHandler
+from adapter.fhir.search import SearchParam
+from adapter.fhir.validation import require_valid
+from adapter.identifiers import resource_id_for
+from adapter.mapping import fhir as mapping
+from adapter.models import Organisation
+from adapter.security.caller import Caller
+from adapter.security.policy import require_organisation_writer
+from adapter.store.organisations import (
+    ORGANISATION_CODES,
+    ORGANIZATION_PARAMS,
+    organisation_codes,
+    organisation_condition,
+    render_organisation,
+)
+from adapter.store.records import organisation_key
+
+
+class OrganizationHandler(RecordHandler[Organisation]):
+    """The REST handler of ``Organization``: written by an administrator or by the
+    organisation itself."""
+
+    resource_type: ClassVar[str] = "Organization"
+    search_params: ClassVar[dict[str, SearchParam]] = ORGANIZATION_PARAMS
+    profile: ClassVar[str | None] = "Organization"
+    what: ClassVar[str] = "organisation"
+    key_name: ClassVar[str] = "its code"
+    taken_message: ClassVar[str] = "{type}/{id} has one of these codes: update it with PUT."
+    not_deleted: ClassVar[str] = "An Organization is not deleted: records of children refer to it."
+
+    def __init__(self) -> None:
+        super().__init__(Organisation, organisation_condition, render_organisation)
+
+    def _inbound(self, session: Session, resource: dict[str, Any],
+                 caller: Caller) -> Inbound[Organisation]:
+        """Validate and map an Organization to a transient organisation.
+
+        :raises Invalid: not valid, or without a code this directory keys organisations by.
+        """
+        notes = require_valid("Organization", resource)
+        record, _ignored = mapping.organization_to_organisation(resource)
+        if not organisation_codes(record):
+            raise Invalid("An Organization needs an ODS code, a school URN or a GSS code.",
+                          expression="Organization.identifier")
+        if record.type == "local-authority" and not record.gss_code:
+            raise Invalid("A local authority needs its GSS code.",
+                          expression="Organization.identifier")
+        derived = resource_id_for("Organization", organisation_key(record)[1])
+        return Inbound(record, derived, notes)
+
+    def _authorise_create(self, inbound: Inbound[Organisation], caller: Caller) -> None:
+        """An administrator, or the organisation itself.
+
+        :raises Forbidden: another organisation's record.
+        """
+        require_organisation_writer(inbound.record, caller, "Organization.identifier")
+
+    def _taken(self, session: Session, inbound: Inbound[Organisation]) -> str | None:
+        """Return the id of an organisation holding one of the inbound codes."""
+        record = inbound.record
+        return session.scalar(select(Organisation.resource_id).where(or_(*(
+            getattr(Organisation, name) == getattr(record, name)
+            for name in ORGANISATION_CODES if getattr(record, name)))))
+
+    def _new(self, inbound: Inbound[Organisation]) -> Organisation:
+        """Return the new organisation at its derived id."""
+        return Organisation(resource_id=inbound.derived_id)
+
+    def _check_update(self, session: Session, row: Organisation,
+                      inbound: Inbound[Organisation], caller: Caller) -> None:
+        """An administrator, or the organisation itself keeping codes of its own.
+
+        :raises Forbidden: another organisation's record, or giving it another's codes.
+        """
+        require_organisation_writer(row, caller, "Organization")
+        require_organisation_writer(inbound.record, caller, "Organization.identifier")
