@@ -21,17 +21,17 @@ def metadata() -> Response:
 
 def handlers() -> list[ResourceHandler]:
     """Return the handler of every resource type with REST interactions."""
-    from adapter.fhir.providers.careteam import CareTeamHandler
-    from adapter.fhir.providers.organization import OrganizationHandler
-    from adapter.fhir.providers.patient import PatientHandler
-    from adapter.fhir.providers.practitioner import PractitionerHandler
-    from adapter.fhir.providers.practitioner_role import PractitionerRoleHandler
+    from adapter.fhir.providers.careteam import CareTeamProvider
+    from adapter.fhir.providers.organization import OrganizationProvider
+    from adapter.fhir.providers.patient import PatientProvider
+    from adapter.fhir.providers.practitioner import PractitionerProvider
+    from adapter.fhir.providers.practitioner_role import PractitionerRoleProvider
     from adapter.fhir.published import published_handlers
     from adapter.notify.subscriptions import SubscriptionHandler
     from adapter.security.audit_api import AuditEventHandler
 
-    return [PatientHandler(), CareTeamHandler(), PractitionerRoleHandler(),
-            OrganizationHandler(), PractitionerHandler(), AuditEventHandler(),
+    return [PatientProvider(), CareTeamProvider(), PractitionerRoleProvider(),
+            OrganizationProvider(), PractitionerProvider(), AuditEventHandler(),
             SubscriptionHandler(), *published_handlers()]
 
 

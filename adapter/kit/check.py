@@ -462,7 +462,7 @@ def _record_findings(position: int, line: int | None, item: Any,
 
 def live_entry_age_rules(data: Any) -> None:
     """A live entry's person is within the directory's age rules, as a FHIR ``$validate``
-    and the kit's FHIR check report it (``PatientHandler.validate``): the import refuses
+    and the kit's FHIR check report it (``PatientProvider.validate``): the import refuses
     a new or re-dated live entry outside them (``adapter.store.entry_rules``).
 
     :raises Invalid: outside the age rules (the rule quoted).

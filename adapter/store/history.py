@@ -132,7 +132,7 @@ def assessment_from_snapshot(version: RecordVersion, child: Child) -> Assessment
 
 def _practitioner_id(practitioner: Practitioner) -> str:
     """Return the id derived from a snapshot practitioner's key: employer's code and staff
-    id, else its first national identifier (as ``PractitionerHandler`` derives it)."""
+    id, else its first national identifier (as ``PractitionerProvider`` derives it)."""
     if practitioner.organisation is None:
         return national_resource_id(practitioner.national_ids())
     return resource_id_for(

@@ -70,7 +70,7 @@ from adapter.store.organisations import (
 from adapter.store.records import apply_assessment, apply_child, part_key
 
 
-class CareTeamHandler:
+class CareTeamProvider:
     """The REST handler of ``CareTeam``."""
 
     resource_type: ClassVar[str] = "CareTeam"

@@ -9,7 +9,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from adapter.errors import Invalid
-from adapter.fhir.providers.records import Inbound, RecordHandler
+from adapter.fhir.providers.records import Inbound, RecordProvider
 from adapter.fhir.search import SearchParam
 from adapter.fhir.validation import require_valid
 from adapter.identifiers import resource_id_for
@@ -27,7 +27,7 @@ from adapter.store.organisations import (
 from adapter.store.records import organisation_key
 
 
-class OrganizationHandler(RecordHandler[Organisation]):
+class OrganizationProvider(RecordProvider[Organisation]):
     """The REST handler of ``Organization``: written by an administrator or by the
     organisation itself."""
 

@@ -44,7 +44,7 @@ from adapter.store.organisations import write_errors
 from adapter.store.records import apply_child
 
 
-class PatientHandler:
+class PatientProvider:
     """The REST handler of ``Patient``."""
 
     resource_type: ClassVar[str] = "Patient"

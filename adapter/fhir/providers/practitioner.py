@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from adapter.errors import Conflict, Invalid
-from adapter.fhir.providers.records import Inbound, RecordHandler
+from adapter.fhir.providers.records import Inbound, RecordProvider
 from adapter.fhir.search import SearchParam
 from adapter.fhir.validation import require_valid
 from adapter.mapping import fhir as mapping
@@ -32,7 +32,7 @@ from adapter.store.records import (
 )
 
 
-class PractitionerHandler(RecordHandler[Practitioner]):
+class PractitionerProvider(RecordProvider[Practitioner]):
     """The REST handler of ``Practitioner``: written by an administrator or by the employing
     organisation (one known only by national numbers: by any organisation's system); the
     staff id (employer and staff id), once given, never changes; each national identifier

@@ -36,7 +36,7 @@ from adapter.store.practitioner_roles import (
 )
 
 
-class PractitionerRoleHandler:
+class PractitionerRoleProvider:
     """The REST handler of ``PractitionerRole``."""
 
     resource_type: ClassVar[str] = "PractitionerRole"

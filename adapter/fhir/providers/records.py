@@ -32,7 +32,7 @@ from adapter.store.organisations import (
 )
 from adapter.store.records import BOOKKEEPING, copy_columns
 
-# The records a RecordHandler serves: both have resource_id, version, last_updated and id.
+# The records a RecordProvider serves: both have resource_id, version, last_updated and id.
 R = TypeVar("R", Organisation, Practitioner)
 
 
@@ -47,7 +47,7 @@ class Inbound(Generic[R]):
     employer: Organisation | None = None
 
 
-class RecordHandler(ABC, Generic[R]):
+class RecordProvider(ABC, Generic[R]):
     """The REST handler of a directory record of which only the current version is kept
     (Organization, Practitioner): read, vread and history of the current version, keyset
     search, create and update (also at the id derived from its key); never deleted.
