@@ -40,6 +40,7 @@ from adapter.decommission.plan import aware, load_plan
 from adapter.decommission.resources import local_text
 from adapter.decommission.tasks import stamp_reached
 from adapter.errors import Conflict, NotFound
+from adapter.fhir.registry import personal_types
 from adapter.models import (
     Assessment,
     AuditRecord,
@@ -75,9 +76,9 @@ DELETED: Final = (PurgeTaskItem, Notification, Event, LedgerEntry, TeamMember, A
 # Tables that stay (no personal data), counted in the certificate.
 KEPT: Final = (AuditRecord, PurgeTask, Subscription, Client, ExportJob, DecommissionPlan,
                OperatorExport)
-# Audit resource types whose ids are a child's or a person's (pseudonymised like child_ref).
-PERSONAL_TYPES: Final = ("Patient", "CareTeam", "PractitionerRole", "Practitioner",
-                         "RelatedPerson")
+# Audit resource types whose ids are a child's or a person's (pseudonymised like child_ref),
+# as adapter/fhir/registry.py declares them.
+PERSONAL_TYPES: Final = personal_types()
 PSEUDONYM: Final = "hmac:"
 BATCH: Final = 2000
 

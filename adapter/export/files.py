@@ -12,7 +12,7 @@ from typing import IO, Any, Final
 
 import orjson
 
-from adapter.export.params import EXPORT_TYPES
+from adapter.fhir.registry import export_types
 
 OUTCOME: Final = "OperationOutcome"
 ERROR_FILE: Final = "errors.ndjson"
@@ -58,7 +58,7 @@ class NdjsonFiles:
     def outputs(self) -> list[dict[str, Any]]:
         """Return the manifest items of the resource files, in the order of the types."""
         return [{"type": t, "file": file_name(t), "count": self.counts[t]}
-                for t in EXPORT_TYPES if self.counts[t]]
+                for t in export_types() if self.counts[t]]
 
     def errors(self) -> list[dict[str, Any]]:
         """Return the manifest item of the OperationOutcome file, if any was written."""

@@ -13,11 +13,10 @@ from typing import Any, Final
 from werkzeug.datastructures import MultiDict
 
 from adapter.errors import BadRequest, Forbidden, issue
+from adapter.fhir.registry import export_types
 from adapter.security.access import require_scope
 from adapter.security.caller import Caller
 
-# The resource types an export writes, in the order of the manifest's output array.
-EXPORT_TYPES: Final = ("Patient", "CareTeam", "PractitionerRole", "Organization", "Practitioner")
 # export.html "_outputFormat": the server SHALL accept application/fhir+ndjson and the
 # abbreviations application/ndjson and ndjson.
 OUTPUT_FORMATS: Final = frozenset({"application/fhir+ndjson", "application/ndjson", "ndjson"})
@@ -92,17 +91,17 @@ def parse_types(args: MultiDict[str, str], lenient: bool,
     values = [v.strip() for raw in args.getlist("_type") for v in raw.split(",") if v.strip()]
     if "_type" not in args:
         return None
-    kept = []
+    exported, kept = export_types(), []
     for value in values:
-        if value in EXPORT_TYPES:
+        if value in exported:
             kept.append(value)
         else:
             _unsupported("_type", f"_type {value!r} is not exported by this server (it "
-                         f"exports {', '.join(EXPORT_TYPES)})", lenient, notes)
+                         f"exports {', '.join(exported)})", lenient, notes)
     if not kept:
-        raise BadRequest(f"_type names no type this server exports ({', '.join(EXPORT_TYPES)}).",
+        raise BadRequest(f"_type names no type this server exports ({', '.join(exported)}).",
                          expression="_type")
-    return tuple(t for t in EXPORT_TYPES if t in kept)
+    return tuple(t for t in exported if t in kept)
 
 
 def parse_instant(value: str, name: str = "_since") -> dt.datetime:
@@ -146,10 +145,11 @@ def authorised_types(requested: tuple[str, ...] | None, caller: Caller) -> tuple
         for resource_type in requested:
             require_scope(caller, resource_type, "export")
         return requested
-    allowed = tuple(t for t in EXPORT_TYPES if caller.may(t, "export"))
+    exported = export_types()
+    allowed = tuple(t for t in exported if caller.may(t, "export"))
     if not allowed:
         raise Forbidden("The token's scopes allow reading none of the exported types "
-                        f"({', '.join(EXPORT_TYPES)}).")
+                        f"({', '.join(exported)}).")
     return allowed
 
 

@@ -13,6 +13,7 @@ from typing import Any, Final
 
 from sqlalchemy.orm import Session
 
+from adapter.fhir.registry import child_types, referenced_types
 from adapter.models import Assessment, Child
 from adapter.security.caller import Caller
 from adapter.security.policy import may_see_child, may_see_involvement, may_see_lead, may_see_member
@@ -24,8 +25,10 @@ from adapter.store.practitioner_roles import (
     member_role,
 )
 
-CHILD_TYPES: Final = frozenset({"Patient", "CareTeam", "PractitionerRole"})
-REFERENCED_TYPES: Final = ("Organization", "Practitioner")
+# The exported types that are a child's data, and those the children's resources refer to
+# (adapter/fhir/registry.py).
+CHILD_TYPES: Final = child_types()
+REFERENCED_TYPES: Final = referenced_types()
 
 Resource = dict[str, Any]
 

@@ -6,6 +6,7 @@ from flask import Flask, Response
 
 from adapter.fhir.capability import capability_statement
 from adapter.fhir.handlers import ResourceHandler
+from adapter.fhir.registry import providers
 from adapter.fhir.routes import register_handler
 from adapter.http import fhir_response
 from adapter.security.access import public
@@ -20,19 +21,9 @@ def metadata() -> Response:
 
 
 def handlers() -> list[ResourceHandler]:
-    """Return the handler of every resource type with REST interactions."""
-    from adapter.fhir.providers.careteam import CareTeamProvider
-    from adapter.fhir.providers.organization import OrganizationProvider
-    from adapter.fhir.providers.patient import PatientProvider
-    from adapter.fhir.providers.practitioner import PractitionerProvider
-    from adapter.fhir.providers.practitioner_role import PractitionerRoleProvider
-    from adapter.fhir.published import published_handlers
-    from adapter.notify.subscriptions import SubscriptionHandler
-    from adapter.security.audit_api import AuditEventHandler
-
-    return [PatientProvider(), CareTeamProvider(), PractitionerRoleProvider(),
-            OrganizationProvider(), PractitionerProvider(), AuditEventHandler(),
-            SubscriptionHandler(), *published_handlers()]
+    """Return the provider of every resource type with REST interactions (declared in
+    ``adapter.fhir.registry``)."""
+    return providers()
 
 
 def init_app(app: Flask) -> None:

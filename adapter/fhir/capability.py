@@ -12,6 +12,7 @@ from werkzeug.routing import Rule
 
 from adapter.fhir.bundle import fhir_base, now_instant
 from adapter.fhir.handlers import ResourceHandler
+from adapter.fhir.registry import BULK_OPERATIONS, OWN, not_r4_types, spec_of, type_operations
 from adapter.fhir.systems import FHIR_VERSION, OwnSystems
 
 # Route interaction names -> CapabilityStatement codes (restful-interaction value set).
@@ -21,21 +22,13 @@ INTERACTION_CODES: Final = {"read": "read", "vread": "vread", "history-instance"
 OAUTH_URIS: Final = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
 # FHIR Bulk Data Access IG v2: its server CapabilityStatement, declared when $export has a route.
 BULK_DATA: Final = "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"
-BULK_OPERATIONS: Final = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/"
-BACKPORT_OPERATIONS: Final = \
-    "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/"
-# The definition of each operation that has a route: (resource type, or None at system level;
-# operation name) -> canonical URL; ``*``: on any type. The gateway's own operations are
-# published at /fhir/OperationDefinition under the canonical base (``OWN``).
-OWN: Final = "own"
-OPERATION_DEFINITIONS: Final[dict[tuple[str | None, str], str]] = {
+# The definition of each system operation that has a route: (None at system level, ``*`` on
+# any type; operation name) -> canonical URL; a type's own operations are in its spec
+# (adapter/fhir/registry.py). The gateway's own operations are published at
+# /fhir/OperationDefinition under the canonical base (``OWN``).
+SYSTEM_OPERATIONS: Final[dict[tuple[str | None, str], str]] = {
     ("*", "validate"): "http://hl7.org/fhir/OperationDefinition/Resource-validate",
     (None, "export"): BULK_OPERATIONS + "export",
-    ("Group", "export"): BULK_OPERATIONS + "group-export",
-    ("Patient", "export"): BULK_OPERATIONS + "patient-export",
-    ("Subscription", "status"): BACKPORT_OPERATIONS + "backport-subscription-status",
-    ("Subscription", "events"): BACKPORT_OPERATIONS + "backport-subscription-events",
-    ("Patient", "holders"): OWN, ("Task", "purge-list"): OWN, ("CareTeam", "rekey"): OWN,
 }
 # Routes under /fhir that are neither a type's interaction or operation nor a system one, and
 # why: the CapabilityStatement itself, SMART discovery (in ``rest.security``), the Bulk Data
@@ -44,13 +37,6 @@ NOT_DECLARED: Final = {"metadata": "the CapabilityStatement itself",
                        ".well-known": "SMART configuration: rest.security",
                        "$export-status": "Bulk Data status URL (export.html)",
                        "$export-file": "Bulk Data file URL (export.html)"}
-# Types served that FHIR 4.0.1 has not: declared where R4 can say so (SubscriptionTopic: the
-# backport's topic-canonical extension on Subscription), never as a ``rest.resource``.
-NOT_R4_TYPES: Final = frozenset({"SubscriptionTopic"})
-# Group is served for Bulk Data $export only.
-GROUP_DOCUMENTATION: Final = ("A Group is a local authority's children, named by the "
-                              "authority's GSS code or Organization id; only $export is "
-                              "supported.")
 HANDLERS_KEY: Final = "fhir_handlers"
 
 
@@ -98,8 +84,8 @@ def operation_definition(resource_type: str | None, name: str, own: OwnSystems) 
     """Return the canonical URL of operation ``name`` on ``resource_type`` (None: system): a
     standard one, else the gateway's own under its canonical base, which it must publish in
     ``schemas/fhir`` (tests/api/test_protocol.py reads each one a route declares)."""
-    definition = OPERATION_DEFINITIONS.get((resource_type, name)) \
-        or OPERATION_DEFINITIONS.get(("*" if resource_type else None, name), OWN)
+    definition = type_operations().get((resource_type, name), "") if resource_type else ""
+    definition = definition or SYSTEM_OPERATIONS.get(("*" if resource_type else None, name), OWN)
     return f"{own.base}/OperationDefinition/{name}" if definition == OWN else definition
 
 
@@ -120,8 +106,9 @@ def resource_entry(app: Flask, resource_type: str, routes: list[FhirRoute],
     entry: dict[str, Any] = {"type": resource_type}
     handler: ResourceHandler | None = app.extensions.get(HANDLERS_KEY, {}).get(resource_type)
     if handler is None:  # no REST handler: operations only (Group: Bulk Data $export)
-        if resource_type == "Group":
-            entry["documentation"] = GROUP_DOCUMENTATION
+        spec = spec_of(resource_type)
+        if spec is not None and spec.documentation:
+            entry["documentation"] = spec.documentation
         if ops := operations(routes, resource_type, own):
             entry["operation"] = ops
         return entry
@@ -174,7 +161,9 @@ def capability_statement() -> dict[str, Any]:
     app = current_app
     own = OwnSystems(app.config["CANONICAL_BASE"])
     routes = fhir_routes(app)
-    types = sorted({r.resource_type for r in routes if r.resource_type} - NOT_R4_TYPES)
+    # Types FHIR 4.0.1 has not are declared where R4 can say so (SubscriptionTopic: the
+    # backport's topic-canonical extension on Subscription), never as a ``rest.resource``.
+    types = sorted({r.resource_type for r in routes if r.resource_type} - not_r4_types())
     rest: dict[str, Any] = {"mode": "server", "security": _security(),
                             "resource": [resource_entry(app, t, routes, own) for t in types],
                             "interaction": _system_interactions(routes)}

@@ -160,11 +160,8 @@ class PublishedHandler:
         return []
 
 
-PUBLISHED_TYPES: Final = ("StructureDefinition", "CodeSystem", "ValueSet", "ConceptMap",
-                          "OperationDefinition")
-
-
-def published_handlers() -> list[PublishedHandler]:
-    """Return one handler class instance per published type."""
-    return [type(f"Published{name}Handler", (PublishedHandler,), {"resource_type": name})()
-            for name in PUBLISHED_TYPES]
+def published_handler(name: str) -> PublishedHandler:
+    """Return the handler of one published type (``adapter.fhir.registry.PUBLISHED_TYPES``)."""
+    handler: PublishedHandler = type(f"Published{name}Handler", (PublishedHandler,),
+                                     {"resource_type": name})()
+    return handler

@@ -16,19 +16,13 @@ from flask import Flask, current_app
 from adapter.db import get_db
 from adapter.errors import Invalid, issue
 from adapter.fhir import conformance, references
+from adapter.fhir.registry import attribute, reverse_maps
 from adapter.fhir.systems import UKCORE_PROFILE_BASE
 from adapter.mapping import fhir as mapping
 from adapter.security.caller import Caller
 from adapter.vendored import UK_CORE_DIR
 
 UK_CORE_FOLDER: Final = UK_CORE_DIR
-# The reverse mapping of each type, whose Invalid errors and ignored paths are reported.
-REVERSE: Final = {
-    "Patient": mapping.patient_to_child,
-    "Organization": mapping.organization_to_organisation,
-    "Practitioner": mapping.practitioner_from_fhir,
-    "PractitionerRole": mapping.practitionerrole_to_involvement,
-}
 
 
 def profile_issues(resource: dict[str, Any], resource_type: str) -> list[dict[str, Any]]:
@@ -39,7 +33,7 @@ def profile_issues(resource: dict[str, Any], resource_type: str) -> list[dict[st
     return [issue(i.severity, i.code, i.message, i.expression) for i in found]
 
 
-def _careteam_reverse(resource: dict[str, Any]) -> tuple[Any, list[str]]:
+def careteam_reverse(resource: dict[str, Any]) -> tuple[Any, list[str]]:
     """Map a CareTeam back by its kind (eCAF Team Around the Child, or a child's team)."""
     codes = {c.get("code") for cat in resource.get("category") or []
              for c in cat.get("coding") or []}
@@ -49,8 +43,9 @@ def _careteam_reverse(resource: dict[str, Any]) -> tuple[Any, list[str]]:
 
 
 def mapping_issues(resource: dict[str, Any], resource_type: str) -> list[dict[str, Any]]:
-    """Return the mapping's errors, and what it would not keep, as issues."""
-    reverse = _careteam_reverse if resource_type == "CareTeam" else REVERSE[resource_type]
+    """Return the errors of the type's reverse mapping (``adapter.fhir.registry``), and
+    what it would not keep, as issues."""
+    reverse = attribute(reverse_maps()[resource_type])
     try:
         _record, ignored = reverse(resource)
     except Invalid as exc:

@@ -29,6 +29,7 @@ from pydantic import ValidationError
 
 from adapter.config import PROJECT_ROOT
 from adapter.errors import Invalid
+from adapter.fhir.registry import models
 from adapter.fhir.systems import OwnSystems
 from adapter.fhir.wellformed import require_content, require_shape
 from adapter.mapping.conceptmaps import load_translations
@@ -48,14 +49,8 @@ from adapter.models import (
 
 MAPPING_DIR: Final = PROJECT_ROOT / "mappings"
 # fhir.resources R4B model of each resource type the mappings read (R4B and R4 have the same
-# shape for these resources: docs/domain.md "Profiles to build on").
-R4B_MODELS: Final = {
-    "Patient": "fhir.resources.R4B.patient.Patient",
-    "CareTeam": "fhir.resources.R4B.careteam.CareTeam",
-    "Organization": "fhir.resources.R4B.organization.Organization",
-    "Practitioner": "fhir.resources.R4B.practitioner.Practitioner",
-    "PractitionerRole": "fhir.resources.R4B.practitionerrole.PractitionerRole",
-}
+# shape for these resources: docs/domain.md "Profiles to build on"), as the registry declares.
+R4B_MODELS: Final = models()
 _REDACTED: Final = {"redacted": True}
 Ignored = list[str]
 
