@@ -40,8 +40,8 @@ _XHTML_DIV: Final = f"{{{XHTML_NS}}}div"
 _XHTML_NSMAP: Final[dict[Any, str]] = {None: XHTML_NS}
 _DECLARATION: Final = '<?xml version="1.0" encoding="UTF-8"?>'
 
-# The resource types this service reads and writes as XML (docs/architecture.md "The outside
-# contract"), as ``adapter.fhir.registry`` declares them.
+# The resource types this service reads and writes as XML, as ``adapter.fhir.registry``
+# declares them (docs/architecture.md "The outside contract").
 R4_RESOURCE_TYPES: Final = xml_types()
 # Data types new in R4B (https://hl7.org/fhir/R4B/diff.html): not in FHIR 4.0.1.
 R4B_ONLY_TYPES: Final = frozenset({"CodeableReference", "RatioRange"})
