@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Final
 from sqlalchemy import Select, and_, exists, false, or_, select, true, update
 from sqlalchemy.orm import Session, attributes, contains_eager, selectinload
 
-from adapter import codes
+from adapter import codes, identity
 from adapter.errors import (
     Conflict,
     Forbidden,
@@ -45,7 +45,6 @@ from adapter.fhir.search import (
     split_token,
 )
 from adapter.fhir.validation import require_valid, validate_stored
-from adapter.identifiers import resource_id_for
 from adapter.mapping import fhir as mapping
 from adapter.models import Assessment, Child, Involvement, Organisation, Practitioner, TeamMember
 from adapter.models.canonical import build_child, canonical_dump
@@ -641,8 +640,8 @@ class CareTeamHandler:
         ids = {part_key(i): i.resource_id for i in current.involvements}
         for involvement in snapshot.involvements:
             key = part_key(involvement)
-            involvement.resource_id = ids.get(key) or resource_id_for(
-                "PractitionerRole", f"{current.contactpoint_id}/{key}")
+            involvement.resource_id = ids.get(key) or identity.involvement_role_id(
+                current.contactpoint_id, key)
         snapshot.careteam_id = current.careteam_id
         return snapshot
 
@@ -899,7 +898,7 @@ class CareTeamHandler:
         :raises Invalid: another id.
         """
         aid = ecaf_assessment_id(resource)
-        if aid is None or resource_id_for("CareTeam", f"ecaf/{aid}") != resource_id:
+        if aid is None or identity.ecaf_careteam_id(aid) != resource_id:
             raise Invalid("A new eCAF CareTeam can be created by PUT only at the id derived "
                           "from its assessment id; use POST instead.", expression="CareTeam.id")
         return self._create_ecaf(session, resource, caller)

@@ -22,7 +22,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from adapter import codes
+from adapter import codes, identity
 from adapter.errors import (
     BadRequest,
     Conflict,
@@ -45,7 +45,6 @@ from adapter.fhir.search import (
     split_token,
 )
 from adapter.fhir.validation import require_valid, validate_inbound
-from adapter.identifiers import resource_id_for
 from adapter.mapping import fhir as mapping
 from adapter.mapping.conceptmaps import load_translations
 from adapter.models import Organisation, Practitioner, PractitionerIdentifier
@@ -63,7 +62,7 @@ from adapter.store.records import (
     organisation_key,
 )
 
-ORGANISATION_CODES: Final = ("ods_code", "urn", "gss_code")
+ORGANISATION_CODES: Final = tuple(column for _scheme, column in identity.ORGANISATION_CODES)
 CURRENT_ONLY: Final = ("Only the current version of {type}/{id} is kept (version {version}); "
                        "earlier versions are not served.")
 
@@ -624,7 +623,7 @@ class OrganizationHandler(RecordHandler[Organisation]):
         if record.type == "local-authority" and not record.gss_code:
             raise Invalid("A local authority needs its GSS code.",
                           expression="Organization.identifier")
-        derived = resource_id_for("Organization", organisation_key(record)[1])
+        derived = identity.organisation_id(organisation_key(record)[1])
         return Inbound(record, derived, notes)
 
     def _authorise_create(self, inbound: Inbound[Organisation], caller: Caller) -> None:
@@ -802,7 +801,6 @@ def practitioner_derived_id(employer: Organisation | None, record: Practitioner)
     """Return the id derived from a practitioner's key: the employer's code and the staff
     id, else its first national identifier (in PRACTITIONER_SYSTEMS order)."""
     if employer is not None:
-        return resource_id_for("Practitioner",
-                               f"{organisation_key(employer)[1]}/{record.local_id}")
+        return identity.practitioner_id(organisation_key(employer)[1], record.local_id or "")
     return national_resource_id(record.national_ids())
 
