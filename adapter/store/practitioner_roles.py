@@ -53,6 +53,7 @@ from adapter.security.policy import (
     sensitive_visible,
 )
 from adapter.store import history
+from adapter.store.aliases import redirect_if_moved
 from adapter.store.children import BREAK_GLASS
 from adapter.store.organisations import (
     CURRENT_ONLY,
@@ -256,6 +257,8 @@ class PractitionerRoleHandler:
             found = session.scalar(query.where(column == resource_id))
             if found is not None:
                 return found
+        redirect_if_moved(session, self.resource_type, resource_id,
+                          lambda new_id: self._find(session, new_id, caller))
         if deleted_role(session, resource_id, caller) is not None:
             raise Gone(f"PractitionerRole/{resource_id} has been deleted.")
         raise NotFound(NOT_FOUND.format(id=resource_id))
