@@ -84,6 +84,14 @@ def practitioner_key_text(local_id: str | None, national_ids: Iterable[tuple[str
     return "|".join(first_national_id(ids)) if ids else ""
 
 
+def practitioner_dict_key_text(data: Mapping[str, Any] | None) -> str:
+    """Return :func:`practitioner_key_text` of a canonical practitioner dict (None: "")."""
+    if data is None:
+        return ""
+    return practitioner_key_text(data.get("local_id"), (
+        (i["system"], i["value"]) for i in data.get("identifiers") or ()))
+
+
 def involvement_key(role: str, organisation: str, practitioner: str,
                     period_start: object = None) -> str:
     """Return the natural key of an involvement: role, organisation code, practitioner

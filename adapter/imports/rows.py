@@ -69,9 +69,9 @@ def practitioner_key(data: Mapping[str, Any]) -> PractitionerKey:
 def involvement_key(data: Mapping[str, Any]) -> str:
     """Return the natural key of an involvement dict, as ``records.part_key`` makes it from
     an Involvement: role, organisation code, practitioner's local id, start date."""
-    person = data["practitioner"]["local_id"] if data["practitioner"] is not None else ""
     return identity.involvement_key(data["role"], organisation_key(data["organisation"])[1],
-                                    person, data["period_start"])
+                                    identity.practitioner_dict_key_text(data["practitioner"]),
+                                    data["period_start"])
 
 
 def _without_practitioner_key(item: Canonical) -> tuple[Any, ...]:
