@@ -137,7 +137,8 @@ def test_migration_gives_natural_key_ids_and_aliases_the_old(db: Database) -> No
 def test_old_role_ids_redirect_to_the_new(app: Flask, db: Database,
                                           client: FlaskClient) -> None:
     """A read, vread or history of an old PractitionerRole id answers 301 with the same
-    interaction on the new id in Location and an OperationOutcome; the new id reads."""
+    interaction on the new id in Location and an OperationOutcome; a DELETE of it deletes
+    nothing; the new id reads."""
     old = _migrated(db)
     with db.sessions() as session:
         involvement = session.scalars(select(Involvement).order_by(Involvement.id)).first()
@@ -157,6 +158,8 @@ def test_old_role_ids_redirect_to_the_new(app: Flask, db: Database,
         assert outcome["resourceType"] == "OperationOutcome"
         assert outcome["issue"][0]["severity"] == "information"
         assert new_id in outcome["issue"][0]["diagnostics"]
+    deleted = client.delete(f"/fhir/PractitionerRole/{old_id}", headers=headers)
+    assert deleted.status_code == 301 and deleted.headers["Location"].endswith(new_id)
     moved = client.get(f"/fhir/PractitionerRole/{new_id}", headers=headers)
     assert moved.status_code == 200 and orjson.loads(moved.data)["id"] == new_id
     assert client.get("/fhir/PractitionerRole/no-such-role", headers=headers).status_code == 404
