@@ -114,6 +114,19 @@ class Invalid(GatewayError):
     status, issue_code = 422, "invalid"
 
 
+class Moved(GatewayError):
+    """The resource has a new logical id (README "Identifiers"): 301 Moved Permanently
+    (RFC 9110 section 15.4.2), the request's URL at the new id in ``Location`` (set by
+    ``adapter.http``), and an OperationOutcome that says so."""
+
+    status, issue_code, severity = 301, "informational", "information"
+
+    def __init__(self, resource_type: str, old_id: str, new_id: str) -> None:
+        super().__init__(f"{resource_type}/{old_id} has a new id: {resource_type}/{new_id} "
+                         "(the earlier id stays an alias of it).")
+        self.resource_type, self.old_id, self.new_id = resource_type, old_id, new_id
+
+
 class Unavailable(GatewayError):
     """A dependency (the database) does not answer."""
 

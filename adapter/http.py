@@ -20,7 +20,7 @@ from flask import Flask, Response, current_app, request
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from adapter.errors import GatewayError, NotAcceptable, issue, operation_outcome
+from adapter.errors import GatewayError, Moved, NotAcceptable, issue, operation_outcome
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,20 @@ def handle_gateway_error(error: GatewayError) -> Response:
     """Render a GatewayError as an OperationOutcome."""
     if error.status >= 500:
         log.error("request failed with %s: %s", error.status, type(error).__name__)
+    if isinstance(error, Moved):
+        error.headers["Location"] = moved_location(error)
     return fhir_response(error.to_outcome(), error.status, error.headers)
+
+
+def moved_location(moved: Moved) -> str:
+    """Return the request's URL with the old id replaced by the new one: the same
+    interaction (read, vread, ``_history``) and query on the resource's new id."""
+    from adapter.fhir.bundle import fhir_base
+
+    marker = f"/{moved.resource_type}/{moved.old_id}"
+    rest = request.path.split(marker, 1)[1] if marker in request.path else ""
+    query = f"?{request.query_string.decode()}" if request.query_string else ""
+    return f"{fhir_base()}/{moved.resource_type}/{moved.new_id}{rest}{query}"
 
 
 OPERATION_METHODS: Final = ("GET", "POST", "PUT", "DELETE", "PATCH")

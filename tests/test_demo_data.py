@@ -12,14 +12,18 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from adapter import codes
+from adapter import codes, identity
 from adapter import identifiers as ids
 from adapter.db import Database
 from adapter.demo import REFERENCE_DATE, count_children, load_demo_data
 from adapter.demo.children import nhs_number_for
-from adapter.models import Base, Organisation
-from adapter.models.canonical import normalise_name
+from adapter.imports.rows import insert_entries
+from adapter.models import Base, Child, Involvement, Organisation, TeamMember
+from adapter.models.canonical import canonical_dump, normalise_name
 from adapter.retention import is_purgeable, record_status_on, retention_date
+from adapter.security.caller import Caller
+from adapter.security.scopes import parse_scopes
+from adapter.store.records import part_key
 from tests.conftest import BACKENDS, POSTGRES_URL, PostgresSchema
 
 CHILDREN = 400  # one block of the generator's quotas: every rare case is in it
@@ -94,6 +98,17 @@ def _check_contact(row: dict[str, Any]) -> None:
         assert "example" in row["email"].split("@")[1]
     if row.get("address_postcode"):
         assert ids.validate_postcode(row["address_postcode"]) == row["address_postcode"]
+
+
+def _natural_key(demo: Rows, part: dict[str, Any]) -> str:
+    """Return an involvement's or team member's natural key from the rows, written out here
+    (role, organisation's ODS code else URN else GSS code, staff id, start date) so that the
+    test does not take the rule from the code it checks."""
+    org = _by_id(demo["organisation"])[part["organisation_id"]]
+    staff = _by_id(demo["practitioner"])[part["practitioner_id"]]["local_id"] \
+        if part["practitioner_id"] is not None else ""
+    start = part.get("period_start") or ""
+    return f"{part['role']}/{org['ods_code'] or org['urn'] or org['gss_code']}/{staff}/{start}"
 
 
 def test_counts(demo: Rows) -> None:
@@ -171,7 +186,7 @@ def test_names_carers_and_involvements_pass_every_validator(demo: Rows) -> None:
     cpids = {c["id"]: c["contactpoint_id"] for c in demo["child"]}
     for involvement in demo["involvement"]:
         _check_contact(involvement)
-        key = f"{cpids[involvement['child_id']]}/{involvement['position']}"
+        key = f"{cpids[involvement['child_id']]}/{_natural_key(demo, involvement)}"
         assert involvement["resource_id"] == ids.resource_id_for("PractitionerRole", key)
         assert involvement["phone"] and involvement["email"]
 
@@ -242,7 +257,7 @@ def test_assessments_in_every_status_with_a_team_and_lead(demo: Rows) -> None:
         team = sorted(members[assessment["id"]], key=lambda m: m["position"])
         assert team[0]["practitioner_id"] == assessment["lead_practitioner_id"]
         for member in team:
-            member_key = f"ecaf/{assessment['assessment_id']}/{member['position']}"
+            member_key = f"ecaf/{assessment['assessment_id']}/{_natural_key(demo, member)}"
             assert member["resource_id"] == ids.resource_id_for("PractitionerRole", member_key)
             _check_contact(member)
         _check_contact(assessment)
@@ -345,3 +360,32 @@ def test_demo_nhs_numbers_are_distinct_for_a_million_children() -> None:
     assert all(numbers[:20_000])  # the first half-million all have one
     assert 0.75 < len([n for n in numbers[20_000:] if n]) / 40_000 < 0.9
     assert nhs_number_for(1_000_001) is None
+
+
+def test_demo_role_ids_are_the_ids_an_import_gives(demo_db: tuple[Database, Rows]) -> None:
+    """Demo children taken out and imported again (the bulk import of directory entries) get
+    back the very PractitionerRole ids the demo data gave their involvements, and each eCAF
+    team member's id is the one a FHIR write of its team gives (``records.apply_assessment``)."""
+    db, demo = demo_db
+    with_team = {a["child_id"] for a in demo["assessment"]}
+    chosen = [c["contactpoint_id"] for c in demo["child"]
+              if c["id"] not in with_team and c["record_status"] == "live"][:40]
+    with db.transaction() as session:
+        children = session.scalars(select(Child).where(Child.contactpoint_id.in_(chosen))).all()
+        entries = [canonical_dump(child, meta=False) for child in children]
+        before = {(c.contactpoint_id, i.resource_id) for c in children for i in c.involvements}
+        for child in children:
+            session.delete(child)
+    assert len(before) > len(chosen)
+    caller = Caller("test-import", "E09000001", parse_scopes("system/*.cruds"), frozenset(),
+                    None, None)
+    with db.transaction() as session:
+        insert_entries(session, entries, caller, "demo ids test")
+    with db.transaction() as session:
+        after = {(cpid, rid) for cpid, rid in session.execute(
+            select(Child.contactpoint_id, Involvement.resource_id).join(Involvement.child)
+            .where(Child.contactpoint_id.in_(chosen)))}
+        assert after == before
+        for member in session.scalars(select(TeamMember)):
+            aid = member.assessment.assessment_id
+            assert member.resource_id == identity.member_role_id(aid, part_key(member))

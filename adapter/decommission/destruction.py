@@ -2,10 +2,10 @@
 is completed or escalated (or with an explicit override and its reason, recorded in the
 certificate), every personal datum is deleted — children with their names, identifiers, carers,
 involvements and assessment references, practitioners (with their national identifiers) and
-organisations, every version snapshot, the ledger's identities, the purge Tasks' child lists,
-queued notification bodies and outbox payloads, bulk export files — and scrubbed from the
-database files: SQLite overwrites deleted content (``secure_delete``), rebuilds the file
-(``VACUUM``) and empties its write-ahead log
+organisations, every version snapshot, the aliases of earlier role ids, the ledger's
+identities, the purge Tasks' child lists, queued notification bodies and outbox payloads,
+bulk export files — and scrubbed from the database files: SQLite overwrites deleted content
+(``secure_delete``), rebuilds the file (``VACUUM``) and empties its write-ahead log
 (``wal_checkpoint(TRUNCATE)``); PostgreSQL rewrites each table (``VACUUM FULL``) so that no dead
 row version survives. The audit trail stays, pseudonymised: each child's reference becomes a
 keyed hash (HMAC-SHA-256) under a random key that exists only in this process's memory and is
@@ -62,6 +62,7 @@ from adapter.models import (
     PurgeTask,
     PurgeTaskItem,
     RecordVersion,
+    ResourceAlias,
     Subscription,
     TeamMember,
 )
@@ -72,7 +73,7 @@ log = logging.getLogger(__name__)
 # Tables whose every row goes, children's parts before the rows they point at.
 DELETED: Final = (PurgeTaskItem, Notification, Event, LedgerEntry, TeamMember, Assessment,
                   Involvement, Carer, LocalIdentifier, ChildName, Child,
-                  PractitionerIdentifier, Practitioner, Organisation, RecordVersion)
+                  PractitionerIdentifier, Practitioner, Organisation, RecordVersion, ResourceAlias)
 # Tables that stay (no personal data), counted in the certificate.
 KEPT: Final = (AuditRecord, PurgeTask, Subscription, Client, ExportJob, DecommissionPlan,
                OperatorExport)

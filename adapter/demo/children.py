@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from random import Random
 from typing import Any, Final
 
-from adapter import codes
+from adapter import codes, identity
 from adapter.demo.names import (
     HOUSE_NAMES,
     NameLists,
@@ -33,7 +33,6 @@ from adapter.identifiers import (
     make_test_nhs_number,
     make_upn,
     nhs_number_check_digit,
-    resource_id_for,
 )
 from adapter.models.canonical import FAMILY_NORM_LENGTH, GIVEN_NORM_LENGTH, normalise_name
 from adapter.retention import add_years, record_status_on, retention_date
@@ -179,6 +178,15 @@ class Draft:
     family: str = ""
     home: dict[str, Any] = field(default_factory=dict)
     involvements: list[dict[str, Any]] = field(default_factory=list)
+    # Each involvement's organisation code and staff id by row id: the rest of its natural
+    # key (adapter.identity.involvement_key), which the row holds only as database ids.
+    parties: dict[int, tuple[str, str]] = field(default_factory=dict)
+
+    def role_id(self, row: dict[str, Any]) -> str:
+        """Return the PractitionerRole id of involvement ``row``, by its natural key."""
+        key = identity.involvement_key(row["role"], *self.parties[row["id"]],
+                                       row["period_start"])
+        return identity.involvement_role_id(self.cpid, key)
 
     @property
     def adult(self) -> bool:
@@ -386,8 +394,8 @@ class ChildFactory:
                                          draft.as_of))
         updated = timestamp(rng, retention) if status == "archived" else \
             max(created, timestamp(rng, between(rng, created.date(), REFERENCE_DATE)))
-        return {"id": draft.id, "resource_id": resource_id_for("Patient", draft.cpid),
-                "careteam_id": resource_id_for("CareTeam", "team/" + draft.cpid),
+        return {"id": draft.id, "resource_id": identity.patient_id(draft.cpid),
+                "careteam_id": identity.team_careteam_id(draft.cpid),
                 "contactpoint_id": draft.cpid, "nhs_number": nhs, "nhs_number_status": nhs_status,
                 "upn": self._upn(draft), "gender": draft.gender, "birth_date": draft.birth,
                 "death_date": draft.death, "shielded": "shielded" in draft.tags,
@@ -545,15 +553,17 @@ class ChildFactory:
         """Return an involvement row of ``service`` (with a practitioner if ``with_staff``)."""
         position = len(draft.involvements)
         staff = self.rng.choice(service.staff) if with_staff and service.staff else None
-        return {"id": self.ids.take("involvement"),
-                "resource_id": resource_id_for("PractitionerRole", f"{draft.cpid}/{position}"),
-                "child_id": draft.id, "position": position, "role": role,
+        row_id = self.ids.take("involvement")
+        draft.parties[row_id] = (service.code, staff.local_id if staff else "")
+        row = {"id": row_id, "child_id": draft.id, "position": position, "role": role,
                 "organisation_id": service.organisation_id,
                 "practitioner_id": staff.id if staff else None, "sensitive": False,
                 "consent_basis": None, "lead_professional": False, "caf_completed": False,
                 "period_start": start, "period_end": None,
                 "phone": staff.phone if staff else service.phone,
                 "email": staff.email if staff else service.email}
+        row["resource_id"] = draft.role_id(row)
+        return row
 
     def _local_identifiers(self, draft: Draft) -> list[dict[str, Any]]:
         """Return case ids of social care, youth justice and early help for their children."""
@@ -575,6 +585,12 @@ class ChildFactory:
         service = self.rng.choice(draft.authority.services["early-help"])
         start = between(self.rng, max(draft.birth, draft.as_of - dt.timedelta(365)), draft.as_of)
         lead = self._involvement(draft, "early-help", service, start)
+        while any(i["resource_id"] == lead["resource_id"] for i in draft.involvements):
+            # An earlier early-help episode with this service, worker and start: one
+            # involvement per natural key (adapter.store.records.merge_keyed refuses two).
+            step = dt.timedelta(days=1 if lead["period_start"] < draft.as_of else -1)
+            lead["period_start"] += step
+            lead["resource_id"] = draft.role_id(lead)
         draft.involvements.append(lead)
         return lead
 
@@ -612,8 +628,8 @@ class ChildFactory:
         assessment_id = f"ECAF-{draft.authority.la_number}-{pk:07d}"
         dates = self._assessment_dates(draft, status)
         last = max(d for d in dates.values() if d is not None)
-        return {"id": pk, "resource_id": resource_id_for("CareTeam", "ecaf/" + assessment_id),
-                "lead_role_id": resource_id_for("PractitionerRole", f"ecaf/{assessment_id}/lead"),
+        return {"id": pk, "resource_id": identity.ecaf_careteam_id(assessment_id),
+                "lead_role_id": identity.lead_role_id(assessment_id),
                 "assessment_id": assessment_id, "child_id": draft.id, "status": status,
                 **dates, "lead_practitioner_id": lead["practitioner_id"],
                 "lead_organisation_id": lead["organisation_id"],
@@ -628,9 +644,9 @@ class ChildFactory:
         chosen = self.rng.sample(others, min(len(others), self.rng.randint(1, 3)))
         rows = []
         for position, member in enumerate([lead, *chosen]):
-            key = f"ecaf/{assessment['assessment_id']}/{position}"
+            key = identity.team_member_key(member["role"], *draft.parties[member["id"]])
             rows.append({"id": self.ids.take("team_member"),
-                         "resource_id": resource_id_for("PractitionerRole", key),
+                         "resource_id": identity.member_role_id(assessment["assessment_id"], key),
                          "assessment_id": assessment["id"], "position": position,
                          "role": member["role"], "organisation_id": member["organisation_id"],
                          "practitioner_id": member["practitioner_id"],

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from random import Random
 from typing import Any, Final
 
+from adapter import identity
 from adapter.demo.names import (
     DRAMA_LANDLINES,
     DRAMA_LONDON,
@@ -23,7 +24,6 @@ from adapter.demo.names import (
     postcode,
     street_name,
 )
-from adapter.identifiers import resource_id_for
 
 MAX_AUTHORITIES: Final = 150
 # Organisations and practitioners carry this fixed timestamp, so that reruns are identical.
@@ -173,7 +173,7 @@ class _OrgBuilder:
                 la_number: str | None = None, paon: str | None = None) -> dict[str, Any]:
         """Return an organisation row (without its id); ``code`` is (column, national code)."""
         codes = {"ods_code": None, "urn": None, "gss_code": None, code[0]: code[1]}
-        return {"resource_id": resource_id_for("Organization", code[1]), "name": name,
+        return {"resource_id": identity.organisation_id(code[1]), "name": name,
                 "type": type_, **codes, "la_number": la_number, "version": 1,
                 "last_updated": WORLD_TIMESTAMP, "phone": self.phone(), "email": email,
                 **self.address(paon)}
@@ -181,7 +181,7 @@ class _OrgBuilder:
     def staff(self, org: dict[str, Any], role: str, count: int, first: int,
               domain: str) -> list[dict[str, Any]]:
         """Return ``count`` practitioners of ``org`` in ``role``, local ids from ``first``."""
-        code = org["gss_code"] or org["urn"] or org["ods_code"]
+        code = identity.organisation_code(org)
         rows = []
         for n in range(first, first + count):
             sex = self.rng.choice(("female", "male"))
@@ -190,7 +190,7 @@ class _OrgBuilder:
             title = "Dr" if role == "gp" else self.rng.choice(_TITLES[sex])
             local_id = f"{ascii_slug(role, '')[:3].upper()}{n:04d}"
             rows.append({
-                "resource_id": resource_id_for("Practitioner", f"{code}/{local_id}"),
+                "resource_id": identity.practitioner_id(code, local_id),
                 "local_id": local_id, "version": 1, "last_updated": WORLD_TIMESTAMP,
                 "title": title, "given": [given], "family": family, "phone": self.phone(),
                 "email": f"{ascii_slug(given)}.{ascii_slug(family)}{n}@{domain}",
@@ -273,6 +273,7 @@ class Staff:
     organisation_id: int
     phone: str
     email: str
+    local_id: str  # the staff id, part of an involvement's natural key
 
 
 @dataclass(frozen=True)
@@ -284,6 +285,7 @@ class Service:
     email: str
     staff: tuple[Staff, ...]
     establishment: str = ""
+    code: str = ""  # the organisation's natural code (adapter.identity.organisation_code)
 
 
 @dataclass(frozen=True)
@@ -312,10 +314,10 @@ def resolve_authority(plan: AuthorityPlan, org_ids: dict[str, int],
     for org in plan.organisations:
         org_id = org_ids[org.row["resource_id"]]
         for role in org.roles:
-            staff = tuple(Staff(staff_ids[s["resource_id"]], org_id, s["phone"], s["email"])
-                          for s in org.staff if s["_role"] == role)
+            staff = tuple(Staff(staff_ids[s["resource_id"]], org_id, s["phone"], s["email"],
+                                s["local_id"]) for s in org.staff if s["_role"] == role)
             service = Service(org_id, org.row["phone"], org.row["email"], staff,
-                              org.establishment)
+                              org.establishment, identity.organisation_code(org.row))
             target = schools.setdefault(org.phase, []) if org.phase \
                 else services.setdefault(role, [])
             target.append(service)

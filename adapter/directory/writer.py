@@ -15,9 +15,8 @@ from typing import IO, Any, Final
 
 from lxml import etree
 
-from adapter import codes
+from adapter import codes, identity
 from adapter.directory.schema import NS, q
-from adapter.identifiers import resource_id_for
 from adapter.models.assessment import Assessment
 from adapter.models.canonical import (
     canonical_assessment_dump,
@@ -367,7 +366,7 @@ def _write_batch(stream: IO[bytes], root: str, records: Iterable[etree._Element]
 
 def entry_label(data: Data) -> str:
     """Return how the log and reports name an entry: its FHIR id (no personal data)."""
-    return f"Patient/{resource_id_for('Patient', str(data.get('contactpoint_id')))}"
+    return f"Patient/{identity.patient_id(str(data.get('contactpoint_id')))}"
 
 
 def assessment_label(data: Data) -> str:

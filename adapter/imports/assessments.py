@@ -13,6 +13,7 @@ from typing import Any, Final
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
+from adapter import identity
 from adapter.errors import Conflict, Forbidden, GatewayError, Invalid
 from adapter.imports.directory import (
     CONFLICT,
@@ -112,8 +113,8 @@ def check_writable(data: Canonical, child: Child, existing: Assessment | None,
 
 def _member_key(member: Canonical) -> str:
     """Return a team member dict's natural key, as ``records.part_key`` makes it."""
-    person = member["practitioner"]["local_id"] if member["practitioner"] is not None else ""
-    return f"{member['role']}/{organisation_key(member['organisation'])[1]}/{person}/"
+    return identity.team_member_key(member["role"], organisation_key(member["organisation"])[1],
+                                    identity.practitioner_dict_key_text(member["practitioner"]))
 
 
 def merge_withheld(data: Canonical, stored: Canonical, existing: Assessment,

@@ -10,7 +10,7 @@ write-authority policy refuses it first, comparing them with the rows ``SharedRo
 (``adapter.security.policy.authority``).
 
 Rows get the same derived values as the ORM path: FHIR ids from natural keys
-(``resource_id_for``), search keys of names, the retention date, version 1; and with them the
+(``adapter.identity``), search keys of names, the retention date, version 1; and with them the
 outbox event of each new child (``adapter.models.notify``: a change and its event commit
 together) and its audit record (``adapter.security.audit``: one per child written).
 """
@@ -27,23 +27,21 @@ from sqlalchemy import Boolean, Table, func, insert, select, text, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
-from adapter.identifiers import resource_id_for
+from adapter import identity
+from adapter.identity import ORGANISATION_CODES
 from adapter.models.base import Base, utcnow
 from adapter.models.canonical import (
     CARER_FIELDS,
     CHILD_FIELDS,
     CHILD_NAME_FIELDS,
     INVOLVEMENT_FIELDS,
-    ORGANISATION_CODES,
     ORGANISATION_FIELDS,
     PRACTITIONER_FIELDS,
     Canonical,
     OrganisationKey,
     PractitionerKey,
     normalise_name,
-)
-from adapter.models.canonical import (
-    organisation_key as _checked_organisation_key,
+    organisation_key,
 )
 from adapter.models.notify import DIRECTORY_TOPIC
 from adapter.retention import retention_date
@@ -63,19 +61,6 @@ def table(name: str) -> Table:
     return Base.metadata.tables[name]
 
 
-def organisation_key(data: Mapping[str, Any]) -> OrganisationKey:
-    """Return an organisation dict's natural key as ``canonical.organisation_key`` does (ODS
-    code, else school URN, else GSS code), by direct look-ups: a batch asks for thousands.
-
-    :raises Invalid: the organisation has none of these codes.
-    """
-    for scheme, column in ORGANISATION_CODES:
-        code = data.get(column)
-        if code:
-            return scheme, code
-    return _checked_organisation_key(data)
-
-
 def practitioner_key(data: Mapping[str, Any]) -> PractitionerKey:
     """Return a practitioner dict's natural key: the employer's key and the local id."""
     return organisation_key(data["organisation"]), str(data["local_id"])
@@ -84,9 +69,9 @@ def practitioner_key(data: Mapping[str, Any]) -> PractitionerKey:
 def involvement_key(data: Mapping[str, Any]) -> str:
     """Return the natural key of an involvement dict, as ``records.part_key`` makes it from
     an Involvement: role, organisation code, practitioner's local id, start date."""
-    person = data["practitioner"]["local_id"] if data["practitioner"] is not None else ""
-    start = data["period_start"] or ""
-    return f"{data['role']}/{organisation_key(data['organisation'])[1]}/{person}/{start}"
+    return identity.involvement_key(data["role"], organisation_key(data["organisation"])[1],
+                                    identity.practitioner_dict_key_text(data["practitioner"]),
+                                    data["period_start"])
 
 
 def _without_practitioner_key(item: Canonical) -> tuple[Any, ...]:
@@ -267,7 +252,7 @@ class Organisations:
         if not fresh:
             return
         rows = [{**{name: wanted[key][name] for name in ORGANISATION_FIELDS},
-                 "resource_id": resource_id_for("Organization", key[1])} for key in fresh]
+                 "resource_id": identity.organisation_id(key[1])} for key in fresh]
         ids = self.session.execute(insert(ORG).returning(ORG.c.id, sort_by_parameter_order=True),
                                    rows).scalars().all()
         for key, row, new_id in zip(fresh, rows, ids, strict=True):
@@ -320,7 +305,7 @@ class Practitioners:
             return
         rows = [{**{name: wanted[key][name] for name in PRACTITIONER_FIELDS},
                  "organisation_id": self.organisations.ids[key[0]],
-                 "resource_id": resource_id_for("Practitioner", f"{key[0][1]}/{key[1]}")}
+                 "resource_id": identity.practitioner_id(key[0][1], key[1])}
                 for key in fresh]
         ids = self.session.execute(insert(PERSON).returning(
             PERSON.c.id, sort_by_parameter_order=True), rows).scalars().all()
@@ -345,8 +330,8 @@ class NewEntries:
         """Return the child row of an entry dict."""
         cpid = data["contactpoint_id"]
         row = {name: data[name] for name in CHILD_FIELDS}
-        row.update(resource_id=resource_id_for("Patient", cpid),
-                   careteam_id=resource_id_for("CareTeam", f"team/{cpid}"),
+        row.update(resource_id=identity.patient_id(cpid),
+                   careteam_id=identity.team_careteam_id(cpid),
                    retention_date=entry_retention(data), version=1, created=self.now,
                    last_updated=self.now,
                    managing_organisation_id=self.organisations.id_of(
@@ -378,8 +363,7 @@ class NewEntries:
         """Return an involvement row (its PractitionerRole id as ``apply_child`` derives it)."""
         key = involvement_key(involvement)
         return {**{name: involvement[name] for name in INVOLVEMENT_FIELDS},
-                "resource_id": resource_id_for("PractitionerRole",
-                                               f"{data['contactpoint_id']}/{key}"),
+                "resource_id": identity.involvement_role_id(data["contactpoint_id"], key),
                 "child_id": child_id, "position": position,
                 "organisation_id": self.organisations.id_of(involvement["organisation"]),
                 "practitioner_id": self.practitioners.id_of(involvement["practitioner"])}

@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from typing import Any, Final
 
-from adapter import identifiers
+from adapter import identifiers, identity
 from adapter.fhir import systems
 from adapter.mapping.transforms import (
     ADDRESS_KEY_EXT,
@@ -23,7 +23,6 @@ from adapter.mapping.transforms import (
     Env,
     Transform,
     ValueNotAccepted,
-    lead_role_id,
     parse_date,
     team_role,
     transform,
@@ -320,8 +319,9 @@ def read_child_address(env: Env, addresses: Any, drop: Drop) -> tuple[Any, ...]:
 # --- references ---------------------------------------------------------------------------
 
 def organisation_code(org: Organisation) -> str:
-    """Return an organisation's natural code: ODS code, else school URN, else GSS code."""
-    return org.ods_code or org.urn or org.gss_code or ""
+    """Return an organisation's natural code (``identity.organisation_code``), "" without."""
+    found = identity.organisation_code_column(org)
+    return found[1] if found else ""
 
 
 def organisation_identifier(env: Env, org: Organisation) -> dict[str, str]:
@@ -735,7 +735,7 @@ def _lead_participant(env: Env) -> Transform:
                 ) -> dict[str, Any]:
         assessment_id, person, org, _role_id = value
         return {"role": [team_role(env, "lead-professional")],
-                "member": role_member(lead_role_id(assessment_id), person, org)}
+                "member": role_member(identity.lead_role_id(assessment_id), person, org)}
 
     def reverse(participant: Any, drop: Drop
                 ) -> tuple[None, Practitioner | None, Organisation | None, str | None]:

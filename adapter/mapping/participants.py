@@ -26,8 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from adapter import identity
 from adapter.errors import Invalid
-from adapter.identifiers import resource_id_for
 from adapter.mapping.datatypes import reference_id, reference_type
 from adapter.mapping.engine import without_nulls
 from adapter.mapping.transforms import ValueNotAccepted
@@ -55,7 +55,7 @@ class Team:
 
 def contained_key(local_id: str) -> str:
     """Return the key under which a contained PractitionerRole ``#local_id`` is looked up."""
-    return resource_id_for("PractitionerRole", f"contained/{local_id}")
+    return identity.contained_role_id(local_id)
 
 
 def read_team(resource: Mapping[str, Any], given: Mapping[str, Any] | None) -> Team:

@@ -17,10 +17,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from adapter import identifiers
+from adapter import identifiers, identity
 from adapter.fhir import systems
 from adapter.fhir.systems import OwnSystems
-from adapter.identifiers import resource_id_for
 from adapter.mapping.paths import Path
 from adapter.models.canonical import FAMILY_NORM_LENGTH, GIVEN_NORM_LENGTH, normalise_name
 
@@ -309,18 +308,13 @@ for _name, _check in (("nhs_number", identifiers.validate_nhs_number),
 @transform("careteam_id")
 def _careteam_id(_env: Env) -> Transform:
     """The id of a child's team CareTeam: derived from the ContactPoint ID (outbound only)."""
-    return Transform(lambda cpid: resource_id_for("CareTeam", "team/" + cpid))
+    return Transform(identity.team_careteam_id)
 
 
 @transform("lead_role_id")
 def _lead_role_id(_env: Env) -> Transform:
     """The id of an eCAF lead professional's PractitionerRole (outbound only)."""
-    return Transform(lambda assessment_id: lead_role_id(assessment_id))
-
-
-def lead_role_id(assessment_id: str) -> str:
-    """Return the PractitionerRole id of the lead professional of an eCAF assessment."""
-    return resource_id_for("PractitionerRole", f"ecaf/{assessment_id}/lead")
+    return Transform(identity.lead_role_id)
 
 
 @transform("version_of")

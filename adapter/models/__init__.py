@@ -19,7 +19,7 @@ from adapter.models.directory import (
     PractitionerIdentifier,
 )
 from adapter.models.export import ExportJob
-from adapter.models.history import RecordVersion
+from adapter.models.history import RecordVersion, ResourceAlias
 from adapter.models.notify import (
     DeliveryAttempt,
     Event,
@@ -60,6 +60,7 @@ __all__ = [
     "PurgeTask",
     "PurgeTaskItem",
     "RecordVersion",
+    "ResourceAlias",
     "TeamMember",
     "UsedAssertion",
 ]

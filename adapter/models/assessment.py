@@ -18,19 +18,17 @@ from sqlalchemy import (
 from sqlalchemy.engine.interfaces import ExecutionContext
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from adapter import codes
-from adapter.identifiers import resource_id_for
+from adapter import codes, identity
 from adapter.models.base import Base, ContactColumns, utcnow
 from adapter.models.directory import Child, Organisation, Practitioner
 
 
 def lead_role_id_default(context: ExecutionContext) -> str | None:
     """Return the FHIR id of a new assessment's lead professional PractitionerRole, as the
-    mapping derives it (``adapter.mapping.transforms.lead_role_id``)."""
+    mapping derives it (``adapter.identity.lead_role_id``)."""
     parameters = context.get_current_parameters()  # type: ignore[attr-defined]
     assessment_id = parameters.get("assessment_id")
-    return resource_id_for("PractitionerRole", f"ecaf/{assessment_id}/lead") \
-        if assessment_id else None
+    return identity.lead_role_id(assessment_id) if assessment_id else None
 
 
 class Assessment(ContactColumns, Base):

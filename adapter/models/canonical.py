@@ -20,7 +20,9 @@ from collections.abc import Iterable, Mapping
 from functools import cached_property
 from typing import Any, Final
 
+from adapter import identity
 from adapter.errors import Invalid
+from adapter.identity import ORGANISATION_CODES
 from adapter.models.assessment import Assessment, TeamMember
 from adapter.models.directory import (
     Carer,
@@ -41,7 +43,6 @@ ADDRESS_FIELDS: Final = ("address_saon", "address_paon", "address_street", "addr
                          "address_town", "address_postcode", "address_uprn")
 CONTACT_FIELDS: Final = ("phone", "email")
 NAME_FIELDS: Final = ("title", "given", "family")
-ORGANISATION_CODES: Final = (("ods", "ods_code"), ("urn", "urn"), ("gss", "gss_code"))
 ORGANISATION_FIELDS: Final = ("name", "type", "ods_code", "urn", "gss_code", "la_number",
                               *ADDRESS_FIELDS, *CONTACT_FIELDS)
 PRACTITIONER_FIELDS: Final = ("local_id", *NAME_FIELDS, *CONTACT_FIELDS)
@@ -185,10 +186,10 @@ def organisation_key(data: Mapping[str, Any]) -> OrganisationKey:
 
     :raises Invalid: the organisation has none of these codes.
     """
-    codes = organisation_codes(data)
-    if not codes:
-        raise Invalid("an organisation needs an ODS code, a school URN or a GSS code")
-    return codes[0]
+    try:
+        return identity.organisation_key(data)
+    except ValueError as error:
+        raise Invalid(str(error)) from error
 
 
 def practitioner_key(data: Mapping[str, Any]) -> PractitionerKey:

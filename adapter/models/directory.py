@@ -21,16 +21,15 @@ from sqlalchemy import (
 from sqlalchemy.engine.interfaces import ExecutionContext
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from adapter import codes
-from adapter.identifiers import resource_id_for
+from adapter import codes, identity
 from adapter.models.base import AddressColumns, Base, ContactColumns, PersonNameColumns, utcnow
 
 
 def careteam_id_default(context: ExecutionContext) -> str | None:
-    """Return the FHIR id of a new child's team CareTeam: ``resource_id_for("CareTeam",
-    "team/" + ContactPoint ID)``, as the mapping derives it (transform ``careteam_id``)."""
+    """Return the FHIR id of a new child's team CareTeam (``identity.team_careteam_id``), as
+    the mapping derives it (transform ``careteam_id``)."""
     cpid = context.get_current_parameters().get("contactpoint_id")  # type: ignore[attr-defined]
-    return resource_id_for("CareTeam", f"team/{cpid}") if cpid else None
+    return identity.team_careteam_id(cpid) if cpid else None
 
 
 # Prefix-search indexes that migration 0010 creates per database (``text_pattern_ops`` on

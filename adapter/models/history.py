@@ -35,3 +35,22 @@ class RecordVersion(Base):
     last_updated: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
     snapshot: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class ResourceAlias(Base):
+    """An earlier logical id of a resource and the id it has now (README "Identifiers"): a
+    read, vread or history of the old id answers 301 Moved Permanently to the new one.
+
+    Migration 0014 wrote them for PractitionerRoles whose stored ids had been derived from an
+    involvement's or team member's list position instead of its natural key
+    (``adapter.identity.involvement_role_id``). They name a child's roles: decommissioning
+    destroys them with the child's data (``adapter.decommission.destruction``).
+    """
+
+    __tablename__ = "resource_alias"
+    __table_args__ = (UniqueConstraint("resource_type", "old_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    resource_type: Mapped[str] = mapped_column(String(40))
+    old_id: Mapped[str] = mapped_column(String(64))
+    new_id: Mapped[str] = mapped_column(String(64))

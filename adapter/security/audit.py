@@ -30,7 +30,8 @@ from flask import Flask, Response, g, has_request_context, request
 from sqlalchemy import event, insert, select
 from sqlalchemy.orm import Session
 
-from adapter.identifiers import InvalidIdentifier, resource_id_for, validate_contactpoint_id
+from adapter import identity
+from adapter.identifiers import InvalidIdentifier, validate_contactpoint_id
 from adapter.models import AuditRecord
 from adapter.models.base import utcnow
 from adapter.security.caller import Caller, anonymous, current_caller
@@ -192,7 +193,7 @@ def child_ref_of(text: str) -> str:
     """Return the child reference (Patient id) for a Patient id or a ContactPoint ID, as the
     audit trail keeps it (the id is derived from the ContactPoint ID, so it outlives the entry)."""
     try:
-        return resource_id_for("Patient", validate_contactpoint_id(text))
+        return identity.patient_id(validate_contactpoint_id(text))
     except InvalidIdentifier:
         return text.strip()
 

@@ -10,8 +10,8 @@ import orjson
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from adapter.identifiers import resource_id_for
-from adapter.models import Assessment, Child, Organisation, Practitioner, RecordVersion
+from adapter import identity
+from adapter.models import Assessment, Child, Practitioner, RecordVersion
 from adapter.models.canonical import (
     as_utc,
     build_assessment,
@@ -86,11 +86,11 @@ def child_from_snapshot(version: RecordVersion) -> Child:
     child.resource_id = version.resource_id
     child.version, child.last_updated = version.version, version.last_updated
     for involvement in child.involvements:
-        involvement.resource_id = resource_id_for(
-            "PractitionerRole", f"{child.contactpoint_id}/{involvement.position}")
+        involvement.resource_id = identity.involvement_role_id(child.contactpoint_id,
+                                                               part_key(involvement))
     for organisation in _builder.organisations.values():
-        code = organisation.ods_code or organisation.urn or organisation.gss_code or ""
-        organisation.resource_id = resource_id_for("Organization", code)
+        code = identity.organisation_code(organisation)
+        organisation.resource_id = identity.organisation_id(code)
     for practitioner in _builder.practitioners.values():
         practitioner.resource_id = _practitioner_id(practitioner)
     return child
@@ -121,10 +121,10 @@ def assessment_from_snapshot(version: RecordVersion, child: Child) -> Assessment
     assessment.resource_id = version.resource_id
     assessment.version, assessment.last_updated = version.version, version.last_updated
     for member in assessment.members:
-        member.resource_id = resource_id_for(
-            "PractitionerRole", f"ecaf/{assessment.assessment_id}/{part_key(member)}")
+        member.resource_id = identity.member_role_id(assessment.assessment_id, part_key(member))
     for organisation in builder.organisations.values():
-        organisation.resource_id = resource_id_for("Organization", _code(organisation))
+        code = identity.organisation_code(organisation)
+        organisation.resource_id = identity.organisation_id(code)
     for practitioner in builder.practitioners.values():
         practitioner.resource_id = _practitioner_id(practitioner)
     return assessment
@@ -135,10 +135,5 @@ def _practitioner_id(practitioner: Practitioner) -> str:
     id, else its first national identifier (as ``PractitionerProvider`` derives it)."""
     if practitioner.organisation is None:
         return national_resource_id(practitioner.national_ids())
-    return resource_id_for(
-        "Practitioner", f"{_code(practitioner.organisation)}/{practitioner.local_id}")
-
-
-def _code(organisation: Organisation) -> str:
-    """Return an organisation's natural code (ODS code, else school URN, else GSS code)."""
-    return organisation.ods_code or organisation.urn or organisation.gss_code or ""
+    return identity.practitioner_id(identity.organisation_code(practitioner.organisation),
+                                    practitioner.local_id or "")

@@ -21,7 +21,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from adapter import codes
+from adapter import codes, identity
 from adapter.errors import BadRequest, Conflict, Invalid, PreconditionFailed
 from adapter.fhir import systems
 from adapter.fhir.handlers import Page, Rendered
@@ -36,7 +36,6 @@ from adapter.fhir.search import (
     negated,
     split_token,
 )
-from adapter.identifiers import resource_id_for
 from adapter.mapping import fhir as mapping
 from adapter.mapping.conceptmaps import load_translations
 from adapter.models import Organisation, Practitioner, PractitionerIdentifier
@@ -48,7 +47,7 @@ from adapter.store.records import (
     organisation_key,
 )
 
-ORGANISATION_CODES: Final = ("ods_code", "urn", "gss_code")
+ORGANISATION_CODES: Final = tuple(column for _scheme, column in identity.ORGANISATION_CODES)
 CURRENT_ONLY: Final = ("Only the current version of {type}/{id} is kept (version {version}); "
                        "earlier versions are not served.")
 
@@ -447,6 +446,5 @@ def practitioner_derived_id(employer: Organisation | None, record: Practitioner)
     """Return the id derived from a practitioner's key: the employer's code and the staff
     id, else its first national identifier (in PRACTITIONER_SYSTEMS order)."""
     if employer is not None:
-        return resource_id_for("Practitioner",
-                               f"{organisation_key(employer)[1]}/{record.local_id}")
+        return identity.practitioner_id(organisation_key(employer)[1], record.local_id or "")
     return national_resource_id(record.national_ids())

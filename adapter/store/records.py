@@ -11,9 +11,8 @@ from typing import Any, Final, TypeVar
 from sqlalchemy import and_, inspect, or_, select
 from sqlalchemy.orm import Session
 
+from adapter import identity
 from adapter.errors import Conflict, Invalid
-from adapter.fhir import systems
-from adapter.identifiers import resource_id_for
 from adapter.models import (
     Assessment,
     Carer,
@@ -57,12 +56,14 @@ def copy_columns(source: Base, target: Base, exclude: frozenset[str] = BOOKKEEPI
 
 
 def organisation_key(org: Organisation) -> tuple[str, str]:
-    """Return the natural key of an organisation: (kind, code)."""
-    for kind in ("ods_code", "urn", "gss_code"):
-        code = getattr(org, kind)
-        if code:
-            return kind, code
-    raise ValueError("an organisation needs an ODS code, URN or GSS code")
+    """Return the natural key of an organisation as (column, code) (``identity``'s rule).
+
+    :raises ValueError: the organisation has no code.
+    """
+    found = identity.organisation_code_column(org)
+    if found is None:
+        raise ValueError("an organisation needs an ODS code, URN or GSS code")
+    return found
 
 
 def _pending(session: Session) -> dict[tuple[str, ...], Base]:
@@ -98,7 +99,7 @@ def resolve_organisation(session: Session, org: Organisation) -> Organisation:
         if not org.name:  # a bare key (a FHIR Reference) cannot describe a new organisation
             raise Invalid(f"The organisation {code} is not known here: create its "
                           "Organization first (or name it with its details).")
-        stored = Organisation(resource_id=resource_id_for("Organization", code))
+        stored = Organisation(resource_id=identity.organisation_id(code))
         copy_columns(org, stored, BOOKKEEPING | {"resource_id"})
         session.add(stored)
         _pending(session)[("organisation", kind, code)] = stored
@@ -128,8 +129,9 @@ def resolve_practitioner(session: Session, practitioner: Practitioner) -> Practi
             Practitioner.organisation_id == organisation.id,
             Practitioner.local_id == practitioner.local_id))
     if stored is None:
-        stored = Practitioner(resource_id=resource_id_for(
-            "Practitioner", f"{code}/{practitioner.local_id}"), organisation=organisation)
+        stored = Practitioner(
+            resource_id=identity.practitioner_id(code, practitioner.local_id or ""),
+            organisation=organisation)
         session.add(stored)
         _pending(session)[key] = stored
     copy_columns(practitioner, stored, BOOKKEEPING | {"resource_id"})
@@ -160,16 +162,9 @@ def _resolve_by_national_ids(session: Session, practitioner: Practitioner) -> Pr
     return stored
 
 
-def ordered_national_ids(ids: set[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Return national identifiers in PRACTITIONER_SYSTEMS order (then by value)."""
-    order = list(systems.PRACTITIONER_SYSTEMS)
-    return sorted(ids, key=lambda pair: (order.index(pair[0]), pair[1]))
-
-
 def national_resource_id(ids: set[tuple[str, str]]) -> str:
     """Return the Practitioner id derived from the first of its national identifiers."""
-    system, value = ordered_national_ids(ids)[0]
-    return resource_id_for("Practitioner", f"{system}|{value}")
+    return identity.national_practitioner_id(ids)
 
 
 def merge_national_ids(row: Practitioner, ids: set[tuple[str, str]]) -> bool:
@@ -229,10 +224,7 @@ def conflict_message(holders: dict[str, list[str]]) -> str:
 def practitioner_key_text(person: Practitioner) -> str:
     """Return what names a practitioner in a derived key: the staff id, else its first
     national identifier (``system|value``)."""
-    if person.local_id:
-        return person.local_id
-    ids = person.national_ids()
-    return "|".join(ordered_national_ids(ids)[0]) if ids else ""
+    return identity.practitioner_key_text(person.local_id, person.national_ids())
 
 
 def merge_parts(existing: list[T], incoming: Sequence[T], make: type[T],
@@ -261,10 +253,9 @@ def merge_parts(existing: list[T], incoming: Sequence[T], make: type[T],
 def part_key(part: Involvement | TeamMember) -> str:
     """Return the natural key of an involvement or team member: role, organisation,
     practitioner and start date. Matching on it keeps each one's row and PractitionerRole id."""
-    org = organisation_key(part.organisation)[1]
+    org = identity.organisation_code(part.organisation)
     person = practitioner_key_text(part.practitioner) if part.practitioner is not None else ""
-    start = getattr(part, "period_start", None) or ""
-    return f"{part.role}/{org}/{person}/{start}"
+    return identity.involvement_key(part.role, org, person, getattr(part, "period_start", None))
 
 
 def merge_keyed(session: Session, existing: list[Any], incoming: Sequence[Any], make: type,
@@ -307,7 +298,7 @@ def _link_involvement(session: Session, cpid: str) -> Any:
         changed = target.organisation is not organisation or target.practitioner is not practitioner
         target.organisation, target.practitioner = organisation, practitioner
         if not target.resource_id:
-            target.resource_id = resource_id_for("PractitionerRole", f"{cpid}/{part_key(item)}")
+            target.resource_id = identity.involvement_role_id(cpid, part_key(item))
         return changed
     return link
 
@@ -344,7 +335,7 @@ def apply_child(session: Session, record: Child, existing: Child | None) -> tupl
 
 def _apply_child(session: Session, record: Child, existing: Child | None) -> tuple[Child, str]:
     """Apply ``record`` (see :func:`apply_child`) with autoflush off."""
-    child = existing or Child(resource_id=resource_id_for("Patient", record.contactpoint_id))
+    child = existing or Child(resource_id=identity.patient_id(record.contactpoint_id))
     record.retention_date = retention_date(record.birth_date, record.death_date,
                                            record.extended_retention)
     changed = copy_columns(record, child, BOOKKEEPING | {"resource_id"})
@@ -386,7 +377,7 @@ def apply_assessment(session: Session, record: Assessment, child: Child,
     """
     _number_positions(record.members)
     assessment = existing or Assessment(
-        resource_id=resource_id_for("CareTeam", f"ecaf/{record.assessment_id}"),
+        resource_id=identity.ecaf_careteam_id(record.assessment_id),
         assessment_id=record.assessment_id)
     changed = copy_columns(record, assessment, BOOKKEEPING | {"resource_id"})
     changed |= assessment.child is not child
@@ -400,8 +391,7 @@ def apply_assessment(session: Session, record: Assessment, child: Child,
         moved = target.organisation is not organisation or target.practitioner is not practitioner
         target.organisation, target.practitioner = organisation, practitioner
         if not target.resource_id:
-            target.resource_id = resource_id_for(
-                "PractitionerRole", f"ecaf/{record.assessment_id}/{part_key(item)}")
+            target.resource_id = identity.member_role_id(record.assessment_id, part_key(item))
         return moved
 
     changed |= merge_keyed(session, assessment.members, record.members, TeamMember, link)

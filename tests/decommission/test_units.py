@@ -36,6 +36,7 @@ from adapter.models import (
     LocalIdentifier,
     Organisation,
     PurgeTask,
+    ResourceAlias,
 )
 from adapter.security.caller import Caller
 from adapter.security.policy.phase import ALLOWED_KINDS, PhaseRefused, enforce_request
@@ -330,6 +331,16 @@ def test_admin_login_session_and_refusals(app: Flask, client: FlaskClient,
 
 # --- destruction -----------------------------------------------------------------------------
 
+def test_role_aliases_are_destroyed() -> None:
+    """The aliases of earlier PractitionerRole ids name a child's roles: destruction deletes
+    them (and counts them in the certificate), once."""
+    from adapter.decommission.destruction import DELETED, KEPT, table_of
+
+    named = [table_of(model).name for model in (*DELETED, *KEPT)]
+    assert len(named) == len(set(named))
+    assert "resource_alias" in {table_of(model).name for model in DELETED}
+
+
 def test_interrupted_destruction_resumes(app: Flask, db: Database,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """A destruction cut short after the deletion (the storage could not be scrubbed) is
@@ -340,6 +351,9 @@ def test_interrupted_destruction_resumes(app: Flask, db: Database,
     from adapter.errors import Unavailable
 
     load_demo_data(db, children=5, authorities=1, seed=5, progress=False)
+    with db.transaction() as session:  # an earlier role id (migration 0014) names a child's role
+        session.add(ResourceAlias(resource_type="PractitionerRole", old_id="old-role-id",
+                                  new_id="new-role-id"))
     _plan(app, db, "switched-off")
     instance, now = app.config["INSTANCE_PATH"], dt.datetime.now(dt.UTC)
 
@@ -353,6 +367,7 @@ def test_interrupted_destruction_resumes(app: Flask, db: Database,
         done = destroy(db, instance, now, override=None)  # resumed: no override needed
         assert done.override == "a drill" and done.before["child"] == 5
         assert done.after["child"] == 0
+        assert done.before["resource_alias"] == 1 and done.after["resource_alias"] == 0
         issued = issue_certificate(db, instance, done, now)
         override = issued["certificate"]["destruction"]["override"]
         assert override["reason"] == "a drill" and "destroy-by" in override["overruled"][0]

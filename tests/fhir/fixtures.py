@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from adapter.db import Database
 from adapter.identifiers import make_contactpoint_id, make_test_nhs_number, resource_id_for
-from adapter.mapping.transforms import lead_role_id
+from adapter.identity import lead_role_id
 from adapter.models import (
     Assessment,
     Carer,

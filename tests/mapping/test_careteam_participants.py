@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 
 from adapter.errors import Invalid
 from adapter.fhir import systems
+from adapter.identity import lead_role_id
 from adapter.mapping import fhir
-from adapter.mapping.transforms import lead_role_id
 from adapter.models import Organisation
 from tests import strategies
 from tests.golden_regen import build_case_assessment, build_case_child, case_names, load_input

@@ -8,13 +8,13 @@ from typing import Any, ClassVar
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, attributes
 
+from adapter import identity
 from adapter.errors import Conflict, Forbidden, Gone, Invalid, MethodNotAllowed, NotFound
 from adapter.fhir import references
 from adapter.fhir.careteam_notes import careteam_changes
 from adapter.fhir.handlers import Page, Rendered, WriteResult
 from adapter.fhir.search import SearchParam, SearchRequest
 from adapter.fhir.validation import require_valid, validate_stored
-from adapter.identifiers import resource_id_for
 from adapter.mapping import fhir as mapping
 from adapter.models import Assessment, Child, Organisation
 from adapter.models.canonical import build_child, canonical_dump
@@ -165,8 +165,8 @@ class CareTeamProvider:
         ids = {part_key(i): i.resource_id for i in current.involvements}
         for involvement in snapshot.involvements:
             key = part_key(involvement)
-            involvement.resource_id = ids.get(key) or resource_id_for(
-                "PractitionerRole", f"{current.contactpoint_id}/{key}")
+            involvement.resource_id = ids.get(key) or identity.involvement_role_id(
+                current.contactpoint_id, key)
         snapshot.careteam_id = current.careteam_id
         return snapshot
 
@@ -423,7 +423,7 @@ class CareTeamProvider:
         :raises Invalid: another id.
         """
         aid = ecaf_assessment_id(resource)
-        if aid is None or resource_id_for("CareTeam", f"ecaf/{aid}") != resource_id:
+        if aid is None or identity.ecaf_careteam_id(aid) != resource_id:
             raise Invalid("A new eCAF CareTeam can be created by PUT only at the id derived "
                           "from its assessment id; use POST instead.", expression="CareTeam.id")
         return self._create_ecaf(session, resource, caller)

@@ -8,11 +8,11 @@ from typing import Any, ClassVar
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from adapter import identity
 from adapter.errors import Invalid
 from adapter.fhir.providers.records import Inbound, RecordProvider
 from adapter.fhir.search import SearchParam
 from adapter.fhir.validation import require_valid
-from adapter.identifiers import resource_id_for
 from adapter.mapping import fhir as mapping
 from adapter.models import Organisation
 from adapter.security.caller import Caller
@@ -56,7 +56,7 @@ class OrganizationProvider(RecordProvider[Organisation]):
         if record.type == "local-authority" and not record.gss_code:
             raise Invalid("A local authority needs its GSS code.",
                           expression="Organization.identifier")
-        derived = resource_id_for("Organization", organisation_key(record)[1])
+        derived = identity.organisation_id(organisation_key(record)[1])
         return Inbound(record, derived, notes)
 
     def _authorise_create(self, inbound: Inbound[Organisation], caller: Caller) -> None:

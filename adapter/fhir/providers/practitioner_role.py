@@ -19,6 +19,7 @@ from adapter.security import audit
 from adapter.security.caller import Caller
 from adapter.security.policy import may_write_involvement
 from adapter.store import history
+from adapter.store.aliases import redirect_if_moved
 from adapter.store.organisations import CURRENT_ONLY, Kind, count_of, flush_write, kinds_page
 from adapter.store.practitioner_roles import (
     NOT_FOUND,
@@ -66,6 +67,8 @@ class PractitionerRoleProvider:
             found = session.scalar(query.where(column == resource_id))
             if found is not None:
                 return found
+        redirect_if_moved(session, self.resource_type, resource_id,
+                          lambda new_id: self._find(session, new_id, caller))
         if deleted_role(session, resource_id, caller) is not None:
             raise Gone(f"PractitionerRole/{resource_id} has been deleted.")
         raise NotFound(NOT_FOUND.format(id=resource_id))

@@ -26,7 +26,7 @@ BATCH = 5000
 
 
 def _derive(kind: str, key: str) -> str:
-    """Return ``resource_id_for(kind, key)`` (adapter.identifiers, fixed at this revision)."""
+    """Return the UUIDv5 id of (kind, key) (adapter.identifiers, fixed at this revision)."""
     return str(uuid.uuid5(RESOURCE_NAMESPACE, f"{kind}/{key}"))
 
 

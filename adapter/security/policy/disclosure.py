@@ -24,7 +24,7 @@ from typing import Any, Final
 
 from sqlalchemy import and_, exists, not_, true
 
-from adapter import codes
+from adapter import codes, identity
 from adapter.models import (
     Assessment,
     Carer,
@@ -56,8 +56,10 @@ class Disclosure:
 
 
 def organisation_code(org: Organisation | None) -> str | None:
-    """Return the code a client's organisation_code is compared with (ODS, else GSS, else URN)."""
-    return (org.ods_code or org.gss_code or org.urn) if org is not None else None
+    """Return the code a client's organisation_code is compared with: the organisation's
+    natural code (``identity.organisation_code``), None without one."""
+    found = identity.organisation_code_column(org) if org is not None else None
+    return found[1] if found else None
 
 
 # --- which records exist for a caller -------------------------------------------------------
