@@ -21,9 +21,9 @@ def metadata() -> Response:
 
 def handlers() -> list[ResourceHandler]:
     """Return the handler of every resource type with REST interactions."""
+    from adapter.fhir.audit_api import AuditEventHandler
     from adapter.fhir.published import published_handlers
     from adapter.notify.subscriptions import SubscriptionHandler
-    from adapter.security.audit_api import AuditEventHandler
     from adapter.store.careteams import CareTeamHandler
     from adapter.store.children import PatientHandler
     from adapter.store.organisations import OrganizationHandler, PractitionerHandler

@@ -12,7 +12,8 @@ from werkzeug.routing import Rule
 
 from adapter.fhir.bundle import fhir_base, now_instant
 from adapter.fhir.handlers import ResourceHandler
-from adapter.fhir.systems import FHIR_VERSION, OwnSystems
+from adapter.http import HANDLERS_KEY
+from adapter.systems import FHIR_VERSION, OwnSystems
 
 # Route interaction names -> CapabilityStatement codes (restful-interaction value set).
 INTERACTION_CODES: Final = {"read": "read", "vread": "vread", "history-instance":
@@ -51,7 +52,6 @@ NOT_R4_TYPES: Final = frozenset({"SubscriptionTopic"})
 GROUP_DOCUMENTATION: Final = ("A Group is a local authority's children, named by the "
                               "authority's GSS code or Organization id; only $export is "
                               "supported.")
-HANDLERS_KEY: Final = "fhir_handlers"
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from adapter import identifiers
-from adapter.fhir import systems
-from adapter.fhir.systems import OwnSystems
+from adapter import identifiers, systems
 from adapter.identifiers import resource_id_for
 from adapter.mapping.paths import Path
 from adapter.models.canonical import FAMILY_NORM_LENGTH, GIVEN_NORM_LENGTH, normalise_name
+from adapter.systems import OwnSystems
 
 Drop = Callable[[Path], None]
 Forward = Callable[[Any], Any]

@@ -33,7 +33,6 @@ from adapter.models.notify import NOTICE_TOPIC, PURGE_TOPIC
 from adapter.notify.addresses import REFUSED, AddressRefused, check_endpoint
 from adapter.notify.bundle import EventItem, StatusInfo, notification_bundle, status_parameters
 from adapter.notify.content import focus_of, load_events, render_event
-from adapter.notify.ledger import record_deliveries
 from adapter.notify.signing import new_secret, seal
 from adapter.notify.spec import (
     MAX_COUNT_CAP,
@@ -47,6 +46,7 @@ from adapter.notify.spec import (
 from adapter.notify.topics import TOPICS, topic_url
 from adapter.security import audit
 from adapter.security.caller import Caller
+from adapter.security.ledger import record_deliveries
 
 log = logging.getLogger(__name__)
 MAX_EVENTS: Final = 100  # events one $events call returns

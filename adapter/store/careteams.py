@@ -49,8 +49,7 @@ from adapter.identifiers import resource_id_for
 from adapter.mapping import fhir as mapping
 from adapter.models import Assessment, Child, Involvement, Organisation, Practitioner, TeamMember
 from adapter.models.canonical import build_child, canonical_dump
-from adapter.notify import ledger
-from adapter.security import audit
+from adapter.security import audit, ledger
 from adapter.security.caller import Caller
 from adapter.security.policy import (
     child_visible,

@@ -13,7 +13,7 @@ from flask import current_app
 from sqlalchemy import Select, and_, bindparam, exists, func, or_, select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
-from adapter import identifiers
+from adapter import identifiers, systems
 from adapter.errors import (
     BadRequest,
     Conflict,
@@ -25,7 +25,7 @@ from adapter.errors import (
     PreconditionFailed,
     issue,
 )
-from adapter.fhir import references, systems
+from adapter.fhir import references
 from adapter.fhir.handlers import Page, Rendered, WriteResult
 from adapter.fhir.search import (
     BY_IDENTIFIER,
@@ -45,8 +45,7 @@ from adapter.fhir.validation import require_valid, validate_stored
 from adapter.mapping import fhir as mapping
 from adapter.models import Child, ChildName, Involvement, LocalIdentifier, Organisation
 from adapter.models.canonical import normalise_name
-from adapter.notify import ledger
-from adapter.security import audit
+from adapter.security import audit, ledger
 from adapter.security.caller import Caller
 from adapter.security.policy import (
     copy_involvement,

@@ -22,7 +22,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from adapter import codes
+from adapter import codes, systems
 from adapter.errors import (
     BadRequest,
     Conflict,
@@ -31,7 +31,6 @@ from adapter.errors import (
     NotFound,
     PreconditionFailed,
 )
-from adapter.fhir import systems
 from adapter.fhir.handlers import Page, Rendered, WriteResult
 from adapter.fhir.search import (
     EXACT_CONTAINS,

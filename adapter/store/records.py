@@ -11,8 +11,8 @@ from typing import Any, Final, TypeVar
 from sqlalchemy import and_, inspect, or_, select
 from sqlalchemy.orm import Session
 
+from adapter import systems
 from adapter.errors import Conflict, Invalid
-from adapter.fhir import systems
 from adapter.identifiers import resource_id_for
 from adapter.models import (
     Assessment,
