@@ -8,8 +8,10 @@ Two kinds of caller are judged, each by the kind it declares once (``KINDS``): e
 route (``adapter.security.access``) and every CLI command (``command_kind``). The decision is
 ``allows``; applying it to the current plan, with the refusal that gives the timetable, is the
 phase gate's (``adapter.decommission.gate``), which reads the plan: the access layer calls the
-gate the app factory hands it, and the command group (``adapter.cli``) calls it directly.
+gate the decommissioning hands it at start-up, and the command group (``adapter.cli``) calls
+it directly.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
