@@ -54,9 +54,10 @@ $(CLIENTS): tests/clients/package.json tests/clients/package-lock.json
 	npm ci --prefix tests/clients --no-audit --no-fund --loglevel=error
 	touch $@
 
-lint: $(STAMP) ## ruff and mypy (strict on adapter/)
-	$(BIN)/ruff check adapter tests bench wsgi.py
+lint: $(STAMP) ## ruff, mypy (strict on adapter/) and the layer check (scripts/check_layers.py)
+	$(BIN)/ruff check adapter tests bench scripts wsgi.py
 	$(BIN)/mypy
+	$(BIN)/python scripts/check_layers.py
 
 bench: $(STAMP) ## run the benchmarks in bench/ and print figures next to their baselines
 	$(BIN)/python -m bench

@@ -20,12 +20,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     Settings come from defaults, then ``GATEWAY_*`` environment variables, then ``config``.
     """
     from adapter import db, health, http, security
+    from adapter.fhir.xml import dumps_resource
 
     app = Flask(__name__, static_folder=None)
     app.config.update(config_module.load(config))
     logging.getLogger("adapter").setLevel(app.config["LOG_LEVEL"])
     db.init_app(app)
-    http.init_app(app)
+    http.init_app(app, dumps_resource)
     security.init_app(app)
     health.init_app(app)
     from adapter.fhir import api as fhir_api

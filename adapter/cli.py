@@ -12,14 +12,13 @@ from flask.cli import FlaskGroup, ScriptInfo, with_appcontext
 
 from adapter import create_app
 from adapter.db import get_db
+from adapter.decommission.gate import command_refusal, skipped
 from adapter.security.policy.phase import (
     ALWAYS,
     CommandPhase,
     CommandRefused,
     command_kind,
-    command_refusal,
     declared_phase,
-    skipped,
 )
 
 

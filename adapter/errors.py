@@ -174,9 +174,22 @@ def placed(where: str) -> tuple[str, str]:
 @functools.lru_cache(maxsize=256)
 def _resource_type(name: str) -> bool:
     """Return whether ``name`` is a FHIR resource type."""
-    from adapter.fhir.profiles import is_resource_type
-
     return bool(_IDENTIFIER.fullmatch(name)) and is_resource_type(name)
+
+
+@functools.cache
+def is_resource_type(type_name: str) -> bool:
+    """Return whether ``type_name`` is a FHIR R4 resource type (not a data type), by the
+    ``fhir.resources.R4B`` models (FHIR R4 resourcelist.html). Here, at the bottom of the
+    package, because an error's location names its resource (``adapter.fhir.profiles`` asks
+    it too)."""
+    from fhir.resources.R4B import get_fhir_model_class
+    from fhir.resources.R4B.resource import Resource
+
+    try:
+        return issubclass(get_fhir_model_class(type_name), Resource)
+    except ValueError:
+        return False
 
 
 def _fhirpath_step(step: str) -> str:

@@ -12,7 +12,7 @@ limits, which answer in plain HTML, are set above these (``adapter/server.py``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import orjson
@@ -39,6 +39,11 @@ FORMAT_ALIASES = {
 ACCEPT_TYPES = [t for t in FORMAT_ALIASES if "/" in t]
 # Most request headers accepted (gunicorn's default; ``adapter/server.py`` lets it read more).
 MAX_HEADER_COUNT: Final = 100
+# Where the app keeps its FHIR handlers by resource type (``adapter.fhir.capability.register``)
+# and the FHIR XML writer (``adapter.fhir.xml.dumps_resource``). The app factory hands the
+# writer in: the FHIR dialect sits layers above these helpers (scripts/check_layers.py).
+HANDLERS_KEY: Final = "fhir_handlers"
+XML_WRITER_KEY: Final = "fhir_xml_writer"
 
 
 class HeadersTooLarge(GatewayError):
@@ -137,9 +142,8 @@ def fhir_response(resource: dict[str, Any], status: int = 200,
                   headers: dict[str, str] | None = None) -> Response:
     """Return a FHIR resource in the negotiated format (JSON or XML)."""
     if negotiated_format() == "xml":
-        from adapter.fhir.xml import dumps_resource
-
-        return Response(dumps_resource(resource), status=status,
+        write_xml: Callable[[dict[str, Any]], bytes] = current_app.extensions[XML_WRITER_KEY]
+        return Response(write_xml(resource), status=status,
                         content_type=f"{FHIR_XML}; charset=utf-8", headers=headers)
     return json_response(resource, status, f"{FHIR_JSON}; charset=utf-8", headers)
 
@@ -229,8 +233,6 @@ def _not_allowed(allowed: list[str]) -> str:
             "interactions).")
     segments = request.path.removeprefix("/fhir/").split("/")
     if request.path.startswith("/fhir/") and request.method in ("POST", "PUT", "PATCH"):
-        from adapter.fhir.capability import HANDLERS_KEY
-
         handler = current_app.extensions.get(HANDLERS_KEY, {}).get(segments[0])
         written_through = getattr(handler, "written_through", "")
         if written_through:
@@ -261,9 +263,11 @@ def handle_unexpected(error: Exception) -> Response:
     return fhir_response(outcome, 500)
 
 
-def init_app(app: Flask) -> None:
+def init_app(app: Flask, write_xml: Callable[[dict[str, Any]], bytes]) -> None:
     """Install the header limit, the ``_format`` check and the operation URLs' methods (before
-    every other before_request hook) and the error handlers."""
+    every other before_request hook) and the error handlers; keep ``write_xml``, the FHIR XML
+    writer of ``fhir_response``."""
+    app.extensions[XML_WRITER_KEY] = write_xml
     app.before_request_funcs.setdefault(None, []).insert(0, limit_request_headers)
     app.before_request_funcs[None].insert(1, check_format)
     app.before_request_funcs[None].insert(2, refuse_other_methods_on_operations)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-from adapter.fhir import systems
+from adapter import systems
 from adapter.identifiers import resource_id_for
 
 # An organisation's natural key is its ODS code, else its school URN, else its GSS code:
@@ -64,7 +64,7 @@ def organisation_code(org: Mapping[str, Any] | object) -> str:
 
 def first_national_id(ids: Iterable[tuple[str, str]]) -> tuple[str, str]:
     """Return the first of a practitioner's national identifiers (system, value): in
-    ``adapter.fhir.systems.PRACTITIONER_SYSTEMS`` order, then by value.
+    ``adapter.systems.PRACTITIONER_SYSTEMS`` order, then by value.
 
     :raises ValueError: no identifiers.
     """

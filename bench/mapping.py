@@ -35,9 +35,9 @@ from fhir.resources.R4B.patient import Patient
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
+from adapter import systems
 from adapter.db import Database
 from adapter.demo import load_demo_data
-from adapter.fhir import systems
 from adapter.fhir import xml as fhir_xml
 from adapter.mapping import fhir
 from adapter.mapping.conceptmaps import load_translations

@@ -29,7 +29,6 @@ from typing import Any, Final
 from lxml import etree
 
 from adapter.directory.writer import assessment_element, entry_element
-from adapter.fhir.systems import DEFAULT_CANONICAL_BASE
 from adapter.fhir.xml import dumps_resource
 from adapter.identifiers import resource_id_for
 from adapter.mapping import fhir
@@ -43,6 +42,7 @@ from adapter.models.canonical import (
     organisation_key,
 )
 from adapter.store.records import part_key
+from adapter.systems import DEFAULT_CANONICAL_BASE
 
 GOLDEN: Final = Path(__file__).resolve().parent / "golden"
 BASE: Final = DEFAULT_CANONICAL_BASE

@@ -25,7 +25,6 @@ from lxml import etree
 from adapter import identifiers
 from adapter.directory import loads_assessment, loads_entry
 from adapter.directory.schema import ASSESSMENT_XSD, ENTRY_XSD, load_schema
-from adapter.fhir.systems import DEFAULT_CANONICAL_BASE
 from adapter.fhir.xml import dumps_resource, loads_resource
 from adapter.identifiers import resource_id_for
 from adapter.models.canonical import (
@@ -34,6 +33,7 @@ from adapter.models.canonical import (
     organisation_key,
 )
 from adapter.retention import retention_date
+from adapter.systems import DEFAULT_CANONICAL_BASE
 from tests.fhir_validity import (
     empty_json_elements,
     empty_xml_elements,

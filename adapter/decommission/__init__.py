@@ -2,14 +2,14 @@
 Tasks, reminders and escalation, eCAF re-keying, destruction and its certificate, dashboard.
 
 - ``plan``: the timetable; ``phases``: the current phase (what it allows is the phase policy's,
-  ``adapter.security.policy.phase``);
+  ``adapter.security.policy.phase``); ``gate``: applies that policy to requests and commands;
   ``transitions``: ``advance``; ``notices``: the decommission notice to subscribers;
 - ``tasks``, ``acknowledge``, ``handlers``: purge Tasks, their answers, the FHIR handlers;
 - ``contact``: telling a holder at its registered contact, and at once after switch-off;
 - ``rekey``: the eCAF re-keying mapping; ``resources``: the FHIR resources;
-- ``destruction``, ``storage``, ``certificate``, ``certify``: destruction and its evidence;
+- ``destruction``, ``storage``, ``certificate``, ``certify``: destruction (the operator's
+  exports too, ``adapter.export.operator``) and its evidence;
   ``final_notice``: the destruction's own notice, delivered before subscriptions end;
-  ``exports``: the operator's exports, removed by destruction;
 - ``dashboard``: ``/admin/decommission``; ``routes``: the HTTP routes; ``cli``: the commands.
 """
 
@@ -21,9 +21,15 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    """Register the decommissioning's routes and its dashboard."""
-    from adapter.decommission import dashboard, routes
+    """Register the decommissioning's routes and its dashboard; hand the access layer the
+    phase gate it runs before every route, and notifications what a new purge-instruction
+    subscription sets off."""
+    from adapter.decommission import contact, dashboard, gate, routes
+    from adapter.notify.subscriptions import PURGE_SUBSCRIBED_KEY
+    from adapter.security.access import PHASE_GATE_KEY
 
+    app.extensions[PHASE_GATE_KEY] = gate.enforce_request
+    app.extensions[PURGE_SUBSCRIBED_KEY] = contact.announce_open_task
     routes.init_app(app)
     app.register_blueprint(dashboard.blueprint)
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Final
 
-from adapter.fhir.systems import OwnSystems
 from adapter.models.decommission import PHASES
+from adapter.systems import OwnSystems
 
 CODE_SYSTEM: Final = "decommission"
 PLAN_ID: Final = "decommission-plan"

@@ -293,9 +293,9 @@ def destroy(db: Database, instance_path: str, now: dt.datetime,
     """
     from pathlib import Path
 
-    from adapter.decommission.exports import remove_operator_exports
     from adapter.decommission.storage import scrub
     from adapter.export.jobs import ExportSettings, destroy_exports
+    from adapter.export.operator import remove_operator_exports
 
     with db.sessions() as session:
         plan, _blockers = check_destroyable(session, load_plan(session), now, override)

@@ -29,18 +29,17 @@ from sqlalchemy.orm import Session, joinedload, selectinload
 from adapter.db import Database
 from adapter.directory.schema import NS, q
 from adapter.directory.writer import NSMAP, header_element, organisation_element, xml_bool
-from adapter.fhir.systems import (
+from adapter.models import Assessment, Child, LocalIdentifier, Organisation
+from adapter.models.canonical import organisation_dump
+from adapter.security import audit, ledger
+from adapter.security.caller import Caller
+from adapter.security.policy import disclose_child, organisation_code
+from adapter.systems import (
     NHS_NUMBER,
     NHS_NUMBER_VERIFICATION_CS,
     NHS_NUMBER_VERIFICATION_EXT,
     OwnSystems,
 )
-from adapter.models import Assessment, Child, LocalIdentifier, Organisation
-from adapter.models.canonical import organisation_dump
-from adapter.notify import ledger
-from adapter.security import audit
-from adapter.security.caller import Caller
-from adapter.security.policy import disclose_child, organisation_code
 
 PAGE: Final = 500
 

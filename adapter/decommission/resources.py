@@ -25,8 +25,8 @@ from adapter.decommission.codes import (
     coding,
 )
 from adapter.decommission.plan import PlanView, aware
-from adapter.fhir.systems import ODS_CODE, UKCORE_PROFILE_BASE, OwnSystems
 from adapter.models import Organisation, PurgeTask
+from adapter.systems import ODS_CODE, UKCORE_PROFILE_BASE, OwnSystems
 
 TASK_PROFILE: Final = f"{UKCORE_PROFILE_BASE}UKCore-Task"
 # http://terminology.hl7.org/CodeSystem/plan-definition-type and usage-context-type (R4).

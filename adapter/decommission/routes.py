@@ -26,11 +26,11 @@ from adapter.fhir.capability import remember_handler
 from adapter.fhir.handlers import ResourceHandler
 from adapter.fhir.routes import ROUTES, caller, check_id
 from adapter.fhir.search import decode_cursor, encode_cursor
-from adapter.fhir.systems import OwnSystems
 from adapter.http import fhir_response, json_response, negotiated_format
 from adapter.models.base import utcnow
 from adapter.security import audit
 from adapter.security.access import authenticated, interaction, public, require_scope
+from adapter.systems import OwnSystems
 
 XML_TYPE = "application/xml; charset=utf-8"
 DECOMMISSION_HANDLERS: list[ResourceHandler] = [TaskHandler(), PlanDefinitionHandler()]

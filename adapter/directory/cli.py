@@ -30,10 +30,10 @@ from sqlalchemy import func, select
 from tqdm import tqdm
 
 from adapter.db import get_db
-from adapter.decommission.exports import files_in, record_operator_export
 from adapter.directory.schema import NS
 from adapter.directory.writer import ImportOutcome, write_assessments_data, write_entries_data
 from adapter.errors import BadRequest
+from adapter.export.operator import files_in, record_operator_export
 from adapter.models import Child, Client, Organisation
 from adapter.models.security import CLIENT_RIGHTS
 from adapter.security.caller import Caller

@@ -31,8 +31,7 @@ from adapter.models.canonical import (
     canonical_dump,
     child_reference_dump,
 )
-from adapter.notify import ledger
-from adapter.security import audit
+from adapter.security import audit, ledger
 from adapter.security.caller import Caller
 from adapter.security.policy import (
     child_visible,

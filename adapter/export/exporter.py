@@ -48,8 +48,7 @@ from adapter.models import Assessment, Child, ExportJob, Organisation, Practitio
 from adapter.models.base import utcnow
 from adapter.models.canonical import as_utc
 from adapter.models.export import RUNNING_STATES
-from adapter.notify import ledger
-from adapter.security import audit
+from adapter.security import audit, ledger
 from adapter.security.caller import Caller
 from adapter.security.policy import disclose_child, visible_to
 from adapter.store.children import child_query
@@ -168,7 +167,7 @@ class Exporter:
                              detail=f"bulk export {self.spec.job_id}")
                 self.overrides += item.override
         # The files hand these children's data to the client: the delivery ledger scopes its
-        # purge instruction at switch-off (adapter.notify.ledger).
+        # purge instruction at switch-off (adapter.security.ledger).
         ledger.record_deliveries(session, self.caller.client_id,
                                  [item.child_ref for item in batch if item.exported], "export")
 

@@ -13,7 +13,8 @@ from werkzeug.routing import Rule
 from adapter.fhir.bundle import fhir_base, now_instant
 from adapter.fhir.handlers import ResourceHandler
 from adapter.fhir.registry import BULK_OPERATIONS, OWN, not_r4_types, spec_of, type_operations
-from adapter.fhir.systems import FHIR_VERSION, OwnSystems
+from adapter.http import HANDLERS_KEY
+from adapter.systems import FHIR_VERSION, OwnSystems
 
 # Route interaction names -> CapabilityStatement codes (restful-interaction value set).
 INTERACTION_CODES: Final = {"read": "read", "vread": "vread", "history-instance":
@@ -37,7 +38,6 @@ NOT_DECLARED: Final = {"metadata": "the CapabilityStatement itself",
                        ".well-known": "SMART configuration: rest.security",
                        "$export-status": "Bulk Data status URL (export.html)",
                        "$export-file": "Bulk Data file URL (export.html)"}
-HANDLERS_KEY: Final = "fhir_handlers"
 
 
 @dataclass(frozen=True)

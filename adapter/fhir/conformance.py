@@ -47,7 +47,7 @@ from typing import Any, Final
 import orjson
 
 from adapter.config import PROJECT_ROOT
-from adapter.errors import issue, operation_outcome
+from adapter.errors import is_resource_type, issue, operation_outcome
 from adapter.fhir.profiles import (
     DefinitionRegistry,
     FieldSpec,
@@ -56,10 +56,9 @@ from adapter.fhir.profiles import (
     canonical,
     choice_types,
     core_type,
-    is_resource_type,
     type_fields,
 )
-from adapter.fhir.systems import DEFAULT_CANONICAL_BASE
+from adapter.systems import DEFAULT_CANONICAL_BASE
 
 OWN_DEFINITIONS: Final = PROJECT_ROOT / "schemas" / "fhir"
 EXTENSION_ELEMENTS: Final = frozenset({"extension", "modifierExtension"})

@@ -26,9 +26,9 @@ from typing import Any, Final
 import orjson
 from lxml import etree
 
-from adapter.errors import BadRequest
-from adapter.fhir.systems import DEFAULT_CANONICAL_BASE
+from adapter.errors import BadRequest, is_resource_type
 from adapter.fhir.xml import unwrap_field
+from adapter.systems import DEFAULT_CANONICAL_BASE
 from adapter.xmlsafe import parse_bytes
 
 log = logging.getLogger(__name__)
@@ -106,17 +106,6 @@ def type_fields(type_name: str) -> Mapping[str, FieldSpec]:
             continue
         fields[name] = _field_spec(name, info)
     return types.MappingProxyType(fields)
-
-
-@functools.cache
-def is_resource_type(type_name: str) -> bool:
-    """Return whether ``type_name`` is a FHIR resource type (not a data type)."""
-    from fhir.resources.R4B.resource import Resource
-
-    try:
-        return issubclass(_model(type_name), Resource)
-    except ProfileError:
-        return False
 
 
 @functools.cache

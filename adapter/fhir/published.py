@@ -19,8 +19,8 @@ from adapter.config import PROJECT_ROOT
 from adapter.errors import MethodNotAllowed, NotFound
 from adapter.fhir.handlers import Page, Rendered, WriteResult
 from adapter.fhir.search import SearchParam, SearchRequest, decode_cursor, encode_cursor
-from adapter.fhir.systems import DEFAULT_CANONICAL_BASE
 from adapter.security.caller import Caller
+from adapter.systems import DEFAULT_CANONICAL_BASE
 
 FOLDERS: Final = (PROJECT_ROOT / "schemas" / "fhir", PROJECT_ROOT / "mappings" / "conceptmaps")
 PARAMS: Final = {p.name: p for p in (

@@ -266,7 +266,7 @@ def require_resolved(session: Session, resource_type: str, resource: Any,
 
 def _own_systems() -> Any:
     """Return this service's identifier systems (for reading identifiers)."""
-    from adapter.fhir.systems import OwnSystems
+    from adapter.systems import OwnSystems
 
     return OwnSystems(canonical_base())
 

@@ -109,7 +109,7 @@ SPECS: Final = (
                  ("practitioner_to_practitioner",), R4B + "practitioner.Practitioner",
                  "adapter.mapping.fhir:practitioner_from_fhir",
                  exportable=True, personal=True, import_order=1),
-    ResourceSpec("AuditEvent", lazy("adapter.security.audit_api:AuditEventHandler")),
+    ResourceSpec("AuditEvent", lazy("adapter.fhir.audit_api:AuditEventHandler")),
     ResourceSpec("Subscription", lazy("adapter.notify.subscriptions:SubscriptionHandler"),
                  operations=MappingProxyType({
                      "status": BACKPORT_OPERATIONS + "backport-subscription-status",

@@ -34,8 +34,7 @@ from adapter.fhir.handlers import Rendered, ResourceHandler, WriteResult
 from adapter.fhir.search import SearchRequest, parse_search
 from adapter.fhir.wellformed import require_renderable
 from adapter.http import fhir_response
-from adapter.notify import ledger
-from adapter.security import audit
+from adapter.security import audit, ledger
 from adapter.security.access import access_of, interaction, public
 from adapter.security.caller import Caller, anonymous
 

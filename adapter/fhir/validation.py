@@ -17,9 +17,9 @@ from adapter.db import get_db
 from adapter.errors import Invalid, issue
 from adapter.fhir import conformance, references
 from adapter.fhir.registry import attribute, reverse_maps
-from adapter.fhir.systems import UKCORE_PROFILE_BASE
 from adapter.mapping import fhir as mapping
 from adapter.security.caller import Caller
+from adapter.systems import UKCORE_PROFILE_BASE
 from adapter.vendored import UK_CORE_DIR
 
 UK_CORE_FOLDER: Final = UK_CORE_DIR

@@ -20,7 +20,7 @@ from typing import Any, Final
 import orjson
 
 from adapter.config import PROJECT_ROOT
-from adapter.fhir.systems import DEFAULT_CANONICAL_BASE
+from adapter.systems import DEFAULT_CANONICAL_BASE
 
 CONCEPTMAP_DIR: Final = PROJECT_ROOT / "mappings" / "conceptmaps"
 CODESYSTEM_DIR: Final = PROJECT_ROOT / "schemas" / "fhir"

@@ -12,8 +12,7 @@ import re
 from collections.abc import Sequence
 from typing import Any, Final
 
-from adapter import identifiers, identity
-from adapter.fhir import systems
+from adapter import identifiers, identity, systems
 from adapter.mapping.transforms import (
     ADDRESS_KEY_EXT,
     ADDRESS_KEY_TYPE,
@@ -488,7 +487,7 @@ def _read_local(env: Env, identifier: Any) -> tuple[Organisation, str]:
 
 
 # What a Practitioner must be identified by (FHIR R4 Practitioner.identifier; UK Core leaves it
-# unsliced): an employer's staff id, or a national number (adapter/fhir/systems.py).
+# unsliced): an employer's staff id, or a national number (adapter/systems.py).
 PRACTITIONER_ID_NEEDED: Final = (
     "an identifier of an organisation's local system (<base>/Id/local/<organisation code>) "
     "or a national one is needed: GMC, GMP, NMC, HCPC or GPhC number "

@@ -30,7 +30,6 @@ from pydantic import ValidationError
 from adapter.config import PROJECT_ROOT
 from adapter.errors import Invalid
 from adapter.fhir.registry import models
-from adapter.fhir.systems import OwnSystems
 from adapter.fhir.wellformed import require_content, require_shape
 from adapter.mapping.conceptmaps import load_translations
 from adapter.mapping.datatypes import organisation_reference
@@ -46,6 +45,7 @@ from adapter.models import (
     Practitioner,
     TeamMember,
 )
+from adapter.systems import OwnSystems
 
 MAPPING_DIR: Final = PROJECT_ROOT / "mappings"
 # fhir.resources R4B model of each resource type the mappings read (R4B and R4 have the same

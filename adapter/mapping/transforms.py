@@ -17,11 +17,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from adapter import identifiers, identity
-from adapter.fhir import systems
-from adapter.fhir.systems import OwnSystems
+from adapter import identifiers, identity, systems
 from adapter.mapping.paths import Path
 from adapter.models.canonical import FAMILY_NORM_LENGTH, GIVEN_NORM_LENGTH, normalise_name
+from adapter.systems import OwnSystems
 
 Drop = Callable[[Path], None]
 Forward = Callable[[Any], Any]

@@ -103,7 +103,7 @@ class Practitioner(PersonNameColumns, ContactColumns, Base):
 
 class PractitionerIdentifier(Base):
     """A practitioner's national identifier: a regulator's registration number (GMC, GMP,
-    NMC, HCPC, GPhC) or the SDS user id (adapter/fhir/systems.py PRACTITIONER_SYSTEMS), each
+    NMC, HCPC, GPhC) or the SDS user id (adapter/systems.py PRACTITIONER_SYSTEMS), each
     naming one practitioner only."""
 
     __tablename__ = "practitioner_identifier"

@@ -32,10 +32,10 @@ from adapter.notify.content import (
     render_event,
     subscriber,
 )
-from adapter.notify.ledger import record_deliveries
 from adapter.notify.signing import unseal
 from adapter.notify.topics import topic_url
 from adapter.security.caller import Caller
+from adapter.security.ledger import record_deliveries
 
 LIVE: Final = ("requested", "active", "error")
 # The queued notifications, as the partial index ix_notification_queued states it (a literal,

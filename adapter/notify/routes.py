@@ -4,19 +4,20 @@ operations, and ``GET /fhir/Patient/{id}/$holders`` (admin: who holds a child)."
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Flask, Response, current_app, request
 from sqlalchemy import select
 
 from adapter.db import get_db
 from adapter.errors import GatewayError, NotFound
 from adapter.fhir.bundle import searchset
-from adapter.fhir.routes import caller, check_id
+from adapter.fhir.routes import caller, check_id, instant
 from adapter.http import fhir_response, json_response, negotiated_format
-from adapter.models import Child
-from adapter.notify import ledger
+from adapter.models import Child, LedgerEntry
 from adapter.notify.subscriptions import events_bundle, owned, status_bundle, statuses
 from adapter.notify.topics import TOPICS, subscription_topic, topic_url
-from adapter.security import audit
+from adapter.security import audit, ledger
 from adapter.security.access import authenticated, interaction, public
 
 FHIR_JSON = "application/fhir+json; charset=utf-8"
@@ -106,7 +107,25 @@ def holders(resource_id: str) -> Response:
             raise NotFound(f"No Patient/{resource_id} on this server.")
         audit.record(session, "holders", resource_type="Patient", resource_id=resource_id,
                      child_ref=resource_id, caller=caller())
-        return fhir_response(ledger.holders_parameters(entries))
+        return fhir_response(holders_parameters(entries))
+
+
+def holders_parameters(entries: list[tuple[LedgerEntry, str | None]]) -> dict[str, Any]:
+    """Return the ``$holders`` result: one ``holder`` parameter per client (FHIR Parameters)."""
+    parameters = []
+    for entry, organisation in entries:
+        parts: list[dict[str, Any]] = [{"name": "client", "valueString": entry.client_id}]
+        if organisation:
+            parts.append({"name": "organization", "valueString": organisation})
+        parts += [{"name": "first", "valueInstant": instant(entry.first_at)},
+                  {"name": "last", "valueInstant": instant(entry.last_at)},
+                  {"name": "via", "valueCode": entry.last_via},
+                  {"name": "deliveries", "valueInteger": int(entry.deliveries)}]
+        parameters.append({"name": "holder", "part": parts})
+    result: dict[str, Any] = {"resourceType": "Parameters"}
+    if parameters:
+        result["parameter"] = parameters
+    return result
 
 
 def init_app(app: Flask) -> None:

@@ -18,12 +18,12 @@ from fhir.resources.R4B.subscription import Subscription as SubscriptionModel
 from pydantic import ValidationError
 
 from adapter.errors import Invalid
-from adapter.fhir.systems import OwnSystems
 from adapter.models.notify import Subscription
 from adapter.notify.bundle import instant
 from adapter.notify.channels import MESH_PREFIX
 from adapter.notify.topics import BACKPORT, TOPICS, Topic, parse_filter, topic_for_url, topic_url
 from adapter.security.caller import Caller
+from adapter.systems import OwnSystems
 
 SD: Final = f"{BACKPORT}/StructureDefinition/"
 PROFILE: Final = SD + "backport-subscription"

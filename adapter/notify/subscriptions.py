@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any, ClassVar, Final
 
 from flask import current_app
@@ -33,7 +34,6 @@ from adapter.models.notify import NOTICE_TOPIC, PURGE_TOPIC
 from adapter.notify.addresses import REFUSED, AddressRefused, check_endpoint
 from adapter.notify.bundle import EventItem, StatusInfo, notification_bundle, status_parameters
 from adapter.notify.content import focus_of, load_events, render_event
-from adapter.notify.ledger import record_deliveries
 from adapter.notify.signing import new_secret, seal
 from adapter.notify.spec import (
     MAX_COUNT_CAP,
@@ -47,11 +47,17 @@ from adapter.notify.spec import (
 from adapter.notify.topics import TOPICS, topic_url
 from adapter.security import audit
 from adapter.security.caller import Caller
+from adapter.security.ledger import record_deliveries
 
 log = logging.getLogger(__name__)
 MAX_EVENTS: Final = 100  # events one $events call returns
 # Subscriptions to these topics are purge traffic in the decommissioning phases.
 PURGE_TRAFFIC_TOPICS: Final = frozenset({PURGE_TOPIC, NOTICE_TOPIC})
+# What a new purge-instruction subscription sets off: the client's open purge Task is sent to
+# it at once (``adapter.decommission.contact.announce_open_task``). The decommissioning, a
+# layer above notifications, hands it in at start-up (``adapter.decommission.init_app``).
+PurgeSubscribed = Callable[[Session, str], object]
+PURGE_SUBSCRIBED_KEY: Final = "purge_subscribed"
 CONTENT_ORDER: Final = ("empty", "id-only", "full-resource")
 # Why a Subscription element is kept otherwise than sent, by plain path; and the paths whose
 # values are codes (said in the note; any other value is not repeated).
@@ -297,9 +303,8 @@ class SubscriptionHandler:
         audit.record(session, "create", resource_type="Subscription",
                      resource_id=subscription.resource_id, caller=caller)
         if subscription.topic == PURGE_TOPIC:  # switched off: its open Task now, not later
-            from adapter.decommission.contact import announce_open_task
-
-            announce_open_task(session, caller.client_id)
+            purge_subscribed: PurgeSubscribed = current_app.extensions[PURGE_SUBSCRIBED_KEY]
+            purge_subscribed(session, caller.client_id)
         session.flush()
         result = WriteResult(rendered(subscription, secret), created=True, shown_once=True)
         result.rendered.issues += write_notes(resource, rendered(subscription).resource)

@@ -1,4 +1,5 @@
-"""Clients, tokens, scopes, the access layer and the audit trail."""
+"""Clients, tokens, scopes, the access layer, the disclosure policy, the audit trail and the
+delivery ledger (who holds which child)."""
 
 from __future__ import annotations
 

@@ -32,6 +32,11 @@ from adapter.security.tokens import TokenError, read_access_token
 
 F = TypeVar("F", bound=Callable[..., Any])
 PURPOSE_HEADER: Final = "X-Purpose-Of-Use"
+# The phase gate: refuses a route's kind the decommissioning phase does not allow (raises).
+# It reads the decommissioning plan, a layer above this one, so the decommissioning hands it
+# in at start-up (``adapter.decommission.init_app``; scripts/check_layers.py).
+PhaseGate = Callable[[str, str | None], None]
+PHASE_GATE_KEY: Final = "phase_gate"
 
 
 @dataclass(frozen=True)
@@ -281,10 +286,10 @@ def enforce_access() -> None:
     if access is None:
         raise Forbidden("This route has no access declaration.")
     # The phase policy decides first which kinds of route still answer in the current
-    # decommissioning phase (docs/domain.md "The decommissioning timetable").
-    from adapter.security.policy.phase import enforce_request
-
-    enforce_request(access.kind, access.resource_type)  # (Subscription: by its topic)
+    # decommissioning phase (docs/domain.md "The decommissioning timetable"), through the gate
+    # the decommissioning hands in (``adapter.decommission.gate.enforce_request``).
+    phase_gate: PhaseGate = current_app.extensions[PHASE_GATE_KEY]
+    phase_gate(access.kind, access.resource_type)  # (Subscription: by its topic)
     if access.public:
         return
     caller, limits = authenticate_admin() if access.kind == "admin" else authenticate()

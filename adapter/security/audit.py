@@ -15,7 +15,7 @@ A record says what the client got, not only what it asked for:
   limit answers it without touching the database, and a record per refused request would put
   back the load it sheds.
 None of these is a disclosure: the harvesting check (``adapter.security.limits``) and the
-delivery ledger (``adapter.notify.ledger``) count only plain disclosures.
+delivery ledger (``adapter.security.ledger``) count only plain disclosures.
 """
 
 from __future__ import annotations

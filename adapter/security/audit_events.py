@@ -25,10 +25,10 @@ import re
 from dataclasses import dataclass
 from typing import Any, Final
 
-from adapter.fhir.systems import CONFIDENTIALITY, ODS_CODE, UKCORE_PROFILE_BASE, OwnSystems
 from adapter.models import AuditRecord
 from adapter.models.canonical import as_utc
 from adapter.security.audit import DISCLOSURES, QUALIFIERS
+from adapter.systems import CONFIDENTIALITY, ODS_CODE, UKCORE_PROFILE_BASE, OwnSystems
 
 PROFILE: Final = f"{UKCORE_PROFILE_BASE}UKCore-AuditEvent"
 DCM: Final = "http://dicom.nema.org/resources/ontology/DCM"

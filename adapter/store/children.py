@@ -14,9 +14,9 @@ from flask import current_app
 from sqlalchemy import Select, and_, bindparam, exists, func, or_, select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
-from adapter import identifiers
+from adapter import identifiers, systems
 from adapter.errors import BadRequest, Conflict, Gone, NotFound, issue
-from adapter.fhir import references, systems
+from adapter.fhir import references
 from adapter.fhir.handlers import Rendered
 from adapter.fhir.search import (
     BY_IDENTIFIER,
@@ -34,8 +34,7 @@ from adapter.fhir.validation import require_valid
 from adapter.mapping import fhir as mapping
 from adapter.models import Child, ChildName, Involvement, LocalIdentifier, Organisation
 from adapter.models.canonical import normalise_name
-from adapter.notify import ledger
-from adapter.security import audit
+from adapter.security import audit, ledger
 from adapter.security.caller import Caller
 from adapter.security.policy import (
     copy_involvement,

@@ -21,9 +21,8 @@ from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from adapter import codes, identity
+from adapter import codes, identity, systems
 from adapter.errors import BadRequest, Conflict, Invalid, PreconditionFailed
-from adapter.fhir import systems
 from adapter.fhir.handlers import Page, Rendered
 from adapter.fhir.search import (
     EXACT_CONTAINS,

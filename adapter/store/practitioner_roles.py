@@ -39,8 +39,7 @@ from adapter.models import (
     RecordVersion,
     TeamMember,
 )
-from adapter.notify import ledger
-from adapter.security import audit
+from adapter.security import audit, ledger
 from adapter.security.caller import Caller
 from adapter.security.policy import (
     involvement_visible,

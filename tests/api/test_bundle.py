@@ -7,8 +7,8 @@ from typing import Any
 
 from flask.testing import FlaskClient
 
+from adapter import systems
 from adapter.db import Database
-from adapter.fhir import systems
 from tests.api.conftest import Callers, fresh_nhs_number
 from tests.api.test_patient import own_patient
 

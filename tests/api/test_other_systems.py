@@ -18,7 +18,7 @@ from typing import Any, Final
 
 import pytest
 
-from adapter.fhir import systems
+from adapter import systems
 from adapter.fhir.xml import dumps_resource
 from tests.api.conftest import fresh_nhs_number
 from tests.fhir.fixtures import FHIR_JSON, FHIR_XML, GP, LA, Env, fetch, parsed

@@ -39,10 +39,9 @@ from lxml import etree
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
-from adapter import identifiers
+from adapter import identifiers, systems
 from adapter.db import Database
 from adapter.directory.schema import NS as DIRECTORY_NS
-from adapter.fhir import systems
 from adapter.fhir.wellformed import today_in_england
 from adapter.fhir.xml import dumps_resource
 from adapter.models import Child

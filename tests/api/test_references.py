@@ -21,10 +21,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from adapter.db import Database
-from adapter.fhir.systems import DEFAULT_CANONICAL_BASE, NHS_NUMBER, ODS_CODE, OwnSystems
 from adapter.fhir.xml import dumps_resource
 from adapter.identifiers import make_test_nhs_number
 from adapter.security.clients import set_limits
+from adapter.systems import DEFAULT_CANONICAL_BASE, NHS_NUMBER, ODS_CODE, OwnSystems
 from tests.fhir.fixtures import (
     FHIR_JSON,
     FHIR_XML,

@@ -33,8 +33,8 @@ from flask.testing import FlaskClient
 from lxml import etree
 from sqlalchemy import update
 
+from adapter import systems
 from adapter.db import Database
-from adapter.fhir import systems
 from adapter.models import Child
 from tests.api.conftest import Callers, fresh_nhs_number
 from tests.api.test_patient import own_patient

@@ -16,7 +16,7 @@ from typing import Any, Final
 from flask import Flask
 from lxml import etree
 
-from adapter.fhir import systems
+from adapter import systems
 from adapter.fhir.xml import dumps_resource, loads_resource
 from tests.conftest import REPO
 from tests.fhir.fixtures import FHIR_JSON, FHIR_XML, GP, LA, Env, bearer, fetch

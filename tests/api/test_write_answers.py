@@ -21,9 +21,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from adapter.db import Database
-from adapter.fhir.systems import DEFAULT_CANONICAL_BASE, OwnSystems
 from adapter.fhir.xml import dumps_resource
 from adapter.models import AuditRecord, Subscription
+from adapter.systems import DEFAULT_CANONICAL_BASE, OwnSystems
 from tests.api.conftest import bearer
 from tests.decommission.test_holders import holding, switch_off
 from tests.fhir.fixtures import FHIR_JSON, FHIR_XML, LA, Env, fetch, parsed

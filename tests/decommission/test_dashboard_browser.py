@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 from playwright.sync_api import Page, sync_playwright
 
 from adapter.db import Database
-from adapter.notify.ledger import record_deliveries
+from adapter.security.ledger import record_deliveries
 from tests.api.conftest import bearer
 from tests.conftest import REPO
 from tests.decommission.drill import Drill, export_as_la_four, read_as_sub_b, start

@@ -37,8 +37,8 @@ from sqlalchemy import select
 from adapter.db import Database
 from adapter.demo import load_demo_data
 from adapter.models import Child
-from adapter.notify.ledger import record_deliveries
 from adapter.security import clients as registry
+from adapter.security.ledger import record_deliveries
 from tests.api.conftest import bearer
 from tests.decommission.test_holders import cli, readme_holder_scopes
 from tests.notify.helpers import dispatch, subscribe, subscription

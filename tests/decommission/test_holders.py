@@ -21,7 +21,7 @@ from adapter.decommission.plan import load_plan, view
 from adapter.decommission.tasks import remind
 from adapter.demo import load_demo_data
 from adapter.models import Child, PurgeTask
-from adapter.notify.ledger import record_deliveries
+from adapter.security.ledger import record_deliveries
 from tests.api.conftest import bearer
 from tests.conftest import REPO
 from tests.notify.helpers import dispatch, status_of, subscribe, subscription

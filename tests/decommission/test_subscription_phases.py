@@ -3,7 +3,7 @@ run-down and after switch-off a local system can still create, update and delete
 subscriptions to the purge-instruction and decommission-notice topics — purge traffic, or it
 could not receive its purge Task — while subscriptions to the change topics are refused like
 every other write. The decision is the access layer's, from the route's declared kind and the
-subscription's topic (``adapter.security.policy.phase.request_kind``), on both backends."""
+subscription's topic (``adapter.decommission.gate.request_kind``), on both backends."""
 
 from __future__ import annotations
 

@@ -24,6 +24,7 @@ from adapter.decommission.certificate import (
     signed_xml,
     verify_certificate,
 )
+from adapter.decommission.gate import PhaseRefused, enforce_request
 from adapter.decommission.plan import make_timetable, save_plan
 from adapter.decommission.rekey import rekey_page
 from adapter.demo import load_demo_data
@@ -39,7 +40,7 @@ from adapter.models import (
     ResourceAlias,
 )
 from adapter.security.caller import Caller
-from adapter.security.policy.phase import ALLOWED_KINDS, PhaseRefused, enforce_request
+from adapter.security.policy.phase import ALLOWED_KINDS
 from adapter.security.scopes import parse_scopes
 from tests.api.conftest import bearer
 from tests.security.helpers import form_csrf_token

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from adapter.fhir.systems import DEFAULT_CANONICAL_BASE, OwnSystems
+from adapter.systems import DEFAULT_CANONICAL_BASE, OwnSystems
 from tests.fhir.fixtures import (
     CANARIES,
     FHIR_JSON,

@@ -30,7 +30,7 @@ from adapter.fhir.profiles import (
     core_type,
     type_fields,
 )
-from adapter.fhir.systems import DEFAULT_CANONICAL_BASE
+from adapter.systems import DEFAULT_CANONICAL_BASE
 from adapter.vendored import UK_CORE_DIR
 
 UK_CORE = UK_CORE_DIR

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from adapter.fhir.systems import DEFAULT_CANONICAL_BASE, ODS_CODE, OwnSystems
 from adapter.identifiers import resource_id_for
+from adapter.systems import DEFAULT_CANONICAL_BASE, ODS_CODE, OwnSystems
 from tests.fhir.fixtures import (
     FHIR_JSON,
     FHIR_XML,

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from adapter.fhir import systems
-from adapter.fhir.systems import DEFAULT_CANONICAL_BASE, OwnSystems
+from adapter import systems
 from adapter.identifiers import resource_id_for
+from adapter.systems import DEFAULT_CANONICAL_BASE, OwnSystems
 from tests.fhir.fixtures import (
     FHIR_JSON,
     FHIR_XML,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from adapter.fhir.systems import DEFAULT_CANONICAL_BASE, OwnSystems
+from adapter.systems import DEFAULT_CANONICAL_BASE, OwnSystems
 from tests.fhir.fixtures import (
     FHIR_JSON,
     Env,

@@ -10,11 +10,11 @@ from typing import Any
 
 from adapter.fhir.conformance import Validator
 from adapter.fhir.profiles import DefinitionRegistry
-from adapter.fhir.systems import DEFAULT_CANONICAL_BASE
 from adapter.identifiers import resource_id_for
 from adapter.mapping import fhir
 from adapter.mapping.datatypes import organisation_code
 from adapter.models import Assessment, Child, Organisation, Practitioner
+from adapter.systems import DEFAULT_CANONICAL_BASE
 from tests.conftest import CONFORMANCE
 
 BASE = DEFAULT_CANONICAL_BASE

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+from adapter import systems
 from adapter.errors import Invalid
-from adapter.fhir import systems
 from adapter.identity import lead_role_id
 from adapter.mapping import fhir
 from adapter.models import Organisation

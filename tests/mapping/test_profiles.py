@@ -14,8 +14,8 @@ from fhir.resources.R4B.valueset import ValueSet
 
 from adapter import codes
 from adapter.config import PROJECT_ROOT
-from adapter.fhir.systems import DEFAULT_CANONICAL_BASE, UKCORE_PROFILE_BASE
 from adapter.mapping.fhir import compiled_mappings
+from adapter.systems import DEFAULT_CANONICAL_BASE, UKCORE_PROFILE_BASE
 from adapter.vendored import UK_CORE_DIR
 
 FOLDER = PROJECT_ROOT / "schemas" / "fhir"

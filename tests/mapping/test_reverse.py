@@ -12,9 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapter import create_app
+from adapter import create_app, systems
 from adapter.errors import Invalid
-from adapter.fhir import systems
 from adapter.mapping import fhir
 from tests import strategies
 from tests.mapping.helpers import BASE, publish_child, with_ids

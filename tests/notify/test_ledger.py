@@ -1,5 +1,5 @@
 """The delivery ledger is fed by every route that returns a child's data,
-through ``adapter.notify.ledger.record_delivery``: a client that only read the child's
+through ``adapter.security.ledger.record_delivery``: a client that only read the child's
 CareTeam (its team, or an eCAF Team Around the Child), only found it in a CareTeam search,
 only read one of its PractitionerRoles or only fetched its directory XML entry is listed by
 ``$holders`` for that child; a notification counts once it is delivered, not when rendered;

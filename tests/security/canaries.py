@@ -16,13 +16,13 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from adapter.db import Database
-from adapter.fhir.systems import CONFIDENTIALITY
 from adapter.identifiers import allocate_contactpoint_id, make_test_nhs_number
 from adapter.models import Child, Organisation
 from adapter.models.canonical import build_child, canonical_dump, organisation_dump
 from adapter.store import history
 from adapter.store.children import child_query
 from adapter.store.records import apply_child
+from adapter.systems import CONFIDENTIALITY
 
 # Shielded child: what docs/domain.md "Shielding" withholds.
 SHIELDED_CANARIES = {

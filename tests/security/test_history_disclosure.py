@@ -12,12 +12,12 @@ from flask.testing import FlaskClient
 from sqlalchemy import exists, select, true
 
 from adapter.db import Database
-from adapter.fhir.systems import CONFIDENTIALITY
 from adapter.models import Assessment, Child, Organisation
 from adapter.models.canonical import canonical_dump
 from adapter.security.policy import organisation_code
 from adapter.store import history
 from adapter.store.children import child_query
+from adapter.systems import CONFIDENTIALITY
 from tests.api.conftest import Callers
 from tests.security.canaries import canaries_in, organisation, update_child
 

@@ -26,11 +26,11 @@ from flask.testing import FlaskClient
 from lxml import etree
 from sqlalchemy import select
 
+from adapter import systems
 from adapter.db import Database
 from adapter.directory.reader import iter_assessment_data, iter_entry_data
 from adapter.directory.schema import NS
 from adapter.directory.writer import write_assessments_data, write_entries_data
-from adapter.fhir import systems
 from adapter.identifiers import make_contactpoint_id
 from adapter.models import Base
 from adapter.security.caller import Caller

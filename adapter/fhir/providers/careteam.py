@@ -18,8 +18,7 @@ from adapter.fhir.validation import require_valid, validate_stored
 from adapter.mapping import fhir as mapping
 from adapter.models import Assessment, Child, Organisation
 from adapter.models.canonical import build_child, canonical_dump
-from adapter.notify import ledger
-from adapter.security import audit
+from adapter.security import audit, ledger
 from adapter.security.caller import Caller
 from adapter.security.policy import may_see_member, may_write_assessment
 from adapter.store import history

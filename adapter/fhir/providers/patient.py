@@ -23,8 +23,7 @@ from adapter.fhir.search import SearchParam, SearchRequest, decode_cursor, encod
 from adapter.fhir.validation import validate_stored
 from adapter.mapping import fhir as mapping
 from adapter.models import Child
-from adapter.notify import ledger
-from adapter.security import audit
+from adapter.security import audit, ledger
 from adapter.security.caller import Caller
 from adapter.store import history
 from adapter.store.children import (

@@ -2,7 +2,7 @@
 GPhC, SDS user id) as well as, or instead of, an employer's staff id
 
 Other systems identify a UK Core Practitioner by its regulator's number or its Spine SDS user
-id (adapter/fhir/systems.py PRACTITIONER_SYSTEMS); such a practitioner need not have an
+id (adapter/systems.py PRACTITIONER_SYSTEMS); such a practitioner need not have an
 employer here, so the staff id and its employer become optional together.
 
 Revision ID: 0012_practitioner_ids

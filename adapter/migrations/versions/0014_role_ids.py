@@ -35,7 +35,7 @@ depends_on = None
 BATCH = 5000
 ROLE = "PractitionerRole"
 # National identifier systems in the order their first names a practitioner without a staff id
-# (adapter/fhir/systems.py PRACTITIONER_SYSTEMS, fixed at this revision).
+# (adapter/systems.py PRACTITIONER_SYSTEMS, fixed at this revision).
 NATIONAL_ORDER = ("https://fhir.hl7.org.uk/Id/gmc-number", "https://fhir.hl7.org.uk/Id/gmp-number",
                   "https://fhir.hl7.org.uk/Id/nmc-number", "https://fhir.hl7.org.uk/Id/hcpc-number",
                   "https://fhir.hl7.org.uk/Id/gphc-number", "https://fhir.nhs.uk/Id/sds-user-id")

@@ -32,12 +32,12 @@ from adapter.fhir.search import (
     reference_id,
     split_token,
 )
-from adapter.fhir.systems import OwnSystems
 from adapter.models import AuditRecord
 from adapter.models.canonical import as_utc
 from adapter.security import audit
 from adapter.security.audit_events import EVENT_KINDS, OTHER, audit_event
 from adapter.security.caller import Caller
+from adapter.systems import OwnSystems
 
 SP: Final = "http://hl7.org/fhir/SearchParameter/AuditEvent-"
 AUDIT_PARAMS: Final = {p.name: p for p in (

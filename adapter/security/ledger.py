@@ -115,23 +115,3 @@ def holders(session: Session, child_ref: str) -> list[tuple[LedgerEntry, str | N
              .join(Client, Client.client_id == LedgerEntry.client_id, isouter=True)
              .where(LedgerEntry.child_ref == child_ref).order_by(LedgerEntry.client_id))
     return [(entry, code) for entry, code in session.execute(query)]
-
-
-def holders_parameters(entries: list[tuple[LedgerEntry, str | None]]) -> dict[str, Any]:
-    """Return the ``$holders`` result: one ``holder`` parameter per client (FHIR Parameters)."""
-    from adapter.fhir.routes import instant
-
-    parameters = []
-    for entry, organisation in entries:
-        parts: list[dict[str, Any]] = [{"name": "client", "valueString": entry.client_id}]
-        if organisation:
-            parts.append({"name": "organization", "valueString": organisation})
-        parts += [{"name": "first", "valueInstant": instant(entry.first_at)},
-                  {"name": "last", "valueInstant": instant(entry.last_at)},
-                  {"name": "via", "valueCode": entry.last_via},
-                  {"name": "deliveries", "valueInteger": int(entry.deliveries)}]
-        parameters.append({"name": "holder", "part": parts})
-    result: dict[str, Any] = {"resourceType": "Parameters"}
-    if parameters:
-        result["parameter"] = parameters
-    return result
