@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-WIDTHS = (52, 14, 14, 8, 22, 8, 5)
+WIDTHS = (64, 14, 14, 8, 25, 8, 4)
 COLUMNS = ("figure", "value", "baseline", "ratio", "goal", "of goal", "met?")
 
 
@@ -34,9 +34,11 @@ class Goal:
     strict: bool = False
 
     @classmethod
-    def at_least(cls, target: float, unit: str = "") -> Goal:
-        """The figure must reach ``target`` (e.g. records/s)."""
-        return cls(target, True, f">= {number(target)}{unit}")
+    def at_least(cls, target: float, unit: str = "", aim: float | None = None) -> Goal:
+        """The figure must reach ``target`` (e.g. records/s); ``aim``, if any, is named in
+        the goal's text only (what to strive for beyond the target)."""
+        text = f">= {number(target)} {unit}".rstrip()
+        return cls(target, True, text if aim is None else f"{text} (aim {number(aim)})")
 
     @classmethod
     def at_most(cls, target: float, unit: str = "") -> Goal:
