@@ -31,6 +31,7 @@ import requests
 
 from bench.report import Goal, header, row
 from bench.scratch import scratch_postgres
+from bench.served_app import settings as served_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -296,8 +297,10 @@ def report(name: str, bare: Load, figures: Figures) -> None:
 def main() -> None:
     """Run the measurements on SQLite and PostgreSQL and print them with their baselines."""
     backends = os.environ.get("BENCH_HTTP_BACKENDS", "sqlite postgresql").split()
-    print(f"served by bench.served_app: the gateway's gunicorn settings "
-          f"{' '.join(GUNICORN)}; wrk -t2 -c{CONNECTIONS} -d{DURATION} after {WARM_UP} of "
+    chosen = served_settings(0, GUNICORN)
+    print(f"served by bench.served_app with the gateway's gunicorn settings: "
+          f"{chosen['workers']} workers x {chosen['threads']} threads of "
+          f"{chosen['worker_class']}; wrk -t2 -c{CONNECTIONS} -d{DURATION} after {WARM_UP} of "
           f"warm-up; {CHILDREN} demo children; every read verified, authorised and audited "
           "in its own transaction", flush=True)
     if "sqlite" in backends:
