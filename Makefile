@@ -59,8 +59,8 @@ lint: $(STAMP) ## ruff, mypy (strict on adapter/) and the layer check (scripts/c
 	$(BIN)/mypy
 	$(BIN)/python scripts/check_layers.py
 
-bench: $(STAMP) ## run the benchmarks in bench/ and print figures next to their baselines
-	$(BIN)/python -m bench
+bench: $(STAMP) ## run the benchmarks in bench/ (or those in BENCH="http mapping"): each figure with its baseline, ratio and goal
+	$(BIN)/python -m bench $(BENCH)
 
 golden: $(STAMP) ## regenerate tests/golden outputs (review the diff before committing)
 	$(BIN)/python -m tests.golden_regen

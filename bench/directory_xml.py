@@ -5,7 +5,8 @@ XSD validation, next to plain lxml baselines measured in the same run.
 
 Demo children (``adapter.demo``) are written into a temporary SQLite database, loaded with
 their parts, then written and read. Figures are records per second of wall time and of CPU
-time of this process (the CPU figure is steadier on a shared machine).
+time of this process (the CPU figure is steadier on a shared machine); each reader's CPU
+figure is printed as a ``bench.report`` line next to the lxml baseline with XSD validation.
 """
 
 from __future__ import annotations
@@ -28,14 +29,15 @@ from adapter.demo import load_demo_data
 from adapter.directory import iter_entries, iter_entry_data, write_entries
 from adapter.directory.schema import ENTRY_XSD, load_schema, q
 from adapter.models import Child, Involvement, LocalIdentifier
+from bench.report import header, row
 
 
-def timed(label: str, run: Callable[[], int]) -> None:
-    """Run ``run`` (returning its record count) and print its records/s."""
+def timed(run: Callable[[], int]) -> tuple[float, float]:
+    """Run ``run`` (returning its record count); return its records/s of CPU and wall time."""
     wall, cpu = time.perf_counter(), time.process_time()
     count = run()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    print(f"  {label:<58} {count / wall:>9,.0f}/s wall {count / cpu:>9,.0f}/s CPU")
+    return count / max(cpu, 1e-9), count / wall
 
 
 def load_children(db: Database) -> list[Child]:
@@ -88,17 +90,22 @@ def main(argv: list[str] | None = None) -> None:
     gc.collect()
     gc.freeze()  # the loaded children are input, not garbage the writer makes
     stream = io.BytesIO()
-    print(f"directory XML, {len(children):,} demo entries")
-    timed("write_entries (loaded ORM children -> batch XML)",
-          lambda: write_entries(children, stream))
+    written = timed(lambda: write_entries(children, stream))
     data = stream.getvalue()
-    print(f"  ({len(data) / len(children):,.0f} bytes an entry)")
-    timed("baseline: lxml iterparse", lambda: lxml_baseline(data, validate=False))
-    timed("baseline: lxml iterparse + per-record XSD validation",
-          lambda: lxml_baseline(data, validate=True))
-    timed("iter_entry_data (stream, validate, check -> canonical dicts)",
-          lambda: read_dicts(data))
-    timed("iter_entries + .child (-> transient ORM objects)", lambda: read_records(data))
+    print(f"directory XML, {len(children):,} demo entries ({len(data) / len(children):,.0f} "
+          "bytes an entry); records/s of CPU time (wall time in brackets)")
+    header()
+    parse = timed(lambda: lxml_baseline(data, validate=False))
+    validate = timed(lambda: lxml_baseline(data, validate=True))
+    figures = [("write_entries (loaded ORM children -> batch XML)", written, None),
+               ("lxml iterparse (baseline)", parse, None),
+               ("lxml iterparse + per-record XSD (baseline)", validate, None),
+               ("iter_entry_data (validate, check -> dicts)",
+                timed(lambda: read_dicts(data)), validate[0]),
+               ("iter_entries + .child (-> ORM objects)",
+                timed(lambda: read_records(data)), validate[0])]
+    for label, (cpu, wall), baseline in figures:
+        row(f"{label} [{wall:,.0f}/s]", cpu, "/s", baseline)
 
 
 if __name__ == "__main__":

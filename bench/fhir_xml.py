@@ -21,6 +21,7 @@ from fhir.resources.R4B.patient import Patient
 from lxml import etree
 
 from adapter.fhir import xml as fhir_xml
+from bench.report import header, row
 
 BASE = "https://fhir.contactpoint-gateway.example.org"
 FHIR = "{http://hl7.org/fhir}"
@@ -127,17 +128,19 @@ def main() -> None:
     print(f"FHIR XML, typical child: {len(orjson.dumps(patient))} B JSON, {len(xml)} B XML; "
           f"{datetime.date.today()}, {platform.processor() or platform.machine()}, "
           f"Python {platform.python_version()}, one core")
-    figures = [
-        ("write  dumps_resource (string builder)", lambda: fhir_xml.dumps_resource(patient)),
-        ("write  same walk, lxml SubElement tree", lambda: lxml_dumps(patient)),
-        ("write  fhir.resources validate + model_dump_xml",
-         lambda: Patient.model_validate(patient).model_dump_xml()),
-        ("read   loads_resource (hardened lxml)", lambda: fhir_xml.loads_resource(xml)),
-        ("read   fhir.resources model_validate_xml", lambda: Patient.model_validate_xml(xml)),
-        ("json   orjson.dumps (reference)", lambda: orjson.dumps(patient)),
-    ]
-    for label, function in figures:
-        print(f"  {label:<50} {rate(function):>10,.0f} records/s")
+    lxml_tree = rate(lambda: lxml_dumps(patient))
+    models_write = rate(lambda: Patient.model_validate(patient).model_dump_xml())
+    models_read = rate(lambda: Patient.model_validate_xml(xml))
+    header()
+    row("write: same walk, lxml SubElement tree (baseline)", lxml_tree, "/s")
+    row("write: fhir.resources validate + model_dump_xml (baseline)", models_write, "/s")
+    row("read: fhir.resources model_validate_xml (baseline)", models_read, "/s")
+    row("json: orjson.dumps of the same dict (reference)", rate(lambda: orjson.dumps(patient)),
+        "/s")
+    row("write: dumps_resource (string builder)", rate(lambda: fhir_xml.dumps_resource(patient)),
+        "/s", lxml_tree)
+    row("read: loads_resource (hardened lxml)", rate(lambda: fhir_xml.loads_resource(xml)),
+        "/s", models_read)
 
 
 if __name__ == "__main__":
