@@ -110,14 +110,14 @@ def replay_command(subscription: str | None, only_dead: bool, since: int | None,
         found = list(session.execute(ids))
         chosen = [n for n, _ in found]
         lanes = sorted({s for _, s in found})
+        if lanes:  # lanes before notifications: the lock order of adapter.notify.lanes
+            session.execute(update(SubscriptionLane)
+                            .where(SubscriptionLane.subscription_id.in_(lanes))
+                            .values(next_attempt_at=utcnow())
+                            .execution_options(synchronize_session=False))
         for start in range(0, len(chosen), 1000):
             session.execute(update(Notification)
                             .where(Notification.id.in_(chosen[start:start + 1000]))
                             .values(state="pending", attempts=0, delivered_at=None)
-                            .execution_options(synchronize_session=False))
-        if lanes:
-            session.execute(update(SubscriptionLane)
-                            .where(SubscriptionLane.subscription_id.in_(lanes))
-                            .values(next_attempt_at=utcnow())
                             .execution_options(synchronize_session=False))
     click.echo(f"replaying {len(chosen)} notifications")

@@ -26,7 +26,8 @@ from typing import Any
 from flask import Flask
 from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from adapter.db import Database
 from adapter.http import configured_base
@@ -37,10 +38,16 @@ from adapter.notify.channels import Channel, Mesh, MeshSettings, RestHook
 
 log = logging.getLogger(__name__)
 HEARTBEAT_SCAN = 1.0  # seconds between scans for heartbeats that are due
-# A round (PostgreSQL) takes up to this many lanes, one after the other, and takes no more
-# after this many seconds: its commit then frees them (a slow endpoint holds up few others).
-ROUND_LANES = 10
+# A round claims up to this many lanes in one statement (its claimed batch) and delivers them
+# one after the other; it starts no further lane after ROUND_SECONDS: its commit then frees
+# the rest (a slow endpoint holds up only the other lanes of its batch). What a dispatcher
+# killed mid-round sends again is at most one claimed batch per thread (adapter.notify.lanes).
+ROUND_LANES = 16
 ROUND_SECONDS = 1.0
+# Tries of a transaction PostgreSQL aborted for a deadlock or serialization failure
+# (lanes.CONFLICTS) where trying again is safe: the fan-out (nothing was sent yet) and a
+# round's closing writes (in a savepoint, the lanes still held).
+CONFLICT_TRIES = 3
 
 
 @dataclasses.dataclass
@@ -126,16 +133,31 @@ class Dispatcher:
         if not self._maintain_lock.acquire(blocking=False):
             return 0
         try:
-            with self.db.write_transaction() as session:
-                if not fanout.try_lock(session):
-                    return 0
-                handled = fanout.fan_out(session, self.clock())
-                if heartbeats_due:
-                    self._last_heartbeat_scan = time.monotonic()
-                    fanout.queue_heartbeats(session, self.clock())
-            return handled
+            for attempt in range(1, CONFLICT_TRIES + 1):
+                phase = lanes.Phase("fan-out")
+                try:
+                    return self._fan_out(heartbeats_due, phase)
+                except DBAPIError as exc:
+                    retrying = lanes.is_conflict(exc) and attempt < CONFLICT_TRIES
+                    phase.log_failure(exc, retrying)
+                    if not retrying:
+                        raise
+            return 0
         finally:
             self._maintain_lock.release()
+
+    def _fan_out(self, heartbeats_due: bool, phase: lanes.Phase) -> int:
+        """Fan out one batch of events and queue heartbeats in one transaction."""
+        with self.db.write_transaction() as session:
+            if not fanout.try_lock(session):
+                return 0
+            handled = fanout.fan_out(session, self.clock(), phase=phase)
+            if heartbeats_due:
+                phase.enter("heartbeats", [])
+                self._last_heartbeat_scan = time.monotonic()
+                fanout.queue_heartbeats(session, self.clock())
+            phase.enter("fan-out commit")
+        return handled
 
     # --- lanes -----------------------------------------------------------------------------
 
@@ -165,52 +187,95 @@ class Dispatcher:
         return result
 
     def process_lanes(self, exclude: set[int] | None = None) -> Round | None:
-        """Deliver due lanes in one transaction, claiming them one at a time (so that threads
-        spread over lanes) up to ``ROUND_LANES`` or ``ROUND_SECONDS``; None when none is due."""
+        """Deliver one claimed batch of due lanes (``ROUND_LANES``) in one transaction, until
+        ``ROUND_SECONDS`` have passed; None when none is due."""
         if self.db.is_sqlite:
             return self._process_sqlite(exclude or set())
+        phase = lanes.Phase("claim")
+        try:
+            return self._round(exclude or set(), phase)
+        except DBAPIError as exc:
+            phase.log_failure(exc, False)
+            raise
+
+    def _round(self, exclude: set[int], phase: lanes.Phase) -> Round | None:
+        """PostgreSQL: claim a batch of lanes, deliver them, record it all, commit."""
         done, writes, events = Round(), lanes.Writes(), dict[int, Any]()
-        taken = set(exclude or ())
         with self.db.transaction() as session:
             # A lost commit here only means sending again (at least once, same event numbers):
             # no need to wait for the WAL flush (PostgreSQL "Asynchronous Commit").
             session.execute(text("SET LOCAL synchronous_commit TO OFF"))
+            claimed = lanes.claim(session, self.clock(), exclude, ROUND_LANES)
+            if not claimed:
+                return None
+            phase.enter("load", [c.subscription.id for c in claimed])
+            batch = lanes.load_batch(session, claimed, self.policy.batch, events)
             started = time.monotonic()
-            while len(taken) - len(exclude or ()) < ROUND_LANES and not self.stop.is_set() \
-                    and time.monotonic() - started < ROUND_SECONDS:
-                claimed = lanes.claim(session, self.clock(), taken)
-                if not claimed:
-                    break
-                taken.add(claimed[0].subscription.id)
-                work = lanes.load(session, claimed[0], self._settings(), events)
+            for lane, queue in batch:
+                if done.processed and (self.stop.is_set()
+                                       or time.monotonic() - started >= ROUND_SECONDS):
+                    break  # the lanes not started go back to the queue at commit
+                phase.enter("load", [lane.subscription.id])
+                work = lanes.load(session, lane, queue, self._settings(), events)
                 result = self.deliver(work)
+                phase.enter("record")
                 done.add(work, lanes.record(session, work, result, self.policy, self.clock(),
                                             self.rng, writes), result.failed)
-            writes.apply(session, self.clock())
-        return done if done.processed else None
+            phase.enter("apply", sorted(c.subscription.id for c, _ in batch))
+            self._apply(session, writes, phase)
+            phase.enter("commit")
+        return done
+
+    def _apply(self, session: Session, writes: lanes.Writes, phase: lanes.Phase) -> None:
+        """Write a round's bookkeeping in a savepoint, tried again when PostgreSQL aborts it
+        for a deadlock: the lanes stay claimed, so what was sent is recorded once."""
+        for attempt in range(1, CONFLICT_TRIES + 1):
+            try:
+                with session.begin_nested():
+                    writes.apply(session, self.clock())
+                return
+            except DBAPIError as exc:
+                retrying = lanes.is_conflict(exc) and attempt < CONFLICT_TRIES
+                if not retrying:
+                    raise
+                phase.log_failure(exc, retrying)
 
     def _process_sqlite(self, exclude: set[int]) -> Round | None:
-        """SQLite: claim one lane in-process, load, send outside a transaction, record."""
+        """SQLite: claim a batch of lanes in-process, load them, send outside a transaction,
+        record them in one more."""
         with self._claim_lock:
             with self.db.transaction() as session:
-                claimed = lanes.claim(session, self.clock(), exclude | self._inflight)
-                if not claimed:
-                    return None
-                lane_id = claimed[0].subscription.id
-            self._inflight.add(lane_id)
+                ids = [c.subscription.id for c in lanes.claim(
+                    session, self.clock(), exclude | self._inflight, ROUND_LANES)]
+            if not ids:
+                return None
+            self._inflight.update(ids)
         try:
+            events: dict[int, Any] = {}
             with self.db.write_transaction() as session:
-                work = lanes.load(session, lanes.claimed_again(session, lane_id),
-                                  self._settings(), {})
-            result = self.deliver(work)
+                batch = lanes.load_batch(session, lanes.claimed_again(session, ids),
+                                         self.policy.batch, events)
+                works = [lanes.load(session, lane, queue, self._settings(), events)
+                         for lane, queue in batch]
+            sent = self._send_all(works)
             done, writes = Round(), lanes.Writes()
             with self.db.write_transaction() as session:
-                done.add(work, lanes.record(session, work, result, self.policy, self.clock(),
-                                            self.rng, writes), result.failed)
+                for work, result in sent:
+                    done.add(work, lanes.record(session, work, result, self.policy,
+                                                self.clock(), self.rng, writes), result.failed)
                 writes.apply(session, self.clock())
             return done
         finally:
-            self._inflight.discard(lane_id)
+            self._inflight.difference_update(ids)
+
+    def _send_all(self, works: list[lanes.Work]) -> list[tuple[lanes.Work, lanes.Result]]:
+        """Deliver works one after the other, starting none after ``ROUND_SECONDS``."""
+        started, sent = time.monotonic(), list[tuple[lanes.Work, lanes.Result]]()
+        for work in works:
+            if sent and (self.stop.is_set() or time.monotonic() - started >= ROUND_SECONDS):
+                break
+            sent.append((work, self.deliver(work)))
+        return sent
 
     # --- running ---------------------------------------------------------------------------
 

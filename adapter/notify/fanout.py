@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from adapter.models.base import Base
 from adapter.models.notify import Event, Notification, Subscription, SubscriptionLane
 from adapter.notify.bundle import aware
-from adapter.notify.lanes import QUEUED_CONDITION
+from adapter.notify.lanes import QUEUED_CONDITION, Phase
 from adapter.notify.topics import matches
 
 FANOUT_BATCH: Final = 2000
@@ -107,8 +107,12 @@ def insert_notifications(session: Session, rows: list[dict[str, Any]]) -> None:
             copy.write_row(tuple(row[c] for c in COPY_COLUMNS))
 
 
-def fan_out(session: Session, now: dt.datetime, limit: int = FANOUT_BATCH) -> int:
-    """Fan out up to ``limit`` events (oldest first); return how many were handled."""
+def fan_out(session: Session, now: dt.datetime, limit: int = FANOUT_BATCH,
+            phase: Phase | None = None) -> int:
+    """Fan out up to ``limit`` events (oldest first); return how many were handled. The
+    counters are written last and by ascending subscription id, the order a delivery round
+    writes subscription statuses in (the lock order of ``adapter.notify.lanes``)."""
+    phase = phase or Phase()
     events = list(session.execute(
         select(Event.id, Event.topic, Event.child_ref, Event.authority_ref, Event.addressee)
         .where(Event.fanned_out.is_(False)).order_by(Event.id).limit(limit)))
@@ -117,13 +121,17 @@ def fan_out(session: Session, now: dt.datetime, limit: int = FANOUT_BATCH) -> in
     targets = _targets(session, {e.topic for e in events}, now)
     before = {t.id: t.counter for group in targets.values() for t in group}
     rows = _number(events, targets, now)
+    phase.enter("fan-out: queue notifications", sorted({r["subscription_id"] for r in rows}))
     insert_notifications(session, rows)
-    counters = [{"id": t.id, "events_since_start": t.counter}
-                for group in targets.values() for t in group if t.counter != before[t.id]]
-    if counters:
-        session.execute(update(Subscription), counters)
+    phase.enter("fan-out: mark events")
     session.execute(update(Event).where(Event.id.in_([e.id for e in events]))
                     .values(fanned_out=True).execution_options(synchronize_session=False))
+    counters = sorted(({"id": t.id, "events_since_start": t.counter}
+                       for group in targets.values() for t in group
+                       if t.counter != before[t.id]), key=lambda c: c["id"])
+    if counters:
+        phase.enter("fan-out: counters")
+        session.execute(update(Subscription), counters)
     return len(events)
 
 

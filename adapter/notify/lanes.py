@@ -2,17 +2,38 @@
 SKIP LOCKED``, so several dispatchers share the work and one subscription is only ever
 delivered by one of them, in order), loading what it has queued as notification Bundles to
 send, and recording what happened — deliveries, attempts, retries with backoff, dead
-notifications, the subscription's status and the ledger."""
+notifications, the subscription's status and the ledger.
+
+A round claims a batch of lanes in one statement and loads all their queued notifications in
+one more (``claim``, ``load_batch``); everything it sends is recorded when its transaction
+commits, so a dispatcher killed mid-round sends again at most what that one claimed batch
+held: up to ``limit`` lanes times ``Policy.batch`` notifications per dispatcher thread.
+
+Lock order (PostgreSQL). Every transaction that takes more than one of these row locks takes
+them in this order, so none waits for another in a cycle (PostgreSQL docs, "Explicit
+Locking", Deadlocks: acquire locks on multiple objects in a consistent order):
+
+1. ``subscription_lane`` — a round claims its lanes first, ``FOR UPDATE SKIP LOCKED`` (it
+   never waits for one); the API locks a subscription's lane before the subscription
+   (``adapter.notify.subscriptions.owned``), replay before its notifications
+   (``adapter.notify.cli``);
+2. ``notification`` rows of those lanes (content kept, attempts, delivered);
+3. ``delivery_ledger`` rows, sorted by child (``adapter.notify.ledger.record_deliveries``);
+4. ``subscription`` rows by ascending id, at the very end: a round's status changes
+   (``Writes.apply``) and the fan-out's event counters (``adapter.notify.fanout.fan_out``).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from sqlalchemy import bindparam, case, exists, insert, select, text, update
+from sqlalchemy import bindparam, case, exists, func, insert, select, text, true, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from adapter.models import Base, Client
@@ -41,6 +62,12 @@ LIVE: Final = ("requested", "active", "error")
 # The queued notifications, as the partial index ix_notification_queued states it (a literal,
 # so that PostgreSQL can prove the index applies).
 QUEUED_CONDITION: Final = text("notification.state IN ('pending', 'dead')")
+# SQLSTATEs of a transaction PostgreSQL gave up on because of another one: deadlock_detected
+# and serialization_failure (PostgreSQL docs, Appendix A "Error Codes"); trying again is the
+# remedy (docs "Serialization Failure Handling").
+CONFLICTS: Final = frozenset({"40P01", "40001"})
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -90,6 +117,29 @@ class LoadSettings:
     now: dt.datetime
 
 
+@dataclass(frozen=True)
+class StatusChange:
+    """A subscription's new status (and last error) after a round."""
+
+    subscription_id: int
+    was: str
+    status: str
+    error: str | None
+
+    def apply(self, session: Session, now: dt.datetime) -> None:
+        """Write it unless the client changed the status meanwhile (the update only applies
+        to the status the round started from)."""
+        values: dict[str, Any] = {"status": self.status}
+        if self.error is not None or self.status == "active":
+            values["error"] = self.error  # latest error note (R4 Subscription.error)
+        if self.status != self.was:
+            values |= {"version": Subscription.version + 1, "last_updated": now}
+        session.execute(update(Subscription)
+                        .where(Subscription.id == self.subscription_id,
+                               Subscription.status == self.was)
+                        .values(**values).execution_options(synchronize_session=False))
+
+
 @dataclass
 class Writes:
     """A round's bookkeeping, written with one statement per kind at its end."""
@@ -99,9 +149,11 @@ class Writes:
     ledger: dict[str, set[str]] = field(default_factory=dict)
     lanes_done: list[dict[str, Any]] = field(default_factory=list)
     lanes_waiting: list[dict[str, Any]] = field(default_factory=list)
+    statuses: list[StatusChange] = field(default_factory=list)
 
     def apply(self, session: Session, now: dt.datetime) -> None:
-        """Write it all: notifications delivered, attempts, ledger, lanes."""
+        """Write it all: notifications delivered, attempts, ledger, lanes, and last the
+        subscriptions' status changes by ascending id (the lock order above)."""
         for start in range(0, len(self.delivered), 5000):
             session.execute(update(Notification)
                             .where(Notification.id.in_(self.delivered[start:start + 5000]))
@@ -117,6 +169,8 @@ class Writes:
             statement = (update(table).where(table.c.subscription_id == bindparam("lane"))
                          .values({k: bindparam(k) for k in keys if k != "subscription_id"}))
             session.execute(statement, [row | {"lane": row["subscription_id"]} for row in rows])
+        for change in sorted(self.statuses, key=lambda c: c.subscription_id):
+            change.apply(session, now)
 
 
 def _same_keys(rows: list[dict[str, Any]]) -> dict[tuple[str, ...], list[dict[str, Any]]]:
@@ -164,37 +218,35 @@ class Result:
 def claim(session: Session, now: dt.datetime, exclude: set[int],
           limit: int = 1) -> list[Claimed]:
     """Return up to ``limit`` lanes that are due and have something queued, oldest due first,
-    with their subscription and client, locked for this transaction on PostgreSQL (skipping
-    lanes other dispatchers hold). Written so that the lane index drives it: the first due
-    lanes are checked, not every lane."""
+    with their subscription and client, in one statement: the lanes locked for this
+    transaction on PostgreSQL (skipping lanes other dispatchers hold; ``FOR UPDATE OF`` the
+    lane only: subscription rows come last in the lock order above). Written so that the
+    lane index drives it: the first due lanes are checked, not every lane."""
     lane = SubscriptionLane.subscription_id
     queued = exists().where(Notification.subscription_id == lane, QUEUED_CONDITION)
-    live = exists().where(Subscription.id == lane, Subscription.deleted.is_(False),
-                          Subscription.status.in_(LIVE), Client.client_id ==
-                          Subscription.client_id, Client.status == "active")
-    query = (select(SubscriptionLane)
-             .where(SubscriptionLane.next_attempt_at <= now, queued, live)
+    query = (select(SubscriptionLane, Subscription, Client)
+             .join(Subscription, Subscription.id == lane)
+             .join(Client, Client.client_id == Subscription.client_id)
+             .where(SubscriptionLane.next_attempt_at <= now, queued,
+                    Subscription.deleted.is_(False), Subscription.status.in_(LIVE),
+                    Client.status == "active")
              .order_by(SubscriptionLane.next_attempt_at).limit(limit))
     if exclude:
         query = query.where(lane.not_in(exclude))
     if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    found = list(session.scalars(query))
-    if not found:
-        return []
-    ids = [f.subscription_id for f in found]
+        query = query.with_for_update(skip_locked=True, of=SubscriptionLane)
+    return [Claimed(*row) for row in session.execute(query)]
+
+
+def claimed_again(session: Session, ids: list[int]) -> list[Claimed]:
+    """Return lanes claimed earlier (SQLite: in-process) with their subscription and client,
+    in the order of ``ids``."""
+    lanes = {lane.subscription_id: lane for lane in session.scalars(
+        select(SubscriptionLane).where(SubscriptionLane.subscription_id.in_(ids)))}
     rows = {s.id: (s, c) for s, c in session.execute(
         select(Subscription, Client).join(Client, Client.client_id == Subscription.client_id)
         .where(Subscription.id.in_(ids)))}
-    return [Claimed(f, *rows[f.subscription_id]) for f in found]
-
-
-def claimed_again(session: Session, subscription_id: int) -> Claimed:
-    """Return a lane claimed earlier (SQLite: in-process) with its subscription and client."""
-    subscription = session.get_one(Subscription, subscription_id)
-    client = session.scalars(select(Client).where(
-        Client.client_id == subscription.client_id)).one()
-    return Claimed(session.get_one(SubscriptionLane, subscription_id), subscription, client)
+    return [Claimed(lanes[i], *rows[i]) for i in ids if i in lanes and i in rows]
 
 
 @dataclass
@@ -210,16 +262,66 @@ class Queued:
     discloses: list[str] | None
 
 
-def _queued(session: Session, subscription_id: int, limit: int) -> list[Queued]:
-    """Return the lane's queued notifications in order: a handshake first, then by id."""
+@dataclass
+class Queue:
+    """A lane's queued notifications in sending order, and its subscription's
+    ``events_since_start`` read by the same statement: PostgreSQL gives each statement of a
+    READ COMMITTED transaction its own snapshot, and the fan-out commits notifications and
+    counter together, so only a count read with the rows is sure to include every one of
+    them (backport IG: events-since-subscription-start counts the events of the
+    notification too)."""
+
+    events_since: int
+    rows: list[Queued] = field(default_factory=list)
+
+
+QUEUED_COLUMNS: Final = (Notification.id, Notification.kind, Notification.event_id,
+                         Notification.event_number, Notification.attempts,
+                         Notification.content, Notification.discloses)
+
+
+def _queued_statement(session: Session, ids: list[int], limit: int) -> Any:
+    """Return the statement reading up to ``limit`` queued notifications of each subscription
+    in ``ids`` (a handshake first, then by id) with its ``events_since_start``; subscriptions
+    with nothing queued give one row of NULLs. PostgreSQL: a LATERAL subquery per lane (the
+    partial index ix_notification_queued, however long the queues); SQLite (no LATERAL):
+    ``row_number()`` over each lane's queue."""
+    owner = (select(Subscription.id, Subscription.events_since_start)
+             .where(Subscription.id.in_(ids)).subquery("owner"))
     handshake_first = case((Notification.kind == "handshake", 0), else_=1)
-    rows = session.execute(
-        select(Notification.id, Notification.kind, Notification.event_id,
-               Notification.event_number, Notification.attempts, Notification.content,
-               Notification.discloses)
-        .where(Notification.subscription_id == subscription_id, QUEUED_CONDITION)
-        .order_by(handshake_first, Notification.id).limit(limit))
-    return [Queued(*row) for row in rows]
+    queue: Any
+    if session.get_bind().dialect.name == "postgresql":
+        queue = (select(*QUEUED_COLUMNS, handshake_first.label("rank"))
+                 .where(Notification.subscription_id == owner.c.id, QUEUED_CONDITION)
+                 .order_by(handshake_first, Notification.id).limit(limit).lateral("queue"))
+        joined = owner.outerjoin(queue, true())
+    else:
+        ranked = (select(*QUEUED_COLUMNS, Notification.subscription_id, func.row_number().over(
+                      partition_by=Notification.subscription_id,
+                      order_by=(handshake_first, Notification.id)).label("rank"))
+                  .where(Notification.subscription_id.in_(ids), QUEUED_CONDITION)
+                  .subquery("ranked"))
+        queue = select(ranked).where(ranked.c.rank <= limit).subquery("queue")
+        joined = owner.outerjoin(queue, queue.c.subscription_id == owner.c.id)
+    columns = [queue.c[c.key] for c in QUEUED_COLUMNS]
+    return (select(owner.c.id.label("owner"), owner.c.events_since_start, *columns)
+            .select_from(joined).order_by(owner.c.id, queue.c.rank, queue.c.id))
+
+
+def load_batch(session: Session, claimed: list[Claimed], limit: int,
+               events: dict[int, EventData]) -> list[tuple[Claimed, Queue]]:
+    """Return each claimed lane with its queue (up to ``limit`` notifications), read in one
+    statement, and add the events they carry to ``events`` (one more)."""
+    queues: dict[int, Queue] = {}
+    for row in session.execute(_queued_statement(
+            session, [c.subscription.id for c in claimed], limit)):
+        queue = queues.setdefault(row.owner, Queue(int(row.events_since_start)))
+        if row.id is not None:
+            queue.rows.append(Queued(*row[2:]))
+    wanted = {r.event_id for q in queues.values() for r in q.rows if r.event_id is not None}
+    events.update(load_events(session, wanted - set(events)))
+    return [(c, queues.get(c.subscription.id, Queue(int(c.subscription.events_since_start))))
+            for c in claimed]
 
 
 def _groups(rows: list[Queued], max_count: int) -> list[Group]:
@@ -268,19 +370,15 @@ def _keep_content(session: Session, row: Queued) -> None:
                     .execution_options(synchronize_session=False))
 
 
-def load(session: Session, claimed: Claimed, settings: LoadSettings,
+def load(session: Session, claimed: Claimed, queue: Queue, settings: LoadSettings,
          events: dict[int, EventData]) -> Work:
     """Return the work of a claimed lane: each group's Bundle serialised and ready to send
-    (``events`` caches the events of a round, shared by its lanes)."""
+    (``events`` holds the events of the batch, from ``load_batch``)."""
     subscription, policy = claimed.subscription, settings.policy
-    groups = _groups(_queued(session, subscription.id, policy.batch),
-                     subscription.max_count or 1)
+    groups = _groups(queue.rows, subscription.max_count or 1)
     info = StatusInfo(settings.base, subscription.resource_id,
                       topic_url(settings.canonical, subscription.topic), subscription.status,
-                      int(subscription.events_since_start), subscription.content,
-                      subscription.error)
-    events.update(load_events(session, {r.event_id for g in groups for r in g.rows
-                                         if r.event_id is not None} - set(events)))
+                      queue.events_since, subscription.content, subscription.error)
     caller = subscriber(claimed.client)
     for group in groups:
         items = _items(session, subscription, group, settings.base, caller, events)
@@ -334,7 +432,7 @@ def _new_status(work: Work, delivered: bool, failed: Group | None, spent: bool) 
 def record(session: Session, work: Work, result: Result, policy: Policy, now: dt.datetime,
            rng: random.Random, writes: Writes) -> int:
     """Record one lane's deliveries (into ``writes``, applied at the end of the round;
-    failures and status changes at once); return how many notifications got through."""
+    failed attempts on the notifications at once); return how many got through."""
     done = [g for g, o, _ in result.outcomes if o.delivered]
     failed = next(((g, o) for g, o, _ in result.outcomes if not o.delivered), None)
     writes.delivered += [r.id for g in done for r in g.rows]
@@ -353,23 +451,50 @@ def record(session: Session, work: Work, result: Result, policy: Policy, now: dt
             {} if failed else {"next_attempt_at": now}))
     elif not failed:
         writes.lanes_waiting.append(lane | {"next_attempt_at": now})
-    _update_status(session, work, _new_status(work, bool(done), failed[0] if failed else None,
-                                              spent), SUBSCRIBER_ERROR if failed else None, now)
+    change = _status_change(work, _new_status(work, bool(done), failed[0] if failed else None,
+                                              spent), SUBSCRIBER_ERROR if failed else None)
+    if change is not None:
+        writes.statuses.append(change)
     return sum(len(g.rows) for g in done)
 
 
-def _update_status(session: Session, work: Work, status: str, error: str | None,
-                   now: dt.datetime) -> None:
-    """Write the subscription's new status (and last error) unless the client changed it
-    meanwhile (the update only applies to the status this round started from)."""
+def _status_change(work: Work, status: str, error: str | None) -> StatusChange | None:
+    """Return the subscription's status change, None when nothing changes."""
     if status == work.status and error is None:
-        return
-    values: dict[str, Any] = {"status": status}
-    if error is not None or status == "active":
-        values["error"] = error  # latest error note (R4 Subscription.error); None on recovery
-    if status != work.status:
-        values |= {"version": Subscription.version + 1, "last_updated": now}
-    session.execute(update(Subscription)
-                    .where(Subscription.id == work.subscription_id,
-                           Subscription.status == work.status)
-                    .values(**values).execution_options(synchronize_session=False))
+        return None
+    return StatusChange(work.subscription_id, work.status, status, error)
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """Return True for a deadlock or serialization failure (PostgreSQL ``CONFLICTS``)."""
+    return isinstance(exc, DBAPIError) and \
+        getattr(exc.orig, "sqlstate", None) in CONFLICTS
+
+
+@dataclass
+class Phase:
+    """Where a dispatcher transaction is, for the log when PostgreSQL aborts it: the phase
+    (claim, load, record, apply, fan-out, ...) and the subscriptions it was working on."""
+
+    name: str = "start"
+    subscriptions: list[int] = field(default_factory=list)
+
+    def enter(self, name: str, subscriptions: list[int] | None = None) -> None:
+        """Move to phase ``name`` (keeping the subscriptions unless new ones are given)."""
+        self.name = name
+        if subscriptions is not None:
+            self.subscriptions = subscriptions
+
+    def log_failure(self, exc: BaseException, retrying: bool) -> None:
+        """Log a database error of this phase: SQLSTATE, PostgreSQL's words (a deadlock's
+        detail names processes, transactions and tables, never values) and the subscription
+        ids — nothing of the statement's parameters, which may carry a child's data."""
+        original = getattr(exc, "orig", None)
+        diag = getattr(original, "diag", None)
+        detail = " ".join(str(part).replace("\n", " ") for part in (
+            getattr(diag, "message_primary", None), getattr(diag, "message_detail", None),
+            getattr(diag, "context", None)) if part) if is_conflict(exc) else ""
+        log.warning("notification %s failed: %s SQLSTATE %s (subscriptions %s)%s%s",
+                    self.name, type(exc).__name__, getattr(original, "sqlstate", None),
+                    ",".join(str(i) for i in self.subscriptions[:50]) or "none",
+                    f": {detail}" if detail else "", "; trying again" if retrying else "")
