@@ -85,6 +85,7 @@ from adapter.store.prefix import (
     after_first_word,
     contains_word_starting,
     has_three_words,
+    in_selected,
     starts_with,
 )
 from adapter.store.records import apply_child
@@ -216,15 +217,16 @@ def _name_matches(value: str, modifier: str | None, which: str) -> list[Any]:
 def _name_condition(criterion: Criterion, which: str) -> Any:
     """Return a condition matching any of a child's names on family, given or either.
 
-    ``child.id IN (names matched)``, not a correlated ``EXISTS``: the planner starts from the
-    names' indexes and looks the children up by primary key (keeping the page's id order),
-    where with ``EXISTS`` SQLite walks every child and probes its names. Each way a name can
+    The children's ids among the names matched (``in_selected``), not a correlated ``EXISTS``:
+    the databases find the names from their indexes first and look up only the page's children
+    by primary key, in id order, where with ``EXISTS`` SQLite walks every child and probes its
+    names, and PostgreSQL walks the children in id order until the page is full. Each way a name can
     match is its own SELECT of the ``UNION ALL``, so that each is answered from its own index
     (docs/scale.md "Search").
     """
     matches = [select(ChildName.child_id).where(match) for value in criterion.values
                for match in _name_matches(value, criterion.modifier, which)]
-    return Child.id.in_(matches[0] if len(matches) == 1 else union_all(*matches))
+    return in_selected(Child.id, matches[0] if len(matches) == 1 else union_all(*matches))
 
 
 def _identifier_condition(value: str, caller: Caller) -> Any:
@@ -297,7 +299,7 @@ def _postcode_condition(value: str, caller: Caller) -> Any:
     postcode = aliased(Child)
     stored = func.replace(postcode.address_postcode, literal_column("' '"), literal_column("''"))
     matched = select(postcode.id).where(starts_with(stored, compact))
-    return and_(Child.id.in_(matched), hidden_unless(caller))
+    return and_(in_selected(Child.id, matched), hidden_unless(caller))
 
 
 def _organization_condition(value: str, modifier: str | None) -> Any:
