@@ -111,12 +111,12 @@ class InSelected(ColumnElement[bool]):
     type = Boolean()
     _is_implicitly_boolean = True
 
-    def __init__(self, expression: Any, selected: Select[Any] | CompoundSelect) -> None:
+    def __init__(self, expression: Any, selected: Select[Any] | CompoundSelect[Any]) -> None:
         self.operand = expression
         self.selected = selected
 
 
-def in_selected(expression: Any, selected: Select[Any] | CompoundSelect) -> InSelected:
+def in_selected(expression: Any, selected: Select[Any] | CompoundSelect[Any]) -> InSelected:
     """Return the condition ``expression`` is among the values ``selected`` returns, written
     so that each database finds the values first, from their index, and then walks the page's
     rows in ``expression``'s order, stopping at the page's end."""
