@@ -169,3 +169,30 @@ def test_postcode_identifier_birthdate_and_pages_use_indexes(
     query = following.split("?", 1)[1]
     primary_key = "INTEGER PRIMARY KEY" if demo.is_sqlite else "pk_child"
     assert_indexed(demo, page_plan(demo, client, callers.la, query), primary_key)
+
+
+def test_given_names_match_on_every_word(demo: Database, client: FlaskClient,
+                                         callers: Callers) -> None:
+    """The indexed given-name search finds a name by the start of any of its words, the
+    first, second or a later one (FHIR R4 search.html#string), and ``:exact`` only a whole
+    given name."""
+    with demo.write_transaction() as session:
+        child = session.scalars(select(Child).where(Child.record_status == "live",
+                                                    ~Child.shielded).order_by(Child.id)).first()
+        assert child is not None
+        name = child.names[0]
+        name.given = ["Zanna", "Zbeth Zcarys", "Zdora"]
+        name.given_norm = "zanna zbeth zcarys zdora"
+        wanted = child.resource_id
+
+    def found(query: str) -> bool:
+        answer = client.get(f"/fhir/Patient?{query}&_count=100", headers=callers.admin)
+        assert answer.status_code == 200
+        return wanted in {e["resource"]["id"] for e in answer.get_json().get("entry", [])}
+
+    for word in ("zan", "zbe", "zca", "zdo", "ZDORA", "zbeth zc"):
+        assert found(f"given={word}"), word
+        assert found(f"name={word}"), word
+    assert found("given:exact=Zbeth%20Zcarys") and found("given:exact=Zdora")
+    assert not found("given:exact=Zbeth") and not found("given=anna") \
+        and not found("given=zbethz")
