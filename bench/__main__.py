@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 # Order: cheapest first, so a run interrupted late still printed the quick figures.
-ORDER = ["mapping", "fhir_xml", "directory_xml", "bulk_import", "http", "notify", "scale"]
+ORDER = ["mapping", "fhir_xml", "directory_xml", "bulk_import", "search", "http", "notify",
+         "scale"]
 
 
 def modules(names: list[str]) -> list[str]:

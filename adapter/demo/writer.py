@@ -27,6 +27,7 @@ from adapter.demo.world import (
     resolve_authority,
 )
 from adapter.models import Base
+from adapter.store.statistics import refresh_statistics
 
 log = logging.getLogger(__name__)
 
@@ -186,14 +187,8 @@ def load_demo_data(db: Database, *, children: int, authorities: int, seed: int,
 
 
 def analyze(db: Database) -> None:
-    """Refresh the planner's statistics after a bulk load: without them PostgreSQL plans a
-    search page over a freshly loaded table as if it were empty (postgresql.org/docs/current/
-    sql-analyze.html), and SQLite's planner has no ``sqlite_stat1`` to choose indexes by."""
-    # PostgreSQL: the tables written, by name (a bare ANALYZE visits every schema of the
-    # database and waits on every other session's locks); SQLite: the file, which is ours.
-    names = ", ".join(f'"{name}"' for name in ALL_TABLES)
-    with db.write_engine.begin() as connection:
-        connection.exec_driver_sql("ANALYZE" if db.is_sqlite else f"ANALYZE {names}")
+    """Refresh the planner's statistics of the tables written (``refresh_statistics``)."""
+    refresh_statistics(db, ALL_TABLES)
 
 
 def _batch_sizes(total: int) -> Iterator[int]:

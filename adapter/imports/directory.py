@@ -50,6 +50,7 @@ from adapter.directory.writer import ImportOutcome
 from adapter.errors import BadRequest, GatewayError
 from adapter.models.canonical import Canonical
 from adapter.security.caller import Caller
+from adapter.store.statistics import analyzed_after
 
 log = logging.getLogger(__name__)
 
@@ -133,11 +134,18 @@ def _groups(items: Items, kind: ImportKind,
 def run_import(db: Database, items: Items, caller: Caller, kind: ImportKind, *,
                batch_size: int = BATCH_SIZE, detail: str = "directory XML import",
                ) -> Iterator[ImportOutcome]:
-    """Apply a stream of read records in batches; yield one outcome per record, in order.
+    """Apply a stream of read records in batches; yield one outcome per record, in order;
+    a large import refreshes the planner's statistics at its end (``analyzed_after``).
 
     :raises BadRequest: the document stops being a readable batch; the records before that
         point have been applied and their outcomes yielded.
     """
+    yield from analyzed_after(db, _applied(db, items, caller, kind, batch_size, detail))
+
+
+def _applied(db: Database, items: Items, caller: Caller, kind: ImportKind, batch_size: int,
+             detail: str) -> Iterator[ImportOutcome]:
+    """Apply the records batch by batch; yield one outcome per record, in order."""
     for group in _groups(items, kind, batch_size):
         pending = [item for item in group if isinstance(item, Pending)]
         done = apply_batch(db, caller, pending, kind, detail) if pending else {}

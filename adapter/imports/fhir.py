@@ -34,6 +34,7 @@ from adapter.fhir.transaction import Entry, run_batch, run_transaction
 from adapter.imports.directory import CONFLICT, DB_ERRORS
 from adapter.security.access import require_scope
 from adapter.security.caller import Caller
+from adapter.store.statistics import analyzed_after
 
 # The order in which NDJSON resources are applied: each after what it refers to
 # (adapter/fhir/registry.py).
@@ -187,6 +188,11 @@ def apply_bundle(bundle: dict[str, Any], caller: Caller) -> Iterator[ImportOutco
 
     :raises BadRequest: not a Bundle, or a transaction/batch entry without a request.
     """
+    yield from analyzed_after(get_db(), _bundle_outcomes(bundle, caller))
+
+
+def _bundle_outcomes(bundle: dict[str, Any], caller: Caller) -> Iterator[ImportOutcome]:
+    """Apply a Bundle as ``apply_bundle`` says; yield outcomes."""
     if bundle.get("resourceType") != "Bundle":
         raise BadRequest("not a FHIR Bundle")
     kind = bundle.get("type")
@@ -282,7 +288,13 @@ def _resources_of(paths: list[Path], wanted: str | None, rejected: list[ImportOu
 
 def apply_ndjson(paths: list[Path], caller: Caller) -> Iterator[ImportOutcome]:
     """Apply the resources of NDJSON files in reference order; yield their outcomes (the
-    position counts lines over the files in the order given)."""
+    position counts lines over the files in the order given); a large import refreshes the
+    planner's statistics at its end (``analyzed_after``)."""
+    yield from analyzed_after(get_db(), _ndjson_outcomes(paths, caller))
+
+
+def _ndjson_outcomes(paths: list[Path], caller: Caller) -> Iterator[ImportOutcome]:
+    """Apply the resources of NDJSON files as ``apply_ndjson`` says; yield their outcomes."""
     with tempfile.TemporaryDirectory() as folder:
         roles = RoleIndex(folder)
         try:

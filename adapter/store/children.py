@@ -11,8 +11,18 @@ from contextlib import contextmanager
 from typing import Any, Final
 
 from flask import current_app
-from sqlalchemy import Select, and_, bindparam, exists, func, or_, select
-from sqlalchemy.orm import Session, joinedload, selectinload
+from sqlalchemy import (
+    Select,
+    and_,
+    bindparam,
+    exists,
+    func,
+    literal_column,
+    or_,
+    select,
+    union_all,
+)
+from sqlalchemy.orm import Session, aliased, joinedload, selectinload
 
 from adapter import identifiers, systems
 from adapter.errors import BadRequest, Conflict, Gone, NotFound, issue
@@ -59,7 +69,13 @@ from adapter.store.organisations import (
     stored_organisation,
     write_errors,
 )
-from adapter.store.prefix import starts_with
+from adapter.store.prefix import (
+    after_first_word,
+    contains_word_starting,
+    has_three_words,
+    in_selected,
+    starts_with,
+)
 
 GENDER_CODES: Final = {"male": "1", "female": "2", "other": "9", "unknown": "X"}
 MANAGING: Final = "Patient.managingOrganization"
@@ -149,26 +165,55 @@ def _string_condition(column: Any, value: str, modifier: str | None) -> Any:
     return starts_with(column, normalise_name(value))
 
 
-def _exact_name(value: str, which: str) -> Any:
+def _given_words(value: str) -> list[Any]:
+    """Return conditions, each answered from an index, of which one holds when a word of a
+    child's given names starts with ``value`` (FHIR R4 search.html#string: any given name
+    matches): the first word (``ix_child_name_given_prefix``), the second
+    (``ix_child_name_given_rest``) or a later one of names of three words or more (the
+    partial index ``ix_child_name_given_many``, a few names only)."""
+    key = normalise_name(value)
+    return [starts_with(ChildName.given_norm, key),
+            starts_with(after_first_word(ChildName.given_norm), key),
+            and_(has_three_words(ChildName.given_norm),
+                 contains_word_starting(ChildName.given_norm, key))]
+
+
+def _exact_names(value: str, which: str) -> list[Any]:
     """Return ``:exact`` on a child's names: the stored name, case and accents included
-    (FHIR R4 search.html#string), narrowed by the normalised family name's index."""
-    family = and_(ChildName.family_norm == normalise_name(value), ChildName.family == value)
-    given = given_match(value, "exact", ChildName.given)
-    return {"family": family, "given": given}.get(which, or_(family, given))
+    (FHIR R4 search.html#string), narrowed by the normalised names' indexes."""
+    family = [and_(ChildName.family_norm == normalise_name(value), ChildName.family == value)]
+    exact_given = given_match(value, "exact", ChildName.given)
+    given = [and_(word, exact_given) for word in _given_words(value)]
+    return {"family": family, "given": given}.get(which, family + given)
+
+
+def _name_matches(value: str, modifier: str | None, which: str) -> list[Any]:
+    """Return the conditions on ChildName of which one holds when a name matches ``value``."""
+    if modifier == "exact":
+        return _exact_names(value, which)
+    if modifier == "contains":
+        family = [_string_condition(ChildName.family_norm, value, modifier)]
+        given = [_string_condition(ChildName.given_norm, value, modifier),
+                 contains_word_starting(ChildName.given_norm, normalise_name(value))]
+    else:
+        family = [starts_with(ChildName.family_norm, normalise_name(value))]
+        given = _given_words(value)
+    return {"family": family, "given": given}.get(which, family + given)
 
 
 def _name_condition(criterion: Criterion, which: str) -> Any:
-    """Return a condition matching any of a child's names on family, given or either."""
-    options = []
-    for value in criterion.values:
-        if criterion.modifier == "exact":
-            options.append(_exact_name(value, which))
-            continue
-        family = _string_condition(ChildName.family_norm, value, criterion.modifier)
-        given = or_(_string_condition(ChildName.given_norm, value, criterion.modifier),
-                    ChildName.given_norm.like(f"% {normalise_name(value)}%"))
-        options.append({"family": family, "given": given}.get(which, or_(family, given)))
-    return exists().where(ChildName.child_id == Child.id, or_(*options))
+    """Return a condition matching any of a child's names on family, given or either.
+
+    The children's ids among the names matched (``in_selected``), not a correlated ``EXISTS``:
+    the databases find the names from their indexes first and look up only the page's children
+    by primary key, in id order, where with ``EXISTS`` SQLite walks every child and probes its
+    names, and PostgreSQL walks the children in id order until the page is full. Each way a name can
+    match is its own SELECT of the ``UNION ALL``, so that each is answered from its own index
+    (docs/scale.md "Search").
+    """
+    matches = [select(ChildName.child_id).where(match) for value in criterion.values
+               for match in _name_matches(value, criterion.modifier, which)]
+    return in_selected(Child.id, matches[0] if len(matches) == 1 else union_all(*matches))
 
 
 def _identifier_condition(value: str, caller: Caller) -> Any:
@@ -234,9 +279,14 @@ def _postcode_condition(value: str, caller: Caller) -> Any:
     if not compact.isalnum():
         raise BadRequest("address-postalcode takes letters and digits.",
                          expression="address-postalcode")
-    # The expression of the index ix_child_postcode_prefix (migration 0010), so it is used.
-    stored = func.replace(Child.address_postcode, " ", "")
-    return and_(starts_with(stored, compact), hidden_unless(caller))
+    # The expression of the index ix_child_postcode_prefix (migration 0010), constants inline
+    # (a bound parameter is not the index's expression), so it is used;
+    # as ids matched first (like the names, _name_condition), so that SQLite does not walk the
+    # children in id order to fill a page of a postcode few of them have.
+    postcode = aliased(Child)
+    stored = func.replace(postcode.address_postcode, literal_column("' '"), literal_column("''"))
+    matched = select(postcode.id).where(starts_with(stored, compact))
+    return and_(in_selected(Child.id, matched), hidden_unless(caller))
 
 
 def _organization_condition(value: str, modifier: str | None) -> Any:

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Boolean
+from sqlalchemy import Boolean, CompoundSelect, Select, String
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.expression import ColumnElement, literal
+from sqlalchemy.sql.expression import ColumnElement, literal, literal_column
 
 _GLOB_SPECIAL = str.maketrans({"*": "[*]", "?": "[?]", "[": "[[]"})
+# The LIKE pattern of a value of three words or more (words of a normalised name are single
+# spaces apart: adapter.models.canonical.normalise_name).
+THREE_WORDS = "% % %"
 
 
 class StartsWith(ColumnElement[bool]):
@@ -24,6 +27,9 @@ class StartsWith(ColumnElement[bool]):
 
     inherit_cache = True
     type = Boolean()
+    # A comparison, not a boolean value: without this SQLAlchemy writes ``(... GLOB 'x*') = 1``
+    # on SQLite (no native boolean), and SQLite serves no such term from an index.
+    _is_implicitly_boolean = True
 
     def __init__(self, expression: Any, prefix: str) -> None:
         self.operand = expression
@@ -53,3 +59,84 @@ def _compile_glob(element: StartsWith, compiler: SQLCompiler, **kw: Any) -> str:
     """SQLite: GLOB, with its wildcards bracketed."""
     pattern = compiler.process(literal(element.prefix.translate(_GLOB_SPECIAL) + "*"), **kw)
     return f"({compiler.process(element.operand, **kw)} GLOB {pattern})"
+
+
+class AfterFirstWord(ColumnElement[str]):
+    """``expression`` from its second word on (the whole of it when it has one word)."""
+
+    inherit_cache = True
+    type = String()
+
+    def __init__(self, expression: Any) -> None:
+        self.operand = expression
+
+
+def after_first_word(expression: Any) -> AfterFirstWord:
+    """Return ``expression`` from its second word on: the expression of the indexes
+    ``ix_child_name_given_rest`` (migration 0015), written as they are (constants inline, so
+    that PostgreSQL matches the index's expression)."""
+    return AfterFirstWord(expression)
+
+
+@compiles(AfterFirstWord)
+def _compile_after_first_word(element: AfterFirstWord, compiler: SQLCompiler, **kw: Any) -> str:
+    """PostgreSQL: ``strpos`` finds the first space."""
+    operand = compiler.process(element.operand, **kw)
+    return f"substr({operand}, strpos({operand}, ' ') + 1)"
+
+
+@compiles(AfterFirstWord, "sqlite")
+def _compile_after_first_word_sqlite(element: AfterFirstWord, compiler: SQLCompiler,
+                                     **kw: Any) -> str:
+    """SQLite: ``instr`` finds the first space."""
+    operand = compiler.process(element.operand, **kw)
+    return f"substr({operand}, instr({operand}, ' ') + 1)"
+
+
+def has_three_words(expression: Any) -> Any:
+    """Return the condition ``expression`` has three words or more: the predicate of the
+    partial index ``ix_child_name_given_many`` (migration 0015), written as it is."""
+    return expression.like(literal_column(f"'{THREE_WORDS}'"))
+
+
+def contains_word_starting(expression: Any, prefix: str) -> Any:
+    """Return the condition a word of ``expression`` after its first starts with ``prefix``."""
+    return expression.like("% " + _like_pattern(prefix), escape="\\")
+
+
+class InSelected(ColumnElement[bool]):
+    """``expression`` is one of the values ``selected`` returns."""
+
+    inherit_cache = True
+    type = Boolean()
+    _is_implicitly_boolean = True
+
+    def __init__(self, expression: Any, selected: Select[Any] | CompoundSelect[Any]) -> None:
+        self.operand = expression
+        self.selected = selected
+
+
+def in_selected(expression: Any, selected: Select[Any] | CompoundSelect[Any]) -> InSelected:
+    """Return the condition ``expression`` is among the values ``selected`` returns, written
+    so that each database finds the values first, from their index, and then walks the page's
+    rows in ``expression``'s order, stopping at the page's end."""
+    return InSelected(expression, selected)
+
+
+@compiles(InSelected)
+def _compile_in_selected(element: InSelected, compiler: SQLCompiler, **kw: Any) -> str:
+    """PostgreSQL: ``= ANY (ARRAY (...))``, an InitPlan computed once: the primary key's
+    index then returns the rows in order, and the page stops at its end
+    (postgresql.org/docs/current/functions-comparisons.html). An ``IN (...)`` there becomes a
+    join, which for a page in id order PostgreSQL plans as a walk of the whole primary key
+    merged with the matches."""
+    selected = compiler.process(element.selected.scalar_subquery(), **kw)
+    return f"{compiler.process(element.operand, **kw)} = ANY (ARRAY{selected})"
+
+
+@compiles(InSelected, "sqlite")
+def _compile_in_selected_sqlite(element: InSelected, compiler: SQLCompiler, **kw: Any) -> str:
+    """SQLite: ``IN (...)``, whose values it gathers into a sorted list first and walks in
+    order (sqlite.org/optoverview.html "The IN operator")."""
+    selected = compiler.process(element.selected.scalar_subquery(), **kw)
+    return f"{compiler.process(element.operand, **kw)} IN {selected}"
