@@ -20,6 +20,7 @@ from adapter.db import Database
 from adapter.export.files import NdjsonFiles, ndjson_line
 from adapter.export.resources import (
     CHILD_TYPES,
+    REFERENCED_TYPES,
     assessment_resources,
     child_resources,
     references,
@@ -60,7 +61,7 @@ class NdjsonExport:
                 after, lines = page
                 for resource_type, batch in lines.items():
                     files.write(resource_type, batch)
-            for resource_type in ("Organization", "Practitioner"):
+            for resource_type in REFERENCED_TYPES:
                 self._referenced(files, resource_type)
         finally:
             files.close()
