@@ -70,8 +70,9 @@ def deliveries(session: Session, event_id: int) -> list[dict[str, Any]]:
 
 def deliver_final_notice(app: Flask, db: Database, event_id: int) -> list[dict[str, Any]]:
     """Deliver what is queued (the final notice) once, and return its deliveries."""
+    from adapter.http import settings_of
     from adapter.notify.dispatcher import Dispatcher
 
-    Dispatcher(app).run_once()
+    Dispatcher(settings_of(app), db).run_once()
     with db.sessions() as session:
         return deliveries(session, event_id)

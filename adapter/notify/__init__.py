@@ -11,7 +11,10 @@ IG for R4) delivered over rest-hook and MESH from a transactional outbox, and th
 
 from __future__ import annotations
 
-from flask import Flask
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 
 def init_app(app: Flask) -> None:

@@ -78,6 +78,7 @@ from adapter.store.children import (
 )
 from adapter.store.organisations import (
     Kind,
+    base,
     check_body_id,
     check_version,
     count_of,
@@ -167,7 +168,8 @@ def render_team(session: Session, child: Child, caller: Caller, action: str | No
     """Disclose, audit (as ``action``; None: a write's own record) and map a child's team;
     ``current`` is the child now when ``child`` is an earlier version (judged by both)."""
     disclosure = disclose_child(child, caller, current)
-    resource = mapping.child_to_careteam(disclosure.child, redacted=disclosure.redacted)
+    resource = mapping.child_to_careteam(disclosure.child, redacted=disclosure.redacted,
+                                         base=base())
     if action is not None:
         audit.record(session, action, resource_type="CareTeam", resource_id=str(resource["id"]),
                      child_ref=child.resource_id, override=disclosure.override, caller=caller)
@@ -179,11 +181,12 @@ def render_ecaf(session: Session, assessment: Assessment, caller: Caller,
                 action: str | None) -> Rendered:
     """Disclose, audit and map an eCAF Team Around the Child."""
     view, redacted = disclose_assessment(assessment, caller)
-    resource = mapping.assessment_to_careteam(view, redacted=redacted)
+    resource = mapping.assessment_to_careteam(view, redacted=redacted, base=base())
     if not may_see_lead(assessment, caller):  # the lead's PractitionerRole is withheld
         for participant in resource.get("participant", []):
             if _is_lead_participant(participant):
-                mapping.withhold_member(participant, assessment.child.managing_organisation)
+                mapping.withhold_member(participant, assessment.child.managing_organisation,
+                                        base=base())
     shielded = assessment.child.shielded
     if action is not None:
         audit.record(session, action, resource_type="CareTeam", resource_id=str(resource["id"]),
@@ -719,7 +722,8 @@ class CareTeamHandler:
         """
         if category_of(resource) == TEAM:
             notes = require_valid("CareTeam", resource)
-            child = subject_child(session, mapping.careteam_subject(resource), caller)
+            child = subject_child(session, mapping.careteam_subject(resource, base=base()),
+                                  caller)
             return self._write_team(session, child, resource, notes, caller, None, posted=True)
         return self._create_ecaf(session, resource, caller)
 
@@ -761,12 +765,12 @@ class CareTeamHandler:
         require_own_authority(child.managing_organisation, caller)
         check_shielding(child, caller)
         references.require_resolved(session, "CareTeam", resource, caller)
-        subject = mapping.careteam_subject(resource)
+        subject = mapping.careteam_subject(resource, base=base())
         if subject.resource_id not in (None, child.resource_id) or \
                 subject.contactpoint_id not in (None, child.contactpoint_id):
             raise Invalid("The subject of a child's team is that child.",
                           expression="CareTeam.subject")
-        incoming, _ignored = mapping.careteam_to_involvements(resource)
+        incoming, _ignored = mapping.careteam_to_involvements(resource, base=base())
         record, _builder = build_child(canonical_dump(child, meta=False))
         copies = list(record.involvements)
         stored = {inv.resource_id: copies[i] for i, inv in enumerate(child.involvements)}
@@ -809,7 +813,7 @@ class CareTeamHandler:
         :raises Forbidden: a shielded child without the right.
         """
         notes = require_valid("CareTeam", resource)
-        record, _ignored = mapping.careteam_to_assessment(resource)
+        record, _ignored = mapping.careteam_to_assessment(resource, base=base())
         child = subject_child(session, record.child, caller)
         check_shielding(child, caller)
         references.require_resolved(session, "CareTeam", resource, caller)

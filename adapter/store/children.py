@@ -9,11 +9,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar, Final
 
-from flask import current_app
 from sqlalchemy import Select, and_, bindparam, exists, func, or_, select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from adapter import identifiers
+from adapter import settings as settings_module
 from adapter.errors import (
     BadRequest,
     Conflict,
@@ -135,8 +135,8 @@ def load_child(session: Session, resource_id: str, caller: Caller) -> Child:
 
 
 def base() -> str:
-    """Return the canonical base of this server's own systems."""
-    return str(current_app.config["CANONICAL_BASE"])
+    """Return the canonical base of this server's own systems (the bound settings')."""
+    return settings_module.current().canonical_base
 
 
 def render_patient(session: Session, child: Child, caller: Caller,
@@ -149,7 +149,8 @@ def render_patient(session: Session, child: Child, caller: Caller,
         audit.record(session, action, resource_type="Patient", resource_id=child.resource_id,
                      child_ref=child.resource_id, override=disclosure.override, caller=caller)
         ledger.record_delivery(session, caller, child, action)
-    resource = mapping.child_to_patient(disclosure.child, redacted=disclosure.redacted)
+    resource = mapping.child_to_patient(disclosure.child, redacted=disclosure.redacted,
+                                       base=base())
     issues = [issue("warning", "suppressed", BREAK_GLASS)] if disclosure.override else []
     return Rendered(resource, child.version, child.last_updated, issues)
 
@@ -354,7 +355,7 @@ def _patient_record(session: Session, resource: dict[str, Any], caller: Caller,
     """
     notes = require_valid("Patient", resource)
     references.require_resolved(session, "Patient", resource, caller)
-    record, _ignored = mapping.patient_to_child(resource)
+    record, _ignored = mapping.patient_to_child(resource, base=base())
     _refer_to_stored(session, record)
     if not record.contactpoint_id:
         record.contactpoint_id = existing.contactpoint_id if existing else \
@@ -631,7 +632,7 @@ class PatientHandler:
         issues = validate_stored("Patient", resource, caller)
         if any(i["severity"] in ("error", "fatal") for i in issues):
             return issues
-        record, _ignored = mapping.patient_to_child(resource)
+        record, _ignored = mapping.patient_to_child(resource, base=base())
         if (record.record_status or "live") == "live":
             try:
                 require_within_age_rules(record.birth_date, record.death_date,

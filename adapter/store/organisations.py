@@ -16,13 +16,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Generic, TypeVar
 
-from flask import current_app
 from sqlalchemy import Select, String, and_, cast, false, func, or_, select
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from adapter import codes
+from adapter import settings as settings_module
 from adapter.errors import (
     BadRequest,
     Conflict,
@@ -69,8 +69,8 @@ CURRENT_ONLY: Final = ("Only the current version of {type}/{id} is kept (version
 
 
 def base() -> str:
-    """Return the canonical base of this server's own systems."""
-    return str(current_app.config["CANONICAL_BASE"])
+    """Return the canonical base of this server's own systems (the bound settings')."""
+    return settings_module.current().canonical_base
 
 
 def own_systems() -> systems.OwnSystems:
@@ -592,7 +592,8 @@ def organisation_condition(criterion: Criterion) -> Any:
 
 def render_organisation(org: Organisation) -> Rendered:
     """Return an organisation as its Organization."""
-    return Rendered(mapping.organisation_to_fhir(org), org.version, org.last_updated)
+    return Rendered(mapping.organisation_to_fhir(org, base=base()), org.version,
+                    org.last_updated)
 
 
 class OrganizationHandler(RecordHandler[Organisation]):
@@ -617,7 +618,7 @@ class OrganizationHandler(RecordHandler[Organisation]):
         :raises Invalid: not valid, or without a code this directory keys organisations by.
         """
         notes = require_valid("Organization", resource)
-        record, _ignored = mapping.organization_to_organisation(resource)
+        record, _ignored = mapping.organization_to_organisation(resource, base=base())
         if not organisation_codes(record):
             raise Invalid("An Organization needs an ODS code, a school URN or a GSS code.",
                           expression="Organization.identifier")
@@ -707,7 +708,8 @@ def practitioner_condition(criterion: Criterion) -> Any:
 
 def render_practitioner(person: Practitioner) -> Rendered:
     """Return a practitioner as its Practitioner."""
-    return Rendered(mapping.practitioner_to_fhir(person), person.version, person.last_updated)
+    return Rendered(mapping.practitioner_to_fhir(person, base=base()), person.version,
+                    person.last_updated)
 
 
 class PractitionerHandler(RecordHandler[Practitioner]):
@@ -736,7 +738,7 @@ class PractitionerHandler(RecordHandler[Practitioner]):
         :raises Forbidden: the caller is neither the employer nor an administrator.
         """
         notes = require_valid("Practitioner", resource)
-        record, _ignored = mapping.practitioner_from_fhir(resource)
+        record, _ignored = mapping.practitioner_from_fhir(resource, base=base())
         employer = (stored_organisation(session, record.organisation, "Practitioner.identifier")
                     if record.organisation is not None else None)
         require_practitioner_writer(employer, caller, "Practitioner.identifier")
