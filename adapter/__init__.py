@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask
+from adapter import settings as settings_module
 
-from adapter import config as config_module
+if TYPE_CHECKING:
+    from flask import Flask
 
 __all__ = ["create_app"]
 
@@ -17,15 +18,20 @@ __all__ = ["create_app"]
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Create the gateway's Flask application.
 
-    Settings come from defaults, then ``GATEWAY_*`` environment variables, then ``config``.
+    Its ``Settings`` come from defaults, then ``GATEWAY_*`` environment variables, then
+    ``config``; they are built here, once, and kept in ``app.extensions`` (read them in the
+    web layer with ``adapter.http.current_settings``).
     """
     from adapter import db, health, http, security
     from adapter.fhir.xml import dumps_resource
 
-    app = Flask(__name__, static_folder=None)
-    app.config.update(config_module.load(config))
-    logging.getLogger("adapter").setLevel(app.config["LOG_LEVEL"])
-    db.init_app(app)
+    settings = settings_module.load(config)
+    app = http.GatewayFlask(__name__, static_folder=None)
+    app.config = http.SettingsConfig(app, {**app.config, **(config or {}),
+                                           **settings.as_config()})
+    app.extensions["settings"], app.config.changed = settings, False
+    logging.getLogger("adapter").setLevel(settings.log_level)
+    db.init_app(app, settings)
     http.init_app(app, dumps_resource)
     security.init_app(app)
     health.init_app(app)

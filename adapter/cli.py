@@ -1,4 +1,8 @@
-"""The ``contactpoint-gateway`` command line, built on Flask's click group."""
+"""The ``contactpoint-gateway`` command line, built on Flask's click group.
+
+A command that needs the web app (``with_appcontext``) gets it built once; one that needs only
+the settings and the database (``dispatch``, the phase check) gets them from
+:func:`command_runtime`, without building the app (docs/architecture.md "Settings")."""
 
 from __future__ import annotations
 
@@ -11,7 +15,8 @@ from flask import Flask, current_app
 from flask.cli import FlaskGroup, ScriptInfo, with_appcontext
 
 from adapter import create_app
-from adapter.db import get_db
+from adapter import settings as settings_module
+from adapter.db import Database, connect, get_db
 from adapter.decommission.gate import command_refusal, skipped
 from adapter.security.policy.phase import (
     ALWAYS,
@@ -20,6 +25,9 @@ from adapter.security.policy.phase import (
     command_kind,
     declared_phase,
 )
+from adapter.settings import Settings
+
+_RUNTIME = "contactpoint_gateway.runtime"
 
 
 def _create_app() -> Flask:
@@ -73,10 +81,8 @@ def _phase_allows(name: str, declared: CommandPhase, params: dict[str, Any]) -> 
     """
     from adapter.decommission.phases import read_plan
 
-    context = click.get_current_context()
-    if not current_app:
-        context.with_resource(context.ensure_object(ScriptInfo).load_app().app_context())
-    plan = read_plan(get_db())  # not the per-process cache: a command runs once, on the latest
+    _settings, db = command_runtime()
+    plan = read_plan(db)  # not the per-process cache: a command runs once, on the latest
     refusal = command_refusal(name, declared, plan)
     if refusal is None:
         return True
@@ -84,6 +90,29 @@ def _phase_allows(name: str, declared: CommandPhase, params: dict[str, Any]) -> 
         click.echo(skipped(name, declared.skip_flag, plan))
         return False
     raise CommandRefused(refusal)
+
+
+def command_runtime() -> tuple[Settings, Database]:
+    """Return the settings and database of the running command, made once per command line:
+    the app's when one is running or the caller supplied one (tests pass a ``ScriptInfo``),
+    else built from the environment without the web app."""
+    context = click.get_current_context()
+    meta = context.meta
+    if _RUNTIME not in meta:
+        info = context.ensure_object(ScriptInfo)
+        if current_app or info.create_app is not _create_app:
+            from adapter.http import settings_of
+
+            app: Flask = info.load_app() if not current_app \
+                else current_app._get_current_object()  # type: ignore[attr-defined]
+            meta[_RUNTIME] = (settings_of(app), app.extensions["db"])
+        else:
+            settings = settings_module.load()
+            db = connect(settings)
+            context.find_root().call_on_close(db.close)
+            meta[_RUNTIME] = (settings, db)
+    runtime: tuple[Settings, Database] = meta[_RUNTIME]
+    return runtime
 
 
 @click.group(cls=PhaseGroup, create_app=_create_app, add_default_commands=False,
@@ -97,14 +126,12 @@ def main() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", type=int, default=None, help="Port (default GATEWAY_PORT).")
 @click.option("--workers", type=int, default=None, help="Workers (default GATEWAY_WORKERS).")
-@with_appcontext
 def serve_command(host: str, port: int | None, workers: int | None) -> None:
     """Serve the gateway with gunicorn."""
     from adapter.server import serve
 
-    settings = current_app.config
-    serve(host, port or settings["PORT"], workers or settings["WORKERS"],
-          settings["MAX_HEADER_BYTES"])
+    settings, _db = command_runtime()
+    serve(host, port or settings.port, workers or settings.workers, settings.max_header_bytes)
 
 
 @main.group("db")

@@ -1,4 +1,7 @@
-"""Database engine and sessions from ``GATEWAY_DATABASE_URL``; migrations with Alembic."""
+"""Database engine and sessions from ``GATEWAY_DATABASE_URL``; migrations with Alembic.
+
+Flask is imported only by the web layer's ``get_db`` at the end.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +10,18 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alembic import command
 from alembic.config import Config
-from flask import Flask, current_app
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+from adapter.settings import Settings
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -158,12 +165,20 @@ def alembic_config() -> Config:
     return config
 
 
-def init_app(app: Flask) -> None:
-    """Attach a Database for ``GATEWAY_DATABASE_URL`` to ``app``."""
-    app.extensions["db"] = Database(app.config["DATABASE_URL"])
+def connect(settings: Settings) -> Database:
+    """Return the Database of ``settings`` (``GATEWAY_DATABASE_URL``): what the app factory
+    and the command line processes open."""
+    return Database(settings.database_url)
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    """Attach the Database of ``settings`` to ``app`` (web layer)."""
+    app.extensions["db"] = connect(settings)
 
 
 def get_db() -> Database:
-    """Return the current application's Database."""
+    """Return the current application's Database (web layer and commands run in an app)."""
+    from flask import current_app
+
     db: Database = current_app.extensions["db"]
     return db

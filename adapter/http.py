@@ -16,11 +16,14 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import orjson
-from flask import Flask, Response, current_app, request
+from flask import Config, Flask, Response, current_app, request
+from flask.ctx import AppContext
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
+from adapter import settings as settings_module
 from adapter.errors import GatewayError, Moved, NotAcceptable, issue, operation_outcome
+from adapter.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +85,76 @@ def public_base() -> str:
     """Return the absolute base URL of this server as configured, never the request's
     ``Host``: a client chooses the Host it sends, so it must not choose the token audience,
     the SMART endpoints or the links the gateway writes (RFC 9110 section 7.2; RFC 8707)."""
-    return configured_base(current_app.config)
+    return current_settings().public_base
+
+
+class SettingsConfig(Config):
+    """``app.config`` that keeps the app's ``Settings`` in step with it: the app factory
+    builds them once; a setting changed afterwards (tests do) gives the app new Settings,
+    built from the config at the next :func:`settings_of`."""
+
+    def __init__(self, app: Flask, values: Mapping[str, Any]) -> None:
+        super().__init__(app.root_path, dict(values))
+        self.changed = True
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        self.changed = True
+
+    def __delitem__(self, key: str) -> None:
+        super().__delitem__(key)
+        self.changed = True
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        """Update the values (as ``dict.update``)."""
+        super().update(*args, **kwargs)
+        self.changed = True
+
+
+def settings_of(app: Flask) -> Settings:
+    """Return ``app``'s Settings (rebuilt from ``app.config`` if it changed since)."""
+    config = app.config
+    if isinstance(config, SettingsConfig) and config.changed:
+        config.changed = False
+        app.extensions["settings"] = Settings.from_mapping(config)
+    settings: Settings = app.extensions["settings"]
+    return settings
+
+
+class SettingsAppContext(AppContext):
+    """An application context that binds its app's settings for the code it runs
+    (``adapter.settings.current``: the storage layer reads them there, never Flask)."""
+
+    def __init__(self, app: Flask) -> None:
+        super().__init__(app)
+        self.settings_tokens: list[Any] = []  # a context may be pushed more than once
+
+    def push(self) -> None:
+        """Push the context and bind the app's settings."""
+        super().push()
+        app = self.app
+        self.settings_tokens.append(settings_module.bind(lambda: settings_of(app)))
+
+    def pop(self, *exc: Any) -> None:
+        """Pop the context (``exc`` as ``AppContext.pop``), then unbind its settings."""
+        try:
+            super().pop(*exc)
+        finally:
+            settings_module.unbind(self.settings_tokens.pop())
+
+
+class GatewayFlask(Flask):
+    """The gateway's Flask app: its application contexts bind its settings."""
+
+    def app_context(self) -> AppContext:
+        """Return a new application context binding this app's settings."""
+        return SettingsAppContext(self)
+
+
+def current_settings() -> Settings:
+    """Return the Settings of the app handling the request (or command): the web layer's one
+    way to read them; everything below it is passed them."""
+    return settings_of(current_app)
 
 
 def fhir_path(path: str) -> bool:

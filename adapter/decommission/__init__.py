@@ -15,9 +15,10 @@ Tasks, reminders and escalation, eCAF re-keying, destruction and its certificate
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask
+if TYPE_CHECKING:
+    from flask import Flask
 
 
 def init_app(app: Flask) -> None:

@@ -10,7 +10,6 @@ from typing import Any, Final
 
 import click
 import orjson
-from flask import current_app
 from flask.cli import with_appcontext
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet
@@ -29,6 +28,14 @@ from adapter.errors import GatewayError, NotFound
 from adapter.models.base import utcnow
 from adapter.security.keys import service_key
 from adapter.security.policy.phase import command_kind
+from adapter.settings import Settings
+
+
+def command_settings() -> Settings:
+    """Return the running command's settings (``adapter.cli.command_runtime``)."""
+    from adapter.cli import command_runtime
+
+    return command_runtime()[0]
 
 
 def _fail(exc: GatewayError) -> click.ClickException:
@@ -66,17 +73,17 @@ def plan_command(last_use: str, switch_off: str, destroy_by: str | None,
     :raises click.ClickException: invalid dates, a timetable that does not give holders their
         time (without --drill), or already switched off.
     """
-    settings = current_app.config
+    settings = command_settings()
     try:
         timetable = make_timetable(last_use, switch_off, destroy_by,
-                                   settings["DECOMMISSION_TIME_ZONE"],
-                                   settings["DECOMMISSION_SWITCH_OFF_TIME"])
+                                   settings.decommission_time_zone,
+                                   settings.decommission_switch_off_time)
         with get_db().write_transaction() as session:
             plan = save_plan(session, timetable,
-                             reminder_days or settings["DECOMMISSION_REMINDER_DAYS"],
-                             settings["DECOMMISSION_ESCALATE_DAYS"] if escalate_days is None
+                             reminder_days or settings.decommission_reminder_days,
+                             settings.decommission_escalate_days if escalate_days is None
                              else escalate_days,
-                             min_days=int(settings["DECOMMISSION_MIN_PURGE_DAYS"]), drill=drill)
+                             min_days=settings.decommission_min_purge_days, drill=drill)
             text = timetable_text(view(plan))
     except GatewayError as exc:
         raise _fail(exc) from exc
@@ -274,7 +281,7 @@ def destroy_command(yes: bool, override: str | None) -> None:
     """
     if not yes:
         raise click.ClickException("Destruction cannot be undone: confirm with --yes.")
-    instance, db, now = current_app.config["INSTANCE_PATH"], get_db(), utcnow()
+    instance, db, now = command_settings().instance_path, get_db(), utcnow()
     try:
         done = destroy(db, instance, now, override)
         done.finished = utcnow()
@@ -294,7 +301,7 @@ def _key(jwks_file: str | None) -> ECKey:
     :raises click.ClickException: the file holds no EC key.
     """
     if jwks_file is None:
-        return service_key(current_app.config["INSTANCE_PATH"])
+        return service_key(command_settings().instance_path)
     try:
         key = KeySet.import_key_set(orjson.loads(Path(jwks_file).read_bytes())).keys[0]
     except (OSError, orjson.JSONDecodeError, JoseError, KeyError, IndexError, ValueError) as exc:
@@ -318,7 +325,7 @@ def verify_command(file: str | None, jwks_file: str | None) -> None:
     :raises click.ClickException: it does not verify.
     """
     path = Path(file) if file else certificate_folder(
-        current_app.config["INSTANCE_PATH"]) / "certificate.json"
+        command_settings().instance_path) / "certificate.json"
     try:
         verified = verify_certificate(path.read_bytes(), _key(jwks_file))
     except (OSError, CertificateError) as exc:

@@ -16,10 +16,10 @@ from __future__ import annotations
 import uuid
 from typing import Final
 
-from flask import current_app
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from adapter import settings as settings_module
 from adapter.errors import NotFound
 from adapter.models import Client, Event, PurgeTask, Subscription, SubscriptionLane
 from adapter.models.notify import PURGE_TOPIC
@@ -44,7 +44,7 @@ def checked_contact(contact: str) -> str:
     :raises Invalid: anything else.
     """
     text = contact.strip()
-    return _endpoint(channel_of(text), text, bool(current_app.config["NOTIFY_ALLOW_HTTP"]))
+    return _endpoint(channel_of(text), text, settings_module.current().notify_allow_http)
 
 
 def set_contact(session: Session, client_id: str, contact: str | None) -> Client:
@@ -83,7 +83,7 @@ def contact_subscription(session: Session, client: Client) -> Subscription | Non
         filters={}, filter_text=[], status="requested", channel=channel_of(client.contact),
         endpoint=client.contact, payload="application/fhir+json", content="full-resource",
         headers=[], reason=MADE_BY_GATEWAY, events_since_start=0,
-        secret=seal(current_app.config["INSTANCE_PATH"], new_secret()),
+        secret=seal(settings_module.current().instance_path, new_secret()),
         start_event_id=session.scalar(select(func.max(Event.id))) or 0)
     session.add(subscription)
     session.flush()

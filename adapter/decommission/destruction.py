@@ -255,14 +255,13 @@ def _destroy_rows(db: Database, result: Destruction) -> None:
 def _say_last_word(db: Database, result: Destruction, now: dt.datetime) -> None:
     """Deliver the final notice, keep its deliveries with the plan, then end every
     subscription (``adapter.decommission.final_notice``)."""
-    from flask import current_app
+    from adapter import settings as settings_module
 
     with db.sessions() as session:
         plan = load_plan(session)
         event_id = int(((plan.certificate if plan else None) or {})
                        .get("pending", {}).get("noticeEvent") or 0)
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
-    result.final_notice = deliver_final_notice(app, db, event_id)
+    result.final_notice = deliver_final_notice(settings_module.current(), db, event_id)
     with db.write_transaction() as session:
         stored = load_plan(session, lock=True)
         if stored is not None and stored.certificate and "pending" in stored.certificate:

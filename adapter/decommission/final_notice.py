@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from flask import Flask
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
@@ -18,6 +17,7 @@ from adapter.db import Database
 from adapter.decommission.resources import instant
 from adapter.models import DeliveryAttempt, Event, Notification, Subscription
 from adapter.models.notify import NOTICE_TOPIC
+from adapter.settings import Settings
 
 
 def close_change_subscriptions(session: Session, now: dt.datetime) -> None:
@@ -68,10 +68,10 @@ def deliveries(session: Session, event_id: int) -> list[dict[str, Any]]:
     return found
 
 
-def deliver_final_notice(app: Flask, db: Database, event_id: int) -> list[dict[str, Any]]:
+def deliver_final_notice(settings: Settings, db: Database, event_id: int) -> list[dict[str, Any]]:
     """Deliver what is queued (the final notice) once, and return its deliveries."""
     from adapter.notify.dispatcher import Dispatcher
 
-    Dispatcher(app).run_once()
+    Dispatcher(settings, db).run_once()
     with db.sessions() as session:
         return deliveries(session, event_id)

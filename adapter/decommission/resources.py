@@ -12,8 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Final
 
-from flask import current_app, has_request_context
-
+from adapter import settings as settings_module
 from adapter.decommission.codes import (
     CHILD_COUNT_INPUT,
     CHILD_INPUT,
@@ -36,21 +35,14 @@ NDJSON: Final = "application/fhir+ndjson"
 
 
 def canonical_base() -> str:
-    """Return the canonical base of the service's own systems."""
-    return str(current_app.config["CANONICAL_BASE"])
+    """Return the canonical base of the service's own systems (the bound settings')."""
+    return settings_module.current().canonical_base
 
 
 def service_base() -> str:
-    """Return the absolute base URL of the server: ``GATEWAY_PUBLIC_URL``, the request's, or
-    where ``make run`` serves (CLI, outside a request)."""
-    configured = str(current_app.config["PUBLIC_URL"]).rstrip("/")
-    if configured:
-        return configured
-    if has_request_context():
-        from adapter.http import public_base
-
-        return public_base()
-    return f"http://127.0.0.1:{current_app.config['PORT']}"
+    """Return the absolute base URL of the server: ``GATEWAY_PUBLIC_URL``, else where ``make
+    run`` serves (``Settings.public_base``; never the request's ``Host``)."""
+    return settings_module.current().public_base
 
 
 def instant(moment: dt.datetime) -> str:

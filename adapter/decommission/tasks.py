@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from flask import current_app
 from sqlalchemy import func, insert, literal, or_, select
 from sqlalchemy.orm import Session
 
+from adapter import settings as settings_module
 from adapter.decommission.contact import contact_subscription
 from adapter.decommission.plan import PlanView, aware
 from adapter.decommission.resources import task_resource
@@ -45,7 +45,7 @@ def owner_organisation(session: Session, code: str) -> Organisation | None:
 def named_children(session: Session, task: PurgeTask) -> list[tuple[str, str | None]] | None:
     """Return (Patient id, ContactPoint ID) of each child a Task names, or None when there are
     more than the inline limit (the Task then refers to its NDJSON list)."""
-    if task.children > int(current_app.config["DECOMMISSION_INLINE_CHILDREN"]):
+    if task.children > settings_module.current().decommission_inline_children:
         return None
     return [(ref, cpid) for ref, cpid in iter_named(session, task)]
 

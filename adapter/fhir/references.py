@@ -27,13 +27,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
-from flask import has_app_context
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from adapter import settings as settings_module
 from adapter.errors import Invalid, issue
 from adapter.mapping.datatypes import read_organisation, read_patient, read_practitioner
-from adapter.mapping.fhir import canonical_base
 from adapter.mapping.transforms import Env
 from adapter.models import Assessment, Child, Involvement, TeamMember
 from adapter.security.caller import Caller
@@ -117,12 +116,12 @@ def _walk(value: Any, path: tuple[str, ...], where: str, site: Site) -> Iterator
 
 
 def own_base() -> str | None:
-    """Return this server's FHIR base (``GATEWAY_PUBLIC_URL``/fhir), None outside the app."""
-    if not has_app_context():
+    """Return this server's FHIR base (``GATEWAY_PUBLIC_URL``/fhir), None when no
+    settings are bound (``adapter.settings.current``)."""
+    try:
+        return settings_module.current().public_fhir_base
+    except LookupError:
         return None
-    from adapter.fhir.bundle import fhir_base
-
-    return fhir_base().rstrip("/")
 
 
 def _targets_text(site: Site) -> str:
@@ -268,7 +267,7 @@ def _own_systems() -> Any:
     """Return this service's identifier systems (for reading identifiers)."""
     from adapter.systems import OwnSystems
 
-    return OwnSystems(canonical_base())
+    return OwnSystems(settings_module.current().canonical_base)
 
 
 def _resolve(session: Session, env: Env, found: Found, caller: Caller) -> None:

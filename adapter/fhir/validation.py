@@ -9,10 +9,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from contextvars import ContextVar
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from flask import Flask, current_app
-
+from adapter import settings as settings_module
 from adapter.db import get_db
 from adapter.errors import Invalid, issue
 from adapter.fhir import conformance, references
@@ -21,6 +20,9 @@ from adapter.mapping import fhir as mapping
 from adapter.security.caller import Caller
 from adapter.systems import UKCORE_PROFILE_BASE
 from adapter.vendored import UK_CORE_DIR
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 UK_CORE_FOLDER: Final = UK_CORE_DIR
 
@@ -33,13 +35,13 @@ def profile_issues(resource: dict[str, Any], resource_type: str) -> list[dict[st
     return [issue(i.severity, i.code, i.message, i.expression) for i in found]
 
 
-def careteam_reverse(resource: dict[str, Any]) -> tuple[Any, list[str]]:
+def careteam_reverse(resource: dict[str, Any], *, base: str) -> tuple[Any, list[str]]:
     """Map a CareTeam back by its kind (eCAF Team Around the Child, or a child's team)."""
     codes = {c.get("code") for cat in resource.get("category") or []
              for c in cat.get("coding") or []}
     if "ecaf-tac" in codes:
-        return mapping.careteam_to_assessment(resource)
-    return mapping.careteam_to_involvements(resource)
+        return mapping.careteam_to_assessment(resource, base=base)
+    return mapping.careteam_to_involvements(resource, base=base)
 
 
 def mapping_issues(resource: dict[str, Any], resource_type: str) -> list[dict[str, Any]]:
@@ -47,7 +49,7 @@ def mapping_issues(resource: dict[str, Any], resource_type: str) -> list[dict[st
     what it would not keep, as issues."""
     reverse = attribute(reverse_maps()[resource_type])
     try:
-        _record, ignored = reverse(resource)
+        _record, ignored = reverse(resource, base=canonical_base())
     except Invalid as exc:
         return [issue("error", exc.issue_code, exc.message, exc.expression)]
     return [issue("information", "informational", f"Not kept: {path}.", path)
@@ -121,5 +123,5 @@ def init_app(app: Flask) -> None:
 
 
 def canonical_base() -> str:
-    """Return the configured canonical base."""
-    return str(current_app.config["CANONICAL_BASE"])
+    """Return the configured canonical base (the bound settings')."""
+    return settings_module.current().canonical_base

@@ -13,7 +13,8 @@ beside a Practitioner member, and ours are PractitionerRoles); inbound, each par
 organisation comes from its PractitionerRole, else from another system's ``onBehalfOf``, else
 the service layer resolves the member's PractitionerRole id (``adapter.mapping.participants``).
 
-The canonical base is the ``base`` argument, else the Flask app's ``CANONICAL_BASE``.
+The canonical base is the ``base`` argument every function takes (``Settings.canonical_base``,
+passed by the caller: nothing here reads the app).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 import orjson
-from flask import current_app, has_app_context
 from pydantic import ValidationError
 
 from adapter.config import PROJECT_ROOT
@@ -70,19 +70,17 @@ def compiled_mappings(base: str) -> dict[str, Compiled]:
     return {name: compile_mapping(spec, context) for name, spec in read_specs().items()}
 
 
-def canonical_base(base: str | None = None) -> str:
-    """Return the canonical base: ``base``, else the Flask app's ``CANONICAL_BASE``.
+def canonical_base(base: str) -> str:
+    """Return the canonical base ``base`` without its trailing slash.
 
-    :raises LookupError: no base given outside a Flask application context.
+    :raises LookupError: ``base`` is empty.
     """
-    if base:
-        return base.rstrip("/")
-    if has_app_context():
-        return str(current_app.config["CANONICAL_BASE"])
-    raise LookupError("no canonical base: pass base= or call within a Flask app context")
+    if not base:
+        raise LookupError("no canonical base: pass base= (Settings.canonical_base)")
+    return base.rstrip("/")
 
 
-def mapping(name: str, base: str | None = None) -> Compiled:
+def mapping(name: str, base: str) -> Compiled:
     """Return the compiled mapping ``name`` under the canonical base."""
     return compiled_mappings(canonical_base(base))[name]
 
@@ -95,27 +93,27 @@ def dumps(resource: Mapping[str, Any]) -> bytes:
 # --- outbound -----------------------------------------------------------------------------
 
 def child_to_patient(child: Child, *, redacted: bool = False,
-                     base: str | None = None) -> dict[str, Any]:
+                     base: str) -> dict[str, Any]:
     """Return the child's Patient (labelled REDACTED when the policy removed elements)."""
     return mapping("child_to_patient", base).forward(child, _REDACTED if redacted else None)
 
 
 def child_to_careteam(child: Child, *, redacted: bool = False,
-                      base: str | None = None) -> dict[str, Any]:
+                      base: str) -> dict[str, Any]:
     """Return the CareTeam of the practitioners and services working with the child."""
     return mapping("involvements_to_careteam", base).forward(
         child, _REDACTED if redacted else None)
 
 
 def assessment_to_careteam(assessment: Assessment, *, redacted: bool = False,
-                           base: str | None = None) -> dict[str, Any]:
+                           base: str) -> dict[str, Any]:
     """Return the CareTeam of an eCAF assessment's Team Around the Child."""
     return mapping("assessment_to_careteam", base).forward(
         assessment, _REDACTED if redacted else None)
 
 
 def withhold_member(participant: dict[str, Any], whom_to_ask: Organisation, *,
-                    base: str | None = None) -> None:
+                    base: str) -> None:
     """Remove a CareTeam participant's member (a PractitionerRole the caller may not see)
     and name whom to ask instead (the managing authority, docs/domain.md "Sensitive services") in
     ``onBehalfOf``: FHIR R4 invariant ctm-1 allows onBehalfOf when the member resolves to
@@ -125,31 +123,31 @@ def withhold_member(participant: dict[str, Any], whom_to_ask: Organisation, *,
     participant["onBehalfOf"] = organisation_reference(env, whom_to_ask)
 
 
-def organisation_to_fhir(org: Organisation, *, base: str | None = None) -> dict[str, Any]:
+def organisation_to_fhir(org: Organisation, *, base: str) -> dict[str, Any]:
     """Return an organisation as an Organization."""
     return mapping("organisation_to_organization", base).forward(org)
 
 
-def practitioner_to_fhir(person: Practitioner, *, base: str | None = None) -> dict[str, Any]:
+def practitioner_to_fhir(person: Practitioner, *, base: str) -> dict[str, Any]:
     """Return a practitioner as a Practitioner."""
     return mapping("practitioner_to_practitioner", base).forward(person)
 
 
 def involvement_to_practitionerrole(involvement: Involvement, *, redacted: bool = False,
-                                    base: str | None = None) -> dict[str, Any]:
+                                    base: str) -> dict[str, Any]:
     """Return an involvement as the PractitionerRole its CareTeam participant refers to."""
     return mapping("involvement_to_practitionerrole", base).forward(
         involvement, _REDACTED if redacted else None)
 
 
 def team_member_to_practitionerrole(member: TeamMember, *,
-                                    base: str | None = None) -> dict[str, Any]:
+                                    base: str) -> dict[str, Any]:
     """Return an eCAF Team Around the Child member as a PractitionerRole."""
     return mapping("team_member_to_practitionerrole", base).forward(member)
 
 
 def assessment_lead_to_practitionerrole(assessment: Assessment, *,
-                                        base: str | None = None) -> dict[str, Any]:
+                                        base: str) -> dict[str, Any]:
     """Return an eCAF assessment's lead professional as a PractitionerRole."""
     return mapping("assessment_lead_to_practitionerrole", base).forward(assessment)
 
@@ -190,14 +188,14 @@ def validate_resource(resource: Any, resource_type: str) -> dict[str, Any]:
 
 
 def _reverse(name: str, resource: Any, resource_type: str,
-             base: str | None) -> tuple[Any, Ignored]:
+             base: str) -> tuple[Any, Ignored]:
     """Validate ``resource`` and map it back with the mapping ``name``."""
     checked = validate_resource(resource, resource_type)
     obj, ignored = mapping(name, base).reverse(checked)
     return obj, ignored
 
 
-def patient_to_child(resource: Any, *, base: str | None = None) -> tuple[Child, Ignored]:
+def patient_to_child(resource: Any, *, base: str) -> tuple[Child, Ignored]:
     """Return a transient Child from a Patient, and the element paths not kept.
 
     :raises Invalid: the Patient is not valid or an element cannot be mapped.
@@ -208,7 +206,7 @@ def patient_to_child(resource: Any, *, base: str | None = None) -> tuple[Child, 
 
 def careteam_to_involvements(resource: Any,
                              practitioner_roles: Mapping[str, Any] | None = None, *,
-                             base: str | None = None) -> tuple[list[Involvement], Ignored]:
+                             base: str) -> tuple[list[Involvement], Ignored]:
     """Return a child's involvements from its CareTeam, and the element paths not kept.
 
     Each participant's PractitionerRole (``practitioner_roles`` by logical id, or contained in
@@ -230,7 +228,7 @@ def careteam_to_involvements(resource: Any,
     return involvements, ignored
 
 
-def careteam_subject(resource: Any, *, base: str | None = None) -> Child:
+def careteam_subject(resource: Any, *, base: str) -> Child:
     """Return a transient Child carrying the keys of a child's team CareTeam's subject.
 
     :raises Invalid: the CareTeam is not valid or its subject cannot be read.
@@ -240,7 +238,7 @@ def careteam_subject(resource: Any, *, base: str | None = None) -> Child:
 
 
 def careteam_to_assessment(resource: Any, practitioner_roles: Mapping[str, Any] | None = None,
-                           *, base: str | None = None) -> tuple[Assessment, Ignored]:
+                           *, base: str) -> tuple[Assessment, Ignored]:
     """Return a transient Assessment from an eCAF CareTeam, and the element paths not kept.
 
     The PractitionerRoles of the lead and the members (``practitioner_roles`` by logical id,
@@ -269,7 +267,7 @@ def _read_careteam(resource: Any, practitioner_roles: Mapping[str, Any] | None) 
     return read_team(validate_resource(resource, "CareTeam"), practitioner_roles)
 
 
-def _merge_role(part: Involvement | TeamMember, team: Team, base: str | None) -> Ignored:
+def _merge_role(part: Involvement | TeamMember, team: Team, base: str) -> Ignored:
     """Copy organisation, practitioner and contact from the PractitionerRole ``part`` refers
     to, when it is given; a contained one leaves ``part`` without an id (new)."""
     key = part.resource_id
@@ -289,7 +287,7 @@ def _merge_role(part: Involvement | TeamMember, team: Team, base: str | None) ->
     return ignored
 
 
-def _merge_lead(assessment: Assessment, team: Team, base: str | None) -> Ignored:
+def _merge_lead(assessment: Assessment, team: Team, base: str) -> Ignored:
     """Copy organisation, practitioner and contact from the lead's PractitionerRole, when
     it is given; a contained one leaves ``lead_role_id`` None."""
     key = assessment.lead_role_id
@@ -307,7 +305,7 @@ def _merge_lead(assessment: Assessment, team: Team, base: str | None) -> Ignored
 
 
 def organization_to_organisation(resource: Any, *,
-                                 base: str | None = None) -> tuple[Organisation, Ignored]:
+                                 base: str) -> tuple[Organisation, Ignored]:
     """Return a transient Organisation from an Organization, and the paths not kept.
 
     :raises Invalid: the resource is not valid or an element cannot be mapped.
@@ -317,7 +315,7 @@ def organization_to_organisation(resource: Any, *,
 
 
 def practitioner_from_fhir(resource: Any, *,
-                           base: str | None = None) -> tuple[Practitioner, Ignored]:
+                           base: str) -> tuple[Practitioner, Ignored]:
     """Return a transient Practitioner from a Practitioner, and the paths not kept.
 
     :raises Invalid: the resource is not valid or an element cannot be mapped.
@@ -327,7 +325,7 @@ def practitioner_from_fhir(resource: Any, *,
 
 
 def practitionerrole_to_involvement(resource: Any, *,
-                                    base: str | None = None) -> tuple[Involvement, Ignored]:
+                                    base: str) -> tuple[Involvement, Ignored]:
     """Return a transient Involvement from a PractitionerRole (without the CareTeam's
     indicators), and the paths not kept.
 
@@ -339,7 +337,7 @@ def practitionerrole_to_involvement(resource: Any, *,
 
 
 def practitionerrole_to_team_member(resource: Any, *,
-                                    base: str | None = None) -> tuple[TeamMember, Ignored]:
+                                    base: str) -> tuple[TeamMember, Ignored]:
     """Return a transient TeamMember from a PractitionerRole, and the paths not kept.
 
     :raises Invalid: the resource is not valid or an element cannot be mapped.

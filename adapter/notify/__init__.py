@@ -12,7 +12,10 @@ handed over goes into the delivery ledger (``adapter.security.ledger``).
 
 from __future__ import annotations
 
-from flask import Flask
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 
 def init_app(app: Flask) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 
 import click
-from flask import current_app
 from flask.cli import with_appcontext
 from sqlalchemy import Select, select, update
 
@@ -23,16 +22,19 @@ STATES = click.Choice(["pending", "delivered", "dead"])
 @click.option("--threads", type=int, default=None,
               help="Delivery threads (default GATEWAY_NOTIFY_THREADS).")
 @click.option("--once", is_flag=True, help="Deliver what is due now, then exit.")
-@with_appcontext
 def dispatch_command(threads: int | None, once: bool) -> None:
     """Deliver notifications until SIGTERM (then finish the current round and exit).
 
     Several may run at once on PostgreSQL; one on SQLite.
 
     \f
+    It builds the settings and the database, never the web app (``command_runtime``).
+
     :raises click.ClickException: another dispatcher runs on this SQLite database.
     """
-    dispatcher = Dispatcher(current_app._get_current_object())  # type: ignore[attr-defined]
+    from adapter.cli import command_runtime
+
+    dispatcher = Dispatcher(*command_runtime())
     try:
         with sole_sqlite_dispatcher(dispatcher.db):
             if once:

@@ -13,6 +13,7 @@ from typing import Any, Final
 from sqlalchemy import not_, select
 from sqlalchemy.orm import Session
 
+from adapter import settings as settings_module
 from adapter.mapping import fhir as mapping
 from adapter.models import Child, Client
 from adapter.models.notify import DIRECTORY_TOPIC, ECAF_TOPIC, Event
@@ -120,7 +121,8 @@ def _patient(session: Session, event: EventData, caller: Caller, base: str) -> R
     disclosure = disclose_child(child, caller)
     audit.record(session, "notify", resource_type="Patient", resource_id=child.resource_id,
                  child_ref=child.resource_id, override=disclosure.override, caller=caller)
-    patient = mapping.child_to_patient(disclosure.child, redacted=disclosure.redacted)
+    patient = mapping.child_to_patient(disclosure.child, redacted=disclosure.redacted,
+                                       base=settings_module.current().canonical_base)
     return Rendered([reference_entry(base, focus, event.action, patient)], [child.resource_id])
 
 

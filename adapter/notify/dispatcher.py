@@ -7,6 +7,9 @@ transaction: if the dispatcher dies, the lock goes with its connection and the r
 rolled back, so what it sent is sent again — at least once, with the same event numbers. On
 SQLite (one dispatcher, enforced with a lock file) the claim is in-process and the round is
 recorded in a second short transaction after sending, with the same effect on a crash.
+
+It is built from the gateway's ``Settings`` and a ``Database`` (``adapter.settings``,
+``adapter.db``), never from the web app: ``contactpoint-gateway dispatch`` runs without one.
 """
 
 from __future__ import annotations
@@ -19,22 +22,22 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from flask import Flask
 from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from adapter import settings as settings_module
 from adapter.db import Database
-from adapter.http import configured_base
 from adapter.models.base import utcnow
 from adapter.models.notify import Event
 from adapter.notify import fanout, lanes
 from adapter.notify.channels import Channel, Mesh, MeshSettings, RestHook
+from adapter.settings import Settings
 
 log = logging.getLogger(__name__)
 HEARTBEAT_SCAN = 1.0  # seconds between scans for heartbeats that are due
@@ -71,11 +74,6 @@ class DispatcherBusy(RuntimeError):
     """Another dispatcher already runs on this SQLite database."""
 
 
-def public_fhir_base(config: Mapping[str, Any]) -> str:
-    """Return the absolute FHIR base URL for notifications sent outside a request."""
-    return f"{configured_base(config)}/fhir"
-
-
 @contextlib.contextmanager
 def sole_sqlite_dispatcher(db: Database) -> Iterator[None]:
     """Hold an exclusive lock file beside a SQLite database while dispatching.
@@ -96,21 +94,23 @@ def sole_sqlite_dispatcher(db: Database) -> Iterator[None]:
 
 
 class Dispatcher:
-    """Delivers notifications for one app (its database and settings)."""
+    """Delivers the notifications queued in ``db`` as ``settings`` say."""
 
-    def __init__(self, app: Flask, *, clock: Callable[[], dt.datetime] = utcnow,
+    def __init__(self, settings: Settings, db: Database, *,
+                 clock: Callable[[], dt.datetime] = utcnow,
                  channels: dict[str, Channel] | None = None,
                  rng: random.Random | None = None) -> None:
-        self.app = app
-        self.db: Database = app.extensions["db"]
+        self.settings = settings
+        self.db = db
         self.clock = clock
-        self.policy = lanes.Policy.from_config(app.config)
+        config = settings.as_config()
+        self.policy = lanes.Policy.from_config(config)
         self.channels: dict[str, Channel] = {
-            "rest-hook": RestHook(allow_private=bool(app.config["NOTIFY_ALLOW_PRIVATE"])),
-            "mesh": Mesh(MeshSettings.from_config(app.config)),
+            "rest-hook": RestHook(allow_private=settings.notify_allow_private),
+            "mesh": Mesh(MeshSettings.from_config(config)),
             **(channels or {})}
         self.rng = rng or random.Random()  # noqa: S311 (jitter, not security)
-        self.base = public_fhir_base(app.config)
+        self.base = settings.public_fhir_base
         self._inflight: set[int] = set()
         self._claim_lock = threading.Lock()
         self._maintain_lock = threading.Lock()
@@ -163,9 +163,8 @@ class Dispatcher:
 
     def _settings(self) -> lanes.LoadSettings:
         """Return what loading lanes needs now."""
-        config = self.app.config
-        return lanes.LoadSettings(self.policy, self.base, config["CANONICAL_BASE"],
-                                  config["INSTANCE_PATH"], self.clock())
+        return lanes.LoadSettings(self.policy, self.base, self.settings.canonical_base,
+                                  self.settings.instance_path, self.clock())
 
     def deliver(self, work: lanes.Work) -> lanes.Result:
         """Send the work's groups in order, stopping at the first failure (or when asked to
@@ -284,7 +283,7 @@ class Dispatcher:
         fails is not tried again in this run); return how many notifications got through."""
         failed: set[int] = set()
         delivered = 0
-        with self.app.app_context(), self._closing():
+        with settings_module.bound(self.settings), self._closing():
             while self.maintain():
                 pass
             while (done := self.process_lanes(failed)) is not None:
@@ -303,7 +302,7 @@ class Dispatcher:
 
     def _loop(self) -> None:
         """One worker thread: maintain, deliver, and wait when there is nothing to do."""
-        with self.app.app_context():
+        with settings_module.bound(self.settings):
             while not self.stop.is_set():
                 try:
                     busy = self.maintain() > 0
@@ -320,7 +319,7 @@ class Dispatcher:
     def run(self, threads: int | None = None) -> None:
         """Run worker threads until ``stop`` is set (SIGTERM), then let them finish their
         current round."""
-        count = threads or int(self.app.config["NOTIFY_THREADS"])
+        count = threads or self.settings.notify_threads
         workers = [threading.Thread(target=self._loop, name=f"dispatch-{n}")
                    for n in range(max(count, 1))]
         with self._closing():

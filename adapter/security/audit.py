@@ -23,10 +23,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+import sys
 from collections.abc import Iterator
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from flask import Flask, Response, g, has_request_context, request
 from sqlalchemy import event, insert, select
 from sqlalchemy.orm import Session
 
@@ -35,6 +35,9 @@ from adapter.identifiers import InvalidIdentifier, validate_contactpoint_id
 from adapter.models import AuditRecord
 from adapter.models.base import utcnow
 from adapter.security.caller import Caller, anonymous, current_caller
+
+if TYPE_CHECKING:
+    from flask import Flask, Response
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +100,12 @@ _INSERT: Final = insert(AuditRecord.__table__)  # type: ignore[arg-type]
 
 
 def head_request() -> bool:
-    """Return True inside a ``HEAD`` request (the answer carries no body)."""
+    """Return True inside a ``HEAD`` request (the answer carries no body); without the web
+    layer loaded there is no request (the dispatcher runs without Flask)."""
+    if sys.modules.get("flask") is None:
+        return False
+    from flask import has_request_context, request
+
     return has_request_context() and request.method == "HEAD"
 
 
@@ -125,6 +133,8 @@ def _release_before_commit(session: Session) -> None:
 
 def record_refusal(response: Response) -> Response:
     """Record a refused (4xx) or failed (5xx) read as such (after_request)."""
+    from flask import request
+
     status = response.status_code
     if status < 400 or status == 429 or request.endpoint is None:
         return response
@@ -143,6 +153,8 @@ def record_refusal(response: Response) -> Response:
 
 def _write_refusal(resource_type: str | None, status: int) -> None:
     """Write the record of a refused or failed read in its own transaction."""
+    from flask import request
+
     from adapter.db import get_db
 
     endpoint = str(request.endpoint)
@@ -160,6 +172,8 @@ def _write_refusal(resource_type: str | None, status: int) -> None:
 def _target(status: int) -> str | None:
     """Return the id a refused read named, only when it may exist: a 404, 410 or phase
     refusal names no live child, and must not put its id back in the trail."""
+    from flask import request
+
     resource_id = (request.view_args or {}).get("resource_id")
     if not isinstance(resource_id, str) or not FHIR_ID.fullmatch(resource_id) \
             or status not in (401, 403) and status < 500:
@@ -170,6 +184,8 @@ def _target(status: int) -> str | None:
 def _refused_caller() -> Caller:
     """Return the caller of a refused request: the authenticated client, else the token's if
     it is valid (a phase refusal comes before authentication), else ``unauthenticated``."""
+    from flask import g, request
+
     who: Caller | None = g.get("caller")
     if who is not None:
         return who

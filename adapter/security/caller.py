@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Final
-
-from flask import g, has_request_context
 
 from adapter.security.scopes import Scope, scopes_grant
 
@@ -41,7 +40,12 @@ def anonymous(request_id: str | None = None) -> Caller:
 
 
 def current_caller() -> Caller | None:
-    """Return the caller of the current request, if authenticated."""
+    """Return the caller of the current request, if authenticated (None outside a request;
+    without the web layer loaded there is none: the dispatcher runs without Flask)."""
+    if sys.modules.get("flask") is None:
+        return None
+    from flask import g, has_request_context
+
     if not has_request_context():
         return None
     caller: Caller | None = g.get("caller")

@@ -10,7 +10,6 @@ from typing import Any, Final
 
 import click
 import orjson
-from flask import current_app
 from flask.cli import with_appcontext
 from joserfc import jwt
 from joserfc.jwk import ECKey
@@ -24,19 +23,25 @@ from adapter.security import audit
 from adapter.security import clients as registry
 from adapter.security.policy.phase import command_kind
 from adapter.security.tokens import ASSERTION_TYPE, TokenError, exchange_assertion
+from adapter.settings import Settings
+
+
+def command_settings() -> Settings:
+    """Return the running command's settings (``adapter.cli.command_runtime``)."""
+    from adapter.cli import command_runtime
+
+    return command_runtime()[0]
 
 
 def _keys_dir() -> Path:
     """Return the folder of demo clients' private keys under the instance folder."""
-    return Path(current_app.config["INSTANCE_PATH"]) / "keys"
+    return Path(command_settings().instance_path) / "keys"
 
 
 def _cli_base() -> str:
     """Return the base URL the server is reached at, as the CLI knows it: ``GATEWAY_PUBLIC_URL``,
     else ``http://127.0.0.1:<GATEWAY_PORT>`` (where ``make run`` serves)."""
-    base: str = current_app.config["PUBLIC_URL"] or \
-        f"http://127.0.0.1:{current_app.config['PORT']}"
-    return base.rstrip("/")
+    return command_settings().public_base
 
 
 def _cli_token_url() -> str:
@@ -183,8 +188,8 @@ def token_command(client_id: str, scope: str) -> None:
     try:
         with get_db().transaction() as session:
             issued = exchange_assertion(session, form, {_cli_token_url()},
-                                        current_app.config["INSTANCE_PATH"],
-                                        current_app.config["TOKEN_LIFETIME"],
+                                        command_settings().instance_path,
+                                        command_settings().token_lifetime,
                                         f"{_cli_base()}/fhir")
     except TokenError as exc:
         raise click.ClickException(f"{exc.error}: {exc.description}") from exc

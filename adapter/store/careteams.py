@@ -54,7 +54,13 @@ from adapter.security.policy import (
     visible_to,
 )
 from adapter.store import history
-from adapter.store.children import BREAK_GLASS, PATIENT_PARAMS, child_query, criterion_condition
+from adapter.store.children import (
+    BREAK_GLASS,
+    PATIENT_PARAMS,
+    base,
+    child_query,
+    criterion_condition,
+)
 from adapter.store.organisations import (
     matching_codes,
     organisation_identifier_condition,
@@ -138,7 +144,8 @@ def render_team(session: Session, child: Child, caller: Caller, action: str | No
     """Disclose, audit (as ``action``; None: a write's own record) and map a child's team;
     ``current`` is the child now when ``child`` is an earlier version (judged by both)."""
     disclosure = disclose_child(child, caller, current)
-    resource = mapping.child_to_careteam(disclosure.child, redacted=disclosure.redacted)
+    resource = mapping.child_to_careteam(disclosure.child, redacted=disclosure.redacted,
+                                         base=base())
     if action is not None:
         audit.record(session, action, resource_type="CareTeam", resource_id=str(resource["id"]),
                      child_ref=child.resource_id, override=disclosure.override, caller=caller)
@@ -150,11 +157,12 @@ def render_ecaf(session: Session, assessment: Assessment, caller: Caller,
                 action: str | None) -> Rendered:
     """Disclose, audit and map an eCAF Team Around the Child."""
     view, redacted = disclose_assessment(assessment, caller)
-    resource = mapping.assessment_to_careteam(view, redacted=redacted)
+    resource = mapping.assessment_to_careteam(view, redacted=redacted, base=base())
     if not may_see_lead(assessment, caller):  # the lead's PractitionerRole is withheld
         for participant in resource.get("participant", []):
             if is_lead_participant(participant):
-                mapping.withhold_member(participant, assessment.child.managing_organisation)
+                mapping.withhold_member(participant, assessment.child.managing_organisation,
+                                        base=base())
     shielded = assessment.child.shielded
     if action is not None:
         audit.record(session, action, resource_type="CareTeam", resource_id=str(resource["id"]),

@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Final
 
-from flask import current_app
 from sqlalchemy import (
     Select,
     and_,
@@ -25,6 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, aliased, joinedload, selectinload
 
 from adapter import identifiers, systems
+from adapter import settings as settings_module
 from adapter.errors import BadRequest, Conflict, Gone, NotFound, issue
 from adapter.fhir import references
 from adapter.fhir.handlers import Rendered
@@ -138,8 +138,8 @@ def load_child(session: Session, resource_id: str, caller: Caller) -> Child:
 
 
 def base() -> str:
-    """Return the canonical base of this server's own systems."""
-    return str(current_app.config["CANONICAL_BASE"])
+    """Return the canonical base of this server's own systems (the bound settings')."""
+    return settings_module.current().canonical_base
 
 
 def render_patient(session: Session, child: Child, caller: Caller,
@@ -152,7 +152,7 @@ def render_patient(session: Session, child: Child, caller: Caller,
         audit.record(session, action, resource_type="Patient", resource_id=child.resource_id,
                      child_ref=child.resource_id, override=disclosure.override, caller=caller)
         ledger.record_delivery(session, caller, child, action)
-    resource = mapping.child_to_patient(disclosure.child, redacted=disclosure.redacted)
+    resource = mapping.child_to_patient(disclosure.child, redacted=disclosure.redacted, base=base())
     issues = [issue("warning", "suppressed", BREAK_GLASS)] if disclosure.override else []
     return Rendered(resource, child.version, child.last_updated, issues)
 
@@ -391,7 +391,7 @@ def patient_record(session: Session, resource: dict[str, Any], caller: Caller,
     """
     notes = require_valid("Patient", resource)
     references.require_resolved(session, "Patient", resource, caller)
-    record, _ignored = mapping.patient_to_child(resource)
+    record, _ignored = mapping.patient_to_child(resource, base=base())
     _refer_to_stored(session, record)
     if not record.contactpoint_id:
         record.contactpoint_id = existing.contactpoint_id if existing else \

@@ -15,13 +15,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final
 
-from flask import current_app
 from sqlalchemy import Select, String, and_, cast, false, func, or_, select
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from adapter import codes, identity, systems
+from adapter import settings as settings_module
 from adapter.errors import BadRequest, Conflict, Invalid, PreconditionFailed
 from adapter.fhir.handlers import Page, Rendered
 from adapter.fhir.search import (
@@ -52,8 +52,8 @@ CURRENT_ONLY: Final = ("Only the current version of {type}/{id} is kept (version
 
 
 def base() -> str:
-    """Return the canonical base of this server's own systems."""
-    return str(current_app.config["CANONICAL_BASE"])
+    """Return the canonical base of this server's own systems (the bound settings')."""
+    return settings_module.current().canonical_base
 
 
 def own_systems() -> systems.OwnSystems:
@@ -379,7 +379,7 @@ def organisation_condition(criterion: Criterion) -> Any:
 
 def render_organisation(org: Organisation) -> Rendered:
     """Return an organisation as its Organization."""
-    return Rendered(mapping.organisation_to_fhir(org), org.version, org.last_updated)
+    return Rendered(mapping.organisation_to_fhir(org, base=base()), org.version, org.last_updated)
 
 
 
@@ -436,7 +436,8 @@ def practitioner_condition(criterion: Criterion) -> Any:
 
 def render_practitioner(person: Practitioner) -> Rendered:
     """Return a practitioner as its Practitioner."""
-    return Rendered(mapping.practitioner_to_fhir(person), person.version, person.last_updated)
+    return Rendered(mapping.practitioner_to_fhir(person, base=base()), person.version,
+                    person.last_updated)
 
 
 

@@ -49,7 +49,7 @@ from adapter.security.policy import (
     sensitive_visible,
 )
 from adapter.store import history
-from adapter.store.children import BREAK_GLASS
+from adapter.store.children import BREAK_GLASS, base
 from adapter.store.organisations import (
     matching_codes,
     organisation_identifier_condition,
@@ -103,21 +103,21 @@ def _audited(session: Session, resource: dict[str, Any], child: Child, caller: C
 def involvement_role(session: Session, involvement: Involvement, caller: Caller,
                      action: str | None) -> dict[str, Any]:
     """Return an involvement's PractitionerRole, audited."""
-    resource = mapping.involvement_to_practitionerrole(involvement)
+    resource = mapping.involvement_to_practitionerrole(involvement, base=base())
     return _audited(session, resource, involvement.child, caller, action)
 
 
 def member_role(session: Session, member: TeamMember, caller: Caller,
                 action: str | None) -> dict[str, Any]:
     """Return an eCAF team member's PractitionerRole, audited."""
-    resource = mapping.team_member_to_practitionerrole(member)
+    resource = mapping.team_member_to_practitionerrole(member, base=base())
     return _audited(session, resource, member.assessment.child, caller, action)
 
 
 def lead_role(session: Session, assessment: Assessment, caller: Caller,
               action: str | None) -> dict[str, Any]:
     """Return an eCAF lead professional's PractitionerRole, audited."""
-    resource = mapping.assessment_lead_to_practitionerrole(assessment)
+    resource = mapping.assessment_lead_to_practitionerrole(assessment, base=base())
     return _audited(session, resource, assessment.child, caller, action)
 
 

@@ -1,6 +1,6 @@
 """Inbound FHIR: validation errors point at the element, foreign UK Core shapes are read, what
-is not kept is listed, identifiers are checked without echoing them, and the base is taken
-from the app."""
+is not kept is listed, identifiers are checked without echoing them, and the base is the one
+the caller passes."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapter import create_app, systems
+from adapter import settings as gateway_settings
+from adapter import systems
 from adapter.errors import Invalid
 from adapter.mapping import fhir
 from tests import strategies
@@ -226,20 +227,19 @@ def test_careteam_elements_not_held_are_listed(child: Any) -> None:
 
 @settings(max_examples=3, deadline=None)
 @given(strategies.children())
-def test_base_comes_from_the_app_and_is_required(child: Any) -> None:
-    """Inside an app the configured base is used; outside one a base must be given."""
+def test_base_comes_from_the_settings_and_is_required(child: Any) -> None:
+    """The caller passes the configured base (``Settings.canonical_base``); an empty one is
+    refused."""
     with_ids(child)
-    app = create_app({"CANONICAL_BASE": "https://directory.example.gov.uk/fhir/",
-                      "TESTING": True})
-    with app.app_context():
-        patient = fhir.child_to_patient(child)
+    base = gateway_settings.load({"CANONICAL_BASE": "https://directory.example.gov.uk/fhir/"},
+                                 environ={}).canonical_base
+    patient = fhir.child_to_patient(child, base=base)
     assert patient["meta"]["profile"] == [
         "https://directory.example.gov.uk/fhir/StructureDefinition/ContactPointGateway-Patient"]
     assert BASE not in str(patient)
-    with app.app_context():
-        assert fhir.patient_to_child(patient)[0].contactpoint_id == child.contactpoint_id
+    assert fhir.patient_to_child(patient, base=base)[0].contactpoint_id == child.contactpoint_id
     with pytest.raises(LookupError):
-        fhir.child_to_patient(child)
+        fhir.child_to_patient(child, base="")
 
 
 @settings(max_examples=50, deadline=None)

@@ -9,6 +9,7 @@ import orjson
 from flask import Flask
 from flask.testing import FlaskClient
 
+from adapter.http import settings_of
 from adapter.notify.dispatcher import Dispatcher
 from adapter.notify.spec import (
     CHANNEL_TYPE_EXT,
@@ -72,7 +73,7 @@ def subscribe(client: FlaskClient, headers: dict[str, str],
 
 def dispatch(app: Flask, **kwargs: Any) -> int:
     """Fan out and deliver what is due; return how many notifications got through."""
-    return Dispatcher(app, **kwargs).run_once()
+    return Dispatcher(settings_of(app), app.extensions["db"], **kwargs).run_once()
 
 
 def status_of(bundle: dict[str, Any]) -> dict[str, Any]:

@@ -1,9 +1,9 @@
-"""A dispatcher "zygote" for the crash tests: it builds the app once (from ``GATEWAY_*``
-environment variables, as the CLI does) and then, for each ``fork`` line on stdin, forks a
-child that runs the dispatcher — so a test can start and SIGKILL dispatchers dozens of times
-without paying the app's start-up each time. Commands: ``fork`` (prints the child's pid),
-``kill PID`` (SIGKILL and reap; prints ``killed``), ``term PID`` (SIGTERM, wait; prints the
-exit status), ``exit``.
+"""A dispatcher "zygote" for the crash tests: it builds the settings and the database once
+(from ``GATEWAY_*`` environment variables, as ``contactpoint-gateway dispatch`` does) and
+then, for each ``fork`` line on stdin, forks a child that runs the dispatcher — so a test can
+start and SIGKILL dispatchers dozens of times without paying the start-up each time.
+Commands: ``fork`` (prints the child's pid), ``kill PID`` (SIGKILL and reap; prints
+``killed``), ``term PID`` (SIGTERM, wait; prints the exit status), ``exit``.
 
 The zygote itself never touches the database and runs no thread, so forking it is safe.
 """
@@ -14,18 +14,17 @@ import os
 import signal
 import sys
 
-from adapter import create_app
+from adapter import settings as settings_module
+from adapter.db import Database, connect
 from adapter.notify.dispatcher import Dispatcher
+from adapter.settings import Settings
 
 
-def child(app: object) -> None:
+def child(settings: Settings, db: Database) -> None:
     """Run a dispatcher until SIGTERM, then exit (never returns)."""
-    from flask import Flask
-
-    assert isinstance(app, Flask)
-    app.extensions["db"].engine.dispose(close=False)
-    app.extensions["db"].write_engine.dispose(close=False)
-    dispatcher = Dispatcher(app)
+    db.engine.dispose(close=False)
+    db.write_engine.dispose(close=False)
+    dispatcher = Dispatcher(settings, db)
     signal.signal(signal.SIGTERM, lambda *_: dispatcher.stop.set())
     dispatcher.run()
     os._exit(0)
@@ -39,13 +38,14 @@ def answer(text: str) -> None:
 
 def serve() -> None:
     """Answer commands on stdin until ``exit``."""
-    app = create_app()
+    settings = settings_module.load()
+    db = connect(settings)
     for line in sys.stdin:
         command, _, argument = line.strip().partition(" ")
         if command == "fork":
             pid = os.fork()
             if pid == 0:
-                child(app)
+                child(settings, db)
             answer(str(pid))
         elif command in ("kill", "term"):
             os.kill(int(argument), signal.SIGKILL if command == "kill" else signal.SIGTERM)

@@ -51,7 +51,7 @@ from adapter.store.careteams import (
     team_condition,
     team_query,
 )
-from adapter.store.children import render_patient, require_own_authority
+from adapter.store.children import base, render_patient, require_own_authority
 from adapter.store.organisations import (
     Kind,
     check_body_id,
@@ -242,7 +242,7 @@ class CareTeamProvider:
         """
         if category_of(resource) == TEAM:
             notes = require_valid("CareTeam", resource)
-            child = subject_child(session, mapping.careteam_subject(resource), caller)
+            child = subject_child(session, mapping.careteam_subject(resource, base=base()), caller)
             return self._write_team(session, child, resource, notes, caller, None, posted=True)
         return self._create_ecaf(session, resource, caller)
 
@@ -284,12 +284,12 @@ class CareTeamProvider:
         require_own_authority(child.managing_organisation, caller)
         check_shielding(child, caller)
         references.require_resolved(session, "CareTeam", resource, caller)
-        subject = mapping.careteam_subject(resource)
+        subject = mapping.careteam_subject(resource, base=base())
         if subject.resource_id not in (None, child.resource_id) or \
                 subject.contactpoint_id not in (None, child.contactpoint_id):
             raise Invalid("The subject of a child's team is that child.",
                           expression="CareTeam.subject")
-        incoming, _ignored = mapping.careteam_to_involvements(resource)
+        incoming, _ignored = mapping.careteam_to_involvements(resource, base=base())
         record, _builder = build_child(canonical_dump(child, meta=False))
         copies = list(record.involvements)
         stored = {inv.resource_id: copies[i] for i, inv in enumerate(child.involvements)}
@@ -332,7 +332,7 @@ class CareTeamProvider:
         :raises Forbidden: a shielded child without the right.
         """
         notes = require_valid("CareTeam", resource)
-        record, _ignored = mapping.careteam_to_assessment(resource)
+        record, _ignored = mapping.careteam_to_assessment(resource, base=base())
         child = subject_child(session, record.child, caller)
         check_shielding(child, caller)
         references.require_resolved(session, "CareTeam", resource, caller)

@@ -17,6 +17,7 @@ from adapter.mapping import fhir as mapping
 from adapter.models import Organisation
 from adapter.security.caller import Caller
 from adapter.security.policy import require_organisation_writer
+from adapter.store.children import base
 from adapter.store.organisations import (
     ORGANISATION_CODES,
     ORGANIZATION_PARAMS,
@@ -49,7 +50,7 @@ class OrganizationProvider(RecordProvider[Organisation]):
         :raises Invalid: not valid, or without a code this directory keys organisations by.
         """
         notes = require_valid("Organization", resource)
-        record, _ignored = mapping.organization_to_organisation(resource)
+        record, _ignored = mapping.organization_to_organisation(resource, base=base())
         if not organisation_codes(record):
             raise Invalid("An Organization needs an ODS code, a school URN or a GSS code.",
                           expression="Organization.identifier")

@@ -28,6 +28,7 @@ from adapter.security.caller import Caller
 from adapter.store import history
 from adapter.store.children import (
     PATIENT_PARAMS,
+    base,
     child_query,
     children_statement,
     entry_write,
@@ -229,7 +230,7 @@ class PatientProvider:
         issues = validate_stored("Patient", resource, caller)
         if any(i["severity"] in ("error", "fatal") for i in issues):
             return issues
-        record, _ignored = mapping.patient_to_child(resource)
+        record, _ignored = mapping.patient_to_child(resource, base=base())
         if (record.record_status or "live") == "live":
             try:
                 require_within_age_rules(record.birth_date, record.death_date,

@@ -16,6 +16,7 @@ from adapter.mapping import fhir as mapping
 from adapter.models import Practitioner
 from adapter.security.caller import Caller
 from adapter.security.policy import require_practitioner_writer
+from adapter.store.children import base
 from adapter.store.organisations import (
     PRACTITIONER_PARAMS,
     practitioner_condition,
@@ -58,7 +59,7 @@ class PractitionerProvider(RecordProvider[Practitioner]):
         :raises Forbidden: the caller is neither the employer nor an administrator.
         """
         notes = require_valid("Practitioner", resource)
-        record, _ignored = mapping.practitioner_from_fhir(resource)
+        record, _ignored = mapping.practitioner_from_fhir(resource, base=base())
         employer = (stored_organisation(session, record.organisation, "Practitioner.identifier")
                     if record.organisation is not None else None)
         require_practitioner_writer(employer, caller, "Practitioner.identifier")
