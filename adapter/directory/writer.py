@@ -10,7 +10,6 @@ import datetime as dt
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import IO, Any, Final
 
 from lxml import etree
@@ -18,6 +17,7 @@ from lxml import etree
 from adapter import codes
 from adapter.directory.schema import NS, q
 from adapter.identifiers import resource_id_for
+from adapter.imports.directory import ImportOutcome as ImportOutcome
 from adapter.models.assessment import Assessment
 from adapter.models.canonical import (
     canonical_assessment_dump,
@@ -419,21 +419,6 @@ def write_assessments_data(assessments: Iterable[Data], stream: IO[bytes], *,
 
 
 # --- import reports ------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ImportOutcome:
-    """What an import did with one record of a batch (import-report.xsd ImportRecord)."""
-
-    record_number: int
-    line: int | None
-    status: str
-    contactpoint_id: str | None = None
-    reason: str | None = None
-    expression: str | None = None
-    # What a write that was applied tells its writer (what was not kept or was changed:
-    # ``adapter.fhir.announce``), as the import command reports it; not part of the XML report.
-    notes: tuple[str, ...] = ()
-
 
 def outcome_element(outcome: ImportOutcome) -> etree._Element:
     """Return the Record element of one import outcome."""
