@@ -334,8 +334,7 @@ def export_ndjson(authority_id: int, out: Path, caller: Caller, total: int,
     from adapter.export.ndjson_command import NdjsonExport
 
     with tqdm(total=total, unit=" children", file=sys.stderr, disable=quiet) as bar:
-        export = NdjsonExport(get_db(), authority_id, caller,
-                              current_app.config["CANONICAL_BASE"], bar.update)
+        export = NdjsonExport(get_db(), authority_id, caller, bar.update)
         counts = export.run(out)
     for resource_type, count in sorted(counts.items()):
         click.echo(f"wrote {count} {resource_type} resources to {out}")

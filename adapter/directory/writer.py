@@ -56,19 +56,40 @@ def _set(element: etree._Element, attribute: fields.Attribute, data: Data) -> No
 
 
 def _text(item: fields.Text) -> Write:
-    """Return the writer of a text element (left out when its value is None)."""
-    tag, name, render, always = item.tag, item.field, item.value.render, item.value.always
-    required, attributes = item.required, item.attributes
+    """Return the writer of a text element (left out when its value is None, unless the
+    element is ``required`` or its value type ``always`` writes one)."""
+    tag, name, render, attributes = item.tag, item.field, item.value.render, item.attributes
+    sub = etree.SubElement
+    if item.value.always:
+        assert render is not None  # noqa: S101 - a value written always renders itself
 
+        def write_always(parent: etree._Element, data: Data, _context: Any) -> None:
+            sub(parent, tag).text = render(data[name])
+        return write_always
+    if attributes or item.required:
+        required = item.required
+
+        def write_full(parent: etree._Element, data: Data, _context: Any) -> None:
+            value = data[name]
+            if value is None and not required:
+                return
+            element = sub(parent, tag)
+            element.text = value if render is None or value is None else render(value)
+            for attribute in attributes:
+                _set(element, attribute, data)
+        return write_full
+    if render is not None:
+        def write_rendered(parent: etree._Element, data: Data, _context: Any) -> None:
+            value = data[name]
+            if value is not None:
+                sub(parent, tag).text = render(value)
+        return write_rendered
+
+    # The common case, kept to a look-up and an append (a record has a hundred of these).
     def write(parent: etree._Element, data: Data, _context: Any) -> None:
         value = data[name]
-        if value is None and not (required or always):
-            return
-        element = etree.SubElement(parent, tag)
-        element.text = value if render is None or (value is None and not always) \
-            else render(value)
-        for attribute in attributes:
-            _set(element, attribute, data)
+        if value is not None:
+            sub(parent, tag).text = value
     return write
 
 
@@ -87,6 +108,11 @@ def _fill(structure: fields.Structure) -> Callable[[etree._Element, Data, Any], 
     its child elements in the XSD's order."""
     attributes = structure.attributes
     writers = [_writer(item) for item in structure.elements]
+    if not attributes:
+        def fill_elements(element: etree._Element, data: Data, context: Any) -> None:
+            for write in writers:
+                write(element, data, context)
+        return fill_elements
 
     def fill(element: etree._Element, data: Data, context: Any) -> None:
         for attribute in attributes:
@@ -105,8 +131,12 @@ def _group(item: fields.Group, forced: bool = False) -> Write:
         if flag is not None:
             if not data[flag]:
                 return
-        elif not required and all(data[name] is None for name in names):
-            return
+        elif not required:
+            for name in names:
+                if data[name] is not None:
+                    break
+            else:
+                return
         fill(etree.SubElement(parent, tag), data, context)
     return write
 
