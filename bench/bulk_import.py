@@ -201,7 +201,7 @@ def run_import(db: Database, path: Path) -> tuple[Counter[str], list[Any]]:
     counts: Counter[str] = Counter()
     rejected = []
     with open(path, "rb") as stream:
-        for outcome in import_entries(db, stream, cli_caller_offline()):
+        for outcome in import_entries(db, iter_entry_data(stream), cli_caller_offline()):
             counts[outcome.status] += 1
             if outcome.status == "rejected":
                 rejected.append(outcome)

@@ -1,14 +1,18 @@
 """The directory XML dialect (``schemas/xml``, namespace ``urn:contactpoint-gateway:directory:1``):
 canonical records to XML and back, single records and streamed batches.
 
+- ``fields``: the one field table: each element and attribute with its canonical field, value
+  type, cardinality and order, from which both the reader and the writer are driven.
 - ``writer``: ``write_entry``/``dumps_entry``, ``write_entries`` (streamed batch), the same for
   assessment references, and ``write_import_report``.
-- ``reader``: ``read_entry``/``loads_entry``, ``iter_entries`` (streamed batch, each record
-  validated on its own), the same for assessment references.
+- ``reader``: the parse stage: ``read_entry``/``loads_entry``, ``iter_entry_data`` (streamed
+  batch, each record validated on its own, yielded as a canonical dict or its error with its
+  position), the same for assessment references.
 - ``schema``: the namespace, the compiled XSDs and schema errors as ``Invalid``.
 - ``routes``: the HTTP interface at ``/directory`` (import, read, list);
-  ``cli``: the ``import`` and ``export`` commands. Both call the services
-  ``adapter.imports.directory`` and ``directory_export``.
+  ``cli``: the ``import`` and ``export`` commands. Both parse with the reader and hand the
+  canonical records to ``adapter.imports.directory``; reads and exports render what
+  ``adapter.export.directory`` discloses.
 """
 
 from adapter.directory.reader import (

@@ -30,6 +30,7 @@ from sqlalchemy import func, select
 from tqdm import tqdm
 
 from adapter.db import get_db
+from adapter.directory.reader import iter_assessment_data, iter_entry_data
 from adapter.directory.schema import NS
 from adapter.directory.writer import ImportOutcome, write_assessments_data, write_entries_data
 from adapter.errors import BadRequest
@@ -177,16 +178,19 @@ def summary(name: str, tally: Tally) -> None:
 
 
 def import_batch(path: Path, kind: str, caller: Caller, quiet: bool) -> int:
-    """Import a directory XML batch file; return its exit code."""
+    """Import a directory XML batch file, parsed here record by record into canonical records
+    that ``adapter.imports.directory`` applies; return its exit code."""
     from adapter.imports.directory import import_assessments, import_entries
 
-    run = import_entries if kind == "entries" else import_assessments
+    entries = kind == "entries"
+    parse = iter_entry_data if entries else iter_assessment_data
+    run = import_entries if entries else import_assessments
     tally = Tally()
     with open(path, "rb") as stream, tqdm(total=path.stat().st_size, unit="B", unit_scale=True,
                                           file=sys.stderr, disable=quiet) as bar:
         try:
             source = cast("IO[bytes]", Progress(stream, bar))  # read(size) is all lxml uses
-            report(path.name, run(get_db(), source, caller, detail=DETAIL), tally)
+            report(path.name, run(get_db(), parse(source), caller, detail=DETAIL), tally)
         except BadRequest as error:
             click.echo(f"{path.name}: unusable: {error.message} ({sum(tally.counts.values())} "
                        "records before it were applied)", err=True)
@@ -330,8 +334,7 @@ def export_ndjson(authority_id: int, out: Path, caller: Caller, total: int,
     from adapter.export.ndjson_command import NdjsonExport
 
     with tqdm(total=total, unit=" children", file=sys.stderr, disable=quiet) as bar:
-        export = NdjsonExport(get_db(), authority_id, caller,
-                              current_app.config["CANONICAL_BASE"], bar.update)
+        export = NdjsonExport(get_db(), authority_id, caller, bar.update)
         counts = export.run(out)
     for resource_type, count in sorted(counts.items()):
         click.echo(f"wrote {count} {resource_type} resources to {out}")

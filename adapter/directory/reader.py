@@ -1,6 +1,11 @@
-"""Directory XML to canonical records: single elements, and batch documents streamed with
-lxml ``iterparse`` under hardened parser settings, each record validated against the XSD on
-its own (one bad record is reported, the rest are read) and cleared once read (flat memory).
+"""Directory XML to canonical records, the dialect's parse stage: single elements, and batch
+documents streamed with lxml ``iterparse`` under hardened parser settings, each record
+validated against the XSD on its own (one bad record is reported, the rest are read), mapped
+to its canonical dict by the field table ``adapter.directory.fields`` (compiled once into
+reading functions; the writer writes the same table) and cleared once read (flat memory).
+Nothing here touches the database: bytes in, canonical records and their errors out, so the
+stage can run wherever its input is (the import applies what it yields:
+``adapter.imports.directory``).
 
 A record that passes the XSD is then checked against the rules the XSD cannot say: check
 digits of identifiers, telephone digits and e-mail addresses (``adapter.identifiers``), dates
@@ -21,6 +26,7 @@ from typing import IO, Any, Final
 from lxml import etree
 
 from adapter import codes, identifiers
+from adapter.directory import fields
 from adapter.directory.schema import (
     ASSESSMENT_XSD,
     ENTRY_XSD,
@@ -33,22 +39,17 @@ from adapter.directory.schema import (
 from adapter.errors import BadRequest, Invalid
 from adapter.fhir.wellformed import today_in_england
 from adapter.models.canonical import (
-    ADDRESS_FIELDS,
     AssessmentRecord,
     Canonical,
     ChildRecord,
     OrganisationIndex,
     OrganisationKey,
-    as_utc,
     organisation_key,
 )
 from adapter.xmlsafe import iterparse_safe, parse_bytes
 
-# BS7666 elements in the order of the canonical address fields.
-ADDRESS_TAGS: Final = tuple(zip(ADDRESS_FIELDS, (
-    "SAON", "PAON", "StreetDescription", "Locality", "Town", "PostCode",
-    "UniquePropertyReferenceNumber"), strict=True))
 Validator = Callable[[str, str], str]
+Rule = Callable[["fields.Structure", Canonical, "_Node", OrganisationIndex], None]
 
 
 class RecordInvalid(Invalid):
@@ -70,21 +71,6 @@ class BatchHeader:
     generated_at: dt.datetime
     source: str
     count: int | None
-
-
-# --- values --------------------------------------------------------------------------------
-
-def _datetime(text: str | None, path: str) -> dt.datetime | None:
-    """Return DateTimeType text as an aware UTC datetime, or None.
-
-    :raises Invalid: not an instant Python can hold.
-    """
-    if text is None:
-        return None
-    try:
-        return as_utc(dt.datetime.fromisoformat(text.strip()))
-    except ValueError:
-        raise Invalid("not a valid date and time", expression=path) from None
 
 
 # libxml2 keeps an element's line in 16 bits: from this line on it stores the marker and
@@ -110,17 +96,6 @@ def _line(element: etree._Element) -> int | None:
     return line
 
 
-class _QualifiedNames(dict[str, str]):
-    """Qualified names of the directory namespace by local name, made once each."""
-
-    def __missing__(self, local: str) -> str:
-        self[local] = qualified = q(local)
-        return qualified
-
-
-_Q: Final = _QualifiedNames()
-
-
 class _Node:
     """An element of a record with its children by tag, found in one pass.
 
@@ -143,368 +118,369 @@ class _Node:
         """Return the node's path from its record, e.g. ``DirectoryEntry/Carer[2]``."""
         return self.step if self.parent is None else f"{self.parent.path}/{self.step}"
 
-    def text(self, name: str) -> str | None:
-        """Return the text of the first child ``name``, or None."""
-        child = self.kids.get(_Q[name])
-        return None if child is None else child.text
-
-    def node(self, name: str) -> _Node | None:
-        """Return the first child ``name`` as a node, or None."""
-        child = self.kids.get(_Q[name])
-        return None if child is None else _Node(child, self, name)
-
-    def required(self, name: str) -> _Node:
-        """Return the child ``name`` that the XSD requires.
-
-        :raises Invalid: it is missing (only for an element that skipped the XSD).
-        """
-        child = self.kids.get(_Q[name])
-        if child is None:
-            raise Invalid(f"{name} is missing", expression=self.path)
-        return _Node(child, self, name)
-
-    def required_element(self, name: str) -> etree._Element:
-        """Return the element ``name`` that the XSD requires (as ``required``, not a node)."""
-        child = self.kids.get(_Q[name])
-        if child is None:
-            raise Invalid(f"{name} is missing", expression=self.path)
-        return child
-
-    def nodes(self, name: str) -> list[_Node]:
-        """Return every child ``name`` as nodes, indexed in their paths where several."""
-        children = list(self.element.iterchildren(_Q[name]))
+    def nodes(self, name: str, tag: str) -> list[_Node]:
+        """Return every child ``name`` (qualified ``tag``) as nodes, indexed in their paths
+        where several."""
+        children = list(self.element.iterchildren(tag))
         if len(children) == 1:
             return [_Node(children[0], self, name)]
         return [_Node(child, self, f"{name}[{i}]") for i, child in enumerate(children, start=1)]
-
-    def flag(self, name: str) -> bool:
-        """Return the xs:boolean child ``name``."""
-        return (self.text(name) or "").strip() in ("true", "1")
-
-    def date(self, name: str) -> dt.date | None:
-        """Return the DateType child ``name`` as a date, or None.
-
-        :raises Invalid: not a date Python can hold (e.g. year 0).
-        """
-        return _date(self.text(name), self, name)
 
     def checked(self, validate: Validator, name: str) -> str | None:
         """Return the child ``name``'s text checked (and normalised) by ``validate``.
 
         :raises Invalid: the validator refused it.
         """
-        text = self.text(name)
-        if text is None:
+        child = self.kids.get(q(name))
+        if child is None or child.text is None:
             return None
         try:
-            return validate(text, name)
+            return validate(child.text, name)
         except identifiers.InvalidIdentifier as error:
             raise Invalid(error.reason, expression=f"{self.path}/{name}") from None
 
-    def period(self) -> tuple[dt.date | None, dt.date | None]:
-        """Return the (start, end) of the Period child, or (None, None).
 
-        :raises Invalid: the period ends before it starts.
-        """
-        period = self.kids.get(_PERIOD)
-        if period is None:
-            return None, None
-        texts = {child.tag: child.text for child in period}
-        start = _date(texts.get(_START_DATE), self, "Period/StartDate")
-        end = _date(texts.get(_END_DATE), self, "Period/EndDate")
-        if start is not None and end is not None and end < start:
-            raise Invalid("the period ends before it starts", expression=f"{self.path}/Period")
-        return start, end
+def _parsed(value: fields.Value, text: str, node: _Node, where: str) -> Any:
+    """Return ``text`` parsed as ``value`` (the element or ``@attribute`` ``where``).
 
-
-def _date(text: str | None, node: _Node, where: str) -> dt.date | None:
-    """Return DateType ``text`` of the element ``where`` below ``node`` as a date, or None.
-
-    :raises Invalid: not a date Python can hold (e.g. year 0).
+    :raises Invalid: refused, naming ``where`` below ``node`` but never the text.
     """
-    if text is None:
-        return None
+    parse = value.parse
+    if parse is None:
+        return text
     try:
-        return dt.date.fromisoformat(text.strip())
-    except ValueError:
-        raise Invalid("not a valid date", expression=f"{node.path}/{where}") from None
-
-
-# Qualified names of the elements read in every record (a dict look-up each, no call).
-_PERIOD: Final = q("Period")
-_START_DATE: Final = q("StartDate")
-_END_DATE: Final = q("EndDate")
-_ADDRESS: Final = q("Address")
-_CONTACT: Final = q("ContactDetails")
-_PHONE: Final = q("TelephoneNumber")
-_EMAIL: Final = q("EmailAddress")
-_GIVEN: Final = q("PersonGivenName")
-_TITLE: Final = q("PersonNameTitle")
-_FAMILY: Final = q("PersonFamilyName")
-_ADDRESS_QTAGS: Final = tuple((field, q(tag)) for field, tag in ADDRESS_TAGS)
-_ORGANISATION_QTAGS: Final = tuple((field, q(tag)) for field, tag in (
-    ("name", "Name"), ("type", "Type"), ("ods_code", "OdsCode"), ("urn", "SchoolUrn"),
-    ("gss_code", "GssCode"), ("la_number", "LaNumber")))
-
-
-# --- shared structures ---------------------------------------------------------------------
-
-def _address(element: etree._Element | None) -> Canonical:
-    """Return the ``address_*`` fields of a BS7666 address element (all None if absent)."""
-    if element is None:
-        return dict.fromkeys(ADDRESS_FIELDS)
-    texts = {child.tag: child.text for child in element}
-    data: Canonical = {field: texts.get(tag) for field, tag in _ADDRESS_QTAGS}
-    return data
-
-
-def _contact(node: _Node) -> Canonical:
-    """Return ``phone`` and ``email`` from the ContactDetails child (None if absent).
-
-    :raises Invalid: the telephone number or e-mail address is not one.
-    """
-    contact = node.kids.get(_CONTACT)
-    if contact is None:
-        return {"phone": None, "email": None}
-    texts = {child.tag: child.text for child in contact}
-    return {"phone": _contact_value(identifiers.validate_phone, texts.get(_PHONE), node,
-                                    "TelephoneNumber"),
-            "email": _contact_value(identifiers.validate_email, texts.get(_EMAIL), node,
-                                    "EmailAddress")}
-
-
-def _contact_value(validate: Validator, text: str | None, node: _Node, name: str) -> str | None:
-    """Return the ContactDetails child ``name``'s ``text`` checked by ``validate``, or None.
-
-    :raises Invalid: the validator refused it.
-    """
-    if text is None:
-        return None
-    try:
-        return validate(text, name)
+        return parse(text, where.lstrip("@"))
     except identifiers.InvalidIdentifier as error:
-        raise Invalid(error.reason, expression=f"{node.path}/ContactDetails/{name}") from None
+        raise Invalid(error.reason, expression=f"{node.path}/{where}") from None
+    except ValueError:
+        raise Invalid(value.invalid, expression=f"{node.path}/{where}") from None
 
 
-def _person_name(element: etree._Element) -> Canonical:
-    """Return ``title``, ``given`` and ``family`` of a PersonNameStructure element."""
-    title = family = None
-    given: list[str] = []
-    for child in element:
-        tag = child.tag
-        if tag == _GIVEN:
-            given.append(child.text or "")
-        elif tag == _FAMILY:
-            family = child.text
-        elif tag == _TITLE:
-            title = child.text
-    return {"title": title, "given": given, "family": family}
+# --- the field table, compiled once into reading functions ---------------------------------
+# Each reads one declaration from a record's node into its canonical dict, given the record's
+# organisation index and the organisation a nested practitioner's employer defaults to.
+Read = Callable[[_Node, Canonical, OrganisationIndex, Any], None]
 
 
-def _organisation(index: OrganisationIndex, node: _Node) -> Canonical:
-    """Return an organisation's canonical dict and register it with the record.
+def _attribute(item: fields.Attribute) -> Read | None:
+    """Return the reader of an attribute of the structure's element (None: never read)."""
+    name, key, value = item.name, item.field, item.value
+    if value.mark:
+        return None
+    where = f"@{name}"
 
-    :raises Invalid: a code is invalid, a local authority has no GSS code, a GP practice's
-        ODS code is not a letter and five digits, or the record describes it differently
-        elsewhere.
+    def read(node: _Node, data: Canonical, _index: OrganisationIndex, _context: Any) -> None:
+        text = node.element.get(name)
+        data[key] = None if text is None else _parsed(value, text, node, where)
+    return read
+
+
+def _text(item: fields.Text) -> Read:
+    """Return the reader of a text element (and of its own attributes)."""
+    tag, element, key, value = item.tag, item.element, item.field, item.value
+    parse, absent, invalid = value.parse, value.absent, value.invalid
+    attributes = tuple((attribute.name, attribute.field) for attribute in item.attributes)
+    if parse is None and not attributes:
+        # The common case, kept to two look-ups (a record has a hundred of these).
+        def read_text(node: _Node, data: Canonical, _index: OrganisationIndex,
+                      _context: Any) -> None:
+            child = node.kids.get(tag)
+            data[key] = None if child is None else child.text
+        return read_text
+
+    def read(node: _Node, data: Canonical, _index: OrganisationIndex, _context: Any) -> None:
+        child = node.kids.get(tag)
+        text = None if child is None else child.text
+        if text is None:
+            data[key] = absent
+        elif parse is None:
+            data[key] = text
+        else:
+            try:
+                data[key] = parse(text, element)
+            except identifiers.InvalidIdentifier as error:
+                raise Invalid(error.reason, expression=f"{node.path}/{element}") from None
+            except ValueError:
+                raise Invalid(invalid, expression=f"{node.path}/{element}") from None
+        for name, field in attributes:
+            data[field] = None if child is None else child.get(name)
+    return read
+
+
+def _texts(item: fields.Texts) -> Read:
+    """Return the reader of a repeated text element (an empty one reads as "")."""
+    tag, key = item.tag, item.field
+
+    def read(node: _Node, data: Canonical, _index: OrganisationIndex, _context: Any) -> None:
+        data[key] = [child.text or "" for child in node.element.iterchildren(tag)]
+    return read
+
+
+def _defaults(group: fields.Group) -> Canonical:
+    """Return the fields of a group that is not there, each at its absent value.
+
+    :raises TypeError: an optional group holding repeated texts (no shared default list).
     """
-    kids = node.kids
-    data: Canonical = {field: None if (child := kids.get(tag)) is None else child.text
-                       for field, tag in _ORGANISATION_QTAGS}
+    values: Canonical = {}
+    for item in group.structure.fields:
+        if isinstance(item, fields.Texts):
+            raise TypeError(f"{group.element}: an optional group cannot hold repeated texts")
+        if isinstance(item, fields.Group):
+            values.update(_defaults(item))
+        elif isinstance(item, fields.Text):
+            values[item.field] = item.value.absent
+            values.update((attribute.field, None) for attribute in item.attributes)
+        elif isinstance(item, fields.Attribute):
+            values[item.field] = None
+    if group.flag is not None:
+        values[group.flag] = False
+    return values
+
+
+def _group(item: fields.Group) -> Read:
+    """Return the reader of a group: its parts are fields of the enclosing record."""
+    tag, element, fill, flag = item.tag, item.element, _fill(item.structure), item.flag
+    required = item.required
+    defaults = {} if required else _defaults(item)
+
+    def read(node: _Node, data: Canonical, index: OrganisationIndex, context: Any) -> None:
+        child = node.kids.get(tag)
+        if child is None:
+            if required:
+                raise Invalid(f"{element} is missing", expression=node.path)
+            data.update(defaults)
+            return
+        if flag is not None:
+            data[flag] = True
+        fill(_Node(child, node, element), data, index, context)
+    return read
+
+
+def _record(item: fields.Record) -> Read:
+    """Return the reader of a nested record or of a list of them."""
+    tag, element, key, fill = item.tag, item.element, item.field, _fill(item.structure)
+    many, required, inherit, context_field = item.many, item.required, item.inherit, item.context
+
+    def one(node: _Node, index: OrganisationIndex, context: Any) -> Canonical:
+        data: Canonical = {}
+        fill(node, data, index, context)
+        return data
+
+    def read(node: _Node, data: Canonical, index: OrganisationIndex, context: Any) -> None:
+        inner = None if context_field is None else data[context_field]
+        if many:
+            data[key] = [one(child, index, inner) for child in node.nodes(element, tag)]
+            return
+        child = node.kids.get(tag)
+        if child is not None:
+            data[key] = one(_Node(child, node, element), index, inner)
+        elif inherit:
+            data[key] = context
+        elif required:
+            raise Invalid(f"{element} is missing", expression=node.path)
+        else:
+            data[key] = None
+    return read
+
+
+def _choice(item: fields.Choice) -> Read:
+    """Return the reader of a choice: the group that is there (its fields, the others'
+    None)."""
+    defaults = dict.fromkeys(item.names)
+    options = [(option.tag, option.element, _fill(option.structure))
+               for option in item.options]
+
+    def read(node: _Node, data: Canonical, index: OrganisationIndex, context: Any) -> None:
+        data.update(defaults)
+        for tag, element, fill in options:
+            child = node.kids.get(tag)
+            if child is not None:
+                fill(_Node(child, node, element), data, index, context)
+                return
+    return read
+
+
+def _reader(item: fields.Declaration) -> Read | None:
+    """Return the reader of one declaration of the field table (None: not read)."""
+    if isinstance(item, fields.Attribute):
+        return _attribute(item)
+    if isinstance(item, fields.Text):
+        return _text(item)
+    if isinstance(item, fields.Texts):
+        return _texts(item)
+    if isinstance(item, fields.Group):
+        return _group(item)
+    if isinstance(item, fields.Record):
+        return _record(item)
+    return _choice(item)
+
+
+def _fill(structure: fields.Structure) -> Read:
+    """Return the function that reads a structure's declarations into a dict, then checks
+    the structure's rules (``RULES``)."""
+    readers = [read for item in structure.fields if (read := _reader(item)) is not None]
+    rule = RULES.get(structure.name)
+
+    def fill(node: _Node, data: Canonical, index: OrganisationIndex, context: Any) -> None:
+        for read in readers:
+            read(node, data, index, context)
+        if rule is not None:
+            rule(structure, data, node, index)
+    return fill
+
+
+# --- the rules the XSD cannot express, by structure ----------------------------------------
+
+def _period_rule(structure: fields.Structure, data: Canonical, node: _Node,
+                 _index: OrganisationIndex) -> None:
+    """A period does not end before it starts.
+
+    :raises Invalid: it does.
+    """
+    start, end = (data[item.field] for item in structure.fields
+                  if isinstance(item, fields.Text))
+    if start is not None and end is not None and end < start:
+        raise Invalid("the period ends before it starts", expression=node.path)
+
+
+def _organisation_rule(_structure: fields.Structure, data: Canonical, node: _Node,
+                       index: OrganisationIndex) -> None:
+    """A local authority has its GSS code, a GP practice's ODS code is a letter and five
+    digits, and the record describes the organisation one way only.
+
+    :raises Invalid: one of these is broken.
+    """
     if data["type"] == "local-authority" and data["gss_code"] is None:
         raise Invalid("a local authority needs its GSS code", expression=node.path)
     if data["type"] == "gp-practice" and data["ods_code"] is not None:
         node.checked(identifiers.validate_gp_practice_code, "OdsCode")
-    data.update(_address(kids.get(_ADDRESS)))
-    data.update(_contact(node))
     try:
         index.add_organisation(data)
     except Invalid as error:
         raise Invalid(error.message, expression=node.path) from None
-    return data
 
 
-def _practitioner(index: OrganisationIndex, parent: _Node,
-                  context: Canonical) -> Canonical | None:
-    """Return the Practitioner child of ``parent``, or None.
+def _practitioner_rule(_structure: fields.Structure, data: Canonical, node: _Node,
+                       index: OrganisationIndex) -> None:
+    """The record describes the practitioner one way only.
 
-    Its employer is ``context`` unless it names its own organisation.
+    :raises Invalid: it describes it differently elsewhere.
     """
-    node = parent.node("Practitioner")
-    if node is None:
-        return None
-    employer = node.node("Organisation")
-    data: Canonical = {"local_id": node.text("LocalId")}
-    data.update(_person_name(node.required_element("PersonName")))
-    data.update(_contact(node))
-    data["organisation"] = context if employer is None else _organisation(index, employer)
     try:
         index.add_practitioner(data)
     except Invalid as error:
         raise Invalid(error.message, expression=node.path) from None
-    return data
 
 
-def _local_identifiers(index: OrganisationIndex, parent: _Node) -> list[Canonical]:
-    """Return the LocalIdentifier children of ``parent``.
+def _involvement_rule(_structure: fields.Structure, data: Canonical, node: _Node,
+                      _index: OrganisationIndex) -> None:
+    """A sensitive service's involvement carries SensitiveService (docs/domain.md
+    "Sensitive services").
 
-    :raises Invalid: an organisation gives the same identifier twice.
+    :raises Invalid: it does not.
     """
-    items: list[Canonical] = []
-    seen: set[tuple[OrganisationKey, str]] = set()
-    for node in parent.nodes("LocalIdentifier"):
-        org = _organisation(index, node.required("Organisation"))
-        value = node.text("Value")
-        key = (organisation_key(org), str(value))
-        if key in seen:
-            raise Invalid("the organisation gives this identifier twice", expression=node.path)
-        seen.add(key)
-        items.append({"organisation": org, "value": value})
-    return items
-
-
-def _meta(node: _Node) -> Canonical:
-    """Return ``version`` and ``last_updated`` from a record's attributes."""
-    version = node.element.get("version")
-    return {"version": None if version is None else int(version.strip()),
-            "last_updated": _datetime(node.element.get("lastUpdated"),
-                                      f"{node.path}/@lastUpdated")}
-
-
-# --- directory entries ---------------------------------------------------------------------
-
-def _nhs_number(entry: _Node) -> Canonical:
-    """Return ``nhs_number`` (check digit checked) and ``nhs_number_status``."""
-    element = entry.kids.get(_Q["NhsNumber"])
-    if element is None:
-        return {"nhs_number": None, "nhs_number_status": None}
-    return {"nhs_number": entry.checked(identifiers.validate_nhs_number, "NhsNumber"),
-            "nhs_number_status": element.get("verificationStatus")}
-
-
-def _names(entry: _Node) -> list[Canonical]:
-    """Return the child's names in order."""
-    names: list[Canonical] = []
-    for node in entry.nodes("Name"):
-        data: Canonical = {"use": node.element.get("use")}
-        data.update(_person_name(node.element))
-        data["period_start"], data["period_end"] = node.period()
-        names.append(data)
-    return names
-
-
-def _child_address(entry: _Node) -> Canonical:
-    """Return the address fields, its status and period from Address or AddressStatement.
-
-    :raises Invalid: neither is given.
-    """
-    address = entry.node("Address")
-    if address is not None:
-        data = _address(address.element)
-        data["address_status"] = address.element.get("status")
-        data["address_start"], data["address_end"] = address.period()
-        return data
-    statement = entry.node("AddressStatement")
-    if statement is None:
-        # directory-entry.xsd leaves both out only in a redacted entry (a shielded child's).
-        raise Invalid("Address or AddressStatement is missing (an entry whose address was "
-                      "withheld, redacted=\"true\", cannot be imported)", expression=entry.path)
-    data = dict.fromkeys(ADDRESS_FIELDS)
-    data["address_status"] = statement.text("Statement")
-    data["address_start"], data["address_end"] = statement.period()
-    return data
-
-
-def _carers(entry: _Node) -> list[Canonical]:
-    """Return the carers in order."""
-    carers: list[Canonical] = []
-    for node in entry.nodes("Carer"):
-        data: Canonical = {"relation": node.text("Relationship"),
-                           "parental_responsibility": node.flag("ParentalResponsibility")}
-        data.update(_person_name(node.required_element("PersonName")))
-        data.update(_contact(node))
-        data.update(_address(node.kids.get(_ADDRESS)))
-        carers.append(data)
-    return carers
-
-
-def _involvement(index: OrganisationIndex, node: _Node) -> Canonical:
-    """Return one involvement.
-
-    :raises Invalid: a sensitive service's role without the SensitiveService element.
-    """
-    role = node.text("Role")
-    sensitive = node.node("SensitiveService")
-    if sensitive is None and role in codes.SENSITIVE_ROLES:
+    if not data["sensitive"] and data["role"] in codes.SENSITIVE_ROLES:
         raise Invalid("a sensitive service's involvement needs SensitiveService with its "
                       "consent basis", expression=f"{node.path}/Role")
-    org = _organisation(index, node.required("Organisation"))
-    data: Canonical = {
-        "role": role, "sensitive": sensitive is not None,
-        "consent_basis": None if sensitive is None else sensitive.text("ConsentBasis"),
-        "lead_professional": node.flag("LeadProfessional"),
-        "caf_completed": node.flag("CafCompleted"),
-        "organisation": org, "practitioner": _practitioner(index, node, org)}
-    data["period_start"], data["period_end"] = node.period()
-    data.update(_contact(node))
-    return data
 
 
-def _managing_authority(index: OrganisationIndex, entry: _Node) -> Canonical:
-    """Return the managing authority.
+_LOCAL_IDENTIFIER: Final = q("LocalIdentifier")
 
-    :raises Invalid: it is not a local authority.
+
+def _unique_local_identifiers(data: Canonical, node: _Node) -> None:
+    """No organisation gives the same identifier twice.
+
+    :raises Invalid: one does (naming the second).
     """
-    node = entry.required("ManagingAuthority")
-    data = _organisation(index, node)
-    if data["type"] != "local-authority":
-        raise Invalid("the managing authority must be a local authority",
-                      expression=f"{node.path}/Type")
-    return data
+    seen: set[tuple[OrganisationKey, str]] = set()
+    for position, item in enumerate(data["local_identifiers"]):
+        key = (organisation_key(item["organisation"]), str(item["value"]))
+        if key in seen:
+            where = node.nodes("LocalIdentifier", _LOCAL_IDENTIFIER)[position]
+            raise Invalid("the organisation gives this identifier twice",
+                          expression=where.path)
+        seen.add(key)
 
 
-def _child_identity(entry: _Node) -> Canonical:
-    """Return the child's own fields: identifiers, gender, dates, status and retention.
+def _child_reference_rule(_structure: fields.Structure, data: Canonical, node: _Node,
+                          _index: OrganisationIndex) -> None:
+    """An assessment's child gives each local identifier once.
 
-    :raises Invalid: a check digit fails, death is before birth, or either is in the future
-        (the rule FHIR writes meet in ``adapter.fhir.wellformed``).
+    :raises Invalid: it gives one twice.
     """
-    data: Canonical = {
-        "contactpoint_id": entry.checked(identifiers.validate_contactpoint_id, "ContactPointId")}
-    data.update(_nhs_number(entry))
-    data["upn"] = entry.checked(identifiers.validate_upn, "UniquePupilNumber")
-    data["gender"] = entry.text("Gender")
-    data["birth_date"], data["death_date"] = entry.date("BirthDate"), entry.date("DeathDate")
+    _unique_local_identifiers(data, node)
+
+
+def _entry_rule(_structure: fields.Structure, data: Canonical, node: _Node,
+                _index: OrganisationIndex) -> None:
+    """An entry has its address or the statement instead, dies (if at all) after birth and
+    neither in the future (the rule FHIR writes meet in ``adapter.fhir.wellformed``), is
+    managed by a local authority and gives each local identifier once.
+
+    :raises Invalid: one of these is broken.
+    """
+    path = node.path
+    if data["address_status"] is None:
+        # directory-entry.xsd leaves both out only in a redacted entry (a shielded child's).
+        raise Invalid("Address or AddressStatement is missing (an entry whose address was "
+                      "withheld, redacted=\"true\", cannot be imported)", expression=path)
     if data["death_date"] is not None and data["death_date"] < data["birth_date"]:
         raise Invalid("the date of death is before the date of birth",
-                      expression=f"{entry.path}/DeathDate")
+                      expression=f"{path}/DeathDate")
     for name, field in (("BirthDate", "birth_date"), ("DeathDate", "death_date")):
         if data[field] is not None and data[field] > today_in_england():
-            raise Invalid("the date is in the future", expression=f"{entry.path}/{name}")
-    data["shielded"] = entry.flag("Shielded")
-    data["record_status"] = entry.text("RecordStatus")
-    retention = entry.required("Retention")
-    data["extended_retention"] = retention.text("ExtendedRetention")
-    data["retention_date"] = retention.date("RetentionDate")
+            raise Invalid("the date is in the future", expression=f"{path}/{name}")
+    if data["managing_organisation"]["type"] != "local-authority":
+        raise Invalid("the managing authority must be a local authority",
+                      expression=f"{path}/ManagingAuthority/Type")
+    _unique_local_identifiers(data, node)
+
+
+def _assessment_rule(_structure: fields.Structure, data: Canonical, node: _Node,
+                     _index: OrganisationIndex) -> None:
+    """A completed assessment has its completion date, a closed one its closing date, and
+    neither is before the start.
+
+    :raises Invalid: one of these is broken.
+    """
+    if data["status"] == "completed" and data["completed_date"] is None:
+        raise Invalid("a completed assessment needs CompletedDate",
+                      expression=f"{node.path}/Status")
+    if data["status"] == "closed" and data["closed_date"] is None:
+        raise Invalid("a closed assessment needs ClosedDate", expression=f"{node.path}/Status")
+    for name, field in (("CompletedDate", "completed_date"), ("ClosedDate", "closed_date")):
+        if data["started_date"] is not None and data[field] is not None \
+                and data[field] < data["started_date"]:
+            raise Invalid("the date is before the assessment started",
+                          expression=f"{node.path}/{name}")
+
+
+RULES: Final[dict[str, Rule]] = {
+    "PeriodStructure": _period_rule, "OrganisationStructure": _organisation_rule,
+    "PractitionerStructure": _practitioner_rule, "InvolvementStructure": _involvement_rule,
+    "ChildReferenceStructure": _child_reference_rule, "DirectoryEntryStructure": _entry_rule,
+    "AssessmentReferenceStructure": _assessment_rule,
+}
+_ENTRY: Final = _fill(fields.ENTRY)
+_ASSESSMENT: Final = _fill(fields.ASSESSMENT)
+_HEADER: Final = _fill(fields.HEADER)
+
+
+def _read(fill: Read, element: etree._Element, name: str) -> Canonical:
+    """Return the canonical dict of the record element ``name`` read with ``fill``."""
+    data: Canonical = {}
+    fill(_Node(element, None, name), data, OrganisationIndex(), None)
     return data
 
+
+# --- directory entries and assessment references -------------------------------------------
 
 def entry_data(element: etree._Element) -> Canonical:
     """Return the canonical dict of a DirectoryEntry element that passed the XSD.
 
     :raises Invalid: a rule the XSD cannot express is broken (see the module docstring).
     """
-    entry = _Node(element, None, "DirectoryEntry")
-    index = OrganisationIndex()
-    data = _child_identity(entry)
-    data.update(_child_address(entry))
-    data["managing_organisation"] = _managing_authority(index, entry)
-    data["names"] = _names(entry)
-    data["local_identifiers"] = _local_identifiers(index, entry)
-    data["carers"] = _carers(entry)
-    data["involvements"] = [_involvement(index, node) for node in entry.nodes("Involvement")]
-    data.update(_meta(entry))
-    return data
+    return _read(_ENTRY, element, "DirectoryEntry")
 
 
 def read_entry(entry: etree._Element) -> ChildRecord:
@@ -516,67 +492,12 @@ def read_entry(entry: etree._Element) -> ChildRecord:
     return ChildRecord(entry_data(entry))
 
 
-# --- eCAF assessment references ------------------------------------------------------------
-
-def _child_reference(index: OrganisationIndex, node: _Node) -> Canonical:
-    """Return the identifiers of an assessment's child."""
-    return {
-        "contactpoint_id": node.checked(identifiers.validate_contactpoint_id, "ContactPointId"),
-        "nhs_number": node.checked(identifiers.validate_nhs_number, "NhsNumber"),
-        "upn": node.checked(identifiers.validate_upn, "UniquePupilNumber"),
-        "local_identifiers": _local_identifiers(index, node),
-    }
-
-
-def _assessment_dates(node: _Node) -> Canonical:
-    """Return status and dates of an assessment.
-
-    :raises Invalid: a completed assessment without its completion date, a closed one
-        without its closing date, or a date before the start.
-    """
-    data: Canonical = {"status": node.text("Status"), "started_date": node.date("StartedDate"),
-                       "completed_date": node.date("CompletedDate"),
-                       "closed_date": node.date("ClosedDate")}
-    if data["status"] == "completed" and data["completed_date"] is None:
-        raise Invalid("a completed assessment needs CompletedDate",
-                      expression=f"{node.path}/Status")
-    if data["status"] == "closed" and data["closed_date"] is None:
-        raise Invalid("a closed assessment needs ClosedDate", expression=f"{node.path}/Status")
-    for name, field in (("CompletedDate", "completed_date"), ("ClosedDate", "closed_date")):
-        if data["started_date"] is not None and data[field] is not None \
-                and data[field] < data["started_date"]:
-            raise Invalid("the date is before the assessment started",
-                          expression=f"{node.path}/{name}")
-    return data
-
-
-def _team_member(index: OrganisationIndex, node: _Node) -> Canonical:
-    """Return one member of the Team Around the Child."""
-    org = _organisation(index, node.required("Organisation"))
-    data: Canonical = {"role": node.text("Role"), "organisation": org,
-                       "practitioner": _practitioner(index, node, org)}
-    data.update(_contact(node))
-    return data
-
-
 def assessment_data(element: etree._Element) -> Canonical:
     """Return the canonical dict of an AssessmentReference element that passed the XSD.
 
     :raises Invalid: a rule the XSD cannot express is broken.
     """
-    node = _Node(element, None, "AssessmentReference")
-    index = OrganisationIndex()
-    data: Canonical = {"assessment_id": node.text("AssessmentId"),
-                       "child": _child_reference(index, node.required("Child"))}
-    data.update(_assessment_dates(node))
-    lead = node.required("LeadProfessional")
-    data["lead_organisation"] = _organisation(index, lead.required("Organisation"))
-    data["lead_practitioner"] = _practitioner(index, lead, data["lead_organisation"])
-    data.update(_contact(lead))
-    data["members"] = [_team_member(index, member) for member in node.nodes("TeamMember")]
-    data["consent_to_share"] = node.flag("ConsentToShare")
-    data.update(_meta(node))
-    return data
+    return _read(_ASSESSMENT, element, "AssessmentReference")
 
 
 def read_assessment(element: etree._Element) -> AssessmentRecord:
@@ -644,14 +565,12 @@ def _read_header(element: etree._Element) -> BatchHeader:
     """
     try:
         validate_element(load_schema(ENTRY_XSD), element)
-        generated_at = _datetime(element.findtext(q("GeneratedAt")), "Header/GeneratedAt")
+        data = _read(_HEADER, element, "Header")
     except Invalid as error:
         raise BadRequest(f"invalid batch header: {error.message}",
                          expression=error.expression) from None
-    count = element.findtext(q("Count"))
-    return BatchHeader(generated_at=generated_at or dt.datetime.now(dt.UTC),
-                       source=element.findtext(q("Source")) or "",
-                       count=None if count is None else int(count.strip()))
+    return BatchHeader(generated_at=data["generated_at"] or dt.datetime.now(dt.UTC),
+                       source=data["source"] or "", count=data["count"])
 
 
 def _check_root(element: etree._Element, batch: _Batch) -> etree._Element:

@@ -15,8 +15,9 @@
   answer a batch document that can be posted back as it is; a further page is named by a
   ``Link: <...>; rel="next"`` header (RFC 8288).
 
-Routes parse the request, call one service function and render (docs/architecture.md "Routes are
-thin"); every error is an OperationOutcome in the format ``Accept`` asks for.
+Routes parse the request (an import's body into canonical records, streamed record by record
+by ``adapter.directory.reader``), call one service function and render (docs/architecture.md
+"Routes are thin"); every error is an OperationOutcome in the format ``Accept`` asks for.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from werkzeug.datastructures import MultiDict
 
 from adapter import identifiers
 from adapter.db import get_db
+from adapter.directory.reader import iter_assessment_data, iter_entry_data
 from adapter.directory.writer import (
     ImportOutcome,
     write_assessments_data,
@@ -156,7 +158,7 @@ def post_entries() -> Response:
     """Import a DirectoryEntries batch; answer its ImportReport."""
     require_scope(g.caller, "Patient", "create")
     require_scope(g.caller, "Patient", "update")
-    return import_response(import_entries(get_db(), batch_body(), g.caller))
+    return import_response(import_entries(get_db(), iter_entry_data(batch_body()), g.caller))
 
 
 @authenticated("write")
@@ -164,7 +166,8 @@ def post_assessments() -> Response:
     """Import an AssessmentReferences batch; answer its ImportReport."""
     require_scope(g.caller, "CareTeam", "create")
     require_scope(g.caller, "CareTeam", "update")
-    return import_response(import_assessments(get_db(), batch_body(), g.caller))
+    return import_response(import_assessments(get_db(), iter_assessment_data(batch_body()),
+                                              g.caller))
 
 
 def validate_response(family: str) -> Response:

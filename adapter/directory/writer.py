@@ -1,7 +1,8 @@
 """Canonical records to directory XML: single entries and assessment references, and batch
 documents streamed with ``etree.xmlfile`` so that memory stays flat however many records go
-out. Everything is written from the canonical dicts of ``adapter.models.canonical``, so the
-writer and the reader are mirror images over one shape.
+out. Everything is written from the canonical dicts of ``adapter.models.canonical`` handed to
+it, element by element as the field table ``adapter.directory.fields`` declares them (the
+reader reads the same table), compiled once into writing functions.
 """
 
 from __future__ import annotations
@@ -10,13 +11,16 @@ import datetime as dt
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import IO, Any, Final
 
 from lxml import etree
 
-from adapter import codes, identity
+from adapter import identity
+from adapter.directory import fields
+from adapter.directory.fields import xml_bool as xml_bool
+from adapter.directory.fields import xml_datetime as xml_datetime
 from adapter.directory.schema import NS, q
+from adapter.imports.directory import ImportOutcome as ImportOutcome
 from adapter.models.assessment import Assessment
 from adapter.models.canonical import (
     canonical_assessment_dump,
@@ -29,212 +33,200 @@ log = logging.getLogger(__name__)
 SOURCE: Final = "contactpoint-gateway"
 # The default namespace (lxml's None prefix; lxml-stubs type nsmap keys as str only).
 NSMAP: Final[dict[Any, str]] = {None: NS}
-# (canonical field, BS7666 element) in the order of BS7666AddressStructure (common.xsd).
-ADDRESS_ELEMENTS: Final = (
-    ("address_saon", "SAON"), ("address_paon", "PAON"), ("address_street", "StreetDescription"),
-    ("address_locality", "Locality"), ("address_town", "Town"), ("address_postcode", "PostCode"),
-    ("address_uprn", "UniquePropertyReferenceNumber"),
-)
-IMPORT_STATUSES: Final = ("created", "updated", "unchanged", "rejected")
 
 Data = Mapping[str, Any]
+# Writes one declaration of the field table into its parent element, given the record's
+# fields and the organisation a nested practitioner's employer defaults to.
+Write = Callable[[etree._Element, Data, Any], None]
 
 
-def xml_bool(value: bool) -> str:
-    """Return an xs:boolean lexical value."""
-    return "true" if value else "false"
+# --- the field table, compiled once into writing functions ---------------------------------
+
+def _set(element: etree._Element, attribute: fields.Attribute, data: Data) -> None:
+    """Set an attribute from its field (a ``required`` one even when None: lxml refuses)."""
+    value: Any = data.get(attribute.field)
+    kind = attribute.value
+    if kind.mark:
+        if value:
+            element.set(attribute.name, "true")
+        return
+    if value is None and not attribute.required:
+        return
+    element.set(attribute.name, value if kind.render is None else kind.render(value))
 
 
-def xml_datetime(value: dt.datetime) -> str:
-    """Return an instant as DateTimeType text in UTC with ``Z``."""
-    aware = value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
-    return aware.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+def _text(item: fields.Text) -> Write:
+    """Return the writer of a text element (left out when its value is None, unless the
+    element is ``required`` or its value type ``always`` writes one)."""
+    tag, name, render, attributes = item.tag, item.field, item.value.render, item.attributes
+    sub = etree.SubElement
+    if item.value.always:
+        assert render is not None  # noqa: S101 - a value written always renders itself
+
+        def write_always(parent: etree._Element, data: Data, _context: Any) -> None:
+            sub(parent, tag).text = render(data[name])
+        return write_always
+    if attributes or item.required:
+        required = item.required
+
+        def write_full(parent: etree._Element, data: Data, _context: Any) -> None:
+            value = data[name]
+            if value is None and not required:
+                return
+            element = sub(parent, tag)
+            element.text = value if render is None or value is None else render(value)
+            for attribute in attributes:
+                _set(element, attribute, data)
+        return write_full
+    if render is not None:
+        def write_rendered(parent: etree._Element, data: Data, _context: Any) -> None:
+            value = data[name]
+            if value is not None:
+                sub(parent, tag).text = render(value)
+        return write_rendered
+
+    # The common case, kept to a look-up and an append (a record has a hundred of these).
+    def write(parent: etree._Element, data: Data, _context: Any) -> None:
+        value = data[name]
+        if value is not None:
+            sub(parent, tag).text = value
+    return write
 
 
-def _sub(parent: etree._Element, name: str, text: str | None) -> None:
-    """Append a text element when ``text`` is not None."""
-    if text is not None:
-        etree.SubElement(parent, q(name)).text = text
+def _texts(item: fields.Texts) -> Write:
+    """Return the writer of a repeated text element."""
+    tag, name = item.tag, item.field
+
+    def write(parent: etree._Element, data: Data, _context: Any) -> None:
+        for text in data[name]:
+            etree.SubElement(parent, tag).text = text
+    return write
 
 
-def _date(parent: etree._Element, name: str, value: dt.date | None) -> None:
-    """Append a DateType element when ``value`` is not None."""
-    if value is not None:
-        etree.SubElement(parent, q(name)).text = value.isoformat()
+def _fill(structure: fields.Structure) -> Callable[[etree._Element, Data, Any], None]:
+    """Return the function that sets a structure's attributes on its element and appends
+    its child elements in the XSD's order."""
+    attributes = structure.attributes
+    writers = [_writer(item) for item in structure.elements]
+    if not attributes:
+        def fill_elements(element: etree._Element, data: Data, context: Any) -> None:
+            for write in writers:
+                write(element, data, context)
+        return fill_elements
+
+    def fill(element: etree._Element, data: Data, context: Any) -> None:
+        for attribute in attributes:
+            _set(element, attribute, data)
+        for write in writers:
+            write(element, data, context)
+    return fill
 
 
-def _period(parent: etree._Element, start: dt.date | None, end: dt.date | None) -> None:
-    """Append a Period when either end is known."""
-    if start is not None or end is not None:
-        period = etree.SubElement(parent, q("Period"))
-        _date(period, "StartDate", start)
-        _date(period, "EndDate", end)
+def _group(item: fields.Group, forced: bool = False) -> Write:
+    """Return the writer of a group (always when ``forced``: the option a Choice chose)."""
+    tag, fill, names, flag = item.tag, _fill(item.structure), item.names, item.flag
+    required = item.required or forced
+
+    def write(parent: etree._Element, data: Data, context: Any) -> None:
+        if flag is not None:
+            if not data[flag]:
+                return
+        elif not required:
+            for name in names:
+                if data[name] is not None:
+                    break
+            else:
+                return
+        fill(etree.SubElement(parent, tag), data, context)
+    return write
 
 
-def _address_lines(parent: etree._Element, data: Data) -> None:
-    """Append the BS7666 parts of an address held in ``address_*`` fields."""
-    for field, name in ADDRESS_ELEMENTS:
-        _sub(parent, name, data[field])
+def _record(item: fields.Record) -> Write:
+    """Return the writer of a nested record or of a list of them."""
+    tag, name, fill, many = item.tag, item.field, _fill(item.structure), item.many
+    key, inherit, context_field, required = item.key, item.inherit, item.context, item.required
+
+    def write(parent: etree._Element, data: Data, context: Any) -> None:
+        value = data[name]
+        inner = None if context_field is None else data[context_field]
+        if many:
+            for record in value:
+                fill(etree.SubElement(parent, tag), record, inner)
+            return
+        if value is None and not required:
+            return
+        if key is not None and value[key] is None:
+            return
+        if inherit and organisation_codes(value) == organisation_codes(context):
+            return
+        fill(etree.SubElement(parent, tag), value, inner)
+    return write
 
 
-def _address(parent: etree._Element, name: str, data: Data) -> None:
-    """Append a BS7666 address element when any part is known."""
-    if any(data[field] is not None for field, _ in ADDRESS_ELEMENTS):
-        _address_lines(etree.SubElement(parent, q(name)), data)
+def _choice(item: fields.Choice) -> Write:
+    """Return the writer of a choice: the group its field's value selects, or nothing."""
+    name = item.field
+    options = [(option.when, _group(option, forced=True)) for option in item.options]
+
+    def write(parent: etree._Element, data: Data, context: Any) -> None:
+        value = data[name]
+        if value is None:
+            return
+        for when, group in options:
+            if when is None or value in when:
+                group(parent, data, context)
+                return
+    return write
 
 
-def _contact(parent: etree._Element, data: Data) -> None:
-    """Append ContactDetails when a telephone number or an e-mail address is known."""
-    if data["phone"] is not None or data["email"] is not None:
-        contact = etree.SubElement(parent, q("ContactDetails"))
-        _sub(contact, "TelephoneNumber", data["phone"])
-        _sub(contact, "EmailAddress", data["email"])
+def _writer(item: fields.Declaration) -> Write:
+    """Return the writer of one declaration of the field table."""
+    if isinstance(item, fields.Text):
+        return _text(item)
+    if isinstance(item, fields.Texts):
+        return _texts(item)
+    if isinstance(item, fields.Group):
+        return _group(item)
+    if isinstance(item, fields.Record):
+        return _record(item)
+    if isinstance(item, fields.Choice):
+        return _choice(item)
+    raise TypeError(f"not an element declaration: {item!r}")
 
 
-def _person_name(element: etree._Element, data: Data) -> None:
-    """Append the PersonNameStructure parts of a name to ``element``."""
-    _sub(element, "PersonNameTitle", data["title"])
-    for given in data["given"]:
-        etree.SubElement(element, q("PersonGivenName")).text = given
-    etree.SubElement(element, q("PersonFamilyName")).text = data["family"]
+def _root(element: str, structure: fields.Structure) -> Callable[[Data], etree._Element]:
+    """Return the function that renders a record as the root element ``element``."""
+    tag, fill = q(element), _fill(structure)
+
+    def render(data: Data) -> etree._Element:
+        root = etree.Element(tag, nsmap=NSMAP)
+        fill(root, data, None)
+        return root
+    return render
+
+
+_ENTRY: Final = _root("DirectoryEntry", fields.ENTRY)
+_ASSESSMENT: Final = _root("AssessmentReference", fields.ASSESSMENT)
+_HEADER: Final = _root("Header", fields.HEADER)
+_IMPORT_RECORD: Final = _root("Record", fields.IMPORT_RECORD)
+_SUMMARY: Final = _root("Summary", fields.IMPORT_SUMMARY)
+_ORGANISATION: Final = _fill(fields.ORGANISATION)
 
 
 def organisation_element(parent: etree._Element, name: str, data: Data) -> None:
     """Append an OrganisationStructure element named ``name``."""
-    org = etree.SubElement(parent, q(name))
-    _sub(org, "Name", data["name"])
-    _sub(org, "Type", data["type"])
-    _sub(org, "OdsCode", data["ods_code"])
-    _sub(org, "SchoolUrn", data["urn"])
-    _sub(org, "GssCode", data["gss_code"])
-    _sub(org, "LaNumber", data["la_number"])
-    _address(org, "Address", data)
-    _contact(org, data)
+    _ORGANISATION(etree.SubElement(parent, q(name)), data, None)
 
 
-def _practitioner(parent: etree._Element, data: Data | None, context: Data) -> None:
-    """Append a Practitioner; its employer only when it is not the ``context`` organisation.
+# --- directory entries and assessment references ------------------------------------------
 
-    A practitioner known only by national identifiers (a GMC number, an SDS user id) is left
-    out: the directory XML keys practitioners by their employer's staff id
-    (schemas/xml/common.xsd PractitionerStructure, LocalId required) and has no place for
-    national identifiers, which FHIR Practitioner carries (docs/directory-xml.md).
-    """
-    if data is None or data["local_id"] is None:
-        return
-    element = etree.SubElement(parent, q("Practitioner"))
-    _sub(element, "LocalId", data["local_id"])
-    _person_name(etree.SubElement(element, q("PersonName")), data)
-    _contact(element, data)
-    employer = data["organisation"]
-    if organisation_codes(employer) != organisation_codes(context):
-        organisation_element(element, "Organisation", employer)
-
-
-def _local_identifier(parent: etree._Element, data: Data) -> None:
-    """Append a LocalIdentifier."""
-    element = etree.SubElement(parent, q("LocalIdentifier"))
-    organisation_element(element, "Organisation", data["organisation"])
-    _sub(element, "Value", data["value"])
-
-
-def _record_meta(element: etree._Element, data: Data) -> None:
-    """Set the version, lastUpdated and redacted attributes of a record.
+def entry_element(data: Data) -> etree._Element:
+    """Return the DirectoryEntry element for a canonical child dict (``canonical_dump``).
 
     ``redacted`` (common.xsd DisclosureAttributes) is set when the dict carries a true
     ``redacted`` key: the disclosure policy withheld parts of it (a visible redaction).
     """
-    if data.get("version") is not None:
-        element.set("version", str(data["version"]))
-    if data.get("last_updated") is not None:
-        element.set("lastUpdated", xml_datetime(data["last_updated"]))
-    if data.get("redacted"):
-        element.set("redacted", "true")
-
-
-# --- directory entries -------------------------------------------------------------------
-
-def _child_address(entry: etree._Element, data: Data) -> None:
-    """Append the child's Address, or the AddressStatement that replaces it (neither when the
-    disclosure policy withheld it: a shielded child's redacted entry)."""
-    if data["address_status"] is None:
-        return
-    if data["address_status"] in codes.ADDRESS_STATUSES_WITH_ADDRESS:
-        address = etree.SubElement(entry, q("Address"), status=data["address_status"])
-        _address_lines(address, data)
-    else:
-        address = etree.SubElement(entry, q("AddressStatement"))
-        _sub(address, "Statement", data["address_status"])
-    _period(address, data["address_start"], data["address_end"])
-
-
-def _child_name(entry: etree._Element, data: Data) -> None:
-    """Append one of the child's names."""
-    name = etree.SubElement(entry, q("Name"), use=data["use"])
-    _person_name(name, data)
-    _period(name, data["period_start"], data["period_end"])
-
-
-def _carer(entry: etree._Element, data: Data) -> None:
-    """Append a Carer."""
-    carer = etree.SubElement(entry, q("Carer"))
-    _sub(carer, "Relationship", data["relation"])
-    _sub(carer, "ParentalResponsibility", xml_bool(data["parental_responsibility"]))
-    _person_name(etree.SubElement(carer, q("PersonName")), data)
-    _address(carer, "Address", data)
-    _contact(carer, data)
-
-
-def _involvement(entry: etree._Element, data: Data) -> None:
-    """Append an Involvement."""
-    involvement = etree.SubElement(entry, q("Involvement"))
-    _sub(involvement, "Role", data["role"])
-    organisation_element(involvement, "Organisation", data["organisation"])
-    _practitioner(involvement, data["practitioner"], data["organisation"])
-    if data["sensitive"]:
-        sensitive = etree.SubElement(involvement, q("SensitiveService"))
-        _sub(sensitive, "ConsentBasis", data["consent_basis"])
-    _sub(involvement, "LeadProfessional", xml_bool(data["lead_professional"]))
-    _sub(involvement, "CafCompleted", xml_bool(data["caf_completed"]))
-    _period(involvement, data["period_start"], data["period_end"])
-    _contact(involvement, data)
-
-
-def _identity(entry: etree._Element, data: Data) -> None:
-    """Append the child's identifiers and names."""
-    _sub(entry, "ContactPointId", data["contactpoint_id"])
-    if data["nhs_number"] is not None:
-        nhs = etree.SubElement(entry, q("NhsNumber"))
-        nhs.text = data["nhs_number"]
-        if data["nhs_number_status"] is not None:
-            nhs.set("verificationStatus", data["nhs_number_status"])
-    _sub(entry, "UniquePupilNumber", data["upn"])
-    for local_identifier in data["local_identifiers"]:
-        _local_identifier(entry, local_identifier)
-    for name in data["names"]:
-        _child_name(entry, name)
-
-
-def entry_element(data: Data) -> etree._Element:
-    """Return the DirectoryEntry element for a canonical child dict (``canonical_dump``)."""
-    entry = etree.Element(q("DirectoryEntry"), nsmap=NSMAP)
-    _record_meta(entry, data)
-    _identity(entry, data)
-    _sub(entry, "Gender", data["gender"])
-    _date(entry, "BirthDate", data["birth_date"])
-    _date(entry, "DeathDate", data["death_date"])
-    _child_address(entry, data)
-    _sub(entry, "Shielded", xml_bool(data["shielded"]))
-    _sub(entry, "RecordStatus", data["record_status"])
-    retention = etree.SubElement(entry, q("Retention"))
-    _sub(retention, "ExtendedRetention", data["extended_retention"])
-    _date(retention, "RetentionDate", data["retention_date"])
-    organisation_element(entry, "ManagingAuthority", data["managing_organisation"])
-    for carer in data["carers"]:
-        _carer(entry, carer)
-    for involvement in data["involvements"]:
-        _involvement(entry, involvement)
-    return entry
+    return _ENTRY(data)
 
 
 def write_entry(child: Child) -> etree._Element:
@@ -252,50 +244,9 @@ def dumps_entry(child: Child) -> bytes:
                           pretty_print=True)
 
 
-# --- eCAF assessment references ------------------------------------------------------------
-
-def _child_reference(parent: etree._Element, data: Data) -> None:
-    """Append the Child element of an assessment reference."""
-    child = etree.SubElement(parent, q("Child"))
-    _sub(child, "ContactPointId", data["contactpoint_id"])
-    _sub(child, "NhsNumber", data["nhs_number"])
-    _sub(child, "UniquePupilNumber", data["upn"])
-    for local_identifier in data["local_identifiers"]:
-        _local_identifier(child, local_identifier)
-
-
-def _lead_professional(parent: etree._Element, data: Data) -> None:
-    """Append the LeadProfessional of an assessment reference."""
-    lead = etree.SubElement(parent, q("LeadProfessional"))
-    organisation_element(lead, "Organisation", data["lead_organisation"])
-    _practitioner(lead, data["lead_practitioner"], data["lead_organisation"])
-    _contact(lead, data)
-
-
-def _team_member(parent: etree._Element, data: Data) -> None:
-    """Append a TeamMember."""
-    member = etree.SubElement(parent, q("TeamMember"))
-    _sub(member, "Role", data["role"])
-    organisation_element(member, "Organisation", data["organisation"])
-    _practitioner(member, data["practitioner"], data["organisation"])
-    _contact(member, data)
-
-
 def assessment_element(data: Data) -> etree._Element:
     """Return the AssessmentReference element for a canonical assessment dict."""
-    element = etree.Element(q("AssessmentReference"), nsmap=NSMAP)
-    _record_meta(element, data)
-    _sub(element, "AssessmentId", data["assessment_id"])
-    _child_reference(element, data["child"])
-    _sub(element, "Status", data["status"])
-    _date(element, "StartedDate", data["started_date"])
-    _date(element, "CompletedDate", data["completed_date"])
-    _date(element, "ClosedDate", data["closed_date"])
-    _lead_professional(element, data)
-    for member in data["members"]:
-        _team_member(element, member)
-    _sub(element, "ConsentToShare", xml_bool(data["consent_to_share"]))
-    return element
+    return _ASSESSMENT(data)
 
 
 def write_assessment(assessment: Assessment) -> etree._Element:
@@ -317,11 +268,8 @@ def dumps_assessment(assessment: Assessment) -> bytes:
 def header_element(source: str, generated_at: dt.datetime | None = None,
                    count: int | None = None) -> etree._Element:
     """Return a batch Header element (generated now unless ``generated_at`` is given)."""
-    header = etree.Element(q("Header"), nsmap=NSMAP)
-    _sub(header, "GeneratedAt", xml_datetime(generated_at or dt.datetime.now(dt.UTC)))
-    _sub(header, "Source", source)
-    _sub(header, "Count", None if count is None else str(count))
-    return header
+    return _HEADER({"generated_at": generated_at or dt.datetime.now(dt.UTC), "source": source,
+                    "count": count})
 
 
 def _built(records: Iterable[Data], build: Callable[[Data], etree._Element],
@@ -419,42 +367,14 @@ def write_assessments_data(assessments: Iterable[Data], stream: IO[bytes], *,
 
 # --- import reports ------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class ImportOutcome:
-    """What an import did with one record of a batch (import-report.xsd ImportRecord)."""
-
-    record_number: int
-    line: int | None
-    status: str
-    contactpoint_id: str | None = None
-    reason: str | None = None
-    expression: str | None = None
-    # What a write that was applied tells its writer (what was not kept or was changed:
-    # ``adapter.fhir.announce``), as the import command reports it; not part of the XML report.
-    notes: tuple[str, ...] = ()
-
-
 def outcome_element(outcome: ImportOutcome) -> etree._Element:
     """Return the Record element of one import outcome."""
-    record = etree.Element(q("Record"), nsmap=NSMAP)
-    _sub(record, "RecordNumber", str(outcome.record_number))
-    _sub(record, "Line", None if outcome.line is None else str(outcome.line))
-    _sub(record, "ContactPointId", outcome.contactpoint_id)
-    _sub(record, "Status", outcome.status)
-    if outcome.reason is not None:
-        reason = etree.SubElement(record, q("Reason"))
-        reason.text = outcome.reason
-        if outcome.expression is not None:
-            reason.set("expression", outcome.expression)
-    return record
+    return _IMPORT_RECORD(vars(outcome))
 
 
 def _summary_element(counts: Counter[str]) -> etree._Element:
     """Return the Summary element of an import report."""
-    summary = etree.Element(q("Summary"), nsmap=NSMAP)
-    for status in IMPORT_STATUSES:
-        _sub(summary, status.capitalize(), str(counts[status]))
-    return summary
+    return _SUMMARY(counts)
 
 
 def write_import_report(outcomes: Iterable[ImportOutcome], stream: IO[bytes], *,

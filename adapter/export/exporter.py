@@ -1,13 +1,15 @@
-"""Running one export job: the children in scope are streamed in batches with keyset paging on
-their internal id (never the whole table in memory), each rendered for the job's client as its
-REST reads would render it (the one disclosure policy), their lines written to the job's NDJSON
-files, one ``export`` audit record per exported child committed per batch with the job's
-progress (FHIR Bulk Data Access IG v2, export.html). Then Organization and
+"""The one NDJSON exporter (``NdjsonExporter``), and running one export job with it (``Exporter``;
+the ``export --format fhir-ndjson`` command is the other caller:
+``adapter.export.ndjson_command``). A job: the children in scope are streamed in batches with
+keyset paging on their internal id (never the whole table in memory), each rendered for the
+job's client as its REST reads would render it (the one disclosure policy), their lines written
+to the job's NDJSON files, one ``export`` audit record per exported child committed per batch
+with the job's progress (FHIR Bulk Data Access IG v2, export.html). Then Organization and
 Practitioner: at system level all of them (the directory of services and staff, readable by
 every client), streamed the same way; at Patient and Group level (the patient compartments:
 export.html "_type" lets such an export add resources outside the compartment that help to
-interpret it) those the written resources refer to, kept as a set of ids while the children
-are streamed (it grows with the organisations and practitioners, not with the children).
+interpret it) those the written resources refer to, kept as a set of ids while the children are
+streamed (it grows with the organisations and practitioners, not with the children).
 A Patient-level export has every child the client may see, a Group-level one an authority's;
 the POST ``patient`` parameter restricts either to the Patients it names.
 
@@ -26,13 +28,12 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from sqlalchemy import Select, func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from adapter.db import Database
 from adapter.errors import issue, operation_outcome
 from adapter.export.files import OUTCOME, NdjsonFiles, ndjson_line
 from adapter.export.jobs import ExportSettings
-from adapter.export.ndjson_command import assessments_by_child
 from adapter.export.resources import (
     CHILD_TYPES,
     REFERENCED_TYPES,
@@ -85,20 +86,225 @@ class JobSpec:
                    tuple(job.patients) if job.patients is not None else None)
 
 
-class Exporter:
+class NdjsonExporter:
+    """The one NDJSON exporter: the children in scope in keyset batches, each rendered for
+    ``caller`` as its REST reads would render it, their lines written to ``files`` once the
+    batch's ``export`` audit records are committed; then the Organizations and Practitioners
+    (those the written resources refer to, or all of them). The bulk ``$export`` job
+    (``Exporter``) and the ``export --format fhir-ndjson`` command
+    (``adapter.export.ndjson_command``) differ only in the hooks below: where progress and
+    audit records are committed, and what becomes of a child that cannot be exported."""
+
+    def __init__(self, db: Database, caller: Caller, types: frozenset[str], *,
+                 group: bool, since: dt.datetime | None = None) -> None:
+        self.db, self.caller, self.types, self.since = db, caller, types, since
+        # Patient and Group level: the organisations and practitioners exported are those the
+        # children's resources refer to, so every child resource is mapped then; else only
+        # the asked ones.
+        self.group = group
+        self.need_references = self.group and any(t in types for t in REFERENCED_TYPES)
+        self.mapped = CHILD_TYPES if self.need_references else CHILD_TYPES & types
+        self.references: set[str] = set()
+        self.overrides = 0
+        self.name = "export"  # how the log names the export
+
+    def export(self, files: NdjsonFiles) -> None:
+        """Write the children in scope, then the organisations and practitioners asked for."""
+        self._export_children(files)
+        for resource_type in REFERENCED_TYPES:
+            if resource_type in self.types:
+                self._export_directory(files, resource_type)
+
+    # --- hooks --------------------------------------------------------------------------
+
+    def _conditions(self) -> list[Any]:
+        """Return the conditions selecting the children in scope."""
+        return [visible_to(self.caller)]
+
+    def _beat(self, phase: str, scanned: int = 0,
+              batch: Iterable[ChildExport] = ()) -> None:
+        """Commit the audit records of a batch of children (and progress, for a job)."""
+        items = list(batch)
+        if items:
+            with self.db.write_transaction() as session:
+                self._record_exported(session, items)
+
+    def _detail(self) -> str:
+        """Return the ``detail`` of the export's audit records."""
+        return "export"
+
+    def _record_exported(self, session: Session, batch: Iterable[ChildExport]) -> None:
+        """Write one ``export`` audit record per child whose data the files receive (the
+        delivery ledger is fed from the same point)."""
+        for item in batch:
+            if item.exported:
+                audit.record(session, "export", resource_type="Patient",
+                             resource_id=item.child_ref, child_ref=item.child_ref,
+                             override=item.override, caller=self.caller, detail=self._detail())
+                self.overrides += item.override
+        # The files hand these children's data to the client: the delivery ledger scopes its
+        # purge instruction at switch-off (adapter.security.ledger).
+        self._delivered(session, [item.child_ref for item in batch if item.exported])
+
+    def _delivered(self, session: Session, child_refs: list[str]) -> None:
+        """Record in the delivery ledger that the caller received these children's data."""
+        ledger.record_deliveries(session, self.caller.client_id, child_refs, "export")
+
+    def _failed(self, item: ChildExport, child: Child, exc: Exception) -> None:
+        """Turn a child that cannot be exported into an OperationOutcome line of the error
+        file (export.html "Response - Complete Status": partial success is reported in
+        ``error``)."""
+        reason = exc.message if isinstance(exc, Unrenderable) else type(exc).__name__
+        message = (f"Patient/{child.resource_id} and the resources of its entry could not "
+                   f"be exported ({reason}); everything else was.")
+        failed = operation_outcome([issue("error", "exception", message)])
+        item.lines, item.override = [(OUTCOME, ndjson_line(failed))], False
+
+    def _withheld(self, files: NdjsonFiles, withheld: list[Unrenderable]) -> None:
+        """Report organisations or practitioners that cannot be rendered in the error file,
+        as a child that cannot be exported is."""
+        files.write(OUTCOME, [ndjson_line(withheld_outcome(withheld))])
+
+    # --- children ---------------------------------------------------------------------
+
+    def _export_children(self, files: NdjsonFiles) -> None:
+        """Export the children in scope, one batch (one read, one audit commit) at a time.
+
+        :raises JobGone: the job was deleted or failed meanwhile.
+        """
+        after = 0
+        while True:
+            batch, scanned, after = self._read_batch(after)
+            if not scanned:
+                return
+            self._beat("children", scanned, batch)
+            by_type: defaultdict[str, list[bytes]] = defaultdict(list)
+            for item in batch:
+                for resource_type, line in item.lines:
+                    by_type[resource_type].append(line)
+            for resource_type, lines in by_type.items():
+                files.write(resource_type, lines)
+
+    def _read_batch(self, after: int) -> tuple[list[ChildExport], int, int]:
+        """Return the next batch of children after internal id ``after`` as exports, how many
+        were read and the last id (keyset paging)."""
+        with self.db.transaction() as session:
+            query = child_query().where(*self._conditions(), Child.id > after)
+            children = list(session.scalars(query.order_by(Child.id).limit(BATCH_SIZE)).unique())
+            if not children:
+                return [], 0, after
+            assessments = assessments_by_child(session, [c.id for c in children])
+            batch = [self._export_child(session, c, assessments.get(c.id, []))
+                     for c in children]
+            return batch, len(children), children[-1].id
+
+    def _export_child(self, session: Session, child: Child,
+                      assessments: list[Assessment]) -> ChildExport:
+        """Return the lines of one child as the caller may see it (``_failed`` says what
+        becomes of one that cannot be mapped)."""
+        item = ChildExport(child.resource_id, False)
+        try:
+            item.override = disclose_child(child, self.caller).override
+            self._add(item, child_resources(session, child, self.caller, self.mapped),
+                      self._changed(child.last_updated))
+            for assessment in assessments:
+                resources = assessment_resources(session, assessment, self.caller, self.mapped)
+                self._add(item, resources, self._changed(assessment.last_updated))
+        except Exception as exc:  # reported per child: one bad entry must not stop the export
+            log.warning("%s: Patient/%s not exported (%s)", self.name, child.resource_id,
+                        type(exc).__name__)
+            self._failed(item, child, exc)
+        else:
+            self.references |= item.references
+        return item
+
+    def _changed(self, last_updated: dt.datetime) -> bool:
+        """Return True when a record changed after ``_since`` (or there is no ``_since``)."""
+        since = self.since
+        return since is None or (as_utc(last_updated) or last_updated) > since
+
+    def _add(self, item: ChildExport, resources: Iterable[Resource], changed: bool) -> None:
+        """Add the requested resources (when changed) to ``item``, noting their references."""
+        if not changed and not self.need_references:
+            return
+        for resource in resources:
+            if self.need_references:
+                references(resource, item.references)
+            if changed and resource["resourceType"] in self.types:
+                require_renderable(resource)  # else the child's error line says why
+                item.lines.append((resource["resourceType"], ndjson_line(resource)))
+
+    # --- organisations and practitioners ------------------------------------------------
+
+    def _export_directory(self, files: NdjsonFiles, resource_type: str) -> None:
+        """Write the organisations or practitioners: at Patient and Group level those the
+        exported resources refer to, at system level all of them, one batch at a time.
+
+        :raises JobGone: the job was deleted or failed meanwhile.
+        """
+        model: type[Organisation] | type[Practitioner] = \
+            Organisation if resource_type == "Organization" else Practitioner
+        if self.group:
+            prefix = f"{resource_type}/"
+            ids = sorted(r[len(prefix):] for r in self.references if r.startswith(prefix))
+            for start in range(0, len(ids), BATCH_SIZE):
+                self._directory_batch(files, resource_type,
+                                      model.resource_id.in_(ids[start:start + BATCH_SIZE]))
+            return
+        after: int | None = 0
+        while after is not None:
+            after = self._directory_batch(files, resource_type, model.id > after)
+
+    def _directory_batch(self, files: NdjsonFiles, resource_type: str,
+                         condition: Any) -> int | None:
+        """Write one batch of organisations or practitioners matching ``condition`` that
+        changed after ``_since``, in id order; return the last id when the batch was full
+        (keyset paging: more may follow), else None.
+
+        :raises JobGone: the job was deleted or failed meanwhile.
+        """
+        model = Organisation if resource_type == "Organization" else Practitioner
+        query: Select[Any] = select(model).where(condition)
+        if self.since is not None:
+            query = query.where(model.last_updated > self.since)
+        with self.db.transaction() as session:
+            rows = list(session.scalars(query.order_by(model.id).limit(BATCH_SIZE)))
+            withheld: list[Unrenderable] = []
+            lines = [ndjson_line(resource) for resource in
+                     renderable([self._render_directory(row) for row in rows], withheld)]
+        self._beat(f"{resource_type} resources")
+        files.write(resource_type, lines)
+        if withheld:
+            self._withheld(files, withheld)
+        return rows[-1].id if len(rows) == BATCH_SIZE else None
+
+    @staticmethod
+    def _render_directory(row: Organisation | Practitioner) -> Resource:
+        """Return an organisation or practitioner as its REST read renders it."""
+        if isinstance(row, Organisation):
+            return render_organisation(row).resource
+        return render_practitioner(row).resource
+
+
+def assessments_by_child(session: Session, child_ids: list[int]) -> dict[int, list[Assessment]]:
+    """Return the assessment references of the given children, by child."""
+    found: defaultdict[int, list[Assessment]] = defaultdict(list)
+    query = select(Assessment).where(Assessment.child_id.in_(child_ids)) \
+        .options(selectinload(Assessment.members)).order_by(Assessment.id)
+    for assessment in session.scalars(query).unique():
+        found[assessment.child_id].append(assessment)
+    return found
+
+
+class Exporter(NdjsonExporter):
     """Writes one job's files for its client."""
 
     def __init__(self, db: Database, settings: ExportSettings, spec: JobSpec,
                  caller: Caller) -> None:
-        self.db, self.settings, self.spec, self.caller = db, settings, spec, caller
-        # Patient and Group level: the organisations and practitioners exported are those the
-        # children's resources refer to, so every child resource is mapped then; else only
-        # the asked ones.
-        self.group = spec.level != "system"
-        self.need_references = self.group and any(t in spec.types for t in REFERENCED_TYPES)
-        self.mapped = CHILD_TYPES if self.need_references else CHILD_TYPES & spec.types
-        self.references: set[str] = set()
-        self.overrides = 0
+        super().__init__(db, caller, spec.types, group=spec.level != "system",
+                         since=spec.since)
+        self.settings, self.spec = settings, spec
+        self.name = f"export {spec.job_id}"
 
     def run(self) -> None:
         """Write the files and complete the job.
@@ -112,10 +318,7 @@ class Exporter:
             self._start()
             if self.spec.notes:
                 files.write(OUTCOME, [ndjson_line(operation_outcome(self.spec.notes))])
-            self._export_children(files)
-            for resource_type in REFERENCED_TYPES:
-                if resource_type in self.spec.types:
-                    self._export_directory(files, resource_type)
+            self.export(files)
             if self.overrides:
                 note = issue("warning", "suppressed", BREAK_GLASS.format(n=self.overrides))
                 files.write(OUTCOME, [ndjson_line(operation_outcome([note]))])
@@ -156,20 +359,9 @@ class Exporter:
             job.children_done += scanned
             job.phase, job.heartbeat = phase, utcnow()
 
-    def _record_exported(self, session: Session, batch: Iterable[ChildExport]) -> None:
-        """Write one ``export`` audit record per child whose data the files receive (the
-        delivery ledger is fed from the same point)."""
-        for item in batch:
-            if item.exported:
-                audit.record(session, "export", resource_type="Patient",
-                             resource_id=item.child_ref, child_ref=item.child_ref,
-                             override=item.override, caller=self.caller,
-                             detail=f"bulk export {self.spec.job_id}")
-                self.overrides += item.override
-        # The files hand these children's data to the client: the delivery ledger scopes its
-        # purge instruction at switch-off (adapter.security.ledger).
-        ledger.record_deliveries(session, self.caller.client_id,
-                                 [item.child_ref for item in batch if item.exported], "export")
+    def _detail(self) -> str:
+        """Return the ``detail`` of the job's audit records."""
+        return f"bulk export {self.spec.job_id}"
 
     def _finish(self, files: NdjsonFiles) -> None:
         """Complete the job with its files; it expires ``EXPORT_TTL_SECONDS`` later.
@@ -182,8 +374,6 @@ class Exporter:
             job.state, job.phase, job.finished, job.heartbeat = "completed", "completed", now, now
             job.outputs, job.error_files = files.outputs(), files.errors()
             job.expires = now + self.settings.ttl
-
-    # --- children ---------------------------------------------------------------------
 
     def _conditions(self) -> list[Any]:
         """Return the conditions selecting the children in the job's scope."""
@@ -200,125 +390,3 @@ class Exporter:
                                   Child.id.in_(changed_assessments)))
         return conditions
 
-    def _export_children(self, files: NdjsonFiles) -> None:
-        """Export the children in scope, one batch (one read, one audit commit) at a time.
-
-        :raises JobGone: the job was deleted or failed meanwhile.
-        """
-        after = 0
-        while True:
-            batch, scanned, after = self._read_batch(after)
-            if not scanned:
-                return
-            self._beat("children", scanned, batch)
-            by_type: defaultdict[str, list[bytes]] = defaultdict(list)
-            for item in batch:
-                for resource_type, line in item.lines:
-                    by_type[resource_type].append(line)
-            for resource_type, lines in by_type.items():
-                files.write(resource_type, lines)
-
-    def _read_batch(self, after: int) -> tuple[list[ChildExport], int, int]:
-        """Return the next batch of children after internal id ``after`` as exports, how many
-        were read and the last id (keyset paging)."""
-        with self.db.transaction() as session:
-            query = child_query().where(*self._conditions(), Child.id > after)
-            children = list(session.scalars(query.order_by(Child.id).limit(BATCH_SIZE)).unique())
-            if not children:
-                return [], 0, after
-            assessments = assessments_by_child(session, [c.id for c in children])
-            batch = [self._export_child(session, c, assessments.get(c.id, []))
-                     for c in children]
-            return batch, len(children), children[-1].id
-
-    def _export_child(self, session: Session, child: Child,
-                      assessments: list[Assessment]) -> ChildExport:
-        """Return the lines of one child as the job's client may see it; a child that cannot
-        be mapped becomes an OperationOutcome line of the error file (export.html "Response -
-        Complete Status": partial success is reported in ``error``)."""
-        item = ChildExport(child.resource_id, False)
-        try:
-            item.override = disclose_child(child, self.caller).override
-            self._add(item, child_resources(session, child, self.caller, self.mapped),
-                      self._changed(child.last_updated))
-            for assessment in assessments:
-                resources = assessment_resources(session, assessment, self.caller, self.mapped)
-                self._add(item, resources, self._changed(assessment.last_updated))
-        except Exception as exc:  # reported per child: one bad entry must not stop the export
-            log.warning("export %s: Patient/%s not exported (%s)", self.spec.job_id,
-                        child.resource_id, type(exc).__name__)
-            reason = exc.message if isinstance(exc, Unrenderable) else type(exc).__name__
-            message = (f"Patient/{child.resource_id} and the resources of its entry could not "
-                       f"be exported ({reason}); everything else was.")
-            failed = operation_outcome([issue("error", "exception", message)])
-            item.lines, item.override = [(OUTCOME, ndjson_line(failed))], False
-        else:
-            self.references |= item.references
-        return item
-
-    def _changed(self, last_updated: dt.datetime) -> bool:
-        """Return True when a record changed after ``_since`` (or there is no ``_since``)."""
-        since = self.spec.since
-        return since is None or (as_utc(last_updated) or last_updated) > since
-
-    def _add(self, item: ChildExport, resources: Iterable[Resource], changed: bool) -> None:
-        """Add the requested resources (when changed) to ``item``, noting their references."""
-        if not changed and not self.need_references:
-            return
-        for resource in resources:
-            if self.need_references:
-                references(resource, item.references)
-            if changed and resource["resourceType"] in self.spec.types:
-                require_renderable(resource)  # else the child's error line says why
-                item.lines.append((resource["resourceType"], ndjson_line(resource)))
-
-    # --- organisations and practitioners ------------------------------------------------
-
-    def _export_directory(self, files: NdjsonFiles, resource_type: str) -> None:
-        """Write the organisations or practitioners: at Patient and Group level those the
-        exported resources refer to, at system level all of them, one batch at a time.
-
-        :raises JobGone: the job was deleted or failed meanwhile.
-        """
-        model: type[Organisation] | type[Practitioner] = \
-            Organisation if resource_type == "Organization" else Practitioner
-        if self.group:
-            prefix = f"{resource_type}/"
-            ids = sorted(r[len(prefix):] for r in self.references if r.startswith(prefix))
-            for start in range(0, len(ids), BATCH_SIZE):
-                self._directory_batch(files, resource_type,
-                                      model.resource_id.in_(ids[start:start + BATCH_SIZE]))
-            return
-        after: int | None = 0
-        while after is not None:
-            after = self._directory_batch(files, resource_type, model.id > after)
-
-    def _directory_batch(self, files: NdjsonFiles, resource_type: str,
-                         condition: Any) -> int | None:
-        """Write one batch of organisations or practitioners matching ``condition`` that
-        changed after ``_since``, in id order; return the last id when the batch was full
-        (keyset paging: more may follow), else None.
-
-        :raises JobGone: the job was deleted or failed meanwhile.
-        """
-        model = Organisation if resource_type == "Organization" else Practitioner
-        query: Select[Any] = select(model).where(condition)
-        if self.spec.since is not None:
-            query = query.where(model.last_updated > self.spec.since)
-        with self.db.transaction() as session:
-            rows = list(session.scalars(query.order_by(model.id).limit(BATCH_SIZE)))
-            withheld: list[Unrenderable] = []
-            lines = [ndjson_line(resource) for resource in
-                     renderable([self._render_directory(row) for row in rows], withheld)]
-        self._beat(f"{resource_type} resources")
-        files.write(resource_type, lines)
-        if withheld:  # reported in the error file, as a child that cannot be exported is
-            files.write(OUTCOME, [ndjson_line(withheld_outcome(withheld))])
-        return rows[-1].id if len(rows) == BATCH_SIZE else None
-
-    @staticmethod
-    def _render_directory(row: Organisation | Practitioner) -> Resource:
-        """Return an organisation or practitioner as its REST read renders it."""
-        if isinstance(row, Organisation):
-            return render_organisation(row).resource
-        return render_practitioner(row).resource

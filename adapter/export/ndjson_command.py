@@ -1,53 +1,42 @@
 """An authority's children as FHIR NDJSON files (the ``export --format fhir-ndjson`` command):
-the resources the bulk ``$export`` writes for each child, built with its functions
-(``adapter.export.resources``: the disclosure policy first, then the mappings) and written with
-its NDJSON files (``adapter.export.files``: one file per type, lines counted); then the
-Organizations and Practitioners they refer to. Children are read in keyset pages on their
-internal id, each page with its ``export`` audit records in one transaction, its lines written
-once it committed, so memory stays flat (FHIR Bulk Data Access IG v2, export.html)."""
+the one NDJSON exporter (``adapter.export.exporter.NdjsonExporter``, which the bulk ``$export``
+runs too) over the children of one authority, with the Organizations and Practitioners they
+refer to, one file per type. A child or a referenced record that cannot be rendered is left
+out and named in ``skipped`` (the command reports them and exits 1) rather than written to an
+error file: the command's files hold resources only (FHIR Bulk Data Access IG v2,
+export.html)."""
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
 from adapter.db import Database
-from adapter.export.files import NdjsonFiles, ndjson_line
-from adapter.export.resources import (
-    CHILD_TYPES,
-    REFERENCED_TYPES,
-    assessment_resources,
-    child_resources,
-    references,
-)
-from adapter.fhir.bundle import renderable
-from adapter.fhir.wellformed import Unrenderable, require_renderable
-from adapter.mapping import fhir as mapping
-from adapter.models import Assessment, Child, Organisation, Practitioner
-from adapter.security import audit, ledger
+from adapter.export.exporter import NdjsonExporter
+from adapter.export.files import NdjsonFiles
+from adapter.export.resources import CHILD_TYPES, REFERENCED_TYPES, ChildExport
+from adapter.fhir.wellformed import Unrenderable
+from adapter.models import Child
+from adapter.security import ledger
 from adapter.security.caller import Caller
-from adapter.security.policy import disclose_child, visible_to
-from adapter.store.children import child_query
 
-PAGE: Final = 500
-Lines = defaultdict[str, list[bytes]]
+COMMAND_TYPES = CHILD_TYPES | frozenset(REFERENCED_TYPES)
 
 
-class NdjsonExport:
+class NdjsonExport(NdjsonExporter):
     """Writes one authority's NDJSON files for one caller."""
 
-    def __init__(self, db: Database, authority_id: int, caller: Caller, base: str,
+    def __init__(self, db: Database, authority_id: int, caller: Caller,
                  on_child: Callable[[int], object] | None = None) -> None:
-        self.db, self.authority_id, self.caller, self.base = db, authority_id, caller, base
+        super().__init__(db, caller, COMMAND_TYPES, group=True)
+        self.authority_id = authority_id
         self.on_child = on_child or (lambda _n: None)
-        self.references: set[str] = set()
         # Records left out because they cannot be rendered (``Type/id``; logged for operators).
         self.skipped: list[str] = []
+        self.name = "export command"
 
     def run(self, folder: Path) -> dict[str, int]:
         """Write the files into ``folder``; return the lines written per type.
@@ -56,77 +45,42 @@ class NdjsonExport:
         """
         files = NdjsonFiles(folder)
         try:
-            after = 0
-            while (page := self._page(after)) is not None:
-                after, lines = page
-                for resource_type, batch in lines.items():
-                    files.write(resource_type, batch)
-            for resource_type in REFERENCED_TYPES:
-                self._referenced(files, resource_type)
+            self.export(files)
         finally:
             files.close()
         return dict(files.counts)
 
-    def _page(self, after: int) -> tuple[int, Lines] | None:
-        """Read, disclose, map and audit the next page of children; None after the last."""
-        with self.db.write_transaction() as session:
-            children = list(session.scalars(child_query().where(
-                Child.managing_organisation_id == self.authority_id, visible_to(self.caller),
-                Child.id > after).order_by(Child.id).limit(PAGE)).unique())
-            if not children:
-                return None
-            assessments = assessments_by_child(session, [child.id for child in children])
-            lines: Lines = defaultdict(list)
-            for child in children:
-                self._child(session, child, assessments.get(child.id, []), lines)
-        self.on_child(len(children))
-        return children[-1].id, lines
+    def _conditions(self) -> list[Any]:
+        """Return the conditions selecting the authority's children the caller may see."""
+        return [*super()._conditions(), Child.managing_organisation_id == self.authority_id]
 
-    def _child(self, session: Session, child: Child, assessments: list[Assessment],
-               lines: Lines) -> None:
-        """Add one child's resources (and its assessment references') and audit the export."""
-        disclosure = disclose_child(child, self.caller)
-        resources = list(child_resources(session, child, self.caller, CHILD_TYPES))
-        for assessment in assessments:
-            resources.extend(assessment_resources(session, assessment, self.caller,
-                                                  CHILD_TYPES))
-        try:
-            for resource in resources:
-                require_renderable(resource)
-        except Unrenderable:  # one bad record must not stop (or truncate) the export
-            self.skipped.append(f"Patient/{child.resource_id}")
-            return
-        for resource in resources:
-            references(resource, self.references)
-            lines[resource["resourceType"]].append(ndjson_line(resource))
-        audit.record(session, "export", resource_type="Patient", resource_id=child.resource_id,
-                     child_ref=child.resource_id, override=disclosure.override,
-                     caller=self.caller, detail="export command (fhir-ndjson)")
-        ledger.record_delivery(session, self.caller, child, "export")  # (--as a client)
+    def _beat(self, phase: str, scanned: int = 0,
+              batch: Iterable[ChildExport] = ()) -> None:
+        """Commit the batch's audit records, then move the progress bar."""
+        super()._beat(phase, scanned, batch)
+        if scanned:
+            self.on_child(scanned)
 
-    def _referenced(self, files: NdjsonFiles, resource_type: str) -> None:
-        """Write the organisations or practitioners the written resources refer to."""
-        prefix = f"{resource_type}/"
-        ids = sorted(ref[len(prefix):] for ref in self.references if ref.startswith(prefix))
-        model: Any = Organisation if resource_type == "Organization" else Practitioner
-        render = mapping.organisation_to_fhir if model is Organisation \
-            else mapping.practitioner_to_fhir
-        for start in range(0, len(ids), PAGE):
-            with self.db.transaction() as session:
-                rows = session.scalars(select(model).where(
-                    model.resource_id.in_(ids[start:start + PAGE])).order_by(model.resource_id))
-                withheld: list[Unrenderable] = []
-                batch = [ndjson_line(resource) for resource in
-                         renderable([render(row, base=self.base) for row in rows], withheld)]
-            files.write(resource_type, batch)
-            self.skipped += [error.label for error in withheld]
+    def _detail(self) -> str:
+        """Return the ``detail`` of the command's audit records."""
+        return "export command (fhir-ndjson)"
 
+    def _delivered(self, session: Session, child_refs: list[str]) -> None:
+        """Record the deliveries to a client the command acts as (``--as``); the command's
+        own operator identity holds no copy (``adapter.security.ledger.NOT_A_HOLDER``)."""
+        if self.caller.client_id not in ledger.NOT_A_HOLDER:
+            super()._delivered(session, child_refs)
 
-def assessments_by_child(session: Session, child_ids: list[int]) -> dict[int, list[Assessment]]:
-    """Return the assessment references of the given children, by child."""
-    found: defaultdict[int, list[Assessment]] = defaultdict(list)
-    query = select(Assessment).where(Assessment.child_id.in_(child_ids)) \
-        .options(selectinload(Assessment.members)).order_by(Assessment.id)
-    for assessment in session.scalars(query).unique():
-        found[assessment.child_id].append(assessment)
-    return found
+    def _failed(self, item: ChildExport, child: Child, exc: Exception) -> None:
+        """Leave out a child that cannot be rendered, naming it in ``skipped``.
+
+        :raises Exception: ``exc``, anything else (a fault, not a record to correct).
+        """
+        if not isinstance(exc, Unrenderable):
+            raise exc
+        self.skipped.append(f"Patient/{child.resource_id}")
+        item.lines, item.override = [], False
+
+    def _withheld(self, files: NdjsonFiles, withheld: list[Unrenderable]) -> None:
+        """Name the organisations or practitioners that cannot be rendered in ``skipped``."""
+        self.skipped += [error.label for error in withheld]

@@ -1,8 +1,11 @@
-"""Streaming import of directory XML batches: ``DirectoryEntries`` and
-``AssessmentReferences`` read record by record (``adapter.directory.reader``), each record
-validated on its own, the good ones applied in transactions of ``BATCH_SIZE`` records and every
-record answered with an ``ImportOutcome`` (created / updated / unchanged / rejected with its
-reason), in the order of the batch.
+"""Streaming import of canonical records: directory entries and assessment references, as a
+dialect's parse stage yields them record by record (the directory XML reader,
+``adapter.directory.reader.iter_entry_data``, called by the directory routes and CLI), each
+with its position in the file and each either a canonical dict or the reason the parse stage
+refused it. The good ones are applied in transactions of ``BATCH_SIZE`` records and every
+record is answered with an ``ImportOutcome`` (created / updated / unchanged / rejected with its
+reason), in the order of the file. Nothing here reads bytes: the stream stays the parse
+stage's, so memory stays flat however long the file.
 
 The rules of a write through any dialect hold per record (docs/domain.md; docs/architecture.md
 "One write-authority policy"):
@@ -38,15 +41,13 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import IO, Any, Final
+from typing import Any, Final, Protocol
 
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from adapter.db import Database
-from adapter.directory.reader import RecordInvalid, iter_assessment_data, iter_entry_data
-from adapter.directory.writer import ImportOutcome
 from adapter.errors import BadRequest, GatewayError
 from adapter.models.canonical import Canonical
 from adapter.security.caller import Caller
@@ -63,7 +64,36 @@ CONFLICT: Final = ("the record conflicts with another stored record (an identifi
                    "organisation code it gives is held by another one) or a value is too long "
                    "for the directory")
 DB_ERRORS: Final = (IntegrityError, DataError, StaleDataError)
-Items = Iterable[tuple[int, int | None, Canonical | RecordInvalid]]
+
+
+class RefusedRecord(Protocol):
+    """A record the parse stage refused (``adapter.directory.reader.RecordInvalid``): why and
+    where, never the value, and the child's ContactPoint ID where the record gave a valid one
+    (the only identifier a report repeats)."""
+
+    message: str
+    expression: str | None
+    contactpoint_id: str | None
+
+
+# (record number, line it starts on, canonical dict or why it was refused), in file order.
+ParsedRecord = tuple[int, int | None, Canonical | RefusedRecord]
+Items = Iterable[ParsedRecord]
+
+
+@dataclass(frozen=True)
+class ImportOutcome:
+    """What an import did with one record of a file (import-report.xsd ImportRecord)."""
+
+    record_number: int
+    line: int | None
+    status: str
+    contactpoint_id: str | None = None
+    reason: str | None = None
+    expression: str | None = None
+    # What a write that was applied tells its writer (what was not kept or was changed:
+    # ``adapter.fhir.announce``), as the import command reports it; not part of the XML report.
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -97,8 +127,8 @@ def applied(pending: Pending, status: str, contactpoint_id: str | None) -> Impor
     return ImportOutcome(pending.position, pending.line, status, contactpoint_id)
 
 
-def _reader_outcome(position: int, line: int | None, error: RecordInvalid) -> ImportOutcome:
-    """Return the outcome of a record the reader refused."""
+def _refused_outcome(position: int, line: int | None, error: RefusedRecord) -> ImportOutcome:
+    """Return the outcome of a record the parse stage refused."""
     return ImportOutcome(position, line, "rejected", error.contactpoint_id, error.message,
                          error.expression)
 
@@ -114,15 +144,15 @@ def _groups(items: Items, kind: ImportKind,
     keys: set[str] = set()
     try:
         for position, line, item in items:
-            key = None if isinstance(item, RecordInvalid) else kind.key(item)
+            key = kind.key(item) if isinstance(item, dict) else None
             if len(group) >= size or (key is not None and key in keys):
                 yield group
                 group, keys = [], set()
-            if isinstance(item, RecordInvalid):
-                group.append(_reader_outcome(position, line, item))
-            else:
+            if isinstance(item, dict):
                 group.append(Pending(position, line, item))
                 keys.add(str(key))
+            else:
+                group.append(_refused_outcome(position, line, item))
     except BadRequest:
         if group:
             yield group
@@ -134,7 +164,7 @@ def _groups(items: Items, kind: ImportKind,
 def run_import(db: Database, items: Items, caller: Caller, kind: ImportKind, *,
                batch_size: int = BATCH_SIZE, detail: str = "directory XML import",
                ) -> Iterator[ImportOutcome]:
-    """Apply a stream of read records in batches; yield one outcome per record, in order;
+    """Apply a stream of parsed records in batches; yield one outcome per record, in order;
     a large import refreshes the planner's statistics at its end (``analyzed_after``).
 
     :raises BadRequest: the document stops being a readable batch; the records before that
@@ -199,29 +229,27 @@ def _one_by_one(db: Database, caller: Caller, pending: list[Pending], kind: Impo
     return outcomes
 
 
-def import_entries(db: Database, source: str | IO[bytes], caller: Caller, *,
+def import_entries(db: Database, records: Items, caller: Caller, *,
                    batch_size: int = BATCH_SIZE,
                    detail: str = "directory XML import") -> Iterator[ImportOutcome]:
-    """Stream a DirectoryEntries batch into the directory; yield each record's outcome.
+    """Apply a stream of parsed directory entries; yield each record's outcome.
 
-    :raises BadRequest: not a DirectoryEntries batch, a DTD, no header, or not well-formed
-        (from that point on; the records before it are applied).
+    :raises BadRequest: the parse stage found the file unreadable from some point on (the
+        records before it are applied).
     """
     from adapter.imports.entries import ENTRY_KIND
 
-    return run_import(db, iter_entry_data(source), caller, ENTRY_KIND, batch_size=batch_size,
-                      detail=detail)
+    return run_import(db, records, caller, ENTRY_KIND, batch_size=batch_size, detail=detail)
 
 
-def import_assessments(db: Database, source: str | IO[bytes], caller: Caller, *,
+def import_assessments(db: Database, records: Items, caller: Caller, *,
                        batch_size: int = BATCH_SIZE,
                        detail: str = "directory XML import") -> Iterator[ImportOutcome]:
-    """Stream an AssessmentReferences batch into the directory; yield each record's outcome.
+    """Apply a stream of parsed assessment references; yield each record's outcome.
 
     :raises BadRequest: as ``import_entries``.
     """
     from adapter.imports.assessments import ASSESSMENT_KIND
 
-    return run_import(db, iter_assessment_data(source), caller, ASSESSMENT_KIND,
-                      batch_size=batch_size, detail=detail)
-
+    return run_import(db, records, caller, ASSESSMENT_KIND, batch_size=batch_size,
+                      detail=detail)

@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import func, select
 
 from adapter.db import Database
+from adapter.directory.reader import iter_assessment_data, iter_entry_data
 from adapter.directory.writer import ImportOutcome
 from adapter.errors import BadRequest
 from adapter.imports.directory import import_assessments, import_entries
@@ -53,7 +54,7 @@ def team(gss: str) -> Caller:
 def run(db: Database, batch: Batch | bytes, caller: Caller, **options: int) -> list[ImportOutcome]:
     """Import a batch of entries; return the outcomes."""
     data = batch if isinstance(batch, bytes) else batch.document()
-    return list(import_entries(db, io.BytesIO(data), caller, **options))
+    return list(import_entries(db, iter_entry_data(io.BytesIO(data)), caller, **options))
 
 
 def regendered(record: bytes) -> bytes:
@@ -282,7 +283,7 @@ def test_a_truncated_batch_applies_what_came_before(db: Database, demo_files: Fi
     document = entries.head + b"".join(entries.records[:3]) + entries.records[3][:200]
     outcomes: list[ImportOutcome] = []
     with pytest.raises(BadRequest, match="line"):
-        outcomes.extend(import_entries(db, io.BytesIO(document), team(gss)))
+        outcomes.extend(import_entries(db, iter_entry_data(io.BytesIO(document)), team(gss)))
     assert [o.status for o in outcomes] == ["created"] * 3
     assert count(db, model=Child) == 3
 
@@ -316,18 +317,21 @@ def test_assessment_references_import_and_reimport(db: Database, demo_files: Fil
     children = [live[cpid_of(r)] for r in references.records]
     run(db, Batch(entries.head, children, entries.tail), team(gss))
     caller = team(gss)
-    outcomes = list(import_assessments(db, io.BytesIO(references.document()), caller))
+    outcomes = list(import_assessments(
+        db, iter_assessment_data(io.BytesIO(references.document())), caller))
     assert statuses(outcomes) == {"created": len(references.records)}
     assert count(db, AuditRecord.action == "import-create",
                  AuditRecord.resource_type == "CareTeam") == len(references.records)
-    again = list(import_assessments(db, io.BytesIO(references.document()), caller))
+    again = list(import_assessments(
+        db, iter_assessment_data(io.BytesIO(references.document())), caller))
     assert statuses(again) == {"unchanged": len(references.records)}
     with db.sessions() as session:
         assert set(session.scalars(select(Assessment.version))) == {1}
     orphan = re.sub(rb"<ContactPointId>[^<]*</ContactPointId>",
                     b"<ContactPointId>CP000000000</ContactPointId>", references.records[0])
-    outcome = list(import_assessments(db, io.BytesIO(references.head + orphan + references.tail),
-                                      caller))[0]
+    outcome = list(import_assessments(
+        db, iter_assessment_data(io.BytesIO(references.head + orphan + references.tail)),
+        caller))[0]
     assert outcome.status == "rejected" and outcome.line == references.lines()[0]
 
 
@@ -338,8 +342,8 @@ def _peak(folder: Path, batch: Batch, records: int, gss: str) -> int:
     document = batch.document(records)
     tracemalloc.start()
     try:
-        counts = Counter(o.status for o in import_entries(db, io.BytesIO(document), team(gss),
-                                                          batch_size=50))
+        counts = Counter(o.status for o in import_entries(
+            db, iter_entry_data(io.BytesIO(document)), team(gss), batch_size=50))
         _current, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
