@@ -11,13 +11,13 @@ from collections.abc import Callable
 from typing import Any
 
 import click
-from flask import Flask, current_app
-from flask.cli import FlaskGroup, ScriptInfo, with_appcontext
+from flask import Flask
+from flask.cli import FlaskGroup, with_appcontext
 
 from adapter import create_app
-from adapter import settings as settings_module
-from adapter.db import Database, connect, get_db
+from adapter.db import get_db
 from adapter.decommission.gate import command_refusal, skipped
+from adapter.runtime import DEFAULT_FACTORIES, command_runtime
 from adapter.security.policy.phase import (
     ALWAYS,
     CommandPhase,
@@ -25,14 +25,14 @@ from adapter.security.policy.phase import (
     command_kind,
     declared_phase,
 )
-from adapter.settings import Settings
-
-_RUNTIME = "contactpoint_gateway.runtime"
 
 
 def _create_app() -> Flask:
     """Create the app for the CLI from defaults and environment."""
     return create_app()
+
+
+DEFAULT_FACTORIES.add(_create_app)
 
 
 class PhaseGroup(FlaskGroup):
@@ -90,29 +90,6 @@ def _phase_allows(name: str, declared: CommandPhase, params: dict[str, Any]) -> 
         click.echo(skipped(name, declared.skip_flag, plan))
         return False
     raise CommandRefused(refusal)
-
-
-def command_runtime() -> tuple[Settings, Database]:
-    """Return the settings and database of the running command, made once per command line:
-    the app's when one is running or the caller supplied one (tests pass a ``ScriptInfo``),
-    else built from the environment without the web app."""
-    context = click.get_current_context()
-    meta = context.meta
-    if _RUNTIME not in meta:
-        info = context.ensure_object(ScriptInfo)
-        if current_app or info.create_app is not _create_app:
-            from adapter.http import settings_of
-
-            app: Flask = info.load_app() if not current_app \
-                else current_app._get_current_object()  # type: ignore[attr-defined]
-            meta[_RUNTIME] = (settings_of(app), app.extensions["db"])
-        else:
-            settings = settings_module.load()
-            db = connect(settings)
-            context.find_root().call_on_close(db.close)
-            meta[_RUNTIME] = (settings, db)
-    runtime: tuple[Settings, Database] = meta[_RUNTIME]
-    return runtime
 
 
 @click.group(cls=PhaseGroup, create_app=_create_app, add_default_commands=False,

@@ -29,7 +29,7 @@ LAYERS: tuple[tuple[tuple[str, ...], str], ...] = (
      "values and rules that need nothing else of the gateway: code lists, identifier and "
      "identity rules, FHIR system URIs, settings, error types, hardened XML parsing"),
     (("models",), "the canonical model and its ORM tables, built from those values"),
-    (("db", "http"),
+    (("db", "http", "runtime"),
      "infrastructure every route uses: database sessions; negotiation and OperationOutcome "
      "rendering (the FHIR XML writer is handed in by the app factory)"),
     (("mapping",), "canonical <-> FHIR maps: functions of the model, no storage, no request"),

@@ -13,7 +13,7 @@ from adapter.security.policy.phase import command_kind
 def export_sweep_command() -> None:
     """Delete expired bulk exports with their files and fail stalled ones (with the settings
     and the database only: no web app)."""
-    from adapter.cli import command_runtime
+    from adapter.runtime import command_runtime
 
     settings, db = command_runtime()
     result = sweep(db, ExportSettings.of(settings.as_config()))

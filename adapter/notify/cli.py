@@ -32,7 +32,7 @@ def dispatch_command(threads: int | None, once: bool) -> None:
 
     :raises click.ClickException: another dispatcher runs on this SQLite database.
     """
-    from adapter.cli import command_runtime
+    from adapter.runtime import command_runtime
 
     dispatcher = Dispatcher(*command_runtime())
     try:

@@ -27,8 +27,8 @@ from adapter.settings import Settings
 
 
 def command_settings() -> Settings:
-    """Return the running command's settings (``adapter.cli.command_runtime``)."""
-    from adapter.cli import command_runtime
+    """Return the running command's settings (``adapter.runtime.command_runtime``)."""
+    from adapter.runtime import command_runtime
 
     return command_runtime()[0]
 
