@@ -88,11 +88,7 @@ def child_from_snapshot(version: RecordVersion) -> Child:
     for involvement in child.involvements:
         involvement.resource_id = identity.involvement_role_id(child.contactpoint_id,
                                                                part_key(involvement))
-    for organisation in _builder.organisations.values():
-        code = identity.organisation_code(organisation)
-        organisation.resource_id = identity.organisation_id(code)
-    for practitioner in _builder.practitioners.values():
-        practitioner.resource_id = _practitioner_id(practitioner)
+    _derive_shared_ids(_builder)
     return child
 
 
@@ -122,12 +118,18 @@ def assessment_from_snapshot(version: RecordVersion, child: Child) -> Assessment
     assessment.version, assessment.last_updated = version.version, version.last_updated
     for member in assessment.members:
         member.resource_id = identity.member_role_id(assessment.assessment_id, part_key(member))
+    _derive_shared_ids(builder)
+    return assessment
+
+
+def _derive_shared_ids(builder: Any) -> None:
+    """Give the organisations and practitioners a snapshot names the ids their natural keys
+    derive (``adapter/identity.py``), as the store gave them."""
     for organisation in builder.organisations.values():
         code = identity.organisation_code(organisation)
         organisation.resource_id = identity.organisation_id(code)
     for practitioner in builder.practitioners.values():
         practitioner.resource_id = _practitioner_id(practitioner)
-    return assessment
 
 
 def _practitioner_id(practitioner: Practitioner) -> str:

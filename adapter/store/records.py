@@ -5,7 +5,7 @@ in place, and tell created / updated / unchanged apart so that re-imports change
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final, TypeVar
 
 from sqlalchemy import and_, inspect, or_, select
@@ -292,15 +292,23 @@ def merge_keyed(session: Session, existing: list[Any], incoming: Sequence[Any], 
 def _link_involvement(session: Session, cpid: str) -> Any:
     """Return a ``link`` callback resolving an involvement's organisation and practitioner."""
     def link(item: Involvement, target: Involvement) -> bool:
-        organisation = resolve_organisation(session, item.organisation)
-        practitioner = (resolve_practitioner(session, item.practitioner)
-                        if item.practitioner is not None else None)
-        changed = target.organisation is not organisation or target.practitioner is not practitioner
-        target.organisation, target.practitioner = organisation, practitioner
-        if not target.resource_id:
-            target.resource_id = identity.involvement_role_id(cpid, part_key(item))
-        return changed
+        return _link_part(session, item, target,
+                          lambda: identity.involvement_role_id(cpid, part_key(item)))
     return link
+
+
+def _link_part(session: Session, item: Involvement | TeamMember,
+               target: Involvement | TeamMember, role_id: Callable[[], str]) -> bool:
+    """Resolve a part's organisation and practitioner onto ``target`` and give a new one
+    its role id; return True when either changed."""
+    organisation = resolve_organisation(session, item.organisation)
+    practitioner = (resolve_practitioner(session, item.practitioner)
+                    if item.practitioner is not None else None)
+    changed = target.organisation is not organisation or target.practitioner is not practitioner
+    target.organisation, target.practitioner = organisation, practitioner
+    if not target.resource_id:
+        target.resource_id = role_id()
+    return changed
 
 
 def _link_local_identifier(session: Session) -> Any:
@@ -385,14 +393,8 @@ def apply_assessment(session: Session, record: Assessment, child: Child,
     changed |= _link_lead(session, record, assessment)
 
     def link(item: TeamMember, target: TeamMember) -> bool:
-        organisation = resolve_organisation(session, item.organisation)
-        practitioner = (resolve_practitioner(session, item.practitioner)
-                        if item.practitioner is not None else None)
-        moved = target.organisation is not organisation or target.practitioner is not practitioner
-        target.organisation, target.practitioner = organisation, practitioner
-        if not target.resource_id:
-            target.resource_id = identity.member_role_id(record.assessment_id, part_key(item))
-        return moved
+        return _link_part(session, item, target,
+                          lambda: identity.member_role_id(record.assessment_id, part_key(item)))
 
     changed |= merge_keyed(session, assessment.members, record.members, TeamMember, link)
     if existing is None:
