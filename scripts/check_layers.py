@@ -25,9 +25,10 @@ from pathlib import Path
 # every layer below it.
 LAYERS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("codes", "identifiers", "identity", "systems", "config", "settings", "errors", "xmlsafe",
-      "vendored", "retention"),
+      "vendored", "retention", "registry"),
      "values and rules that need nothing else of the gateway: code lists, identifier and "
-     "identity rules, FHIR system URIs, settings, error types, hardened XML parsing"),
+     "identity rules, FHIR system URIs, settings, error types, hardened XML parsing, the "
+     "declaration of every FHIR resource type (providers and maps named, not imported)"),
     (("models",), "the canonical model and its ORM tables, built from those values"),
     (("db", "http"),
      "infrastructure every route uses: database sessions; negotiation and OperationOutcome "
@@ -55,7 +56,7 @@ LAYERS: tuple[tuple[tuple[str, ...], str], ...] = (
 # request or an app (settings are passed in).
 NO_FLASK: tuple[str, ...] = (
     "codes", "identifiers", "identity", "systems", "config", "settings", "errors", "xmlsafe",
-    "vendored", "retention", "models", "mapping", "store", "imports", "security.policy",
+    "vendored", "retention", "registry", "models", "mapping", "store", "imports", "security.policy",
     "security.ledger", "security.scopes", "security.keys", "security.tokens", "security.clients",
 )
 
@@ -69,7 +70,6 @@ _ASSEMBLY = "app assembly: the app factory registers the Subscription handler an
 KNOWN: tuple[tuple[str, str, str], ...] = (
     ("adapter/directory/routes.py", "adapter.kit.check",
      "directory $validate: the kit's directory check moves under directory/"),
-    ("adapter/fhir/api.py", "adapter.notify.subscriptions", _ASSEMBLY),
     ("adapter/fhir/api.py", "adapter.export", _ASSEMBLY),
     ("adapter/fhir/capability.py", "adapter.decommission",
      "capability: the phase description handed in at start-up, like the phase gate"),
@@ -91,20 +91,16 @@ KNOWN: tuple[tuple[str, str, str], ...] = (
     ("adapter/store/children.py", "flask", _SETTINGS),
     ("adapter/store/organisations.py", "flask", _SETTINGS),
     ("adapter/store/careteams.py", "adapter.fhir.references", _PROVIDERS),
-    ("adapter/store/careteams.py", "adapter.fhir.careteam_notes", _PROVIDERS),
     ("adapter/store/careteams.py", "adapter.fhir.handlers", _PROVIDERS),
     ("adapter/store/careteams.py", "adapter.fhir.search", _PROVIDERS),
-    ("adapter/store/careteams.py", "adapter.fhir.validation", _PROVIDERS),
     ("adapter/store/children.py", "adapter.fhir.references", _PROVIDERS),
     ("adapter/store/children.py", "adapter.fhir.handlers", _PROVIDERS),
     ("adapter/store/children.py", "adapter.fhir.search", _PROVIDERS),
     ("adapter/store/children.py", "adapter.fhir.validation", _PROVIDERS),
     ("adapter/store/organisations.py", "adapter.fhir.handlers", _PROVIDERS),
     ("adapter/store/organisations.py", "adapter.fhir.search", _PROVIDERS),
-    ("adapter/store/organisations.py", "adapter.fhir.validation", _PROVIDERS),
     ("adapter/store/practitioner_roles.py", "adapter.fhir.handlers", _PROVIDERS),
     ("adapter/store/practitioner_roles.py", "adapter.fhir.search", _PROVIDERS),
-    ("adapter/store/practitioner_roles.py", "adapter.fhir.validation", _PROVIDERS),
 )
 
 

@@ -12,8 +12,8 @@ from werkzeug.routing import Rule
 
 from adapter.fhir.bundle import fhir_base, now_instant
 from adapter.fhir.handlers import ResourceHandler
-from adapter.fhir.registry import BULK_OPERATIONS, OWN, not_r4_types, spec_of, type_operations
 from adapter.http import HANDLERS_KEY
+from adapter.registry import BULK_OPERATIONS, OWN, not_r4_types, spec_of, type_operations
 from adapter.systems import FHIR_VERSION, OwnSystems
 
 # Route interaction names -> CapabilityStatement codes (restful-interaction value set).
@@ -25,7 +25,7 @@ OAUTH_URIS: Final = "http://fhir-registry.smarthealthit.org/StructureDefinition/
 BULK_DATA: Final = "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"
 # The definition of each system operation that has a route: (None at system level, ``*`` on
 # any type; operation name) -> canonical URL; a type's own operations are in its spec
-# (adapter/fhir/registry.py). The gateway's own operations are published at
+# (adapter/registry.py). The gateway's own operations are published at
 # /fhir/OperationDefinition under the canonical base (``OWN``).
 SYSTEM_OPERATIONS: Final[dict[tuple[str | None, str], str]] = {
     ("*", "validate"): "http://hl7.org/fhir/OperationDefinition/Resource-validate",

@@ -29,7 +29,6 @@ from pydantic import ValidationError
 
 from adapter.config import PROJECT_ROOT
 from adapter.errors import Invalid
-from adapter.fhir.registry import models
 from adapter.fhir.wellformed import require_content, require_shape
 from adapter.mapping.conceptmaps import load_translations
 from adapter.mapping.datatypes import organisation_reference
@@ -45,6 +44,7 @@ from adapter.models import (
     Practitioner,
     TeamMember,
 )
+from adapter.registry import models
 from adapter.systems import OwnSystems
 
 MAPPING_DIR: Final = PROJECT_ROOT / "mappings"
