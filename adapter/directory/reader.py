@@ -31,7 +31,6 @@ from adapter.directory.schema import (
     validate_element,
 )
 from adapter.errors import BadRequest, Invalid
-from adapter.fhir.wellformed import today_in_england
 from adapter.models.canonical import (
     ADDRESS_FIELDS,
     AssessmentRecord,
@@ -42,6 +41,7 @@ from adapter.models.canonical import (
     as_utc,
     organisation_key,
 )
+from adapter.wellformed import today_in_england
 from adapter.xmlsafe import iterparse_safe, parse_bytes
 
 # BS7666 elements in the order of the canonical address fields.
@@ -467,7 +467,7 @@ def _child_identity(entry: _Node) -> Canonical:
     """Return the child's own fields: identifiers, gender, dates, status and retention.
 
     :raises Invalid: a check digit fails, death is before birth, or either is in the future
-        (the rule FHIR writes meet in ``adapter.fhir.wellformed``).
+        (the rule FHIR writes meet in ``adapter.wellformed``).
     """
     data: Canonical = {
         "contactpoint_id": entry.checked(identifiers.validate_contactpoint_id, "ContactPointId")}

@@ -26,13 +26,13 @@ from adapter.export.resources import (
     references,
 )
 from adapter.fhir.bundle import renderable
-from adapter.fhir.wellformed import Unrenderable, require_renderable
 from adapter.mapping import fhir as mapping
 from adapter.models import Assessment, Child, Organisation, Practitioner
 from adapter.security import audit, ledger
 from adapter.security.caller import Caller
 from adapter.security.policy import disclose_child, visible_to
 from adapter.store.children import child_query
+from adapter.wellformed import Unrenderable, require_renderable
 
 PAGE: Final = 500
 Lines = defaultdict[str, list[bytes]]

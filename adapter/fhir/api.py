@@ -36,6 +36,3 @@ def init_app(app: Flask) -> None:
     transaction.init_app(app)
     app.add_url_rule("/fhir/metadata", endpoint="fhir.metadata", view_func=metadata,
                      methods=["GET"])
-    from adapter import export
-
-    export.init_app(app)

@@ -11,10 +11,9 @@ from urllib.parse import urlencode
 
 from flask import request
 
-from adapter.fhir.wellformed import Unrenderable, require_renderable
-
 # fhir_base lives with public_base, where the error handlers (a layer below) use it too.
 from adapter.http import fhir_base as fhir_base
+from adapter.wellformed import Unrenderable, require_renderable
 
 SUBSETTED: Final = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
                     "code": "SUBSETTED", "display": "subsetted"}
