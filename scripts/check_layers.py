@@ -91,8 +91,6 @@ KNOWN: tuple[tuple[str, str, str], ...] = (
     ("adapter/store/children.py", "adapter.fhir.validation", _PROVIDERS),
     ("adapter/store/organisations.py", "adapter.fhir.handlers", _PROVIDERS),
     ("adapter/store/organisations.py", "adapter.fhir.search", _PROVIDERS),
-    ("adapter/store/practitioner_roles.py", "adapter.fhir.handlers", _PROVIDERS),
-    ("adapter/store/practitioner_roles.py", "adapter.fhir.search", _PROVIDERS),
 )
 
 
