@@ -41,6 +41,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     validation.init_app(app)
 
     fhir_api.init_app(app)
+    from adapter import export
+
+    export.init_app(app)  # $export's routes, after the FHIR API's
     from adapter.directory import routes as directory_routes
 
     directory_routes.init_app(app)

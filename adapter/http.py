@@ -157,6 +157,11 @@ def current_settings() -> Settings:
     return settings_of(current_app)
 
 
+def fhir_base() -> str:
+    """Return the absolute FHIR base URL."""
+    return f"{public_base()}/fhir"
+
+
 def fhir_path(path: str) -> bool:
     """Return True for a path of the FHIR API (``/fhir`` and below)."""
     return path == "/fhir" or path.startswith("/fhir/")
@@ -232,8 +237,6 @@ def handle_gateway_error(error: GatewayError) -> Response:
 def moved_location(moved: Moved) -> str:
     """Return the request's URL with the old id replaced by the new one: the same
     interaction (read, vread, ``_history``) and query on the resource's new id."""
-    from adapter.fhir.bundle import fhir_base
-
     marker = f"/{moved.resource_type}/{moved.old_id}"
     rest = request.path.split(marker, 1)[1] if marker in request.path else ""
     query = f"?{request.query_string.decode()}" if request.query_string else ""

@@ -105,6 +105,18 @@ def team_member_key(role: str, organisation: str, practitioner: str) -> str:
     return involvement_key(role, organisation, practitioner)
 
 
+def part_key(part: object) -> str:
+    """Return the natural key of a stored involvement or team member (``adapter.models``):
+    role, organisation, practitioner and start date (:func:`involvement_key`). Matching on it
+    keeps each one's row and PractitionerRole id."""
+    organisation = organisation_code(_value(part, "organisation"))
+    person = _value(part, "practitioner")
+    practitioner = ("" if person is None
+                    else practitioner_key_text(person.local_id, person.national_ids()))
+    return involvement_key(_value(part, "role"), organisation, practitioner,
+                           _value(part, "period_start"))
+
+
 # --- resource ids ------------------------------------------------------------------------
 
 def patient_id(cpid: str) -> str:

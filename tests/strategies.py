@@ -282,7 +282,7 @@ def local_identifiers(draw: st.DrawFn, pool: Pool) -> list[LocalIdentifier]:
 def _identity(draw: st.DrawFn) -> dict[str, Any]:
     """Return the child's identifiers, gender and dates."""
     nhs_number = draw(optional(st.integers(0, 999_999).map(make_test_nhs_number)))
-    # Births and deaths are never in the future (adapter/fhir/wellformed.py refuses them).
+    # Births and deaths are never in the future (adapter/wellformed.py refuses them).
     today = dt.date.today() - dt.timedelta(days=1)  # yesterday: today anywhere on Earth
     birth = draw(st.dates(min_value=dt.date(1990, 1, 1), max_value=today))
     death = draw(optional(st.dates(min_value=birth, max_value=today)))

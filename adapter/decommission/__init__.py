@@ -24,13 +24,15 @@ if TYPE_CHECKING:
 def init_app(app: Flask) -> None:
     """Register the decommissioning's routes and its dashboard; hand the access layer the
     phase gate it runs before every route, and notifications what a new purge-instruction
-    subscription sets off."""
+    subscription sets off, and the CapabilityStatement its phase's description."""
     from adapter.decommission import contact, dashboard, gate, routes
+    from adapter.fhir.capability import DESCRIBE_PHASE_KEY
     from adapter.notify.subscriptions import PURGE_SUBSCRIBED_KEY
     from adapter.security.access import PHASE_GATE_KEY
 
     app.extensions[PHASE_GATE_KEY] = gate.enforce_request
     app.extensions[PURGE_SUBSCRIBED_KEY] = contact.announce_open_task
+    app.extensions[DESCRIBE_PHASE_KEY] = describe_phase
     routes.init_app(app)
     app.register_blueprint(dashboard.blueprint)
 

@@ -40,7 +40,6 @@ from adapter.decommission.plan import aware, load_plan
 from adapter.decommission.resources import local_text
 from adapter.decommission.tasks import stamp_reached
 from adapter.errors import Conflict, NotFound
-from adapter.fhir.registry import personal_types
 from adapter.models import (
     Assessment,
     AuditRecord,
@@ -66,6 +65,7 @@ from adapter.models import (
     Subscription,
     TeamMember,
 )
+from adapter.registry import personal_types
 from adapter.security import audit
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ DELETED: Final = (PurgeTaskItem, Notification, Event, LedgerEntry, TeamMember, A
 KEPT: Final = (AuditRecord, PurgeTask, Subscription, Client, ExportJob, DecommissionPlan,
                OperatorExport)
 # Audit resource types whose ids are a child's or a person's (pseudonymised like child_ref),
-# as adapter/fhir/registry.py declares them.
+# as adapter/registry.py declares them.
 PERSONAL_TYPES: Final = personal_types()
 PSEUDONYM: Final = "hmac:"
 BATCH: Final = 2000

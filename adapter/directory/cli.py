@@ -203,8 +203,8 @@ def import_batch(path: Path, kind: str, caller: Caller, quiet: bool) -> int:
 def import_fhir(paths: list[Path], kind: str, caller: Caller, quiet: bool) -> int:
     """Import a FHIR Bundle file, or NDJSON files together; return the exit code."""
     from adapter.fhir.body import parse_json_resource
+    from adapter.fhir.file_import import apply_bundle, apply_ndjson
     from adapter.fhir.xml import loads_resource
-    from adapter.imports.fhir import apply_bundle, apply_ndjson
 
     name = paths[0].name if len(paths) == 1 else f"{len(paths)} NDJSON files"
     tally = Tally()

@@ -37,7 +37,6 @@ from adapter.directory.schema import (
     validate_element,
 )
 from adapter.errors import BadRequest, Invalid
-from adapter.fhir.wellformed import today_in_england
 from adapter.models.canonical import (
     AssessmentRecord,
     Canonical,
@@ -46,6 +45,7 @@ from adapter.models.canonical import (
     OrganisationKey,
     organisation_key,
 )
+from adapter.wellformed import today_in_england
 from adapter.xmlsafe import iterparse_safe, parse_bytes
 
 Validator = Callable[[str, str], str]
@@ -414,7 +414,7 @@ def _child_reference_rule(_structure: fields.Structure, data: Canonical, node: _
 def _entry_rule(_structure: fields.Structure, data: Canonical, node: _Node,
                 _index: OrganisationIndex) -> None:
     """An entry has its address or the statement instead, dies (if at all) after birth and
-    neither in the future (the rule FHIR writes meet in ``adapter.fhir.wellformed``), is
+    neither in the future (the rule FHIR writes meet in ``adapter.wellformed``), is
     managed by a local authority and gives each local identifier once.
 
     :raises Invalid: one of these is broken.

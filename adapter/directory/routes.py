@@ -43,11 +43,11 @@ from adapter.directory.writer import (
 )
 from adapter.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, operation_outcome
 from adapter.export import directory as export
-from adapter.fhir.wellformed import Unrenderable
 from adapter.http import fhir_response, public_base
 from adapter.imports.directory import import_assessments, import_entries
 from adapter.security.access import authenticated, interaction, require_scope
 from adapter.store.children import BREAK_GLASS
+from adapter.wellformed import Unrenderable
 
 XML_TYPES: Final = frozenset({"application/xml", "text/xml"})
 XML_CONTENT: Final = "application/xml; charset=utf-8"

@@ -275,7 +275,7 @@ def header_element(source: str, generated_at: dt.datetime | None = None,
 def _built(records: Iterable[Data], build: Callable[[Data], etree._Element],
            label: Callable[[Data], str], skipped: list[str] | None) -> Iterator[etree._Element]:
     """Yield the element of each record; one that cannot be rendered (a stored value XML 1.0
-    cannot carry, from before the inbound checks of ``adapter.fhir.wellformed``) is left out,
+    cannot carry, from before the inbound checks of ``adapter.wellformed``) is left out,
     named in ``skipped`` and in the log by its id only, so that the others still go out."""
     for data in records:
         try:

@@ -44,7 +44,6 @@ from adapter.export.resources import (
     references,
 )
 from adapter.fhir.bundle import renderable, withheld_outcome
-from adapter.fhir.wellformed import Unrenderable, require_renderable
 from adapter.models import Assessment, Child, ExportJob, Organisation, Practitioner
 from adapter.models.base import utcnow
 from adapter.models.canonical import as_utc
@@ -54,6 +53,7 @@ from adapter.security.caller import Caller
 from adapter.security.policy import disclose_child, visible_to
 from adapter.store.children import child_query
 from adapter.store.organisations import render_organisation, render_practitioner
+from adapter.wellformed import Unrenderable, require_renderable
 
 log = logging.getLogger(__name__)
 BATCH_SIZE: Final = 500

@@ -12,7 +12,7 @@ from typing import IO, Any, Final
 
 import orjson
 
-from adapter.fhir.registry import export_types
+from adapter.registry import export_types
 
 OUTCOME: Final = "OperationOutcome"
 ERROR_FILE: Final = "errors.ndjson"

@@ -18,10 +18,10 @@ from adapter.db import Database
 from adapter.export.exporter import NdjsonExporter
 from adapter.export.files import NdjsonFiles
 from adapter.export.resources import CHILD_TYPES, REFERENCED_TYPES, ChildExport
-from adapter.fhir.wellformed import Unrenderable
 from adapter.models import Child
 from adapter.security import ledger
 from adapter.security.caller import Caller
+from adapter.wellformed import Unrenderable
 
 COMMAND_TYPES = CHILD_TYPES | frozenset(REFERENCED_TYPES)
 

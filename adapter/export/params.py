@@ -13,7 +13,7 @@ from typing import Any, Final
 from werkzeug.datastructures import MultiDict
 
 from adapter.errors import BadRequest, Forbidden, issue
-from adapter.fhir.registry import export_types
+from adapter.registry import export_types
 from adapter.security.access import require_scope
 from adapter.security.caller import Caller
 

@@ -13,8 +13,8 @@ from typing import Any, Final
 
 from sqlalchemy.orm import Session
 
-from adapter.fhir.registry import child_types, referenced_types
 from adapter.models import Assessment, Child
+from adapter.registry import child_types, referenced_types
 from adapter.security.caller import Caller
 from adapter.security.policy import may_see_child, may_see_involvement, may_see_lead, may_see_member
 from adapter.store.careteams import render_ecaf, render_team, team_is_listed
@@ -26,7 +26,7 @@ from adapter.store.practitioner_roles import (
 )
 
 # The exported types that are a child's data, and those the children's resources refer to
-# (adapter/fhir/registry.py).
+# (adapter/registry.py).
 CHILD_TYPES: Final = child_types()
 REFERENCED_TYPES: Final = referenced_types()
 

@@ -6,9 +6,9 @@ from flask import Flask, Response
 
 from adapter.fhir.capability import capability_statement
 from adapter.fhir.handlers import ResourceHandler
-from adapter.fhir.registry import providers
 from adapter.fhir.routes import register_handler
 from adapter.http import fhir_response
+from adapter.registry import specs
 from adapter.security.access import public
 
 HANDLERS: list[ResourceHandler] = []
@@ -22,8 +22,8 @@ def metadata() -> Response:
 
 def handlers() -> list[ResourceHandler]:
     """Return the provider of every resource type with REST interactions (declared in
-    ``adapter.fhir.registry``)."""
-    return providers()
+    ``adapter.registry``), in declaration order."""
+    return [spec.provider() for spec in specs() if spec.provider is not None]
 
 
 def init_app(app: Flask) -> None:
@@ -36,6 +36,3 @@ def init_app(app: Flask) -> None:
     transaction.init_app(app)
     app.add_url_rule("/fhir/metadata", endpoint="fhir.metadata", view_func=metadata,
                      methods=["GET"])
-    from adapter import export
-
-    export.init_app(app)

@@ -9,7 +9,7 @@ import orjson
 from flask import current_app, request
 
 from adapter.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from adapter.fhir.wellformed import require_shape
+from adapter.wellformed import require_shape
 
 JSON_TYPES: Final = frozenset({"application/fhir+json", "application/json",
                                "application/json+fhir"})
@@ -71,7 +71,7 @@ def parse_json_resource(data: bytes, what: str = "The body") -> dict[str, Any]:
     """Parse a JSON body (or an NDJSON line: ``what`` names it) into a resource dict.
 
     :raises BadRequest: not JSON, not an object with ``resourceType``, nested too deep, or
-        not well-formed FHIR (``adapter.fhir.wellformed``: nulls, empty elements, characters
+        not well-formed FHIR (``adapter.wellformed``: nulls, empty elements, characters
         XML cannot carry), naming the element.
     """
     try:

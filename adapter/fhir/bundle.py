@@ -11,17 +11,13 @@ from urllib.parse import urlencode
 
 from flask import request
 
-from adapter.fhir.wellformed import Unrenderable, require_renderable
-from adapter.http import public_base
+# fhir_base lives with public_base, where the error handlers (a layer below) use it too.
+from adapter.http import fhir_base as fhir_base
+from adapter.wellformed import Unrenderable, require_renderable
 
 SUBSETTED: Final = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
                     "code": "SUBSETTED", "display": "subsetted"}
 MANDATORY_ELEMENTS: Final = frozenset({"resourceType", "id", "meta"})
-
-
-def fhir_base() -> str:
-    """Return the absolute FHIR base URL."""
-    return f"{public_base()}/fhir"
 
 
 def full_url(resource: dict[str, Any]) -> str:

@@ -4,6 +4,7 @@ does not do; a test exercises every interaction and parameter it declares."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -12,8 +13,8 @@ from werkzeug.routing import Rule
 
 from adapter.fhir.bundle import fhir_base, now_instant
 from adapter.fhir.handlers import ResourceHandler
-from adapter.fhir.registry import BULK_OPERATIONS, OWN, not_r4_types, spec_of, type_operations
 from adapter.http import HANDLERS_KEY
+from adapter.registry import BULK_OPERATIONS, OWN, not_r4_types, spec_of, type_operations
 from adapter.systems import FHIR_VERSION, OwnSystems
 
 # Route interaction names -> CapabilityStatement codes (restful-interaction value set).
@@ -21,11 +22,15 @@ INTERACTION_CODES: Final = {"read": "read", "vread": "vread", "history-instance"
                             "history-instance", "search-type": "search-type",
                             "create": "create", "update": "update", "delete": "delete"}
 OAUTH_URIS: Final = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
+# The app's extension holding what adds the decommissioning phase to a statement (its
+# description): the decommissioning hands it in at start-up (adapter/decommission/__init__.py),
+# a layer above this one (scripts/check_layers.py).
+DESCRIBE_PHASE_KEY: Final = "describe_phase"
 # FHIR Bulk Data Access IG v2: its server CapabilityStatement, declared when $export has a route.
 BULK_DATA: Final = "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"
 # The definition of each system operation that has a route: (None at system level, ``*`` on
 # any type; operation name) -> canonical URL; a type's own operations are in its spec
-# (adapter/fhir/registry.py). The gateway's own operations are published at
+# (adapter/registry.py). The gateway's own operations are published at
 # /fhir/OperationDefinition under the canonical base (``OWN``).
 SYSTEM_OPERATIONS: Final[dict[tuple[str | None, str], str]] = {
     ("*", "validate"): "http://hl7.org/fhir/OperationDefinition/Resource-validate",
@@ -183,8 +188,7 @@ def capability_statement() -> dict[str, Any]:
     }
     if any(r.operation == "export" for r in routes):
         statement["instantiates"] = [BULK_DATA]
-    from adapter.decommission import describe_phase
-
+    describe_phase: Callable[[dict[str, Any]], None] = current_app.extensions[DESCRIBE_PHASE_KEY]
     describe_phase(statement)  # the decommissioning phase
     return statement
 

@@ -161,7 +161,7 @@ class PublishedHandler:
 
 
 def published_handler(name: str) -> PublishedHandler:
-    """Return the handler of one published type (``adapter.fhir.registry.PUBLISHED_TYPES``)."""
+    """Return the handler of one published type (``adapter.registry.PUBLISHED_TYPES``)."""
     handler: PublishedHandler = type(f"Published{name}Handler", (PublishedHandler,),
                                      {"resource_type": name})()
     return handler

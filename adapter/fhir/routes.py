@@ -32,11 +32,11 @@ from adapter.fhir.bundle import count_bundle, fhir_base, history_bundle, searchs
 from adapter.fhir.capability import remember_handler
 from adapter.fhir.handlers import Rendered, ResourceHandler, WriteResult
 from adapter.fhir.search import SearchRequest, parse_search
-from adapter.fhir.wellformed import require_renderable
 from adapter.http import fhir_response
 from adapter.security import audit, ledger
 from adapter.security.access import access_of, interaction, public
 from adapter.security.caller import Caller, anonymous
+from adapter.wellformed import require_renderable
 
 View = Callable[..., Response]
 # FHIR R4 datatypes.html#id: the shape of every logical id.

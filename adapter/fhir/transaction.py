@@ -28,9 +28,9 @@ from adapter.fhir.routes import (
     parse_etag,
     run_search_page,
 )
-from adapter.fhir.wellformed import Unrenderable, require_shape
 from adapter.http import fhir_response
 from adapter.security.access import authenticated, require_scope
+from adapter.wellformed import Unrenderable, require_shape
 
 # FHIR R4 http.html#trules: DELETE, then POST, then PUT, then GET.
 METHOD_ORDER: Final = {"DELETE": 0, "POST": 1, "PUT": 2, "GET": 3}

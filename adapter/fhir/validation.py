@@ -15,8 +15,8 @@ from adapter import settings as settings_module
 from adapter.db import get_db
 from adapter.errors import Invalid, issue
 from adapter.fhir import conformance, references
-from adapter.fhir.registry import attribute, reverse_maps
 from adapter.mapping import fhir as mapping
+from adapter.registry import attribute, reverse_maps
 from adapter.security.caller import Caller
 from adapter.systems import UKCORE_PROFILE_BASE
 from adapter.vendored import UK_CORE_DIR
@@ -45,7 +45,7 @@ def careteam_reverse(resource: dict[str, Any], *, base: str) -> tuple[Any, list[
 
 
 def mapping_issues(resource: dict[str, Any], resource_type: str) -> list[dict[str, Any]]:
-    """Return the errors of the type's reverse mapping (``adapter.fhir.registry``), and
+    """Return the errors of the type's reverse mapping (``adapter.registry``), and
     what it would not keep, as issues."""
     reverse = attribute(reverse_maps()[resource_type])
     try:

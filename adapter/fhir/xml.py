@@ -31,7 +31,7 @@ import orjson
 from lxml import etree
 
 from adapter.errors import Invalid
-from adapter.fhir.registry import xml_types
+from adapter.registry import xml_types
 from adapter.xmlsafe import parse_bytes, safe_parser
 
 FHIR_NS: Final = "http://hl7.org/fhir"
@@ -40,7 +40,7 @@ _XHTML_DIV: Final = f"{{{XHTML_NS}}}div"
 _XHTML_NSMAP: Final[dict[Any, str]] = {None: XHTML_NS}
 _DECLARATION: Final = '<?xml version="1.0" encoding="UTF-8"?>'
 
-# The resource types this service reads and writes as XML, as ``adapter.fhir.registry``
+# The resource types this service reads and writes as XML, as ``adapter.registry``
 # declares them (docs/architecture.md "The outside contract").
 R4_RESOURCE_TYPES: Final = xml_types()
 # Data types new in R4B (https://hl7.org/fhir/R4B/diff.html): not in FHIR 4.0.1.

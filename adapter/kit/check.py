@@ -5,7 +5,7 @@ the database, through the same functions (docs/architecture.md "Inbound validati
 
 - FHIR (a resource in JSON or XML, each entry of a Bundle, each line of NDJSON): the document
   stage (``adapter.fhir.body.parse_json_resource``, ``adapter.fhir.xml.loads_resource``, the
-  shape rules of ``adapter.fhir.wellformed``), then the resource type's ``$validate``
+  shape rules of ``adapter.wellformed``), then the resource type's ``$validate``
   (``ResourceHandler.validate``: the FHIR model, the profiles it claims or UK Core's, the
   mapping's rules and what it would not keep); a transaction or batch entry's request as
   ``POST /fhir`` reads it (``adapter.fhir.transaction``);
@@ -34,8 +34,8 @@ from lxml import etree
 from adapter.errors import BadRequest, GatewayError, Invalid, issue
 from adapter.fhir import validation
 from adapter.fhir.handlers import ResourceHandler
-from adapter.fhir.wellformed import root_expression, shape_flaws
 from adapter.security.caller import Caller
+from adapter.wellformed import root_expression, shape_flaws
 
 DIRECTORY_NS: Final = "urn:contactpoint-gateway:directory:1"
 FHIR_NS: Final = "http://hl7.org/fhir"
@@ -62,7 +62,7 @@ UNITS: Final = {"bundle-json": "entry", "bundle-xml": "entry", "ndjson": "line",
                 "directory-entry": "record", "directory-assessment": "record",
                 "fhir-json": "resource", "fhir-xml": "resource"}
 HEAD_BYTES: Final = 1 << 16
-# Resources that are reports, not data: the import skips them (adapter.imports.fhir).
+# Resources that are reports, not data: the import skips them (adapter.fhir.file_import).
 REPORT_TYPES: Final = frozenset({"OperationOutcome"})
 FAILING: Final = frozenset({"error", "fatal"})
 LINE_RE: Final = re.compile(r"line (\d+)")
@@ -269,7 +269,7 @@ def resource_issues(resource: dict[str, Any], caller: Caller) -> list[dict[str, 
 
 
 def shape_issues(resource: dict[str, Any]) -> list[dict[str, Any]]:
-    """Return every shape flaw of a resource (``adapter.fhir.wellformed``), as issues."""
+    """Return every shape flaw of a resource (``adapter.wellformed``), as issues."""
     return [issue("error", "structure", flaw.message, flaw.expression)
             for flaw in shape_flaws(resource)]
 

@@ -29,8 +29,6 @@ from pydantic import ValidationError
 
 from adapter.config import PROJECT_ROOT
 from adapter.errors import Invalid
-from adapter.fhir.registry import models
-from adapter.fhir.wellformed import require_content, require_shape
 from adapter.mapping.conceptmaps import load_translations
 from adapter.mapping.datatypes import organisation_reference
 from adapter.mapping.engine import Compiled, Context, MappingSpec, compile_mapping, read_spec
@@ -45,7 +43,9 @@ from adapter.models import (
     Practitioner,
     TeamMember,
 )
+from adapter.registry import models
 from adapter.systems import OwnSystems
+from adapter.wellformed import require_content, require_shape
 
 MAPPING_DIR: Final = PROJECT_ROOT / "mappings"
 # fhir.resources R4B model of each resource type the mappings read (R4B and R4 have the same
@@ -158,7 +158,7 @@ def validate_resource(resource: Any, resource_type: str) -> dict[str, Any]:
     """Validate a FHIR JSON resource with fhir.resources.R4B and return it.
 
     Every inbound dialect passes here (a body, a Bundle entry, an NDJSON line): the door
-    of ``adapter.fhir.wellformed`` is checked first, so that nothing stored fails to render.
+    of ``adapter.wellformed`` is checked first, so that nothing stored fails to render.
 
     :raises Invalid: not a ``resource_type``, not valid FHIR, a name naming nobody or a
         birth date in the future (``expression`` = first error); ``Malformed`` (a 400) when

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
+from typing import Any, Final
 
-from sqlalchemy import JSON, MetaData, String
+from sqlalchemy import JSON, MetaData, String, inspect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Named constraints so that Alembic migrations are portable between SQLite and PostgreSQL and
@@ -55,3 +57,28 @@ class ContactColumns:
 
     phone: Mapped[str | None] = mapped_column(String(35))
     email: Mapped[str | None] = mapped_column(String(254))
+
+
+# Columns that are bookkeeping, never data to compare or copy.
+BOOKKEEPING: Final = frozenset({"id", "child_id", "assessment_id", "version", "last_updated",
+                                "created", "organisation_id", "practitioner_id",
+                                "managing_organisation_id", "lead_practitioner_id",
+                                "lead_organisation_id", "careteam_id", "lead_role_id"})
+
+
+@functools.lru_cache(maxsize=64)
+def column_keys(cls: type, exclude: frozenset[str]) -> tuple[str, ...]:
+    """Return the column attribute names of a mapped class, less ``exclude`` (cached)."""
+    columns: Any = inspect(cls).columns
+    return tuple(c.key for c in columns if c.key not in exclude)
+
+
+def copy_columns(source: Base, target: Base, exclude: frozenset[str] = BOOKKEEPING) -> bool:
+    """Copy every data column of ``source`` onto ``target``; return True if any differed."""
+    changed = False
+    for name in column_keys(type(target), exclude):
+        value = getattr(source, name, None)
+        if getattr(target, name) != value:
+            setattr(target, name, value)
+            changed = True
+    return changed

@@ -14,11 +14,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from adapter.errors import ExistingEntry, Invalid
-from adapter.fhir.wellformed import today_in_england
 from adapter.models import Child
 from adapter.retention import age_rule_breach, retention_date
 from adapter.security.caller import Caller
 from adapter.security.policy import may_link_identifier
+from adapter.wellformed import today_in_england
 
 ONE_LIVE_ENTRY: Final = ("One live directory entry per NHS number: an NHS number identifies one "
                          "person and the directory keeps one entry per child (docs/domain.md "

@@ -12,30 +12,16 @@ without the sensitive-services right (docs/domain.md "Sensitive services").
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Final
 
-from sqlalchemy import Select, false, or_, select, true
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, contains_eager
 
-from adapter import codes
-from adapter.errors import issue
-from adapter.fhir.handlers import Rendered
-from adapter.fhir.search import (
-    BY_IDENTIFIER,
-    NOT,
-    Criterion,
-    SearchParam,
-    reference_id,
-    split_token,
-)
 from adapter.mapping import fhir as mapping
 from adapter.models import (
     Assessment,
     Child,
     Involvement,
-    Organisation,
-    Practitioner,
     RecordVersion,
     TeamMember,
 )
@@ -49,14 +35,7 @@ from adapter.security.policy import (
     sensitive_visible,
 )
 from adapter.store import history
-from adapter.store.children import BREAK_GLASS, base
-from adapter.store.organisations import (
-    matching_codes,
-    organisation_identifier_condition,
-    own_systems,
-    practitioner_identifier_condition,
-    token_condition,
-)
+from adapter.store.children import base
 
 NOT_FOUND: Final = "No PractitionerRole/{id} on this server (or not one you may see)."
 
@@ -121,12 +100,6 @@ def lead_role(session: Session, assessment: Assessment, caller: Caller,
     return _audited(session, resource, assessment.child, caller, action)
 
 
-def role_rendered(resource: dict[str, Any], owner: Child | Assessment, child: Child) -> Rendered:
-    """Return a role with its owner's version and the break-glass warning if it applies."""
-    issues = [issue("warning", "suppressed", BREAK_GLASS)] if child.shielded else []
-    return Rendered(resource, owner.version, owner.last_updated, issues)
-
-
 # --- queries ------------------------------------------------------------------------------
 
 def involvement_query(caller: Caller) -> Select[Involvement]:
@@ -146,72 +119,3 @@ def lead_query(caller: Caller) -> Select[Assessment]:
     """Return the select of the assessments whose lead ``caller`` may see."""
     return (select(Assessment).join(Child, Assessment.child_id == Child.id)
             .where(lead_visible(caller)).options(contains_eager(Assessment.child)))
-
-
-def _practitioner_ids(criterion: Criterion, value: str) -> Any:
-    """Return the select of practitioner ids a ``practitioner`` value names."""
-    if criterion.modifier == "identifier":
-        return select(Practitioner.id).where(practitioner_identifier_condition(value))
-    rid = reference_id(value, "Practitioner", criterion.param.name)
-    return select(Practitioner.id).where(Practitioner.resource_id == rid)
-
-
-def _organisation_ids(criterion: Criterion, value: str) -> Any:
-    """Return the select of organisation ids an ``organization`` value names."""
-    if criterion.modifier == "identifier":
-        return select(Organisation.id).where(organisation_identifier_condition(value))
-    rid = reference_id(value, "Organization", criterion.param.name)
-    return select(Organisation.id).where(Organisation.resource_id == rid)
-
-
-def _is_lead_code(value: str) -> bool:
-    """Return True when a role token names the lead professional (own team-role system)."""
-    system, code = split_token(value)
-    return code == "lead-professional" and system in (None, own_systems().code_system(
-        "team-role"))
-
-
-# Columns of each kind: (id, practitioner, organisation, role or None for the lead).
-KIND_COLUMNS: Final = {
-    "involvement": (Involvement.resource_id, Involvement.practitioner_id,
-                    Involvement.organisation_id, Involvement.role),
-    "member": (TeamMember.resource_id, TeamMember.practitioner_id, TeamMember.organisation_id,
-               TeamMember.role),
-    "lead": (Assessment.lead_role_id, Assessment.lead_practitioner_id,
-             Assessment.lead_organisation_id, None),
-}
-
-
-def role_condition(kind: str, criterion: Criterion) -> Any:
-    """Return the SQL condition of one criterion on the roles of ``kind``.
-
-    :raises BadRequest: a reference to another resource type.
-    """
-    id_column, practitioner, organisation, role = KIND_COLUMNS[kind]
-    name = criterion.param.name
-    if name == "practitioner":
-        return or_(*(practitioner.in_(_practitioner_ids(criterion, v))
-                     for v in criterion.values))
-    if name == "organization":
-        return or_(*(organisation.in_(_organisation_ids(criterion, v))
-                     for v in criterion.values))
-    builders: dict[str, Callable[[str], Any]] = {
-        "_id": lambda v: id_column == v,
-        "role": lambda v: (true() if _is_lead_code(v) else false()) if role is None else
-        role.in_(sorted(matching_codes("involvement-role", codes.INVOLVEMENT_ROLES, v))),
-    }
-    return token_condition(criterion, builders[name])
-
-
-PRACTITIONER_ROLE_PARAMS: Final = {p.name: p for p in (
-    SearchParam("_id", "token", "Logical id of the PractitionerRole", modifiers=NOT),
-    SearchParam("practitioner", "reference", "The Practitioner (Practitioner/id, or "
-                ":identifier with the employer's staff id)",
-                "http://hl7.org/fhir/SearchParameter/PractitionerRole-practitioner", BY_IDENTIFIER),
-    SearchParam("organization", "reference", "The organisation (Organization/id, or "
-                ":identifier with its ODS code, school URN or GSS code)",
-                "http://hl7.org/fhir/SearchParameter/PractitionerRole-organization", BY_IDENTIFIER),
-    SearchParam("role", "token", "The role: involvement-role code (or its SNOMED CT "
-                "translation), or team-role lead-professional for eCAF lead professionals",
-                "http://hl7.org/fhir/SearchParameter/PractitionerRole-role", NOT),
-)}

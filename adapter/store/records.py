@@ -4,15 +4,18 @@ in place, and tell created / updated / unchanged apart so that re-imports change
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import and_, inspect, or_, select
 from sqlalchemy.orm import Session
 
 from adapter import identity
 from adapter.errors import Conflict, Invalid
+
+# Defined a layer down, where the access policy (adapter/security/policy/disclosure.py) uses
+# them too; importable from here as before.
+from adapter.identity import part_key as part_key
 from adapter.models import (
     Assessment,
     Carer,
@@ -25,34 +28,13 @@ from adapter.models import (
     PractitionerIdentifier,
     TeamMember,
 )
+from adapter.models.base import BOOKKEEPING as BOOKKEEPING
 from adapter.models.base import Base
+from adapter.models.base import copy_columns as copy_columns
 from adapter.models.canonical import normalise_name
 from adapter.retention import retention_date
 
-# Columns that are bookkeeping, never data to compare or copy.
-BOOKKEEPING: Final = frozenset({"id", "child_id", "assessment_id", "version", "last_updated",
-                                "created", "organisation_id", "practitioner_id",
-                                "managing_organisation_id", "lead_practitioner_id",
-                                "lead_organisation_id", "careteam_id", "lead_role_id"})
 T = TypeVar("T", bound=Base)
-
-
-@functools.lru_cache(maxsize=64)
-def column_keys(cls: type, exclude: frozenset[str]) -> tuple[str, ...]:
-    """Return the column attribute names of a mapped class, less ``exclude`` (cached)."""
-    columns: Any = inspect(cls).columns
-    return tuple(c.key for c in columns if c.key not in exclude)
-
-
-def copy_columns(source: Base, target: Base, exclude: frozenset[str] = BOOKKEEPING) -> bool:
-    """Copy every data column of ``source`` onto ``target``; return True if any differed."""
-    changed = False
-    for name in column_keys(type(target), exclude):
-        value = getattr(source, name, None)
-        if getattr(target, name) != value:
-            setattr(target, name, value)
-            changed = True
-    return changed
 
 
 def organisation_key(org: Organisation) -> tuple[str, str]:
@@ -248,14 +230,6 @@ def merge_parts(existing: list[T], incoming: Sequence[T], make: type[T],
             target.position = position  # type: ignore[attr-defined]
     del existing[len(incoming):]
     return changed
-
-
-def part_key(part: Involvement | TeamMember) -> str:
-    """Return the natural key of an involvement or team member: role, organisation,
-    practitioner and start date. Matching on it keeps each one's row and PractitionerRole id."""
-    org = identity.organisation_code(part.organisation)
-    person = practitioner_key_text(part.practitioner) if part.practitioner is not None else ""
-    return identity.involvement_key(part.role, org, person, getattr(part, "period_start", None))
 
 
 def merge_keyed(session: Session, existing: list[Any], incoming: Sequence[Any], make: type,

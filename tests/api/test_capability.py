@@ -11,7 +11,7 @@ import pytest
 from flask.testing import FlaskClient
 from lxml import etree
 
-from adapter.fhir.registry import PUBLISHED_TYPES
+from adapter.registry import PUBLISHED_TYPES
 from tests.api.conftest import Callers
 
 Resource = dict[str, Any]

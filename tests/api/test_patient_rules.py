@@ -42,10 +42,10 @@ from sqlalchemy.exc import IntegrityError
 from adapter import identifiers, systems
 from adapter.db import Database
 from adapter.directory.schema import NS as DIRECTORY_NS
-from adapter.fhir.wellformed import today_in_england
 from adapter.fhir.xml import dumps_resource
 from adapter.models import Child
 from adapter.retention import add_years
+from adapter.wellformed import today_in_england
 from tests.api.conftest import Callers, bearer, fresh_nhs_number
 from tests.api.test_patient import own_patient
 from tests.security.helpers import invoke

@@ -542,7 +542,7 @@ def test_a_purge_task_answer_announces_what_the_holder_cannot_set(app: Flask,
 def test_a_bundle_import_tells_an_unchanged_entry_from_an_updated_one() -> None:
     """The ``import`` command reads a Bundle's answers: 200 with "No change" is unchanged,
     200 without it updated, 201 created."""
-    from adapter.imports.fhir import _response_outcome
+    from adapter.fhir.file_import import _response_outcome
 
     same = {"response": {"status": "200 OK", "outcome": {"resourceType": "OperationOutcome",
                                                          "issue": [{"diagnostics":

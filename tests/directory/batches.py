@@ -16,10 +16,10 @@ from sqlalchemy import select, update
 from adapter.db import Database
 from adapter.demo import load_demo_data
 from adapter.directory.writer import write_assessments_data, write_entries_data
-from adapter.fhir.wellformed import today_in_england
 from adapter.models import Assessment, Child, Organisation
 from adapter.models.canonical import canonical_assessment_dump, canonical_dump
 from adapter.store.children import child_query
+from adapter.wellformed import today_in_england
 
 RECORD_RE: Final = re.compile(rb"<(DirectoryEntry|AssessmentReference)[ >].*?</\1>\n", re.DOTALL)
 # Ways to break a record, in turn: each leaves the document well-formed.

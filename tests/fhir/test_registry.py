@@ -1,4 +1,4 @@
-"""One declaration per FHIR resource type (adapter/fhir/registry.py): a type added to the
+"""One declaration per FHIR resource type (adapter/registry.py): a type added to the
 registry alone, with a provider over in-memory data, is routed (read and search answer), listed
 in the CapabilityStatement and accepted by bulk $export; and every type list the gateway keeps
 is the registry's."""
@@ -15,11 +15,12 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from adapter import registry
 from adapter.config import PROJECT_ROOT
 from adapter.db import Database
 from adapter.errors import MethodNotAllowed, NotFound
 from adapter.export.params import parse_types
-from adapter.fhir import registry
+from adapter.fhir.api import handlers
 from adapter.fhir.handlers import Page, Rendered, WriteResult
 from adapter.fhir.search import SearchParam, SearchRequest
 from adapter.models import ExportJob
@@ -148,7 +149,7 @@ def test_a_declared_type_is_routed_listed_and_exported(app: Flask, client: Flask
 def test_the_type_is_gone_once_removed() -> None:
     """Without the fixture, Basic is neither provided nor exported."""
     assert registry.spec_of("Basic") is None
-    assert "Basic" not in {p.resource_type for p in registry.providers()}
+    assert "Basic" not in {p.resource_type for p in handlers()}
     assert "Basic" not in registry.export_types()
 
 

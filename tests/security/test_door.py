@@ -21,9 +21,9 @@ from sqlalchemy import func, select
 
 from adapter.db import Database
 from adapter.directory.schema import ENTRY_XSD, NS, load_schema
-from adapter.fhir.wellformed import content_flaws, shape_flaws
 from adapter.fhir.xml import dumps_resource
 from adapter.models import Child
+from adapter.wellformed import content_flaws, shape_flaws
 from tests.api.conftest import Callers
 from tests.api.test_patient import own_patient
 from tests.test_cli_import_export import invoke

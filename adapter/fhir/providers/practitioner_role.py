@@ -5,25 +5,52 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
-from sqlalchemy import Select
+from sqlalchemy import Select, false, or_, select, true
 from sqlalchemy.orm import Session
 
-from adapter.errors import Forbidden, Gone, MethodNotAllowed, NotFound
+from adapter import codes
+from adapter.errors import Forbidden, Gone, MethodNotAllowed, NotFound, issue
 from adapter.fhir.handlers import Page, Rendered, WriteResult
-from adapter.fhir.search import SearchParam, SearchRequest
+from adapter.fhir.search import (
+    BY_IDENTIFIER,
+    NOT,
+    Criterion,
+    SearchParam,
+    SearchRequest,
+    reference_id,
+    split_token,
+)
 from adapter.fhir.validation import validate_stored
-from adapter.models import Assessment, Involvement, TeamMember
+from adapter.models import (
+    Assessment,
+    Child,
+    Involvement,
+    Organisation,
+    Practitioner,
+    TeamMember,
+)
 from adapter.security import audit
 from adapter.security.caller import Caller
 from adapter.security.policy import may_write_involvement
 from adapter.store import history
 from adapter.store.aliases import redirect_if_moved
-from adapter.store.organisations import CURRENT_ONLY, Kind, count_of, flush_write, kinds_page
+from adapter.store.children import BREAK_GLASS
+from adapter.store.organisations import (
+    CURRENT_ONLY,
+    Kind,
+    count_of,
+    flush_write,
+    kinds_page,
+    matching_codes,
+    organisation_identifier_condition,
+    own_systems,
+    practitioner_identifier_condition,
+    token_condition,
+)
 from adapter.store.practitioner_roles import (
     NOT_FOUND,
-    PRACTITIONER_ROLE_PARAMS,
     deleted_role,
     involvement_query,
     involvement_role,
@@ -32,9 +59,82 @@ from adapter.store.practitioner_roles import (
     member_query,
     member_role,
     record_role_deleted,
-    role_condition,
-    role_rendered,
 )
+
+
+def role_rendered(resource: dict[str, Any], owner: Child | Assessment, child: Child) -> Rendered:
+    """Return a role with its owner's version and the break-glass warning if it applies."""
+    issues = [issue("warning", "suppressed", BREAK_GLASS)] if child.shielded else []
+    return Rendered(resource, owner.version, owner.last_updated, issues)
+
+
+def _practitioner_ids(criterion: Criterion, value: str) -> Any:
+    """Return the select of practitioner ids a ``practitioner`` value names."""
+    if criterion.modifier == "identifier":
+        return select(Practitioner.id).where(practitioner_identifier_condition(value))
+    rid = reference_id(value, "Practitioner", criterion.param.name)
+    return select(Practitioner.id).where(Practitioner.resource_id == rid)
+
+
+def _organisation_ids(criterion: Criterion, value: str) -> Any:
+    """Return the select of organisation ids an ``organization`` value names."""
+    if criterion.modifier == "identifier":
+        return select(Organisation.id).where(organisation_identifier_condition(value))
+    rid = reference_id(value, "Organization", criterion.param.name)
+    return select(Organisation.id).where(Organisation.resource_id == rid)
+
+
+def _is_lead_code(value: str) -> bool:
+    """Return True when a role token names the lead professional (own team-role system)."""
+    system, code = split_token(value)
+    return code == "lead-professional" and system in (None, own_systems().code_system(
+        "team-role"))
+
+
+# Columns of each kind: (id, practitioner, organisation, role or None for the lead).
+KIND_COLUMNS: Final = {
+    "involvement": (Involvement.resource_id, Involvement.practitioner_id,
+                    Involvement.organisation_id, Involvement.role),
+    "member": (TeamMember.resource_id, TeamMember.practitioner_id, TeamMember.organisation_id,
+               TeamMember.role),
+    "lead": (Assessment.lead_role_id, Assessment.lead_practitioner_id,
+             Assessment.lead_organisation_id, None),
+}
+
+
+def role_condition(kind: str, criterion: Criterion) -> Any:
+    """Return the SQL condition of one criterion on the roles of ``kind``.
+
+    :raises BadRequest: a reference to another resource type.
+    """
+    id_column, practitioner, organisation, role = KIND_COLUMNS[kind]
+    name = criterion.param.name
+    if name == "practitioner":
+        return or_(*(practitioner.in_(_practitioner_ids(criterion, v))
+                     for v in criterion.values))
+    if name == "organization":
+        return or_(*(organisation.in_(_organisation_ids(criterion, v))
+                     for v in criterion.values))
+    builders: dict[str, Callable[[str], Any]] = {
+        "_id": lambda v: id_column == v,
+        "role": lambda v: (true() if _is_lead_code(v) else false()) if role is None else
+        role.in_(sorted(matching_codes("involvement-role", codes.INVOLVEMENT_ROLES, v))),
+    }
+    return token_condition(criterion, builders[name])
+
+
+PRACTITIONER_ROLE_PARAMS: Final = {p.name: p for p in (
+    SearchParam("_id", "token", "Logical id of the PractitionerRole", modifiers=NOT),
+    SearchParam("practitioner", "reference", "The Practitioner (Practitioner/id, or "
+                ":identifier with the employer's staff id)",
+                "http://hl7.org/fhir/SearchParameter/PractitionerRole-practitioner", BY_IDENTIFIER),
+    SearchParam("organization", "reference", "The organisation (Organization/id, or "
+                ":identifier with its ODS code, school URN or GSS code)",
+                "http://hl7.org/fhir/SearchParameter/PractitionerRole-organization", BY_IDENTIFIER),
+    SearchParam("role", "token", "The role: involvement-role code (or its SNOMED CT "
+                "translation), or team-role lead-professional for eCAF lead professionals",
+                "http://hl7.org/fhir/SearchParameter/PractitionerRole-role", NOT),
+)}
 
 
 class PractitionerRoleProvider:

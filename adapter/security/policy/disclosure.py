@@ -25,6 +25,7 @@ from typing import Any, Final
 from sqlalchemy import and_, exists, not_, true
 
 from adapter import codes, identity
+from adapter.identity import part_key
 from adapter.models import (
     Assessment,
     Carer,
@@ -35,8 +36,8 @@ from adapter.models import (
     Organisation,
     TeamMember,
 )
+from adapter.models.base import copy_columns
 from adapter.security.caller import Caller
-from adapter.store.records import copy_columns, part_key
 
 # docs/domain.md "Shielding": what a caller without the right still sees of a shielded child.
 SHIELDED_VISIBLE: Final = frozenset({"resource_id", "contactpoint_id", "gender", "birth_date",

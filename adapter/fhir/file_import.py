@@ -24,20 +24,19 @@ from typing import Any, Final
 import orjson
 
 from adapter.db import get_db
-from adapter.directory.writer import ImportOutcome
 from adapter.errors import BadRequest, GatewayError, NotFound
 from adapter.fhir.announce import notes_of
 from adapter.fhir.body import parse_json_resource
 from adapter.fhir.handlers import ResourceHandler
-from adapter.fhir.registry import import_order
 from adapter.fhir.transaction import Entry, run_batch, run_transaction
-from adapter.imports.directory import CONFLICT, DB_ERRORS
+from adapter.imports.directory import CONFLICT, DB_ERRORS, ImportOutcome
+from adapter.registry import import_order
 from adapter.security.access import require_scope
 from adapter.security.caller import Caller
 from adapter.store.statistics import analyzed_after
 
 # The order in which NDJSON resources are applied: each after what it refers to
-# (adapter/fhir/registry.py).
+# (adapter/registry.py).
 TYPE_ORDER: Final = import_order()
 # Resources applied through another one, or reports rather than data.
 CONTAINED_TYPES: Final = frozenset({"PractitionerRole"})

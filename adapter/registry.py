@@ -16,10 +16,7 @@ import importlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Final
-
-if TYPE_CHECKING:
-    from adapter.fhir.handlers import ResourceHandler
+from typing import Any, Final
 
 # FHIR Bulk Data Access IG v2 and the Subscriptions R5 Backport IG: their operations.
 BULK_OPERATIONS: Final = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/"
@@ -52,7 +49,9 @@ class ResourceSpec:
     a provider."""
 
     type: str
-    provider: Callable[[], ResourceHandler] | None = None
+    # Any: the provider's type (adapter.fhir.handlers.ResourceHandler) is the FHIR dialect's,
+    # a layer above this one (scripts/check_layers.py); adapter.fhir.api types what it returns.
+    provider: Callable[[], Any] | None = None
     maps: tuple[str, ...] = ()
     model: str | None = None
     reverse: str | None = None
@@ -147,11 +146,6 @@ def specs() -> Iterator[ResourceSpec]:
 def spec_of(resource_type: str) -> ResourceSpec | None:
     """Return the spec of ``resource_type``, None when it is not declared."""
     return REGISTRY.get(resource_type)
-
-
-def providers() -> list[ResourceHandler]:
-    """Return a provider of every type that has one, in declaration order."""
-    return [spec.provider() for spec in specs() if spec.provider is not None]
 
 
 def xml_types() -> frozenset[str]:
