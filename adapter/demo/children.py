@@ -642,9 +642,14 @@ class ChildFactory:
         """Return the Team Around the Child: the lead, then up to three other services."""
         others = [i for i in draft.involvements if i is not lead and not i["sensitive"]]
         chosen = self.rng.sample(others, min(len(others), self.rng.randint(1, 3)))
-        rows = []
-        for position, member in enumerate([lead, *chosen]):
+        rows: list[dict[str, Any]] = []
+        keys: set[str] = set()
+        for member in [lead, *chosen]:
             key = identity.team_member_key(member["role"], *draft.parties[member["id"]])
+            if key in keys:  # a member's key has no start date: one row per key, as stored
+                continue
+            keys.add(key)
+            position = len(rows)
             rows.append({"id": self.ids.take("team_member"),
                          "resource_id": identity.member_role_id(assessment["assessment_id"], key),
                          "assessment_id": assessment["id"], "position": position,

@@ -9,6 +9,7 @@ import pytest
 
 from adapter.db import Database
 from adapter.demo import load_demo_data
+from adapter.directory.reader import iter_entry_data
 from adapter.imports.directory import import_entries
 from adapter.store import statistics
 from tests.directory.batches import Batch
@@ -55,11 +56,11 @@ def test_a_large_import_leaves_statistics(db: Database, demo_files: Files,
     monkeypatch.setattr(statistics, "LARGE_IMPORT", 20)
     forget_statistics(db)
     small = Batch(entries.head, entries.records[:10], entries.tail).document()
-    outcomes = list(import_entries(db, io.BytesIO(small), team(gss)))
+    outcomes = list(import_entries(db, iter_entry_data(io.BytesIO(small)), team(gss)))
     assert [o.status for o in outcomes] == ["created"] * 10
     if db.is_sqlite:
         assert child_statistics(db) == 0
     large = Batch(entries.head, entries.records[10:40], entries.tail).document()
-    outcomes = list(import_entries(db, io.BytesIO(large), team(gss), batch_size=7))
+    outcomes = list(import_entries(db, iter_entry_data(io.BytesIO(large)), team(gss), batch_size=7))
     assert [o.status for o in outcomes] == ["created"] * 30
     assert child_statistics(db) > 0

@@ -17,6 +17,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from adapter.db import Database
+from adapter.http import settings_of
 from adapter.models.base import utcnow
 from adapter.notify import fanout, lanes
 from adapter.notify.dispatcher import ROUND_LANES, Dispatcher
@@ -95,7 +96,7 @@ def test_a_fan_out_between_claim_and_load_is_counted(app: Flask, client: FlaskCl
     subscribe(client, headers, subscription("decommission-notice", receiver.url()))
     emit(db, 1, 1)
     fan_out_now(db)
-    dispatcher, events = Dispatcher(app), dict[int, lanes.EventData]()
+    dispatcher, events = Dispatcher(settings_of(app), db), dict[int, lanes.EventData]()
     with db.transaction() as session:
         claimed = lanes.claim(session, utcnow(), set(), ROUND_LANES)
         emit(db, 2, 3)
