@@ -46,7 +46,9 @@ class ResourceSpec:
     and Bundles are imported (each after what it refers to; None: not imported in a pass of
     its own). ``operations``: operation name -> canonical definition (``OWN``: the
     gateway's). ``documentation``: the CapabilityStatement's words for a type without
-    a provider."""
+    a provider. ``export_source``: for an exportable type that is not a child's data, the
+    ``module:name`` of its ``adapter.export.sources.ExportSource`` (the rows bulk $export
+    reads, and how one is rendered)."""
 
     type: str
     # Any: the provider's type (adapter.fhir.handlers.ResourceHandler) is the FHIR dialect's,
@@ -63,6 +65,7 @@ class ResourceSpec:
     import_order: int | None = None
     operations: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     documentation: str | None = None
+    export_source: str | None = None
 
 
 def attribute(path: str) -> Any:
@@ -103,11 +106,13 @@ SPECS: Final = (
     ResourceSpec("Organization", lazy(PROVIDERS + "organization:OrganizationProvider"),
                  ("organisation_to_organization",), R4B + "organization.Organization",
                  "adapter.mapping.fhir:organization_to_organisation",
-                 exportable=True, import_order=0),
+                 exportable=True, import_order=0,
+                 export_source="adapter.export.sources:ORGANIZATION"),
     ResourceSpec("Practitioner", lazy(PROVIDERS + "practitioner:PractitionerProvider"),
                  ("practitioner_to_practitioner",), R4B + "practitioner.Practitioner",
                  "adapter.mapping.fhir:practitioner_from_fhir",
-                 exportable=True, personal=True, import_order=1),
+                 exportable=True, personal=True, import_order=1,
+                 export_source="adapter.export.sources:PRACTITIONER"),
     ResourceSpec("AuditEvent", lazy("adapter.fhir.audit_api:AuditEventHandler")),
     ResourceSpec("Subscription", lazy("adapter.notify.subscriptions:SubscriptionHandler"),
                  operations=MappingProxyType({

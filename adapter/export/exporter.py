@@ -43,16 +43,17 @@ from adapter.export.resources import (
     child_resources,
     references,
 )
+from adapter.export.sources import ExportSource
 from adapter.fhir.bundle import renderable, withheld_outcome
-from adapter.models import Assessment, Child, ExportJob, Organisation, Practitioner
+from adapter.models import Assessment, Child, ExportJob
 from adapter.models.base import utcnow
 from adapter.models.canonical import as_utc
 from adapter.models.export import RUNNING_STATES
+from adapter.registry import attribute, referenced_types, spec_of
 from adapter.security import audit, ledger
 from adapter.security.caller import Caller
 from adapter.security.policy import disclose_child, visible_to
 from adapter.store.children import child_query
-from adapter.store.organisations import render_organisation, render_practitioner
 from adapter.wellformed import Unrenderable, require_renderable
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ class NdjsonExporter:
     def export(self, files: NdjsonFiles) -> None:
         """Write the children in scope, then the organisations and practitioners asked for."""
         self._export_children(files)
-        for resource_type in REFERENCED_TYPES:
+        for resource_type in referenced_types():
             if resource_type in self.types:
                 self._export_directory(files, resource_type)
 
@@ -242,8 +243,7 @@ class NdjsonExporter:
 
         :raises JobGone: the job was deleted or failed meanwhile.
         """
-        model: type[Organisation] | type[Practitioner] = \
-            Organisation if resource_type == "Organization" else Practitioner
+        model = export_source(resource_type).model
         if self.group:
             prefix = f"{resource_type}/"
             ids = sorted(r[len(prefix):] for r in self.references if r.startswith(prefix))
@@ -263,7 +263,8 @@ class NdjsonExporter:
 
         :raises JobGone: the job was deleted or failed meanwhile.
         """
-        model = Organisation if resource_type == "Organization" else Practitioner
+        source = export_source(resource_type)
+        model = source.model
         query: Select[Any] = select(model).where(condition)
         if self.since is not None:
             query = query.where(model.last_updated > self.since)
@@ -271,19 +272,27 @@ class NdjsonExporter:
             rows = list(session.scalars(query.order_by(model.id).limit(BATCH_SIZE)))
             withheld: list[Unrenderable] = []
             lines = [ndjson_line(resource) for resource in
-                     renderable([self._render_directory(row) for row in rows], withheld)]
+                     renderable([source.render(row) for row in rows], withheld)]
         self._beat(f"{resource_type} resources")
         files.write(resource_type, lines)
         if withheld:
             self._withheld(files, withheld)
         return rows[-1].id if len(rows) == BATCH_SIZE else None
 
-    @staticmethod
-    def _render_directory(row: Organisation | Practitioner) -> Resource:
-        """Return an organisation or practitioner as its REST read renders it."""
-        if isinstance(row, Organisation):
-            return render_organisation(row).resource
-        return render_practitioner(row).resource
+
+
+def export_source(resource_type: str) -> ExportSource:
+    """Return what bulk $export reads for ``resource_type`` (its registry spec's
+    ``export_source``).
+
+    :raises LookupError: the type is not declared with one (a declaration error).
+    """
+    spec = spec_of(resource_type)
+    if spec is None or spec.export_source is None:
+        raise LookupError(f"{resource_type} is exportable but declares no export_source "
+                          "(adapter/registry.py)")
+    source: ExportSource = attribute(spec.export_source)
+    return source
 
 
 def assessments_by_child(session: Session, child_ids: list[int]) -> dict[int, list[Assessment]]:

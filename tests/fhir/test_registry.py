@@ -1,7 +1,7 @@
 """One declaration per FHIR resource type (adapter/registry.py): a type added to the
-registry alone, with a provider over in-memory data, is routed (read and search answer), listed
-in the CapabilityStatement and accepted by bulk $export; and every type list the gateway keeps
-is the registry's."""
+registry alone, with a provider over in-memory data and an export source over a table of its
+own, is routed (read and search answer), listed in the CapabilityStatement and written by bulk
+$export; and every type list the gateway keeps is the registry's."""
 
 from __future__ import annotations
 
@@ -12,20 +12,21 @@ from typing import Any, ClassVar
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import DateTime, Integer, String, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from adapter import registry
 from adapter.config import PROJECT_ROOT
 from adapter.db import Database
 from adapter.errors import MethodNotAllowed, NotFound
 from adapter.export.params import parse_types
+from adapter.export.sources import ExportSource
 from adapter.fhir.api import handlers
 from adapter.fhir.handlers import Page, Rendered, WriteResult
 from adapter.fhir.search import SearchParam, SearchRequest
 from adapter.models import ExportJob
 from adapter.security.caller import Caller
-from tests.api.test_export import ASYNC
+from tests.api.test_export import ASYNC, export
 from tests.fhir.fixtures import LA, bearer
 
 NOTED = dt.datetime(2026, 11, 30, 9, 0, tzinfo=dt.UTC)
@@ -101,10 +102,28 @@ class BasicProvider:
         return []
 
 
+class Scratch(DeclarativeBase):
+    """The throw-away type's own table, outside the gateway's models and migrations."""
+
+
+class BasicRow(Scratch):
+    """One stored Basic resource, as bulk $export reads it (adapter/export/sources.py)."""
+
+    __tablename__ = "scratch_basic"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    resource_id: Mapped[str] = mapped_column(String(64))
+    text: Mapped[str] = mapped_column(String(64))
+    last_updated: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+BASIC_EXPORT = ExportSource(BasicRow, lambda row: {**BASIC[row.resource_id]})
+
+
 @pytest.fixture
 def declared() -> Iterator[registry.ResourceSpec]:
     """Declare Basic in the registry for one test, then remove it."""
-    spec = registry.ResourceSpec("Basic", BasicProvider, exportable=True)
+    spec = registry.ResourceSpec("Basic", BasicProvider, exportable=True,
+                                 export_source=f"{__name__}:BASIC_EXPORT")
     registry.REGISTRY["Basic"] = spec
     try:
         yield spec
@@ -113,16 +132,25 @@ def declared() -> Iterator[registry.ResourceSpec]:
 
 
 @pytest.fixture
-def app(declared: registry.ResourceSpec, app: Flask) -> Iterator[Flask]:
-    """The gateway app built while Basic is declared; its export jobs run inline."""
+def app(declared: registry.ResourceSpec, app: Flask, db: Database) -> Iterator[Flask]:
+    """The gateway app built while Basic is declared, its table holding both resources; its
+    export jobs run inline."""
     app.config["EXPORT_INLINE"] = True
-    yield app
+    Scratch.metadata.create_all(db.engine)
+    with db.write_transaction() as session:
+        session.add_all(BasicRow(id=number, resource_id=rid, text=r["code"]["text"],
+                                 last_updated=NOTED)
+                        for number, (rid, r) in enumerate(sorted(BASIC.items()), 1))
+    try:
+        yield app
+    finally:
+        Scratch.metadata.drop_all(db.engine)
 
 
 def test_a_declared_type_is_routed_listed_and_exported(app: Flask, client: FlaskClient,
                                                         db: Database) -> None:
     """Basic, declared only in the registry, answers read and search, is in the
-    CapabilityStatement with its interactions, and bulk $export accepts it."""
+    CapabilityStatement with its interactions, and bulk $export writes its file."""
     headers = bearer(client, app, "reader", LA, scopes="system/*.rs")
     read = client.get("/fhir/Basic/b2", headers=headers)
     assert read.status_code == 200, read.json
@@ -137,8 +165,9 @@ def test_a_declared_type_is_routed_listed_and_exported(app: Flask, client: Flask
     assert [i["code"] for i in entry["interaction"]] == ["read", "search-type"]
     assert [p["name"] for p in entry["searchParam"]] == ["_id"]
 
-    kick_off = client.get("/fhir/$export?_type=Basic", headers={**headers, **ASYNC})
-    assert kick_off.status_code == 202, kick_off.json
+    manifest, files = export(client, headers, query="?_type=Basic")
+    assert [o["type"] for o in manifest["output"]] == ["Basic"]
+    assert files["Basic"] == [BASIC["b1"], BASIC["b2"]]
     with db.sessions() as session:
         assert list(session.scalars(select(ExportJob.types))) == [["Basic"]]
     refused = client.get("/fhir/$export?_type=Flag", headers={**headers, **ASYNC})
