@@ -6,63 +6,19 @@ from __future__ import annotations
 
 import socket
 import struct
-import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
-import pytest
 
-from adapter.db import Database
-from tests.conftest import REPO
-from tests.notify.test_crash import dispatcher_env
+from tests.security.test_header_limit import served
+
+__all__ = ["served"]  # the fixture: `serve` on the test database, its port
 
 BIN = Path(sys.executable).parent
 # Offset of tcpi_data_segs_in (segments that carried data) in struct tcp_info of Linux's
 # include/uapi/linux/tcp.h (since Linux 4.6).
 DATA_SEGS_IN = 152
-
-
-def free_port() -> int:
-    """Return a free TCP port on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def served(db: Database, tmp_path: Path) -> Iterator[int]:
-    """``contactpoint-gateway serve`` (one worker) on the test database; its port."""
-    port = free_port()
-    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115 (closed below)
-    process = subprocess.Popen(
-        [str(BIN / "contactpoint-gateway"), "serve", "--host", "127.0.0.1", "--port",
-         str(port), "--workers", "1"], cwd=REPO, env=dispatcher_env(db, tmp_path),
-        stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_for_answer(port, process)
-        yield port
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
-
-
-def wait_for_answer(port: int, process: subprocess.Popen[bytes]) -> None:
-    """Wait until the server answers (gunicorn listens before its worker loads the app)."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "serve exited"
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
-                if exchange(sock, "GET", "/fhir/metadata")[0] == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("serve did not answer")
 
 
 def data_segments_in(sock: socket.socket) -> int:
