@@ -70,15 +70,10 @@ _SETTINGS = "settings: a Settings object passed in instead of current_app"
 KNOWN: tuple[tuple[str, str, str], ...] = (
     ("adapter/directory/routes.py", "adapter.kit.check",
      "directory $validate: the kit's directory check moves under directory/"),
-    ("adapter/store/careteams.py", "adapter.fhir.references", _PROVIDERS),
-    ("adapter/store/careteams.py", "adapter.fhir.handlers", _PROVIDERS),
-    ("adapter/store/careteams.py", "adapter.fhir.search", _PROVIDERS),
     ("adapter/store/children.py", "adapter.fhir.references", _PROVIDERS),
     ("adapter/store/children.py", "adapter.fhir.handlers", _PROVIDERS),
     ("adapter/store/children.py", "adapter.fhir.search", _PROVIDERS),
     ("adapter/store/children.py", "adapter.fhir.validation", _PROVIDERS),
-    ("adapter/store/organisations.py", "adapter.fhir.handlers", _PROVIDERS),
-    ("adapter/store/organisations.py", "adapter.fhir.search", _PROVIDERS),
 )
 
 

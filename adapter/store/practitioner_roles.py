@@ -35,7 +35,6 @@ from adapter.security.policy import (
     sensitive_visible,
 )
 from adapter.store import history
-from adapter.store.children import base
 
 NOT_FOUND: Final = "No PractitionerRole/{id} on this server (or not one you may see)."
 
@@ -80,23 +79,24 @@ def _audited(session: Session, resource: dict[str, Any], child: Child, caller: C
 
 
 def involvement_role(session: Session, involvement: Involvement, caller: Caller,
-                     action: str | None) -> dict[str, Any]:
-    """Return an involvement's PractitionerRole, audited."""
-    resource = mapping.involvement_to_practitionerrole(involvement, base=base())
+                     action: str | None, base: str) -> dict[str, Any]:
+    """Return an involvement's PractitionerRole (under the canonical ``base``), audited."""
+    resource = mapping.involvement_to_practitionerrole(involvement, base=base)
     return _audited(session, resource, involvement.child, caller, action)
 
 
 def member_role(session: Session, member: TeamMember, caller: Caller,
-                action: str | None) -> dict[str, Any]:
-    """Return an eCAF team member's PractitionerRole, audited."""
-    resource = mapping.team_member_to_practitionerrole(member, base=base())
+                action: str | None, base: str) -> dict[str, Any]:
+    """Return an eCAF team member's PractitionerRole (under the canonical ``base``), audited."""
+    resource = mapping.team_member_to_practitionerrole(member, base=base)
     return _audited(session, resource, member.assessment.child, caller, action)
 
 
 def lead_role(session: Session, assessment: Assessment, caller: Caller,
-              action: str | None) -> dict[str, Any]:
-    """Return an eCAF lead professional's PractitionerRole, audited."""
-    resource = mapping.assessment_lead_to_practitionerrole(assessment, base=base())
+              action: str | None, base: str) -> dict[str, Any]:
+    """Return an eCAF lead professional's PractitionerRole (under the canonical ``base``),
+    audited."""
+    resource = mapping.assessment_lead_to_practitionerrole(assessment, base=base)
     return _audited(session, resource, assessment.child, caller, action)
 
 
