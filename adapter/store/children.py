@@ -390,8 +390,9 @@ def patient_record(session: Session, resource: dict[str, Any], caller: Caller,
 
     :raises Invalid: not a valid Patient.
     """
-    notes = require_valid("Patient", resource)
-    references.require_resolved(session, "Patient", resource, caller)
+    settings = settings_module.current()
+    notes = require_valid("Patient", resource, settings)
+    references.require_resolved(session, "Patient", resource, caller, settings)
     record, _ignored = mapping.patient_to_child(resource, base=base())
     _refer_to_stored(session, record)
     if not record.contactpoint_id:

@@ -252,7 +252,7 @@ class CareTeamProvider:
         :raises Conflict: the eCAF assessment is already referenced.
         """
         if category_of(resource, self.own) == TEAM:
-            notes = require_valid("CareTeam", resource)
+            notes = require_valid("CareTeam", resource, self.settings)
             child = subject_child(session, mapping.careteam_subject(resource, base=self.base),
                                  caller)
             return self._write_team(session, child, resource, notes, caller, None, posted=True)
@@ -269,8 +269,8 @@ class CareTeamProvider:
         kind = category_of(resource, self.own)
         child = team_child(session, resource_id, caller)
         if child is not None and kind == TEAM:
-            return self._write_team(session, child, resource, require_valid("CareTeam", resource),
-                                    caller, if_match)
+            notes = require_valid("CareTeam", resource, self.settings)
+            return self._write_team(session, child, resource, notes, caller, if_match)
         assessment = load_assessment(session, resource_id, caller)
         if assessment is not None and kind == ECAF:
             return self._update_ecaf(session, assessment, resource, caller, if_match)
@@ -295,7 +295,7 @@ class CareTeamProvider:
         check_version(child.version, if_match)
         require_own_authority(child.managing_organisation, caller)
         check_shielding(child, caller)
-        references.require_resolved(session, "CareTeam", resource, caller)
+        references.require_resolved(session, "CareTeam", resource, caller, self.settings)
         subject = mapping.careteam_subject(resource, base=self.base)
         if subject.resource_id not in (None, child.resource_id) or \
                 subject.contactpoint_id not in (None, child.contactpoint_id):
@@ -343,11 +343,11 @@ class CareTeamProvider:
         :raises Invalid: invalid, or naming what is not known here.
         :raises Forbidden: a shielded child without the right.
         """
-        notes = require_valid("CareTeam", resource)
+        notes = require_valid("CareTeam", resource, self.settings)
         record, _ignored = mapping.careteam_to_assessment(resource, base=self.base)
         child = subject_child(session, record.child, caller)
         check_shielding(child, caller)
-        references.require_resolved(session, "CareTeam", resource, caller)
+        references.require_resolved(session, "CareTeam", resource, caller, self.settings)
         check_assessment_dates(record)
         self._resolve_lead(session, record, existing)
         stored = {m.resource_id: stored_member(m) for m in (existing.members if existing
@@ -500,4 +500,4 @@ class CareTeamProvider:
 
     def validate(self, resource: dict[str, Any], caller: Caller) -> list[dict[str, Any]]:
         """Return the issues inbound validation finds (no change is made)."""
-        return validate_stored("CareTeam", resource, caller)
+        return validate_stored("CareTeam", resource, caller, self.settings)

@@ -93,7 +93,7 @@ class OrganizationProvider(RecordProvider[Organisation]):
 
         :raises Invalid: not valid, or without a code this directory keys organisations by.
         """
-        notes = require_valid("Organization", resource)
+        notes = require_valid("Organization", resource, self.settings)
         record, _ignored = mapping.organization_to_organisation(
             resource, base=self.settings.canonical_base)
         if not organisation_codes(record):

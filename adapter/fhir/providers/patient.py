@@ -232,7 +232,7 @@ class PatientProvider:
         shape, the profiles, the mapping, its references against what is stored and the
         directory's age rules (the rules that need the caller's write itself, such as one
         live entry per NHS number, are met at the write)."""
-        issues = validate_stored("Patient", resource, caller)
+        issues = validate_stored("Patient", resource, caller, self.settings)
         if any(i["severity"] in ("error", "fatal") for i in issues):
             return issues
         record, _ignored = mapping.patient_to_child(resource, base=base())

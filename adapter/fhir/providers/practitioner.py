@@ -98,7 +98,7 @@ class PractitionerProvider(RecordProvider[Practitioner]):
         :raises Invalid: not valid, or an employer not known here.
         :raises Forbidden: the caller is neither the employer nor an administrator.
         """
-        notes = require_valid("Practitioner", resource)
+        notes = require_valid("Practitioner", resource, self.settings)
         record, _ignored = mapping.practitioner_from_fhir(
             resource, base=self.settings.canonical_base)
         employer = (stored_organisation(session, record.organisation, "Practitioner.identifier")

@@ -298,4 +298,4 @@ class PractitionerRoleProvider:
 
     def validate(self, resource: dict[str, Any], caller: Caller) -> list[dict[str, Any]]:
         """Return the issues inbound validation finds (no change is made)."""
-        return validate_stored("PractitionerRole", resource, caller)
+        return validate_stored("PractitionerRole", resource, caller, self.settings)

@@ -273,4 +273,4 @@ class RecordProvider(ABC, Generic[R]):
 
     def validate(self, resource: dict[str, Any], caller: Caller) -> list[dict[str, Any]]:
         """Return the issues a create of ``resource`` would meet (nothing is stored)."""
-        return validate_inbound(self.resource_type, resource)
+        return validate_inbound(self.resource_type, resource, self.settings)
