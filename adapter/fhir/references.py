@@ -245,6 +245,37 @@ def unresolved(session: Session, resource_type: str, resource: Any, caller: Call
     return issues
 
 
+def resolve_role_aliases(session: Session, resource_type: str, resource: Any,
+                         caller: Caller) -> list[dict[str, Any]]:
+    """Rewrite (in place, before the mapping reads it) every ``PractitionerRole/<id>`` that
+    names a role by an earlier id (``adapter.store.aliases``: the ids migration 0014
+    replaced) to the role's id now, so that an id once published keeps working for writers as
+    it does for readers (a read of it is redirected). Returns an information issue per
+    reference rewritten. A role the caller may not see is left as named: the write answers
+    as for an unknown role.
+    """
+    from adapter.store.practitioner_roles import current_role_id
+
+    issues: list[dict[str, Any]] = []
+    for found in references_of(resource_type, resource):
+        literal = found.reference.get("reference")
+        if not isinstance(literal, str) or "PractitionerRole" not in found.site.targets:
+            continue
+        match = _RELATIVE.fullmatch(literal)
+        if match is None or match.group(1) != "PractitionerRole":
+            continue
+        old_id = match.group(2)
+        new_id = current_role_id(session, old_id, caller)
+        if new_id is None:
+            continue
+        found.reference["reference"] = literal[:match.start(2)] + new_id + literal[match.end(2):]
+        issues.append(issue("information", "informational",
+                            f"{found.expression}: PractitionerRole/{old_id} is an earlier id "
+                            f"of PractitionerRole/{new_id}: read as the id it has now.",
+                            f"{found.expression}.reference"))
+    return issues
+
+
 def require_resolved(session: Session, resource_type: str, resource: Any, caller: Caller,
                      settings: Settings) -> None:
     """Resolve every Reference of an inbound write (see :func:`unresolved`).

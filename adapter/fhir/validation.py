@@ -99,8 +99,9 @@ def validate_stored(resource_type: str, resource: dict[str, Any], caller: Caller
     if _errors(issues) or _OFFLINE.get():
         return issues
     with get_db().sessions() as session:
+        moved = references.resolve_role_aliases(session, resource_type, resource, caller)
         return references.unresolved(session, resource_type, resource, caller,
-                                     settings) + issues
+                                     settings) + issues + moved
 
 
 def _errors(issues: list[dict[str, Any]]) -> bool:

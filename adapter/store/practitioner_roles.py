@@ -35,6 +35,7 @@ from adapter.security.policy import (
     sensitive_visible,
 )
 from adapter.store import history
+from adapter.store.aliases import current_id
 
 NOT_FOUND: Final = "No PractitionerRole/{id} on this server (or not one you may see)."
 
@@ -98,6 +99,23 @@ def lead_role(session: Session, assessment: Assessment, caller: Caller,
     audited."""
     resource = mapping.assessment_lead_to_practitionerrole(assessment, base=base)
     return _audited(session, resource, assessment.child, caller, action)
+
+
+# --- earlier ids ----------------------------------------------------------------------------
+
+def current_role_id(session: Session, old_id: str, caller: Caller) -> str | None:
+    """Return the id now of the role whose earlier id is ``old_id`` (``resource_alias``,
+    migration 0014), when ``caller`` may see that role; None otherwise, so that an earlier id
+    tells nobody more than the role's own id does (as a read of it, ``redirect_if_moved``)."""
+    new_id = current_id(session, "PractitionerRole", old_id)
+    if new_id is None:
+        return None
+    for query, column in ((involvement_query(caller), Involvement.resource_id),
+                          (member_query(caller), TeamMember.resource_id),
+                          (lead_query(caller), Assessment.lead_role_id)):
+        if session.scalar(query.where(column == new_id)) is not None:
+            return new_id
+    return None
 
 
 # --- queries ------------------------------------------------------------------------------

@@ -252,7 +252,7 @@ class CareTeamProvider:
         :raises Conflict: the eCAF assessment is already referenced.
         """
         if category_of(resource, self.own) == TEAM:
-            notes = require_valid("CareTeam", resource, self.settings)
+            notes = self._valid(session, resource, caller)
             child = subject_child(session, mapping.careteam_subject(resource, base=self.base),
                                  caller)
             return self._write_team(session, child, resource, notes, caller, None, posted=True)
@@ -269,7 +269,7 @@ class CareTeamProvider:
         kind = category_of(resource, self.own)
         child = team_child(session, resource_id, caller)
         if child is not None and kind == TEAM:
-            notes = require_valid("CareTeam", resource, self.settings)
+            notes = self._valid(session, resource, caller)
             return self._write_team(session, child, resource, notes, caller, if_match)
         assessment = load_assessment(session, resource_id, caller)
         if assessment is not None and kind == ECAF:
@@ -280,6 +280,16 @@ class CareTeamProvider:
             raise not_found(resource_id)
         raise Invalid("The CareTeam's category does not match the CareTeam at this id.",
                       expression="CareTeam.category")
+
+    def _valid(self, session: Session, resource: dict[str, Any],
+               caller: Caller) -> list[dict[str, Any]]:
+        """Validate an inbound CareTeam and read its participants' earlier PractitionerRole
+        ids as the ids they have now; return the notes (not kept, ids read anew).
+
+        :raises Invalid: not valid.
+        """
+        notes = require_valid("CareTeam", resource, self.settings)
+        return notes + references.resolve_role_aliases(session, "CareTeam", resource, caller)
 
     def _write_team(self, session: Session, child: Child, resource: dict[str, Any],
                     notes: list[dict[str, Any]], caller: Caller,
@@ -343,7 +353,7 @@ class CareTeamProvider:
         :raises Invalid: invalid, or naming what is not known here.
         :raises Forbidden: a shielded child without the right.
         """
-        notes = require_valid("CareTeam", resource, self.settings)
+        notes = self._valid(session, resource, caller)
         record, _ignored = mapping.careteam_to_assessment(resource, base=self.base)
         child = subject_child(session, record.child, caller)
         check_shielding(child, caller)
