@@ -6,7 +6,8 @@ Adding a resource type is a map (``mappings/``), a provider (``adapter/fhir/prov
 spec here.
 
 Providers and reverse maps are named by ``module:attribute`` and imported when first asked
-for, so that this module imports nothing of the gateway: the mapping, the XML codec and the
+for, so that this module imports nothing of the gateway but the settings (of its own layer)
+the providers are made with: the mapping, the XML codec and the
 store may read it without an import cycle and without building the Flask app.
 """
 
@@ -17,6 +18,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final
+
+from adapter.settings import Settings
 
 # FHIR Bulk Data Access IG v2 and the Subscriptions R5 Backport IG: their operations.
 BULK_OPERATIONS: Final = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/"
@@ -32,28 +35,29 @@ R4B: Final = "fhir.resources.R4B."
 class ResourceSpec:
     """What the gateway does with one FHIR resource type.
 
-    ``provider``: a callable returning the type's REST provider (``ResourceHandler``), None
-    when its routes are not the standard interactions (operations only, or routes of their
-    own). ``maps``: the mapping files (``mappings/<name>.toml``) that render it. ``model``:
-    the fhir.resources R4B model inbound resources are validated with (R4B and R4 have the
-    same shape for these: docs/domain.md "Profiles to build on"). ``reverse``: the inbound
-    map (``module:function``) whose errors and ignored paths validation reports. ``xml``:
-    served and read as FHIR R4 XML (adapter/fhir/xml.py). ``r4``: a FHIR 4.0.1 type (a
-    ``rest.resource`` of the CapabilityStatement). ``exportable``: written by bulk $export
-    and NDJSON exports; ``child_data``: written per child (the rest: the directory's records
-    the children's resources refer to). ``personal``: its ids are a child's or a person's
-    (destruction pseudonymises their audit records). ``import_order``: its rank when NDJSON
-    and Bundles are imported (each after what it refers to; None: not imported in a pass of
-    its own). ``operations``: operation name -> canonical definition (``OWN``: the
-    gateway's). ``documentation``: the CapabilityStatement's words for a type without
-    a provider. ``export_source``: for an exportable type that is not a child's data, the
-    ``module:name`` of its ``adapter.export.sources.ExportSource`` (the rows bulk $export
-    reads, and how one is rendered)."""
+    ``provider``: a callable returning the type's REST provider (``ResourceHandler``) made with
+    the settings (``Provider(settings)``: what it renders is under their canonical base), None
+    when its routes are not the standard interactions (operations only, or routes of their own).
+    ``maps``: the mapping files (``mappings/<name>.toml``) that render it. ``model``: the
+    fhir.resources R4B model inbound resources are validated with (R4B and R4 have the same
+    shape for these: docs/domain.md "Profiles to build on"). ``reverse``: the inbound map
+    (``module:function``) whose errors and ignored paths validation reports. ``xml``: served and
+    read as FHIR R4 XML (adapter/fhir/xml.py). ``r4``: a FHIR 4.0.1 type (a ``rest.resource`` of
+    the CapabilityStatement). ``exportable``: written by bulk $export and NDJSON exports;
+    ``child_data``: written per child (the rest: the directory's records the children's
+    resources refer to). ``personal``: its ids are a child's or a person's (destruction
+    pseudonymises their audit records). ``import_order``: its rank when NDJSON and Bundles are
+    imported (each after what it refers to; None: not imported in a pass of its own).
+    ``operations``: operation name -> canonical definition (``OWN``: the gateway's).
+    ``documentation``: the CapabilityStatement's words for a type without a provider.
+    ``export_source``: for an exportable type that is not a child's data, the ``module:name`` of
+    its ``adapter.export.sources.ExportSource`` (the rows bulk $export reads, and how one is
+    rendered)."""
 
     type: str
     # Any: the provider's type (adapter.fhir.handlers.ResourceHandler) is the FHIR dialect's,
     # a layer above this one (scripts/check_layers.py); adapter.fhir.api types what it returns.
-    provider: Callable[[], Any] | None = None
+    provider: Callable[[Settings], Any] | None = None
     maps: tuple[str, ...] = ()
     model: str | None = None
     reverse: str | None = None
@@ -74,10 +78,11 @@ def attribute(path: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-def lazy(path: str, *args: Any) -> Callable[[], Any]:
-    """Return a factory calling ``module:name`` with ``args``, imported when first called."""
-    def make() -> Any:
-        return attribute(path)(*args)
+def lazy(path: str, *args: Any) -> Callable[[Settings], Any]:
+    """Return a factory of a provider: it calls ``module:name`` (imported when first called)
+    with ``args`` and the settings it is given."""
+    def make(settings: Settings) -> Any:
+        return attribute(path)(*args, settings)
     return make
 
 

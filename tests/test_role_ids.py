@@ -5,7 +5,9 @@ answer 301 Moved Permanently to the new id (README "Identifiers")."""
 from __future__ import annotations
 
 import re
+import uuid
 from pathlib import Path
+from typing import Any
 
 import orjson
 from alembic import command
@@ -19,6 +21,8 @@ from adapter.demo import load_demo_data
 from adapter.identifiers import resource_id_for
 from adapter.models import Assessment, Child, Involvement, Organisation, ResourceAlias, TeamMember
 from adapter.models.canonical import build_child, canonical_dump
+from adapter.security.caller import Caller
+from adapter.security.scopes import parse_scopes
 from adapter.store import history
 from adapter.store.records import apply_child, part_key
 from tests.api.conftest import bearer
@@ -188,3 +192,125 @@ def test_downgrade_gives_the_old_ids_back(db: Database) -> None:
             select(TeamMember.id, TeamMember.resource_id))}
     assert ids == old
     db.upgrade()
+
+
+def _team_with_old_id(app: Flask, db: Database,
+                      client: FlaskClient) -> tuple[dict[str, str], dict[str, Any], str, str]:
+    """Migrate demo data; return the managing authority's headers, the team CareTeam of the
+    first involvement's child as that authority reads it with that participant named by its
+    old PractitionerRole id, the old id and the new one."""
+    old = _migrated(db)
+    with db.sessions() as session:
+        involvement = session.scalars(select(Involvement).order_by(Involvement.id)).first()
+        assert involvement is not None
+        new_id, careteam_id = involvement.resource_id, involvement.child.careteam_id
+        authority = involvement.child.managing_organisation.gss_code
+    assert authority is not None
+    old_id = old[f"involvement/{involvement.id}"]
+    headers = bearer(client, app, "team-writer", authority, ["shielded", "sensitive"])
+    team = client.get(f"/fhir/CareTeam/{careteam_id}", headers=headers)
+    assert team.status_code == 200, team.json
+    resource = orjson.loads(team.data)
+    named = [p["member"] for p in resource["participant"]
+             if p.get("member", {}).get("reference") == f"PractitionerRole/{new_id}"]
+    assert len(named) == 1
+    named[0]["reference"] = f"PractitionerRole/{old_id}"
+    return headers, resource, old_id, new_id
+
+
+def _members(resource: dict[str, Any]) -> list[str]:
+    """Return the member references of a CareTeam's participants."""
+    return sorted(p["member"]["reference"] for p in resource["participant"])
+
+
+def test_writes_naming_an_old_role_id_name_the_role(app: Flask, db: Database,
+                                                    client: FlaskClient) -> None:
+    """A CareTeam update whose participant names a PractitionerRole by its old id is applied
+    as if it named the new id (nothing changes), and its OperationOutcome says which id was
+    read; $validate of it finds no error and says the same."""
+    headers, resource, old_id, new_id = _team_with_old_id(app, db, client)
+    before = _members({**resource, "participant": [
+        {**p, "member": {"reference": f"PractitionerRole/{new_id}"}}
+        if p["member"]["reference"] == f"PractitionerRole/{old_id}" else p
+        for p in resource["participant"]]})
+    url = f"/fhir/CareTeam/{resource['id']}"
+    checked = client.post("/fhir/CareTeam/$validate", json=resource, headers=headers)
+    assert checked.status_code == 200, checked.json
+    issues = orjson.loads(checked.data)["issue"]
+    assert not [i for i in issues if i["severity"] in ("error", "fatal")], issues
+    assert any(old_id in i["diagnostics"] and new_id in i["diagnostics"]
+               and i["severity"] == "information" for i in issues)
+    written = client.put(url, json=resource,
+                         headers={**headers, "Prefer": "return=OperationOutcome"})
+    assert written.status_code == 200, written.json
+    notes = orjson.loads(written.data)["issue"]
+    moved = [i for i in notes if old_id in i["diagnostics"]]
+    assert len(moved) == 1 and moved[0]["severity"] == "information"
+    assert f"PractitionerRole/{new_id}" in moved[0]["diagnostics"]
+    assert _members(orjson.loads(client.get(url, headers=headers).data)) == before
+
+
+def test_bundles_naming_an_old_role_id_name_the_role(app: Flask, db: Database,
+                                                     client: FlaskClient) -> None:
+    """A transaction that updates the CareTeam with a participant named by its old id
+    succeeds as the same update with the new id does."""
+    headers, resource, old_id, new_id = _team_with_old_id(app, db, client)
+    url = f"CareTeam/{resource['id']}"
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": resource,
+         "request": {"method": "PUT", "url": url}}]}
+    answer = client.post("/fhir", json=bundle, headers=headers)
+    assert answer.status_code == 200, answer.json
+    assert orjson.loads(answer.data)["entry"][0]["response"]["status"].startswith("200")
+    team = orjson.loads(client.get(f"/fhir/{url}", headers=headers).data)
+    assert f"PractitionerRole/{new_id}" in _members(team)
+    assert f"PractitionerRole/{old_id}" not in _members(team)
+
+
+def test_an_old_id_of_a_role_the_writer_may_not_see_stays_unknown(
+        app: Flask, db: Database, client: FlaskClient) -> None:
+    """An alias tells a writer no more than the role does: the old id of a sensitive
+    service's role, named by a writer without the sensitive-services right, is refused as an
+    unknown role (422), its new id named nowhere in the answer."""
+    old = _migrated(db)
+    with db.sessions() as session:
+        involvement = session.scalars(select(Involvement).join(Child).where(
+            Involvement.sensitive.is_(True), Child.shielded.is_(False))
+            .order_by(Involvement.id)).first()
+        assert involvement is not None
+        new_id, careteam_id = involvement.resource_id, involvement.child.careteam_id
+        authority = involvement.child.managing_organisation.gss_code
+    assert authority is not None
+    old_id = old[f"involvement/{involvement.id}"]
+    headers = bearer(client, app, "plain-writer", authority)
+    team = client.get(f"/fhir/CareTeam/{careteam_id}", headers=headers)
+    assert team.status_code == 200, team.json
+    resource = orjson.loads(team.data)
+    assert f"PractitionerRole/{new_id}" not in _members(resource)
+    resource["participant"].append({"role": resource["participant"][0]["role"],
+                                    "member": {"reference": f"PractitionerRole/{old_id}"}})
+    answer = client.put(f"/fhir/CareTeam/{careteam_id}", json=resource, headers=headers)
+    assert answer.status_code == 422, answer.json
+    text = answer.get_data(as_text=True)
+    assert f"PractitionerRole/{old_id} is not known here" in text
+    assert new_id not in text
+
+
+def test_imports_naming_an_old_role_id_name_the_role(app: Flask, db: Database,
+                                                     client: FlaskClient) -> None:
+    """An NDJSON import of the CareTeam (applied through its provider, as the ``import``
+    command applies it) reads the old id as the new one and reports so in its notes."""
+    from adapter.fhir.file_import import Line, apply_resources
+
+    _headers, resource, old_id, new_id = _team_with_old_id(app, db, client)
+    with db.sessions() as session:
+        child = session.scalar(select(Child).where(Child.careteam_id == resource["id"]))
+        assert child is not None
+        authority = child.managing_organisation.gss_code
+    assert authority is not None
+    caller = Caller("team-importer", authority, parse_scopes("system/*.cruds"),
+                    frozenset({"shielded", "sensitive"}))
+    with app.app_context():
+        [outcome] = list(apply_resources([Line(1, 1, resource)], caller))
+    assert outcome.status == "unchanged", outcome
+    assert any(old_id in note and new_id in note for note in outcome.notes)

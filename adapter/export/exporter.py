@@ -45,6 +45,7 @@ from adapter.export.resources import (
 )
 from adapter.export.sources import ExportSource
 from adapter.fhir.bundle import renderable, withheld_outcome
+from adapter.http import current_settings
 from adapter.models import Assessment, Child, ExportJob
 from adapter.models.base import utcnow
 from adapter.models.canonical import as_utc
@@ -108,6 +109,9 @@ class NdjsonExporter:
         self.references: set[str] = set()
         self.overrides = 0
         self.name = "export"  # how the log names the export
+        # The canonical base the resources are rendered under: the app's (a job and the
+        # export command both run in its application context).
+        self.base = current_settings().canonical_base
 
     def export(self, files: NdjsonFiles) -> None:
         """Write the children in scope, then the organisations and practitioners asked for."""
@@ -206,10 +210,12 @@ class NdjsonExporter:
         item = ChildExport(child.resource_id, False)
         try:
             item.override = disclose_child(child, self.caller).override
-            self._add(item, child_resources(session, child, self.caller, self.mapped),
+            self._add(item, child_resources(session, child, self.caller, self.mapped,
+                                            self.base),
                       self._changed(child.last_updated))
             for assessment in assessments:
-                resources = assessment_resources(session, assessment, self.caller, self.mapped)
+                resources = assessment_resources(session, assessment, self.caller, self.mapped,
+                                                 self.base)
                 self._add(item, resources, self._changed(assessment.last_updated))
         except Exception as exc:  # reported per child: one bad entry must not stop the export
             log.warning("%s: Patient/%s not exported (%s)", self.name, child.resource_id,
@@ -272,7 +278,7 @@ class NdjsonExporter:
             rows = list(session.scalars(query.order_by(model.id).limit(BATCH_SIZE)))
             withheld: list[Unrenderable] = []
             lines = [ndjson_line(resource) for resource in
-                     renderable([source.render(row) for row in rows], withheld)]
+                     renderable([source.render(row, self.base) for row in rows], withheld)]
         self._beat(f"{resource_type} resources")
         files.write(resource_type, lines)
         if withheld:

@@ -13,11 +13,12 @@ from typing import Any, Final
 
 from sqlalchemy.orm import Session
 
+from adapter.fhir.careteams import render_ecaf, render_team
 from adapter.models import Assessment, Child
 from adapter.registry import child_types, referenced_types
 from adapter.security.caller import Caller
 from adapter.security.policy import may_see_child, may_see_involvement, may_see_lead, may_see_member
-from adapter.store.careteams import render_ecaf, render_team, team_is_listed
+from adapter.store.careteams import team_is_listed
 from adapter.store.children import render_patient
 from adapter.store.practitioner_roles import (
     involvement_role,
@@ -48,35 +49,36 @@ class ChildExport:
         return any(resource_type != "OperationOutcome" for resource_type, _ in self.lines)
 
 
-def child_resources(session: Session, child: Child, caller: Caller,
-                    types: frozenset[str]) -> Iterator[Resource]:
+def child_resources(session: Session, child: Child, caller: Caller, types: frozenset[str],
+                    base: str) -> Iterator[Resource]:
     """Yield those of ``types`` among the child's Patient, its team CareTeam (when a search
-    would list it) and the PractitionerRoles of the involvements ``caller`` may see."""
+    would list it) and the PractitionerRoles of the involvements ``caller`` may see (under
+    the canonical ``base``)."""
     if "Patient" in types:
         yield render_patient(session, child, caller, None).resource
     if "CareTeam" in types and team_is_listed(child, caller):
-        yield render_team(session, child, caller, None).resource
+        yield render_team(session, child, caller, None, base).resource
     if "PractitionerRole" in types and may_see_child(child, caller):
         for involvement in child.involvements:
             if may_see_involvement(involvement, caller):
-                yield involvement_role(session, involvement, caller, None)
+                yield involvement_role(session, involvement, caller, None, base)
 
 
 def assessment_resources(session: Session, assessment: Assessment, caller: Caller,
-                         types: frozenset[str]) -> Iterator[Resource]:
+                         types: frozenset[str], base: str) -> Iterator[Resource]:
     """Yield those of ``types`` among an eCAF assessment's CareTeam and the PractitionerRoles
     of its lead and members, as ``caller`` may see them (nothing for a shielded child without
     the right: docs/domain.md "Shielding" withholds the CAF indicator)."""
     if not may_see_child(assessment.child, caller):
         return
     if "CareTeam" in types:
-        yield render_ecaf(session, assessment, caller, None).resource
+        yield render_ecaf(session, assessment, caller, None, base).resource
     if "PractitionerRole" in types:
         if may_see_lead(assessment, caller):
-            yield lead_role(session, assessment, caller, None)
+            yield lead_role(session, assessment, caller, None, base)
         for member in assessment.members:
             if may_see_member(member, caller):
-                yield member_role(session, member, caller, None)
+                yield member_role(session, member, caller, None, base)
 
 
 def references(resource: Any, found: set[str]) -> set[str]:

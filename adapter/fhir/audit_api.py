@@ -37,6 +37,7 @@ from adapter.models.canonical import as_utc
 from adapter.security import audit
 from adapter.security.audit_events import EVENT_KINDS, OTHER, audit_event
 from adapter.security.caller import Caller
+from adapter.settings import Settings
 from adapter.systems import OwnSystems
 
 SP: Final = "http://hl7.org/fhir/SearchParameter/AuditEvent-"
@@ -171,6 +172,9 @@ class AuditEventHandler:
     revincludes: ClassVar[frozenset[str]] = frozenset()
     # Events claim the UK Core AuditEvent profile; the service has no profile of its own.
     profile: ClassVar[str | None] = None
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
 
     def read(self, session: Session, resource_id: str, caller: Caller) -> Rendered:
         """Return one AuditEvent.

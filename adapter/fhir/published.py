@@ -20,6 +20,7 @@ from adapter.errors import MethodNotAllowed, NotFound
 from adapter.fhir.handlers import Page, Rendered, WriteResult
 from adapter.fhir.search import SearchParam, SearchRequest, decode_cursor, encode_cursor
 from adapter.security.caller import Caller
+from adapter.settings import Settings
 from adapter.systems import DEFAULT_CANONICAL_BASE
 
 FOLDERS: Final = (PROJECT_ROOT / "schemas" / "fhir", PROJECT_ROOT / "mappings" / "conceptmaps")
@@ -73,6 +74,9 @@ class PublishedHandler:
     includes: ClassVar[frozenset[str]] = frozenset()
     revincludes: ClassVar[frozenset[str]] = frozenset()
     profile: ClassVar[str | None] = None
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
 
     def _all(self) -> list[dict[str, Any]]:
         """Return this type's resources, ordered by id."""
@@ -160,8 +164,8 @@ class PublishedHandler:
         return []
 
 
-def published_handler(name: str) -> PublishedHandler:
+def published_handler(name: str, settings: Settings) -> PublishedHandler:
     """Return the handler of one published type (``adapter.registry.PUBLISHED_TYPES``)."""
     handler: PublishedHandler = type(f"Published{name}Handler", (PublishedHandler,),
-                                     {"resource_type": name})()
+                                     {"resource_type": name})(settings)
     return handler

@@ -30,13 +30,14 @@ from typing import Any, Final
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from adapter import settings as settings_module
 from adapter.errors import Invalid, issue
 from adapter.mapping.datatypes import read_organisation, read_patient, read_practitioner
 from adapter.mapping.transforms import Env
 from adapter.models import Assessment, Child, Involvement, TeamMember
 from adapter.security.caller import Caller
 from adapter.security.policy.disclosure import visible_to
+from adapter.settings import Settings
+from adapter.systems import OwnSystems
 
 # FHIR R4 datatypes.html#id: [A-Za-z0-9\-\.]{1,64}; references.html: [Type]/[id], optionally
 # /_history/[vid], relative to the service base or absolute.
@@ -115,15 +116,6 @@ def _walk(value: Any, path: tuple[str, ...], where: str, site: Site) -> Iterator
         yield from _walk(value[head], rest, f"{where}.{head}", site)
 
 
-def own_base() -> str | None:
-    """Return this server's FHIR base (``GATEWAY_PUBLIC_URL``/fhir), None when no
-    settings are bound (``adapter.settings.current``)."""
-    try:
-        return settings_module.current().public_fhir_base
-    except LookupError:
-        return None
-
-
 def _targets_text(site: Site) -> str:
     """Return the types an element may name, for a message ("Organization", "A or B")."""
     return " or ".join(site.targets)
@@ -131,14 +123,14 @@ def _targets_text(site: Site) -> str:
 
 # --- the form of a literal reference -------------------------------------------------------
 
-def normalise(resource_type: str, resource: Any) -> list[dict[str, Any]]:
+def normalise(resource_type: str, resource: Any, settings: Settings) -> list[dict[str, Any]]:
     """Check the form of every literal reference ``resource`` carries at the sites the gateway
-    reads, rewriting (in place, before the mapping reads it) an absolute URL of this server to
-    ``Type/id`` and dropping the URL of another server that stands beside an identifier.
-    Returns the issues: an error per reference the gateway cannot follow, and the information
-    that another server's URL was not kept.
+    reads, rewriting (in place, before the mapping reads it) an absolute URL of this server
+    (under the settings' public FHIR base) to ``Type/id`` and dropping the URL of another
+    server that stands beside an identifier. Returns the issues: an error per reference the
+    gateway cannot follow, and the information that another server's URL was not kept.
     """
-    base = own_base()
+    base = settings.public_fhir_base
     contained = _contained_ids(resource)
     issues: list[dict[str, Any]] = []
     for found in references_of(resource_type, resource):
@@ -238,12 +230,12 @@ def _error(where: str, message: str, code: str = "invalid") -> dict[str, Any]:
 
 # --- resolving against what is stored -------------------------------------------------------
 
-def unresolved(session: Session, resource_type: str, resource: Any,
-               caller: Caller) -> list[dict[str, Any]]:
+def unresolved(session: Session, resource_type: str, resource: Any, caller: Caller,
+               settings: Settings) -> list[dict[str, Any]]:
     """Return an error per Reference (already normalised) naming nothing stored here (or
-    nothing ``caller`` may see): the literal id, or the natural key of an identifier, by the
-    same functions the writes resolve them with."""
-    env = Env(_own_systems())
+    nothing ``caller`` may see): the literal id, or the natural key of an identifier (read
+    under the settings' canonical base), by the same functions the writes resolve them with."""
+    env = Env(OwnSystems(settings.canonical_base))
     issues: list[dict[str, Any]] = []
     for found in references_of(resource_type, resource):
         try:
@@ -253,21 +245,45 @@ def unresolved(session: Session, resource_type: str, resource: Any,
     return issues
 
 
-def require_resolved(session: Session, resource_type: str, resource: Any,
-                     caller: Caller) -> None:
+def resolve_role_aliases(session: Session, resource_type: str, resource: Any,
+                         caller: Caller) -> list[dict[str, Any]]:
+    """Rewrite (in place, before the mapping reads it) every ``PractitionerRole/<id>`` that
+    names a role by an earlier id (``adapter.store.aliases``: the ids migration 0014
+    replaced) to the role's id now, so that an id once published keeps working for writers as
+    it does for readers (a read of it is redirected). Returns an information issue per
+    reference rewritten. A role the caller may not see is left as named: the write answers
+    as for an unknown role.
+    """
+    from adapter.store.practitioner_roles import current_role_id
+
+    issues: list[dict[str, Any]] = []
+    for found in references_of(resource_type, resource):
+        literal = found.reference.get("reference")
+        if not isinstance(literal, str) or "PractitionerRole" not in found.site.targets:
+            continue
+        match = _RELATIVE.fullmatch(literal)
+        if match is None or match.group(1) != "PractitionerRole":
+            continue
+        old_id = match.group(2)
+        new_id = current_role_id(session, old_id, caller)
+        if new_id is None:
+            continue
+        found.reference["reference"] = literal[:match.start(2)] + new_id + literal[match.end(2):]
+        issues.append(issue("information", "informational",
+                            f"{found.expression}: PractitionerRole/{old_id} is an earlier id "
+                            f"of PractitionerRole/{new_id}: read as the id it has now.",
+                            f"{found.expression}.reference"))
+    return issues
+
+
+def require_resolved(session: Session, resource_type: str, resource: Any, caller: Caller,
+                     settings: Settings) -> None:
     """Resolve every Reference of an inbound write (see :func:`unresolved`).
 
     :raises Invalid: the first that names nothing stored here.
     """
-    for found in unresolved(session, resource_type, resource, caller):
+    for found in unresolved(session, resource_type, resource, caller, settings):
         raise Invalid(found["diagnostics"], expression=found["expression"][0])
-
-
-def _own_systems() -> Any:
-    """Return this service's identifier systems (for reading identifiers)."""
-    from adapter.systems import OwnSystems
-
-    return OwnSystems(settings_module.current().canonical_base)
 
 
 def _resolve(session: Session, env: Env, found: Found, caller: Caller) -> None:

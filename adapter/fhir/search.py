@@ -14,14 +14,16 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from flask import request
-from sqlalchemy import false, func, not_
+from sqlalchemy import false, func, not_, or_
 from werkzeug.datastructures import MultiDict
 
 from adapter.errors import BadRequest
+from adapter.mapping.conceptmaps import load_translations
 
 DEFAULT_COUNT: Final = 50
 MAX_COUNT: Final = 1000
@@ -201,6 +203,26 @@ def negated(criterion: Criterion, matched: Any) -> Any:
     if criterion.modifier != "not":
         return matched
     return not_(func.coalesce(matched, false()))
+
+
+def token_condition(criterion: Criterion, condition: Callable[[str], Any]) -> Any:
+    """Return the OR of ``condition`` over a token criterion's values, negated for ``:not``."""
+    return negated(criterion, or_(*(condition(value) for value in criterion.values)))
+
+
+def matching_codes(map_name: str, vocabulary: Iterable[str], value: str, base: str) -> set[str]:
+    """Return the codes of ``vocabulary`` that a token matches: the code of this server's own
+    code system (under the canonical ``base``), or a code it is translated to by the
+    ConceptMap ``map_name`` (FHIR R4 search.html#token: system|code, or code alone)."""
+    system, code = split_token(value)
+    translation = load_translations(base)[map_name]
+    found = set()
+    for source in vocabulary:
+        codings = {(translation.source_system, source)}
+        codings |= {(s, c) for s, c, _display in translation.translate(source)}
+        if any(c == code and system in (None, s) for s, c in codings):
+            found.add(source)
+    return found
 
 
 def split_prefix(value: str) -> tuple[str, str]:

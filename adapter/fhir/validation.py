@@ -11,13 +11,13 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final
 
-from adapter import settings as settings_module
 from adapter.db import get_db
 from adapter.errors import Invalid, issue
 from adapter.fhir import conformance, references
 from adapter.mapping import fhir as mapping
 from adapter.registry import attribute, reverse_maps
 from adapter.security.caller import Caller
+from adapter.settings import Settings
 from adapter.systems import UKCORE_PROFILE_BASE
 from adapter.vendored import UK_CORE_DIR
 
@@ -44,31 +44,34 @@ def careteam_reverse(resource: dict[str, Any], *, base: str) -> tuple[Any, list[
     return mapping.careteam_to_involvements(resource, base=base)
 
 
-def mapping_issues(resource: dict[str, Any], resource_type: str) -> list[dict[str, Any]]:
-    """Return the errors of the type's reverse mapping (``adapter.registry``), and
-    what it would not keep, as issues."""
+def mapping_issues(resource: dict[str, Any], resource_type: str,
+                   base: str) -> list[dict[str, Any]]:
+    """Return the errors of the type's reverse mapping (``adapter.registry``) under the
+    canonical ``base``, and what it would not keep, as issues."""
     reverse = attribute(reverse_maps()[resource_type])
     try:
-        _record, ignored = reverse(resource, base=canonical_base())
+        _record, ignored = reverse(resource, base=base)
     except Invalid as exc:
         return [issue("error", exc.issue_code, exc.message, exc.expression)]
     return [issue("information", "informational", f"Not kept: {path}.", path)
             for path in ignored]
 
 
-def validate_inbound(resource_type: str, resource: dict[str, Any]) -> list[dict[str, Any]]:
+def validate_inbound(resource_type: str, resource: dict[str, Any],
+                     settings: Settings) -> list[dict[str, Any]]:
     """Return every issue an inbound write of ``resource`` meets (empty: acceptable); its
     references are normalised in place first (``references.normalise``), so that the mapping
-    reads what the checks passed."""
+    reads what the checks passed. ``settings``: this server's (its public FHIR base and
+    canonical base), given by the provider that was made with them."""
     try:
         mapping.validate_resource(resource, resource_type)
     except Invalid as exc:
         return [issue("error", exc.issue_code, exc.message, exc.expression)]
-    found = references.normalise(resource_type, resource)
+    found = references.normalise(resource_type, resource, settings)
     if _errors(found):
         return found
-    return found + profile_issues(resource, resource_type) + mapping_issues(resource,
-                                                                            resource_type)
+    return found + profile_issues(resource, resource_type) + mapping_issues(
+        resource, resource_type, settings.canonical_base)
 
 
 # Set by :func:`offline` (the conformance kit, adapter/kit): no stored directory to look in.
@@ -87,16 +90,18 @@ def offline() -> Iterator[None]:
         _OFFLINE.reset(token)
 
 
-def validate_stored(resource_type: str, resource: dict[str, Any],
-                    caller: Caller) -> list[dict[str, Any]]:
+def validate_stored(resource_type: str, resource: dict[str, Any], caller: Caller,
+                    settings: Settings) -> list[dict[str, Any]]:
     """Return the issues of ``$validate``: those of :func:`validate_inbound`, then the
     references that name nothing stored here (the 422 a write would meet), in a read-only
     session."""
-    issues = validate_inbound(resource_type, resource)
+    issues = validate_inbound(resource_type, resource, settings)
     if _errors(issues) or _OFFLINE.get():
         return issues
     with get_db().sessions() as session:
-        return references.unresolved(session, resource_type, resource, caller) + issues
+        moved = references.resolve_role_aliases(session, resource_type, resource, caller)
+        return references.unresolved(session, resource_type, resource, caller,
+                                     settings) + issues + moved
 
 
 def _errors(issues: list[dict[str, Any]]) -> bool:
@@ -104,12 +109,14 @@ def _errors(issues: list[dict[str, Any]]) -> bool:
     return any(i["severity"] in ("error", "fatal") for i in issues)
 
 
-def require_valid(resource_type: str, resource: dict[str, Any]) -> list[dict[str, Any]]:
-    """Validate an inbound write; return its warnings and information.
+def require_valid(resource_type: str, resource: dict[str, Any],
+                  settings: Settings) -> list[dict[str, Any]]:
+    """Validate an inbound write (see :func:`validate_inbound`); return its warnings and
+    information.
 
     :raises Invalid: an error (the first one, with its expression).
     """
-    issues = validate_inbound(resource_type, resource)
+    issues = validate_inbound(resource_type, resource, settings)
     for found in issues:
         if found["severity"] in ("error", "fatal"):
             where = (found.get("expression") or [None])[0]
@@ -120,8 +127,3 @@ def require_valid(resource_type: str, resource: dict[str, Any]) -> list[dict[str
 def init_app(app: Flask) -> None:
     """Load this service's profiles and the vendored UK Core definitions once."""
     conformance.configure([UK_CORE_FOLDER], app.config["CANONICAL_BASE"])
-
-
-def canonical_base() -> str:
-    """Return the configured canonical base (the bound settings')."""
-    return settings_module.current().canonical_base

@@ -79,8 +79,9 @@ def _validating_handlers() -> dict[str, ResourceHandler]:
     """Return the app's handler of each type that offers ``$validate``, by type
     (Subscription apart: see ``subscription_issues``)."""
     from adapter.fhir.api import HANDLERS, handlers
+    from adapter.http import current_settings
 
-    return {h.resource_type: h for h in HANDLERS or handlers()
+    return {h.resource_type: h for h in HANDLERS or handlers(current_settings())
             if "validate" in h.interactions and h.resource_type != "Subscription"}
 
 

@@ -128,13 +128,15 @@ def _patient(session: Session, event: EventData, caller: Caller, base: str) -> R
 
 def _careteam(session: Session, event: EventData, caller: Caller, base: str) -> Rendered:
     """Return the CareTeam of an eCAF event exactly as a read by ``caller`` returns it
-    (``adapter.store.careteams``: shielding, sensitive members, audit)."""
-    from adapter.store.careteams import load_assessment, render_ecaf
+    (``adapter.fhir.careteams``: shielding, sensitive members, audit)."""
+    from adapter.fhir.careteams import render_ecaf
+    from adapter.store.careteams import load_assessment
 
     focus = focus_of(event)
     assessment = load_assessment(session, event.focus_id, caller)
     if assessment is None:
         return Rendered([reference_entry(base, focus, event.action, status="404")])
-    careteam = render_ecaf(session, assessment, caller, "notify").resource
+    careteam = render_ecaf(session, assessment, caller, "notify",
+                           settings_module.current().canonical_base).resource
     return Rendered([reference_entry(base, focus, event.action, careteam)],
                     [assessment.child.resource_id])

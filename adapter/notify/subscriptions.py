@@ -48,6 +48,7 @@ from adapter.notify.topics import TOPICS, topic_url
 from adapter.security import audit
 from adapter.security.caller import Caller
 from adapter.security.ledger import record_deliveries
+from adapter.settings import Settings
 
 log = logging.getLogger(__name__)
 MAX_EVENTS: Final = 100  # events one $events call returns
@@ -233,6 +234,9 @@ class SubscriptionHandler:
     includes: ClassVar[frozenset[str]] = frozenset()
     revincludes: ClassVar[frozenset[str]] = frozenset()
     profile: ClassVar[str | None] = None
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
 
     def capability_extras(self) -> dict[str, Any]:
         """Return what the CapabilityStatement adds to Subscription: the backport profile

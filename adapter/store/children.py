@@ -64,7 +64,7 @@ from adapter.store.entry_rules import (
 )
 from adapter.store.organisations import (
     given_match,
-    organisation_identifier_condition,
+    organisation_code_condition,
     organisation_key_copy,
     stored_organisation,
     write_errors,
@@ -293,7 +293,8 @@ def _organization_condition(value: str, modifier: str | None) -> Any:
     """Match the managing organisation by logical id (``:identifier``: by its identifier)."""
     if modifier == "identifier":
         return Child.managing_organisation_id.in_(
-            select(Organisation.id).where(organisation_identifier_condition(value)))
+            select(Organisation.id).where(organisation_code_condition(
+                *split_token(value), systems.OwnSystems(base()))))
     rid = reference_id(value, "Organization", "organization")
     return Child.managing_organisation_id.in_(
         select(Organisation.id).where(Organisation.resource_id == rid))
@@ -389,8 +390,9 @@ def patient_record(session: Session, resource: dict[str, Any], caller: Caller,
 
     :raises Invalid: not a valid Patient.
     """
-    notes = require_valid("Patient", resource)
-    references.require_resolved(session, "Patient", resource, caller)
+    settings = settings_module.current()
+    notes = require_valid("Patient", resource, settings)
+    references.require_resolved(session, "Patient", resource, caller, settings)
     record, _ignored = mapping.patient_to_child(resource, base=base())
     _refer_to_stored(session, record)
     if not record.contactpoint_id:

@@ -1,7 +1,8 @@
-"""Organisations and practitioners as FHIR Organization and Practitioner (served by their
-providers, adapter/fhir/providers/organization.py and practitioner.py): search conditions,
-rendering, the checks of a write; and the look-ups that inbound CareTeam and PractitionerRole
-references resolve through.
+"""The directory's organisations and practitioners (served as FHIR Organization and
+Practitioner by their providers, adapter/fhir/providers/organization.py and practitioner.py,
+which hold their search parameters and rendering): matching them by identifier system and
+value and by name, the look-ups that inbound references resolve through, and the checks and
+errors of a write.
 
 Neither is a child's data (docs/domain.md: the directory of services and staff), so reads are not
 audited; who works with which child is disclosed only through CareTeams and PractitionerRoles.
@@ -10,33 +11,17 @@ audited; who works with which child is disclosed only through CareTeams and Prac
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, Final
 
-from sqlalchemy import Select, String, and_, cast, false, func, or_, select
+from sqlalchemy import String, and_, cast, false, func, or_, select
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from adapter import codes, identity, systems
-from adapter import settings as settings_module
-from adapter.errors import BadRequest, Conflict, Invalid, PreconditionFailed
-from adapter.fhir.handlers import Page, Rendered
-from adapter.fhir.search import (
-    EXACT_CONTAINS,
-    NOT,
-    Criterion,
-    SearchParam,
-    SearchRequest,
-    decode_cursor,
-    encode_cursor,
-    negated,
-    split_token,
-)
-from adapter.mapping import fhir as mapping
-from adapter.mapping.conceptmaps import load_translations
+from adapter import identity, systems
+from adapter.errors import Conflict, Invalid, PreconditionFailed
 from adapter.models import Organisation, Practitioner, PractitionerIdentifier
 from adapter.store.records import (
     BOOKKEEPING,
@@ -47,21 +32,9 @@ from adapter.store.records import (
 )
 
 ORGANISATION_CODES: Final = tuple(column for _scheme, column in identity.ORGANISATION_CODES)
-CURRENT_ONLY: Final = ("Only the current version of {type}/{id} is kept (version {version}); "
-                       "earlier versions are not served.")
 
 
-def base() -> str:
-    """Return the canonical base of this server's own systems (the bound settings')."""
-    return settings_module.current().canonical_base
-
-
-def own_systems() -> systems.OwnSystems:
-    """Return this server's own systems under the canonical base."""
-    return systems.OwnSystems(base())
-
-
-# --- search helpers shared by the handlers of this package ---------------------------------
+# --- matching --------------------------------------------------------------------------------
 
 def _like_escaped(value: str) -> str:
     """Return ``value`` with LIKE's wildcards and escape character escaped."""
@@ -78,30 +51,10 @@ def string_match(column: Any, value: str, modifier: str | None) -> Any:
                                    escape="\\")
 
 
-def matching_codes(map_name: str, vocabulary: Iterable[str], value: str) -> set[str]:
-    """Return the codes of ``vocabulary`` that a token matches: the code of this server's own
-    code system, or a code it is translated to by the ConceptMap ``map_name``."""
-    system, code = split_token(value)
-    translation = load_translations(base())[map_name]
-    found = set()
-    for source in vocabulary:
-        codings = {(translation.source_system, source)}
-        codings |= {(s, c) for s, c, _display in translation.translate(source)}
-        if any(c == code and system in (None, s) for s, c in codings):
-            found.add(source)
-    return found
-
-
-def token_condition(criterion: Criterion, condition: Callable[[str], Any]) -> Any:
-    """Return the OR of ``condition`` over a token criterion's values, negated for ``:not``."""
-    return negated(criterion, or_(*(condition(value) for value in criterion.values)))
-
-
-def organisation_identifier_condition(value: str) -> Any:
-    """Return a condition on Organisation matching one identifier token (system|value): ODS
-    code, school URN, GSS code or DfE local authority number; no system: any of them."""
-    system, code = split_token(value)
-    own = own_systems()
+def organisation_code_condition(system: str | None, code: str, own: systems.OwnSystems) -> Any:
+    """Return a condition on Organisation: it holds ``code`` in the identifier ``system`` (ODS
+    code, school URN, GSS code or DfE local authority number, the last three under this
+    server's systems ``own``); no system: in any of them."""
     by_system = {systems.ODS_CODE: Organisation.ods_code == code.upper(),
                  own.school_urn: Organisation.urn == code,
                  own.gss_code: Organisation.gss_code == code.upper(),
@@ -121,20 +74,19 @@ def national_id_condition(system: str | None, value: str) -> Any:
     return Practitioner.id.in_(held)
 
 
-def practitioner_identifier_condition(value: str) -> Any:
-    """Return a condition on Practitioner matching one identifier token: the system of the
-    employing organisation's local ids (``<base>/Id/local/<code>``) and the staff id, or a
-    national system (GMC, GMP, NMC, HCPC, GPhC number, SDS user id) and its number; no
-    system: a staff id or a national number."""
-    system, code = split_token(value)
-    prefix = own_systems().local_id("")
+def practitioner_code_condition(system: str | None, code: str, own: systems.OwnSystems) -> Any:
+    """Return a condition on Practitioner: it holds ``code`` in the identifier ``system``: the
+    system of the employing organisation's local ids (``<base>/Id/local/<code>``, under this
+    server's systems ``own``) and the staff id, or a national system (GMC, GMP, NMC, HCPC,
+    GPhC number, SDS user id) and its number; no system: a staff id or a national number."""
+    prefix = own.local_id("")
     if system is None:
         return or_(Practitioner.local_id == code, national_id_condition(None, code))
     if system in systems.PRACTITIONER_SYSTEMS:
         return national_id_condition(system, code)
     if not system.startswith(prefix) or len(system) == len(prefix):
         return false()
-    employer = organisation_identifier_condition(system[len(prefix):])
+    employer = organisation_code_condition(None, system[len(prefix):], own)
     return and_(Practitioner.local_id == code,
                 Practitioner.organisation_id.in_(select(Organisation.id).where(employer)))
 
@@ -142,75 +94,6 @@ def practitioner_identifier_condition(value: str) -> Any:
 def organisation_codes(org: Organisation) -> set[str]:
     """Return every code that names an organisation (ODS code, school URN, GSS code)."""
     return {code for code in (org.ods_code, org.urn, org.gss_code) if code}
-
-
-def keyset_page(session: Session, query: Select[Any], id_column: Any, search: SearchRequest,
-                render: Callable[[Any], dict[str, Any]]) -> Page:
-    """Return one page of ``query`` in ``id_column`` order after the search's cursor."""
-    if search.cursor:
-        query = query.where(id_column > int(cursor_keys(search.cursor, 1)[0]))
-    rows = list(session.scalars(query.order_by(id_column).limit(search.count + 1)).unique())
-    more = len(rows) > search.count
-    rows = rows[:search.count]
-    cursor = encode_cursor(rows[-1].id) if more and rows else None
-    return Page([render(row) for row in rows], [], cursor)
-
-
-def cursor_keys(cursor: str, arity: int) -> list[str]:
-    """Return the keys of a paging cursor whose last key is a row id.
-
-    :raises BadRequest: not a cursor of this server.
-    """
-    keys = decode_cursor(cursor, arity)
-    if not keys[-1].isdigit():
-        raise BadRequest("_cursor is not a paging cursor of this search.", expression="_cursor")
-    return keys
-
-
-@dataclass(frozen=True)
-class Kind:
-    """One kind of record behind a resource type, searched as one part of a keyset page."""
-
-    name: str
-    query: Select[Any]
-    id_column: Any
-    render: Callable[[Any], dict[str, Any]]
-
-
-def kinds_page(session: Session, kinds: list[Kind],
-               search: SearchRequest) -> tuple[list[tuple[Kind, Any]], str | None]:
-    """Return one page of rows over several kinds, each in id order, kind after kind; the
-    cursor is (kind, last id), so that a page deep into the result starts with an index seek.
-
-    :raises BadRequest: a cursor of another search.
-    """
-    start, after = 0, 0
-    if search.cursor:
-        name, last = cursor_keys(search.cursor, 2)
-        names = [kind.name for kind in kinds]
-        if name not in names:
-            raise BadRequest("_cursor is not a paging cursor of this search.",
-                             expression="_cursor")
-        start, after = names.index(name), int(last)
-    rows: list[tuple[Kind, Any]] = []
-    for index in range(start, len(kinds)):
-        kind = kinds[index]
-        query = kind.query.where(kind.id_column > after) if index == start else kind.query
-        limit = search.count + 1 - len(rows)
-        rows += [(kind, row) for row in
-                 session.scalars(query.order_by(kind.id_column).limit(limit)).unique()]
-        if len(rows) > search.count:
-            break
-    more = len(rows) > search.count
-    rows = rows[:search.count]
-    cursor = encode_cursor(rows[-1][0].name, rows[-1][1].id) if more and rows else None
-    return rows, cursor
-
-
-def count_of(session: Session, query: Select[Any], id_column: Any) -> int:
-    """Return how many rows ``query`` selects."""
-    counted = query.with_only_columns(func.count(id_column)).order_by(None)
-    return int(session.scalar(counted) or 0)
 
 
 @contextmanager
@@ -257,16 +140,6 @@ def check_version(current: int, if_match: int | None) -> None:
 def method_of(version: int) -> str:
     """Return the HTTP method a history entry shows: POST for the first version, else PUT."""
     return "POST" if version == 1 else "PUT"
-
-
-def check_body_id(resource: dict[str, Any], resource_id: str, resource_type: str) -> None:
-    """An update's body names the resource of its URL (FHIR R4 http.html#update).
-
-    :raises Invalid: the body's id differs.
-    """
-    if resource.get("id") not in (None, resource_id):
-        raise Invalid(f"The {resource_type}'s id must match the id in the URL.",
-                      expression=f"{resource_type}.id")
 
 
 # --- resolving inbound references -----------------------------------------------------------
@@ -334,71 +207,6 @@ def practitioner_copy(person: Practitioner) -> Practitioner:
     return copy
 
 
-# --- the handlers of Organization and Practitioner -----------------------------------------
-
-def with_notes(rendered: Rendered, notes: list[dict[str, Any]]) -> Rendered:
-    """Return ``rendered`` carrying the inbound validation's notes (what was not kept)."""
-    rendered.issues = notes + rendered.issues
-    return rendered
-
-
-
-
-
-
-# --- Organization -------------------------------------------------------------------------
-
-ORGANIZATION_PARAMS: Final = {p.name: p for p in (
-    SearchParam("_id", "token", "Logical id of the Organization", modifiers=NOT),
-    SearchParam("identifier", "token",
-                "system|value: ODS code, school URN, GSS code or DfE local authority number",
-                "http://hl7.org/fhir/SearchParameter/Organization-identifier", NOT),
-    SearchParam("name", "string", "Name (starts with, case-insensitive)",
-                "http://hl7.org/fhir/SearchParameter/Organization-name", EXACT_CONTAINS),
-    SearchParam("type", "token",
-                "Organisation type: this server's organisation-type code or its "
-                "organization-type translation",
-                "http://hl7.org/fhir/SearchParameter/Organization-type", NOT),
-)}
-
-
-def organisation_condition(criterion: Criterion) -> Any:
-    """Return the SQL condition of one Organization search criterion."""
-    name = criterion.param.name
-    if name == "name":
-        return or_(*(string_match(Organisation.name, value, criterion.modifier)
-                     for value in criterion.values))
-    builders: dict[str, Callable[[str], Any]] = {
-        "_id": lambda v: Organisation.resource_id == v,
-        "identifier": organisation_identifier_condition,
-        "type": lambda v: Organisation.type.in_(
-            sorted(matching_codes("organisation-type", codes.ORGANISATION_TYPES, v))),
-    }
-    return token_condition(criterion, builders[name])
-
-
-def render_organisation(org: Organisation) -> Rendered:
-    """Return an organisation as its Organization."""
-    return Rendered(mapping.organisation_to_fhir(org, base=base()), org.version, org.last_updated)
-
-
-
-
-# --- Practitioner -------------------------------------------------------------------------
-
-PRACTITIONER_PARAMS: Final = {p.name: p for p in (
-    SearchParam("_id", "token", "Logical id of the Practitioner", modifiers=NOT),
-    SearchParam("identifier", "token",
-                "system|value: the employing organisation's staff id (system "
-                "<base>/Id/local/<organisation code>) or a national identifier (GMC, GMP, "
-                "NMC, HCPC, GPhC number, SDS user id); a bare value matches any of them",
-                "http://hl7.org/fhir/SearchParameter/Practitioner-identifier", NOT),
-    SearchParam("name", "string",
-                "Family or given name (starts with, case-insensitive)",
-                "http://hl7.org/fhir/SearchParameter/Practitioner-name", EXACT_CONTAINS),
-)}
-
-
 def given_match(value: str, modifier: str | None, column: Any = Practitioner.given) -> Any:
     """Return a FHIR string match on any of the given names (a JSON list of strings in
     ``column``: a practitioner's by default, or a child's).
@@ -419,27 +227,6 @@ def given_match(value: str, modifier: str | None, column: Any = Practitioner.giv
 def _json_text(value: str) -> str:
     """Return ``value`` as it appears inside a JSON string."""
     return json.dumps(value)[1:-1]
-
-
-def practitioner_condition(criterion: Criterion) -> Any:
-    """Return the SQL condition of one Practitioner search criterion."""
-    name = criterion.param.name
-    if name == "name":
-        return or_(*(or_(string_match(Practitioner.family, value, criterion.modifier),
-                         given_match(value, criterion.modifier)) for value in criterion.values))
-    builders: dict[str, Callable[[str], Any]] = {
-        "_id": lambda v: Practitioner.resource_id == v,
-        "identifier": practitioner_identifier_condition,
-    }
-    return token_condition(criterion, builders[name])
-
-
-def render_practitioner(person: Practitioner) -> Rendered:
-    """Return a practitioner as its Practitioner."""
-    return Rendered(mapping.practitioner_to_fhir(person, base=base()), person.version,
-                    person.last_updated)
-
-
 
 
 def practitioner_derived_id(employer: Organisation | None, record: Practitioner) -> str:

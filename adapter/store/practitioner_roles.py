@@ -35,7 +35,7 @@ from adapter.security.policy import (
     sensitive_visible,
 )
 from adapter.store import history
-from adapter.store.children import base
+from adapter.store.aliases import current_id
 
 NOT_FOUND: Final = "No PractitionerRole/{id} on this server (or not one you may see)."
 
@@ -80,24 +80,42 @@ def _audited(session: Session, resource: dict[str, Any], child: Child, caller: C
 
 
 def involvement_role(session: Session, involvement: Involvement, caller: Caller,
-                     action: str | None) -> dict[str, Any]:
-    """Return an involvement's PractitionerRole, audited."""
-    resource = mapping.involvement_to_practitionerrole(involvement, base=base())
+                     action: str | None, base: str) -> dict[str, Any]:
+    """Return an involvement's PractitionerRole (under the canonical ``base``), audited."""
+    resource = mapping.involvement_to_practitionerrole(involvement, base=base)
     return _audited(session, resource, involvement.child, caller, action)
 
 
 def member_role(session: Session, member: TeamMember, caller: Caller,
-                action: str | None) -> dict[str, Any]:
-    """Return an eCAF team member's PractitionerRole, audited."""
-    resource = mapping.team_member_to_practitionerrole(member, base=base())
+                action: str | None, base: str) -> dict[str, Any]:
+    """Return an eCAF team member's PractitionerRole (under the canonical ``base``), audited."""
+    resource = mapping.team_member_to_practitionerrole(member, base=base)
     return _audited(session, resource, member.assessment.child, caller, action)
 
 
 def lead_role(session: Session, assessment: Assessment, caller: Caller,
-              action: str | None) -> dict[str, Any]:
-    """Return an eCAF lead professional's PractitionerRole, audited."""
-    resource = mapping.assessment_lead_to_practitionerrole(assessment, base=base())
+              action: str | None, base: str) -> dict[str, Any]:
+    """Return an eCAF lead professional's PractitionerRole (under the canonical ``base``),
+    audited."""
+    resource = mapping.assessment_lead_to_practitionerrole(assessment, base=base)
     return _audited(session, resource, assessment.child, caller, action)
+
+
+# --- earlier ids ----------------------------------------------------------------------------
+
+def current_role_id(session: Session, old_id: str, caller: Caller) -> str | None:
+    """Return the id now of the role whose earlier id is ``old_id`` (``resource_alias``,
+    migration 0014), when ``caller`` may see that role; None otherwise, so that an earlier id
+    tells nobody more than the role's own id does (as a read of it, ``redirect_if_moved``)."""
+    new_id = current_id(session, "PractitionerRole", old_id)
+    if new_id is None:
+        return None
+    for query, column in ((involvement_query(caller), Involvement.resource_id),
+                          (member_query(caller), TeamMember.resource_id),
+                          (lead_query(caller), Assessment.lead_role_id)):
+        if session.scalar(query.where(column == new_id)) is not None:
+            return new_id
+    return None
 
 
 # --- queries ------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from adapter.fhir.handlers import Page, Rendered, WriteResult
 from adapter.fhir.search import SearchParam, SearchRequest
 from adapter.models import ExportJob
 from adapter.security.caller import Caller
+from adapter.settings import Settings, load
 from tests.api.test_export import ASYNC, export
 from tests.fhir.fixtures import LA, bearer
 
@@ -45,6 +46,9 @@ class BasicProvider:
     includes: ClassVar[frozenset[str]] = frozenset()
     revincludes: ClassVar[frozenset[str]] = frozenset()
     profile: ClassVar[str | None] = None
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
 
     def read(self, session: Session, resource_id: str, caller: Caller) -> Rendered:
         """Return one resource.
@@ -116,7 +120,7 @@ class BasicRow(Scratch):
     last_updated: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
 
-BASIC_EXPORT = ExportSource(BasicRow, lambda row: {**BASIC[row.resource_id]})
+BASIC_EXPORT = ExportSource(BasicRow, lambda row, _base: {**BASIC[row.resource_id]})
 
 
 @pytest.fixture
@@ -178,7 +182,7 @@ def test_a_declared_type_is_routed_listed_and_exported(app: Flask, client: Flask
 def test_the_type_is_gone_once_removed() -> None:
     """Without the fixture, Basic is neither provided nor exported."""
     assert registry.spec_of("Basic") is None
-    assert "Basic" not in {p.resource_type for p in handlers()}
+    assert "Basic" not in {p.resource_type for p in handlers(load())}
     assert "Basic" not in registry.export_types()
 
 
@@ -199,9 +203,13 @@ def test_every_map_belongs_to_one_type() -> None:
 
 
 def test_every_provider_serves_its_declared_type() -> None:
-    """Each spec's provider is the provider of that type, and the reverse maps resolve."""
-    served = {spec.type: spec.provider().resource_type
+    """Each spec's provider, made with the settings, is the provider of that type and keeps
+    them; the reverse maps resolve."""
+    settings = load()
+    served = {spec.type: spec.provider(settings).resource_type
               for spec in registry.specs() if spec.provider is not None}
+    assert all(spec.provider(settings).settings is settings
+               for spec in registry.specs() if spec.provider is not None)
     assert served == {name: name for name in served}
     assert {"Patient", "CareTeam", "PractitionerRole", "Organization", "Practitioner",
             "AuditEvent", "Subscription"} <= set(served)

@@ -1,5 +1,6 @@
 """The provider of ``CareTeam``: a child's team and an eCAF Team Around the Child behind one
-type (stored by ``adapter.store.careteams``)."""
+type (stored by ``adapter.store.careteams``, rendered and searched by
+``adapter.fhir.careteams``)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,23 @@ from adapter import identity
 from adapter.errors import Conflict, Forbidden, Gone, Invalid, MethodNotAllowed, NotFound
 from adapter.fhir import references
 from adapter.fhir.careteam_notes import careteam_changes
+from adapter.fhir.careteams import (
+    CARETEAM_PARAMS,
+    Versions,
+    category_of,
+    ecaf_assessment_id,
+    ecaf_condition,
+    is_lead_participant,
+    list_items,
+    participant_roles,
+    render_ecaf,
+    render_team,
+    subject_child,
+    team_condition,
+)
 from adapter.fhir.handlers import Page, Rendered, WriteResult
+from adapter.fhir.paging import Kind, count_of, kinds_page
+from adapter.fhir.providers.records import check_body_id
 from adapter.fhir.search import SearchParam, SearchRequest
 from adapter.fhir.validation import require_valid, validate_stored
 from adapter.mapping import fhir as mapping
@@ -21,44 +38,29 @@ from adapter.models.canonical import build_child, canonical_dump
 from adapter.security import audit, ledger
 from adapter.security.caller import Caller
 from adapter.security.policy import may_see_member, may_write_assessment
+from adapter.settings import Settings
 from adapter.store import history
 from adapter.store.careteams import (
-    CARETEAM_PARAMS,
     ECAF,
     TEAM,
-    Versions,
     assessment_query,
-    category_of,
     check_assessment_dates,
     check_consent,
     check_deleted,
     check_shielding,
     complete_part,
-    ecaf_assessment_id,
-    ecaf_condition,
-    is_lead_participant,
-    list_items,
     load_assessment,
     merge_team,
     not_found,
-    participant_roles,
-    render_ecaf,
-    render_team,
     snapshot_child,
     stored_member,
-    subject_child,
     team_child,
-    team_condition,
     team_query,
 )
-from adapter.store.children import base, render_patient, require_own_authority
+from adapter.store.children import render_patient, require_own_authority
 from adapter.store.organisations import (
-    Kind,
-    check_body_id,
     check_version,
-    count_of,
     flush_write,
-    kinds_page,
     method_of,
     organisation_key_copy,
     practitioner_copy,
@@ -67,6 +69,7 @@ from adapter.store.organisations import (
     write_errors,
 )
 from adapter.store.records import apply_assessment, apply_child, part_key
+from adapter.systems import OwnSystems
 
 
 class CareTeamProvider:
@@ -81,6 +84,11 @@ class CareTeamProvider:
                                                     "CareTeam:subject"})
     revincludes: ClassVar[frozenset[str]] = frozenset()
     profile: ClassVar[str | None] = "CareTeam"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.base = settings.canonical_base
+        self.own = OwnSystems(self.base)
 
     # --- reads --------------------------------------------------------------------------
 
@@ -104,8 +112,8 @@ class CareTeamProvider:
                 action: str | None) -> Rendered:
         """Render a child's team or an eCAF team."""
         if isinstance(row, Child):
-            return render_team(session, row, caller, action)
-        return render_ecaf(session, row, caller, action)
+            return render_team(session, row, caller, action, self.base)
+        return render_ecaf(session, row, caller, action, self.base)
 
     def read(self, session: Session, resource_id: str, caller: Caller) -> Rendered:
         """Return the CareTeam as ``caller`` may see it."""
@@ -147,13 +155,14 @@ class CareTeamProvider:
         ones live in the record's history)."""
         out: Versions = []
         if only in (None, child.version):
-            out.append((render_team(session, child, caller, action), child.version,
+            out.append((render_team(session, child, caller, action, self.base), child.version,
                         method_of(child.version), child.last_updated))
         for stored in history.child_versions(session, child.resource_id):
             if stored.deleted or only not in (None, stored.version):
                 continue
             snapshot = self._with_current_ids(history.child_from_snapshot(stored), child)
-            out.append((render_team(session, snapshot, caller, action, child), stored.version,
+            out.append((render_team(session, snapshot, caller, action, self.base, child),
+                        stored.version,
                         method_of(stored.version), stored.last_updated))
         return out
 
@@ -182,13 +191,15 @@ class CareTeamProvider:
             raise not_found(resource_id)
         out: Versions = []
         if current is not None and only in (None, current.version):
-            out.append((render_ecaf(session, current, caller, action), current.version,
+            out.append((render_ecaf(session, current, caller, action, self.base),
+                        current.version,
                         method_of(current.version), current.last_updated))
         for version in stored:
             if only not in (None, version.version):
                 continue
             rendered = None if version.deleted else render_ecaf(
-                session, history.assessment_from_snapshot(version, child), caller, action)
+                session, history.assessment_from_snapshot(version, child), caller, action,
+                self.base)
             method = "DELETE" if version.deleted else method_of(version.version)
             out.append((rendered, version.version, method, version.last_updated))
         return out
@@ -199,12 +210,12 @@ class CareTeamProvider:
         """Return the two kinds of CareTeam with the search's criteria applied."""
         teams, ecafs = team_query(caller), assessment_query(caller)
         for criterion in search.criteria:
-            teams = teams.where(team_condition(criterion, caller))
-            ecafs = ecafs.where(ecaf_condition(criterion, caller))
+            teams = teams.where(team_condition(criterion, caller, self.own))
+            ecafs = ecafs.where(ecaf_condition(criterion, caller, self.own))
         return [Kind("team", teams, Child.id,
-                     lambda row: render_team(session, row, caller, "search").resource),
+                     lambda row: render_team(session, row, caller, "search", self.base).resource),
                 Kind("ecaf", ecafs, Assessment.id,
-                     lambda row: render_ecaf(session, row, caller, "search").resource)]
+                     lambda row: render_ecaf(session, row, caller, "search", self.base).resource)]
 
     def search(self, session: Session, search: SearchRequest, caller: Caller) -> Page:
         """Return one page of CareTeams: children's teams, then eCAF teams (keyset paging)."""
@@ -219,7 +230,7 @@ class CareTeamProvider:
         found: dict[tuple[str, str], dict[str, Any]] = {}
         if "CareTeam:participant" in search.includes:
             for row in rows:
-                for role in participant_roles(session, row, caller):
+                for role in participant_roles(session, row, caller, self.base):
                     found.setdefault(("PractitionerRole", role["id"]), role)
         if "CareTeam:subject" in search.includes:
             children = {id(c): c for c in (r if isinstance(r, Child) else r.child for r in rows)}
@@ -240,9 +251,10 @@ class CareTeamProvider:
 
         :raises Conflict: the eCAF assessment is already referenced.
         """
-        if category_of(resource) == TEAM:
-            notes = require_valid("CareTeam", resource)
-            child = subject_child(session, mapping.careteam_subject(resource, base=base()), caller)
+        if category_of(resource, self.own) == TEAM:
+            notes = self._valid(session, resource, caller)
+            child = subject_child(session, mapping.careteam_subject(resource, base=self.base),
+                                 caller)
             return self._write_team(session, child, resource, notes, caller, None, posted=True)
         return self._create_ecaf(session, resource, caller)
 
@@ -254,11 +266,11 @@ class CareTeamProvider:
         :raises Invalid: the body's id or kind differs from the URL's.
         """
         check_body_id(resource, resource_id, "CareTeam")
-        kind = category_of(resource)
+        kind = category_of(resource, self.own)
         child = team_child(session, resource_id, caller)
         if child is not None and kind == TEAM:
-            return self._write_team(session, child, resource, require_valid("CareTeam", resource),
-                                    caller, if_match)
+            notes = self._valid(session, resource, caller)
+            return self._write_team(session, child, resource, notes, caller, if_match)
         assessment = load_assessment(session, resource_id, caller)
         if assessment is not None and kind == ECAF:
             return self._update_ecaf(session, assessment, resource, caller, if_match)
@@ -268,6 +280,16 @@ class CareTeamProvider:
             raise not_found(resource_id)
         raise Invalid("The CareTeam's category does not match the CareTeam at this id.",
                       expression="CareTeam.category")
+
+    def _valid(self, session: Session, resource: dict[str, Any],
+               caller: Caller) -> list[dict[str, Any]]:
+        """Validate an inbound CareTeam and read its participants' earlier PractitionerRole
+        ids as the ids they have now; return the notes (not kept, ids read anew).
+
+        :raises Invalid: not valid.
+        """
+        notes = require_valid("CareTeam", resource, self.settings)
+        return notes + references.resolve_role_aliases(session, "CareTeam", resource, caller)
 
     def _write_team(self, session: Session, child: Child, resource: dict[str, Any],
                     notes: list[dict[str, Any]], caller: Caller,
@@ -283,13 +305,13 @@ class CareTeamProvider:
         check_version(child.version, if_match)
         require_own_authority(child.managing_organisation, caller)
         check_shielding(child, caller)
-        references.require_resolved(session, "CareTeam", resource, caller)
-        subject = mapping.careteam_subject(resource, base=base())
+        references.require_resolved(session, "CareTeam", resource, caller, self.settings)
+        subject = mapping.careteam_subject(resource, base=self.base)
         if subject.resource_id not in (None, child.resource_id) or \
                 subject.contactpoint_id not in (None, child.contactpoint_id):
             raise Invalid("The subject of a child's team is that child.",
                           expression="CareTeam.subject")
-        incoming, _ignored = mapping.careteam_to_involvements(resource, base=base())
+        incoming, _ignored = mapping.careteam_to_involvements(resource, base=self.base)
         record, _builder = build_child(canonical_dump(child, meta=False))
         copies = list(record.involvements)
         stored = {inv.resource_id: copies[i] for i, inv in enumerate(child.involvements)}
@@ -317,7 +339,7 @@ class CareTeamProvider:
         audit.record(session, action, resource_type="CareTeam", resource_id=child.careteam_id,
                      child_ref=child.resource_id, caller=caller)
         ledger.record_delivery(session, caller, child, "write")  # the answer discloses it
-        rendered = render_team(session, child, caller, None)
+        rendered = render_team(session, child, caller, None, self.base)
         rendered.issues = notes + rendered.issues
         return WriteResult(rendered, created=(posted or not had) and outcome != "unchanged",
                            changed=outcome != "unchanged")
@@ -331,11 +353,11 @@ class CareTeamProvider:
         :raises Invalid: invalid, or naming what is not known here.
         :raises Forbidden: a shielded child without the right.
         """
-        notes = require_valid("CareTeam", resource)
-        record, _ignored = mapping.careteam_to_assessment(resource, base=base())
+        notes = self._valid(session, resource, caller)
+        record, _ignored = mapping.careteam_to_assessment(resource, base=self.base)
         child = subject_child(session, record.child, caller)
         check_shielding(child, caller)
-        references.require_resolved(session, "CareTeam", resource, caller)
+        references.require_resolved(session, "CareTeam", resource, caller, self.settings)
         check_assessment_dates(record)
         self._resolve_lead(session, record, existing)
         stored = {m.resource_id: stored_member(m) for m in (existing.members if existing
@@ -421,7 +443,7 @@ class CareTeamProvider:
 
         :raises Invalid: another id.
         """
-        aid = ecaf_assessment_id(resource)
+        aid = ecaf_assessment_id(resource, self.own)
         if aid is None or identity.ecaf_careteam_id(aid) != resource_id:
             raise Invalid("A new eCAF CareTeam can be created by PUT only at the id derived "
                           "from its assessment id; use POST instead.", expression="CareTeam.id")
@@ -462,7 +484,7 @@ class CareTeamProvider:
                      resource_id=assessment.resource_id,
                      child_ref=assessment.child.resource_id, caller=caller)
         ledger.record_delivery(session, caller, assessment.child, "write")  # (as a read)
-        rendered = render_ecaf(session, assessment, caller, None)
+        rendered = render_ecaf(session, assessment, caller, None, self.base)
         rendered.issues = notes + rendered.issues
         return WriteResult(rendered, created, changed)
 
@@ -488,4 +510,4 @@ class CareTeamProvider:
 
     def validate(self, resource: dict[str, Any], caller: Caller) -> list[dict[str, Any]]:
         """Return the issues inbound validation finds (no change is made)."""
-        return validate_stored("CareTeam", resource, caller)
+        return validate_stored("CareTeam", resource, caller, self.settings)

@@ -1,31 +1,56 @@
 """The provider of ``Organization``: the directory's organisations (stored by
-``adapter.store.organisations``)."""
+``adapter.store.organisations``), their search parameters and rendering."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar, Final
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from adapter import identity
+from adapter import codes, identity
 from adapter.errors import Invalid
-from adapter.fhir.providers.records import Inbound, RecordProvider
-from adapter.fhir.search import SearchParam
+from adapter.fhir.handlers import Rendered
+from adapter.fhir.providers.records import (
+    Inbound,
+    RecordProvider,
+    organisation_identifier_condition,
+)
+from adapter.fhir.search import (
+    EXACT_CONTAINS,
+    NOT,
+    Criterion,
+    SearchParam,
+    matching_codes,
+    token_condition,
+)
 from adapter.fhir.validation import require_valid
 from adapter.mapping import fhir as mapping
 from adapter.models import Organisation
 from adapter.security.caller import Caller
 from adapter.security.policy import require_organisation_writer
-from adapter.store.children import base
-from adapter.store.organisations import (
-    ORGANISATION_CODES,
-    ORGANIZATION_PARAMS,
-    organisation_codes,
-    organisation_condition,
-    render_organisation,
-)
+from adapter.settings import Settings
+from adapter.store.organisations import ORGANISATION_CODES, organisation_codes, string_match
 from adapter.store.records import organisation_key
+
+ORGANIZATION_PARAMS: Final = {p.name: p for p in (
+    SearchParam("_id", "token", "Logical id of the Organization", modifiers=NOT),
+    SearchParam("identifier", "token",
+                "system|value: ODS code, school URN, GSS code or DfE local authority number",
+                "http://hl7.org/fhir/SearchParameter/Organization-identifier", NOT),
+    SearchParam("name", "string", "Name (starts with, case-insensitive)",
+                "http://hl7.org/fhir/SearchParameter/Organization-name", EXACT_CONTAINS),
+    SearchParam("type", "token",
+                "Organisation type: this server's organisation-type code or its "
+                "organization-type translation",
+                "http://hl7.org/fhir/SearchParameter/Organization-type", NOT),
+)}
+
+
+def render_organisation(org: Organisation, base: str) -> Rendered:
+    """Return an organisation as its Organization (under the canonical ``base``)."""
+    return Rendered(mapping.organisation_to_fhir(org, base=base), org.version, org.last_updated)
 
 
 class OrganizationProvider(RecordProvider[Organisation]):
@@ -40,8 +65,27 @@ class OrganizationProvider(RecordProvider[Organisation]):
     taken_message: ClassVar[str] = "{type}/{id} has one of these codes: update it with PUT."
     not_deleted: ClassVar[str] = "An Organization is not deleted: records of children refer to it."
 
-    def __init__(self) -> None:
-        super().__init__(Organisation, organisation_condition, render_organisation)
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings, Organisation)
+
+    def condition(self, criterion: Criterion) -> Any:
+        """Return the SQL condition of one Organization search criterion."""
+        name = criterion.param.name
+        if name == "name":
+            return or_(*(string_match(Organisation.name, value, criterion.modifier)
+                         for value in criterion.values))
+        base = self.settings.canonical_base
+        builders: dict[str, Callable[[str], Any]] = {
+            "_id": lambda v: Organisation.resource_id == v,
+            "identifier": lambda v: organisation_identifier_condition(v, self.own),
+            "type": lambda v: Organisation.type.in_(
+                sorted(matching_codes("organisation-type", codes.ORGANISATION_TYPES, v, base))),
+        }
+        return token_condition(criterion, builders[name])
+
+    def render(self, row: Organisation) -> Rendered:
+        """Return an organisation as its Organization."""
+        return render_organisation(row, self.settings.canonical_base)
 
     def _inbound(self, session: Session, resource: dict[str, Any],
                  caller: Caller) -> Inbound[Organisation]:
@@ -49,8 +93,9 @@ class OrganizationProvider(RecordProvider[Organisation]):
 
         :raises Invalid: not valid, or without a code this directory keys organisations by.
         """
-        notes = require_valid("Organization", resource)
-        record, _ignored = mapping.organization_to_organisation(resource, base=base())
+        notes = require_valid("Organization", resource, self.settings)
+        record, _ignored = mapping.organization_to_organisation(
+            resource, base=self.settings.canonical_base)
         if not organisation_codes(record):
             raise Invalid("An Organization needs an ODS code, a school URN or a GSS code.",
                           expression="Organization.identifier")

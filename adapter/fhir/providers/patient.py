@@ -25,6 +25,7 @@ from adapter.mapping import fhir as mapping
 from adapter.models import Child
 from adapter.security import audit, ledger
 from adapter.security.caller import Caller
+from adapter.settings import Settings
 from adapter.store import history
 from adapter.store.children import (
     PATIENT_PARAMS,
@@ -55,6 +56,9 @@ class PatientProvider:
     includes: ClassVar[frozenset[str]] = frozenset()
     revincludes: ClassVar[frozenset[str]] = frozenset({"CareTeam:subject"})
     profile: ClassVar[str | None] = "Patient"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
 
     def read(self, session: Session, resource_id: str, caller: Caller) -> Rendered:
         """Return the current Patient as ``caller`` may see it."""
@@ -113,9 +117,10 @@ class PatientProvider:
     def _revincluded(self, session: Session, children: list[Child],
                      caller: Caller) -> list[dict[str, Any]]:
         """Return the CareTeams whose subject is one of ``children`` (``_revinclude``)."""
-        from adapter.store.careteams import careteams_of
+        from adapter.fhir.careteams import careteams_of
 
-        return [r for child in children for r in careteams_of(session, child, caller)]
+        return [r for child in children
+                for r in careteams_of(session, child, caller, self.settings.canonical_base)]
 
     def count(self, session: Session, search: SearchRequest, caller: Caller) -> int:
         """Return how many Patients match (no audit: no child's data is disclosed)."""
@@ -227,7 +232,7 @@ class PatientProvider:
         shape, the profiles, the mapping, its references against what is stored and the
         directory's age rules (the rules that need the caller's write itself, such as one
         live entry per NHS number, are met at the write)."""
-        issues = validate_stored("Patient", resource, caller)
+        issues = validate_stored("Patient", resource, caller, self.settings)
         if any(i["severity"] in ("error", "fatal") for i in issues):
             return issues
         record, _ignored = mapping.patient_to_child(resource, base=base())

@@ -1,28 +1,33 @@
 """The provider of ``Practitioner``: the directory's staff (stored by
-``adapter.store.organisations``)."""
+``adapter.store.organisations``), their search parameters and rendering."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar, Final
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from adapter.errors import Conflict, Invalid
-from adapter.fhir.providers.records import Inbound, RecordProvider
-from adapter.fhir.search import SearchParam
+from adapter.fhir.handlers import Rendered
+from adapter.fhir.providers.records import (
+    Inbound,
+    RecordProvider,
+    practitioner_identifier_condition,
+)
+from adapter.fhir.search import EXACT_CONTAINS, NOT, Criterion, SearchParam, token_condition
 from adapter.fhir.validation import require_valid
 from adapter.mapping import fhir as mapping
 from adapter.models import Practitioner
 from adapter.security.caller import Caller
 from adapter.security.policy import require_practitioner_writer
-from adapter.store.children import base
+from adapter.settings import Settings
 from adapter.store.organisations import (
-    PRACTITIONER_PARAMS,
-    practitioner_condition,
+    given_match,
     practitioner_derived_id,
-    render_practitioner,
     stored_organisation,
+    string_match,
 )
 from adapter.store.records import (
     BOOKKEEPING,
@@ -31,6 +36,24 @@ from adapter.store.records import (
     merge_national_ids,
     national_id_holders,
 )
+
+PRACTITIONER_PARAMS: Final = {p.name: p for p in (
+    SearchParam("_id", "token", "Logical id of the Practitioner", modifiers=NOT),
+    SearchParam("identifier", "token",
+                "system|value: the employing organisation's staff id (system "
+                "<base>/Id/local/<organisation code>) or a national identifier (GMC, GMP, "
+                "NMC, HCPC, GPhC number, SDS user id); a bare value matches any of them",
+                "http://hl7.org/fhir/SearchParameter/Practitioner-identifier", NOT),
+    SearchParam("name", "string",
+                "Family or given name (starts with, case-insensitive)",
+                "http://hl7.org/fhir/SearchParameter/Practitioner-name", EXACT_CONTAINS),
+)}
+
+
+def render_practitioner(person: Practitioner, base: str) -> Rendered:
+    """Return a practitioner as its Practitioner (under the canonical ``base``)."""
+    return Rendered(mapping.practitioner_to_fhir(person, base=base), person.version,
+                    person.last_updated)
 
 
 class PractitionerProvider(RecordProvider[Practitioner]):
@@ -48,8 +71,25 @@ class PractitionerProvider(RecordProvider[Practitioner]):
                                     "update it with PUT.")
     not_deleted: ClassVar[str] = "A Practitioner is not deleted: records of children refer to them."
 
-    def __init__(self) -> None:
-        super().__init__(Practitioner, practitioner_condition, render_practitioner)
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings, Practitioner)
+
+    def condition(self, criterion: Criterion) -> Any:
+        """Return the SQL condition of one Practitioner search criterion."""
+        name = criterion.param.name
+        if name == "name":
+            return or_(*(or_(string_match(Practitioner.family, value, criterion.modifier),
+                             given_match(value, criterion.modifier))
+                         for value in criterion.values))
+        builders: dict[str, Callable[[str], Any]] = {
+            "_id": lambda v: Practitioner.resource_id == v,
+            "identifier": lambda v: practitioner_identifier_condition(v, self.own),
+        }
+        return token_condition(criterion, builders[name])
+
+    def render(self, row: Practitioner) -> Rendered:
+        """Return a practitioner as its Practitioner."""
+        return render_practitioner(row, self.settings.canonical_base)
 
     def _inbound(self, session: Session, resource: dict[str, Any],
                  caller: Caller) -> Inbound[Practitioner]:
@@ -58,8 +98,9 @@ class PractitionerProvider(RecordProvider[Practitioner]):
         :raises Invalid: not valid, or an employer not known here.
         :raises Forbidden: the caller is neither the employer nor an administrator.
         """
-        notes = require_valid("Practitioner", resource)
-        record, _ignored = mapping.practitioner_from_fhir(resource, base=base())
+        notes = require_valid("Practitioner", resource, self.settings)
+        record, _ignored = mapping.practitioner_from_fhir(
+            resource, base=self.settings.canonical_base)
         employer = (stored_organisation(session, record.organisation, "Practitioner.identifier")
                     if record.organisation is not None else None)
         require_practitioner_writer(employer, caller, "Practitioner.identifier")

@@ -13,14 +13,22 @@ from sqlalchemy.orm import Session
 from adapter import codes
 from adapter.errors import Forbidden, Gone, MethodNotAllowed, NotFound, issue
 from adapter.fhir.handlers import Page, Rendered, WriteResult
+from adapter.fhir.paging import Kind, count_of, kinds_page
+from adapter.fhir.providers.records import (
+    CURRENT_ONLY,
+    organisation_identifier_condition,
+    practitioner_identifier_condition,
+)
 from adapter.fhir.search import (
     BY_IDENTIFIER,
     NOT,
     Criterion,
     SearchParam,
     SearchRequest,
+    matching_codes,
     reference_id,
     split_token,
+    token_condition,
 )
 from adapter.fhir.validation import validate_stored
 from adapter.models import (
@@ -34,21 +42,11 @@ from adapter.models import (
 from adapter.security import audit
 from adapter.security.caller import Caller
 from adapter.security.policy import may_write_involvement
+from adapter.settings import Settings
 from adapter.store import history
 from adapter.store.aliases import redirect_if_moved
 from adapter.store.children import BREAK_GLASS
-from adapter.store.organisations import (
-    CURRENT_ONLY,
-    Kind,
-    count_of,
-    flush_write,
-    kinds_page,
-    matching_codes,
-    organisation_identifier_condition,
-    own_systems,
-    practitioner_identifier_condition,
-    token_condition,
-)
+from adapter.store.organisations import flush_write
 from adapter.store.practitioner_roles import (
     NOT_FOUND,
     deleted_role,
@@ -60,6 +58,7 @@ from adapter.store.practitioner_roles import (
     member_role,
     record_role_deleted,
 )
+from adapter.systems import OwnSystems
 
 
 def role_rendered(resource: dict[str, Any], owner: Child | Assessment, child: Child) -> Rendered:
@@ -68,27 +67,26 @@ def role_rendered(resource: dict[str, Any], owner: Child | Assessment, child: Ch
     return Rendered(resource, owner.version, owner.last_updated, issues)
 
 
-def _practitioner_ids(criterion: Criterion, value: str) -> Any:
+def _practitioner_ids(criterion: Criterion, value: str, own: OwnSystems) -> Any:
     """Return the select of practitioner ids a ``practitioner`` value names."""
     if criterion.modifier == "identifier":
-        return select(Practitioner.id).where(practitioner_identifier_condition(value))
+        return select(Practitioner.id).where(practitioner_identifier_condition(value, own))
     rid = reference_id(value, "Practitioner", criterion.param.name)
     return select(Practitioner.id).where(Practitioner.resource_id == rid)
 
 
-def _organisation_ids(criterion: Criterion, value: str) -> Any:
+def _organisation_ids(criterion: Criterion, value: str, own: OwnSystems) -> Any:
     """Return the select of organisation ids an ``organization`` value names."""
     if criterion.modifier == "identifier":
-        return select(Organisation.id).where(organisation_identifier_condition(value))
+        return select(Organisation.id).where(organisation_identifier_condition(value, own))
     rid = reference_id(value, "Organization", criterion.param.name)
     return select(Organisation.id).where(Organisation.resource_id == rid)
 
 
-def _is_lead_code(value: str) -> bool:
+def _is_lead_code(value: str, own: OwnSystems) -> bool:
     """Return True when a role token names the lead professional (own team-role system)."""
     system, code = split_token(value)
-    return code == "lead-professional" and system in (None, own_systems().code_system(
-        "team-role"))
+    return code == "lead-professional" and system in (None, own.code_system("team-role"))
 
 
 # Columns of each kind: (id, practitioner, organisation, role or None for the lead).
@@ -102,23 +100,25 @@ KIND_COLUMNS: Final = {
 }
 
 
-def role_condition(kind: str, criterion: Criterion) -> Any:
-    """Return the SQL condition of one criterion on the roles of ``kind``.
+def role_condition(kind: str, criterion: Criterion, own: OwnSystems) -> Any:
+    """Return the SQL condition of one criterion on the roles of ``kind`` (this server's
+    systems ``own``).
 
     :raises BadRequest: a reference to another resource type.
     """
     id_column, practitioner, organisation, role = KIND_COLUMNS[kind]
     name = criterion.param.name
     if name == "practitioner":
-        return or_(*(practitioner.in_(_practitioner_ids(criterion, v))
+        return or_(*(practitioner.in_(_practitioner_ids(criterion, v, own))
                      for v in criterion.values))
     if name == "organization":
-        return or_(*(organisation.in_(_organisation_ids(criterion, v))
+        return or_(*(organisation.in_(_organisation_ids(criterion, v, own))
                      for v in criterion.values))
     builders: dict[str, Callable[[str], Any]] = {
         "_id": lambda v: id_column == v,
-        "role": lambda v: (true() if _is_lead_code(v) else false()) if role is None else
-        role.in_(sorted(matching_codes("involvement-role", codes.INVOLVEMENT_ROLES, v))),
+        "role": lambda v: (true() if _is_lead_code(v, own) else false()) if role is None else
+        role.in_(sorted(matching_codes("involvement-role", codes.INVOLVEMENT_ROLES, v,
+                                       own.base))),
     }
     return token_condition(criterion, builders[name])
 
@@ -153,6 +153,10 @@ class PractitionerRoleProvider:
         "A PractitionerRole is created and changed through its CareTeam: add or change the "
         "participant (a contained PractitionerRole) in the child's team or the eCAF CareTeam.")
 
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.own = OwnSystems(settings.canonical_base)
+
     def _find(self, session: Session, resource_id: str,
               caller: Caller) -> Involvement | TeamMember | Assessment:
         """Return the involvement, team member or assessment (lead) with role id
@@ -176,13 +180,15 @@ class PractitionerRoleProvider:
     def _render(self, session: Session, found: Involvement | TeamMember | Assessment,
                 caller: Caller, action: str) -> Rendered:
         """Render a found role, audited as ``action``."""
+        base = self.settings.canonical_base
         if isinstance(found, Involvement):
-            return role_rendered(involvement_role(session, found, caller, action), found.child,
-                             found.child)
+            return role_rendered(involvement_role(session, found, caller, action, base),
+                                 found.child, found.child)
         if isinstance(found, TeamMember):
-            return role_rendered(member_role(session, found, caller, action), found.assessment,
-                             found.assessment.child)
-        return role_rendered(lead_role(session, found, caller, action), found, found.child)
+            return role_rendered(member_role(session, found, caller, action, base),
+                                 found.assessment, found.assessment.child)
+        return role_rendered(lead_role(session, found, caller, action, base), found,
+                             found.child)
 
     def read(self, session: Session, resource_id: str, caller: Caller) -> Rendered:
         """Return the PractitionerRole as ``caller`` may see it."""
@@ -218,10 +224,11 @@ class PractitionerRoleProvider:
 
     def _kinds(self, session: Session, search: SearchRequest, caller: Caller) -> list[Kind]:
         """Return the three kinds of role, each with the search's criteria applied."""
+        base = self.settings.canonical_base
         renders: dict[str, Callable[[Any], dict[str, Any]]] = {
-            "involvement": lambda row: involvement_role(session, row, caller, "search"),
-            "member": lambda row: member_role(session, row, caller, "search"),
-            "lead": lambda row: lead_role(session, row, caller, "search"),
+            "involvement": lambda row: involvement_role(session, row, caller, "search", base),
+            "member": lambda row: member_role(session, row, caller, "search", base),
+            "lead": lambda row: lead_role(session, row, caller, "search", base),
         }
         queries: dict[str, tuple[Select[Any], Any]] = {
             "involvement": (involvement_query(caller), Involvement.id),
@@ -231,7 +238,7 @@ class PractitionerRoleProvider:
         kinds = []
         for name, (query, id_column) in queries.items():
             for criterion in search.criteria:
-                query = query.where(role_condition(name, criterion))
+                query = query.where(role_condition(name, criterion, self.own))
             kinds.append(Kind(name, query, id_column, renders[name]))
         return kinds
 
@@ -291,4 +298,4 @@ class PractitionerRoleProvider:
 
     def validate(self, resource: dict[str, Any], caller: Caller) -> list[dict[str, Any]]:
         """Return the issues inbound validation finds (no change is made)."""
-        return validate_stored("PractitionerRole", resource, caller)
+        return validate_stored("PractitionerRole", resource, caller, self.settings)

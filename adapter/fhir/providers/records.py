@@ -1,36 +1,71 @@
 """The shared provider of the directory's own records, Organization and Practitioner: read, search,
 create and update by an administrator or by the organisation itself (stored by
-``adapter.store.organisations``)."""
+``adapter.store.organisations``); and the search conditions on those records by identifier
+token that every provider referring to them uses (CareTeam and PractitionerRole participants,
+a Patient's managing organisation)."""
 
 from __future__ import annotations
 
 import datetime as dt
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Final, Generic, TypeVar
 
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from adapter.errors import Conflict, Invalid, MethodNotAllowed, NotFound
 from adapter.fhir.handlers import Page, Rendered, WriteResult
-from adapter.fhir.search import Criterion, SearchParam, SearchRequest
+from adapter.fhir.paging import count_of, keyset_page
+from adapter.fhir.search import Criterion, SearchParam, SearchRequest, split_token
 from adapter.fhir.validation import validate_inbound
 from adapter.models import Organisation, Practitioner
 from adapter.models.base import utcnow
 from adapter.security.caller import Caller
+from adapter.settings import Settings
 from adapter.store.organisations import (
-    CURRENT_ONLY,
-    check_body_id,
     check_version,
-    count_of,
     flush_write,
-    keyset_page,
     method_of,
-    with_notes,
+    organisation_code_condition,
+    practitioner_code_condition,
 )
 from adapter.store.records import BOOKKEEPING, copy_columns
+from adapter.systems import OwnSystems
+
+CURRENT_ONLY: Final = ("Only the current version of {type}/{id} is kept (version {version}); "
+                       "earlier versions are not served.")
+
+def organisation_identifier_condition(value: str, own: OwnSystems) -> Any:
+    """Return a condition on Organisation matching one identifier token (system|value): ODS
+    code, school URN, GSS code or DfE local authority number; no system: any of them."""
+    system, code = split_token(value)
+    return organisation_code_condition(system, code, own)
+
+
+def practitioner_identifier_condition(value: str, own: OwnSystems) -> Any:
+    """Return a condition on Practitioner matching one identifier token: the employing
+    organisation's local id system and the staff id, or a national system and its number; no
+    system: a staff id or a national number (``practitioner_code_condition``)."""
+    system, code = split_token(value)
+    return practitioner_code_condition(system, code, own)
+
+
+def check_body_id(resource: dict[str, Any], resource_id: str, resource_type: str) -> None:
+    """An update's body names the resource of its URL (FHIR R4 http.html#update).
+
+    :raises Invalid: the body's id differs.
+    """
+    if resource.get("id") not in (None, resource_id):
+        raise Invalid(f"The {resource_type}'s id must match the id in the URL.",
+                      expression=f"{resource_type}.id")
+
+
+def with_notes(rendered: Rendered, notes: list[dict[str, Any]]) -> Rendered:
+    """Return ``rendered`` carrying the inbound validation's notes (what was not kept)."""
+    rendered.issues = notes + rendered.issues
+    return rendered
+
 
 # The records a RecordProvider serves: both have resource_id, version, last_updated and id.
 R = TypeVar("R", Organisation, Practitioner)
@@ -52,8 +87,10 @@ class RecordProvider(ABC, Generic[R]):
     (Organization, Practitioner): read, vread and history of the current version, keyset
     search, create and update (also at the id derived from its key); never deleted.
 
-    Parameterised by the model, the resource type, the condition of one search criterion and
-    the renderer; a subclass says how an inbound resource is read and checked.
+    Constructed with the settings (its rendering and its identifier systems are under their
+    canonical base) and the model; a subclass names its resource type, gives the condition of
+    one search criterion and the rendering, and says how an inbound resource is read and
+    checked.
     """
 
     resource_type: ClassVar[str]
@@ -69,11 +106,18 @@ class RecordProvider(ABC, Generic[R]):
     taken_message: ClassVar[str]  # a create whose key is taken: "{type}/{id} has ..."
     not_deleted: ClassVar[str]  # why a delete is refused
 
-    def __init__(self, model: type[R], condition: Callable[[Criterion], Any],
-                 render: Callable[[R], Rendered]) -> None:
+    def __init__(self, settings: Settings, model: type[R]) -> None:
+        self.settings = settings
+        self.own = OwnSystems(settings.canonical_base)
         self.model: type[R] = model
-        self.condition: Callable[[Criterion], Any] = condition
-        self.render: Callable[[R], Rendered] = render
+
+    @abstractmethod
+    def condition(self, criterion: Criterion) -> Any:
+        """Return the SQL condition of one search criterion on the model."""
+
+    @abstractmethod
+    def render(self, row: R) -> Rendered:
+        """Return a record as its resource."""
 
     def _find(self, session: Session, resource_id: str) -> R | None:
         """Return the record with FHIR id ``resource_id``, if any."""
@@ -229,4 +273,4 @@ class RecordProvider(ABC, Generic[R]):
 
     def validate(self, resource: dict[str, Any], caller: Caller) -> list[dict[str, Any]]:
         """Return the issues a create of ``resource`` would meet (nothing is stored)."""
-        return validate_inbound(self.resource_type, resource)
+        return validate_inbound(self.resource_type, resource, self.settings)
