@@ -273,18 +273,18 @@ def _mapped(path: Path) -> Iterator[mmap.mmap | bytes]:
 
 def read_batch_file(path: Path, kind: str, workers: int,
                     advance: Callable[[int], object] | None = None,
-                    piece_bytes: int = PIECE_BYTES) -> Iterator[ReadRecord]:
+                    piece_bytes: int | None = None) -> Iterator[ReadRecord]:
     """Yield ``(record number, line, canonical dict or Refused)`` for each record of a batch
     file (``kind`` "entries" or "assessments"), in file order, exactly as
     ``adapter.directory.reader.iter_entry_data`` numbers and places them; the pieces are read
     by ``workers`` processes (1: in this process). ``advance`` is told the bytes of each piece
-    handed on.
+    handed on; a piece covers ``piece_bytes`` of the file at least (``PIECE_BYTES``).
 
     :raises BadRequest: the file stops being a readable batch (the records before that point
         have been yielded).
     """
     with _mapped(path) as data:
-        parts = pieces(data, kind, piece_bytes)
+        parts = pieces(data, kind, piece_bytes or PIECE_BYTES)
         read = _read_in_process(parts) if workers <= 1 else _read_by_workers(parts, workers)
         try:
             yield from _numbered(read, advance)
