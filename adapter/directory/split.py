@@ -43,6 +43,7 @@ from __future__ import annotations
 import io
 import mmap
 import multiprocessing
+import os
 import re
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
@@ -62,6 +63,10 @@ from adapter.models.canonical import Canonical
 PIECE_BYTES: Final = 1 << 20
 # How many pieces each worker may have waiting or read ahead of the importing process.
 AHEAD: Final = 2
+# The workers' niceness above the importing process's: the importing process, which applies
+# every record, is the stage the import waits for; on a busy machine the workers must not
+# take its share of the cores (they only need to stay a few pieces ahead).
+WORKER_NICENESS: Final = 5
 # The markup between the root start tag and the first record (the header) is checked tag by
 # tag; past this size the scan does not cut at all.
 HEAD_LIMIT: Final = 1 << 20
@@ -189,10 +194,29 @@ def pieces(data: mmap.mmap | bytes, kind: str, piece_bytes: int = PIECE_BYTES,
     start, lines_before = 0, 0
     for cut in cuts:
         part = bytes(data[start:cut])
+        _drop_pages(data, start, cut)
         yield _piece(kind, prefix, part + scan.close, start, lines_before, len(part))
-        start, lines_before = cut, lines_before + part.count(b"\n")
+        start, lines_before = cut, lines_before + _line_breaks(part)
     part = bytes(data[start:])
     yield _piece(kind, prefix, part, start, lines_before, len(part))
+
+
+def _drop_pages(data: mmap.mmap | bytes, start: int, end: int) -> None:
+    """Let the pages of the mapped file between ``start`` and ``end`` go (the scan has
+    passed them and the piece is a copy): the process's memory stays flat however large the
+    file, as the whole-file reader's does (the operating system's file cache keeps them)."""
+    if isinstance(data, mmap.mmap):
+        first = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE  # pages wholly inside the range
+        last = end // mmap.PAGESIZE * mmap.PAGESIZE
+        if last > first:
+            data.madvise(mmap.MADV_DONTNEED, first, last - first)
+
+
+def _line_breaks(part: bytes) -> int:
+    """Return how many lines ``part`` ends as libxml2 numbers lines: by line feeds (a
+    carriage return alone, a line break in XML 1.0 section 2.11, does not move libxml2's
+    line number; tests/directory/test_split.py reads such a file)."""
+    return part.count(b"\n")
 
 
 def _piece(kind: str, prefix: bytes | None, part: bytes, start: int, lines_before: int,
@@ -201,7 +225,7 @@ def _piece(kind: str, prefix: bytes | None, part: bytes, start: int, lines_befor
     ``lines_before`` line breaks), closed if need be."""
     if start == 0 or prefix is None:
         return Piece(kind, part, 0, 1, False, size)
-    first_line = prefix.count(b"\n") + 2  # the piece's bytes follow the prefix's line
+    first_line = _line_breaks(prefix) + 2  # the piece's bytes follow the prefix's line
     return Piece(kind, prefix + b"\n" + part, lines_before + 1 - first_line, first_line, True,
                  size)
 
@@ -234,6 +258,11 @@ def _in_file(message: str, piece: Piece) -> str:
     return _LINE_IN_MESSAGE.sub(moved, message)
 
 
+def _lower_priority() -> None:
+    """Give a worker process a lower priority than the importing process's."""
+    os.nice(WORKER_NICENESS)
+
+
 def _read_in_process(parts: Iterator[Piece]) -> Generator[tuple[Piece, PieceRead], None, None]:
     """Read the pieces one after the other in this process."""
     for piece in parts:
@@ -244,7 +273,7 @@ def _read_by_workers(parts: Iterator[Piece], workers: int,
                      ) -> Generator[tuple[Piece, PieceRead], None, None]:
     """Read the pieces in ``workers`` processes, a few ahead; hand them back in file order."""
     context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_lower_priority) as pool:
         waiting: deque[tuple[Piece, Future[PieceRead]]] = deque()
         try:
             for piece in parts:

@@ -91,6 +91,16 @@ def joined_lines(first: int, last: int) -> Callable[[bytes], bytes]:
     return edit
 
 
+def line_ends(end: bytes, first: int, last: int) -> Callable[[bytes], bytes]:
+    """Return an edit ending the lines of entries ``first`` to ``last`` (0-based) by
+    ``end``."""
+    def edit(document: bytes) -> bytes:
+        starts = record_starts(document)
+        return (document[:starts[first]] + document[starts[first]:starts[last]].replace(
+            b"\n", end) + document[starts[last]:])
+    return edit
+
+
 def wrapped(record: int) -> Callable[[bytes], bytes]:
     """Return an edit putting entry ``record`` (0-based) inside another DirectoryEntry."""
     def edit(document: bytes) -> bytes:
@@ -126,6 +136,8 @@ WELL_FORMED = {
                                      b"<Source>x</Source></Header>\n"),
     "a record in another namespace": replaced(rb'xmlns="[^"]*"', b'xmlns="urn:other"', 18),
     "text between records": insert_at(11, b"stray text\n"),
+    "lines ended by CR LF": lambda document: document.replace(b"\n", b"\r\n"),
+    "lines ended by CR alone": line_ends(b"\r", 3, 8),
 }
 # Files whose reading stops part of the way: the same error; lxml hands out the records
 # before it by blocks of the document, so the records read may stop earlier in one reading.
