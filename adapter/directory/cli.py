@@ -256,7 +256,7 @@ def import_command(files: tuple[str, ...], as_client: str | None, quiet: bool,
                    workers: int) -> None:
     """Import directory XML batches, FHIR Bundles (JSON/XML) or NDJSON files of resources.
 
-    Directory XML files are read by ``--workers`` processes, each parsing and validating
+    Directory XML files are read by --workers processes, each parsing and validating
     pieces of the file cut at record boundaries, while this process applies the records in
     file order. Exit code 0: all applied; 1: some records rejected; 2: a file unusable.
     """
