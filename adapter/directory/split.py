@@ -33,9 +33,10 @@ number of workers, so one worker or several give the same report.
 Pieces are read in worker processes started by ``fork``: under ``spawn`` (and
 ``forkserver``) each worker would first run the command's main script again
 (``multiprocessing.spawn.prepare``), which loads the web application. A worker only runs
-``read_piece``, whose module imports neither Flask nor the database layer, and opens no
-database (tests/directory/test_split.py reads a piece in a process where Flask cannot be
-imported). With one worker the pieces are read in the importing process, without a pool.
+``read_piece``, whose module imports no Flask, and touches no database (it parses bytes;
+tests/directory/test_split.py reads pieces in a process where Flask cannot be imported). The
+workers run below the importing process's priority (``WORKER_NICENESS``). With one worker
+the pieces are read in the importing process, without a pool.
 """
 
 from __future__ import annotations
