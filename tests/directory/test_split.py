@@ -266,6 +266,7 @@ def edited_batch(demo_files: Files, name: str) -> bytes:
             50, b"<!-- -->\n")(insert_at(20, b"<Unexpected/>\n")(entries.document(120))),
         "malformed": lambda: replaced(rb"</Gender>", b"</Gendr>", 90)(entries.document(120)),
         "no records": lambda: entries.document(0),
+        "an empty file": lambda: b"",
     }
     return edits[name]()
 
@@ -273,7 +274,7 @@ def edited_batch(demo_files: Files, name: str) -> bytes:
 @pytest.mark.parametrize(("name", "exit_code"), [
     ("broken records", 1), ("records across the piece size", 0),
     ("a comment, then an element that is not a record", 1), ("malformed", 2),
-    ("no records", 0)])
+    ("no records", 0), ("an empty file", 2)])
 def test_one_worker_and_two_import_the_same(app: Flask, target: Flask, demo_files: Files,
                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                             name: str, exit_code: int) -> None:
@@ -288,8 +289,9 @@ def test_one_worker_and_two_import_the_same(app: Flask, target: Flask, demo_file
     assert one.exit_code == exit_code, one.output
     assert (two.exit_code, two.output) == (one.exit_code, one.output)
     assert directory_content(app) == directory_content(target)
-    if name == "malformed":
-        assert "unusable: Malformed XML at line " in one.output
+    if exit_code == 2:
+        assert "unusable: " + ("Malformed XML at line " if name == "malformed"
+                               else "neither XML nor JSON") in one.output
         return
     again = invoke(target, "import", str(path), "--quiet", "--workers", "2")
     assert again.exit_code == exit_code, again.output
