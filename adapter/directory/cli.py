@@ -14,13 +14,14 @@ export acts on behalf of the exported authority, whose own local identifiers it 
 
 from __future__ import annotations
 
+import os
 import sys
 import uuid
 from collections import Counter
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import IO, Any, Final, cast
+from typing import Any, Final, cast
 
 import click
 import orjson
@@ -30,8 +31,8 @@ from sqlalchemy import func, select
 from tqdm import tqdm
 
 from adapter.db import get_db
-from adapter.directory.reader import iter_assessment_data, iter_entry_data
 from adapter.directory.schema import NS
+from adapter.directory.split import read_batch_file
 from adapter.directory.writer import ImportOutcome, write_assessments_data, write_entries_data
 from adapter.errors import BadRequest
 from adapter.export.operator import files_in, record_operator_export
@@ -69,19 +70,6 @@ def cli_caller(as_client: str | None) -> Caller:
             raise click.ClickException(f"no active client {as_client}")
         return Caller(client.client_id, client.organisation_code, parse_scopes(client.scopes),
                       frozenset(client.rights), None, request_id)
-
-
-class Progress:
-    """A binary file whose reads move a progress bar."""
-
-    def __init__(self, stream: IO[bytes], bar: tqdm[Any]) -> None:
-        self.stream, self.bar = stream, bar
-
-    def read(self, size: int = -1) -> bytes:
-        """Read from the file and advance the bar."""
-        data = self.stream.read(size)
-        self.bar.update(len(data))
-        return data
 
 
 def detect(path: Path) -> str:
@@ -177,20 +165,19 @@ def summary(name: str, tally: Tally) -> None:
         click.echo(f"{name}: {seen} record(s), first {first}: {note}")
 
 
-def import_batch(path: Path, kind: str, caller: Caller, quiet: bool) -> int:
-    """Import a directory XML batch file, parsed here record by record into canonical records
-    that ``adapter.imports.directory`` applies; return its exit code."""
+def import_batch(path: Path, kind: str, caller: Caller, quiet: bool, workers: int) -> int:
+    """Import a directory XML batch file, read record by record into canonical records (by
+    ``workers`` processes reading pieces of it: ``adapter.directory.split``) that
+    ``adapter.imports.directory`` applies in file order; return its exit code."""
     from adapter.imports.directory import import_assessments, import_entries
 
-    entries = kind == "entries"
-    parse = iter_entry_data if entries else iter_assessment_data
-    run = import_entries if entries else import_assessments
+    run = import_entries if kind == "entries" else import_assessments
     tally = Tally()
-    with open(path, "rb") as stream, tqdm(total=path.stat().st_size, unit="B", unit_scale=True,
-                                          file=sys.stderr, disable=quiet) as bar:
+    with tqdm(total=path.stat().st_size, unit="B", unit_scale=True, file=sys.stderr,
+              disable=quiet) as bar:
         try:
-            source = cast("IO[bytes]", Progress(stream, bar))  # read(size) is all lxml uses
-            report(path.name, run(get_db(), parse(source), caller, detail=DETAIL), tally)
+            records = read_batch_file(path, kind, workers, bar.update)
+            report(path.name, run(get_db(), records, caller, detail=DETAIL), tally)
         except BadRequest as error:
             click.echo(f"{path.name}: unusable: {error.message} ({sum(tally.counts.values())} "
                        "records before it were applied)", err=True)
@@ -234,7 +221,7 @@ def _cli_base() -> str:
 KIND_ORDER: Final = ("entries", "assessments", "fhir-json", "fhir-xml", "ndjson")
 
 
-def run_imports(paths: list[Path], caller: Caller, quiet: bool) -> int:
+def run_imports(paths: list[Path], caller: Caller, quiet: bool, workers: int = 1) -> int:
     """Import every file in the order references need; return the worst exit code."""
     codes, ndjson, kinds = [], [], []
     for path in paths:
@@ -248,7 +235,7 @@ def run_imports(paths: list[Path], caller: Caller, quiet: bool) -> int:
         if kind == "ndjson":
             ndjson.append(path)
         elif kind in ("entries", "assessments"):
-            codes.append(import_batch(path, kind, caller, quiet))
+            codes.append(import_batch(path, kind, caller, quiet, workers))
         else:
             codes.append(import_fhir([path], kind, caller, quiet))
     if ndjson:
@@ -261,16 +248,22 @@ def run_imports(paths: list[Path], caller: Caller, quiet: bool) -> int:
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--as", "as_client", default=None, help="Act as this registered client.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--workers", type=click.IntRange(min=1), default=os.cpu_count() or 1,
+              show_default="the number of cores",
+              help="Processes reading a directory XML file (1: this process only).")
 @with_appcontext
-def import_command(files: tuple[str, ...], as_client: str | None, quiet: bool) -> None:
+def import_command(files: tuple[str, ...], as_client: str | None, quiet: bool,
+                   workers: int) -> None:
     """Import directory XML batches, FHIR Bundles (JSON/XML) or NDJSON files of resources.
 
-    Exit code 0: all applied; 1: some records rejected; 2: a file unusable.
+    Directory XML files are read by --workers processes, each parsing and validating
+    pieces of the file cut at record boundaries, while this process applies the records in
+    file order. Exit code 0: all applied; 1: some records rejected; 2: a file unusable.
     """
     caller = cli_caller(as_client)
     with current_app.test_request_context("/", base_url=_cli_base()):
         g.caller = caller
-        code = run_imports(expand(files), caller, quiet)
+        code = run_imports(expand(files), caller, quiet, workers)
     click.get_current_context().exit(code)
 
 

@@ -526,6 +526,7 @@ ENTRIES: Final = _Batch(q("DirectoryEntries"), q("DirectoryEntry"), ENTRY_XSD, e
                         "ContactPointId")
 ASSESSMENTS: Final = _Batch(q("AssessmentReferences"), q("AssessmentReference"), ASSESSMENT_XSD,
                             assessment_data, "Child/ContactPointId")
+BATCHES: Final = {"entries": ENTRIES, "assessments": ASSESSMENTS}
 HEADER: Final = q("Header")
 Outcome = tuple[int, int | None, Canonical | RecordInvalid]
 
@@ -587,11 +588,14 @@ def _check_root(element: etree._Element, batch: _Batch) -> etree._Element:
 class _BatchReader:
     """Reads one batch document record by record, releasing each record once read."""
 
-    def __init__(self, batch: _Batch, on_header: Callable[[BatchHeader], None] | None) -> None:
+    def __init__(self, batch: _Batch, on_header: Callable[[BatchHeader], None] | None,
+                 continuation: bool = False) -> None:
         self.batch = batch
         self.on_header = on_header
         self.root: etree._Element | None = None
-        self.header_seen = False
+        # A continuation is a later piece of a file split at record boundaries
+        # (``adapter.directory.split``): its header was read with the file's first piece.
+        self.header_seen = continuation
         self.position = 0
         self.previous: etree._Element | None = None
 
@@ -664,6 +668,19 @@ def iter_entry_data(source: str | IO[bytes], *,
                     ) -> Iterator[tuple[int, int | None, Canonical | RecordInvalid]]:
     """Stream a DirectoryEntries batch as canonical dicts (see ``iter_entries``)."""
     return _BatchReader(ENTRIES, on_header).read(source)
+
+
+def iter_piece_data(kind: str, source: IO[bytes], *, continuation: bool,
+                    ) -> Iterator[tuple[int, int | None, Canonical | RecordInvalid]]:
+    """Stream one piece of a batch file split at record boundaries
+    (``adapter.directory.split``): the file's first piece (``continuation`` False) is read
+    as the whole document is, header included; a later one has its records read as records
+    after the header. ``kind`` is "entries" or "assessments"; positions count from 1 in the
+    piece, lines are the piece's own.
+
+    :raises BadRequest: as ``iter_entries``.
+    """
+    return _BatchReader(BATCHES[kind], None, continuation).read(source)
 
 
 def iter_entries(source: str | IO[bytes], *,
