@@ -2,11 +2,12 @@
 
 :func:`load` builds it from ``adapter.config.load`` (defaults, then ``GATEWAY_*`` variables,
 then overrides). The app factory (``adapter.create_app``) and the command line build it once
-and pass it on: to the dispatcher and the database (constructor arguments), to the mappings
-(``base=settings.canonical_base``). The storage layer's search and render functions, called
-through the FHIR handlers' fixed signatures, read the settings the running operation
-:func:`bound` (:func:`current`): the web layer binds the app's for each application context,
-the dispatcher its own in each thread. Nothing here imports Flask.
+and pass it on: to the dispatcher and the database (constructor arguments), to every FHIR
+provider (``Provider(settings)``), to the decommissioning's commands, to the mappings
+(``base=settings.canonical_base``). What is not yet handed them (the Patient's storage, a
+notification's content) reads the settings the running operation :func:`bound`
+(:func:`current`): the web layer binds the app's for each application context, the dispatcher
+its own in each thread. Nothing here imports Flask.
 """
 
 from __future__ import annotations

@@ -16,11 +16,12 @@ from adapter.db import Database
 from adapter.decommission.certificate import audit_digest, public_jwks, signed_json, signed_xml
 from adapter.decommission.destruction import Destruction
 from adapter.decommission.plan import PlanView, load_plan, view
-from adapter.decommission.resources import canonical_base, instant
+from adapter.decommission.resources import instant
 from adapter.decommission.storage import checkpoint_sqlite
 from adapter.decommission.tasks import TaskRow, task_rows
 from adapter.errors import NotFound
 from adapter.security.keys import service_key
+from adapter.settings import Settings
 
 FOLDER: Final = "decommission"
 PSEUDONYMISATION: Final = ("Children's references (child_ref, and the ids of Patient, CareTeam, "
@@ -64,11 +65,13 @@ def _override(done: Destruction) -> dict[str, Any] | None:
 
 
 def certificate_content(plan: PlanView, done: Destruction, rows: list[TaskRow],
-                        audit: tuple[int, int, str], now: dt.datetime) -> dict[str, Any]:
-    """Return the certificate (no personal data: counts, client ids, digests)."""
+                        audit: tuple[int, int, str], now: dt.datetime,
+                        issuer: str) -> dict[str, Any]:
+    """Return the certificate (no personal data: counts, client ids, digests), issued by
+    ``issuer`` (the canonical base)."""
     records, last_id, digest = audit
     return {
-        "certificateId": uuid.uuid4().hex, "issued": instant(now), "issuer": canonical_base(),
+        "certificateId": uuid.uuid4().hex, "issued": instant(now), "issuer": issuer,
         "timetable": _timetable(plan),
         "destruction": {"started": instant(done.started),
                         "finished": instant(done.finished or now), "override": _override(done),
@@ -86,12 +89,14 @@ def certificate_content(plan: PlanView, done: Destruction, rows: list[TaskRow],
     }
 
 
-def issue_certificate(db: Database, instance_path: str, done: Destruction,
+def issue_certificate(db: Database, settings: Settings, done: Destruction,
                       now: dt.datetime) -> dict[str, Any]:
-    """Sign, store and write the certificate; return its JSON form.
+    """Sign (with the service key under the settings' instance folder), store and write the
+    certificate; return its JSON form.
 
     :raises NotFound: no plan.
     """
+    instance_path = settings.instance_path
     key = service_key(instance_path)
     with db.write_transaction() as session:
         plan = load_plan(session, lock=True)
@@ -99,7 +104,7 @@ def issue_certificate(db: Database, instance_path: str, done: Destruction,
             raise NotFound("There is no decommissioning plan.")
         shown = view(plan)
         content = certificate_content(shown, done, task_rows(session, shown, now),
-                                      audit_digest(session), now)
+                                      audit_digest(session), now, settings.canonical_base)
         document, xml = signed_json(content, key), signed_xml(content, key)
         plan.certificate, plan.certificate_xml = document, xml.decode()
     folder = certificate_folder(instance_path)

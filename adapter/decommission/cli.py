@@ -83,6 +83,7 @@ def plan_command(last_use: str, switch_off: str, destroy_by: str | None,
                              reminder_days or settings.decommission_reminder_days,
                              settings.decommission_escalate_days if escalate_days is None
                              else escalate_days,
+                             base=settings.canonical_base,
                              min_days=settings.decommission_min_purge_days, drill=drill)
             text = timetable_text(view(plan))
     except GatewayError as exc:
@@ -189,7 +190,7 @@ def advance_command(force: bool) -> None:
     :raises click.ClickException: the phase could not be changed (a failure).
     """
     try:
-        done = advance(get_db(), utcnow(), force)
+        done = advance(get_db(), utcnow(), command_settings(), force)
     except (NotDue, NotFound) as exc:
         click.echo(f"nothing due: {exc.message}")
         return
@@ -223,7 +224,8 @@ def contact_command(client_id: str, contact: str | None, remove: bool) -> None:
         raise click.ClickException("Give the contact (mesh:MAILBOX or https://...) or --remove.")
     try:
         with get_db().write_transaction() as session:
-            client = set_contact(session, client_id, None if remove else contact)
+            client = set_contact(session, client_id, None if remove else contact,
+                                 command_settings())
             shown = client.contact
     except GatewayError as exc:
         raise _fail(exc) from exc
@@ -248,7 +250,7 @@ def _switched_off_plan(session: Any) -> Any:
 def remind_command(force: bool) -> None:
     """Send the purge Task again to owners due a reminder (run it from cron daily)."""
     with get_db().write_transaction() as session:
-        sent = remind(session, _switched_off_plan(session), utcnow(), force)
+        sent = remind(session, _switched_off_plan(session), utcnow(), command_settings(), force)
     click.echo(f"{sent} reminders sent")
 
 
@@ -281,11 +283,12 @@ def destroy_command(yes: bool, override: str | None) -> None:
     """
     if not yes:
         raise click.ClickException("Destruction cannot be undone: confirm with --yes.")
-    instance, db, now = command_settings().instance_path, get_db(), utcnow()
+    settings, db, now = command_settings(), get_db(), utcnow()
+    instance = settings.instance_path
     try:
-        done = destroy(db, instance, now, override)
+        done = destroy(db, settings, now, override)
         done.finished = utcnow()
-        document = issue_certificate(db, instance, done, done.finished)
+        document = issue_certificate(db, settings, done, done.finished)
     except GatewayError as exc:
         raise _fail(exc) from exc
     notice = document["certificate"]["finalNotice"]

@@ -19,7 +19,6 @@ from typing import Final
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from adapter import settings as settings_module
 from adapter.errors import NotFound
 from adapter.models import Client, Event, PurgeTask, Subscription, SubscriptionLane
 from adapter.models.notify import PURGE_TOPIC
@@ -27,6 +26,7 @@ from adapter.notify.channels import MESH_PREFIX
 from adapter.notify.signing import new_secret, seal
 from adapter.notify.spec import _endpoint
 from adapter.security import audit
+from adapter.settings import Settings
 
 MADE_BY_GATEWAY: Final = ("Made by the gateway at switch-off for the client's registered "
                           "contact: its purge instruction and reminders.")
@@ -37,17 +37,18 @@ def channel_of(contact: str) -> str:
     return "mesh" if contact.startswith(MESH_PREFIX) else "rest-hook"
 
 
-def checked_contact(contact: str) -> str:
-    """Return ``contact`` when it is ``mesh:MAILBOX`` or an https (http when
+def checked_contact(contact: str, allow_http: bool) -> str:
+    """Return ``contact`` when it is ``mesh:MAILBOX`` or an https (http when ``allow_http``,
     ``GATEWAY_NOTIFY_ALLOW_HTTP``) URL, the endpoints a subscription may have.
 
     :raises Invalid: anything else.
     """
     text = contact.strip()
-    return _endpoint(channel_of(text), text, settings_module.current().notify_allow_http)
+    return _endpoint(channel_of(text), text, allow_http)
 
 
-def set_contact(session: Session, client_id: str, contact: str | None) -> Client:
+def set_contact(session: Session, client_id: str, contact: str | None,
+                settings: Settings) -> Client:
     """Register (or with None, remove) a client's contact; while switched off, its open purge
     Task is sent there at once.
 
@@ -57,18 +58,20 @@ def set_contact(session: Session, client_id: str, contact: str | None) -> Client
     client = session.scalar(select(Client).where(Client.client_id == client_id))
     if client is None:
         raise NotFound(f"No client {client_id!r} is registered.")
-    client.contact = checked_contact(contact) if contact else None
+    client.contact = checked_contact(contact, settings.notify_allow_http) if contact else None
     audit.record(session, "client-contact", detail=f"{client_id}: "
                  + (channel_of(client.contact) if client.contact else "removed"))
     if client.contact and open_task(session, client_id) is not None:
-        contact_subscription(session, client)
-        announce_open_task(session, client_id)
+        contact_subscription(session, client, settings.instance_path)
+        announce_open_task(session, client_id, settings)
     return client
 
 
-def contact_subscription(session: Session, client: Client) -> Subscription | None:
+def contact_subscription(session: Session, client: Client,
+                         instance_path: str) -> Subscription | None:
     """Return the purge-instruction subscription to ``client``'s contact, made (requested, its
-    handshake queued) when it has none; None when the client has no contact."""
+    handshake queued, its secret sealed with the service key under ``instance_path``) when it
+    has none; None when the client has no contact."""
     from adapter.notify.subscriptions import queue_handshake
 
     if not client.contact:
@@ -83,7 +86,7 @@ def contact_subscription(session: Session, client: Client) -> Subscription | Non
         filters={}, filter_text=[], status="requested", channel=channel_of(client.contact),
         endpoint=client.contact, payload="application/fhir+json", content="full-resource",
         headers=[], reason=MADE_BY_GATEWAY, events_since_start=0,
-        secret=seal(settings_module.current().instance_path, new_secret()),
+        secret=seal(instance_path, new_secret()),
         start_event_id=session.scalar(select(func.max(Event.id))) or 0)
     session.add(subscription)
     session.flush()
@@ -103,7 +106,7 @@ def open_task(session: Session, client_id: str) -> PurgeTask | None:
                                                   PurgeTask.status.in_(OPEN_STATUSES)))
 
 
-def announce_open_task(session: Session, client_id: str) -> bool:
+def announce_open_task(session: Session, client_id: str, settings: Settings) -> bool:
     """Send the client's open purge Task to its purge-instruction subscriptions now (a new
     subscription or contact after switch-off); return False when it has none open."""
     from adapter.decommission.handlers import require_plan
@@ -114,7 +117,8 @@ def announce_open_task(session: Session, client_id: str) -> bool:
     if task is None:
         return False
     session.flush()  # the new subscription's start precedes this event
-    emit_purge_instruction(session, client_id, render_task(session, task, require_plan(session)),
+    emit_purge_instruction(session, client_id,
+                           render_task(session, task, require_plan(session), settings),
                            action="update")
     audit.record(session, "purge-instruct", resource_type="Task", resource_id=task.resource_id,
                  detail=f"to {client_id}: sent again to a new subscription or contact")

@@ -67,6 +67,7 @@ from adapter.models import (
 )
 from adapter.registry import personal_types
 from adapter.security import audit
+from adapter.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +220,7 @@ def delete_personal_data(session: Session, now: dt.datetime) -> int:
     return pseudonymise_audit(session)
 
 
-def _destroy_rows(db: Database, result: Destruction) -> None:
+def _destroy_rows(db: Database, result: Destruction, base: str) -> None:
     """Count, delete, pseudonymise, record and enter the destroyed phase (one transaction);
     what was there before is kept with the plan until the certificate replaces it."""
     now = result.started
@@ -233,7 +234,7 @@ def _destroy_rows(db: Database, result: Destruction) -> None:
         result.pseudonymised = delete_personal_data(session, now)
         plan.phase, plan.destroyed = "destroyed", now
         plan.version, plan.last_updated = plan.version + 1, now
-        notice = announce(session, plan)
+        notice = announce(session, plan, base)
         session.flush()
         plan.certificate = {"pending": {"started": now.isoformat(), "before": result.before,
                                         "exportJobs": result.export_jobs,
@@ -252,16 +253,15 @@ def _destroy_rows(db: Database, result: Destruction) -> None:
                                if result.override else ""))
 
 
-def _say_last_word(db: Database, result: Destruction, now: dt.datetime) -> None:
+def _say_last_word(db: Database, result: Destruction, now: dt.datetime,
+                   settings: Settings) -> None:
     """Deliver the final notice, keep its deliveries with the plan, then end every
     subscription (``adapter.decommission.final_notice``)."""
-    from adapter import settings as settings_module
-
     with db.sessions() as session:
         plan = load_plan(session)
         event_id = int(((plan.certificate if plan else None) or {})
                        .get("pending", {}).get("noticeEvent") or 0)
-    result.final_notice = deliver_final_notice(settings_module.current(), db, event_id)
+    result.final_notice = deliver_final_notice(settings, db, event_id)
     with db.write_transaction() as session:
         stored = load_plan(session, lock=True)
         if stored is not None and stored.certificate and "pending" in stored.certificate:
@@ -280,10 +280,11 @@ def _resumed(pending: dict[str, Any]) -> Destruction:
                        operator_exports=dict(pending.get("operatorExports") or {}))
 
 
-def destroy(db: Database, instance_path: str, now: dt.datetime,
+def destroy(db: Database, settings: Settings, now: dt.datetime,
             override: str | None) -> Destruction:
-    """Destroy every personal datum and scrub the storage; return what was done. A run cut
-    short after the deletion (e.g. the WAL could not be truncated) is resumed by running it again.
+    """Destroy every personal datum and scrub the storage (the export files under the
+    settings' instance folder among them); return what was done. A run cut short after the
+    deletion (e.g. the WAL could not be truncated) is resumed by running it again.
 
     :raises NotFound: no plan.
     :raises Conflict: not switched off, or it would cut the holders short without an override
@@ -303,13 +304,14 @@ def destroy(db: Database, instance_path: str, now: dt.datetime,
         result = _resumed(pending)
     else:
         result = Destruction(started=now, override=override)
-        settings = ExportSettings(Path(instance_path), dt.timedelta(0), dt.timedelta(0), True)
-        result.export_jobs = destroy_exports(db, settings)
+        exports = ExportSettings(Path(settings.instance_path), dt.timedelta(0), dt.timedelta(0),
+                                 True)
+        result.export_jobs = destroy_exports(db, exports)
         result.operator_exports = remove_operator_exports(db, now)
-        _destroy_rows(db, result)
+        _destroy_rows(db, result, settings.canonical_base)
     phases.forget(db)
     if not result.final_notice:
-        _say_last_word(db, result, now)
+        _say_last_word(db, result, now, settings)
     result.storage = scrub(db, [table_of(m).name for m in (*DELETED, *KEPT)])
     with db.sessions() as session:
         result.after = count_rows(session)

@@ -13,12 +13,13 @@ from sqlalchemy.orm import Session
 from adapter.decommission.acknowledge import apply_answer, read_answer
 from adapter.decommission.codes import PLAN_ID, PURGE, code_system
 from adapter.decommission.plan import PlanView, aware, load_plan, view
-from adapter.decommission.resources import canonical_base, plan_definition
+from adapter.decommission.resources import plan_definition
 from adapter.decommission.tasks import mark_reached, render_task
 from adapter.errors import Forbidden, MethodNotAllowed, NotFound, PreconditionFailed
 from adapter.fhir.announce import differences
 from adapter.fhir.handlers import Page, Rendered, WriteResult
 from adapter.fhir.search import SearchParam, SearchRequest, decode_cursor, encode_cursor
+from adapter.http import current_settings
 from adapter.models import PurgeTask
 from adapter.models.base import utcnow
 from adapter.security import audit
@@ -109,13 +110,15 @@ class PlanDefinitionHandler(ReadOnly):
         if resource_id != PLAN_ID:
             raise NotFound(f"No PlanDefinition/{resource_id} on this server.")
         plan = require_plan(session)
-        return Rendered(plan_definition(plan), plan.version, plan.last_updated)
+        return Rendered(plan_definition(plan, current_settings().canonical_base), plan.version,
+                        plan.last_updated)
 
     def search(self, session: Session, search: SearchRequest, caller: Caller) -> Page:
         """Return the plan when it matches (it is the only PlanDefinition)."""
         plan = load_plan(session)
         wanted = all(PLAN_ID in c.values for c in search.values_of("_id"))
-        matches = [plan_definition(view(plan))] if plan is not None and wanted else []
+        base = current_settings().canonical_base
+        matches = [plan_definition(view(plan), base)] if plan is not None and wanted else []
         return Page(matches[:search.count], [], None, len(matches))
 
     def count(self, session: Session, search: SearchRequest, caller: Caller) -> int:
@@ -166,7 +169,8 @@ class TaskHandler(ReadOnly):
     def _render(self, session: Session, task: PurgeTask) -> Rendered:
         """Return the Task as a resource with its version."""
         plan = require_plan(session)
-        return Rendered(render_task(session, task, plan), task.version, aware(task.last_updated))
+        return Rendered(render_task(session, task, plan, current_settings()), task.version,
+                        aware(task.last_updated))
 
     def read(self, session: Session, resource_id: str, caller: Caller) -> Rendered:
         """Return one Task (audited: it names children)."""
@@ -179,6 +183,7 @@ class TaskHandler(ReadOnly):
     def _filtered(self, search: SearchRequest, caller: Caller) -> Select[PurgeTask]:
         """Return the select of Tasks matching ``search`` for ``caller``."""
         query = visible_tasks(caller)
+        own = code_system(current_settings().canonical_base)
         for criterion in search.criteria:
             values = [v.rpartition("|")[2] for v in criterion.values]
             if criterion.param.name == "_id":
@@ -186,7 +191,7 @@ class TaskHandler(ReadOnly):
             elif criterion.param.name == "status":
                 query = query.where(PurgeTask.status.in_(values))
             elif not any(v.rpartition("|")[2] == PURGE and v.rpartition("|")[0] in
-                         ("", code_system(canonical_base())) for v in criterion.values):
+                         ("", own) for v in criterion.values):
                 query = query.where(PurgeTask.id.is_(None))  # code: every Task is a purge
         return query
 
@@ -227,7 +232,7 @@ class TaskHandler(ReadOnly):
             raise Forbidden("Only the system the purge Task is addressed to can update it.")
         if if_match is not None and if_match != task.version:
             raise PreconditionFailed(f"Task/{resource_id} is at version {task.version}.")
-        answer = read_answer(resource, resource_id, code_system(canonical_base()))
+        answer = read_answer(resource, resource_id, code_system(current_settings().canonical_base))
         changed = apply_answer(session, task, answer, caller, utcnow())
         session.flush()
         result = WriteResult(self._render(session, task), created=False, changed=changed)

@@ -13,7 +13,8 @@ from adapter.models.notify import Event
 from adapter.notify.outbox import emit_decommission_notice
 
 
-def announce(session: Session, plan: DecommissionPlan, action: str = "update") -> Event:
-    """Queue the decommission notice carrying the current plan (no personal data); return
-    its outbox event."""
-    return emit_decommission_notice(session, plan_definition(view(plan)), action)
+def announce(session: Session, plan: DecommissionPlan, base: str,
+             action: str = "update") -> Event:
+    """Queue the decommission notice carrying the current plan (no personal data; its codes
+    under the canonical ``base``); return its outbox event."""
+    return emit_decommission_notice(session, plan_definition(view(plan), base), action)

@@ -166,9 +166,10 @@ def load_plan(session: Session, lock: bool = False) -> DecommissionPlan | None:
 
 
 def save_plan(session: Session, timetable: Timetable, reminder_days: int, escalate_days: int,
-              now: dt.datetime | None = None, *, min_days: int = 0,
+              now: dt.datetime | None = None, *, base: str, min_days: int = 0,
               drill: bool = False) -> DecommissionPlan:
-    """Make or change the plan, record it in the audit trail and announce it to subscribers.
+    """Make or change the plan, record it in the audit trail and announce it to subscribers
+    (the notice's codes under the canonical ``base``).
 
     :raises Conflict: the service is already switched off (the timetable is then history).
     :raises Invalid: the reminder or escalation interval is out of range, or the timetable
@@ -200,5 +201,5 @@ def save_plan(session: Session, timetable: Timetable, reminder_days: int, escala
                         + ("; a drill" if drill else ""))
     from adapter.decommission.notices import announce
 
-    announce(session, plan, "create" if created else "update")
+    announce(session, plan, base, "create" if created else "update")
     return plan

@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Final
 
-from adapter import settings as settings_module
 from adapter.decommission.codes import (
     CHILD_COUNT_INPUT,
     CHILD_INPUT,
@@ -25,6 +24,7 @@ from adapter.decommission.codes import (
 )
 from adapter.decommission.plan import PlanView, aware
 from adapter.models import Organisation, PurgeTask
+from adapter.settings import Settings
 from adapter.systems import ODS_CODE, UKCORE_PROFILE_BASE, OwnSystems
 
 TASK_PROFILE: Final = f"{UKCORE_PROFILE_BASE}UKCore-Task"
@@ -32,17 +32,6 @@ TASK_PROFILE: Final = f"{UKCORE_PROFILE_BASE}UKCore-Task"
 PLAN_TYPE: Final = "http://terminology.hl7.org/CodeSystem/plan-definition-type"
 USAGE_CONTEXT: Final = "http://terminology.hl7.org/CodeSystem/usage-context-type"
 NDJSON: Final = "application/fhir+ndjson"
-
-
-def canonical_base() -> str:
-    """Return the canonical base of the service's own systems (the bound settings')."""
-    return settings_module.current().canonical_base
-
-
-def service_base() -> str:
-    """Return the absolute base URL of the server: ``GATEWAY_PUBLIC_URL``, else where ``make
-    run`` serves (``Settings.public_base``; never the request's ``Host``)."""
-    return settings_module.current().public_base
 
 
 def instant(moment: dt.datetime) -> str:
@@ -74,9 +63,10 @@ def _action(base: str, code: str, title: str, at: dt.datetime, text: str) -> dic
             "code": [{"coding": [coding(base, code, title)]}], "timingDateTime": instant(at)}
 
 
-def plan_definition(plan: PlanView) -> dict[str, Any]:
-    """Return the plan as a FHIR R4 PlanDefinition (phase in ``useContext``)."""
-    base, t = canonical_base(), plan.timetable
+def plan_definition(plan: PlanView, base: str) -> dict[str, Any]:
+    """Return the plan as a FHIR R4 PlanDefinition (phase in ``useContext``; this server's
+    codes under the canonical ``base``)."""
+    t = plan.timetable
     return {
         "resourceType": "PlanDefinition", "id": PLAN_ID,
         "meta": {"versionId": str(plan.version), "lastUpdated": instant(plan.last_updated)},
@@ -108,10 +98,9 @@ def plan_definition(plan: PlanView) -> dict[str, Any]:
     }
 
 
-def _owner(organisation: Organisation | None, code: str) -> dict[str, Any]:
+def _owner(organisation: Organisation | None, code: str, base: str) -> dict[str, Any]:
     """Return ``Task.owner``: the client's organisation by reference (when the directory holds
     it), by its national code, and by name."""
-    base = canonical_base()
     system = ODS_CODE if organisation is None or organisation.ods_code == code \
         else OwnSystems(base).gss_code if organisation.gss_code == code \
         else OwnSystems(base).school_urn
@@ -133,21 +122,24 @@ def child_input(base: str, child_ref: str, contactpoint_id: str | None) -> dict[
             "valueReference": reference}
 
 
-def purge_list_url(task: PurgeTask) -> str:
-    """Return the URL of the NDJSON list of a Task's children."""
-    return f"{service_base()}/fhir/Task/{task.resource_id}/$purge-list"
+def purge_list_url(task: PurgeTask, public_base: str) -> str:
+    """Return the URL of the NDJSON list of a Task's children, under the server's absolute
+    base (``Settings.public_base``: ``GATEWAY_PUBLIC_URL``, never the request's ``Host``)."""
+    return f"{public_base}/fhir/Task/{task.resource_id}/$purge-list"
 
 
 def task_resource(task: PurgeTask, plan: PlanView, organisation: Organisation | None,
-                  children: list[tuple[str, str | None]] | None) -> dict[str, Any]:
+                  children: list[tuple[str, str | None]] | None,
+                  settings: Settings) -> dict[str, Any]:
     """Return a purge Task (FHIR R4 task.html; UK Core Task). ``children`` are (Patient id,
     ContactPoint ID) pairs named inline; None refers to the NDJSON list instead."""
-    base = canonical_base()
+    base = settings.canonical_base
     inputs = [{"type": {"coding": [coding(base, CHILD_COUNT_INPUT, "Children named")]},
                "valueUnsignedInt": task.children}]
     if children is None:
+        url = purge_list_url(task, settings.public_base)
         inputs.append({"type": {"coding": [coding(base, PURGE_LIST_INPUT, "List of children")]},
-                       "valueAttachment": {"contentType": NDJSON, "url": purge_list_url(task),
+                       "valueAttachment": {"contentType": NDJSON, "url": url,
                                            "title": f"{task.children} children (NDJSON)"}})
     else:
         inputs += [child_input(base, ref, cpid) for ref, cpid in children]
@@ -163,7 +155,7 @@ def task_resource(task: PurgeTask, plan: PlanView, organisation: Organisation | 
         "description": _description(plan), "authoredOn": instant(task.issued),
         "lastModified": instant(task.last_updated),
         "requester": {"display": "ContactPoint Gateway"},
-        "owner": _owner(organisation, task.organisation_code),
+        "owner": _owner(organisation, task.organisation_code, base),
         "restriction": {"period": {"end": instant(plan.timetable.destroy_by_at)}},
         "input": inputs,
     }

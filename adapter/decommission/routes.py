@@ -17,7 +17,7 @@ from lxml import etree
 from adapter.db import get_db
 from adapter.decommission.handlers import PlanDefinitionHandler, TaskHandler, require_plan
 from adapter.decommission.rekey import iter_rekeys, rekey_chunks, rekey_page, rekey_parameters
-from adapter.decommission.resources import service_base, timetable_text
+from adapter.decommission.resources import timetable_text
 from adapter.decommission.tasks import iter_named, mark_reached
 from adapter.directory.schema import q
 from adapter.directory.writer import NSMAP, xml_datetime
@@ -26,14 +26,18 @@ from adapter.fhir.capability import remember_handler
 from adapter.fhir.handlers import ResourceHandler
 from adapter.fhir.routes import ROUTES, caller, check_id
 from adapter.fhir.search import decode_cursor, encode_cursor
-from adapter.http import fhir_response, json_response, negotiated_format
+from adapter.http import (
+    current_settings,
+    fhir_response,
+    json_response,
+    negotiated_format,
+)
 from adapter.models.base import utcnow
 from adapter.security import audit
 from adapter.security.access import authenticated, interaction, public, require_scope
 from adapter.systems import OwnSystems
 
 XML_TYPE = "application/xml; charset=utf-8"
-DECOMMISSION_HANDLERS: list[ResourceHandler] = [TaskHandler(), PlanDefinitionHandler()]
 HANDLER_KINDS = {"Task": "purge", "PlanDefinition": "meta"}
 
 
@@ -57,8 +61,10 @@ def json_only(view: Callable[..., Response]) -> Callable[..., Response]:
 
 
 def register_handlers(app: Flask) -> None:
-    """Add the FHIR routes of the Task and PlanDefinition handlers with their kinds."""
-    for handler in DECOMMISSION_HANDLERS:
+    """Add the FHIR routes of the Task and PlanDefinition handlers with their kinds (they
+    read the request's settings: ``adapter.http.current_settings``)."""
+    handlers: list[ResourceHandler] = [TaskHandler(), PlanDefinitionHandler()]
+    for handler in handlers:
         remember_handler(app, handler)
         kind = HANDLER_KINDS[handler.resource_type]
         for name in handler.interactions:
@@ -123,7 +129,7 @@ def rekey_fhir() -> Response:
     after, count = _page_args()
     with get_db().write_transaction() as session:
         records, last = rekey_page(session, who, after, count)
-    next_url = (f"{service_base()}/fhir/CareTeam/$rekey?_count={count}"
+    next_url = (f"{current_settings().public_base}/fhir/CareTeam/$rekey?_count={count}"
                 f"&_cursor={encode_cursor(last)}") if last is not None else None
     own = OwnSystems(str(current_app.config["CANONICAL_BASE"]))
     return fhir_response(rekey_parameters(records, own, next_url))

@@ -14,7 +14,6 @@ from typing import Any
 from sqlalchemy import func, insert, literal, or_, select
 from sqlalchemy.orm import Session
 
-from adapter import settings as settings_module
 from adapter.decommission.contact import contact_subscription
 from adapter.decommission.plan import PlanView, aware
 from adapter.decommission.resources import task_resource
@@ -31,6 +30,7 @@ from adapter.models import (
 from adapter.models.notify import PURGE_TOPIC
 from adapter.notify.outbox import emit_purge_instruction
 from adapter.security import audit
+from adapter.settings import Settings
 
 # Statuses in which the owner still owes an answer or the completion (reminded, escalated).
 OPEN_STATUSES = ("requested", "received", "accepted", "in-progress")
@@ -42,10 +42,12 @@ def owner_organisation(session: Session, code: str) -> Organisation | None:
         Organisation.ods_code == code, Organisation.gss_code == code, Organisation.urn == code)))
 
 
-def named_children(session: Session, task: PurgeTask) -> list[tuple[str, str | None]] | None:
+def named_children(session: Session, task: PurgeTask,
+                   inline: int) -> list[tuple[str, str | None]] | None:
     """Return (Patient id, ContactPoint ID) of each child a Task names, or None when there are
-    more than the inline limit (the Task then refers to its NDJSON list)."""
-    if task.children > settings_module.current().decommission_inline_children:
+    more than ``inline`` (``GATEWAY_DECOMMISSION_INLINE_CHILDREN``: the Task then refers to
+    its NDJSON list)."""
+    if task.children > inline:
         return None
     return [(ref, cpid) for ref, cpid in iter_named(session, task)]
 
@@ -60,10 +62,12 @@ def iter_named(session: Session, task: PurgeTask) -> Iterator[tuple[str, str | N
         yield str(ref), cpid
 
 
-def render_task(session: Session, task: PurgeTask, plan: PlanView) -> dict[str, Any]:
+def render_task(session: Session, task: PurgeTask, plan: PlanView,
+                settings: Settings) -> dict[str, Any]:
     """Return the FHIR Task of ``task``."""
     return task_resource(task, plan, owner_organisation(session, task.organisation_code),
-                         named_children(session, task))
+                         named_children(session, task, settings.decommission_inline_children),
+                         settings)
 
 
 def _holders(session: Session) -> list[tuple[str, int, str]]:
@@ -75,7 +79,8 @@ def _holders(session: Session) -> list[tuple[str, int, str]]:
     return [(cid, int(n), code or "-") for cid, n, code in session.execute(query)]
 
 
-def issue_purge_tasks(session: Session, plan: PlanView, now: dt.datetime) -> list[PurgeTask]:
+def issue_purge_tasks(session: Session, plan: PlanView, now: dt.datetime,
+                      settings: Settings) -> list[PurgeTask]:
     """Create, audit and send one purge Task per holding system (switch-off transaction)."""
     issued = []
     for client_id, children, code in _holders(session):
@@ -93,15 +98,16 @@ def issue_purge_tasks(session: Session, plan: PlanView, now: dt.datetime) -> lis
             .where(LedgerEntry.client_id == client_id)))
         holder = session.scalar(select(Client).where(Client.client_id == client_id))
         if holder is not None:  # told at its registered contact too, if it has one
-            contact_subscription(session, holder)
-        emit_purge_instruction(session, client_id, render_task(session, task, plan))
+            contact_subscription(session, holder, settings.instance_path)
+        emit_purge_instruction(session, client_id, render_task(session, task, plan, settings))
         audit.record(session, "purge-instruct", resource_type="Task",
                      resource_id=task.resource_id, detail=f"to {client_id}: {children} children")
         issued.append(task)
     return issued
 
 
-def remind(session: Session, plan: PlanView, now: dt.datetime, force: bool = False) -> int:
+def remind(session: Session, plan: PlanView, now: dt.datetime, settings: Settings,
+           force: bool = False) -> int:
     """Send the Task again to each owner that has not completed (nor rejected) it and was
     last told at least the plan's interval ago (all of them when ``force``); return how many."""
     due = now - dt.timedelta(days=plan.reminder_days)
@@ -112,8 +118,8 @@ def remind(session: Session, plan: PlanView, now: dt.datetime, force: bool = Fal
             continue
         task.reminders += 1
         task.last_reminded = now
-        emit_purge_instruction(session, task.client_id, render_task(session, task, plan),
-                               action="update")
+        emit_purge_instruction(session, task.client_id,
+                               render_task(session, task, plan, settings), action="update")
         audit.record(session, "purge-remind", resource_type="Task",
                      resource_id=task.resource_id,
                      detail=f"reminder {task.reminders} to {task.client_id}")

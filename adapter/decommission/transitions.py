@@ -20,6 +20,7 @@ from adapter.errors import Conflict, NotFound
 from adapter.models import DecommissionPlan, Subscription
 from adapter.models.notify import DIRECTORY_TOPIC, ECAF_TOPIC
 from adapter.security import audit
+from adapter.settings import Settings
 
 
 class NotDue(Conflict):
@@ -52,7 +53,8 @@ def _stop_change_notifications(session: Session, now: dt.datetime) -> None:
                     .execution_options(synchronize_session=False))
 
 
-def _enter(session: Session, plan: DecommissionPlan, phase: str, now: dt.datetime) -> int:
+def _enter(session: Session, plan: DecommissionPlan, phase: str, now: dt.datetime,
+           settings: Settings) -> int:
     """Put ``plan`` in ``phase`` (with the phase's own work); return Tasks issued."""
     before, plan.phase = plan.phase, phase
     plan.version, plan.last_updated = plan.version + 1, now
@@ -62,16 +64,18 @@ def _enter(session: Session, plan: DecommissionPlan, phase: str, now: dt.datetim
     elif phase == "switched-off":
         plan.switched_off = now
         _stop_change_notifications(session, now)
-        issued = len(issue_purge_tasks(session, view(plan), now))
+        issued = len(issue_purge_tasks(session, view(plan), now, settings))
     session.flush()
     audit.record(session, "decommission-phase", resource_type="PlanDefinition",
                  resource_id="decommission-plan", detail=f"{before} -> {phase}")
-    announce(session, plan)
+    announce(session, plan, settings.canonical_base)
     return issued
 
 
-def advance(db: Database, now: dt.datetime, force: bool = False) -> Advanced:
-    """Move to the next phase when its time has come (``force``: now, for drills).
+def advance(db: Database, now: dt.datetime, settings: Settings,
+            force: bool = False) -> Advanced:
+    """Move to the next phase when its time has come (``force``: now, for drills); the
+    switch-off's purge Tasks and the notices are made with ``settings``.
 
     :raises NotFound: there is no plan.
     :raises NotDue: the next phase is not due yet, or only destruction is left.
@@ -88,7 +92,7 @@ def advance(db: Database, now: dt.datetime, force: bool = False) -> Advanced:
         if not force and now < aware(due):
             raise NotDue(f"The {NEXT_PHASE[plan.phase]} phase is due at "
                            f"{aware(due).isoformat()}; use --now to advance earlier (drills).")
-        tasks = _enter(session, plan, NEXT_PHASE[plan.phase], now)
+        tasks = _enter(session, plan, NEXT_PHASE[plan.phase], now, settings)
         after = plan.phase
     phases.forget(db)
     return Advanced(before, after, tasks)

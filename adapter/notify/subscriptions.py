@@ -28,6 +28,7 @@ from adapter.fhir.search import (
     encode_cursor,
     split_token,
 )
+from adapter.http import current_settings
 from adapter.models import Event, Notification, Subscription, SubscriptionLane
 from adapter.models.base import utcnow
 from adapter.models.notify import NOTICE_TOPIC, PURGE_TOPIC
@@ -57,7 +58,7 @@ PURGE_TRAFFIC_TOPICS: Final = frozenset({PURGE_TOPIC, NOTICE_TOPIC})
 # What a new purge-instruction subscription sets off: the client's open purge Task is sent to
 # it at once (``adapter.decommission.contact.announce_open_task``). The decommissioning, a
 # layer above notifications, hands it in at start-up (``adapter.decommission.init_app``).
-PurgeSubscribed = Callable[[Session, str], object]
+PurgeSubscribed = Callable[[Session, str, Settings], object]
 PURGE_SUBSCRIBED_KEY: Final = "purge_subscribed"
 CONTENT_ORDER: Final = ("empty", "id-only", "full-resource")
 # Why a Subscription element is kept otherwise than sent, by plain path; and the paths whose
@@ -308,7 +309,7 @@ class SubscriptionHandler:
                      resource_id=subscription.resource_id, caller=caller)
         if subscription.topic == PURGE_TOPIC:  # switched off: its open Task now, not later
             purge_subscribed: PurgeSubscribed = current_app.extensions[PURGE_SUBSCRIBED_KEY]
-            purge_subscribed(session, caller.client_id)
+            purge_subscribed(session, caller.client_id, current_settings())
         session.flush()
         result = WriteResult(rendered(subscription, secret), created=True, shown_once=True)
         result.rendered.issues += write_notes(resource, rendered(subscription).resource)

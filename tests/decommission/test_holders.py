@@ -20,6 +20,7 @@ from adapter.db import Database
 from adapter.decommission.plan import load_plan, view
 from adapter.decommission.tasks import remind
 from adapter.demo import load_demo_data
+from adapter.http import settings_of
 from adapter.models import Child, PurgeTask
 from adapter.security.ledger import record_deliveries
 from tests.api.conftest import bearer
@@ -173,7 +174,8 @@ def test_reminders_follow_the_interval(app: Flask, client: FlaskClient, db: Data
         for offset, expected in ((interval - dt.timedelta(hours=1), 0), (interval, 1),
                                  (interval + dt.timedelta(days=1), 0), (interval * 2, 1)):
             with db.write_transaction() as session:
-                assert remind(session, plan, issued + offset) == expected, offset
+                assert remind(session, plan, issued + offset, settings_of(app)) == expected, \
+                    offset
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

@@ -14,6 +14,7 @@ from sqlalchemy import text
 from adapter.db import Database
 from adapter.decommission.destruction import destroy
 from adapter.demo import load_demo_data
+from adapter.http import settings_of
 from tests.decommission.test_units import _plan
 
 
@@ -63,7 +64,7 @@ def test_destruction_forgets_the_planner_statistics(app: Flask, db: Database) ->
         assert surname.encode() in pg_statistic_bytes(db)
     _plan(app, db, "switched-off")
     with app.app_context():
-        done = destroy(db, app.config["INSTANCE_PATH"], dt.datetime.now(dt.UTC),
+        done = destroy(db, settings_of(app), dt.datetime.now(dt.UTC),
                        override="statistics test")
     assert done.after["child_name"] == 0
     assert surname not in statistics_text(db)

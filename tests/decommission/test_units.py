@@ -30,6 +30,7 @@ from adapter.decommission.rekey import rekey_page
 from adapter.demo import load_demo_data
 from adapter.directory.schema import CERTIFICATE_XSD, load_schema
 from adapter.errors import Conflict, Invalid
+from adapter.http import settings_of
 from adapter.models import (
     Assessment,
     DecommissionPlan,
@@ -42,10 +43,12 @@ from adapter.models import (
 from adapter.security.caller import Caller
 from adapter.security.policy.phase import ALLOWED_KINDS
 from adapter.security.scopes import parse_scopes
+from adapter.systems import DEFAULT_CANONICAL_BASE
 from tests.api.conftest import bearer
 from tests.security.helpers import form_csrf_token
 
 LONDON = "Europe/London"
+BASE = DEFAULT_CANONICAL_BASE  # the test app's canonical base (the default)
 CS = "https://fhir.contactpoint-gateway.example.org/CodeSystem/decommission"
 
 
@@ -100,11 +103,12 @@ def test_a_timetable_that_cuts_holders_short_is_a_drill_only(
     timetable = make_timetable(last_use, switch_off, destroy_by, LONDON, "12:00")
     with app.app_context(), db.write_transaction() as session:
         with pytest.raises(Invalid, match=problem) as refused:
-            save_plan(session, timetable, 7, 14, NOW, min_days=28)
+            save_plan(session, timetable, 7, 14, NOW, base=BASE, min_days=28)
         assert "--drill" in refused.value.message
     with app.app_context(), db.write_transaction() as session:
-        plan = save_plan(session, timetable, 7, 14, NOW, min_days=28, drill=True)
-        resource = plan_definition(view(plan))
+        plan = save_plan(session, timetable, 7, 14, NOW, base=BASE, min_days=28,
+                         drill=True)
+        resource = plan_definition(view(plan), BASE)
     assert plan.drill and resource["experimental"] is True
     assert resource["description"].startswith("DRILL")
 
@@ -113,7 +117,7 @@ def test_a_fair_timetable_needs_no_drill(app: Flask, db: Database) -> None:
     """Future dates and the default two months are accepted as they are (not a drill)."""
     timetable = make_timetable("2099-08-05", "2099-08-06", None, LONDON, "12:00")
     with app.app_context(), db.write_transaction() as session:
-        plan = save_plan(session, timetable, 7, 14, NOW, min_days=28)
+        plan = save_plan(session, timetable, 7, 14, NOW, base=BASE, min_days=28)
         assert plan.drill is False
 
 
@@ -134,7 +138,7 @@ def _plan(app: Flask, db: Database, phase: str = "live") -> None:
     """Save a plan and put the service in ``phase``."""
     with app.app_context(), db.write_transaction() as session:
         save_plan(session, make_timetable("2099-08-05", "2099-08-06", None, LONDON, "12:00"),
-                  7, 14)
+                  7, 14, base=BASE)
         plan = session.get(DecommissionPlan, 1)
         assert plan is not None
         plan.phase = phase
@@ -172,7 +176,7 @@ def test_planning_announces_and_stops_after_switch_off(app: Flask, db: Database,
         plan.phase = "switched-off"
     with app.app_context(), db.write_transaction() as session, pytest.raises(Conflict):
         save_plan(session, make_timetable("2099-08-05", "2099-08-06", None, LONDON, "12:00"),
-                  7, 14)
+                  7, 14, base=BASE)
 
 
 def test_without_a_plan_the_service_is_live(client: FlaskClient) -> None:
@@ -356,7 +360,7 @@ def test_interrupted_destruction_resumes(app: Flask, db: Database,
         session.add(ResourceAlias(resource_type="PractitionerRole", old_id="old-role-id",
                                   new_id="new-role-id"))
     _plan(app, db, "switched-off")
-    instance, now = app.config["INSTANCE_PATH"], dt.datetime.now(dt.UTC)
+    settings, now = settings_of(app), dt.datetime.now(dt.UTC)
 
     def busy(*_args: Any) -> str:
         raise Unavailable("busy")
@@ -364,16 +368,16 @@ def test_interrupted_destruction_resumes(app: Flask, db: Database,
         with monkeypatch.context() as patched:
             patched.setattr(storage, "scrub", busy)
             with pytest.raises(Unavailable):
-                destroy(db, instance, now, override="a drill")
-        done = destroy(db, instance, now, override=None)  # resumed: no override needed
+                destroy(db, settings, now, override="a drill")
+        done = destroy(db, settings, now, override=None)  # resumed: no override needed
         assert done.override == "a drill" and done.before["child"] == 5
         assert done.after["child"] == 0
         assert done.before["resource_alias"] == 1 and done.after["resource_alias"] == 0
-        issued = issue_certificate(db, instance, done, now)
+        issued = issue_certificate(db, settings, done, now)
         override = issued["certificate"]["destruction"]["override"]
         assert override["reason"] == "a drill" and "destroy-by" in override["overruled"][0]
         with pytest.raises(Conflict, match="destroyed"):
-            destroy(db, instance, now, override="again")
+            destroy(db, settings, now, override="again")
 
 
 def test_xsd_code_lists_equal_the_vocabularies() -> None:

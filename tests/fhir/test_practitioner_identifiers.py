@@ -419,6 +419,7 @@ def test_destruction_removes_national_identifiers(app: Any, env: Env) -> None:
     from sqlalchemy import func, select
 
     from adapter.decommission.destruction import destroy
+    from adapter.http import settings_of
     from adapter.models import PractitionerIdentifier
     from tests.decommission.test_units import _plan
 
@@ -427,7 +428,7 @@ def test_destruction_removes_national_identifiers(app: Any, env: Env) -> None:
                                                              "555086689106")), env.who.la))
     _plan(app, env.db, "switched-off")
     with app.app_context():
-        done = destroy(env.db, app.config["INSTANCE_PATH"], dt.datetime.now(dt.UTC),
+        done = destroy(env.db, settings_of(app), dt.datetime.now(dt.UTC),
                        override="practitioner identifiers test")
     assert done.before["practitioner_identifier"] == 2
     assert done.after["practitioner_identifier"] == 0
