@@ -46,6 +46,23 @@ def test_app_builds_its_settings_once_and_follows_config_changes(tmp_path: Path)
         settings.current()
 
 
+def test_each_app_keeps_the_providers_made_with_its_own_settings(tmp_path: Path) -> None:
+    """Two apps in one process (the tests build many) never share providers: a batch, the
+    FHIR file import and the kit use the providers of the app they run in, each made with
+    that app's settings."""
+    from adapter.fhir.api import current_providers
+
+    first = create_app({"INSTANCE_PATH": str(tmp_path / "a"), "TESTING": True,
+                        "CANONICAL_BASE": "https://one.example.org"})
+    second = create_app({"INSTANCE_PATH": str(tmp_path / "b"), "TESTING": True,
+                         "CANONICAL_BASE": "https://two.example.org"})
+    for app, base in ((first, "https://one.example.org"), (second, "https://two.example.org")):
+        with app.test_request_context("/fhir"):
+            providers = current_providers()
+            assert {p.settings.canonical_base for p in providers.values()} == {base}
+            assert "Patient" in providers and "CareTeam" in providers
+
+
 def run_without_flask(code: str, tmp_path: Path) -> str:
     """Run ``code`` in a fresh interpreter in which importing Flask fails; return stdout."""
     prelude = "import sys\nsys.modules['flask'] = None\n"

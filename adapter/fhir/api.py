@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Flask, Response
+from typing import Final
+
+from flask import Flask, Response, current_app
 
 from adapter.fhir.capability import capability_statement
 from adapter.fhir.handlers import ResourceHandler
@@ -12,7 +14,9 @@ from adapter.registry import specs
 from adapter.security.access import public
 from adapter.settings import Settings
 
-HANDLERS: list[ResourceHandler] = []
+# Where an app keeps the providers it was built with, by resource type: each app's own, made
+# with its settings (several apps in one process — the tests — never share them).
+PROVIDERS_KEY: Final = "fhir_providers"
 
 
 @public("meta")
@@ -27,10 +31,18 @@ def handlers(settings: Settings) -> list[ResourceHandler]:
     return [spec.provider(settings) for spec in specs() if spec.provider is not None]
 
 
+def current_providers() -> dict[str, ResourceHandler]:
+    """Return the providers of the app handling the request or command, by resource type (the
+    batch and transaction entries, the FHIR file import and the conformance kit use them)."""
+    providers: dict[str, ResourceHandler] = current_app.extensions[PROVIDERS_KEY]
+    return providers
+
+
 def init_app(app: Flask) -> None:
     """Register the FHIR routes, served by providers made with the app's settings."""
-    HANDLERS[:] = handlers(settings_of(app))
-    for handler in HANDLERS:
+    made = handlers(settings_of(app))
+    app.extensions[PROVIDERS_KEY] = {handler.resource_type: handler for handler in made}
+    for handler in made:
         register_handler(app, handler)
     from adapter.fhir import transaction
 

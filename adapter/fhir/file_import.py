@@ -55,9 +55,9 @@ class Line:
 
 def handlers() -> dict[str, ResourceHandler]:
     """Return the registered REST handlers by resource type."""
-    from adapter.fhir.api import HANDLERS
+    from adapter.fhir.api import current_providers
 
-    return {handler.resource_type: handler for handler in HANDLERS}
+    return current_providers()
 
 
 def _status(created: bool, changed: bool) -> str:

@@ -363,14 +363,14 @@ def bundle_endpoint() -> Response:
 
     :raises BadRequest: not a Bundle of type transaction or batch.
     """
-    from adapter.fhir.api import HANDLERS
+    from adapter.fhir.api import current_providers
 
     bundle = read_resource()
     kind = bundle.get("type")
     if bundle.get("resourceType") != "Bundle" or kind not in ("transaction", "batch"):
         raise BadRequest("POST /fhir takes a Bundle of type transaction or batch.",
                          expression="Bundle.type")
-    handlers = {h.resource_type: h for h in HANDLERS}
+    handlers = current_providers()
     entries = _entries(bundle)
     runner: Callable[..., list[Any]] = run_transaction if kind == "transaction" else run_batch
     return fhir_response({"resourceType": "Bundle", "id": str(uuid.uuid4()),

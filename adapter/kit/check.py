@@ -78,11 +78,10 @@ def _several_documents(path: Path) -> bool:
 def _validating_handlers() -> dict[str, ResourceHandler]:
     """Return the app's handler of each type that offers ``$validate``, by type
     (Subscription apart: see ``subscription_issues``)."""
-    from adapter.fhir.api import HANDLERS, handlers
-    from adapter.http import current_settings
+    from adapter.fhir.api import current_providers
 
-    return {h.resource_type: h for h in HANDLERS or handlers(current_settings())
-            if "validate" in h.interactions and h.resource_type != "Subscription"}
+    return {kind: h for kind, h in current_providers().items()
+            if "validate" in h.interactions and kind != "Subscription"}
 
 
 def accepted_types() -> list[str]:
