@@ -304,7 +304,7 @@ def get_entry(contactpoint_id: str) -> Response:
     except identifiers.InvalidIdentifier as error:
         raise BadRequest(f"Not a ContactPoint ID: {error.reason}.",
                          expression="contactpoint-id") from None
-    with get_db().write_transaction() as session:
+    with get_db().read_transaction() as session:
         page = export.read_entry(session, cpid, g.caller)
     return entries_response(page)
 
@@ -313,7 +313,7 @@ def get_entry(contactpoint_id: str) -> Response:
 def list_entries() -> Response:
     """Return a page of an authority's entries."""
     spec = list_query(request.args)
-    with get_db().write_transaction() as session:
+    with get_db().read_transaction() as session:
         page = export.entries_page(session, spec, g.caller)
     return entries_response(page, spec)
 
@@ -321,7 +321,7 @@ def list_entries() -> Response:
 @interaction("CareTeam", "read", "read")
 def get_assessment(assessment_id: str) -> Response:
     """Return one assessment reference as a batch of one."""
-    with get_db().write_transaction() as session:
+    with get_db().read_transaction() as session:
         page = export.read_assessment(session, assessment_id, g.caller)
     return assessments_response(page)
 
@@ -330,7 +330,7 @@ def get_assessment(assessment_id: str) -> Response:
 def list_assessments() -> Response:
     """Return a page of the assessment references of an authority's children."""
     spec = list_query(request.args)
-    with get_db().write_transaction() as session:
+    with get_db().read_transaction() as session:
         page = export.assessments_page(session, spec, g.caller)
     return assessments_response(page, spec)
 

@@ -184,8 +184,9 @@ def run_search_page(handler: ResourceHandler, session: Any, args: Any) -> dict[s
 
 
 def run_search(handler: ResourceHandler, args: Any) -> Response:
-    """Parse a search and return its Bundle."""
-    with get_db().write_transaction() as session:
+    """Parse a search and return its Bundle (made, audited and committed before it is sent:
+    ``Database.read_transaction``)."""
+    with get_db().read_transaction() as session:
         return fhir_response(run_search_page(handler, session, args))
 
 
@@ -219,8 +220,9 @@ def if_match() -> int | None:
 
 def read_once(session: Session, read: Callable[[], Rendered]) -> Response:
     """Run ``read`` (load, disclose, audit, record the delivery) and render its response in
-    one transaction: a 304 is audited as such and delivers nothing, and a rendering that
-    fails rolls back the disclosure it would have recorded (``adapter.security.audit``)."""
+    one read transaction (``Database.read_transaction``): a 304 is audited as such and
+    delivers nothing, and a rendering that fails writes none of the disclosure it gathered
+    (``adapter.security.audit``)."""
     audit.hold(session)
     rendered = read()
     unchanged = request.method == "GET" and not_modified(rendered)
@@ -233,7 +235,7 @@ def read_once(session: Session, read: Callable[[], Rendered]) -> Response:
 def make_read(handler: ResourceHandler) -> View:
     """Return the read view of ``handler``'s type."""
     def view(resource_id: str) -> Response:
-        with get_db().write_transaction() as session:
+        with get_db().read_transaction() as session:
             return read_once(session, lambda: handler.read(session, resource_id, caller()))
     return view
 
@@ -243,7 +245,7 @@ def make_vread(handler: ResourceHandler) -> View:
     def view(resource_id: str, version: str) -> Response:
         if not version.isdigit():
             raise BadRequest("The version id is a number.", expression="versionId")
-        with get_db().write_transaction() as session:
+        with get_db().read_transaction() as session:
             return read_once(session, lambda: handler.vread(session, resource_id,
                                                             int(version), caller()))
     return view
@@ -252,7 +254,7 @@ def make_vread(handler: ResourceHandler) -> View:
 def make_history(handler: ResourceHandler) -> View:
     """Return the instance history view (rendered in its transaction, as a read is)."""
     def view(resource_id: str) -> Response:
-        with get_db().write_transaction() as session:
+        with get_db().read_transaction() as session:
             versions = handler.history(session, resource_id, caller())
             entries = [(r.resource if r else None, str(v), method, instant(updated))
                        for r, v, method, updated in versions]
