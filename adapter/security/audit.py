@@ -166,9 +166,9 @@ def _forget_rolled_back(session: Session, previous_transaction: Any) -> None:
 
 @event.listens_for(Session, "after_transaction_end")
 def _end_transaction(session: Session, transaction: Any) -> None:
-    """Forget the savepoint marks and, when the outermost transaction ends, whatever it did not
-    write (nothing, after a commit)."""
-    session.info.get(MARKS, {}).pop(transaction, None)
+    """Forget, when the outermost transaction ends, whatever it did not write (nothing, after
+    a commit) and its savepoints' marks (``after_soft_rollback`` follows this event, so a
+    savepoint's mark stays until then)."""
     if transaction.parent is None:
         _forget(session)
 
