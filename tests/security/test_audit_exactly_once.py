@@ -24,10 +24,12 @@ import orjson
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from lxml import etree
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from adapter.db import Database
+from adapter.directory.schema import NS
 from adapter.export import exporter as exporter_module
 from adapter.models import AuditRecord, Child
 from adapter.security import audit
@@ -129,24 +131,48 @@ def test_every_exported_child_is_audited_once(client: FlaskClient, callers: Call
         {("export", "Patient", p): 1 for p in lines})
 
 
+def test_directory_xml_reads_are_audited_once(client: FlaskClient, callers: Callers,
+                                              demo: Database) -> None:
+    """A directory XML read by ContactPoint ID is one ``read`` record; a page of an
+    authority's entries one ``read`` record per entry it holds (as each is audited)."""
+    with demo.sessions() as session:
+        child, cpid = session.execute(select(Child.resource_id, Child.contactpoint_id)
+                                      .order_by(Child.id).limit(1)).one()
+    before = counts(demo, "admin")
+    response = client.get(f"/directory/entries/{cpid}", headers=callers.admin)
+    assert response.status_code == 200
+    assert new_records(demo, "admin", before) == Counter({("read", "Patient", child): 1})
+    before = counts(demo, "admin")
+    response = client.get(f"/directory/entries?authority={callers.authority}&_count=1000",
+                          headers=callers.admin)
+    assert response.status_code == 200
+    recorded = new_records(demo, "admin", before)
+    assert recorded and set(recorded.values()) == {1}
+    assert {action for action, _, _ in recorded} == {"read"}
+    count = etree.fromstring(response.data).findtext(f"{{{NS}}}Header/{{{NS}}}Count")
+    assert int(count or -1) == len(recorded)
+
+
+@pytest.mark.parametrize("path", ["/fhir/Patient/{id}", "/directory/entries/{cpid}"])
 def test_a_read_that_fails_after_reading_records_no_disclosure(client: FlaskClient,
                                                                callers: Callers,
-                                                               demo: Database) -> None:
+                                                               demo: Database,
+                                                               path: str) -> None:
     """A child loaded, disclosed and audited whose rendering then fails (a stored name XML
     cannot carry, planted as in tests/security/test_render_isolation.py) leaves the failure's
-    record only, never the disclosure its read transaction gathered."""
+    record only, never the disclosure its read transaction gathered: FHIR and directory XML."""
     with demo.write_transaction() as session:
         child = session.scalar(select(Child).where(Child.shielded.is_(False),
                                                    Child.record_status == "live")
                                .order_by(Child.id).limit(1))
         assert child is not None
         child.names[0].family = "Unrenderable\u0001Canary"
-        planted = child.resource_id
-    before = counts(demo, "la-one")
-    response = client.get(f"/fhir/Patient/{planted}", headers=callers.la)
+        planted, cpid = child.resource_id, child.contactpoint_id
+    before = counts(demo, "admin")
+    response = client.get(path.format(id=planted, cpid=cpid), headers=callers.admin)
     assert response.status_code >= 400
-    recorded = new_records(demo, "la-one", before)
-    assert [action for action, _, _ in recorded] in (["read-failed"], ["read-refused"])
+    recorded = new_records(demo, "admin", before)
+    assert [action for action, _, _ in recorded] == ["read-failed"]
     assert ("read", "Patient", planted) not in recorded
 
 
