@@ -42,11 +42,22 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def make_engine(url: str, *, immediate: bool = False, **kwargs: Any) -> Engine:
+def _query_only(dbapi_connection: Any, _record: Any) -> None:
+    """Refuse every write on a connection of read transactions (SQLite ``PRAGMA query_only``):
+    a read transaction that wrote would take the write lock unqueued and fail on a stale
+    snapshot under load; refused, it fails at once, in the tests."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA query_only=ON")
+    cursor.close()
+
+
+def make_engine(url: str, *, immediate: bool = False, read_only: bool = False,
+                **kwargs: Any) -> Engine:
     """Create an engine for ``url``; SQLite files get their folder and pragmas.
 
     ``immediate``: SQLite transactions take the write lock at BEGIN, so that concurrent
     writers queue (busy timeout) instead of failing on a stale read snapshot.
+    ``read_only``: SQLite connections refuse writes (``_query_only``).
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -54,6 +65,8 @@ def make_engine(url: str, *, immediate: bool = False, **kwargs: Any) -> Engine:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
+        if read_only:
+            event.listen(engine, "connect", _query_only)
         begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql(begin))
         return engine
@@ -110,6 +123,9 @@ class Database:
                              if self.is_sqlite else self.engine)
         self.write_sessions = sessionmaker(self.write_engine, expire_on_commit=False)
         self.writer_queue = WriterQueue(url) if self.is_sqlite else None
+        self.read_engine = (make_engine(url, read_only=True, **engine_kwargs)
+                            if self.is_sqlite else self.engine)
+        self.read_sessions = sessionmaker(self.read_engine, expire_on_commit=False)
         self.closed = False
 
     @contextmanager
@@ -120,12 +136,14 @@ class Database:
 
     @contextmanager
     def write_transaction(self) -> Iterator[Session]:
-        """Yield a session in a transaction that will write (on SQLite: BEGIN IMMEDIATE).
+        """Yield a session in a transaction that will write (on SQLite: BEGIN IMMEDIATE
+        behind the writer queue).
 
-        Every read of a child's data writes its audit record in the same transaction, so reads
-        use this too: on SQLite a deferred transaction that reads and then writes fails with
-        "database is locked" when another writer committed in between (SQLite "WAL mode",
-        busy snapshot), whereas BEGIN IMMEDIATE queues behind the busy timeout.
+        A transaction that reads and then writes uses this: on SQLite a deferred transaction
+        that reads and then writes fails with "database is locked" when another writer
+        committed in between (SQLite "WAL mode", busy snapshot), whereas BEGIN IMMEDIATE queues
+        behind the busy timeout. A read of a child's data, which only writes its audit records
+        and deliveries, uses ``read_transaction``.
         """
         if self.writer_queue is None:
             with self.write_sessions.begin() as session:
@@ -133,6 +151,35 @@ class Database:
             return
         with self.writer_queue, self.write_sessions.begin() as session:
             yield session
+
+    @contextmanager
+    def read_transaction(self) -> Iterator[Session]:
+        """Yield a session for a read of a child's data, whose writes (its audit records and
+        deliveries, gathered in ``session.info`` by ``adapter.security.audit`` and
+        ``adapter.security.ledger``) are committed before the block's result is returned, so
+        before any response made of it is sent (docs/architecture.md "Audit before the
+        answer"). An error in the block writes nothing.
+
+        PostgreSQL: one transaction; the gathered rows are written just before its COMMIT.
+        SQLite: the read runs in a deferred (read) transaction on a connection that refuses
+        writes, without the writer lock, concurrently with other reads; the read snapshot is
+        then ended and the gathered rows written in a fresh ``BEGIN IMMEDIATE`` behind the
+        writer queue, held only for that write. (Writing in the read transaction itself would
+        fail with SQLITE_BUSY_SNAPSHOT whenever another writer committed since it began:
+        SQLite "WAL mode", section 2.2.) A block that gathered nothing takes no lock.
+        """
+        if not self.is_sqlite:
+            with self.write_transaction() as session:
+                yield session
+            return
+        with self.read_sessions() as reader:
+            with reader.begin():
+                yield reader
+                gathered = dict(reader.info)
+                reader.info.clear()
+        if any(gathered.values()):
+            with self.write_transaction() as writer:
+                writer.info.update(gathered)
 
     def ping(self) -> bool:
         """Return True when the database answers a trivial query."""
@@ -150,6 +197,7 @@ class Database:
         """Close every pooled connection (the database stays usable: new ones are opened)."""
         self.engine.dispose()
         self.write_engine.dispose()
+        self.read_engine.dispose()
 
     def close(self) -> None:
         """Dispose of the connections for good: background work that holds this database (the

@@ -149,6 +149,9 @@ class TaskHandler(ReadOnly):
     resource_type: ClassVar[str] = "Task"
     interactions: ClassVar[tuple[str, ...]] = ("read", "search-type", "search-type-post",
                                                "update")
+    # A read or search by the owner notes that the Task reached it (``mark_reached``): its
+    # routes run in a write transaction (adapter.fhir.routes.read_transaction).
+    writes_when_read: ClassVar[bool] = True
     search_params: ClassVar[dict[str, SearchParam]] = TASK_PARAMS
     includes: ClassVar[frozenset[str]] = frozenset()
     revincludes: ClassVar[frozenset[str]] = frozenset()

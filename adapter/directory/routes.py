@@ -295,7 +295,8 @@ def _announce_skipped(response: Response, skipped: list[str], read: bool) -> Res
 
 @interaction("Patient", "read", "read")
 def get_entry(contactpoint_id: str) -> Response:
-    """Return one entry as a batch of one.
+    """Return one entry as a batch of one, rendered in the read transaction: a record that
+    cannot be rendered commits no disclosure (``Database.read_transaction``).
 
     :raises BadRequest: not a ContactPoint ID.
     """
@@ -304,35 +305,35 @@ def get_entry(contactpoint_id: str) -> Response:
     except identifiers.InvalidIdentifier as error:
         raise BadRequest(f"Not a ContactPoint ID: {error.reason}.",
                          expression="contactpoint-id") from None
-    with get_db().write_transaction() as session:
+    with get_db().read_transaction() as session:
         page = export.read_entry(session, cpid, g.caller)
-    return entries_response(page)
+        return entries_response(page)
 
 
 @interaction("Patient", "search", "read")
 def list_entries() -> Response:
     """Return a page of an authority's entries."""
     spec = list_query(request.args)
-    with get_db().write_transaction() as session:
+    with get_db().read_transaction() as session:
         page = export.entries_page(session, spec, g.caller)
-    return entries_response(page, spec)
+        return entries_response(page, spec)
 
 
 @interaction("CareTeam", "read", "read")
 def get_assessment(assessment_id: str) -> Response:
     """Return one assessment reference as a batch of one."""
-    with get_db().write_transaction() as session:
+    with get_db().read_transaction() as session:
         page = export.read_assessment(session, assessment_id, g.caller)
-    return assessments_response(page)
+        return assessments_response(page)
 
 
 @interaction("CareTeam", "search", "read")
 def list_assessments() -> Response:
     """Return a page of the assessment references of an authority's children."""
     spec = list_query(request.args)
-    with get_db().write_transaction() as session:
+    with get_db().read_transaction() as session:
         page = export.assessments_page(session, spec, g.caller)
-    return assessments_response(page, spec)
+        return assessments_response(page, spec)
 
 
 def init_app(app: Flask) -> None:

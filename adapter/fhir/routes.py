@@ -8,6 +8,7 @@ import datetime as dt
 import functools
 import re
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any, Final
 from urllib.parse import parse_qsl
@@ -183,9 +184,21 @@ def run_search_page(handler: ResourceHandler, session: Any, args: Any) -> dict[s
                      search.ignored, search.elements, page.total)
 
 
+def read_transaction(handler: ResourceHandler) -> AbstractContextManager[Session]:
+    """Return the transaction of a read, vread, history or search of ``handler``'s type: a
+    read transaction (``Database.read_transaction``: the audit records and deliveries it
+    gathers are committed before the response is sent), or a write transaction for a type
+    whose reads change what they read (``writes_when_read``: a purge Task notes that it
+    reached its owner)."""
+    db = get_db()
+    if getattr(handler, "writes_when_read", False):
+        return db.write_transaction()
+    return db.read_transaction()
+
+
 def run_search(handler: ResourceHandler, args: Any) -> Response:
-    """Parse a search and return its Bundle."""
-    with get_db().write_transaction() as session:
+    """Parse a search and return its Bundle (made, audited and committed before it is sent)."""
+    with read_transaction(handler) as session:
         return fhir_response(run_search_page(handler, session, args))
 
 
@@ -219,8 +232,9 @@ def if_match() -> int | None:
 
 def read_once(session: Session, read: Callable[[], Rendered]) -> Response:
     """Run ``read`` (load, disclose, audit, record the delivery) and render its response in
-    one transaction: a 304 is audited as such and delivers nothing, and a rendering that
-    fails rolls back the disclosure it would have recorded (``adapter.security.audit``)."""
+    one read transaction (``Database.read_transaction``): a 304 is audited as such and
+    delivers nothing, and a rendering that fails writes none of the disclosure it gathered
+    (``adapter.security.audit``)."""
     audit.hold(session)
     rendered = read()
     unchanged = request.method == "GET" and not_modified(rendered)
@@ -233,7 +247,7 @@ def read_once(session: Session, read: Callable[[], Rendered]) -> Response:
 def make_read(handler: ResourceHandler) -> View:
     """Return the read view of ``handler``'s type."""
     def view(resource_id: str) -> Response:
-        with get_db().write_transaction() as session:
+        with read_transaction(handler) as session:
             return read_once(session, lambda: handler.read(session, resource_id, caller()))
     return view
 
@@ -243,7 +257,7 @@ def make_vread(handler: ResourceHandler) -> View:
     def view(resource_id: str, version: str) -> Response:
         if not version.isdigit():
             raise BadRequest("The version id is a number.", expression="versionId")
-        with get_db().write_transaction() as session:
+        with read_transaction(handler) as session:
             return read_once(session, lambda: handler.vread(session, resource_id,
                                                             int(version), caller()))
     return view
@@ -252,7 +266,7 @@ def make_vread(handler: ResourceHandler) -> View:
 def make_history(handler: ResourceHandler) -> View:
     """Return the instance history view (rendered in its transaction, as a read is)."""
     def view(resource_id: str) -> Response:
-        with get_db().write_transaction() as session:
+        with read_transaction(handler) as session:
             versions = handler.history(session, resource_id, caller())
             entries = [(r.resource if r else None, str(v), method, instant(updated))
                        for r, v, method, updated in versions]

@@ -1,12 +1,16 @@
 """The audit trail: one call, made by every service function that reads or changes a child's
-data, in the same transaction as the access (docs/domain.md "Who used it").
+data, in the same transaction as the access (docs/domain.md "Who used it"). The records are
+gathered in the session and written together at its commit; a read route reads in a read
+transaction and commits its records (and deliveries) in a short write transaction before the
+response leaves (``adapter.db.Database.read_transaction``, docs/architecture.md "Audit before
+the answer").
 
 A record says what the client got, not only what it asked for:
 - a disclosure (read, vread, history, search, export) answered to ``HEAD`` is recorded as
   ``<action>-head``: the client got the headers, not the data;
 - a read answered ``304 Not Modified`` is recorded as ``<action>-not-modified``: the read
-  route holds the records of its transaction (``hold``) until it knows whether the client's
-  copy is current, then writes them qualified (``release``), before the commit;
+  route marks the records it is about to gather (``hold``) and, once it knows whether the
+  client's copy is current, qualifies them (``release``) before they are written;
 - a read refused (4xx: 401, 403, 404, 410, a phase refusal, a bad request) or failed (5xx) is
   recorded after the response is made (``record_refusal``, after_request) as
   ``<action>-refused`` with outcome 4 or ``<action>-failed`` with outcome 8 (FHIR R4
@@ -48,7 +52,9 @@ NOT_MODIFIED: Final = "not-modified"
 REFUSED: Final = "refused"
 FAILED: Final = "failed"
 QUALIFIERS: Final = (HEAD, NOT_MODIFIED, REFUSED, FAILED)
+GATHERED: Final = "audit_gathered"
 HELD: Final = "audit_held"
+MARKS: Final = "audit_savepoint_marks"
 # Read routes' interactions (``fhir.<type>.<interaction>``) and their audit actions.
 ROUTE_ACTIONS: Final = {"read": "read", "vread": "vread", "history-instance": "history",
                         "search-type": "search", "search-type-post": "search"}
@@ -59,11 +65,13 @@ def record(session: Session, action: str, *, resource_type: str | None = None,
            resource_id: str | None = None, child_ref: str | None = None, outcome: str = "0",
            override: bool = False, detail: str | None = None,
            caller: Caller | None = None) -> AuditRecord:
-    """Write one audit record in ``session``'s transaction (committed with the access it
-    records, rolled back with it); return it (a copy, not in the session).
+    """Gather one audit record in ``session``'s transaction: written at its commit with every
+    other record of the transaction by one INSERT (``write_gathered``), rolled back with it;
+    return it (a copy, not in the session; its ``id`` is given by the database at the commit).
 
-    One Core INSERT on the session's connection, at once: no unit of work, no flush (every
-    read writes one, so this is on the hottest path of the service).
+    A search page of 100 or an export batch of 500 children is one statement, not one per
+    child (every read writes at least one record: this is the hottest write of the service).
+    Nothing reads a record back in the transaction that wrote it.
 
     ``detail`` must never hold personal data: it is kept after destruction.
     """
@@ -79,12 +87,8 @@ def record(session: Session, action: str, *, resource_type: str | None = None,
         "purpose_of_use": who.purpose_of_use if who else None,
         "detail": _clipped(detail), "request_id": who.request_id if who else None,
     }
-    held: list[dict[str, Any]] | None = session.info.get(HELD)
-    if held is not None:
-        held.append(values)
-        return AuditRecord(id=None, **values)
-    key = session.connection().execute(_INSERT, values).inserted_primary_key
-    return AuditRecord(id=key[0] if key else None, **values)
+    session.info.setdefault(GATHERED, []).append(values)
+    return AuditRecord(id=None, **values)
 
 
 def _clipped(detail: str | None) -> str | None:
@@ -110,25 +114,66 @@ def head_request() -> bool:
 
 
 def hold(session: Session) -> None:
-    """Keep the records ``session`` writes from now on until ``release`` (or the commit)."""
-    session.info[HELD] = []
+    """Mark the records ``session`` gathers from now on: ``release`` qualifies them."""
+    session.info[HELD] = len(session.info.get(GATHERED, ()))
 
 
 def release(session: Session, qualifier: str | None = None) -> None:
-    """Write the records held in ``session``, disclosures qualified by ``qualifier``."""
-    held: list[dict[str, Any]] | None = session.info.pop(HELD, None)
-    if not held:
+    """Qualify the disclosures gathered in ``session`` since ``hold`` by ``qualifier`` (none:
+    they stand as disclosures); they are written at the commit with the others."""
+    mark: int | None = session.info.pop(HELD, None)
+    if mark is None or not qualifier:
         return
-    for values in held:
-        if qualifier and values["action"] in DISCLOSURES:
+    for values in session.info.get(GATHERED, [])[mark:]:
+        if values["action"] in DISCLOSURES:
             values["action"] = f"{values['action']}-{qualifier}"
-    session.connection().execute(_INSERT, held)
 
 
 @event.listens_for(Session, "before_commit")
-def _release_before_commit(session: Session) -> None:
-    """Never lose a held record: write what a route held and did not release."""
-    release(session)
+def write_gathered(session: Session) -> None:
+    """Write the records gathered in the transaction being committed before its COMMIT, with
+    one INSERT executed for all of them (``executemany``: one prepared statement stepped per
+    row on SQLite, one pipelined batch on PostgreSQL with psycopg 3; a statement of many VALUES
+    would be compiled anew for every count of rows, which costs ten times more). A read's
+    response is sent only after its transaction committed, so never before its record is
+    durable. A savepoint's commit leaves them to the enclosing transaction."""
+    if session.in_nested_transaction():
+        return
+    rows: list[dict[str, Any]] | None = session.info.pop(GATHERED, None)
+    session.info.pop(HELD, None)
+    if rows:
+        session.connection().execute(_INSERT, rows if len(rows) > 1 else rows[0])
+
+
+@event.listens_for(Session, "after_transaction_create")
+def _mark_savepoint(session: Session, transaction: Any) -> None:
+    """Remember how many records were gathered when a savepoint began."""
+    if transaction.nested:
+        session.info.setdefault(MARKS, {})[transaction] = len(session.info.get(GATHERED, ()))
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_rolled_back(session: Session, previous_transaction: Any) -> None:
+    """Drop the records of a rolled-back savepoint (a batch entry that failed): what they
+    record did not happen (a rolled-back transaction's go in ``_end_transaction``)."""
+    marks: dict[Any, int] = session.info.get(MARKS, {})
+    if previous_transaction.nested and previous_transaction in marks:
+        del session.info.get(GATHERED, [])[marks.pop(previous_transaction):]
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _end_transaction(session: Session, transaction: Any) -> None:
+    """Forget, when the outermost transaction ends, whatever it did not write (nothing, after
+    a commit) and its savepoints' marks (``after_soft_rollback`` follows this event, so a
+    savepoint's mark stays until then)."""
+    if transaction.parent is None:
+        _forget(session)
+
+
+def _forget(session: Session) -> None:
+    """Drop the gathered records and marks of ``session``."""
+    for key in (GATHERED, HELD, MARKS):
+        session.info.pop(key, None)
 
 
 def record_refusal(response: Response) -> Response:

@@ -82,12 +82,16 @@ def _event_of(record: AuditRecord, client: FlaskClient, callers: Callers) -> dic
 
 
 def _record(db: Database, action: str, **fields: Any) -> AuditRecord:
-    """Write one audit record as a system process would."""
+    """Write one audit record as a system process would; return it as stored (its id is
+    given at the commit: the records of a transaction are written together)."""
     caller = Caller("la-one", fields.pop("organisation", "E09000001"), [], frozenset(),
                     fields.pop("purpose", None))
     with db.transaction() as session:
-        entry = audit.record(session, action, caller=caller, **fields)
-    return entry
+        audit.record(session, action, caller=caller, **fields)
+    with db.sessions() as session:
+        stored = session.scalars(select(AuditRecord).order_by(AuditRecord.id.desc())).first()
+    assert stored is not None and stored.action == action
+    return stored
 
 
 @pytest.mark.parametrize(("action", "fields"), [
