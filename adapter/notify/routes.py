@@ -88,7 +88,10 @@ def status_instance(resource_id: str) -> Response:
 def events_instance(resource_id: str) -> Response:
     """``GET /fhir/Subscription/{id}/$events``: past events, rendered for the caller now."""
     check_id("Subscription", resource_id)
-    with get_db().transaction() as session:
+    # A write transaction: the past events' children are recorded in the delivery ledger
+    # and audited as they are rendered, and on SQLite a deferred transaction that reads and
+    # then writes fails when another writer committed in between (adapter.db).
+    with get_db().write_transaction() as session:
         subscription = owned(session, resource_id, caller())
         return fhir_response(events_bundle(session, subscription, caller(), request.args))
 
@@ -100,7 +103,7 @@ def holders(resource_id: str) -> Response:
     :raises NotFound: no such child and nothing in the ledger.
     """
     check_id("Patient", resource_id)
-    with get_db().transaction() as session:
+    with get_db().write_transaction() as session:  # it writes its audit record (adapter.db)
         entries = ledger.holders(session, resource_id)
         known = session.scalar(select(Child.id).where(Child.resource_id == resource_id))
         if not entries and known is None:
