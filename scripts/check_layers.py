@@ -72,11 +72,8 @@ KNOWN: tuple[tuple[str, str, str], ...] = (
      "directory $validate: the kit's directory check moves under directory/"),
     ("adapter/store/careteams.py", "adapter.fhir.references", _PROVIDERS),
     ("adapter/store/careteams.py", "adapter.fhir.handlers", _PROVIDERS),
+    ("adapter/store/careteams.py", "adapter.fhir.patient_search", _PROVIDERS),
     ("adapter/store/careteams.py", "adapter.fhir.search", _PROVIDERS),
-    ("adapter/store/children.py", "adapter.fhir.references", _PROVIDERS),
-    ("adapter/store/children.py", "adapter.fhir.handlers", _PROVIDERS),
-    ("adapter/store/children.py", "adapter.fhir.search", _PROVIDERS),
-    ("adapter/store/children.py", "adapter.fhir.validation", _PROVIDERS),
     ("adapter/store/organisations.py", "adapter.fhir.handlers", _PROVIDERS),
     ("adapter/store/organisations.py", "adapter.fhir.search", _PROVIDERS),
 )

@@ -13,12 +13,13 @@ from typing import Any, Final
 
 from sqlalchemy.orm import Session
 
+from adapter.fhir.providers.patient import render_patient
 from adapter.models import Assessment, Child
 from adapter.registry import child_types, referenced_types
 from adapter.security.caller import Caller
 from adapter.security.policy import may_see_child, may_see_involvement, may_see_lead, may_see_member
 from adapter.store.careteams import render_ecaf, render_team, team_is_listed
-from adapter.store.children import render_patient
+from adapter.store.children import base
 from adapter.store.practitioner_roles import (
     involvement_role,
     lead_role,
@@ -53,7 +54,7 @@ def child_resources(session: Session, child: Child, caller: Caller,
     """Yield those of ``types`` among the child's Patient, its team CareTeam (when a search
     would list it) and the PractitionerRoles of the involvements ``caller`` may see."""
     if "Patient" in types:
-        yield render_patient(session, child, caller, None).resource
+        yield render_patient(session, child, caller, None, base=base()).resource
     if "CareTeam" in types and team_is_listed(child, caller):
         yield render_team(session, child, caller, None).resource
     if "PractitionerRole" in types and may_see_child(child, caller):

@@ -26,6 +26,7 @@ from adapter import codes
 from adapter.errors import Forbidden, Gone, Invalid, NotFound, issue
 from adapter.fhir import references
 from adapter.fhir.handlers import Rendered
+from adapter.fhir.patient_search import PATIENT_PARAMS, criterion_condition
 from adapter.fhir.search import (
     BY_IDENTIFIER,
     NOT,
@@ -54,13 +55,7 @@ from adapter.security.policy import (
     visible_to,
 )
 from adapter.store import history
-from adapter.store.children import (
-    BREAK_GLASS,
-    PATIENT_PARAMS,
-    base,
-    child_query,
-    criterion_condition,
-)
+from adapter.store.children import BREAK_GLASS, base, child_query
 from adapter.store.organisations import (
     matching_codes,
     organisation_identifier_condition,

@@ -13,6 +13,7 @@ from adapter.errors import Conflict, Forbidden, Gone, Invalid, MethodNotAllowed,
 from adapter.fhir import references
 from adapter.fhir.careteam_notes import careteam_changes
 from adapter.fhir.handlers import Page, Rendered, WriteResult
+from adapter.fhir.providers.patient import render_patient
 from adapter.fhir.search import SearchParam, SearchRequest
 from adapter.fhir.validation import require_valid, validate_stored
 from adapter.mapping import fhir as mapping
@@ -51,7 +52,7 @@ from adapter.store.careteams import (
     team_condition,
     team_query,
 )
-from adapter.store.children import base, render_patient, require_own_authority
+from adapter.store.children import base, require_own_authority
 from adapter.store.organisations import (
     Kind,
     check_body_id,
@@ -224,7 +225,7 @@ class CareTeamProvider:
         if "CareTeam:subject" in search.includes:
             children = {id(c): c for c in (r if isinstance(r, Child) else r.child for r in rows)}
             for child in children.values():
-                patient = render_patient(session, child, caller, "search").resource
+                patient = render_patient(session, child, caller, "search", base=base()).resource
                 found.setdefault(("Patient", patient["id"]), patient)
         return list(found.values())
 
