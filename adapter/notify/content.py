@@ -20,8 +20,9 @@ from adapter.models.notify import DIRECTORY_TOPIC, ECAF_TOPIC, Event
 from adapter.notify.bundle import reference_entry
 from adapter.security import audit
 from adapter.security.caller import Caller
-from adapter.security.policy import child_visible, disclose_child, visible_to
+from adapter.security.policy import child_visible, disclose_child
 from adapter.security.scopes import parse_scopes
+from adapter.store.rows import entry_rows
 
 
 @dataclass(frozen=True)
@@ -101,21 +102,12 @@ def may_resend(session: Session, discloses: list[str] | None, caller: Caller) ->
     return hidden is None
 
 
-def _visible_child(session: Session, resource_id: str | None, caller: Caller) -> Child | None:
-    """Return the child with FHIR id ``resource_id`` if ``caller`` may see it at all (archived
-    entries are invisible to ordinary callers, docs/domain.md "Retention")."""
-    from adapter.store.children import child_query
-
-    if resource_id is None:
-        return None
-    return session.scalar(child_query().where(Child.resource_id == resource_id,
-                                              visible_to(caller)))
-
-
 def _patient(session: Session, event: EventData, caller: Caller, base: str) -> Rendered:
-    """Return the Patient of a directory event as ``caller`` may see it (audited)."""
+    """Return the Patient of a directory event as ``caller`` may see it (audited): the entry
+    as light records (``adapter.store.rows``), None when it is archived for an ordinary caller
+    (docs/domain.md "Retention")."""
     focus = focus_of(event)
-    child = _visible_child(session, event.focus_id, caller)
+    child = entry_rows(session, event.focus_id, caller) if event.focus_id is not None else None
     if child is None:
         return Rendered([reference_entry(base, focus, event.action, status="404")])
     disclosure = disclose_child(child, caller)
