@@ -57,7 +57,7 @@ def child_resources(session: Session, child: Child | ChildRow, caller: Caller,
     read as light records (``adapter.store.rows``) is read so for its Patient alone: the
     exporter loads ORM records whenever the other types are asked for."""
     if "Patient" in types:
-        yield render_patient(session, child, caller, None, base=base()).resource
+        yield render_patient(session, child, caller, None, base()).resource
     if isinstance(child, ChildRow):
         return
     if "CareTeam" in types and team_is_listed(child, caller):

@@ -57,8 +57,7 @@ from adapter.store.rows import entries_rows
 
 
 def render_patient(session: Session, child: Child | ChildRow, caller: Caller,
-                   action: str | None, current: Child | None = None, *,
-                   base: str) -> Rendered:
+                   action: str | None, base: str, current: Child | None = None) -> Rendered:
     """Disclose, audit (as ``action``; None when the write's own record covers it) and map
     one child for ``caller`` under the canonical ``base``; ``current`` is the entry now when
     ``child`` is an earlier version (judged by both, docs/domain.md "Shielding")."""
@@ -113,7 +112,7 @@ class PatientProvider:
     def _render(self, session: Session, child: Child | ChildRow, caller: Caller,
                 action: str | None, current: Child | None = None) -> Rendered:
         """Return ``child`` rendered for ``caller`` (``render_patient``) under this base."""
-        return render_patient(session, child, caller, action, current, base=self.base)
+        return render_patient(session, child, caller, action, self.base, current)
 
     def read(self, session: Session, resource_id: str, caller: Caller) -> Rendered:
         """Return the current Patient as ``caller`` may see it (from light records)."""
