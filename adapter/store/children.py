@@ -73,8 +73,10 @@ def _one_child_statement(admin: bool) -> Select[Child]:
 
 @functools.cache
 def children_statement() -> Select[Child]:
-    """Return the statement loading the children of a search page (parameter ``ids``, ids
-    already filtered by the search and its caller's visibility), in id order."""
+    """Return the statement loading the children of a search page as ORM records (parameter
+    ``ids``, ids already filtered by the search and its caller's visibility), in id order:
+    for what is rendered from ORM records (a page's CareTeams, ``_revinclude``); the page's
+    Patients are read as light records (``adapter.store.rows.entries_rows``)."""
     return _joined_child().where(Child.id.in_(bindparam("ids", expanding=True))) \
         .order_by(Child.id)
 
