@@ -25,7 +25,7 @@ from pathlib import Path
 # every layer below it.
 LAYERS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("codes", "identifiers", "identity", "systems", "config", "settings", "errors", "xmlsafe",
-      "vendored", "retention", "registry", "wellformed"),
+      "vendored", "retention", "registry", "wellformed", "findings"),
      "values and rules that need nothing else of the gateway: code lists, identifier and "
      "identity rules, FHIR system URIs, settings, error types, hardened XML parsing, "
      "well-formed FHIR content rules, the declaration of every FHIR resource type (providers "
@@ -57,7 +57,8 @@ LAYERS: tuple[tuple[tuple[str, ...], str], ...] = (
 # request or an app (settings are passed in).
 NO_FLASK: tuple[str, ...] = (
     "codes", "identifiers", "identity", "systems", "config", "settings", "errors", "xmlsafe",
-    "vendored", "retention", "registry", "wellformed", "models", "mapping", "store", "imports",
+    "vendored", "retention", "registry", "wellformed", "findings", "models", "mapping", "store",
+    "imports",
     "security.policy", "security.ledger", "security.scopes", "security.keys", "security.tokens",
     "security.clients",
 )
@@ -68,8 +69,6 @@ NO_FLASK: tuple[str, ...] = (
 _PROVIDERS = "providers: handler classes move from store/ to adapter/fhir/providers/"
 _SETTINGS = "settings: a Settings object passed in instead of current_app"
 KNOWN: tuple[tuple[str, str, str], ...] = (
-    ("adapter/directory/routes.py", "adapter.kit.check",
-     "directory $validate: the kit's directory check moves under directory/"),
     ("adapter/store/careteams.py", "adapter.fhir.references", _PROVIDERS),
     ("adapter/store/careteams.py", "adapter.fhir.handlers", _PROVIDERS),
     ("adapter/store/careteams.py", "adapter.fhir.patient_search", _PROVIDERS),

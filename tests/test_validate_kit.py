@@ -29,10 +29,12 @@ from adapter import create_app
 from adapter.cli import main
 from adapter.db import Database
 from adapter.demo import load_demo_data
+from adapter.directory.check import check_directory_body
 from adapter.directory.cli import cli_caller
 from adapter.errors import BadRequest
 from adapter.export.runner import join_jobs
-from adapter.kit.check import check_directory_body, check_file, outcome_issues
+from adapter.findings import outcome_issues
+from adapter.kit.check import check_file
 from adapter.kit.cli import exit_code
 from adapter.models import AuditRecord, Child, Organisation
 from tests.api.conftest import bearer

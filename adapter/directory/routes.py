@@ -8,7 +8,7 @@
   document, a DTD, no header, not XML) is a 400 OperationOutcome and changes nothing.
 - ``POST /directory/entries/$validate`` and ``POST /directory/assessments/$validate`` take a
   batch (or one record) as an import does and check it record by record with the import's
-  checks that need no stored data (``adapter.kit.check``); they store nothing and answer 200
+  checks that need no stored data (``adapter.directory.check``); they store nothing and answer 200
   with an OperationOutcome naming each bad record's position, element and reason.
 - ``GET /directory/entries/{contactpoint-id}``, ``GET /directory/assessments/{assessment-id}``
   and ``GET /directory/{entries|assessments}?authority=<GSS>&changed-since=<instant>&_count=<n>``
@@ -34,6 +34,7 @@ from werkzeug.datastructures import MultiDict
 
 from adapter import identifiers
 from adapter.db import get_db
+from adapter.directory.check import check_directory_body
 from adapter.directory.reader import iter_assessment_data, iter_entry_data
 from adapter.directory.writer import (
     ImportOutcome,
@@ -43,6 +44,7 @@ from adapter.directory.writer import (
 )
 from adapter.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, operation_outcome
 from adapter.export import directory as export
+from adapter.findings import outcome_issues
 from adapter.http import fhir_response, public_base
 from adapter.imports.directory import import_assessments, import_entries
 from adapter.security.access import authenticated, interaction, require_scope
@@ -175,8 +177,6 @@ def validate_response(family: str) -> Response:
 
     :raises BadRequest: the body is not directory XML of this family.
     """
-    from adapter.kit.check import check_directory_body, outcome_issues
-
     report = check_directory_body(batch_body(), family)
     return fhir_response(operation_outcome(outcome_issues(report)))
 

@@ -29,6 +29,7 @@ from adapter.fhir.routes import (
     run_search_page,
 )
 from adapter.http import fhir_response
+from adapter.security import audit
 from adapter.security.access import authenticated, require_scope
 from adapter.wellformed import Unrenderable, require_shape
 
@@ -297,17 +298,29 @@ def run_transaction(entries: list[Entry], handlers: dict[str, ResourceHandler]) 
     """
     known: dict[str, str] = {}
     responses: dict[int, dict[str, Any]] = {}
-    with get_db().write_transaction() as session:
-        for entry in processing_order(entries):
-            try:
+    failed: Entry | None = None
+    try:
+        with get_db().write_transaction() as session:
+            for entry in processing_order(entries):
+                failed = entry
                 responses[entry.index] = run_entry(session, entry, handlers, known)
-            except GatewayError as error:
-                raise _located(error, entry) from error
+            failed = None  # what fails at the commit is no entry's
+    except GatewayError as error:
+        if failed is None:
+            raise
+        if failed.method == "GET":
+            # The transaction's own records went with its rollback: the refused read is
+            # recorded in a transaction of its own, as a refused GET route's is
+            # (adapter.security.audit.record_refusal).
+            with get_db().write_transaction() as session:
+                _record_refused_read(session, failed, handlers, error)
+        raise _located(error, failed) from error
     return [responses[e.index] for e in entries]
 
 
 def run_batch(entries: list[Entry], handlers: dict[str, ResourceHandler]) -> list[Any]:
-    """Carry out a batch: each entry in its own savepoint; failures reported per entry."""
+    """Carry out a batch: each entry in its own savepoint; failures reported per entry (a
+    refused GET entry recorded as a refused read, after its savepoint's rollback)."""
     responses = []
     with get_db().write_transaction() as session:
         for entry in entries:
@@ -315,10 +328,33 @@ def run_batch(entries: list[Entry], handlers: dict[str, ResourceHandler]) -> lis
                 with session.begin_nested():
                     responses.append(run_entry(session, entry, handlers, {}))
             except GatewayError as error:
+                if entry.method == "GET":
+                    _record_refused_read(session, entry, handlers, error)
                 responses.append({"response": {
                     "status": str(error.status),
                     "outcome": _located(error, entry).to_outcome()}})
     return responses
+
+
+def _record_refused_read(session: Session, entry: Entry, handlers: dict[str, ResourceHandler],
+                         error: GatewayError) -> None:
+    """Record a GET entry that was refused (4xx) or failed (5xx) as ``<action>-refused``
+    (outcome 4) or ``<action>-failed`` (outcome 8), as a refused GET route is (docs/domain.md
+    "Who used it"): the entry's read, vread or search, naming the resource only when it may
+    exist (401 or 403: a 404 or 410 names nothing live, and must not put its id in the trail)."""
+    try:
+        handler, rest, _query = _target(entry, handlers)
+    except GatewayError:
+        resource_type, rest = None, []
+    else:
+        resource_type = handler.resource_type
+    action = "search" if not rest else "vread" if len(rest) == 3 else "read"
+    qualifier, outcome = ("failed", "8") if error.status >= 500 else ("refused", "4")
+    named = rest[0] if rest and error.status in (401, 403) else None
+    audit.record(session, f"{action}-{qualifier}", resource_type=resource_type,
+                 resource_id=named, child_ref=named if resource_type == "Patient" else None,
+                 outcome=outcome, caller=caller(),
+                 detail=f"batch entry {entry.index}: GET answered HTTP {error.status}")
 
 
 @authenticated("write")

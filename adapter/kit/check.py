@@ -10,187 +10,40 @@ the database, through the same functions (docs/architecture.md "Inbound validati
   mapping's rules and what it would not keep); a transaction or batch entry's request as
   ``POST /fhir`` reads it (``adapter.fhir.transaction``);
 - directory XML (a ``DirectoryEntries`` or ``AssessmentReferences`` batch, or one record):
-  the XSD and the rules of ``adapter.directory.reader``, and for entries the parts rule of
-  ``adapter.imports.entries.check_parts``.
+  the directory's own check (``adapter.directory.check``), which its ``$validate`` routes use.
 
 What only the live gateway can check (it needs the stored directory, or the network) is
-listed in ``LIVE_CHECKS`` and said in every report.
+listed in ``adapter.findings.LIVE_CHECKS`` and said in every report.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import re
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import Any, Final
 
 import orjson
 from flask import current_app
-from lxml import etree
 
+from adapter.directory.check import check_directory_batch, check_directory_record
 from adapter.errors import BadRequest, GatewayError, Invalid, issue
 from adapter.fhir import validation
 from adapter.fhir.handlers import ResourceHandler
+from adapter.findings import (
+    HEAD_BYTES,
+    FileReport,
+    Finding,
+    Unusable,
+    error_finding,
+    kind_of_head,
+)
 from adapter.security.caller import Caller
 from adapter.wellformed import root_expression, shape_flaws
 
-DIRECTORY_NS: Final = "urn:contactpoint-gateway:directory:1"
-FHIR_NS: Final = "http://hl7.org/fhir"
-# What a file is, by its first element (XML) or its shape (JSON).
-XML_KINDS: Final = {
-    f"{{{DIRECTORY_NS}}}DirectoryEntries": "directory-entries",
-    f"{{{DIRECTORY_NS}}}AssessmentReferences": "directory-assessments",
-    f"{{{DIRECTORY_NS}}}DirectoryEntry": "directory-entry",
-    f"{{{DIRECTORY_NS}}}AssessmentReference": "directory-assessment",
-    f"{{{FHIR_NS}}}Bundle": "bundle-xml",
-}
-KIND_NAMES: Final = {
-    "fhir-json": "FHIR resource (JSON)", "fhir-xml": "FHIR resource (XML)",
-    "bundle-json": "FHIR Bundle (JSON)", "bundle-xml": "FHIR Bundle (XML)",
-    "ndjson": "NDJSON of FHIR resources",
-    "directory-entries": "directory XML DirectoryEntries batch",
-    "directory-assessments": "directory XML AssessmentReferences batch",
-    "directory-entry": "directory XML DirectoryEntry",
-    "directory-assessment": "directory XML AssessmentReference",
-}
-# How a kind counts its records in a position.
-UNITS: Final = {"bundle-json": "entry", "bundle-xml": "entry", "ndjson": "line",
-                "directory-entries": "record", "directory-assessments": "record",
-                "directory-entry": "record", "directory-assessment": "record",
-                "fhir-json": "resource", "fhir-xml": "resource"}
-HEAD_BYTES: Final = 1 << 16
-# Resources that are reports, not data: the import skips them (adapter.fhir.file_import).
 REPORT_TYPES: Final = frozenset({"OperationOutcome"})
-FAILING: Final = frozenset({"error", "fatal"})
-LINE_RE: Final = re.compile(r"line (\d+)")
 ENTRY_RE: Final = re.compile(r"^Bundle\.entry\[(\d+)\]")
-
-# The checks of a write that need the live gateway: the stored directory or the network.
-LIVE_CHECKS: Final = {
-    "fhir": (
-        "references to Organization, Practitioner, PractitionerRole and Patient name records "
-        "the directory holds (or entries of the same transaction)",
-        "the sender may write the record: its managing authority (Patient, directory entry), "
-        "the organisation providing an involvement, an organisation's own or a practitioner's "
-        "employer's record",
-        "a Patient without managingOrganization comes from a local authority's own system "
-        "(which then manages it; from any other sender it is refused)",
-        "one live directory entry per NHS number; identifiers and organisation codes not held "
-        "by another record",
-        "the version a write names (If-Match, meta.versionId) is the stored one",
-        "a Subscription's rest-hook endpoint resolves to public internet addresses",
-    ),
-    "directory": (
-        "the entry's managing authority is the sender's own; shielded and archived entries",
-        "organisations and practitioners are described as the directory holds them",
-        "the version a record carries is the stored one; identifiers not held by another "
-        "record; one live directory entry per NHS number",
-        "an assessment reference's child is in the directory",
-    ),
-}
-
-
-class Unusable(Exception):
-    """A file that is none of the kinds the kit checks, or cannot be read."""
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One issue of one record: where it is, what it is."""
-
-    record: int | None
-    line: int | None
-    severity: str
-    message: str
-    path: str | None = None
-    full_url: str | None = None
-    code: str = "invalid"
-
-
-@dataclass
-class FileReport:
-    """The findings of one file (or request body)."""
-
-    name: str
-    kind: str
-    records: int = 0
-    findings: list[Finding] = field(default_factory=list)
-    unusable: str | None = None
-
-    @property
-    def errors(self) -> int:
-        """Return how many findings are errors (or fatal)."""
-        return sum(1 for f in self.findings if f.severity in FAILING)
-
-    @property
-    def warnings(self) -> int:
-        """Return how many findings are warnings."""
-        return sum(1 for f in self.findings if f.severity == "warning")
-
-    @property
-    def bad_records(self) -> int:
-        """Return how many records have at least one error."""
-        return len({f.record for f in self.findings if f.severity in FAILING})
-
-    def position(self, finding: Finding) -> str:
-        """Return where ``finding`` is, in this kind's terms (``entry 2 (urn:uuid:...)``,
-        ``line 3``, ``record 4, line 57``)."""
-        unit = UNITS.get(self.kind, "record")
-        if unit == "line":
-            return f"line {finding.line}" if finding.line else "the file"
-        if unit == "resource":
-            return f"line {finding.line}" if finding.line else "the resource"
-        where = f"{unit} {finding.record}" if finding.record else "the document"
-        if finding.full_url:
-            where += f" ({finding.full_url})"
-        if finding.line:
-            where += f", line {finding.line}"
-        return where
-
-
-# --- detection -----------------------------------------------------------------------------
-
-def xml_root(head: bytes) -> str | None:
-    """Return the qualified name of the first element of an XML document's ``head`` (None:
-    not XML). Only the start of the document is read; DTDs and entities stay off."""
-    parser = etree.XMLPullParser(events=("start",), resolve_entities=False, no_network=True,
-                                 load_dtd=False)
-    found: list[str] = []
-    with contextlib.suppress(etree.XMLSyntaxError):  # a head cut anywhere: the start counts
-        parser.feed(head)
-        found = [str(element.tag) for _event, element in parser.read_events()
-                 if isinstance(element, etree._Element)]
-    if not found:
-        with contextlib.suppress(etree.XMLSyntaxError):
-            found = [str(element.tag) for _event, element in parser.read_events()
-                     if isinstance(element, etree._Element)]
-    return found[0] if found else None
-
-
-def kind_of_head(head: bytes, ndjson: Callable[[], bool]) -> str:
-    """Return the kind of a document by its first bytes; ``ndjson`` tells whether a JSON
-    document is NDJSON (more than one line holding a resource).
-
-    :raises Unusable: none of the kinds.
-    """
-    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
-    if text.startswith(b"<"):
-        root = xml_root(head)
-        if root is None:
-            raise Unusable("not well-formed XML at its start")
-        if root in XML_KINDS:
-            return XML_KINDS[root]
-        if root.startswith(f"{{{FHIR_NS}}}"):
-            return "fhir-xml"
-        raise Unusable("XML that is neither directory XML (namespace "
-                       f"{DIRECTORY_NS}) nor FHIR (namespace {FHIR_NS})")
-    if text.startswith(b"{"):
-        return "ndjson" if ndjson() else "fhir-json"
-    raise Unusable("neither XML nor a JSON object: not a FHIR resource, Bundle, NDJSON or "
-                   "directory XML")
 
 
 def kind_of_file(path: Path) -> str:
@@ -286,14 +139,6 @@ def _finding(found: dict[str, Any], record: int | None, line: int | None,
                    found.get("code", "invalid"))
 
 
-def _error_finding(error: GatewayError, record: int | None, line: int | None,
-                   severity: str = "error") -> Finding:
-    """Return a refused document or record as a finding (its line taken from its message)."""
-    found = LINE_RE.search(error.message)
-    return Finding(record, line or (int(found.group(1)) if found else None), severity,
-                   error.message, error.expression, None, error.issue_code)
-
-
 def check_resource(report: FileReport, resource: dict[str, Any], caller: Caller,
                    line: int | None = None) -> None:
     """Check one FHIR resource document (JSON or XML) into ``report``."""
@@ -312,7 +157,7 @@ def check_ndjson(report: FileReport, lines: Iterator[tuple[int, bytes]],
         try:
             resource = parse_json_resource(text, "The line")
         except BadRequest as error:
-            report.findings.append(_error_finding(error, report.records, number))
+            report.findings.append(error_finding(error, report.records, number))
             continue
         report.findings.extend(_finding(i, report.records, number)
                                for i in resource_issues(resource, caller))
@@ -398,7 +243,7 @@ def _check_order(report: FileReport, bundle: dict[str, Any]) -> None:
     try:
         processing_order(_entries(bundle))
     except GatewayError as error:
-        report.findings.append(_error_finding(error, None, None))
+        report.findings.append(error_finding(error, None, None))
 
 
 def check_document(report: FileReport, resource: dict[str, Any], caller: Caller,
@@ -422,7 +267,7 @@ def check_fhir_xml(report: FileReport, data: bytes, caller: Caller) -> None:
         entry = ENTRY_RE.match(error.expression or "")
         record = int(entry.group(1)) + 1 if entry else 1
         report.records = max(report.records, record)
-        report.findings.append(_error_finding(error, record, None,
+        report.findings.append(error_finding(error, record, None,
                                               "fatal" if report.kind == "bundle-xml"
                                               else "error"))
         return
@@ -436,83 +281,9 @@ def check_fhir_json(report: FileReport, data: bytes, caller: Caller) -> None:
     try:
         resource = parse_json_resource(data, "The file")
     except BadRequest as error:
-        report.findings.append(_error_finding(error, None, None))
+        report.findings.append(error_finding(error, None, None))
         return
     check_document(report, resource, caller, "bundle-json")
-
-
-# --- directory XML ---------------------------------------------------------------------------
-
-def _record_findings(position: int, line: int | None, item: Any,
-                     entries: bool) -> list[Finding]:
-    """Return the findings of one record the reader gave (its error, or the parts rule)."""
-    from adapter.directory.reader import RecordInvalid
-    from adapter.imports.entries import check_parts
-
-    if isinstance(item, RecordInvalid):
-        return [Finding(position, line, "error", item.message, item.expression)]
-    if entries:
-        try:
-            check_parts(item)
-            live_entry_age_rules(item)
-        except Invalid as error:
-            return [Finding(position, line, "error", error.message, error.expression)]
-    return []
-
-
-def live_entry_age_rules(data: Any) -> None:
-    """A live entry's person is within the directory's age rules, as a FHIR ``$validate``
-    and the kit's FHIR check report it (``PatientProvider.validate``): the import refuses
-    a new or re-dated live entry outside them (``adapter.store.entry_rules``).
-
-    :raises Invalid: outside the age rules (the rule quoted).
-    """
-    from adapter.store.entry_rules import require_within_age_rules
-
-    if (data.get("record_status") or "live") == "live":
-        require_within_age_rules(data["birth_date"], data["death_date"],
-                                 data["extended_retention"], "DirectoryEntry/BirthDate",
-                                 "DirectoryEntry/DeathDate")
-
-
-def check_directory_batch(report: FileReport, source: str | IO[bytes]) -> None:
-    """Check a directory XML batch record by record into ``report`` (position: record number
-    and line); a document that stops being readable ends with a fatal finding there."""
-    from adapter.directory.reader import iter_assessment_data, iter_entry_data
-
-    entries = report.kind == "directory-entries"
-    items = iter_entry_data(source) if entries else iter_assessment_data(source)
-    try:
-        for position, line, item in items:
-            report.records = position
-            report.findings.extend(_record_findings(position, line, item, entries))
-    except BadRequest as error:
-        # A line in the message: the document broke inside the record after the last one
-        # read; none: it was refused as a whole (a DTD, another root, no Header).
-        found = LINE_RE.search(error.message)
-        record = report.records + 1 if found else None
-        report.records = record or report.records
-        report.findings.append(Finding(
-            record, int(found.group(1)) if found else None, "fatal",
-            f"the document is unreadable from here on: {error.message}", error.expression,
-            None, error.issue_code))
-
-
-def check_directory_record(report: FileReport, data: bytes) -> None:
-    """Check a document of one directory XML record (``DirectoryEntry`` or
-    ``AssessmentReference``) into ``report``."""
-    from adapter.directory.reader import ASSESSMENTS, ENTRIES, _line, _read_record
-    from adapter.xmlsafe import parse_bytes
-
-    try:
-        root = parse_bytes(data)
-    except BadRequest as error:
-        report.findings.append(_error_finding(error, 1, None, "fatal"))
-        return
-    report.records = 1
-    entries = report.kind == "directory-entry"
-    item = _read_record(root, ENTRIES if entries else ASSESSMENTS)
-    report.findings.extend(_record_findings(1, _line(root), item, entries))
 
 
 # --- files -----------------------------------------------------------------------------------
@@ -547,11 +318,6 @@ def check_file(path: Path, caller: Caller, name: str | None = None) -> FileRepor
     return report
 
 
-def live_checks(kind: str) -> tuple[str, ...]:
-    """Return the checks of the live gateway that a file of ``kind`` is not put through."""
-    return LIVE_CHECKS["directory" if kind.startswith("directory") else "fhir"]
-
-
 def report_json(report: FileReport) -> dict[str, Any]:
     """Return a file's report as JSON-ready data."""
     return {
@@ -568,79 +334,3 @@ def report_json(report: FileReport) -> dict[str, Any]:
 def dumps(value: Any) -> bytes:
     """Return ``value`` as indented JSON."""
     return orjson.dumps(value, option=orjson.OPT_INDENT_2)
-
-
-# --- request bodies --------------------------------------------------------------------------
-
-DIRECTORY_FAMILIES: Final = {"entries": ("directory-entries", "directory-entry"),
-                              "assessments": ("directory-assessments", "directory-assessment")}
-ROOT_NAMES: Final = {"entries": "DirectoryEntries", "entry": "DirectoryEntry",
-                     "assessments": "AssessmentReferences", "assessment": "AssessmentReference"}
-
-
-class _Rejoined:
-    """A binary stream whose first bytes were read already (to tell its kind)."""
-
-    def __init__(self, head: bytes, rest: IO[bytes]) -> None:
-        self.head, self.rest = head, rest
-
-    def read(self, size: int = -1) -> bytes:
-        """Return the next bytes: the head first, then the rest of the stream."""
-        if self.head:
-            data, self.head = self.head, b""
-            return data
-        return self.rest.read(size)
-
-    def read_all(self) -> bytes:
-        """Return everything not read yet."""
-        chunks = [self.read()]
-        while chunk := self.rest.read(HEAD_BYTES):
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-
-def check_directory_body(source: IO[bytes], family: str) -> FileReport:
-    """Check a request body that should be directory XML of ``family`` (``entries`` or
-    ``assessments``): a batch record by record, or one record.
-
-    :raises BadRequest: the body is not directory XML of that family.
-    """
-    head = source.read(HEAD_BYTES)
-    wanted = DIRECTORY_FAMILIES[family]
-    try:
-        kind = kind_of_head(head, lambda: False)
-    except Unusable as error:
-        kind = str(error)
-    if kind not in wanted:
-        batch, record = (kind.split("-")[1] for kind in wanted)
-        raise BadRequest(f"The body is not a {ROOT_NAMES[batch]} batch nor a "
-                         f"{ROOT_NAMES[record]} document of namespace {DIRECTORY_NS}.")
-    report = FileReport("body", kind)
-    stream = _Rejoined(head, source)
-    if kind == wanted[0]:
-        check_directory_batch(report, stream)  # type: ignore[arg-type]  # read(size) is all lxml uses
-    else:
-        check_directory_record(report, stream.read_all())
-    return report
-
-
-ISSUE_LINE: Final = "http://hl7.org/fhir/StructureDefinition/operationoutcome-issue-line"
-
-
-def outcome_issues(report: FileReport) -> list[dict[str, Any]]:
-    """Return a report as OperationOutcome issues: one per finding (its position in the
-    diagnostics, its element path in ``location``, its line in the core extension
-    operationoutcome-issue-line), then a summary."""
-    items = []
-    for found in report.findings:
-        item = issue(found.severity, found.code, f"{report.position(found)}: {found.message}")
-        if found.path:
-            item["location"] = [found.path]  # an XPath-like path (R4: issue.location)
-        if found.line:
-            item["extension"] = [{"url": ISSUE_LINE, "valueInteger": found.line}]
-        items.append(item)
-    checks = "; ".join(live_checks(report.kind))
-    items.append(issue("information", "informational",
-                       f"{report.records} record(s) checked, {report.bad_records} with errors; "
-                       f"nothing was stored. Checked only on import: {checks}."))
-    return items

@@ -19,15 +19,8 @@ from typing import Final
 import click
 from flask.cli import with_appcontext
 
-from adapter.kit.check import (
-    FAILING,
-    KIND_NAMES,
-    FileReport,
-    check_file,
-    dumps,
-    live_checks,
-    report_json,
-)
+from adapter.findings import FAILING, KIND_NAMES, FileReport, live_checks
+from adapter.kit.check import check_file, dumps, report_json
 from adapter.security.policy.phase import command_kind
 
 EXIT_VALID, EXIT_INVALID, EXIT_UNUSABLE = 0, 1, 2

@@ -179,3 +179,42 @@ def test_audit_search_by_subtype_finds_the_qualified_reads(
     head, refused = (str(r.id) for r in records_of(demo, "la-one"))
     assert found == {"subtype=read-head": {head}, "subtype=read": {head, refused},
                      "outcome=4": {refused}}
+
+
+def test_refused_get_entries_of_batches_and_transactions_are_recorded_as_refused(
+        app: Flask, client: FlaskClient, callers: Callers, demo: Database) -> None:
+    """A GET entry of a batch or transaction that is refused is recorded as a refused read
+    (outcome 4), as a refused GET route is; the batch's answered GET is a plain read, and a
+    transaction's refusal is kept although the transaction is rolled back."""
+    child = visible_child(demo)
+    patients_writer = bearer(client, app, "writes-only", callers.authority,
+                             scopes="system/Patient.cu")
+    batch = {"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "GET", "url": f"Patient/{child.resource_id}"}},
+        {"request": {"method": "GET", "url": "Patient/no-such-child"}},
+        {"request": {"method": "GET", "url": "Patient?birthdate=notadate"}},
+    ]}
+    answer = client.post("/fhir", json=batch, headers=callers.la)
+    assert answer.status_code == 200, answer.json
+    assert [e["response"]["status"][:3] for e in answer.json["entry"]] == ["200", "404", "400"]
+    assert [(r.action, r.outcome, r.resource_id) for r in records_of(demo, "la-one")] == [
+        ("read", "0", child.resource_id), ("read-refused", "4", None),
+        ("search-refused", "4", None)]
+    assert held_by(demo, "la-one") == {child.resource_id}
+
+    refused = client.post("/fhir", json={**batch, "entry": batch["entry"][:1]},
+                          headers=patients_writer)
+    assert refused.json["entry"][0]["response"]["status"] == "403"
+    forbidden = records_of(demo, "writes-only")
+    assert [(r.action, r.outcome, r.child_ref) for r in forbidden] == \
+        [("read-refused", "4", child.resource_id)]
+    assert held_by(demo, "writes-only") == set()
+    assert "batch entry 0: GET answered HTTP 403" in event_of(client, callers,
+                                                               forbidden[0])["outcomeDesc"]
+
+    transaction = {"resourceType": "Bundle", "type": "transaction",
+                   "entry": [{"request": {"method": "GET", "url": "Patient/no-such-child"}}]}
+    failed = client.post("/fhir", json=transaction, headers=callers.la)
+    assert failed.status_code == 404 and failed.json["resourceType"] == "OperationOutcome"
+    assert [(r.action, r.outcome) for r in records_of(demo, "la-one")][-1] == \
+        ("read-refused", "4")
