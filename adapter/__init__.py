@@ -22,11 +22,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     ``config``; they are built here, once, and kept in ``app.extensions`` (read them in the
     web layer with ``adapter.http.current_settings``).
     """
+    from flask import Flask
+
     from adapter import db, health, http, security
     from adapter.fhir.xml import dumps_resource
 
     settings = settings_module.load(config)
-    app = http.GatewayFlask(__name__, static_folder=None)
+    app = Flask(__name__, static_folder=None)
     app.config = http.SettingsConfig(app, {**app.config, **(config or {}),
                                            **settings.as_config()})
     app.extensions["settings"], app.config.changed = settings, False

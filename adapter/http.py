@@ -17,11 +17,9 @@ from typing import Any, Final
 
 import orjson
 from flask import Config, Flask, Response, current_app, request
-from flask.ctx import AppContext
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from adapter import settings as settings_module
 from adapter.errors import GatewayError, Moved, NotAcceptable, issue, operation_outcome
 from adapter.settings import Settings
 
@@ -119,36 +117,6 @@ def settings_of(app: Flask) -> Settings:
         app.extensions["settings"] = Settings.from_mapping(config)
     settings: Settings = app.extensions["settings"]
     return settings
-
-
-class SettingsAppContext(AppContext):
-    """An application context that binds its app's settings for the code it runs
-    (``adapter.settings.current``: the storage layer reads them there, never Flask)."""
-
-    def __init__(self, app: Flask) -> None:
-        super().__init__(app)
-        self.settings_tokens: list[Any] = []  # a context may be pushed more than once
-
-    def push(self) -> None:
-        """Push the context and bind the app's settings."""
-        super().push()
-        app = self.app
-        self.settings_tokens.append(settings_module.bind(lambda: settings_of(app)))
-
-    def pop(self, *exc: Any) -> None:
-        """Pop the context (``exc`` as ``AppContext.pop``), then unbind its settings."""
-        try:
-            super().pop(*exc)
-        finally:
-            settings_module.unbind(self.settings_tokens.pop())
-
-
-class GatewayFlask(Flask):
-    """The gateway's Flask app: its application contexts bind its settings."""
-
-    def app_context(self) -> AppContext:
-        """Return a new application context binding this app's settings."""
-        return SettingsAppContext(self)
 
 
 def current_settings() -> Settings:

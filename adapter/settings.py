@@ -4,18 +4,14 @@
 then overrides). The app factory (``adapter.create_app``) and the command line build it once
 and pass it on: to the dispatcher and the database (constructor arguments), to every FHIR
 provider (``Provider(settings)``), to the decommissioning's commands, to the mappings
-(``base=settings.canonical_base``). What is not yet handed them (the Patient's storage, a
-notification's content) reads the settings the running operation :func:`bound`
-(:func:`current`): the web layer binds the app's for each application context, the dispatcher
-its own in each thread. Nothing here imports Flask.
+(``base=settings.canonical_base``), to a notification's content (the dispatcher's lanes).
+Nothing reads them from a global or a context variable, and nothing here imports Flask.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-from collections.abc import Callable, Iterator, Mapping
-from contextvars import ContextVar, Token
+from collections.abc import Mapping
 from typing import Any, get_type_hints
 
 from adapter import config
@@ -99,42 +95,6 @@ def load(overrides: Mapping[str, Any] | None = None,
     :raises ValueError: a value cannot be converted to its setting's type.
     """
     return Settings.from_mapping(config.load(overrides, environ))
-
-
-Source = Callable[[], Settings]
-_BOUND: ContextVar[Source | None] = ContextVar("gateway_settings", default=None)
-
-
-def bind(source: Source) -> Token[Source | None]:
-    """Make ``source`` give the running operation's settings (until :func:`unbind`); the web
-    layer binds its app's, read afresh each time (a test may change ``app.config``)."""
-    return _BOUND.set(source)
-
-
-def unbind(token: Token[Source | None]) -> None:
-    """Restore the settings bound before :func:`bind` returned ``token``."""
-    _BOUND.reset(token)
-
-
-@contextlib.contextmanager
-def bound(settings: Settings) -> Iterator[Settings]:
-    """Run the block with ``settings`` bound (a dispatcher thread, a test)."""
-    token = bind(lambda: settings)
-    try:
-        yield settings
-    finally:
-        unbind(token)
-
-
-def current() -> Settings:
-    """Return the settings the running operation bound.
-
-    :raises LookupError: none is bound (call within :func:`bound`, or an app context).
-    """
-    source = _BOUND.get()
-    if source is None:
-        raise LookupError("no Settings bound: run within adapter.settings.bound(...)")
-    return source()
 
 
 def _field_types() -> dict[str, type]:

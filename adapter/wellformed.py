@@ -273,12 +273,71 @@ class Unrenderable(GatewayError):
         self.label = label  # ``Type/id`` of the record
 
 
+def _gather(value: Any, strings: list[str]) -> bool:
+    """Append every element name and string value below ``value`` to ``strings``; return
+    False at the first thing only :func:`shape_flaws` can judge (a null, an empty object,
+    array or name, a blank string, a type other than the JSON ones), True when every string
+    is gathered and nothing else can be a flaw."""
+    kind = type(value)
+    if kind is dict:
+        if not value:
+            return False
+        for key, item in value.items():
+            if type(key) is not str or not key:
+                return False
+            strings.append(key)
+            if type(item) is str:
+                if not item.strip():
+                    return False
+                strings.append(item)
+            elif not _gather(item, strings):
+                return False
+        return True
+    if kind is list:
+        if not value:
+            return False
+        for item in value:
+            if type(item) is str:
+                if not item.strip():
+                    return False
+                strings.append(item)
+            elif not _gather(item, strings):
+                return False
+        return True
+    if kind is str:
+        if not value.strip():
+            return False
+        strings.append(value)
+        return True
+    return kind in (int, float, bool)
+
+
+def well_formed(resource: Mapping[str, Any]) -> bool:
+    """Return True when ``resource`` certainly has no shape flaw (``shape_flaws`` would find
+    none): every string gathered in one pass and searched once for a character XML 1.0
+    cannot carry, their total length far below the 1 MB bound of any one string. False
+    means "ask ``shape_flaws``", which names the flaw, if any. A rendered resource is
+    checked on every read, page and export (the record may have been stored before the door
+    existed); this pass costs a fraction of the path-building walk, which only runs for a
+    resource this pass cannot clear."""
+    strings: list[str] = []
+    if not _gather(resource, strings):
+        return False
+    text = "\n".join(strings)  # LF is a character XML 1.0 carries: it joins, never flaws
+    # At most 4 UTF-8 bytes a character (a surrogate, refused anyway, 3): under MAX_STRING/4
+    # characters in all, no one string can exceed MAX_STRING bytes.
+    return len(text) < MAX_STRING // 4 and XML_UNSAFE.search(text) is None
+
+
 def require_renderable(resource: Mapping[str, Any]) -> None:
     """Refuse to render a resource that would not be valid FHIR JSON and XML, logging its id
-    and the element (never the value) for the operators.
+    and the element (never the value) for the operators (``well_formed`` clears the common
+    case in one pass; ``shape_flaws`` names what is wrong).
 
     :raises Unrenderable: naming the resource and the element.
     """
+    if well_formed(resource):
+        return
     flaws = shape_flaws(resource)
     if not flaws:
         return

@@ -69,10 +69,6 @@ NO_FLASK: tuple[str, ...] = (
 _PROVIDERS = "providers: handler classes move from store/ to adapter/fhir/providers/"
 _SETTINGS = "settings: a Settings object passed in instead of current_app"
 KNOWN: tuple[tuple[str, str, str], ...] = (
-    ("adapter/store/children.py", "adapter.fhir.references", _PROVIDERS),
-    ("adapter/store/children.py", "adapter.fhir.handlers", _PROVIDERS),
-    ("adapter/store/children.py", "adapter.fhir.search", _PROVIDERS),
-    ("adapter/store/children.py", "adapter.fhir.validation", _PROVIDERS),
 )
 
 

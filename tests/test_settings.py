@@ -32,18 +32,15 @@ def test_one_typed_field_per_setting() -> None:
 
 
 def test_app_builds_its_settings_once_and_follows_config_changes(tmp_path: Path) -> None:
-    """The app factory's Settings are the app's until ``app.config`` changes; code below the
-    web layer reads the ones its application context bound."""
+    """The app factory's Settings are the app's until ``app.config`` changes; nothing reads
+    settings from a global or a context variable (they are passed in)."""
     app = create_app({"INSTANCE_PATH": str(tmp_path), "TESTING": True})
     first = settings_of(app)
     assert settings_of(app) is first
     assert app.config["TESTING"] is True
-    with app.app_context():
-        assert settings.current() is first
-        app.config["PUBLIC_URL"] = "https://gateway.example.org/"
-        assert settings.current().public_fhir_base == "https://gateway.example.org/fhir"
-    with pytest.raises(LookupError):
-        settings.current()
+    app.config["PUBLIC_URL"] = "https://gateway.example.org/"
+    assert settings_of(app).public_fhir_base == "https://gateway.example.org/fhir"
+    assert not hasattr(settings, "current") and not hasattr(settings, "bound")
 
 
 def test_each_app_keeps_the_providers_made_with_its_own_settings(tmp_path: Path) -> None:

@@ -50,15 +50,19 @@ from adapter.models import Assessment, Child, ExportJob
 from adapter.models.base import utcnow
 from adapter.models.canonical import as_utc
 from adapter.models.export import RUNNING_STATES
+from adapter.models.rows import ChildRow
 from adapter.registry import attribute, referenced_types, spec_of
 from adapter.security import audit, ledger
 from adapter.security.caller import Caller
 from adapter.security.policy import disclose_child, visible_to
 from adapter.store.children import child_query
+from adapter.store.rows import entries_rows
 from adapter.wellformed import Unrenderable, require_renderable
 
 log = logging.getLogger(__name__)
 BATCH_SIZE: Final = 500
+# An export of these types alone reads its children as light records (adapter/store/rows.py).
+PATIENTS_ONLY: Final = frozenset({"Patient"})
 BREAK_GLASS: Final = ("{n} shielded children were exported using the shielding right: each "
                       "access is recorded as an override and will be reviewed.")
 
@@ -155,7 +159,7 @@ class NdjsonExporter:
         """Record in the delivery ledger that the caller received these children's data."""
         ledger.record_deliveries(session, self.caller.client_id, child_refs, "export")
 
-    def _failed(self, item: ChildExport, child: Child, exc: Exception) -> None:
+    def _failed(self, item: ChildExport, child: Child | ChildRow, exc: Exception) -> None:
         """Turn a child that cannot be exported into an OperationOutcome line of the error
         file (export.html "Response - Complete Status": partial success is reported in
         ``error``)."""
@@ -194,16 +198,30 @@ class NdjsonExporter:
         """Return the next batch of children after internal id ``after`` as exports, how many
         were read and the last id (keyset paging)."""
         with self.db.transaction() as session:
-            query = child_query().where(*self._conditions(), Child.id > after)
-            children = list(session.scalars(query.order_by(Child.id).limit(BATCH_SIZE)).unique())
+            children = self._patient_entries(session, after) if self.mapped == PATIENTS_ONLY \
+                else self._children(session, after)
             if not children:
                 return [], 0, after
-            assessments = assessments_by_child(session, [c.id for c in children])
+            assessments = assessments_by_child(session, [c.id for c in children]) \
+                if self.mapped != PATIENTS_ONLY else {}
             batch = [self._export_child(session, c, assessments.get(c.id, []))
                      for c in children]
             return batch, len(children), children[-1].id
 
-    def _export_child(self, session: Session, child: Child,
+    def _children(self, session: Session, after: int) -> list[Child | ChildRow]:
+        """Return the next batch of children in scope after internal id ``after`` as ORM
+        records (their CareTeams and PractitionerRoles are rendered from them)."""
+        query = child_query().where(*self._conditions(), Child.id > after)
+        return list(session.scalars(query.order_by(Child.id).limit(BATCH_SIZE)).unique())
+
+    def _patient_entries(self, session: Session, after: int) -> list[Child | ChildRow]:
+        """Return the next batch of children in scope after internal id ``after`` as light
+        records (``adapter.store.rows``): an export of Patients alone maps nothing else."""
+        ids = list(session.scalars(select(Child.id).where(*self._conditions(), Child.id > after)
+                                   .order_by(Child.id).limit(BATCH_SIZE)))
+        return list(entries_rows(session, ids))
+
+    def _export_child(self, session: Session, child: Child | ChildRow,
                       assessments: list[Assessment]) -> ChildExport:
         """Return the lines of one child as the caller may see it (``_failed`` says what
         becomes of one that cannot be mapped)."""

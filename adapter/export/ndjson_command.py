@@ -19,6 +19,7 @@ from adapter.export.exporter import NdjsonExporter
 from adapter.export.files import NdjsonFiles
 from adapter.export.resources import CHILD_TYPES, REFERENCED_TYPES, ChildExport
 from adapter.models import Child
+from adapter.models.rows import ChildRow
 from adapter.security import ledger
 from adapter.security.caller import Caller
 from adapter.wellformed import Unrenderable
@@ -71,7 +72,7 @@ class NdjsonExport(NdjsonExporter):
         if self.caller.client_id not in ledger.NOT_A_HOLDER:
             super()._delivered(session, child_refs)
 
-    def _failed(self, item: ChildExport, child: Child, exc: Exception) -> None:
+    def _failed(self, item: ChildExport, child: Child | ChildRow, exc: Exception) -> None:
         """Leave out a child that cannot be rendered, naming it in ``skipped``.
 
         :raises Exception: ``exc``, anything else (a fault, not a record to correct).

@@ -14,12 +14,13 @@ from typing import Any, Final
 from sqlalchemy.orm import Session
 
 from adapter.fhir.careteams import render_ecaf, render_team
+from adapter.fhir.providers.patient import render_patient
 from adapter.models import Assessment, Child
+from adapter.models.rows import ChildRow
 from adapter.registry import child_types, referenced_types
 from adapter.security.caller import Caller
 from adapter.security.policy import may_see_child, may_see_involvement, may_see_lead, may_see_member
 from adapter.store.careteams import team_is_listed
-from adapter.store.children import render_patient
 from adapter.store.practitioner_roles import (
     involvement_role,
     lead_role,
@@ -49,13 +50,17 @@ class ChildExport:
         return any(resource_type != "OperationOutcome" for resource_type, _ in self.lines)
 
 
-def child_resources(session: Session, child: Child, caller: Caller, types: frozenset[str],
-                    base: str) -> Iterator[Resource]:
+def child_resources(session: Session, child: Child | ChildRow, caller: Caller,
+                    types: frozenset[str], base: str) -> Iterator[Resource]:
     """Yield those of ``types`` among the child's Patient, its team CareTeam (when a search
     would list it) and the PractitionerRoles of the involvements ``caller`` may see (under
-    the canonical ``base``)."""
+    the canonical ``base``). A child read as light records (``adapter.store.rows``) is read
+    so for its Patient alone: the exporter loads ORM records whenever the other types are
+    asked for."""
     if "Patient" in types:
-        yield render_patient(session, child, caller, None).resource
+        yield render_patient(session, child, caller, None, base).resource
+    if isinstance(child, ChildRow):
+        return
     if "CareTeam" in types and team_is_listed(child, caller):
         yield render_team(session, child, caller, None, base).resource
     if "PractitionerRole" in types and may_see_child(child, caller):

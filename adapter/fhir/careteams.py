@@ -23,6 +23,7 @@ from adapter import codes
 from adapter.errors import Invalid, issue
 from adapter.fhir import references
 from adapter.fhir.handlers import Rendered
+from adapter.fhir.patient_search import PATIENT_PARAMS, criterion_condition
 from adapter.fhir.providers.records import (
     organisation_identifier_condition,
     practitioner_identifier_condition,
@@ -54,7 +55,7 @@ from adapter.security.policy import (
     member_shown,
 )
 from adapter.store.careteams import ECAF, TEAM, assessment_query, team_is_listed
-from adapter.store.children import BREAK_GLASS, PATIENT_PARAMS, criterion_condition
+from adapter.store.children import BREAK_GLASS
 from adapter.store.practitioner_roles import involvement_role, lead_role, member_role
 from adapter.systems import OwnSystems
 
@@ -209,7 +210,8 @@ def participant_match(criterion: Criterion, value: str, own: OwnSystems,
     return options[kind] if kind else or_(*options.values())
 
 
-def subject_condition(criterion: Criterion, value: str, caller: Caller) -> Any:
+def subject_condition(criterion: Criterion, value: str, caller: Caller,
+                      own: OwnSystems) -> Any:
     """Return the condition on Child that it is the subject a ``patient``/``subject`` names
     (``:identifier``: by the Patient identifier rules, which respect shielding).
 
@@ -217,7 +219,7 @@ def subject_condition(criterion: Criterion, value: str, caller: Caller) -> Any:
     """
     if criterion.modifier == "identifier":
         return criterion_condition(Criterion(PATIENT_PARAMS["identifier"], None, (value,)),
-                                   caller)
+                                   caller, own.base)
     _kind, rid = search_reference(value, ("Patient",), criterion.param.name)
     return Child.resource_id == rid
 
@@ -272,8 +274,8 @@ def team_condition(criterion: Criterion, caller: Caller, own: OwnSystems) -> Any
     builders: dict[str, Callable[[str], Any]] = {
         "_id": lambda v: Child.careteam_id == v,
         "_lastUpdated": lambda v: date_condition(Child.last_updated, v, "_lastUpdated"),
-        "patient": lambda v: subject_condition(criterion, v, caller),
-        "subject": lambda v: subject_condition(criterion, v, caller),
+        "patient": lambda v: subject_condition(criterion, v, caller, own),
+        "subject": lambda v: subject_condition(criterion, v, caller, own),
         "status": lambda v: Child.record_status.in_(team_statuses(v)),
         "category": lambda v: category_matches(v, TEAM, own),
         "identifier": lambda _v: false(),
@@ -290,8 +292,8 @@ def ecaf_condition(criterion: Criterion, caller: Caller, own: OwnSystems) -> Any
     builders: dict[str, Callable[[str], Any]] = {
         "_id": lambda v: Assessment.resource_id == v,
         "_lastUpdated": lambda v: date_condition(Assessment.last_updated, v, "_lastUpdated"),
-        "patient": lambda v: subject_condition(criterion, v, caller),
-        "subject": lambda v: subject_condition(criterion, v, caller),
+        "patient": lambda v: subject_condition(criterion, v, caller, own),
+        "subject": lambda v: subject_condition(criterion, v, caller, own),
         "status": lambda v: Assessment.status.in_(sorted(matching_codes(
             "assessment-status", codes.ASSESSMENT_STATUSES, v, own.base))),
         "category": lambda v: category_matches(v, ECAF, own),

@@ -13,15 +13,15 @@ from typing import Any, Final
 from sqlalchemy import not_, select
 from sqlalchemy.orm import Session
 
-from adapter import settings as settings_module
 from adapter.mapping import fhir as mapping
 from adapter.models import Child, Client
 from adapter.models.notify import DIRECTORY_TOPIC, ECAF_TOPIC, Event
 from adapter.notify.bundle import reference_entry
 from adapter.security import audit
 from adapter.security.caller import Caller
-from adapter.security.policy import child_visible, disclose_child, visible_to
+from adapter.security.policy import child_visible, disclose_child
 from adapter.security.scopes import parse_scopes
+from adapter.store.rows import entry_rows
 
 
 @dataclass(frozen=True)
@@ -73,8 +73,10 @@ def focus_of(event: EventData) -> str:
 
 
 def render_event(session: Session, event: EventData, content: str, caller: Caller,
-                 base: str) -> Rendered:
-    """Return the entries ``event`` contributes with ``content`` for ``caller``."""
+                 base: str, canonical: str) -> Rendered:
+    """Return the entries ``event`` contributes with ``content`` for ``caller`` (``base``:
+    the absolute FHIR base of its references; ``canonical``: the canonical base of this
+    server's own systems, which the resources' identifiers and codes are under)."""
     if content == "empty":
         return Rendered()
     focus = focus_of(event)
@@ -83,9 +85,9 @@ def render_event(session: Session, event: EventData, content: str, caller: Calle
     if event.payload is not None:
         return Rendered([reference_entry(base, focus, event.action, event.payload)])
     if event.topic == DIRECTORY_TOPIC:
-        return _patient(session, event, caller, base)
+        return _patient(session, event, caller, base, canonical)
     if event.topic == ECAF_TOPIC:
-        return _careteam(session, event, caller, base)
+        return _careteam(session, event, caller, base, canonical)
     return Rendered([reference_entry(base, focus, event.action, status="404")])
 
 
@@ -101,32 +103,25 @@ def may_resend(session: Session, discloses: list[str] | None, caller: Caller) ->
     return hidden is None
 
 
-def _visible_child(session: Session, resource_id: str | None, caller: Caller) -> Child | None:
-    """Return the child with FHIR id ``resource_id`` if ``caller`` may see it at all (archived
-    entries are invisible to ordinary callers, docs/domain.md "Retention")."""
-    from adapter.store.children import child_query
-
-    if resource_id is None:
-        return None
-    return session.scalar(child_query().where(Child.resource_id == resource_id,
-                                              visible_to(caller)))
-
-
-def _patient(session: Session, event: EventData, caller: Caller, base: str) -> Rendered:
-    """Return the Patient of a directory event as ``caller`` may see it (audited)."""
+def _patient(session: Session, event: EventData, caller: Caller, base: str,
+             canonical: str) -> Rendered:
+    """Return the Patient of a directory event as ``caller`` may see it (audited): the entry
+    as light records (``adapter.store.rows``), None when it is archived for an ordinary caller
+    (docs/domain.md "Retention")."""
     focus = focus_of(event)
-    child = _visible_child(session, event.focus_id, caller)
+    child = entry_rows(session, event.focus_id, caller) if event.focus_id is not None else None
     if child is None:
         return Rendered([reference_entry(base, focus, event.action, status="404")])
     disclosure = disclose_child(child, caller)
     audit.record(session, "notify", resource_type="Patient", resource_id=child.resource_id,
                  child_ref=child.resource_id, override=disclosure.override, caller=caller)
     patient = mapping.child_to_patient(disclosure.child, redacted=disclosure.redacted,
-                                       base=settings_module.current().canonical_base)
+                                       base=canonical)
     return Rendered([reference_entry(base, focus, event.action, patient)], [child.resource_id])
 
 
-def _careteam(session: Session, event: EventData, caller: Caller, base: str) -> Rendered:
+def _careteam(session: Session, event: EventData, caller: Caller, base: str,
+              canonical: str) -> Rendered:
     """Return the CareTeam of an eCAF event exactly as a read by ``caller`` returns it
     (``adapter.fhir.careteams``: shielding, sensitive members, audit)."""
     from adapter.fhir.careteams import render_ecaf
@@ -136,7 +131,6 @@ def _careteam(session: Session, event: EventData, caller: Caller, base: str) -> 
     assessment = load_assessment(session, event.focus_id, caller)
     if assessment is None:
         return Rendered([reference_entry(base, focus, event.action, status="404")])
-    careteam = render_ecaf(session, assessment, caller, "notify",
-                           settings_module.current().canonical_base).resource
+    careteam = render_ecaf(session, assessment, caller, "notify", canonical).resource
     return Rendered([reference_entry(base, focus, event.action, careteam)],
                     [assessment.child.resource_id])

@@ -31,7 +31,6 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from adapter import settings as settings_module
 from adapter.db import Database
 from adapter.models.base import utcnow
 from adapter.models.notify import Event
@@ -283,7 +282,7 @@ class Dispatcher:
         fails is not tried again in this run); return how many notifications got through."""
         failed: set[int] = set()
         delivered = 0
-        with settings_module.bound(self.settings), self._closing():
+        with self._closing():
             while self.maintain():
                 pass
             while (done := self.process_lanes(failed)) is not None:
@@ -302,19 +301,18 @@ class Dispatcher:
 
     def _loop(self) -> None:
         """One worker thread: maintain, deliver, and wait when there is nothing to do."""
-        with settings_module.bound(self.settings):
-            while not self.stop.is_set():
-                try:
-                    busy = self.maintain() > 0
-                    busy = self.process_lanes() is not None or busy
-                except SQLAlchemyError as exc:
-                    log.warning("dispatcher round failed (%s); retrying", type(exc).__name__)
-                    busy = False
-                except Exception:  # a bug must not silently stop a worker: log, go on
-                    log.exception("dispatcher round failed")
-                    busy = False
-                if not busy:
-                    self.stop.wait(self.policy.poll)
+        while not self.stop.is_set():
+            try:
+                busy = self.maintain() > 0
+                busy = self.process_lanes() is not None or busy
+            except SQLAlchemyError as exc:
+                log.warning("dispatcher round failed (%s); retrying", type(exc).__name__)
+                busy = False
+            except Exception:  # a bug must not silently stop a worker: log, go on
+                log.exception("dispatcher round failed")
+                busy = False
+            if not busy:
+                self.stop.wait(self.policy.poll)
 
     def run(self, threads: int | None = None) -> None:
         """Run worker threads until ``stop`` is set (SIGTERM), then let them finish their

@@ -112,7 +112,7 @@ class LoadSettings:
 
     policy: Policy
     base: str  # absolute FHIR base of references in notifications
-    canonical: str  # canonical base of topics
+    canonical: str  # canonical base of topics and of the resources' own systems
     instance_path: str  # where the key of the sealed secrets is
     now: dt.datetime
 
@@ -339,25 +339,27 @@ def _groups(rows: list[Queued], max_count: int) -> list[Group]:
     return groups
 
 
-def _items(session: Session, subscription: Subscription, group: Group, base: str,
+def _items(session: Session, subscription: Subscription, group: Group, settings: LoadSettings,
            caller: Caller, events: dict[int, EventData]) -> list[EventItem]:
     """Return the events of a group with their entries, rendering full-resource content at
     the first attempt and keeping it (``_keep_content``), so that every attempt sends the same
     content — unless a child it discloses has been shielded or archived since
     (``content.may_resend``): then it is rendered again, as a read now would show it."""
-    items = []
+    items, base = [], settings.base
     for row in group.rows:
         event = events.get(row.event_id) if row.event_id else None
         if event is None:
             continue
         if subscription.content == "full-resource" and event.payload is None and (
                 row.content is None or not may_resend(session, row.discloses, caller)):
-            rendered = render_event(session, event, "full-resource", caller, base)
+            rendered = render_event(session, event, "full-resource", caller, base,
+                                    settings.canonical)
             row.content, row.discloses = rendered.entries, rendered.discloses
             _keep_content(session, row)
         stored = row.content if subscription.content == "full-resource" else None
         entries = stored if stored is not None else \
-            render_event(session, event, subscription.content, caller, base).entries
+            render_event(session, event, subscription.content, caller, base,
+                         settings.canonical).entries
         items.append(EventItem(int(row.event_number or 0), event.created,
                                f"{base}/{focus_of(event)}", list(entries or [])))
     return items
@@ -381,7 +383,7 @@ def load(session: Session, claimed: Claimed, queue: Queue, settings: LoadSetting
                       queue.events_since, subscription.content, subscription.error)
     caller = subscriber(claimed.client)
     for group in groups:
-        items = _items(session, subscription, group, settings.base, caller, events)
+        items = _items(session, subscription, group, settings, caller, events)
         bundle = notification_bundle(info, group.kind, items, now=settings.now)
         group.body = serialise(bundle, subscription.payload)
     parcel = Parcel(subscription.endpoint, b"", subscription.payload,

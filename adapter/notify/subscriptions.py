@@ -483,7 +483,8 @@ def events_bundle(session: Session, subscription: Subscription, caller: Caller,
     items, disclosed = [], set()
     for number, event_id in numbered:
         event = events[int(event_id or 0)]  # every numbered notification has its event
-        found = render_event(session, event, content, caller, fhir_base())
+        found = render_event(session, event, content, caller, fhir_base(),
+                             current_settings().canonical_base)
         disclosed.update(found.discloses)
         items.append(EventItem(int(number or 0), event.created,
                                f"{fhir_base()}/{focus_of(event)}", found.entries))

@@ -29,6 +29,7 @@ from adapter.fhir.careteams import (
 )
 from adapter.fhir.handlers import Page, Rendered, WriteResult
 from adapter.fhir.paging import Kind, count_of, kinds_page
+from adapter.fhir.providers.patient import render_patient
 from adapter.fhir.providers.records import check_body_id
 from adapter.fhir.search import SearchParam, SearchRequest
 from adapter.fhir.validation import require_valid, validate_stored
@@ -57,7 +58,7 @@ from adapter.store.careteams import (
     team_child,
     team_query,
 )
-from adapter.store.children import render_patient, require_own_authority
+from adapter.store.children import require_own_authority
 from adapter.store.organisations import (
     check_version,
     flush_write,
@@ -235,7 +236,7 @@ class CareTeamProvider:
         if "CareTeam:subject" in search.includes:
             children = {id(c): c for c in (r if isinstance(r, Child) else r.child for r in rows)}
             for child in children.values():
-                patient = render_patient(session, child, caller, "search").resource
+                patient = render_patient(session, child, caller, "search", self.base).resource
                 found.setdefault(("Patient", patient["id"]), patient)
         return list(found.values())
 

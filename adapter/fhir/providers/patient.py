@@ -1,4 +1,11 @@
-"""The provider of ``Patient``: a child's directory entry (stored by ``adapter.store.children``)."""
+"""The provider of ``Patient``: a child's directory entry (stored by ``adapter.store.children``),
+its search (``adapter.fhir.patient_search``) and how one is rendered for a caller.
+
+A read, the current version's vread and a search page load the entries as light records
+(``adapter.store.rows``, SQLAlchemy Core: no ORM object is hydrated) and the disclosure policy
+redacts those records while the Patient is built; a write and the earlier versions keep the ORM
+records.
+"""
 
 from __future__ import annotations
 
@@ -18,31 +25,66 @@ from adapter.errors import (
     PreconditionFailed,
     issue,
 )
+from adapter.fhir import references
 from adapter.fhir.handlers import Page, Rendered, WriteResult
+from adapter.fhir.patient_search import PATIENT_PARAMS, patient_select
 from adapter.fhir.search import SearchParam, SearchRequest, decode_cursor, encode_cursor
-from adapter.fhir.validation import validate_stored
+from adapter.fhir.validation import require_valid, validate_stored
 from adapter.mapping import fhir as mapping
 from adapter.models import Child
+from adapter.models.rows import ChildRow
 from adapter.security import audit, ledger
 from adapter.security.caller import Caller
+from adapter.security.policy import disclose_child
 from adapter.settings import Settings
 from adapter.store import history
 from adapter.store.children import (
-    PATIENT_PARAMS,
-    base,
+    BREAK_GLASS,
     child_query,
     children_statement,
+    complete_record,
     entry_write,
     load_child,
-    patient_record,
-    patient_select,
-    render_patient,
+    load_entry,
     require_entry_rules,
     require_own_authority,
 )
 from adapter.store.entry_rules import require_within_age_rules
 from adapter.store.organisations import write_errors
 from adapter.store.records import apply_child
+from adapter.store.rows import entries_rows
+
+
+def render_patient(session: Session, child: Child | ChildRow, caller: Caller,
+                   action: str | None, base: str, current: Child | None = None) -> Rendered:
+    """Disclose, audit (as ``action``; None when the write's own record covers it) and map
+    one child for ``caller`` under the canonical ``base``; ``current`` is the entry now when
+    ``child`` is an earlier version (judged by both, docs/domain.md "Shielding")."""
+    disclosure = disclose_child(child, caller, current)
+    if action is not None:
+        audit.record(session, action, resource_type="Patient", resource_id=child.resource_id,
+                     child_ref=child.resource_id, override=disclosure.override, caller=caller)
+        # The ledger reads the entry's FHIR id only, which light records carry as ORM ones do.
+        ledger.record_delivery(session, caller, child, action)  # type: ignore[arg-type]
+    resource = mapping.child_to_patient(disclosure.child, redacted=disclosure.redacted, base=base)
+    issues = [issue("warning", "suppressed", BREAK_GLASS)] if disclosure.override else []
+    return Rendered(resource, child.version, child.last_updated, issues)
+
+
+def patient_record(session: Session, resource: dict[str, Any], caller: Caller,
+                   existing: Child | None,
+                   settings: Settings) -> tuple[Child, list[dict[str, Any]]]:
+    """Validate and map a Patient to a transient Child, completed from what is stored
+    (``adapter.store.children.complete_record``: involvements other than the GP, other
+    organisations' local ids). Returns the child and the validation's warnings and
+    information (what was not kept).
+
+    :raises Invalid: not a valid Patient.
+    """
+    notes = require_valid("Patient", resource, settings)
+    references.require_resolved(session, "Patient", resource, caller, settings)
+    record, _ignored = mapping.patient_to_child(resource, base=settings.canonical_base)
+    return record, [*notes, *complete_record(session, record, caller, existing)]
 
 
 class PatientProvider:
@@ -59,24 +101,32 @@ class PatientProvider:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.base = settings.canonical_base
+
+    def _render(self, session: Session, child: Child | ChildRow, caller: Caller,
+                action: str | None, current: Child | None = None) -> Rendered:
+        """Return ``child`` rendered for ``caller`` (``render_patient``) under this base."""
+        return render_patient(session, child, caller, action, self.base, current)
 
     def read(self, session: Session, resource_id: str, caller: Caller) -> Rendered:
-        """Return the current Patient as ``caller`` may see it."""
-        return render_patient(session, load_child(session, resource_id, caller), caller, "read")
+        """Return the current Patient as ``caller`` may see it (from light records)."""
+        return self._render(session, load_entry(session, resource_id, caller), caller, "read")
 
     def vread(self, session: Session, resource_id: str, version: int,
               caller: Caller) -> Rendered:
-        """Return one version of a Patient.
+        """Return one version of a Patient: the current one from light records, an earlier
+        one from its snapshot, judged by the current entry too.
 
         :raises NotFound: no such version.
         """
+        entry = load_entry(session, resource_id, caller)
+        if version == entry.version:
+            return self._render(session, entry, caller, "vread")
         current = load_child(session, resource_id, caller)
-        if version == current.version:
-            return render_patient(session, current, caller, "vread")
         for stored in history.child_versions(session, resource_id):
             if stored.version == version and not stored.deleted:
-                return render_patient(session, history.child_from_snapshot(stored), caller,
-                                      "vread", current)
+                return self._render(session, history.child_from_snapshot(stored), caller,
+                                    "vread", current)
         raise NotFound(f"Patient/{resource_id} has no version {version}.")
 
     def history(self, session: Session, resource_id: str,
@@ -84,18 +134,18 @@ class PatientProvider:
         """Return every version of a Patient, newest first."""
         current = load_child(session, resource_id, caller)
         out: list[tuple[Rendered | None, int, str, dt.datetime]] = [(
-            render_patient(session, current, caller, "history"), current.version,
+            self._render(session, current, caller, "history"), current.version,
             "POST" if current.version == 1 else "PUT", current.last_updated)]
         for stored in history.child_versions(session, resource_id):
-            rendered = render_patient(session, history.child_from_snapshot(stored), caller,
-                                      "history", current)
+            rendered = self._render(session, history.child_from_snapshot(stored), caller,
+                                    "history", current)
             out.append((rendered, stored.version, "POST" if stored.version == 1 else "PUT",
                         stored.last_updated))
         return out
 
     def search(self, session: Session, search: SearchRequest, caller: Caller) -> Page:
         """Return one page of Patients (keyset paging on the internal id)."""
-        query = patient_select(search, caller).order_by(Child.id)
+        query = patient_select(search, caller, self.base).order_by(Child.id)
         if search.cursor:
             last = decode_cursor(search.cursor, 1)[0]
             if not last.isdigit():
@@ -107,24 +157,26 @@ class PatientProvider:
         ids = list(dict.fromkeys(session.scalars(
             query.with_only_columns(Child.id).limit(search.count + 1))))
         more = len(ids) > search.count
-        children = list(session.scalars(children_statement(),
-                                        {"ids": ids[:search.count]}).unique()) if ids else []
-        matches = [render_patient(session, c, caller, "search").resource for c in children]
-        included = self._revincluded(session, children, caller) if search.revincludes else []
-        cursor = encode_cursor(children[-1].id) if more and children else None
+        entries = entries_rows(session, ids[:search.count])
+        matches = [self._render(session, e, caller, "search").resource for e in entries]
+        included = self._revincluded(session, ids[:search.count], caller) \
+            if search.revincludes else []
+        cursor = encode_cursor(entries[-1].id) if more and entries else None
         return Page(matches, included, cursor)
 
-    def _revincluded(self, session: Session, children: list[Child],
+    def _revincluded(self, session: Session, ids: list[int],
                      caller: Caller) -> list[dict[str, Any]]:
-        """Return the CareTeams whose subject is one of ``children`` (``_revinclude``)."""
+        """Return the CareTeams whose subject is one of the children with internal ids
+        ``ids`` (``_revinclude``; the CareTeams are rendered from ORM records)."""
         from adapter.fhir.careteams import careteams_of
 
-        return [r for child in children
-                for r in careteams_of(session, child, caller, self.settings.canonical_base)]
+        children = list(session.scalars(children_statement(), {"ids": ids}).unique()) \
+            if ids else []
+        return [r for child in children for r in careteams_of(session, child, caller, self.base)]
 
     def count(self, session: Session, search: SearchRequest, caller: Caller) -> int:
         """Return how many Patients match (no audit: no child's data is disclosed)."""
-        query = patient_select(search, caller).with_only_columns(func.count(Child.id))
+        query = patient_select(search, caller, self.base).with_only_columns(func.count(Child.id))
         return int(session.scalar(query.order_by(None)) or 0)
 
     def create(self, session: Session, resource: dict[str, Any], caller: Caller) -> WriteResult:
@@ -132,7 +184,7 @@ class PatientProvider:
 
         :raises Conflict: an entry with that ContactPoint ID exists.
         """
-        record, ignored = patient_record(session, resource, caller, None)
+        record, ignored = patient_record(session, resource, caller, None, self.settings)
         require_own_authority(record.managing_organisation, caller)
         if session.scalar(select(Child.id).where(
                 Child.contactpoint_id == record.contactpoint_id)) is not None:
@@ -157,7 +209,7 @@ class PatientProvider:
         if existing is None:
             return self._create_at(session, resource_id, resource, caller)
         self._check_writable(existing, caller, if_match)
-        record, ignored = patient_record(session, resource, caller, existing)
+        record, ignored = patient_record(session, resource, caller, existing, self.settings)
         if record.contactpoint_id != existing.contactpoint_id:
             raise Invalid("The ContactPoint ID of an entry cannot change.",
                           expression="Patient.identifier")
@@ -215,7 +267,7 @@ class PatientProvider:
         # The answer carries the whole entry as the writer may see it (other organisations'
         # involvements too): the writer now holds it and is in scope of the purge.
         ledger.record_delivery(session, caller, child, "write")
-        rendered = render_patient(session, child, caller, None)
+        rendered = self._render(session, child, caller, None)
         rendered.issues = notes + rendered.issues
         return WriteResult(rendered, created, changed)
 
@@ -235,7 +287,7 @@ class PatientProvider:
         issues = validate_stored("Patient", resource, caller, self.settings)
         if any(i["severity"] in ("error", "fatal") for i in issues):
             return issues
-        record, _ignored = mapping.patient_to_child(resource, base=base())
+        record, _ignored = mapping.patient_to_child(resource, base=self.base)
         if (record.record_status or "live") == "live":
             try:
                 require_within_age_rules(record.birth_date, record.death_date,

@@ -9,6 +9,9 @@ eCAF re-keying) and every path, before mapping:
 - *what of a record* a caller sees: ``disclose_child`` and ``disclose_assessment`` return the
   record itself when nothing is withheld, else a transient copy without the withheld parts
   and the flag that labels the output REDACTED (a visible redaction, never a silent gap).
+  ``disclose_child`` judges an entry loaded as ORM records or as the light records of a read
+  (``adapter.models.rows``) by the same rules; only the copy it makes differs (the light
+  records are copied as light records: no ORM object is made on a read).
 
 An earlier version of an entry is judged by the entry's current state as well as its own,
 whichever is stricter: shielding an entry hides what its earlier versions showed, and an
@@ -37,26 +40,37 @@ from adapter.models import (
     TeamMember,
 )
 from adapter.models.base import copy_columns
+from adapter.models.rows import (
+    CarerRow,
+    ChildRow,
+    InvolvementRow,
+    LocalIdentifierRow,
+    OrganisationRow,
+)
 from adapter.security.caller import Caller
 
 # docs/domain.md "Shielding": what a caller without the right still sees of a shielded child.
 SHIELDED_VISIBLE: Final = frozenset({"resource_id", "contactpoint_id", "gender", "birth_date",
                                      "record_status", "retention_date", "shielded",
                                      "version", "last_updated", "created"})
+# What of a carer it still sees: name, relationship and parental responsibility say who the
+# person is, not where the child can be found.
+CARER_NAME_ONLY: Final = ("position", "title", "given", "family", "relation",
+                          "parental_responsibility")
 
 
 @dataclass(frozen=True)
 class Disclosure:
-    """What a caller may see of one child."""
+    """What a caller may see of one child (ORM records, or the light records of a read)."""
 
-    child: Child
+    child: Any  # Child, or ChildRow when the entry was loaded as light records
     redacted: bool
     # A caller with the shielding right read a shielded child: audited as an override and
     # answered with a warning (docs/domain.md "Shielding", break glass).
     override: bool
 
 
-def organisation_code(org: Organisation | None) -> str | None:
+def organisation_code(org: Organisation | OrganisationRow | None) -> str | None:
     """Return the code a client's organisation_code is compared with: the organisation's
     natural code (``identity.organisation_code``), None without one."""
     found = identity.organisation_code_column(org) if org is not None else None
@@ -146,7 +160,7 @@ def may_see_child(child: Child, caller: Caller) -> bool:
     return may_see_entry(child, caller) and (not child.shielded or caller.has_right("shielded"))
 
 
-def may_see_involvement(involvement: Involvement, caller: Caller) -> bool:
+def may_see_involvement(involvement: Involvement | InvolvementRow, caller: Caller) -> bool:
     """Return True when ``caller`` may see ``involvement`` (docs/domain.md "Sensitive
     services").
 
@@ -176,7 +190,8 @@ def may_see_lead(assessment: Assessment, caller: Caller) -> bool:
     return sensitive_visible(caller) or not is_lead_sensitive(assessment)
 
 
-def may_see_local_identifier(identifier: LocalIdentifier, caller: Caller) -> bool:
+def may_see_local_identifier(identifier: LocalIdentifier | LocalIdentifierRow,
+                             caller: Caller) -> bool:
     """Return True when the identifier was allocated by the caller's own organisation
     (docs/domain.md "Other organisations' numbers")."""
     return organisation_code(identifier.organisation) == caller.organisation_code
@@ -184,9 +199,12 @@ def may_see_local_identifier(identifier: LocalIdentifier, caller: Caller) -> boo
 
 # --- what of a record a caller sees ---------------------------------------------------------
 
-def disclose_child(child: Child, caller: Caller, current: Child | None = None) -> Disclosure:
+def disclose_child(child: Child | ChildRow, caller: Caller,
+                   current: Child | None = None) -> Disclosure:
     """Return what ``caller`` may see of ``child``; ``current`` is the entry as it is now when
-    ``child`` is an earlier version of it (the stricter of the two states decides)."""
+    ``child`` is an earlier version of it (the stricter of the two states decides). An entry
+    loaded as light records (``ChildRow``, the current version) is answered with light
+    records."""
     shielded = child.shielded or (current is not None and current.shielded)
     if shielded and not caller.has_right("shielded"):
         return Disclosure(_shielded_view(child), True, False)
@@ -232,7 +250,7 @@ def withheld_local_identifiers(child: Child, caller: Caller) -> list[LocalIdenti
             if not may_see_local_identifier(li, caller)]
 
 
-def _now_sensitive(version: Child, current: Child) -> set[str]:
+def _now_sensitive(version: Child | ChildRow, current: Child) -> set[str]:
     """Return the keys of the involvements of an earlier version that would name a provider
     working with the child as a sensitive service now: its organisation is one, and the
     involvement is not one the current entry shows as an ordinary service."""
@@ -257,9 +275,12 @@ def _copy(obj: object, cls: type) -> object:
     return copy
 
 
-def _view(child: Child, involvements: Iterable[Involvement],
-          local_ids: Iterable[LocalIdentifier]) -> Child:
-    """Return a transient copy of ``child`` with only the given involvements and local ids."""
+def _view(child: Child | ChildRow, involvements: Iterable[Any],
+          local_ids: Iterable[Any]) -> Child | ChildRow:
+    """Return a transient copy of ``child`` with only the given involvements and local ids
+    (light records share their items: nothing of them is changed)."""
+    if isinstance(child, ChildRow):
+        return child.with_lists(involvements=list(involvements), local_identifiers=list(local_ids))
     view: Child = _copy(child, Child)  # type: ignore[assignment]
     view.managing_organisation = child.managing_organisation
     view.names = [_copy(n, ChildName) for n in child.names]  # type: ignore[misc]
@@ -291,10 +312,16 @@ def _member_copy(member: TeamMember) -> TeamMember:
     return copy
 
 
-def _shielded_view(child: Child) -> Child:
+def _shielded_view(child: Child | ChildRow) -> Child | ChildRow:
     """Return the little a caller without the right sees of a shielded child (also of an
     earlier version of a child shielded since): names, gender, birth date, ContactPoint ID,
     carers' names and the managing authority to contact, labelled shielded."""
+    if isinstance(child, ChildRow):
+        row: ChildRow = child.only(SHIELDED_VISIBLE)
+        row.shielded = True
+        row.names = list(child.names)
+        row.carers = [_carer_row_name_only(c) for c in child.carers]
+        return row
     view = Child()
     for name in SHIELDED_VISIBLE:
         setattr(view, name, getattr(child, name))
@@ -308,6 +335,13 @@ def _shielded_view(child: Child) -> Child:
 def _carer_name_only(carer: Carer) -> Carer:
     """Return a transient carer without contact details: name, relationship and parental
     responsibility say who the person is, not where the child can be found."""
-    return Carer(position=carer.position, title=carer.title, given=list(carer.given),
-                 family=carer.family, relation=carer.relation,
-                 parental_responsibility=carer.parental_responsibility)
+    copy = Carer(**{name: getattr(carer, name) for name in CARER_NAME_ONLY})
+    copy.given = list(carer.given)
+    return copy
+
+
+def _carer_row_name_only(carer: CarerRow) -> CarerRow:
+    """Return a carer's light record without contact details (as ``_carer_name_only``)."""
+    copy: CarerRow = carer.only(CARER_NAME_ONLY)
+    copy.given = list(carer.given)
+    return copy

@@ -1,0 +1,249 @@
+"""The search of ``Patient`` (FHIR R4 patient.html#search): its parameters and the SQL
+condition of each criterion on the stored entries (``adapter.store.children``), the indexes each
+is answered from in docs/scale.md "Search". Served by the provider of ``Patient``
+(adapter/fhir/providers/patient.py) and by the CareTeam's chained subject search."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any, Final
+
+from sqlalchemy import (
+    Select,
+    and_,
+    exists,
+    func,
+    literal_column,
+    or_,
+    select,
+    union_all,
+)
+from sqlalchemy.orm import aliased
+
+from adapter import systems
+from adapter.errors import BadRequest
+from adapter.fhir.search import (
+    BY_IDENTIFIER,
+    EXACT_CONTAINS,
+    NOT,
+    Criterion,
+    SearchParam,
+    SearchRequest,
+    negated,
+    parse_date,
+    reference_id,
+    split_token,
+)
+from adapter.models import Child, ChildName, LocalIdentifier, Organisation
+from adapter.models.canonical import normalise_name
+from adapter.security.caller import Caller
+from adapter.security.policy import hidden_unless, visible_to
+from adapter.store.children import child_query
+from adapter.store.organisations import given_match, organisation_code_condition
+from adapter.store.prefix import (
+    after_first_word,
+    contains_word_starting,
+    has_three_words,
+    in_selected,
+    starts_with,
+)
+
+GENDER_CODES: Final = {"male": "1", "female": "2", "other": "9", "unknown": "X"}
+
+
+def _string_condition(column: Any, value: str, modifier: str | None) -> Any:
+    """Return a FHIR string match on a normalised column (search.html#string: starts-with,
+    case- and accent-insensitive; ``:contains``)."""
+    if modifier == "contains":
+        return column.like(f"%{normalise_name(value).replace('%', '').replace('_', '')}%")
+    return starts_with(column, normalise_name(value))
+
+
+def _given_words(value: str) -> list[Any]:
+    """Return conditions, each answered from an index, of which one holds when a word of a
+    child's given names starts with ``value`` (FHIR R4 search.html#string: any given name
+    matches): the first word (``ix_child_name_given_prefix``), the second
+    (``ix_child_name_given_rest``) or a later one of names of three words or more (the
+    partial index ``ix_child_name_given_many``, a few names only)."""
+    key = normalise_name(value)
+    return [starts_with(ChildName.given_norm, key),
+            starts_with(after_first_word(ChildName.given_norm), key),
+            and_(has_three_words(ChildName.given_norm),
+                 contains_word_starting(ChildName.given_norm, key))]
+
+
+def _exact_names(value: str, which: str) -> list[Any]:
+    """Return ``:exact`` on a child's names: the stored name, case and accents included
+    (FHIR R4 search.html#string), narrowed by the normalised names' indexes."""
+    family = [and_(ChildName.family_norm == normalise_name(value), ChildName.family == value)]
+    exact_given = given_match(value, "exact", ChildName.given)
+    given = [and_(word, exact_given) for word in _given_words(value)]
+    return {"family": family, "given": given}.get(which, family + given)
+
+
+def _name_matches(value: str, modifier: str | None, which: str) -> list[Any]:
+    """Return the conditions on ChildName of which one holds when a name matches ``value``."""
+    if modifier == "exact":
+        return _exact_names(value, which)
+    if modifier == "contains":
+        family = [_string_condition(ChildName.family_norm, value, modifier)]
+        given = [_string_condition(ChildName.given_norm, value, modifier),
+                 contains_word_starting(ChildName.given_norm, normalise_name(value))]
+    else:
+        family = [starts_with(ChildName.family_norm, normalise_name(value))]
+        given = _given_words(value)
+    return {"family": family, "given": given}.get(which, family + given)
+
+
+def _name_condition(criterion: Criterion, which: str) -> Any:
+    """Return a condition matching any of a child's names on family, given or either.
+
+    The children's ids among the names matched (``in_selected``), not a correlated ``EXISTS``:
+    the databases find the names from their indexes first and look up only the page's children
+    by primary key, in id order, where with ``EXISTS`` SQLite walks every child and probes its
+    names, and PostgreSQL walks the children in id order until the page is full. Each way a name can
+    match is its own SELECT of the ``UNION ALL``, so that each is answered from its own index
+    (docs/scale.md "Search").
+    """
+    matches = [select(ChildName.child_id).where(match) for value in criterion.values
+               for match in _name_matches(value, criterion.modifier, which)]
+    return in_selected(Child.id, matches[0] if len(matches) == 1 else union_all(*matches))
+
+
+def _identifier_condition(value: str, caller: Caller, own: systems.OwnSystems) -> Any:
+    """Return a condition for one identifier token (system|value or value alone; ``own``:
+    this server's identifier systems)."""
+    system, code = split_token(value)
+    hidden_if_shielded = hidden_unless(caller)
+    by_system = {
+        systems.NHS_NUMBER: and_(Child.nhs_number == code.replace(" ", ""), hidden_if_shielded),
+        own.upn: and_(Child.upn == code.upper(), hidden_if_shielded),
+        own.contactpoint_id: Child.contactpoint_id == code.upper(),
+    }
+    if system in by_system:
+        return by_system[system]
+    if system and system.startswith(own.id_system("local/")):
+        return _local_identifier_condition(system.rsplit("/", 1)[-1], code, caller)
+    if system:
+        return Child.id.is_(None)  # a system this directory does not hold matches nothing
+    return or_(*by_system.values())
+
+
+def _local_identifier_condition(org_code: str, value: str, caller: Caller) -> Any:
+    """Match a local identifier, only for callers of the allocating organisation."""
+    if org_code != caller.organisation_code:
+        return Child.id.is_(None)
+    return exists().where(LocalIdentifier.child_id == Child.id, LocalIdentifier.value == value,
+                          LocalIdentifier.organisation_id.in_(
+                              select(Organisation.id).where(or_(
+                                  Organisation.ods_code == org_code,
+                                  Organisation.gss_code == org_code,
+                                  Organisation.urn == org_code)))) & hidden_unless(caller)
+
+
+def _date_condition(column: Any, value: str, name: str, as_date: bool) -> Any:
+    """Return a FHIR date comparison (search.html#prefix) on ``column``."""
+    rng = parse_date(value, name)
+    start: Any = rng.start.date() if as_date else rng.start
+    end: Any = rng.end.date() if as_date else rng.end
+    return {
+        "eq": and_(column >= start, column < end), "ne": or_(column < start, column >= end),
+        "lt": column < start, "le": column < end, "gt": column >= end, "ge": column >= start,
+        "sa": column >= end, "eb": column < start,
+        "ap": and_(column >= _widen(start, -1), column < _widen(end, 1)),
+    }[rng.prefix]
+
+
+def _widen(moment: Any, sign: int) -> Any:
+    """Return ``moment`` moved by 10% of a year for ``ap`` (approximately), search.html#prefix."""
+    return moment + sign * dt.timedelta(days=36)
+
+
+def _gender_condition(value: str) -> Any:
+    """Return a condition on the administrative gender code."""
+    _system, code = split_token(value)
+    if code not in GENDER_CODES:
+        raise BadRequest(f"gender must be one of {', '.join(GENDER_CODES)}.", expression="gender")
+    return Child.gender == GENDER_CODES[code]
+
+
+def _postcode_condition(value: str, caller: Caller) -> Any:
+    """Match postcodes by prefix, never on shielded children for callers without the right."""
+    compact = "".join(value.upper().split())
+    if not compact.isalnum():
+        raise BadRequest("address-postalcode takes letters and digits.",
+                         expression="address-postalcode")
+    # The expression of the index ix_child_postcode_prefix (migration 0010), constants inline
+    # (a bound parameter is not the index's expression), so it is used;
+    # as ids matched first (like the names, _name_condition), so that SQLite does not walk the
+    # children in id order to fill a page of a postcode few of them have.
+    postcode = aliased(Child)
+    stored = func.replace(postcode.address_postcode, literal_column("' '"), literal_column("''"))
+    matched = select(postcode.id).where(starts_with(stored, compact))
+    return and_(in_selected(Child.id, matched), hidden_unless(caller))
+
+
+def _organization_condition(value: str, modifier: str | None, own: systems.OwnSystems) -> Any:
+    """Match the managing organisation by logical id (``:identifier``: by its identifier)."""
+    if modifier == "identifier":
+        return Child.managing_organisation_id.in_(
+            select(Organisation.id).where(organisation_code_condition(*split_token(value), own)))
+    rid = reference_id(value, "Organization", "organization")
+    return Child.managing_organisation_id.in_(
+        select(Organisation.id).where(Organisation.resource_id == rid))
+
+
+PATIENT_PARAMS: Final = {p.name: p for p in (
+    SearchParam("_id", "token", "Logical id of the Patient", modifiers=NOT),
+    SearchParam("_lastUpdated", "date", "When the entry last changed (with prefixes)"),
+    SearchParam("identifier", "token",
+                "system|value: NHS number, UPN, ContactPoint ID or your organisation's local id",
+                "http://hl7.org/fhir/SearchParameter/Patient-identifier", NOT),
+    SearchParam("family", "string", "Family name, current or former (starts with)",
+                "http://hl7.org/fhir/SearchParameter/individual-family", EXACT_CONTAINS),
+    SearchParam("given", "string", "A given name (starts with)",
+                "http://hl7.org/fhir/SearchParameter/individual-given", EXACT_CONTAINS),
+    SearchParam("name", "string", "Family or given name (starts with)",
+                "http://hl7.org/fhir/SearchParameter/Patient-name", EXACT_CONTAINS),
+    SearchParam("birthdate", "date", "Date of birth (eq, ne, lt, le, gt, ge, sa, eb, ap)",
+                "http://hl7.org/fhir/SearchParameter/individual-birthdate"),
+    SearchParam("gender", "token", "male | female | other | unknown",
+                "http://hl7.org/fhir/SearchParameter/individual-gender", NOT),
+    SearchParam("address-postalcode", "string",
+                "Postcode (starts with); never matches a shielded child for callers without "
+                "the shielding right",
+                "http://hl7.org/fhir/SearchParameter/individual-address-postalcode"),
+    SearchParam("organization", "reference", "The managing local authority (Organization)",
+                "http://hl7.org/fhir/SearchParameter/Patient-organization", BY_IDENTIFIER),
+)}
+
+
+def criterion_condition(criterion: Criterion, caller: Caller, base: str) -> Any:
+    """Return the SQL condition of one criterion (its values OR-ed; ``base``: the canonical
+    base of this server's identifier systems).
+
+    :raises BadRequest: a value is malformed.
+    """
+    name, values = criterion.param.name, criterion.values
+    if name in ("family", "given", "name"):
+        return _name_condition(criterion, name)
+    own = systems.OwnSystems(base)
+    builders: dict[str, Callable[[str], Any]] = {
+        "_id": lambda v: Child.resource_id == v,
+        "_lastUpdated": lambda v: _date_condition(Child.last_updated, v, name, False),
+        "identifier": lambda v: _identifier_condition(v, caller, own),
+        "birthdate": lambda v: _date_condition(Child.birth_date, v, name, True),
+        "gender": _gender_condition,
+        "address-postalcode": lambda v: _postcode_condition(v, caller),
+        "organization": lambda v: _organization_condition(v, criterion.modifier, own),
+    }
+    return negated(criterion, or_(*(builders[name](value) for value in values)))
+
+
+def patient_select(search: SearchRequest, caller: Caller, base: str) -> Select[Child]:
+    """Return the select of children matching ``search`` for ``caller`` (no paging)."""
+    query = child_query().where(visible_to(caller))
+    for criterion in search.criteria:
+        query = query.where(criterion_condition(criterion, caller, base))
+    return query
