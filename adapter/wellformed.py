@@ -279,37 +279,30 @@ def _gather(value: Any, strings: list[str]) -> bool:
     array or name, a blank string, a type other than the JSON ones), True when every string
     is gathered and nothing else can be a flaw."""
     kind = type(value)
-    if kind is dict:
-        if not value:
-            return False
-        for key, item in value.items():
-            if type(key) is not str or not key:
-                return False
-            strings.append(key)
-            if type(item) is str:
-                if not item.strip():
-                    return False
-                strings.append(item)
-            elif not _gather(item, strings):
-                return False
-        return True
-    if kind is list:
-        if not value:
-            return False
-        for item in value:
-            if type(item) is str:
-                if not item.strip():
-                    return False
-                strings.append(item)
-            elif not _gather(item, strings):
-                return False
-        return True
     if kind is str:
         if not value.strip():
             return False
         strings.append(value)
         return True
-    return kind in (int, float, bool)
+    if kind is dict:
+        if not value or any(type(key) is not str or not key for key in value):
+            return False
+        strings.extend(value)
+        items = value.values()
+    elif kind is list:
+        if not value:
+            return False
+        items = value
+    else:
+        return kind in (int, float, bool)
+    for item in items:
+        if type(item) is str:  # inline: most values are strings, and this is on every read
+            if not item.strip():
+                return False
+            strings.append(item)
+        elif not _gather(item, strings):
+            return False
+    return True
 
 
 def well_formed(resource: Mapping[str, Any]) -> bool:
