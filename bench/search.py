@@ -158,7 +158,7 @@ def page_statement(target: Directory, query: str) -> tuple[str, Any]:
         if statement.startswith("SELECT child.id") and "LIMIT" in statement:
             seen.append((statement, parameters))
 
-    engines = {target.db.engine, target.db.write_engine}
+    engines = {target.db.engine, target.db.write_engine, target.db.read_engine}
     for engine in engines:
         event.listen(engine, "before_cursor_execute", collect)
     try:

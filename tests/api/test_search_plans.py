@@ -29,7 +29,7 @@ def statements(db: Database) -> Iterator[list[tuple[str, Any]]]:
         if statement.startswith(PAGE) and "LIMIT" in statement:
             seen.append((statement, parameters))
 
-    engines = {db.engine, db.write_engine}
+    engines = {db.engine, db.write_engine, db.read_engine}
     for engine in engines:
         event.listen(engine, "before_cursor_execute", collect)
     try:

@@ -24,6 +24,7 @@ def child(settings: Settings, db: Database) -> None:
     """Run a dispatcher until SIGTERM, then exit (never returns)."""
     db.engine.dispose(close=False)
     db.write_engine.dispose(close=False)
+    db.read_engine.dispose(close=False)
     dispatcher = Dispatcher(settings, db)
     signal.signal(signal.SIGTERM, lambda *_: dispatcher.stop.set())
     dispatcher.run()
