@@ -33,7 +33,7 @@ from adapter.security.caller import Caller
 from adapter.security.policy import disclose_child
 from adapter.store.children import children_statement, load_child
 from adapter.store.rows import entries_rows, entry_rows
-from bench.report import Goal, header, row
+from bench.report import header, row
 
 BASE = systems.DEFAULT_CANONICAL_BASE
 ROUNDS = 5
@@ -41,9 +41,6 @@ PAGE = 100
 # A caller of no authority without rights: every sensitive involvement and local id is
 # withheld, so the redaction runs on every entry that has one.
 CALLER = Caller("bench-reads", "E00000000", [], frozenset())
-# A read below HTTP (load, disclose, map) from light records is to cost at most half of one
-# from ORM records (docs/scale.md "Reads").
-READ_GOAL = Goal.at_least(2.0)
 
 
 def per_entry(db: Database, ids: list[str], read: Callable[[Session, str], Any]) -> float:
@@ -110,8 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     row("load one entry, light records (entry_rows)", light, "µs", baseline=orm)
     row("load + disclose + map, ORM records", orm_read, "µs")
     row("load + disclose + map, light records", light_read, "µs", baseline=orm_read)
-    row("load + disclose + map: ORM ÷ light (times faster)", orm_read / light_read, "×",
-        goal=READ_GOAL)
+    # No goal of its own: the goals a read is judged by are the served ones (bench/http.py).
+    row("load + disclose + map: ORM ÷ light (times faster)", orm_read / light_read, "×")
     row(f"page of {PAGE}: load + disclose + map, ORM records", orm_pages, "ms")
     row(f"page of {PAGE}: load + disclose + map, light records", light_pages, "ms",
         baseline=orm_pages)
