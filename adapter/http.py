@@ -62,17 +62,17 @@ def limit_request_headers() -> None:
     :raises HeadersTooLarge: over ``GATEWAY_MAX_HEADER_BYTES`` or ``MAX_HEADER_COUNT``.
     """
     limit: int = current_app.config["MAX_HEADER_BYTES"]
-    count, size, largest = 0, 0, ("", 0)
-    for name, value in request.headers.items():
-        line = len(name) + len(value) + 4  # "Name: value\r\n"
-        count, size = count + 1, size + line
-        largest = max(largest, (name, line), key=lambda pair: pair[1])
-    if count > MAX_HEADER_COUNT:
-        raise HeadersTooLarge(f"The request has {count} headers; at most {MAX_HEADER_COUNT} "
-                              "are accepted.")
+    lines = [(name, len(name) + len(value) + 4)  # "Name: value\r\n"
+             for name, value in request.headers.items()]
+    if len(lines) > MAX_HEADER_COUNT:
+        raise HeadersTooLarge(f"The request has {len(lines)} headers; at most "
+                              f"{MAX_HEADER_COUNT} are accepted.")
+    size = sum(line for _name, line in lines)
     if size > limit:
+        # Which header is the largest is looked for only in a refusal, which names it.
+        name, line = max(lines, key=lambda pair: pair[1])
         raise HeadersTooLarge(f"The request headers take {size} bytes; at most {limit} are "
-                              f"accepted (the largest is {largest[0]}: {largest[1]} bytes).")
+                              f"accepted (the largest is {name}: {line} bytes).")
 
 
 def configured_base(config: Mapping[str, Any]) -> str:
