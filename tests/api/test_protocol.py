@@ -107,6 +107,24 @@ def test_every_fhir_format_is_served(client: FlaskClient, callers: Callers, valu
         assert response.mimetype == mimetype
 
 
+ACCEPTED = [("application/fhir+xml", "application/fhir+xml"), ("", FHIR_JSON),
+            ("text/xml;q=0.9, application/json;q=0.5", "application/fhir+xml"),
+            ("*/*", FHIR_JSON), ("application/xml, application/fhir+json;q=0.1",
+                                 "application/fhir+xml"), ("text/html", FHIR_JSON)]
+
+
+def test_accept_chooses_the_format_request_by_request(client: FlaskClient,
+                                                      callers: Callers) -> None:
+    """``Accept`` chooses JSON or XML by its qualities (RFC 9110 section 12.5.1), JSON by
+    default; the choice is remembered per header value (``adapter.http.accepted_format``), so
+    values asked in turn, twice over, each keep their own answer."""
+    for value, mimetype in [*ACCEPTED, *reversed(ACCEPTED)]:
+        response = client.get("/fhir/Patient", query_string={"_count": "1"},
+                              headers={**callers.la, "Accept": value})
+        assert response.status_code == 200, value
+        assert response.mimetype == mimetype, value
+
+
 def conformance_routes(app: Flask) -> list[tuple[str, str]]:
     """Return (rule, endpoint) of every GET route of a type whose routes are public."""
     public_types = {route.rule.split("/")[2] for route in declared_routes(app)
