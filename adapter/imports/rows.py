@@ -25,6 +25,7 @@ from typing import Any, Final
 
 from sqlalchemy import Boolean, Table, func, insert, select, text, update
 from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from adapter import identity
@@ -478,9 +479,15 @@ def copy_rows(connection: Connection, target: Table, keys: tuple[str, ...],
     sql = (f"COPY {preparer.format_table(target)} "
            f"({', '.join(preparer.quote(key) for key in keys)}) FROM STDIN")
     raw: Any = connection.connection.dbapi_connection
-    with raw.cursor() as cursor, cursor.copy(sql) as copy:
-        for values in params:
-            copy.write_row(values)
+    driver_error = connection.dialect.loaded_dbapi.Error
+    try:
+        with raw.cursor() as cursor, cursor.copy(sql) as copy:
+            for values in params:
+                copy.write_row(values)
+    except driver_error as error:
+        # As SQLAlchemy raises a driver's error (IntegrityError for a constraint), which the
+        # import's record-by-record retry catches (adapter.imports.directory.DB_ERRORS).
+        raise DBAPIError.instance(sql, None, error, driver_error) from error
 
 
 def allocate_ids(session: Session, target: Table, count: int) -> list[int] | None:
