@@ -97,9 +97,11 @@ def one_of(session: Session, column: Any, values: Sequence[Any]) -> ColumnElemen
     """Return the condition ``column`` is one of ``values``: on PostgreSQL ``= ANY`` of one
     array parameter (an ``IN`` list of a batch's ids is rendered, and parsed by psycopg,
     value by value on every execution), elsewhere ``IN``."""
+    condition: ColumnElement[bool]
     if session.get_bind().dialect.name == "postgresql":
-        return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
-    condition: ColumnElement[bool] = column.in_(values)
+        condition = column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
+    else:
+        condition = column.in_(values)
     return condition
 
 
@@ -109,8 +111,9 @@ def _rows_by_child(session: Session, name: str, order: str,
     table = TABLES[name]
     at = PART_CHILD_ID[name]
     grouped: dict[int, list[Any]] = {child_id: [] for child_id in child_ids}
-    rows = session.connection().execute(select(table).where(one_of(session, table.c.child_id, child_ids))
-                                        .order_by(table.c.child_id, table.c[order]))
+    rows = session.connection().execute(
+        select(table).where(one_of(session, table.c.child_id, child_ids))
+        .order_by(table.c.child_id, table.c[order]))
     for row in rows:
         grouped[row[at]].append(row)
     return grouped
