@@ -25,6 +25,8 @@ ORGANISATION_CODES: Final = (("ods", "ods_code"), ("urn", "urn"), ("gss", "gss_c
 
 def _value(record: Mapping[str, Any] | object, name: str) -> Any:
     """Return field ``name`` of a dict or an attribute of an object (None when absent)."""
+    if type(record) is dict:  # canonical dicts: no ABC check (bulk imports ask per part)
+        return record.get(name)
     if isinstance(record, Mapping):
         return record.get(name)
     return getattr(record, name, None)

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from sqlalchemy import Boolean, Table, func, insert, select, text, update
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from adapter import identity
@@ -460,9 +461,33 @@ def insert_rows(session: Session, target: Table, rows: list[dict[str, Any]]) -> 
             values = [row[key] for row in rows]
         columns.append(values if process is None else map(process, values))
     params: Any = list(zip(*columns, strict=True))
+    if connection.dialect.name == "postgresql":
+        copy_rows(connection, target, compiled.keys, params)
+        return
     if not compiled.positional:
         params = [dict(zip(compiled.keys, values, strict=True)) for values in params]
     connection.exec_driver_sql(compiled.sql, params)
+
+
+def copy_rows(connection: Connection, target: Table, keys: tuple[str, ...],
+              params: list[tuple[Any, ...]]) -> None:
+    """Send rows (values already through the bind processors, in ``keys`` order) with one
+    PostgreSQL ``COPY ... FROM STDIN`` on the session's connection (so in its transaction):
+    psycopg's pipelined ``executemany`` still binds and executes the statement row by row,
+    ``COPY`` streams the rows as one command (PostgreSQL documentation, "COPY")."""
+    preparer = connection.dialect.identifier_preparer
+    sql = (f"COPY {preparer.format_table(target)} "
+           f"({', '.join(preparer.quote(key) for key in keys)}) FROM STDIN")
+    raw: Any = connection.connection.dbapi_connection
+    driver_error = connection.dialect.loaded_dbapi.Error
+    try:
+        with raw.cursor() as cursor, cursor.copy(sql) as copy:
+            for values in params:
+                copy.write_row(values)
+    except driver_error as error:
+        # As SQLAlchemy raises a driver's error (IntegrityError for a constraint), which the
+        # import's record-by-record retry catches (adapter.imports.directory.DB_ERRORS).
+        raise DBAPIError.instance(sql, None, error, driver_error) from error
 
 
 def allocate_ids(session: Session, target: Table, count: int) -> list[int] | None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, Final
 
-from sqlalchemy import Table, select
+from sqlalchemy import ARRAY, ColumnElement, Table, any_, bindparam, select
 from sqlalchemy.orm import Session
 
 from adapter.models.base import Base
@@ -93,14 +93,27 @@ PRACTITIONER_ID: Final = _position(TABLES["involvement"], "practitioner_id")
 VALUE: Final = _position(TABLES["local_identifier"], "value")
 
 
+def one_of(session: Session, column: Any, values: Sequence[Any]) -> ColumnElement[bool]:
+    """Return the condition ``column`` is one of ``values``: on PostgreSQL ``= ANY`` of one
+    array parameter (an ``IN`` list of a batch's ids is rendered, and parsed by psycopg,
+    value by value on every execution), elsewhere ``IN``."""
+    condition: ColumnElement[bool]
+    if session.get_bind().dialect.name == "postgresql":
+        condition = column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
+    else:
+        condition = column.in_(values)
+    return condition
+
+
 def _rows_by_child(session: Session, name: str, order: str,
                    child_ids: list[int]) -> dict[int, list[Any]]:
     """Return the rows of a part table for the given children, grouped and in order."""
     table = TABLES[name]
     at = PART_CHILD_ID[name]
     grouped: dict[int, list[Any]] = {child_id: [] for child_id in child_ids}
-    rows = session.connection().execute(select(table).where(table.c.child_id.in_(child_ids))
-                                        .order_by(table.c.child_id, table.c[order]))
+    rows = session.connection().execute(
+        select(table).where(one_of(session, table.c.child_id, child_ids))
+        .order_by(table.c.child_id, table.c[order]))
     for row in rows:
         grouped[row[at]].append(row)
     return grouped
@@ -143,7 +156,7 @@ class _Directory:
         found: dict[int, list[Canonical]] = {}
         for owner, system, value in self.session.connection().execute(
                 select(table.c.practitioner_id, table.c.system, table.c.value)
-                .where(table.c.practitioner_id.in_(practitioner_ids))
+                .where(one_of(self.session, table.c.practitioner_id, practitioner_ids))
                 .order_by(table.c.practitioner_id, table.c.system, table.c.value)):
             found.setdefault(owner, []).append({"system": system, "value": value})
         return found
@@ -163,13 +176,13 @@ def session_rows(session: Session, table: Any, ids: set[int]) -> Sequence[Any]:
     if not ids:
         return []
     return session.connection().execute(
-        select(table).where(table.c.id.in_(sorted(ids)))).all()
+        select(table).where(one_of(session, table.c.id, sorted(ids)))).all()
 
 
 def load_stored(session: Session, contactpoint_ids: list[str]) -> dict[str, StoredEntry]:
     """Return the stored entries with these ContactPoint IDs, by ContactPoint ID."""
     children = session.connection().execute(select(CHILD).where(
-        CHILD.c.contactpoint_id.in_(contactpoint_ids))).all()
+        one_of(session, CHILD.c.contactpoint_id, contactpoint_ids))).all()
     if not children:
         return {}
     ids = [row[ID] for row in children]
