@@ -43,9 +43,11 @@ FORMAT_ALIASES = {
 ACCEPT_TYPES = [t for t in FORMAT_ALIASES if "/" in t]
 # Most request headers accepted (gunicorn's default; ``adapter/server.py`` lets it read more).
 MAX_HEADER_COUNT: Final = 100
-# Where the app keeps its FHIR handlers by resource type (``adapter.fhir.capability.register``)
-# and the FHIR XML writer (``adapter.fhir.xml.dumps_resource``). The app factory hands the
-# writer in: the FHIR dialect sits layers above these helpers (scripts/check_layers.py).
+# Where the app keeps the handler behind each type's FHIR routes, by resource type
+# (``adapter.fhir.capability.remember_handler``; ``adapter.fhir.api.current_providers`` reads
+# the registry's providers from it), and the FHIR XML writer
+# (``adapter.fhir.xml.dumps_resource``). The app factory hands the writer in: the FHIR dialect
+# sits layers above these helpers (scripts/check_layers.py).
 HANDLERS_KEY: Final = "fhir_handlers"
 XML_WRITER_KEY: Final = "fhir_xml_writer"
 

@@ -58,6 +58,7 @@ def test_each_app_keeps_the_providers_made_with_its_own_settings(tmp_path: Path)
             providers = current_providers()
             assert {p.settings.canonical_base for p in providers.values()} == {base}
             assert "Patient" in providers and "CareTeam" in providers
+            assert "Task" not in providers  # the decommissioning's, not a registry provider
 
 
 def run_without_flask(code: str, tmp_path: Path) -> str:

@@ -167,9 +167,9 @@ def _directory_calls(route: Route, subjects: Subjects,
 def plan_requests(app: Flask, client: FlaskClient, admin: dict[str, str],
                   subjects: Subjects) -> Plan:
     """Return every request that can return the canary children's data."""
-    from adapter.fhir.api import PROVIDERS_KEY
+    from adapter.fhir.api import providers_of
 
-    handlers = app.extensions[PROVIDERS_KEY]
+    handlers = providers_of(app)
     plan = Plan()
     ids: dict[str, list[str]] = {"Patient": list(subjects.patient_ids)}
     versions: dict[tuple[str, str], list[str]] = {}
