@@ -8,14 +8,15 @@ under the same names, and a child's record its lists (``names``, ``carers``, ``i
 (``adapter.mapping.engine``, which reads attributes from the instance dict) and the disclosure
 policy (``adapter.security.policy.disclosure``) read them as they read the ORM records. They are
 plain objects, never added to a session: nothing is written, nothing loads lazily. The ORM
-records stay for writes and for earlier versions (``adapter.store.history``).
+records stay for writes and for earlier versions (``adapter.store.history``). ``ChildEntry``
+names what the policy and the delivery ledger read of an entry loaded either way.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
-from typing import Any, ClassVar, Final
+from collections.abc import Iterable, Sequence
+from typing import Any, ClassVar, Final, Protocol
 
 from sqlalchemy import inspect
 
@@ -138,3 +139,27 @@ class ChildRow(Row):
         copy = ChildRow(self.__dict__.items())
         copy.__dict__.update(lists)
         return copy
+
+
+class ChildEntry(Protocol):
+    """A child's entry as the disclosure policy (``may_see_entry``, ``may_see_child``, the
+    earlier-version check of ``disclose_child``) and the delivery ledger
+    (``adapter.security.ledger.record_delivery``) read it: an ORM ``Child`` or a ``ChildRow``
+    alike. Read-only: a reader that makes a copy takes the concrete record types instead
+    (``disclose_child``)."""
+
+    @property
+    def resource_id(self) -> str:
+        """The entry's FHIR id."""
+
+    @property
+    def record_status(self) -> str:
+        """``live`` or ``archived`` (docs/domain.md "Retention")."""
+
+    @property
+    def shielded(self) -> bool:
+        """Whether the child is shielded (docs/domain.md "Shielding")."""
+
+    @property
+    def involvements(self) -> Sequence[Involvement | InvolvementRow]:
+        """The practitioners and services working with the child."""

@@ -22,8 +22,9 @@ from sqlalchemy import Table, event, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from adapter.models import Child, Client, LedgerEntry
+from adapter.models import Client, LedgerEntry
 from adapter.models.base import utcnow
+from adapter.models.rows import ChildEntry
 from adapter.security import audit
 from adapter.security.caller import Caller
 
@@ -65,7 +66,8 @@ def record_deliveries(session: Session, client_id: str, child_refs: Iterable[str
         _upsert(session, rows)
 
 
-def record_delivery(session: Session, caller: Caller, child: Child, via: str = "read") -> None:
+def record_delivery(session: Session, caller: Caller, child: ChildEntry,
+                    via: str = "read") -> None:
     """Record that ``caller`` received ``child``'s data (one read or search hit; ``via`` is
     the audit action). Gathered in the session and written at commit, one statement per
     client and way (a search page of 50 children is one upsert, not 50).

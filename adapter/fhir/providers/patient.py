@@ -64,8 +64,7 @@ def render_patient(session: Session, child: Child | ChildRow, caller: Caller,
     if action is not None:
         audit.record(session, action, resource_type="Patient", resource_id=child.resource_id,
                      child_ref=child.resource_id, override=disclosure.override, caller=caller)
-        # The ledger reads the entry's FHIR id only, which light records carry as ORM ones do.
-        ledger.record_delivery(session, caller, child, action)  # type: ignore[arg-type]
+        ledger.record_delivery(session, caller, child, action)
     resource = mapping.child_to_patient(disclosure.child, redacted=disclosure.redacted, base=base)
     issues = [issue("warning", "suppressed", BREAK_GLASS)] if disclosure.override else []
     return Rendered(resource, child.version, child.last_updated, issues)

@@ -42,6 +42,7 @@ from adapter.models import (
 from adapter.models.base import copy_columns
 from adapter.models.rows import (
     CarerRow,
+    ChildEntry,
     ChildRow,
     InvolvementRow,
     LocalIdentifierRow,
@@ -143,7 +144,7 @@ def lead_visible(caller: Caller) -> Any:
     return and_(child_visible(caller), lead_shown(caller))
 
 
-def may_see_entry(child: Child, caller: Caller) -> bool:
+def may_see_entry(child: ChildEntry, caller: Caller) -> bool:
     """Return True when the entry exists for ``caller`` at all (live, or an administrator)."""
     return child.record_status == "live" or caller.has_right("admin")
 
@@ -155,7 +156,7 @@ def may_link_identifier(shielded: bool, caller: Caller) -> bool:
     return not shielded or caller.has_right("shielded")
 
 
-def may_see_child(child: Child, caller: Caller) -> bool:
+def may_see_child(child: ChildEntry, caller: Caller) -> bool:
     """Return True when ``caller`` may see the roles and eCAF teams of ``child`` at all."""
     return may_see_entry(child, caller) and (not child.shielded or caller.has_right("shielded"))
 
@@ -250,7 +251,7 @@ def withheld_local_identifiers(child: Child, caller: Caller) -> list[LocalIdenti
             if not may_see_local_identifier(li, caller)]
 
 
-def _now_sensitive(version: Child | ChildRow, current: Child) -> set[str]:
+def _now_sensitive(version: ChildEntry, current: Child) -> set[str]:
     """Return the keys of the involvements of an earlier version that would name a provider
     working with the child as a sensitive service now: its organisation is one, and the
     involvement is not one the current entry shows as an ordinary service."""
