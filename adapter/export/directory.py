@@ -13,9 +13,9 @@ the end), and a page deep into a large authority costs what the first one does.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.orm import Session, contains_eager, joinedload, selectinload
@@ -44,6 +44,7 @@ from adapter.store.children import child_query
 MAX_COUNT: Final = 1000
 DEFAULT_COUNT: Final = 100
 EXPORT_PAGE: Final = 500
+Record = TypeVar("Record", Child, Assessment)
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,19 @@ def _page_of(session: Session, query: Select[Any], updated: Any, row_id: Any,
     return rows, cursor
 
 
+def _disclosed_page(session: Session, records: list[Record], cursor: str | None,
+                    disclose: Callable[[Session, Record, Caller, str], tuple[Canonical, bool]],
+                    caller: Caller, action: str) -> Page:
+    """Return the page of ``records``, each disclosed to ``caller`` and audited as ``action``
+    by ``disclose`` (``disclosed_entry``, ``disclosed_assessment``), in order."""
+    page = Page(next_cursor=cursor)
+    for record in records:
+        data, override = disclose(session, record, caller, action)
+        page.records.append(data)
+        page.overrides += override
+    return page
+
+
 def entries_page(session: Session, spec: ListQuery, caller: Caller,
                  action: str = "read") -> Page:
     """Return one page of an authority's entries for ``caller``, each audited as ``action``.
@@ -184,12 +198,7 @@ def entries_page(session: Session, spec: ListQuery, caller: Caller,
         return Page()
     query = child_query().where(Child.managing_organisation_id == authority, visible_to(caller))
     children, cursor = _page_of(session, query, Child.last_updated, Child.id, spec)
-    page = Page(next_cursor=cursor)
-    for child in children:
-        data, override = disclosed_entry(session, child, caller, action)
-        page.records.append(data)
-        page.overrides += override
-    return page
+    return _disclosed_page(session, children, cursor, disclosed_entry, caller, action)
 
 
 def assessments_page(session: Session, spec: ListQuery, caller: Caller,
@@ -204,12 +213,7 @@ def assessments_page(session: Session, spec: ListQuery, caller: Caller,
     query = assessment_query(caller).where(Child.managing_organisation_id == authority) \
         .options(joinedload(Assessment.lead_organisation))
     assessments, cursor = _page_of(session, query, Assessment.last_updated, Assessment.id, spec)
-    page = Page(next_cursor=cursor)
-    for assessment in assessments:
-        data, override = disclosed_assessment(session, assessment, caller, action)
-        page.records.append(data)
-        page.overrides += override
-    return page
+    return _disclosed_page(session, assessments, cursor, disclosed_assessment, caller, action)
 
 
 def iter_pages(db: Database, spec: ListQuery, caller: Caller, *, assessments: bool = False,
