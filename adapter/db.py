@@ -6,15 +6,16 @@ Flask is imported only by the web layer's ``get_db`` at the end.
 from __future__ import annotations
 
 import fcntl
+import os
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,6 +25,16 @@ if TYPE_CHECKING:
     from flask import Flask
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# Writes what a transaction gathered in its session's ``info`` (audit records, deliveries) on a
+# connection, popping it: ``adapter.security.audit.write_gathered``, handed in when that module
+# is imported (the security layer sits above this one: docs/architecture.md "Layers").
+GatheredWriter = Callable[[Connection, dict[str, Any]], None]
+_gathered_writer: list[GatheredWriter] = []
+
+
+def set_gathered_writer(writer: GatheredWriter) -> None:
+    """Make ``writer`` what ``Database.read_transaction`` writes gathered rows with."""
+    _gathered_writer[:] = [writer]
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -83,6 +94,10 @@ class WriterQueue:
     file beside the database (one per process, plus a thread lock, since flock is per open
     file) hands the lock over at once. A writer that ignores the file still meets SQLite's
     own locking, so this is an optimisation, never the guarantee.
+
+    The file stays open for the process (opening it cost a system call pair per write); a
+    process forked from one that opened it opens its own, since a forked child shares its
+    parent's open file and so its flock (flock(2)).
     """
 
     def __init__(self, url: str) -> None:
@@ -90,14 +105,14 @@ class WriterQueue:
         self.path = f"{database}.writers" if database and database != ":memory:" else None
         self.thread_lock = threading.Lock()
         self.handle: Any = None
+        self.opened_by = 0  # the process that opened ``handle``
 
     def __enter__(self) -> None:
         self.thread_lock.acquire()
         if self.path is None:
             return
         try:
-            self.handle = open(self.path, "a+b")  # noqa: SIM115 - closed in __exit__
-            fcntl.flock(self.handle, fcntl.LOCK_EX)
+            fcntl.flock(self._file(), fcntl.LOCK_EX)
         except OSError:
             self.thread_lock.release()
             raise
@@ -105,10 +120,25 @@ class WriterQueue:
     def __exit__(self, *_exc: object) -> None:
         try:
             if self.handle is not None:
-                self.handle.close()  # closing releases the flock
-                self.handle = None
+                fcntl.flock(self.handle, fcntl.LOCK_UN)
         finally:
             self.thread_lock.release()
+
+    def _file(self) -> Any:
+        """Return this process's open lock file (under the thread lock)."""
+        if self.handle is None or self.opened_by != os.getpid():
+            # The parent's file, inherited, is left open: closing it in the child could not
+            # release the parent's lock, and its descriptor is the parent's to close.
+            self.handle = open(self.path or "", "a+b")  # noqa: SIM115 - closed in close()
+            self.opened_by = os.getpid()
+        return self.handle
+
+    def close(self) -> None:
+        """Close this process's lock file (it is opened again by the next writer)."""
+        with self.thread_lock:
+            if self.handle is not None and self.opened_by == os.getpid():
+                self.handle.close()
+            self.handle = None
 
 
 class Database:
@@ -163,10 +193,12 @@ class Database:
         PostgreSQL: one transaction; the gathered rows are written just before its COMMIT.
         SQLite: the read runs in a deferred (read) transaction on a connection that refuses
         writes, without the writer lock, concurrently with other reads; the read snapshot is
-        then ended and the gathered rows written in a fresh ``BEGIN IMMEDIATE`` behind the
-        writer queue, held only for that write. (Writing in the read transaction itself would
-        fail with SQLITE_BUSY_SNAPSHOT whenever another writer committed since it began:
-        SQLite "WAL mode", section 2.2.) A block that gathered nothing takes no lock.
+        then ended and the gathered rows written on a plain connection of the write engine, in
+        a fresh ``BEGIN IMMEDIATE`` behind the writer queue held only for that write, by the
+        same Core statements a session's commit writes them with (``set_gathered_writer``).
+        (Writing in the read transaction itself would fail with SQLITE_BUSY_SNAPSHOT whenever
+        another writer committed since it began: SQLite "WAL mode", section 2.2.) A block that
+        gathered nothing takes no lock.
         """
         if not self.is_sqlite:
             with self.write_transaction() as session:
@@ -178,8 +210,15 @@ class Database:
                 gathered = dict(reader.info)
                 reader.info.clear()
         if any(gathered.values()):
-            with self.write_transaction() as writer:
-                writer.info.update(gathered)
+            self.write_gathered(gathered)
+
+    def write_gathered(self, gathered: dict[str, Any]) -> None:
+        """Commit what a read gathered in a ``BEGIN IMMEDIATE`` transaction of its own, behind
+        the writer queue (SQLite)."""
+        if not _gathered_writer:
+            raise RuntimeError("rows were gathered but no writer is set (set_gathered_writer)")
+        with self.writer_queue or nullcontext(), self.write_engine.begin() as connection:
+            _gathered_writer[0](connection, gathered)
 
     def ping(self) -> bool:
         """Return True when the database answers a trivial query."""
@@ -204,6 +243,8 @@ class Database:
         harvesting sweep, ``adapter/security/limits.py``) leaves it alone from now on."""
         self.closed = True
         self.dispose()
+        if self.writer_queue is not None:
+            self.writer_queue.close()
 
 
 def alembic_config() -> Config:

@@ -189,14 +189,14 @@ class Target:
     query: str
 
 
-def prepare(instance: Path, url: str) -> Target:
-    """Create a demo database; return how to call it."""
+def prepare(instance: Path, url: str, children: int = CHILDREN) -> Target:
+    """Create a demo database of ``children``; return how to call it."""
     # Access tokens are bound to the address the gateway serves at: the CLI's token names
     # 127.0.0.1:GATEWAY_PORT, so the port is chosen before the token is made.
     env = {**os.environ, "GATEWAY_INSTANCE_PATH": str(instance), "GATEWAY_DATABASE_URL": url,
            "GATEWAY_PORT": str(free_port())}
     cli = str(BIN / "contactpoint-gateway")
-    for args in (["db", "upgrade"], ["demo-data", "--children", str(CHILDREN), "--quiet"],
+    for args in (["db", "upgrade"], ["demo-data", "--children", str(children), "--quiet"],
                  ["clients", "ensure-demo"],
                  # wrk sends far more than a client's default rate limit (600 a minute).
                  ["clients", "set-limits", "demo-admin", "--rate-limit", "100000000"]):

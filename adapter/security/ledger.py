@@ -18,7 +18,7 @@ import functools
 from collections.abc import Iterable
 from typing import Any, Final, cast
 
-from sqlalchemy import Table, event, select
+from sqlalchemy import Table, bindparam, event, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -37,40 +37,51 @@ NOT_A_HOLDER: Final = frozenset({"cli", "system"})
 
 
 @functools.cache
-def _upsert_statement(dialect: str) -> Any:
+def upsert_statement(dialect: str) -> Any:
     """Return the ledger upsert of ``dialect`` (built once: it is on every read's path)."""
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return upsert_of(postgresql.insert if dialect == "postgresql" else sqlite.insert)
+
+
+def upsert_of(insert: Any, prefix: str | None = None) -> Any:
+    """Return the ledger upsert made with the dialect's ``insert``: insert a row, or move
+    ``last_at`` on and count the delivery when the client already holds the child. With
+    ``prefix`` its values are the parameters named by the prefix and the column (one row, in a
+    statement that has other parameters: ``audit.write_gathered``)."""
     table = cast(Table, LedgerEntry.__table__)
     statement = insert(table)
+    if prefix is not None:
+        statement = statement.values({c: bindparam(f"{prefix}{c.name}", type_=c.type)
+                                      for c in table.c if c.name != "id"})
     return statement.on_conflict_do_update(
         index_elements=[table.c.client_id, table.c.child_ref],
         set_={"last_at": statement.excluded.last_at, "last_via": statement.excluded.last_via,
               "deliveries": table.c.deliveries + 1})
 
 
-def _upsert(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Insert ledger rows, or move ``last_at`` on and count the delivery when present (a Core
-    statement on the session's connection: one INSERT ... ON CONFLICT, no ORM bookkeeping)."""
-    statement = _upsert_statement(session.get_bind().dialect.name)
-    session.connection().execute(statement, rows if len(rows) > 1 else rows[0])
-
-
 def record_deliveries(session: Session, client_id: str, child_refs: Iterable[str], via: str,
                       at: dt.datetime | None = None) -> None:
     """Record that ``client_id`` received the data of each child in ``child_refs`` (FHIR
-    Patient ids) by ``via`` (read, search, export, notification, events)."""
-    moment = at or utcnow()
-    rows = [{"client_id": client_id, "child_ref": ref, "first_at": moment, "last_at": moment,
-             "last_via": via, "deliveries": 1} for ref in sorted(set(child_refs))]
+    Patient ids) by ``via`` (read, search, export, notification, events), now: a Core
+    statement on the session's connection (one INSERT ... ON CONFLICT, no ORM bookkeeping)."""
+    rows = ledger_rows(client_id, child_refs, via, at or utcnow())
     if rows:
-        _upsert(session, rows)
+        statement = upsert_statement(session.get_bind().dialect.name)
+        session.connection().execute(statement, rows if len(rows) > 1 else rows[0])
+
+
+def ledger_rows(client_id: str, child_refs: Iterable[str], via: str,
+                moment: dt.datetime) -> list[dict[str, Any]]:
+    """Return the ledger rows of one client's deliveries, sorted by child (concurrent upserts
+    then lock the rows they share in one order)."""
+    return [{"client_id": client_id, "child_ref": ref, "first_at": moment, "last_at": moment,
+             "last_via": via, "deliveries": 1} for ref in sorted(set(child_refs))]
 
 
 def record_delivery(session: Session, caller: Caller, child: ChildEntry,
                     via: str = "read") -> None:
     """Record that ``caller`` received ``child``'s data (one read or search hit; ``via`` is
-    the audit action). Gathered in the session and written at commit, one statement per
-    client and way (a search page of 50 children is one upsert, not 50).
+    the audit action). Gathered in the session and written at commit with the audit records,
+    one statement for all (a search page of 50 children is one upsert, not 50).
 
     A notification being rendered (``notify``) is not a delivery yet: the dispatcher records
     it once the receiver has taken it. The gateway's own operator identities are no holders.
@@ -88,11 +99,16 @@ def forget_deliveries(session: Session) -> None:
     session.info.pop(PENDING, None)
 
 
-def write_pending(session: Session) -> None:
-    """Before a commit, write the deliveries gathered by ``record_delivery``."""
-    pending: dict[tuple[str, str], set[str]] | None = session.info.pop(PENDING, None)
-    for (client_id, via), refs in (pending or {}).items():
-        record_deliveries(session, client_id, refs, via)
+def delivery_rows(info: dict[str, Any]) -> list[dict[str, Any]]:
+    """Take the deliveries gathered by ``record_delivery`` out of a session's ``info`` and
+    return their ledger rows, one client and way after another (``audit.write_gathered``
+    writes them at the commit)."""
+    pending: dict[tuple[str, str], set[str]] | None = info.pop(PENDING, None)
+    if not pending:
+        return []
+    moment = utcnow()
+    return [row for (client_id, via), refs in pending.items()
+            for row in ledger_rows(client_id, refs, via, moment)]
 
 
 def forget_pending(session: Session, transaction: Any) -> None:
@@ -102,9 +118,9 @@ def forget_pending(session: Session, transaction: Any) -> None:
 
 
 def install() -> None:
-    """Register the commit hooks once for every Session."""
-    if not event.contains(Session, "before_commit", write_pending):
-        event.listen(Session, "before_commit", write_pending)
+    """Register the rollback hook once for every Session (what was gathered is written by
+    ``audit``'s commit hook, with the audit records)."""
+    if not event.contains(Session, "after_transaction_end", forget_pending):
         event.listen(Session, "after_transaction_end", forget_pending)
 
 
