@@ -40,12 +40,14 @@ from adapter.models.canonical import normalise_name
 from adapter.security.caller import Caller
 from adapter.security.policy import hidden_unless, visible_to
 from adapter.store.children import child_query
+from adapter.store.membership import in_selected
 from adapter.store.organisations import given_match, organisation_code_condition
 from adapter.store.prefix import (
+    FIRST_LETTERS,
     after_first_word,
     contains_word_starting,
+    first_letters,
     has_three_words,
-    in_selected,
     starts_with,
 )
 
@@ -241,9 +243,53 @@ def criterion_condition(criterion: Criterion, caller: Caller, base: str) -> Any:
     return negated(criterion, or_(*(builders[name](value) for value in values)))
 
 
-def patient_select(search: SearchRequest, caller: Caller, base: str) -> Select[Child]:
-    """Return the select of children matching ``search`` for ``caller`` (no paging)."""
-    query = child_query().where(visible_to(caller))
+def _walked_family(search: SearchRequest) -> Criterion | None:
+    """Return the first criterion a page can walk ``ix_child_name_family_walk`` for: a
+    family-name prefix (no modifier) of one value of ``FIRST_LETTERS`` letters or more."""
     for criterion in search.criteria:
-        query = query.where(criterion_condition(criterion, caller, base))
-    return query
+        if (criterion.param.name == "family" and criterion.modifier is None
+                and len(criterion.values) == 1
+                and len(normalise_name(criterion.values[0])) >= FIRST_LETTERS):
+            return criterion
+    return None
+
+
+def _family_starts(name: Any, key: str) -> Any:
+    """Return the condition the family name of ``name`` (a ChildName alias) starts with the
+    normalised ``key``: its first letters equal (the index's key), and for a longer key the
+    name itself, read from the same index. For a key of exactly ``FIRST_LETTERS`` letters the
+    equality alone: a second condition would make PostgreSQL take the two as independent and
+    underestimate the matches."""
+    equal = first_letters(name.family_norm) == key[:FIRST_LETTERS]
+    return equal if len(key) == FIRST_LETTERS else and_(equal, starts_with(name.family_norm, key))
+
+
+def _walk_family_names(query: Select[Child], value: str, after: int | None) -> Select[Child]:
+    """Return ``query`` joined to the children's names whose family name starts with
+    ``value``, one row per child (its first such name, by ``child_name.id``), ordered by child
+    id: the page is read in ``ix_child_name_family_walk``'s order (migration 0016) and stops
+    after the page (docs/scale.md "Search"). The join's ordering column comes first, because
+    SQLite sorts an ``ORDER BY child.id`` over it anew; ``after`` (the keyset cursor) is set
+    on the names too, because neither database carries a range through the join's equality."""
+    key = normalise_name(value)
+    name, earlier = aliased(ChildName, name="family_name"), aliased(ChildName, name="earlier")
+    first = ~exists().where(earlier.child_id == name.child_id, earlier.id < name.id,
+                            _family_starts(earlier, key))
+    query = query.join(name, name.child_id == Child.id) \
+        .where(_family_starts(name, key), first).order_by(name.child_id)
+    return query if after is None else query.where(name.child_id > after)
+
+
+def patient_select(search: SearchRequest, caller: Caller, base: str,
+                   after: int | None = None) -> Select[Child]:
+    """Return the select of children matching ``search`` for ``caller`` (no paging; ``after``:
+    only the children of greater id, the keyset cursor of a next page). A family-name prefix
+    makes the select ordered by child id (``_walk_family_names``)."""
+    query = child_query().where(visible_to(caller))
+    walked = _walked_family(search)
+    if walked is not None:
+        query = _walk_family_names(query, walked.values[0], after)
+    for criterion in search.criteria:
+        if criterion is not walked:
+            query = query.where(criterion_condition(criterion, caller, base))
+    return query if after is None else query.where(Child.id > after)

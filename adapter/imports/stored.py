@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, Final
 
-from sqlalchemy import ARRAY, ColumnElement, Table, any_, bindparam, select
+from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
 from adapter.models.base import Base
@@ -25,6 +25,7 @@ from adapter.models.canonical import (
     PRACTITIONER_FIELDS,
     Canonical,
 )
+from adapter.store.membership import one_of
 
 TABLES: Final = Base.metadata.tables
 # Child table -> the column its rows are ordered by within a child (the relationships' order_by).
@@ -91,18 +92,6 @@ ORG_ID_OF: Final = {name: _position(TABLES[name], "organisation_id")
                     for name in ("involvement", "local_identifier", "practitioner")}
 PRACTITIONER_ID: Final = _position(TABLES["involvement"], "practitioner_id")
 VALUE: Final = _position(TABLES["local_identifier"], "value")
-
-
-def one_of(session: Session, column: Any, values: Sequence[Any]) -> ColumnElement[bool]:
-    """Return the condition ``column`` is one of ``values``: on PostgreSQL ``= ANY`` of one
-    array parameter (an ``IN`` list of a batch's ids is rendered, and parsed by psycopg,
-    value by value on every execution), elsewhere ``IN``."""
-    condition: ColumnElement[bool]
-    if session.get_bind().dialect.name == "postgresql":
-        condition = column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
-    else:
-        condition = column.in_(values)
-    return condition
 
 
 def _rows_by_child(session: Session, name: str, order: str,

@@ -18,6 +18,7 @@ from adapter.models import Child
 from adapter.retention import age_rule_breach, retention_date
 from adapter.security.caller import Caller
 from adapter.security.policy import may_link_identifier
+from adapter.store.membership import one_of
 from adapter.wellformed import today_in_england
 
 ONE_LIVE_ENTRY: Final = ("One live directory entry per NHS number: an NHS number identifies one "
@@ -44,7 +45,7 @@ def live_holders(session: Session, nhs_numbers: Iterable[str]) -> dict[str, Hold
         rows = session.connection().execute(
             select(Child.nhs_number, Child.contactpoint_id, Child.resource_id, Child.shielded)
             .where(Child.record_status == "live",
-                   Child.nhs_number.in_(wanted[start:start + LOOKUP_CHUNK])))
+                   one_of(session, Child.nhs_number, wanted[start:start + LOOKUP_CHUNK])))
         for nhs_number, cpid, resource_id, shielded in rows:
             found[str(nhs_number)] = Holder(cpid, resource_id, bool(shielded))
     return found

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Boolean, CompoundSelect, Select, String
+from sqlalchemy import Boolean, String, func
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ColumnElement, literal, literal_column
@@ -104,39 +104,13 @@ def contains_word_starting(expression: Any, prefix: str) -> Any:
     return expression.like("% " + _like_pattern(prefix), escape="\\")
 
 
-class InSelected(ColumnElement[bool]):
-    """``expression`` is one of the values ``selected`` returns."""
-
-    inherit_cache = True
-    type = Boolean()
-    _is_implicitly_boolean = True
-
-    def __init__(self, expression: Any, selected: Select[Any] | CompoundSelect[Any]) -> None:
-        self.operand = expression
-        self.selected = selected
+# How many leading letters of a normalised family name ``ix_child_name_family_walk`` keys
+# (migration 0016).
+FIRST_LETTERS = 3
 
 
-def in_selected(expression: Any, selected: Select[Any] | CompoundSelect[Any]) -> InSelected:
-    """Return the condition ``expression`` is among the values ``selected`` returns, written
-    so that each database finds the values first, from their index, and then walks the page's
-    rows in ``expression``'s order, stopping at the page's end."""
-    return InSelected(expression, selected)
-
-
-@compiles(InSelected)
-def _compile_in_selected(element: InSelected, compiler: SQLCompiler, **kw: Any) -> str:
-    """PostgreSQL: ``= ANY (ARRAY (...))``, an InitPlan computed once: the primary key's
-    index then returns the rows in order, and the page stops at its end
-    (postgresql.org/docs/current/functions-comparisons.html). An ``IN (...)`` there becomes a
-    join, which for a page in id order PostgreSQL plans as a walk of the whole primary key
-    merged with the matches."""
-    selected = compiler.process(element.selected.scalar_subquery(), **kw)
-    return f"{compiler.process(element.operand, **kw)} = ANY (ARRAY{selected})"
-
-
-@compiles(InSelected, "sqlite")
-def _compile_in_selected_sqlite(element: InSelected, compiler: SQLCompiler, **kw: Any) -> str:
-    """SQLite: ``IN (...)``, whose values it gathers into a sorted list first and walks in
-    order (sqlite.org/optoverview.html "The IN operator")."""
-    selected = compiler.process(element.selected.scalar_subquery(), **kw)
-    return f"{compiler.process(element.operand, **kw)} IN {selected}"
+def first_letters(expression: Any) -> Any:
+    """Return the first ``FIRST_LETTERS`` characters of ``expression``: the expression of the
+    index ``ix_child_name_family_walk`` (migration 0016), constants inline as it declares
+    them (a bound parameter there is another expression, which no index serves)."""
+    return func.substr(expression, literal_column("1"), literal_column(str(FIRST_LETTERS)))

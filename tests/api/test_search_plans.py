@@ -92,6 +92,7 @@ SQLITE_STATISTICS = (
     ("child", "uq_child_live_nhs_number", "99000 1"),
     ("child_name", "ix_child_name_child_id", "104999 1"),
     ("child_name", "ix_child_name_family_norm", "104999 30"),
+    ("child_name", "ix_child_name_family_walk", "104999 480 1 1"),
     ("child_name", "ix_child_name_given_prefix", "104999 4"),
     ("child_name", "ix_child_name_given_rest", "104999 213"),
     ("child_name", "sqlite_autoindex_child_name_1", "104999 1 1"),
@@ -133,14 +134,15 @@ def test_name_searches_use_the_name_indexes(demo: Database, client: FlaskClient,
                                             callers: Callers,
                                             probe: tuple[str, str, str, str]) -> None:
     """family, given and name (prefix and :exact) read the names from their indexes and the
-    children by primary key."""
+    children by primary key; a family prefix of three letters walks
+    ``ix_child_name_family_walk`` in child id order (migration 0016)."""
     family, given, _postcode, _nhs = probe
     family_index = "ix_child_name_family_norm" if demo.is_sqlite \
         else "ix_child_name_family_prefix"
     given_indexes = ("ix_child_name_given_prefix", "ix_child_name_given_rest",
                      "ix_child_name_given_many")
     for query, indexes in (
-            (f"family={family[:3]}", (family_index,)),
+            (f"family={family[:3]}", ("ix_child_name_family_walk",)),
             (f"family:exact={family.title()}", (family_index,)),
             (f"given={given.split()[-1][:3]}", given_indexes),
             (f"name={family[:3]}", (family_index, *given_indexes)),

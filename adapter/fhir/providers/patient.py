@@ -144,13 +144,14 @@ class PatientProvider:
 
     def search(self, session: Session, search: SearchRequest, caller: Caller) -> Page:
         """Return one page of Patients (keyset paging on the internal id)."""
-        query = patient_select(search, caller, self.base).order_by(Child.id)
+        after = None
         if search.cursor:
             last = decode_cursor(search.cursor, 1)[0]
             if not last.isdigit():
                 raise BadRequest("_cursor is not a paging cursor of this search: follow the "
                                  "Bundle's next link.", expression="_cursor")
-            query = query.where(Child.id > int(last))
+            after = int(last)
+        query = patient_select(search, caller, self.base, after).order_by(Child.id)
         # The page's ids first (the search's own conditions), then its children in one joined
         # SELECT: two statements whatever the page size, instead of one per loaded list.
         ids = list(dict.fromkeys(session.scalars(
