@@ -97,21 +97,30 @@ def _line(element: etree._Element) -> int | None:
 
 
 class _Node:
-    """An element of a record with its children by tag, found in one pass.
+    """An element of a record being read, with its place in the record for error messages.
 
-    lxml's ``find``/``findtext`` go through ElementPath in Python; a record has over a hundred
-    elements, so one pass per element keeps reading a small share of the parse time. A node's
-    path (for error messages only) is made from its parent's when an error asks for it.
+    A node's path is made from its parent's only when an error asks for it; a repeated
+    element (``tag`` set) is indexed in its path where its parent has several of its tag.
     """
 
-    __slots__ = ("element", "kids", "parent", "step")
+    __slots__ = ("element", "name", "parent", "tag")
 
-    def __init__(self, element: etree._Element, parent: _Node | None, step: str) -> None:
+    def __init__(self, element: etree._Element, parent: _Node | None, name: str,
+                 tag: str | None = None) -> None:
         self.element = element
         self.parent = parent
-        self.step = step
-        # Repeated children (names, carers, ...) are read with ``nodes``, never from here.
-        self.kids: dict[Any, etree._Element] = {child.tag: child for child in element}
+        self.name = name
+        self.tag = tag
+
+    @property
+    def step(self) -> str:
+        """Return the node's step in its path, e.g. ``Carer[2]``."""
+        if self.tag is None or self.parent is None:
+            return self.name
+        siblings = list(self.parent.element.iterchildren(self.tag))
+        if len(siblings) == 1:
+            return self.name
+        return f"{self.name}[{siblings.index(self.element) + 1}]"
 
     @property
     def path(self) -> str:
@@ -119,25 +128,8 @@ class _Node:
         return self.step if self.parent is None else f"{self.parent.path}/{self.step}"
 
     def nodes(self, name: str, tag: str) -> list[_Node]:
-        """Return every child ``name`` (qualified ``tag``) as nodes, indexed in their paths
-        where several."""
-        children = list(self.element.iterchildren(tag))
-        if len(children) == 1:
-            return [_Node(children[0], self, name)]
-        return [_Node(child, self, f"{name}[{i}]") for i, child in enumerate(children, start=1)]
-
-    def checked(self, validate: Validator, name: str) -> str | None:
-        """Return the child ``name``'s text checked (and normalised) by ``validate``.
-
-        :raises Invalid: the validator refused it.
-        """
-        child = self.kids.get(q(name))
-        if child is None or child.text is None:
-            return None
-        try:
-            return validate(child.text, name)
-        except identifiers.InvalidIdentifier as error:
-            raise Invalid(error.reason, expression=f"{self.path}/{name}") from None
+        """Return every child ``name`` (qualified ``tag``) as nodes."""
+        return [_Node(child, self, name, tag) for child in self.element.iterchildren(tag)]
 
 
 def _parsed(value: fields.Value, text: str, node: _Node, where: str) -> Any:
@@ -157,40 +149,72 @@ def _parsed(value: fields.Value, text: str, node: _Node, where: str) -> Any:
 
 
 # --- the field table, compiled once into reading functions ---------------------------------
-# Each reads one declaration from a record's node into its canonical dict, given the record's
-# organisation index and the organisation a nested practitioner's employer defaults to.
-Read = Callable[[_Node, Canonical, OrganisationIndex, Any], None]
+# A structure is read in one pass over its element's children: its fields start at their
+# absent values (one dict copy), and each child is handed to the handler of its tag, which
+# sets the field(s) it carries. lxml's ``find``/``findtext`` go through ElementPath in Python
+# and a call per declared field costs as much for the many that a record leaves out, so
+# reading a record costs about one step per element that is there. A record's elements come
+# in the XSD's sequence order (it passed the XSD first), the order of the field table, so the
+# fields are read, and the first error found, in the order a field-by-field reading has.
+# A handler gets the child, the node of the structure's element, the dict it fills, the
+# record's organisation index and the organisation a nested practitioner's employer
+# defaults to.
+Handler = Callable[[etree._Element, _Node, Canonical, OrganisationIndex, Any], None]
+Fill = Callable[[_Node, Canonical, OrganisationIndex, Any], None]
+ReadRecord = Callable[[_Node, OrganisationIndex, Any], Canonical]
 
 
-def _attribute(item: fields.Attribute) -> Read | None:
-    """Return the reader of an attribute of the structure's element (None: never read)."""
-    name, key, value = item.name, item.field, item.value
-    if value.mark:
-        return None
-    where = f"@{name}"
+@dataclass(frozen=True)
+class _Absent:
+    """The fields of a structure at their absent values, in the field table's order, and
+    those that hold lists (a fresh list each time: names, carers, given names)."""
 
-    def read(node: _Node, data: Canonical, _index: OrganisationIndex, _context: Any) -> None:
-        text = node.element.get(name)
-        data[key] = None if text is None else _parsed(value, text, node, where)
-    return read
+    values: Canonical
+    lists: tuple[str, ...]
 
 
-def _text(item: fields.Text) -> Read:
-    """Return the reader of a text element (and of its own attributes)."""
-    tag, element, key, value = item.tag, item.element, item.field, item.value
+def _absent(structure: fields.Structure) -> _Absent:
+    """Return the absent values of a structure's fields (its groups' fields included)."""
+    values: Canonical = {}
+    lists: list[str] = []
+    for item in structure.fields:
+        if isinstance(item, fields.Attribute):
+            if not item.value.mark:
+                values[item.field] = None
+        elif isinstance(item, fields.Text):
+            values[item.field] = item.value.absent
+            values.update((attribute.field, None) for attribute in item.attributes)
+        elif isinstance(item, fields.Texts) or (isinstance(item, fields.Record) and item.many):
+            values[item.field] = None
+            lists.append(item.field)
+        elif isinstance(item, fields.Record):
+            values[item.field] = None
+        elif isinstance(item, fields.Group):
+            inner = _absent(item.structure)
+            values.update(inner.values)
+            lists.extend(inner.lists)
+            if item.flag is not None:
+                values[item.flag] = False
+        else:
+            values.update(dict.fromkeys(item.names))
+    return _Absent(values, tuple(lists))
+
+
+def _text(item: fields.Text) -> Handler:
+    """Return the handler of a text element (and of its own attributes)."""
+    element, key, value = item.element, item.field, item.value
     parse, absent, invalid = value.parse, value.absent, value.invalid
     attributes = tuple((attribute.name, attribute.field) for attribute in item.attributes)
-    if parse is None and not attributes:
-        # The common case, kept to two look-ups (a record has a hundred of these).
-        def read_text(node: _Node, data: Canonical, _index: OrganisationIndex,
-                      _context: Any) -> None:
-            child = node.kids.get(tag)
-            data[key] = None if child is None else child.text
+    if parse is None and not attributes and absent is None:
+        # The common case (a record has dozens of these): an empty element reads as None.
+        def read_text(child: etree._Element, _node: _Node, data: Canonical,
+                      _index: OrganisationIndex, _context: Any) -> None:
+            data[key] = child.text
         return read_text
 
-    def read(node: _Node, data: Canonical, _index: OrganisationIndex, _context: Any) -> None:
-        child = node.kids.get(tag)
-        text = None if child is None else child.text
+    def read(child: etree._Element, node: _Node, data: Canonical, _index: OrganisationIndex,
+             _context: Any) -> None:
+        text = child.text
         if text is None:
             data[key] = absent
         elif parse is None:
@@ -203,130 +227,185 @@ def _text(item: fields.Text) -> Read:
             except ValueError:
                 raise Invalid(invalid, expression=f"{node.path}/{element}") from None
         for name, field in attributes:
-            data[field] = None if child is None else child.get(name)
+            data[field] = child.get(name)
     return read
 
 
-def _texts(item: fields.Texts) -> Read:
-    """Return the reader of a repeated text element (an empty one reads as "")."""
-    tag, key = item.tag, item.field
+def _texts(item: fields.Texts) -> Handler:
+    """Return the handler of a repeated text element (an empty one reads as "")."""
+    key = item.field
 
-    def read(node: _Node, data: Canonical, _index: OrganisationIndex, _context: Any) -> None:
-        data[key] = [child.text or "" for child in node.element.iterchildren(tag)]
+    def read(child: etree._Element, _node: _Node, data: Canonical, _index: OrganisationIndex,
+             _context: Any) -> None:
+        data[key].append(child.text or "")
     return read
 
 
-def _defaults(group: fields.Group) -> Canonical:
-    """Return the fields of a group that is not there, each at its absent value.
+def _group(item: fields.Group) -> Handler:
+    """Return the handler of a group: its parts are fields of the enclosing record (at their
+    absent values there until the group is read)."""
+    element, fill, flag = item.element, _body(item.structure), item.flag
 
-    :raises TypeError: an optional group holding repeated texts (no shared default list).
-    """
-    values: Canonical = {}
-    for item in group.structure.fields:
-        if isinstance(item, fields.Texts):
-            raise TypeError(f"{group.element}: an optional group cannot hold repeated texts")
-        if isinstance(item, fields.Group):
-            values.update(_defaults(item))
-        elif isinstance(item, fields.Text):
-            values[item.field] = item.value.absent
-            values.update((attribute.field, None) for attribute in item.attributes)
-        elif isinstance(item, fields.Attribute):
-            values[item.field] = None
-    if group.flag is not None:
-        values[group.flag] = False
-    return values
-
-
-def _group(item: fields.Group) -> Read:
-    """Return the reader of a group: its parts are fields of the enclosing record."""
-    tag, element, fill, flag = item.tag, item.element, _fill(item.structure), item.flag
-    required = item.required
-    defaults = {} if required else _defaults(item)
-
-    def read(node: _Node, data: Canonical, index: OrganisationIndex, context: Any) -> None:
-        child = node.kids.get(tag)
-        if child is None:
-            if required:
-                raise Invalid(f"{element} is missing", expression=node.path)
-            data.update(defaults)
-            return
+    def read(child: etree._Element, node: _Node, data: Canonical, index: OrganisationIndex,
+             context: Any) -> None:
         if flag is not None:
             data[flag] = True
         fill(_Node(child, node, element), data, index, context)
     return read
 
 
-def _record(item: fields.Record) -> Read:
-    """Return the reader of a nested record or of a list of them."""
-    tag, element, key, fill = item.tag, item.element, item.field, _fill(item.structure)
-    many, required, inherit, context_field = item.many, item.required, item.inherit, item.context
+def _option(item: fields.Group) -> Handler:
+    """Return the handler of one group of a choice: the choice's fields are None until one of
+    its groups is read, which sets its own fields at their absent values first."""
+    element, fill, absent = item.element, _body(item.structure), _absent(item.structure)
+    if absent.lists:
+        raise TypeError(f"{element}: a choice's group cannot hold repeated elements")
 
-    def one(node: _Node, index: OrganisationIndex, context: Any) -> Canonical:
-        data: Canonical = {}
-        fill(node, data, index, context)
-        return data
+    def read(child: etree._Element, node: _Node, data: Canonical, index: OrganisationIndex,
+             context: Any) -> None:
+        data.update(absent.values)
+        fill(_Node(child, node, element), data, index, context)
+    return read
 
-    def read(node: _Node, data: Canonical, index: OrganisationIndex, context: Any) -> None:
+
+def _record(item: fields.Record) -> Handler:
+    """Return the handler of a nested record or of one of a list of them."""
+    element, key, read_one = item.element, item.field, _record_reader(item.structure)
+    context_field, tag = item.context, item.tag
+
+    if item.many:
+        def read_many(child: etree._Element, node: _Node, data: Canonical,
+                      index: OrganisationIndex, _context: Any) -> None:
+            inner = None if context_field is None else data[context_field]
+            data[key].append(read_one(_Node(child, node, element, tag), index, inner))
+        return read_many
+
+    def read(child: etree._Element, node: _Node, data: Canonical, index: OrganisationIndex,
+             _context: Any) -> None:
         inner = None if context_field is None else data[context_field]
-        if many:
-            data[key] = [one(child, index, inner) for child in node.nodes(element, tag)]
-            return
-        child = node.kids.get(tag)
-        if child is not None:
-            data[key] = one(_Node(child, node, element), index, inner)
-        elif inherit:
-            data[key] = context
-        elif required:
+        data[key] = read_one(_Node(child, node, element), index, inner)
+    return read
+
+
+def _handlers(structure: fields.Structure) -> dict[str, Handler]:
+    """Return the handlers of a structure's child elements by qualified tag.
+
+    :raises TypeError: two declarations of the structure share an element.
+    """
+    found: dict[str, Handler] = {}
+    for item in structure.elements:
+        entries: list[tuple[str, Handler]]
+        if isinstance(item, fields.Text):
+            entries = [(item.tag, _text(item))]
+        elif isinstance(item, fields.Texts):
+            entries = [(item.tag, _texts(item))]
+        elif isinstance(item, fields.Group):
+            entries = [(item.tag, _group(item))]
+        elif isinstance(item, fields.Record):
+            entries = [(item.tag, _record(item))]
+        elif isinstance(item, fields.Choice):
+            entries = [(option.tag, _option(option)) for option in item.options]
+        else:  # an Attribute: never among a structure's elements
+            continue
+        for tag, handler in entries:
+            if tag in found:
+                raise TypeError(f"{structure.name}: two declarations of {local_name(tag)}")
+            found[tag] = handler
+    return found
+
+
+def _attributes(structure: fields.Structure) -> Fill | None:
+    """Return the reader of the attributes of a structure's own element (None: none read)."""
+    read = tuple((item.name, item.field, item.value, f"@{item.name}")
+                 for item in structure.attributes if not item.value.mark)
+    if not read:
+        return None
+
+    def fill(node: _Node, data: Canonical, _index: OrganisationIndex, _context: Any) -> None:
+        for name, key, value, where in read:
+            text = node.element.get(name)
+            data[key] = None if text is None else _parsed(value, text, node, where)
+    return fill
+
+
+def _presence(structure: fields.Structure) -> Fill | None:
+    """Return the check of what a structure's element must hold once its children are read
+    (required groups and records; an inherited employer), or None: nothing to check."""
+    checks: list[Fill] = []
+    for item in structure.elements:
+        if isinstance(item, fields.Group) and item.required:
+            checks.append(_required_group(item))
+        elif isinstance(item, fields.Record) and not item.many and (item.required
+                                                                    or item.inherit):
+            checks.append(_required_record(item))
+    if not checks:
+        return None
+
+    def check(node: _Node, data: Canonical, index: OrganisationIndex, context: Any) -> None:
+        for each in checks:
+            each(node, data, index, context)
+    return check
+
+
+def _required_group(item: fields.Group) -> Fill:
+    """Return the check that a required group is there."""
+    tag, element = item.tag, item.element
+
+    def check(node: _Node, _data: Canonical, _index: OrganisationIndex, _context: Any) -> None:
+        if next(node.element.iterchildren(tag), None) is None:
             raise Invalid(f"{element} is missing", expression=node.path)
+    return check
+
+
+def _required_record(item: fields.Record) -> Fill:
+    """Return the check of a nested record that is required, or that takes the enclosing
+    record's organisation when absent (``inherit``)."""
+    key, element, inherit = item.field, item.element, item.inherit
+
+    def check(node: _Node, data: Canonical, _index: OrganisationIndex, context: Any) -> None:
+        if data[key] is not None:
+            return
+        if inherit:
+            data[key] = context
         else:
-            data[key] = None
-    return read
+            raise Invalid(f"{element} is missing", expression=node.path)
+    return check
 
 
-def _choice(item: fields.Choice) -> Read:
-    """Return the reader of a choice: the group that is there (its fields, the others'
-    None)."""
-    defaults = dict.fromkeys(item.names)
-    options = [(option.tag, option.element, _fill(option.structure))
-               for option in item.options]
-
-    def read(node: _Node, data: Canonical, index: OrganisationIndex, context: Any) -> None:
-        data.update(defaults)
-        for tag, element, fill in options:
-            child = node.kids.get(tag)
-            if child is not None:
-                fill(_Node(child, node, element), data, index, context)
-                return
-    return read
-
-
-def _reader(item: fields.Declaration) -> Read | None:
-    """Return the reader of one declaration of the field table (None: not read)."""
-    if isinstance(item, fields.Attribute):
-        return _attribute(item)
-    if isinstance(item, fields.Text):
-        return _text(item)
-    if isinstance(item, fields.Texts):
-        return _texts(item)
-    if isinstance(item, fields.Group):
-        return _group(item)
-    if isinstance(item, fields.Record):
-        return _record(item)
-    return _choice(item)
-
-
-def _fill(structure: fields.Structure) -> Read:
-    """Return the function that reads a structure's declarations into a dict, then checks
-    the structure's rules (``RULES``)."""
-    readers = [read for item in structure.fields if (read := _reader(item)) is not None]
+def _body(structure: fields.Structure) -> Fill:
+    """Return the function that reads a structure's element into a dict whose fields are at
+    their absent values: its attributes, its children in one pass, then what must be there
+    and the structure's rules (``RULES``)."""
+    handlers = _handlers(structure)
+    attributes, presence = _attributes(structure), _presence(structure)
     rule = RULES.get(structure.name)
 
     def fill(node: _Node, data: Canonical, index: OrganisationIndex, context: Any) -> None:
-        for read in readers:
-            read(node, data, index, context)
+        if attributes is not None:
+            attributes(node, data, index, context)
+        for child in node.element:
+            handler = handlers.get(child.tag)
+            if handler is not None:
+                handler(child, node, data, index, context)
+        if presence is not None:
+            presence(node, data, index, context)
         if rule is not None:
             rule(structure, data, node, index)
     return fill
+
+
+def _record_reader(structure: fields.Structure) -> ReadRecord:
+    """Return the function that reads a record's element into its own canonical dict."""
+    absent, fill = _absent(structure), _body(structure)
+    values, lists = absent.values, absent.lists
+
+    def read(node: _Node, index: OrganisationIndex, context: Any) -> Canonical:
+        data = values.copy()
+        for key in lists:
+            data[key] = []
+        fill(node, data, index, context)
+        return data
+    return read
 
 
 # --- the rules the XSD cannot express, by structure ----------------------------------------
@@ -343,6 +422,17 @@ def _period_rule(structure: fields.Structure, data: Canonical, node: _Node,
         raise Invalid("the period ends before it starts", expression=node.path)
 
 
+def _checked(validate: Validator, text: str, node: _Node, name: str) -> None:
+    """Check the text of the child ``name`` with ``validate``.
+
+    :raises Invalid: the validator refused it.
+    """
+    try:
+        validate(text, name)
+    except identifiers.InvalidIdentifier as error:
+        raise Invalid(error.reason, expression=f"{node.path}/{name}") from None
+
+
 def _organisation_rule(_structure: fields.Structure, data: Canonical, node: _Node,
                        index: OrganisationIndex) -> None:
     """A local authority has its GSS code, a GP practice's ODS code is a letter and five
@@ -353,7 +443,7 @@ def _organisation_rule(_structure: fields.Structure, data: Canonical, node: _Nod
     if data["type"] == "local-authority" and data["gss_code"] is None:
         raise Invalid("a local authority needs its GSS code", expression=node.path)
     if data["type"] == "gp-practice" and data["ods_code"] is not None:
-        node.checked(identifiers.validate_gp_practice_code, "OdsCode")
+        _checked(identifiers.validate_gp_practice_code, data["ods_code"], node, "OdsCode")
     try:
         index.add_organisation(data)
     except Invalid as error:
@@ -461,16 +551,14 @@ RULES: Final[dict[str, Rule]] = {
     "ChildReferenceStructure": _child_reference_rule, "DirectoryEntryStructure": _entry_rule,
     "AssessmentReferenceStructure": _assessment_rule,
 }
-_ENTRY: Final = _fill(fields.ENTRY)
-_ASSESSMENT: Final = _fill(fields.ASSESSMENT)
-_HEADER: Final = _fill(fields.HEADER)
+_ENTRY: Final = _record_reader(fields.ENTRY)
+_ASSESSMENT: Final = _record_reader(fields.ASSESSMENT)
+_HEADER: Final = _record_reader(fields.HEADER)
 
 
-def _read(fill: Read, element: etree._Element, name: str) -> Canonical:
-    """Return the canonical dict of the record element ``name`` read with ``fill``."""
-    data: Canonical = {}
-    fill(_Node(element, None, name), data, OrganisationIndex(), None)
-    return data
+def _read(read: ReadRecord, element: etree._Element, name: str) -> Canonical:
+    """Return the canonical dict of the record element ``name`` read with ``read``."""
+    return read(_Node(element, None, name), OrganisationIndex(), None)
 
 
 # --- directory entries and assessment references -------------------------------------------

@@ -5,6 +5,7 @@ caller may not see, and created / updated / unchanged told apart (see
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Final
 
 from sqlalchemy.orm import Session
@@ -18,6 +19,7 @@ from adapter.imports.directory import (
     rejected,
 )
 from adapter.imports.rows import (
+    BatchKeys,
     SharedRows,
     described_in_entry,
     entry_retention,
@@ -52,8 +54,9 @@ NOT_YOURS: Final = "not your authority: "
 NHS_NUMBER_PATH: Final = "DirectoryEntry/NhsNumber"
 
 
-def check_parts(data: Canonical) -> None:
+def check_parts(data: Canonical, key: Callable[[Canonical], str] = involvement_key) -> None:
     """Check what the XSD cannot: each involvement once; a sensitive one with its basis.
+    ``key`` makes an involvement's natural key (a batch's ``BatchKeys.involvement``).
 
     :raises Invalid: an involvement listed twice, or a sensitive one without consent basis.
     """
@@ -66,11 +69,11 @@ def check_parts(data: Canonical) -> None:
             # significant harm.
             raise Invalid("a sensitive service's involvement needs its consent basis",
                           expression=f"{where}/SensitiveService")
-        key = involvement_key(involvement)
-        if key in seen:
+        natural = key(involvement)
+        if natural in seen:
             raise Invalid("the same involvement (role, organisation, practitioner, start) is "
                           "listed twice", expression=where)
-        seen.add(key)
+        seen.add(natural)
 
 
 def check_writable(data: Canonical, existing: StoredEntry | None, caller: Caller) -> None:
@@ -242,6 +245,7 @@ class EntryBatch:
     def __init__(self, session: Session, caller: Caller, detail: str) -> None:
         self.session, self.caller, self.detail = session, caller, detail
         self.visibility = Visibility(caller)
+        self.keys = BatchKeys()
 
     def apply(self, pending: list[Pending]) -> dict[int, Any]:
         """Apply the batch; return each record's outcome by its position."""
@@ -254,7 +258,7 @@ class EntryBatch:
         for item in pending:
             existing = stored.get(item.data["contactpoint_id"])
             try:
-                check_parts(item.data)
+                check_parts(item.data, self.keys.involvement)
                 check_writable(item.data, existing, self.caller)
                 if shared is not None:
                     require_shared_unchanged(described_in_entry(item.data), shared, self.caller)
@@ -309,7 +313,8 @@ class EntryBatch:
         """Insert the new entries (the bulk path)."""
         if not fresh:
             return {}
-        insert_entries(self.session, [item.data for item in fresh], self.caller, self.detail)
+        insert_entries(self.session, [item.data for item in fresh], self.caller, self.detail,
+                       self.keys)
         return {item.position: applied(item, "created", _cpid(item)) for item in fresh}
 
 

@@ -75,6 +75,40 @@ def involvement_key(data: Mapping[str, Any]) -> str:
                                     data["period_start"])
 
 
+class BatchKeys:
+    """The natural keys of the organisations, practitioners and involvements of one batch's
+    canonical dicts, each made once per dict: a new entry's organisation is keyed by the
+    write-authority check, the look-up, its practitioners' and involvements' keys and the
+    rows' ids (about twenty times a record). A dict is remembered with its key, so that its
+    ``id`` stays its own while the batch is applied; the dicts are not changed meanwhile
+    (the import reads them only)."""
+
+    def __init__(self) -> None:
+        self._organisations: dict[int, tuple[Canonical, OrganisationKey]] = {}
+        self._involvements: dict[int, tuple[Canonical, str]] = {}
+
+    def organisation(self, data: Canonical) -> OrganisationKey:
+        """Return an organisation dict's natural key (``organisation_key``)."""
+        found = self._organisations.get(id(data))
+        if found is None:
+            found = self._organisations[id(data)] = (data, organisation_key(data))
+        return found[1]
+
+    def practitioner(self, data: Canonical) -> PractitionerKey:
+        """Return a practitioner dict's natural key (``practitioner_key``)."""
+        return self.organisation(data["organisation"]), str(data["local_id"])
+
+    def involvement(self, data: Canonical) -> str:
+        """Return an involvement dict's natural key (``involvement_key``)."""
+        found = self._involvements.get(id(data))
+        if found is None:
+            key = identity.involvement_key(
+                data["role"], self.organisation(data["organisation"])[1],
+                identity.practitioner_dict_key_text(data["practitioner"]), data["period_start"])
+            found = self._involvements[id(data)] = (data, key)
+        return found[1]
+
+
 def _without_practitioner_key(item: Canonical) -> tuple[Any, ...]:
     """Return what identifies an involvement (or a team member) apart from its
     practitioner."""
@@ -221,11 +255,12 @@ class Organisations:
     session: Session
     ids: dict[OrganisationKey, int] = field(default_factory=dict)
     resource_ids: dict[OrganisationKey, str] = field(default_factory=dict)
+    keys: BatchKeys = field(default_factory=BatchKeys)
 
     def resolve(self, described: Iterable[Canonical]) -> None:
         """Find, create or update every organisation described (the last description of a
         natural key wins, as when records are applied one after the other)."""
-        wanted = {organisation_key(data): data for data in described}
+        wanted = {self.keys.organisation(data): data for data in described}
         stored = self._stored(wanted)
         fresh = [key for key in wanted if key not in stored]
         for key, row in stored.items():
@@ -261,7 +296,7 @@ class Organisations:
 
     def id_of(self, data: Canonical) -> int:
         """Return the id of a resolved organisation."""
-        return self.ids[organisation_key(data)]
+        return self.ids[self.keys.organisation(data)]
 
 
 @dataclass
@@ -275,7 +310,7 @@ class Practitioners:
     def resolve(self, described: Iterable[Canonical]) -> None:
         """Find, create or update every practitioner described (the last description wins;
         every column is taken from it, as ``resolve_practitioner`` does)."""
-        wanted = {practitioner_key(data): data for data in described}
+        wanted = {self.organisations.keys.practitioner(data): data for data in described}
         stored = self._stored(wanted)
         for key, row in stored.items():
             self.ids[key] = row["id"]
@@ -314,7 +349,7 @@ class Practitioners:
 
     def id_of(self, data: Canonical | None) -> int | None:
         """Return the id of a resolved practitioner (None for none)."""
-        return None if data is None else self.ids[practitioner_key(data)]
+        return None if data is None else self.ids[self.organisations.keys.practitioner(data)]
 
 
 @dataclass
@@ -362,7 +397,7 @@ class NewEntries:
     def _involvement(self, data: Canonical, involvement: Canonical, child_id: int,
                      position: int) -> dict[str, Any]:
         """Return an involvement row (its PractitionerRole id as ``apply_child`` derives it)."""
-        key = involvement_key(involvement)
+        key = self.organisations.keys.involvement(involvement)
         return {**{name: involvement[name] for name in INVOLVEMENT_FIELDS},
                 "resource_id": identity.involvement_role_id(data["contactpoint_id"], key),
                 "child_id": child_id, "position": position,
@@ -371,10 +406,11 @@ class NewEntries:
 
 
 def insert_entries(session: Session, entries: list[Canonical], caller: Caller,
-                   detail: str) -> list[str]:
+                   detail: str, keys: BatchKeys | None = None) -> list[str]:
     """Insert new entries (their organisations and practitioners resolved) with their outbox
-    events and ``import-create`` audit records; return their FHIR ids, in order."""
-    organisations = Organisations(session)
+    events and ``import-create`` audit records; return their FHIR ids, in order. ``keys``:
+    the natural keys the batch made already."""
+    organisations = Organisations(session, keys=keys or BatchKeys())
     organisations.resolve(org for data in entries for org in organisations_of(data))
     practitioners = Practitioners(session, organisations)
     practitioners.resolve(p for data in entries for p in practitioners_of(data))
@@ -394,8 +430,8 @@ def insert_entries(session: Session, entries: list[Canonical], caller: Caller,
         if part_rows:
             insert_rows(session, table(name), part_rows)
     refs = [row["resource_id"] for row in rows]
-    authorities = [organisations.resource_ids[organisation_key(d["managing_organisation"])]
-                   for d in entries]
+    authorities = [organisations.resource_ids[organisations.keys.organisation(
+        d["managing_organisation"])] for d in entries]
     insert_events(session, refs, authorities, new.now)
     insert_audit(session, caller, "import-create", refs, detail, new.now)
     return refs
