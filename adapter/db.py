@@ -8,6 +8,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -95,24 +96,26 @@ class WriterQueue:
     file) hands the lock over at once. A writer that ignores the file still meets SQLite's
     own locking, so this is an optimisation, never the guarantee.
 
-    The file stays open for the process (opening it cost a system call pair per write); a
-    process forked from one that opened it opens its own, since a forked child shares its
-    parent's open file and so its flock (flock(2)).
+    The file stays open for the process (opening it cost a system call pair per write), as a
+    bare descriptor closed when the queue is closed or collected; a process forked from one
+    that opened it opens its own, since a forked child shares its parent's open file and so
+    its flock (flock(2)).
     """
 
     def __init__(self, url: str) -> None:
         database = make_url(url).database
         self.path = f"{database}.writers" if database and database != ":memory:" else None
         self.thread_lock = threading.Lock()
-        self.handle: Any = None
+        self.handle: int | None = None
         self.opened_by = 0  # the process that opened ``handle``
+        self.closer: Callable[[], object] | None = None
 
     def __enter__(self) -> None:
         self.thread_lock.acquire()
         if self.path is None:
             return
         try:
-            fcntl.flock(self._file(), fcntl.LOCK_EX)
+            fcntl.flock(self._file(self.path), fcntl.LOCK_EX)
         except OSError:
             self.thread_lock.release()
             raise
@@ -124,21 +127,28 @@ class WriterQueue:
         finally:
             self.thread_lock.release()
 
-    def _file(self) -> Any:
+    def _file(self, path: str) -> int:
         """Return this process's open lock file (under the thread lock)."""
         if self.handle is None or self.opened_by != os.getpid():
-            # The parent's file, inherited, is left open: closing it in the child could not
-            # release the parent's lock, and its descriptor is the parent's to close.
-            self.handle = open(self.path or "", "a+b")  # noqa: SIM115 - closed in close()
+            # An inherited descriptor is closed in this process only: the parent's own still
+            # holds its lock (flock(2): released when all duplicates are closed).
+            self._close_own()
+            self.handle = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+                                  0o644)
             self.opened_by = os.getpid()
+            self.closer = weakref.finalize(self, os.close, self.handle)
         return self.handle
+
+    def _close_own(self) -> None:
+        """Close the descriptor held, if any."""
+        if self.closer is not None:
+            self.closer()
+        self.handle, self.closer = None, None
 
     def close(self) -> None:
         """Close this process's lock file (it is opened again by the next writer)."""
         with self.thread_lock:
-            if self.handle is not None and self.opened_by == os.getpid():
-                self.handle.close()
-            self.handle = None
+            self._close_own()
 
 
 class Database:
