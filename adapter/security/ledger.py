@@ -101,14 +101,16 @@ def forget_deliveries(session: Session) -> None:
 
 def delivery_rows(info: dict[str, Any]) -> list[dict[str, Any]]:
     """Take the deliveries gathered by ``record_delivery`` out of a session's ``info`` and
-    return their ledger rows, one client and way after another (``audit.write_gathered``
-    writes them at the commit)."""
+    return their ledger rows (``audit.write_gathered`` writes them at the commit), sorted by
+    client and child across ways, so that concurrent transactions lock the rows they share in
+    one order (PostgreSQL "Explicit Locking", 13.3.4 Deadlocks)."""
     pending: dict[tuple[str, str], set[str]] | None = info.pop(PENDING, None)
     if not pending:
         return []
     moment = utcnow()
-    return [row for (client_id, via), refs in pending.items()
+    rows = [row for (client_id, via), refs in sorted(pending.items())
             for row in ledger_rows(client_id, refs, via, moment)]
+    return sorted(rows, key=lambda row: (row["client_id"], row["child_ref"]))
 
 
 def forget_pending(session: Session, transaction: Any) -> None:
