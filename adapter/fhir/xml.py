@@ -58,7 +58,7 @@ _MARKER_KINDS: Final = {"Decimal": _DEC, "Xhtml": _XHTML}
 # types"); the companion's own entry names ``given`` as its value key.
 Field = tuple[int, "TypeTable", bool, str, str]
 # How the writer writes one key of an object (``_plan``): one of the ``_DO_*`` cases, the
-# key, its field, and the text that opens its element (``<name value="`` for a string,
+# key, its field, and the text that opens its element (``<name value="`` for a primitive,
 # ``<name`` for an object).
 Step = tuple[int, str, Field, str]
 # The attributes found in an object, then the steps of its elements in definition order.
@@ -348,11 +348,12 @@ def _write_items(out: list[str], tag: str, items: Any, table: TypeTable, repeats
     """
     if not items:
         raise _ShapeError("a repeating element must be a non-empty array")
+    head = "<" + tag
     for index, item in enumerate(items):
         try:
             if type(item) is not dict or not item:
                 raise _ShapeError("a complex element must be a non-empty object")
-            _write_element(out, tag, item, table, "<" + tag, raw)
+            _write_element(out, tag, item, table, head, raw)
         except _ShapeError as exc:
             exc.path.insert(0, f"[{index}]" if repeats else "")
             raise
@@ -448,7 +449,7 @@ def _plan_step(key: str, field: Field, obj: dict[str, Any]) -> Step:
     if kind == _BOOL and not repeats and companion not in obj:
         return (_DO_BOOL, key, field, f'<{name} value="')
     if kind == _COMPLEX:
-        return (_DO_OBJECTS, key, field, name)
+        return (_DO_OBJECTS, key, field, "<" + name)
     return (_DO_FIELD, key, field, "")
 
 
@@ -489,9 +490,9 @@ def _write_element(out: list[str], tag: str, obj: dict[str, Any], table: TypeTab
             if case == _DO_STR and type(value) is str:
                 out.append(f'{opening}{value if raw else _escape(value)}"/>')
             elif case == _DO_OBJECTS and type(value) is dict and value and not field[2]:
-                _write_element(out, opening, value, field[1], "<" + opening, raw)
+                _write_element(out, field[3], value, field[1], opening, raw)
             elif case == _DO_OBJECTS and type(value) is list and field[2]:
-                _write_items(out, opening, value, field[1], True, raw)
+                _write_items(out, field[3], value, field[1], True, raw)
             elif case == _DO_BOOL and type(value) is bool:
                 out.append(f'{opening}{_BOOL_TEXT[value]}"/>')
             elif not (case == _DO_STRS and type(value) is list and value
