@@ -412,9 +412,9 @@ def _ordered_keys(obj: dict[str, Any], table: TypeTable) -> list[str]:
                           str(exc.args[0])) from None
 
 
-# How ``_write_element`` writes one key (``_plan``): a string, a boolean, a repeating string,
-# none of whose items has a ``_`` companion, or anything else (``_write_field``).
-_DO_STR, _DO_BOOL, _DO_STRS, _DO_OBJECTS, _DO_FIELD = 0, 1, 2, 3, 4
+# How ``_write_element`` writes one key (``_plan``): a string, a boolean, a repeating string
+# without or with its ``_`` companion, objects, or anything else (``_write_field``).
+_DO_STR, _DO_BOOL, _DO_STRS, _DO_NOTED_STRS, _DO_OBJECTS, _DO_FIELD = 0, 1, 2, 3, 4, 5
 # Key orders remembered per type: the mappings give a handful; beyond this many (arbitrary
 # dicts written back), an object is planned each time rather than the table growing.
 _MAX_PLANS: Final = 256
@@ -446,6 +446,8 @@ def _plan_step(key: str, field: Field, obj: dict[str, Any]) -> Step:
     kind, _child, repeats, name, companion = field
     if kind == _STR and companion not in obj:
         return (_DO_STRS if repeats else _DO_STR, key, field, f'<{name} value="')
+    if kind == _STR and repeats:
+        return (_DO_NOTED_STRS, key, field, f'<{name} value="')
     if kind == _BOOL and not repeats and companion not in obj:
         return (_DO_BOOL, key, field, f'<{name} value="')
     if kind == _COMPLEX:
@@ -462,6 +464,35 @@ def _write_strings(out: list[str], opening: str, items: list[Any], raw: bool) ->
             del out[mark:]
             return False
         out.append(f'{opening}{item if raw else _escape(item)}"/>')
+    return True
+
+
+def _write_noted_strings(out: list[str], opening: str, tag: str, values: Any, extras: Any,
+                         raw: bool) -> bool:
+    """Write each string of a repeating string element with its ``_`` companion item (an
+    Address.line with its part label); return False, having written nothing, for anything
+    else, such as an item without a value (``_write_field`` writes or refuses it).
+
+    :raises _ShapeError: a companion item does not fit Element.
+    """
+    if (type(values) is not list or type(extras) is not list or not values
+            or len(values) != len(extras)):
+        return False
+    mark = len(out)
+    table = element_table()
+    for index, (item, extra) in enumerate(zip(values, extras, strict=True)):
+        if type(item) is not str or (extra is not None and (type(extra) is not dict or not extra)):
+            del out[mark:]
+            return False
+        head = f'{opening}{item if raw else _escape(item)}"'
+        if extra is None:
+            out.append(head + "/>")
+            continue
+        try:
+            _write_element(out, tag, extra, table, head, raw)
+        except _ShapeError as exc:
+            exc.path.insert(0, f"[{index}]")
+            raise
     return True
 
 
@@ -495,8 +526,11 @@ def _write_element(out: list[str], tag: str, obj: dict[str, Any], table: TypeTab
                 _write_items(out, field[3], value, field[1], True, raw)
             elif case == _DO_BOOL and type(value) is bool:
                 out.append(f'{opening}{_BOOL_TEXT[value]}"/>')
-            elif not (case == _DO_STRS and type(value) is list and value
-                      and _write_strings(out, opening, value, raw)):
+            elif case == _DO_STRS and type(value) is list and value:
+                if not _write_strings(out, opening, value, raw):
+                    _write_field(out, obj, key, field, raw)
+            elif not (case == _DO_NOTED_STRS and _write_noted_strings(
+                    out, opening, field[3], value, obj[field[4]], raw)):
                 _write_field(out, obj, key, field, raw)
         except _ShapeError as exc:
             exc.path.insert(0, key)
