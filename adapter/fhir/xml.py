@@ -57,12 +57,18 @@ _MARKER_KINDS: Final = {"Decimal": _DEC, "Xhtml": _XHTML}
 # For a primitive ``given`` the companion is ``_given`` (FHIR R4 json.html "primitive
 # types"); the companion's own entry names ``given`` as its value key.
 Field = tuple[int, "TypeTable", bool, str, str]
+# How the writer writes one key of an object (``_plan``): one of the ``_DO_*`` cases, the
+# key, its field, and the text that opens its element (``<name value="`` for a primitive,
+# ``<name`` for an object).
+Step = tuple[int, str, Field, str]
+# The attributes found in an object, then the steps of its elements in definition order.
+Plan = tuple[tuple[str, ...], tuple[Step, ...]]
 
 
 class TypeTable:
     """The children of one FHIR type in definition order, for writing and reading XML."""
 
-    __slots__ = ("name", "is_resource", "attrs", "order", "fields", "by_tag")
+    __slots__ = ("name", "is_resource", "attrs", "order", "fields", "by_tag", "plans")
 
     def __init__(self, name: str, is_resource: bool) -> None:
         self.name = name
@@ -72,6 +78,8 @@ class TypeTable:
         self.order: dict[str, int] = {}
         self.fields: dict[str, Field] = {}
         self.by_tag: dict[str, Field] = {}
+        # How to write an object of this type, by its keys in their order (``_plan``).
+        self.plans: dict[tuple[str, ...], Plan] = {}
 
 
 _NO_TABLE: Final = TypeTable("", False)
@@ -269,7 +277,8 @@ def _value_text(kind: int, value: Any) -> str:
     raise _ShapeError(f"a value of JSON type {type(value).__name__} does not fit this element")
 
 
-def _write_primitive(out: list[str], kind: int, tag: str, value: Any, extra: Any) -> None:
+def _write_primitive(out: list[str], kind: int, tag: str, value: Any, extra: Any,
+                     raw: bool) -> None:
     """Write one primitive element: ``value`` as the attribute, ``extra`` its id/extensions.
 
     :raises _ShapeError: the value or its ``_`` companion is malformed.
@@ -282,17 +291,18 @@ def _write_primitive(out: list[str], kind: int, tag: str, value: Any, extra: Any
         return
     if type(extra) is not dict or not extra:
         raise _ShapeError("the _ companion of a primitive must be a non-empty object")
-    _write_element(out, tag, extra, element_table(), head, False)
+    _write_element(out, tag, extra, element_table(), head, raw)
 
 
-def _write_primitives(out: list[str], field: Field, value: Any, extra: Any) -> None:
+def _write_primitives(out: list[str], field: Field, value: Any, extra: Any,
+                      raw: bool) -> None:
     """Write a primitive element, or each item of a repeating one with its companion item.
 
     :raises _ShapeError: the arrays are malformed or of different lengths.
     """
     kind, _child, repeats, tag, _companion = field
     if not repeats:
-        _write_primitive(out, kind, tag, value, extra)
+        _write_primitive(out, kind, tag, value, extra, raw)
         return
     values = _nonempty_list(value if value is not None else [None] * len(extra or ()))
     extras = [None] * len(values) if extra is None else _nonempty_list(extra)
@@ -300,7 +310,7 @@ def _write_primitives(out: list[str], field: Field, value: Any, extra: Any) -> N
         raise _ShapeError("a repeating primitive and its _ companion differ in length")
     for index, (item, item_extra) in enumerate(zip(values, extras, strict=True)):
         try:
-            _write_primitive(out, kind, tag, item, item_extra)
+            _write_primitive(out, kind, tag, item, item_extra, raw)
         except _ShapeError as exc:
             exc.path.insert(0, f"[{index}]")
             raise
@@ -338,11 +348,12 @@ def _write_items(out: list[str], tag: str, items: Any, table: TypeTable, repeats
     """
     if not items:
         raise _ShapeError("a repeating element must be a non-empty array")
+    head = "<" + tag
     for index, item in enumerate(items):
         try:
             if type(item) is not dict or not item:
                 raise _ShapeError("a complex element must be a non-empty object")
-            _write_element(out, tag, item, table, "<" + tag, raw)
+            _write_element(out, tag, item, table, head, raw)
         except _ShapeError as exc:
             exc.path.insert(0, f"[{index}]" if repeats else "")
             raise
@@ -376,11 +387,11 @@ def _write_field(out: list[str], obj: dict[str, Any], key: str, field: Field,
     if value is None:
         raise _ShapeError("null is not a FHIR value (FHIR R4 json.html)")
     if kind <= _DEC:
-        _write_primitives(out, field, value, obj.get(companion))
+        _write_primitives(out, field, value, obj.get(companion), raw)
     elif kind == _COMPLEX:
         _write_items(out, tag, value if repeats else (value,), child, repeats, raw)
     elif kind == _COMPANION and tag not in obj:
-        _write_primitives(out, (_STR, _NO_TABLE, repeats, tag, key), None, value)
+        _write_primitives(out, (_STR, _NO_TABLE, repeats, tag, key), None, value, raw)
     elif kind == _RESOURCE:
         _write_resources(out, field, value, raw)
     elif kind == _XHTML:
@@ -401,53 +412,130 @@ def _ordered_keys(obj: dict[str, Any], table: TypeTable) -> list[str]:
                           str(exc.args[0])) from None
 
 
-def _start_tag(head: str, obj: dict[str, Any], names: tuple[str, ...]) -> str:
-    """Return ``head`` with the XML attributes (``id``, ``Extension.url``) found in ``obj``.
+# How ``_write_element`` writes one key (``_plan``): a string, a boolean, a repeating string
+# without or with its ``_`` companion, objects, or anything else (``_write_field``).
+_DO_STR, _DO_BOOL, _DO_STRS, _DO_NOTED_STRS, _DO_OBJECTS, _DO_FIELD = 0, 1, 2, 3, 4, 5
+# Key orders remembered per type: the mappings give a handful; beyond this many (arbitrary
+# dicts written back), an object is planned each time rather than the table growing.
+_MAX_PLANS: Final = 256
 
-    :raises _ShapeError: an attribute value is not a string.
+
+def _plan(obj: dict[str, Any], table: TypeTable) -> Plan:
+    """Return how to write an object with the keys of ``obj`` (in their order), remembered
+    in ``table.plans``: which attributes it has, then each element's case, in definition
+    order. What the plan decides from the keys alone (the order, which are attributes,
+    whether a primitive has its ``_`` companion) is not looked at again per object.
+
+    :raises _ShapeError: an attribute is not a string, or a key is not an element of the type.
     """
-    for name in names:
-        if name in obj:
-            text = obj[name]
-            if type(text) is not str:
-                raise _ShapeError(f"{name} must be a string", name)
-            head = f'{head} {name}="{_escape(text)}"'
-    return head
+    names = tuple(name for name in table.attrs if name in obj)
+    for name in names:  # checked before the keys, as the writer always has
+        if type(obj[name]) is not str:
+            raise _ShapeError(f"{name} must be a string", name)
+    fields = table.fields
+    steps = tuple(_plan_step(key, fields[key], obj) for key in _ordered_keys(obj, table)
+                  if fields[key][0] != _ATTR)
+    plan = (names, steps)
+    if len(table.plans) < _MAX_PLANS:
+        table.plans[tuple(obj)] = plan
+    return plan
+
+
+def _plan_step(key: str, field: Field, obj: dict[str, Any]) -> Step:
+    """Return the writer's case for ``key`` of an object with the keys of ``obj``."""
+    kind, _child, repeats, name, companion = field
+    if kind == _STR and companion not in obj:
+        return (_DO_STRS if repeats else _DO_STR, key, field, f'<{name} value="')
+    if kind == _STR and repeats:
+        return (_DO_NOTED_STRS, key, field, f'<{name} value="')
+    if kind == _BOOL and not repeats and companion not in obj:
+        return (_DO_BOOL, key, field, f'<{name} value="')
+    if kind == _COMPLEX:
+        return (_DO_OBJECTS, key, field, "<" + name)
+    return (_DO_FIELD, key, field, "")
+
+
+def _write_strings(out: list[str], opening: str, items: list[Any], raw: bool) -> bool:
+    """Write each string of a repeating string element without companion; return False,
+    having written nothing, when an item is not a string (``_write_field`` says why)."""
+    mark = len(out)
+    for item in items:
+        if type(item) is not str:
+            del out[mark:]
+            return False
+        out.append(f'{opening}{item if raw else _escape(item)}"/>')
+    return True
+
+
+def _write_noted_strings(out: list[str], opening: str, tag: str, values: Any, extras: Any,
+                         raw: bool) -> bool:
+    """Write each string of a repeating string element with its ``_`` companion item (an
+    Address.line with its part label); return False, having written nothing, for anything
+    else, such as an item without a value (``_write_field`` writes or refuses it).
+
+    :raises _ShapeError: a companion item does not fit Element.
+    """
+    if (type(values) is not list or type(extras) is not list or not values
+            or len(values) != len(extras)):
+        return False
+    mark = len(out)
+    table = element_table()
+    for index, (item, extra) in enumerate(zip(values, extras, strict=True)):
+        if type(item) is not str or (extra is not None and (type(extra) is not dict or not extra)):
+            del out[mark:]
+            return False
+        head = f'{opening}{item if raw else _escape(item)}"'
+        if extra is None:
+            out.append(head + "/>")
+            continue
+        try:
+            _write_element(out, tag, extra, table, head, raw)
+        except _ShapeError as exc:
+            exc.path.insert(0, f"[{index}]")
+            raise
+    return True
 
 
 def _write_element(out: list[str], tag: str, obj: dict[str, Any], table: TypeTable,
                    head: str, raw: bool) -> None:
     """Write an element: ``head`` (the open start tag), its attributes, children, end tag.
 
-    Strings and objects, nearly every element, are written here directly: this loop is the
-    serving path's cost. ``raw``: no string needs an escape (``_is_plain``).
+    Strings, booleans and objects, nearly every element, are written here directly: this
+    loop is the serving path's cost. ``raw``: no string needs an escape (``_is_plain``).
 
     :raises _ShapeError: the content does not fit the element's type.
     """
-    attrs = table.attrs
-    if attrs and (attrs[0] in obj or len(attrs) > 1):
-        head = _start_tag(head, obj, attrs)
-    start = len(out)
-    out.append("")  # the start tag, known once the children are written
-    fields = table.fields
-    for key in _ordered_keys(obj, table):
-        kind, child, repeats, name, companion = field = fields[key]
+    names, steps = table.plans.get(tuple(obj)) or _plan(obj, table)
+    for name in names:
+        text = obj[name]
+        if type(text) is not str:
+            raise _ShapeError(f"{name} must be a string", name)
+        head = f'{head} {name}="{text if raw else _escape(text)}"'
+    if not steps:  # every step writes at least one element (or raises)
+        out.append(head + "/>")
+        return
+    out.append(head + ">")
+    for case, key, field, opening in steps:
         value = obj[key]
         try:
-            if kind == _STR and type(value) is str and not repeats and companion not in obj:
-                out.append(f'<{name} value="{value if raw else _escape(value)}"/>')
-            elif kind == _COMPLEX and type(value) is (list if repeats else dict):
-                _write_items(out, name, value if repeats else (value,), child, repeats, raw)
-            elif kind != _ATTR:
+            if case == _DO_STR and type(value) is str:
+                out.append(f'{opening}{value if raw else _escape(value)}"/>')
+            elif case == _DO_OBJECTS and type(value) is dict and value and not field[2]:
+                _write_element(out, field[3], value, field[1], opening, raw)
+            elif case == _DO_OBJECTS and type(value) is list and field[2]:
+                _write_items(out, field[3], value, field[1], True, raw)
+            elif case == _DO_BOOL and type(value) is bool:
+                out.append(f'{opening}{_BOOL_TEXT[value]}"/>')
+            elif case == _DO_STRS and type(value) is list and value:
+                if not _write_strings(out, opening, value, raw):
+                    _write_field(out, obj, key, field, raw)
+            elif not (case == _DO_NOTED_STRS and _write_noted_strings(
+                    out, opening, field[3], value, obj[field[4]], raw)):
                 _write_field(out, obj, key, field, raw)
         except _ShapeError as exc:
             exc.path.insert(0, key)
             raise
-    if len(out) == start + 1:
-        out[start] = head + "/>"
-    else:
-        out[start] = head + ">"
-        out.append(f"</{tag}>")
+    out.append(f"</{tag}>")
 
 
 def _write_resource(out: list[str], resource: Any, namespace: str, raw: bool) -> None:

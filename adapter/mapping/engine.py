@@ -521,16 +521,20 @@ class FieldCompiler:
 
     def _forward(self) -> Forward:
         """Return the forward runner: read, convert, skip empties, write."""
-        get, convert = self._getter(), self.convert
+        get, convert, source = self._getter(), self.convert, self.fs.source
+        put = _item_put if not self.steps else compile_put(self.steps)
+        # A path of one plain key is written inline by the runners below (no put call).
+        key = self.steps[0].key if len(self.steps) == 1 and not self.steps[0].is_list else None
+        attribute = len(source) == 1 and source[0][0] not in "$."
+        if self.part is not None and attribute:
+            return _part_to_put(source[0], key, put, _item_forward(self.part),
+                                dict(self.fs.where or {}))
         if self.part is not None:
             get = self._part_getter(get, self.part)
-        source = self.fs.source
-        put = _item_put if not self.steps else compile_put(self.steps)
-        if (self.part is None and len(source) == 1 and source[0][0] not in "$."
-                and len(self.steps) == 1 and not self.steps[0].is_list):
-            return _attribute_to_key(source[0], self.steps[0].key, convert)
-        if self.part is None and len(source) > 1 and convert is not _identity:
-            return _attributes_to_put(source, put, convert)
+        elif attribute:
+            return _attribute_to_put(source[0], key, put, convert)
+        elif len(source) > 1 and convert is not _identity:
+            return _attributes_to_put(source, key, put, convert)
         if convert is _identity:
             def run_plain(record: Any, out: dict[str, Any], opts: Mapping[str, Any]) -> None:
                 value = get(record, opts)
@@ -706,9 +710,11 @@ def _chain_back(stages: Sequence[Callable[[Any, Drop], Any] | None]
     return run
 
 
-def _attribute_to_key(name: str, key: str, convert: Callable[[Any], Any]) -> Forward:
-    """Return the runner of the commonest field: one attribute to one key (the hot path:
-    the read, the check and the write inline, one call for the conversion)."""
+def _attribute_to_put(name: str, key: str | None, put: Callable[[dict[str, Any], Any], None],
+                      convert: Callable[[Any], Any]) -> Forward:
+    """Return the runner of the commonest field: one attribute to one element (the hot path:
+    the read, the check and, for a plain ``key``, the write inline; one call for the
+    conversion, none without one)."""
     identity = convert is _identity
 
     def run(record: Any, out: dict[str, Any], _opts: Mapping[str, Any]) -> None:
@@ -729,11 +735,15 @@ def _attribute_to_key(name: str, key: str, convert: Callable[[Any], Any]) -> For
                 return
         if type(value) in _EMPTYABLE and not value:
             return
-        out[key] = value
+        if key is None:
+            put(out, value)
+        else:
+            out[key] = value
     return run
 
 
-def _attributes_to_put(names: tuple[str, ...], put: Callable[[dict[str, Any], Any], None],
+def _attributes_to_put(names: tuple[str, ...], key: str | None,
+                       put: Callable[[dict[str, Any], Any], None],
                        convert: Callable[[Any], Any]) -> Forward:
     """Return the runner of a field reading several attributes for a transform (inline)."""
     def run(record: Any, out: dict[str, Any], _opts: Mapping[str, Any]) -> None:
@@ -745,7 +755,36 @@ def _attributes_to_put(names: tuple[str, ...], put: Callable[[dict[str, Any], An
         value = convert(args)
         if value is None or (type(value) in _EMPTYABLE and not value):
             return
-        put(out, value)
+        if key is None:
+            put(out, value)
+        else:
+            out[key] = value
+    return run
+
+
+def _part_to_put(name: str, key: str | None, put: Callable[[dict[str, Any], Any], None],
+                 item: Callable[[Any, Mapping[str, Any]], Any], where: dict[str, Any]
+                 ) -> Forward:
+    """Return the runner of a list attribute mapped item by item with a part: the items
+    whose attributes have the ``where`` values, each left out when it maps to nothing."""
+    wanted_of = operator.attrgetter(*where) if where else None
+    wanted = tuple(where.values()) if len(where) > 1 else next(iter(where.values()), None)
+
+    def run(record: Any, out: dict[str, Any], opts: Mapping[str, Any]) -> None:
+        try:
+            items = record.__dict__[name]
+        except KeyError:
+            items = getattr(record, name)
+        if wanted_of is None:
+            mapped = [r for i in items if (r := item(i, opts))]
+        else:
+            mapped = [r for i in items if wanted_of(i) == wanted if (r := item(i, opts))]
+        if not mapped:
+            return
+        if key is None:
+            put(out, mapped)
+        else:
+            out[key] = mapped
     return run
 
 

@@ -111,6 +111,8 @@ def compile_put(steps: tuple[Step, ...]) -> Put:
         return _put_key(last.key)
     if len(head) == 1 and head[0].op == "=" and not last.is_list:
         return _put_in_item(head[0], last.key)
+    if len(head) == 1 and head[0].op is None:
+        return _put_in_child(head[0].key, last.key, last.is_list)
 
     def put(out: dict[str, Any], value: Any) -> None:
         node = out
@@ -128,6 +130,21 @@ def _put_key(key: str) -> Put:
     """Return a writer of one key of the output."""
     def put(out: dict[str, Any], value: Any) -> None:
         out[key] = value
+    return put
+
+
+def _put_in_child(name: str, key: str, is_list: bool) -> Put:
+    """Return a writer of ``name.key`` or of a list ``name.key[...]`` (``meta.versionId``,
+    ``meta.security[system=...]``): the general writer without its loop over the path."""
+    def put(out: dict[str, Any], value: Any) -> None:
+        child = out.get(name)
+        if child is None:
+            child = out[name] = {}
+        if not is_list:
+            child[key] = value
+            return
+        items = child.setdefault(key, [])
+        items.extend(value) if isinstance(value, list) else items.append(value)
     return put
 
 
