@@ -61,8 +61,9 @@ Field = tuple[int, "TypeTable", bool, str, str]
 # key, its field, and the text that opens its element (``<name value="`` for a primitive,
 # ``<name`` for an object).
 Step = tuple[int, str, Field, str]
-# The attributes found in an object, then the steps of its elements in definition order.
-Plan = tuple[tuple[str, ...], tuple[Step, ...]]
+# The attributes found in an object, then the steps of its elements in definition order, then
+# the texts written for a small object of strings only, by its start and values (``_plan``).
+Plan = tuple[tuple[str, ...], tuple[Step, ...], "dict[tuple[Any, ...], str] | None"]
 
 
 class TypeTable:
@@ -418,6 +419,12 @@ _DO_STR, _DO_BOOL, _DO_STRS, _DO_NOTED_STRS, _DO_OBJECTS, _DO_FIELD = 0, 1, 2, 3
 # Key orders remembered per type: the mappings give a handful; beyond this many (arbitrary
 # dicts written back), an object is planned each time rather than the table growing.
 _MAX_PLANS: Final = 256
+# A small object of strings only (a Coding, an Extension with a url and a code, a line's part
+# label) is written from its remembered text when its values have been seen before: the same
+# few codes recur in every resource. At most this many texts per key order, at most this many
+# keys (values unseen before, an identifier's value, cost a look-up and are soon not kept).
+_MAX_TEXTS: Final = 64
+_MAX_TEXT_KEYS: Final = 4
 
 
 def _plan(obj: dict[str, Any], table: TypeTable) -> Plan:
@@ -435,7 +442,8 @@ def _plan(obj: dict[str, Any], table: TypeTable) -> Plan:
     fields = table.fields
     steps = tuple(_plan_step(key, fields[key], obj) for key in _ordered_keys(obj, table)
                   if fields[key][0] != _ATTR)
-    plan = (names, steps)
+    small = len(obj) <= _MAX_TEXT_KEYS and all(step[0] == _DO_STR for step in steps)
+    plan: Plan = (names, steps, {} if small and steps else None)
     if len(table.plans) < _MAX_PLANS:
         table.plans[tuple(obj)] = plan
     return plan
@@ -496,6 +504,39 @@ def _write_noted_strings(out: list[str], opening: str, tag: str, values: Any, ex
     return True
 
 
+def _write_remembered(out: list[str], tag: str, obj: dict[str, Any], table: TypeTable,
+                      head: str, plan: Plan) -> None:
+    """Write a small object of strings of a plain resource (no escapes) from the text
+    remembered for its start and values, else compose the text as ``_write_element`` writes
+    it and remember it. A value that is not a string is written (or refused) by
+    ``_write_element`` and never remembered. Once its plan holds ``_MAX_TEXTS`` texts, that
+    key order is written as any other (its values hardly recur: an identifier's, a period's).
+
+    :raises _ShapeError: the content does not fit the element's type.
+    """
+    names, steps, texts = plan
+    key = (tag, head, *obj.values())
+    try:
+        text = texts.get(key) if texts is not None else None
+    except TypeError:  # an unhashable value (a list or object): not a string
+        text = None
+    if text is not None:
+        out.append(text)
+        return
+    if texts is None or not all(type(value) is str for value in key):
+        _write_element(out, tag, obj, table, head, False)
+        return
+    for name in names:
+        head = f'{head} {name}="{obj[name]}"'
+    text = "".join([head, ">", *[f'{opening}{obj[step_key]}"/>' for _case, step_key, _field, opening
+                                 in steps], f"</{tag}>"])
+    if len(texts) < _MAX_TEXTS:
+        texts[key] = text
+    else:
+        table.plans[tuple(obj)] = (names, steps, None)
+    out.append(text)
+
+
 def _write_element(out: list[str], tag: str, obj: dict[str, Any], table: TypeTable,
                    head: str, raw: bool) -> None:
     """Write an element: ``head`` (the open start tag), its attributes, children, end tag.
@@ -505,7 +546,11 @@ def _write_element(out: list[str], tag: str, obj: dict[str, Any], table: TypeTab
 
     :raises _ShapeError: the content does not fit the element's type.
     """
-    names, steps = table.plans.get(tuple(obj)) or _plan(obj, table)
+    plan = table.plans.get(tuple(obj)) or _plan(obj, table)
+    names, steps, texts = plan
+    if texts is not None and raw:
+        _write_remembered(out, tag, obj, table, head, plan)
+        return
     for name in names:
         text = obj[name]
         if type(text) is not str:
@@ -522,8 +567,17 @@ def _write_element(out: list[str], tag: str, obj: dict[str, Any], table: TypeTab
                 out.append(f'{opening}{value if raw else _escape(value)}"/>')
             elif case == _DO_OBJECTS and type(value) is dict and value and not field[2]:
                 _write_element(out, field[3], value, field[1], opening, raw)
-            elif case == _DO_OBJECTS and type(value) is list and field[2]:
-                _write_items(out, field[3], value, field[1], True, raw)
+            elif case == _DO_OBJECTS and type(value) is list and field[2] and value:
+                # _write_items inline: one call less per repeating element.
+                child_tag, child = field[3], field[1]
+                for index, item in enumerate(value):
+                    try:
+                        if type(item) is not dict or not item:
+                            raise _ShapeError("a complex element must be a non-empty object")
+                        _write_element(out, child_tag, item, child, opening, raw)
+                    except _ShapeError as exc:
+                        exc.path.insert(0, f"[{index}]")
+                        raise
             elif case == _DO_BOOL and type(value) is bool:
                 out.append(f'{opening}{_BOOL_TEXT[value]}"/>')
             elif case == _DO_STRS and type(value) is list and value:

@@ -149,13 +149,22 @@ def bs7666_address(env: Env, parts: Sequence[str | None]) -> dict[str, Any] | No
     if uprn:
         address["extension"] = [_address_key(uprn)]
     if saon or paon or street or locality:
+        # Unrolled over LINE_PARTS (saon, paon, street, locality): this runs for every child
+        # and carer written out.
         url = env.line_part_url
         lines, labels = [], []
-        for part, text in (("saon", saon), ("paon", paon), ("street", street),
-                           ("locality", locality)):
-            if text:
-                lines.append(text)
-                labels.append({"extension": [{"url": url, "valueCode": part}]})
+        if saon:
+            lines.append(saon)
+            labels.append({"extension": [{"url": url, "valueCode": "saon"}]})
+        if paon:
+            lines.append(paon)
+            labels.append({"extension": [{"url": url, "valueCode": "paon"}]})
+        if street:
+            lines.append(street)
+            labels.append({"extension": [{"url": url, "valueCode": "street"}]})
+        if locality:
+            lines.append(locality)
+            labels.append({"extension": [{"url": url, "valueCode": "locality"}]})
         address["line"], address["_line"] = lines, labels
     if town:
         address["city"] = town
@@ -293,8 +302,12 @@ def child_address(env: Env, value: Sequence[Any]) -> list[dict[str, Any]] | None
     if address is None:
         return None
     address["use"] = "home" if status == "current" else "old"
-    period = {k: d.isoformat() for k, d in (("start", start), ("end", end)) if d is not None}
-    if period:
+    if start is not None or end is not None:
+        period: dict[str, str] = {}
+        if start is not None:
+            period["start"] = start.isoformat()
+        if end is not None:
+            period["end"] = end.isoformat()
         address["period"] = period
     return [address]
 

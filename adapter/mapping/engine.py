@@ -714,7 +714,12 @@ def _attribute_to_put(name: str, key: str | None, put: Callable[[dict[str, Any],
                       convert: Callable[[Any], Any]) -> Forward:
     """Return the runner of the commonest field: one attribute to one element (the hot path:
     the read, the check and, for a plain ``key``, the write inline; one call for the
-    conversion, none without one)."""
+    conversion, none without one). The two commonest shapes, a plain key with and without a
+    conversion, get a runner each, with no branch on what is known when compiling."""
+    if key is not None and convert is _identity:
+        return _attribute_to_key(name, key)
+    if key is not None:
+        return _converted_attribute_to_key(name, key, convert)
     identity = convert is _identity
 
     def run(record: Any, out: dict[str, Any], _opts: Mapping[str, Any]) -> None:
@@ -735,21 +740,61 @@ def _attribute_to_put(name: str, key: str | None, put: Callable[[dict[str, Any],
                 return
         if type(value) in _EMPTYABLE and not value:
             return
-        if key is None:
-            put(out, value)
-        else:
-            out[key] = value
+        put(out, value)
+    return run
+
+
+def _attribute_to_key(name: str, key: str) -> Forward:
+    """Return the runner of one attribute copied as it is to one plain key."""
+    def run(record: Any, out: dict[str, Any], _opts: Mapping[str, Any]) -> None:
+        try:
+            value = record.__dict__[name]
+        except KeyError:
+            value = getattr(record, name)
+        if value is None:
+            return
+        kind = type(value)
+        if kind is str:
+            if not value:
+                return
+        elif kind is list:
+            if not value:
+                return
+            # A list column (given names) is copied: no output shares a mutable object
+            # with the record or with another output.
+            value = value[:]
+        elif kind is dict and not value:
+            return
+        out[key] = value
+    return run
+
+
+def _converted_attribute_to_key(name: str, key: str, convert: Callable[[Any], Any]) -> Forward:
+    """Return the runner of one attribute converted to one plain key."""
+    def run(record: Any, out: dict[str, Any], _opts: Mapping[str, Any]) -> None:
+        try:
+            value = record.__dict__[name]
+        except KeyError:
+            value = getattr(record, name)
+        if value is None:
+            return
+        value = convert(value)
+        if value is None or (type(value) in _EMPTYABLE and not value):
+            return
+        out[key] = value
     return run
 
 
 def _attributes_to_put(names: tuple[str, ...], key: str | None,
                        put: Callable[[dict[str, Any], Any], None],
                        convert: Callable[[Any], Any]) -> Forward:
-    """Return the runner of a field reading several attributes for a transform (inline)."""
+    """Return the runner of a field reading several attributes for a transform (inline;
+    ``itemgetter`` reads them from the instance dict as one tuple, at C speed)."""
+    read = operator.itemgetter(*names)
+
     def run(record: Any, out: dict[str, Any], _opts: Mapping[str, Any]) -> None:
-        values = record.__dict__
         try:
-            args = tuple([values[name] for name in names])
+            args = read(record.__dict__)
         except KeyError:
             args = tuple([getattr(record, name) for name in names])
         value = convert(args)

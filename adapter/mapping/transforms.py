@@ -116,7 +116,8 @@ def parse_date(value: Any) -> dt.date:
 def format_instant(value: dt.datetime) -> str:
     """Return a FHIR instant; naive values are UTC (SQLite drops the zone)."""
     if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
+        # What value.replace(tzinfo=dt.UTC).isoformat() gives, without the new datetime.
+        return value.isoformat() + "+00:00"
     return value.isoformat()
 
 

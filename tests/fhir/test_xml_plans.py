@@ -65,3 +65,22 @@ def test_key_orders_beyond_the_limit_are_written_without_a_plan_kept() -> None:
     for order in orders:
         assert dumps_resource(patient(name=[{key: values[key] for key in order}])) == expected
     assert len(table.plans) == fhir_xml._MAX_PLANS
+
+
+def test_remembered_texts_follow_the_values() -> None:
+    """A small object of strings written from a remembered text (``_write_remembered``):
+    each value still written as it is, a value of another type still refused, an escaped
+    value never taken from a plain one, and past ``_MAX_TEXTS`` values the key order is
+    written as any other."""
+    count = fhir_xml._MAX_TEXTS + 6
+    identifiers = [{"system": "https://example.org/id", "value": f"v{n}"} for n in range(count)]
+    for _round in range(2):
+        text = dumps_resource(patient(identifier=identifiers)).decode()
+        assert text.count('<system value="https://example.org/id"/>') == count
+        assert all(f'<value value="v{n}"/></identifier>' in text for n in range(count))
+    coding = {"system": "https://example.org/cs", "code": "a"}
+    assert b'<code value="a"/>' in dumps_resource(patient(maritalStatus={"coding": [coding]}))
+    escaped = dumps_resource(patient(maritalStatus={"coding": [{**coding, "code": "a&b"}]}))
+    assert b'<code value="a&amp;b"/>' in escaped
+    with pytest.raises(ValueError, match=r"maritalStatus\.coding\[0\]\.code"):
+        dumps_resource(patient(maritalStatus={"coding": [{**coding, "code": 1}]}))
