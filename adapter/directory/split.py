@@ -35,12 +35,14 @@ Pieces are read in worker processes started by ``fork``: under ``spawn`` (and
 (``multiprocessing.spawn.prepare``), which loads the web application. A worker only runs
 ``read_piece``, whose module imports no Flask, and touches no database (it parses bytes;
 tests/directory/test_split.py reads pieces in a process where Flask cannot be imported). The
-workers run below the importing process's priority (``WORKER_NICENESS``). With one worker
+workers run below the importing process's priority (``WORKER_NICENESS``), their garbage
+collector kept off the objects they inherit (``_start_worker``). With one worker
 the pieces are read in the importing process, without a pool.
 """
 
 from __future__ import annotations
 
+import gc
 import io
 import mmap
 import multiprocessing
@@ -301,9 +303,18 @@ def _in_file(message: str, piece: Piece) -> str:
     return _LINE_IN_MESSAGE.sub(moved, message)
 
 
-def _lower_priority() -> None:
-    """Give a worker process a lower priority than the importing process's."""
+def _start_worker() -> None:
+    """Give a worker process a lower priority than the importing process's, and keep its
+    garbage collector off what it inherited from the importing process.
+
+    A forked worker holds a copy of the importing process's objects (the application's
+    modules, the mapper, the schema: over a hundred thousand); a full collection, which the
+    records a worker reads set off, would go through every one of them, and write to each,
+    which copies their pages. They are the importing process's to collect: ``gc.freeze``
+    leaves them out of every collection here (the Python library reference, ``gc.freeze``,
+    on a process that forks without exec)."""
     os.nice(WORKER_NICENESS)
+    gc.freeze()
 
 
 def _read_in_process(parts: Iterator[Piece]) -> Generator[tuple[Piece, PieceRead], None, None]:
@@ -316,7 +327,7 @@ def _read_by_workers(parts: Iterator[Piece], workers: int,
                      ) -> Generator[tuple[Piece, PieceRead], None, None]:
     """Read the pieces in ``workers`` processes, a few ahead; hand them back in file order."""
     context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_lower_priority) as pool:
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker) as pool:
         waiting: deque[tuple[Piece, Future[PieceRead]]] = deque()
         try:
             for piece in parts:
