@@ -35,12 +35,14 @@ Pieces are read in worker processes started by ``fork``: under ``spawn`` (and
 (``multiprocessing.spawn.prepare``), which loads the web application. A worker only runs
 ``read_piece``, whose module imports no Flask, and touches no database (it parses bytes;
 tests/directory/test_split.py reads pieces in a process where Flask cannot be imported). The
-workers run below the importing process's priority (``WORKER_NICENESS``). With one worker
+workers run below the importing process's priority (``WORKER_NICENESS``), their garbage
+collector kept off the objects they inherit (``_start_worker``). With one worker
 the pieces are read in the importing process, without a pool.
 """
 
 from __future__ import annotations
 
+import gc
 import io
 import mmap
 import multiprocessing
@@ -77,6 +79,9 @@ _NAME: Final = rb"[^\s=/<>\"']+"
 _ATTRIBUTES: Final = rb"(?:\s+" + _NAME + rb"\s*=\s*(?:\"[^\"<]*\"|'[^'<]*'))*\s*"
 _TAG: Final = re.compile(rb"<(/?)" + _NAME + _ATTRIBUTES + rb"(/?)>")
 _WHITE: Final = re.compile(rb"[ \t\r\n]*")
+_END_TAG_REST: Final = re.compile(rb"[ \t\r\n]*>")
+# What may follow a start tag's name (``\s`` of a bytes pattern, ``/``, ``>``).
+_NAME_ENDS: Final = frozenset(bytes([c]) for c in b" \t\n\r\x0b\x0c/>")
 _DEFAULT_NS: Final = re.compile(rb"""\sxmlns\s*=\s*(["'])""" + re.escape(NS.encode()) + rb"\1")
 _LINE_IN_MESSAGE: Final = re.compile(r"\bline (\d+)")
 MALFORMED: Final = "Malformed XML at line "
@@ -129,8 +134,7 @@ class _Scan:
         self.data, self.piece_bytes = data, piece_bytes
         self.head = re.compile(rb"(?:\xef\xbb\xbf)?(?:<\?xml[^>]*\?>)?[ \t\r\n]*<" + root
                                + rb"(?=[\s>])(" + _ATTRIBUTES + rb")>")
-        self.record = re.compile(rb"<(?:(/)" + record + rb"[ \t\r\n]*>|" + record
-                                 + rb"(?=[\s/>])|[!?])")
+        self.record = record
         self.close = b"</" + root + b">"
 
     def prefix(self) -> bytes | None:
@@ -143,28 +147,68 @@ class _Scan:
 
     def cuts(self, start: int) -> Iterator[int]:
         """Yield where later pieces start, from the end of the root start tag ``start``."""
-        records = self.record.finditer(self.data, start)
+        records = self.record_tags(start)
         first = next(records, None)
-        if first is None or first.group(0) in (b"<!", b"<?") or first.group(1) \
-                or first.start() - start > HEAD_LIMIT \
-                or not _balanced(bytes(self.data[start:first.start()])):
+        if first is None or first[2] or first[0] - start > HEAD_LIMIT \
+                or not _balanced(bytes(self.data[start:first[0]])):
             return
         last_cut, end, in_record = 0, 0, True
-        for found in records:
-            token, closing = found.group(0), found.group(1) is not None
-            if token in (b"<!", b"<?") or closing != in_record:
+        for begin, finish, closing in records:
+            if closing != in_record:
                 return
             in_record = not closing
             if closing:
-                end = found.end()
+                end = finish
                 continue
-            gap = self.data[end:found.start()]
+            gap = self.data[end:begin]
             if _WHITE.fullmatch(gap) is None:
                 return
             line_break = gap.rfind(b"\n")
             if line_break >= 0 and end + line_break + 1 - last_cut >= self.piece_bytes:
                 last_cut = end + line_break + 1
                 yield last_cut
+
+    def record_tags(self, position: int) -> Iterator[tuple[int, int, bool]]:
+        """Yield ``(start, end, closing)`` of each record start tag (up to the end of its name)
+        and end tag from ``position`` on, in file order; stop at the first ``<!`` or ``<?``.
+
+        The record's name is looked for with ``find`` rather than a regular expression tried
+        at every ``<``: a record holds some 300 elements, and the scan runs in the importing
+        process, beside the apply (``_read_by_workers``)."""
+        data, name = self.data, self.record
+        checked = position
+        while (at := data.find(name, position)) >= 0:
+            position = at + len(name)
+            tag = self._record_tag(at, position)
+            if tag is None:
+                continue
+            if _markup_in(data, checked, tag[0]):
+                return
+            checked = tag[0]
+            yield tag
+
+    def _record_tag(self, at: int, after: int) -> tuple[int, int, bool] | None:
+        """Return the record start or end tag whose name is at ``at`` (ending at ``after``),
+        or None when the name stands elsewhere (in a longer name, in text)."""
+        if self.data[at - 1:at] == b"<":
+            return (at - 1, after, False) if self.data[after:after + 1] in _NAME_ENDS else None
+        if self.data[at - 2:at] == b"</":
+            close = _END_TAG_REST.match(self.data, after)
+            return None if close is None else (at - 2, close.end(), True)
+        return None
+
+
+def _markup_in(data: mmap.mmap | bytes, start: int, end: int) -> bool:
+    """Return True when a ``<!`` or ``<?`` starts in ``data[start:end]``. The ``!`` and ``?``
+    are looked for, then the ``<`` before them: they are rare in a batch file, while a search
+    for ``<!`` would stop at the ``<`` of every tag."""
+    for mark in (b"!", b"?"):
+        found = data.find(mark, start + 1, end + 1)
+        while found >= 0:
+            if data[found - 1:found] == b"<":
+                return True
+            found = data.find(mark, found + 1, end + 1)
+    return False
 
 
 def _balanced(markup: bytes) -> bool:
@@ -259,9 +303,18 @@ def _in_file(message: str, piece: Piece) -> str:
     return _LINE_IN_MESSAGE.sub(moved, message)
 
 
-def _lower_priority() -> None:
-    """Give a worker process a lower priority than the importing process's."""
+def _start_worker() -> None:
+    """Give a worker process a lower priority than the importing process's, and keep its
+    garbage collector off what it inherited from the importing process.
+
+    A forked worker holds a copy of the importing process's objects (the application's
+    modules, the mapper, the schema: over a hundred thousand); a full collection, which the
+    records a worker reads set off, would go through every one of them, and write to each,
+    which copies their pages. They are the importing process's to collect: ``gc.freeze``
+    leaves them out of every collection here (the Python library reference, ``gc.freeze``,
+    on a process that forks without exec)."""
     os.nice(WORKER_NICENESS)
+    gc.freeze()
 
 
 def _read_in_process(parts: Iterator[Piece]) -> Generator[tuple[Piece, PieceRead], None, None]:
@@ -274,7 +327,7 @@ def _read_by_workers(parts: Iterator[Piece], workers: int,
                      ) -> Generator[tuple[Piece, PieceRead], None, None]:
     """Read the pieces in ``workers`` processes, a few ahead; hand them back in file order."""
     context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_lower_priority) as pool:
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker) as pool:
         waiting: deque[tuple[Piece, Future[PieceRead]]] = deque()
         try:
             for piece in parts:
