@@ -34,9 +34,10 @@ def careteam_id_default(context: ExecutionContext) -> str | None:
 
 # Prefix-search indexes that migrations 0010, 0015 and 0016 create per database
 # (``text_pattern_ops`` on PostgreSQL, expression indexes on the postcode without spaces, on
-# the given names from their second word and on the family name's first three letters): SQLAlchemy's model cannot declare them for both
-# databases alike, so the model leaves them to the migrations and the model-versus-migrations
-# test checks them by name (adapter/store/prefix.py uses them).
+# the given names from their second word and on the family name's first three letters):
+# SQLAlchemy's model cannot declare them for both databases alike, so the model leaves them to
+# the migrations and the model-versus-migrations test checks them by name
+# (adapter/store/prefix.py uses them).
 SEARCH_INDEXES: Final = ("ix_child_name_family_prefix", "ix_child_name_given_prefix",
                          "ix_child_postcode_prefix", "ix_child_name_given_rest",
                          "ix_child_name_given_many", "ix_child_name_family_walk")
