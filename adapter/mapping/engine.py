@@ -527,8 +527,8 @@ class FieldCompiler:
         key = self.steps[0].key if len(self.steps) == 1 and not self.steps[0].is_list else None
         attribute = len(source) == 1 and source[0][0] not in "$."
         if self.part is not None and attribute:
-            return _part_to_put(source[0], key, put, _item_forward(self.part),
-                                dict(self.fs.where or {}))
+            return _part_to_put(source[0], key, put,
+                                _items_mapper(self.part, dict(self.fs.where or {})))
         if self.part is not None:
             get = self._part_getter(get, self.part)
         elif attribute:
@@ -556,13 +556,8 @@ class FieldCompiler:
     def _part_getter(self, get: Callable[[Any, Mapping[str, Any]], Any], part: Compiled
                      ) -> Callable[[Any, Mapping[str, Any]], Any]:
         """Return a getter mapping each (filtered) item of a list with the part."""
-        item_forward, where = _item_forward(part), dict(self.fs.where or {})
-        if where:
-            keys = operator.attrgetter(*where)
-            wanted = tuple(where.values()) if len(where) > 1 else next(iter(where.values()))
-            return lambda record, opts: [r for i in get(record, opts) if keys(i) == wanted
-                                         if (r := item_forward(i, opts))]
-        return lambda record, opts: [r for i in get(record, opts) if (r := item_forward(i, opts))]
+        mapped = _items_mapper(part, dict(self.fs.where or {}))
+        return lambda record, opts: mapped(get(record, opts), opts)
 
     def _reverse(self) -> Reverse:
         """Return the reverse runner: consume only, map a list with the part, or assign."""
@@ -807,23 +802,28 @@ def _attributes_to_put(names: tuple[str, ...], key: str | None,
     return run
 
 
-def _part_to_put(name: str, key: str | None, put: Callable[[dict[str, Any], Any], None],
-                 item: Callable[[Any, Mapping[str, Any]], Any], where: dict[str, Any]
-                 ) -> Forward:
-    """Return the runner of a list attribute mapped item by item with a part: the items
-    whose attributes have the ``where`` values, each left out when it maps to nothing."""
-    wanted_of = operator.attrgetter(*where) if where else None
-    wanted = tuple(where.values()) if len(where) > 1 else next(iter(where.values()), None)
+def _items_mapper(part: Compiled, where: dict[str, Any]
+                  ) -> Callable[[Any, Mapping[str, Any]], list[Any]]:
+    """Return the function mapping the items of a list with ``part``: the items whose
+    attributes have the ``where`` values, each left out when it maps to nothing."""
+    item = _item_forward(part)
+    if not where:
+        return lambda items, opts: [r for i in items if (r := item(i, opts))]
+    keys = operator.attrgetter(*where)
+    wanted = tuple(where.values()) if len(where) > 1 else next(iter(where.values()))
+    return lambda items, opts: [r for i in items if keys(i) == wanted if (r := item(i, opts))]
 
+
+def _part_to_put(name: str, key: str | None, put: Callable[[dict[str, Any], Any], None],
+                 mapper: Callable[[Any, Mapping[str, Any]], list[Any]]) -> Forward:
+    """Return the runner of a list attribute mapped item by item with a part
+    (``_items_mapper``), read from the record inline."""
     def run(record: Any, out: dict[str, Any], opts: Mapping[str, Any]) -> None:
         try:
             items = record.__dict__[name]
         except KeyError:
             items = getattr(record, name)
-        if wanted_of is None:
-            mapped = [r for i in items if (r := item(i, opts))]
-        else:
-            mapped = [r for i in items if wanted_of(i) == wanted if (r := item(i, opts))]
+        mapped = mapper(items, opts)
         if not mapped:
             return
         if key is None:
