@@ -62,15 +62,20 @@ def table(name: str) -> Table:
     return Base.metadata.tables[name]
 
 
-def practitioner_key(data: Mapping[str, Any]) -> PractitionerKey:
-    """Return a practitioner dict's natural key: the employer's key and the local id."""
-    return organisation_key(data["organisation"]), str(data["local_id"])
+def practitioner_key(data: Mapping[str, Any],
+                     org_key: Callable[[Any], OrganisationKey] = organisation_key,
+                     ) -> PractitionerKey:
+    """Return a practitioner dict's natural key: the employer's key (made by ``org_key``: a
+    batch's ``BatchKeys.organisation``) and the local id."""
+    return org_key(data["organisation"]), str(data["local_id"])
 
 
-def involvement_key(data: Mapping[str, Any]) -> str:
+def involvement_key(data: Mapping[str, Any],
+                    org_key: Callable[[Any], OrganisationKey] = organisation_key) -> str:
     """Return the natural key of an involvement dict, as ``records.part_key`` makes it from
-    an Involvement: role, organisation code, practitioner's local id, start date."""
-    return identity.involvement_key(data["role"], organisation_key(data["organisation"])[1],
+    an Involvement: role, organisation code (made by ``org_key``), practitioner's local id,
+    start date."""
+    return identity.involvement_key(data["role"], org_key(data["organisation"])[1],
                                     identity.practitioner_dict_key_text(data["practitioner"]),
                                     data["period_start"])
 
@@ -96,16 +101,13 @@ class BatchKeys:
 
     def practitioner(self, data: Canonical) -> PractitionerKey:
         """Return a practitioner dict's natural key (``practitioner_key``)."""
-        return self.organisation(data["organisation"]), str(data["local_id"])
+        return practitioner_key(data, self.organisation)
 
     def involvement(self, data: Canonical) -> str:
         """Return an involvement dict's natural key (``involvement_key``)."""
         found = self._involvements.get(id(data))
         if found is None:
-            key = identity.involvement_key(
-                data["role"], self.organisation(data["organisation"])[1],
-                identity.practitioner_dict_key_text(data["practitioner"]), data["period_start"])
-            found = self._involvements[id(data)] = (data, key)
+            found = self._involvements[id(data)] = (data, involvement_key(data, self.organisation))
         return found[1]
 
 
