@@ -6,13 +6,14 @@ Flask is imported only by the web layer's ``get_db`` at the end.
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -31,6 +32,38 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # is imported (the security layer sits above this one: docs/architecture.md "Layers").
 GatheredWriter = Callable[[Connection, dict[str, Any]], None]
 _gathered_writer: list[GatheredWriter] = []
+
+
+T = TypeVar("T")
+
+
+def built_once(build: Callable[..., T]) -> Callable[..., T]:
+    """Return ``build`` remembering its value for each tuple of arguments, built once per
+    process even when threads first ask for it together (``functools.cache`` may build it
+    in each of them and keep the last).
+
+    For SQL statements kept for the life of the process this matters: SQLAlchemy keeps one
+    compiled form per statement shape, made from the first statement object executed; a
+    statement that is an equal copy of it finds that form but has its result columns
+    matched against the copy's again on every execution (``CursorResultMetaData.
+    _adapt_to_context``; SQLAlchemy "SQL Compilation Caching"), which in a served read by id,
+    132 columns, was the largest single cost (docs/scale.md "Reads").
+    """
+    built: dict[tuple[Hashable, ...], T] = {}
+    lock = threading.Lock()
+
+    @functools.wraps(build)
+    def once(*args: Hashable) -> T:
+        try:
+            return built[args]
+        except KeyError:
+            pass
+        with lock:
+            if args not in built:
+                built[args] = build(*args)
+            return built[args]
+
+    return once
 
 
 def set_gathered_writer(writer: GatheredWriter) -> None:

@@ -25,7 +25,6 @@ delivery ledger (``adapter.security.ledger``) count only plain disclosures.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import logging
 import re
 import sys
@@ -37,7 +36,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from adapter import identity
-from adapter.db import set_gathered_writer
+from adapter.db import built_once, set_gathered_writer
 from adapter.identifiers import InvalidIdentifier, validate_contactpoint_id
 from adapter.models import AuditRecord
 from adapter.models.base import utcnow
@@ -180,7 +179,7 @@ def write_gathered(connection: Connection, info: dict[str, Any]) -> None:
                            deliveries if len(deliveries) > 1 else deliveries[0])
 
 
-@functools.cache
+@built_once
 def _record_and_deliver() -> Any:
     """Return the PostgreSQL statement writing one audit record and one delivery (built once:
     it is on every read's path)."""

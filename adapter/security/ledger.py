@@ -14,7 +14,6 @@ eCAF re-keying, full-resource notifications (once delivered) and ``$events``.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 from collections.abc import Iterable
 from typing import Any, Final, cast
 
@@ -22,6 +21,7 @@ from sqlalchemy import Table, bindparam, event, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from adapter.db import built_once
 from adapter.models import Client, LedgerEntry
 from adapter.models.base import utcnow
 from adapter.models.rows import ChildEntry
@@ -36,7 +36,7 @@ NOT_DELIVERED: Final = frozenset({"notify"})
 NOT_A_HOLDER: Final = frozenset({"cli", "system"})
 
 
-@functools.cache
+@built_once
 def upsert_statement(dialect: str) -> Any:
     """Return the ledger upsert of ``dialect`` (built once: it is on every read's path)."""
     return upsert_of(postgresql.insert if dialect == "postgresql" else sqlite.insert)

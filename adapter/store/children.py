@@ -6,7 +6,6 @@ adapter/fhir/patient_search.py)."""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Final
@@ -15,6 +14,7 @@ from sqlalchemy import Select, bindparam, or_, select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from adapter import identifiers
+from adapter.db import built_once
 from adapter.errors import Conflict, Gone, NotFound, issue
 from adapter.models import Child, Involvement, Organisation
 from adapter.models.rows import ChildRow
@@ -61,7 +61,7 @@ def _joined_child() -> Select[Child]:
         joinedload(Child.involvements).lazyload(Involvement.practitioner))
 
 
-@functools.cache
+@built_once
 def _one_child_statement(admin: bool) -> Select[Child]:
     """Return the statement of a read by id (parameter ``rid``), built once per visibility
     (archived entries only for admins, as ``visible_to``)."""
@@ -70,7 +70,7 @@ def _one_child_statement(admin: bool) -> Select[Child]:
         Child.id.is_not(None) if admin else Child.record_status == "live")
 
 
-@functools.cache
+@built_once
 def children_statement() -> Select[Child]:
     """Return the statement loading the children of a search page as ORM records (parameter
     ``ids``, ids already filtered by the search and its caller's visibility), in id order:

@@ -12,7 +12,6 @@ resource types keep the ORM records (``adapter.store.children``).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +20,7 @@ from sqlalchemy import Row as SqlRow
 from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import Session, aliased
 
+from adapter.db import built_once
 from adapter.models import Carer, Child, ChildName, Involvement, LocalIdentifier, Organisation
 from adapter.models.rows import (
     CarerRow,
@@ -64,7 +64,7 @@ class Layout:
     involvement_org: Part
 
 
-@functools.cache
+@built_once
 def _joined() -> tuple[Layout, Select[Any]]:
     """Return the layout of the joined row and the joined SELECT of entries (no condition
     yet), each table's columns in table order."""
@@ -91,7 +91,7 @@ def _joined() -> tuple[Layout, Select[Any]]:
     return Layout(*parts), statement
 
 
-@functools.cache
+@built_once
 def one_entry_statement(admin: bool) -> Select[Any]:
     """Return the joined SELECT of one entry by FHIR id (parameter ``rid``), built once per
     visibility: archived entries for administrators only (``visible_to`` of the disclosure
@@ -101,7 +101,7 @@ def one_entry_statement(admin: bool) -> Select[Any]:
     return statement.where(Child.resource_id == bindparam("rid"), live)
 
 
-@functools.cache
+@built_once
 def entries_statement() -> Select[Any]:
     """Return the joined SELECT of the entries of a page (parameter ``ids``: internal ids the
     search and its caller's visibility already chose), in id order."""
