@@ -197,18 +197,30 @@ set_gathered_writer(write_gathered)
 
 @event.listens_for(Session, "after_transaction_create")
 def _mark_savepoint(session: Session, transaction: Any) -> None:
-    """Remember how many records were gathered when a savepoint began."""
+    """Remember how many records and deliveries were gathered when a savepoint began."""
     if transaction.nested:
-        session.info.setdefault(MARKS, {})[transaction] = len(session.info.get(GATHERED, ()))
+        session.info.setdefault(MARKS, {})[transaction] = _gathered_counts(session.info)
 
 
 @event.listens_for(Session, "after_soft_rollback")
 def _forget_rolled_back(session: Session, previous_transaction: Any) -> None:
-    """Drop the records of a rolled-back savepoint (a batch entry that failed): what they
-    record did not happen (a rolled-back transaction's go in ``_end_transaction``)."""
-    marks: dict[Any, int] = session.info.get(MARKS, {})
+    """Drop the records and deliveries of a rolled-back savepoint (a batch entry that
+    failed): what they record did not happen, and what was read was never sent (a
+    rolled-back transaction's go in ``_end_transaction``)."""
+    from adapter.security.ledger import PENDING
+
+    marks: dict[Any, tuple[int, int]] = session.info.get(MARKS, {})
     if previous_transaction.nested and previous_transaction in marks:
-        del session.info.get(GATHERED, [])[marks.pop(previous_transaction):]
+        records, deliveries = marks.pop(previous_transaction)
+        del session.info.get(GATHERED, [])[records:]
+        del session.info.get(PENDING, [])[deliveries:]
+
+
+def _gathered_counts(info: dict[str, Any]) -> tuple[int, int]:
+    """Return how many audit records and deliveries ``info`` holds."""
+    from adapter.security.ledger import PENDING
+
+    return len(info.get(GATHERED, ())), len(info.get(PENDING, ()))
 
 
 @event.listens_for(Session, "after_transaction_end")

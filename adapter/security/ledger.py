@@ -89,8 +89,9 @@ def record_delivery(session: Session, caller: Caller, child: ChildEntry,
     """
     if via in NOT_DELIVERED or caller.client_id in NOT_A_HOLDER or audit.head_request():
         return
-    pending: dict[tuple[str, str], set[str]] = session.info.setdefault(PENDING, {})
-    pending.setdefault((caller.client_id, via), set()).add(child.resource_id)
+    # A list in the order gathered, so that a rolled-back savepoint drops what it added
+    # (``audit._forget_rolled_back``) as it drops its audit records.
+    session.info.setdefault(PENDING, []).append((caller.client_id, via, child.resource_id))
 
 
 def forget_deliveries(session: Session) -> None:
@@ -104,9 +105,12 @@ def delivery_rows(info: dict[str, Any]) -> list[dict[str, Any]]:
     return their ledger rows (``audit.write_gathered`` writes them at the commit), sorted by
     client and child across ways, so that concurrent transactions lock the rows they share in
     one order (PostgreSQL "Explicit Locking", 13.3.4 Deadlocks)."""
-    pending: dict[tuple[str, str], set[str]] | None = info.pop(PENDING, None)
-    if not pending:
+    gathered: list[tuple[str, str, str]] | None = info.pop(PENDING, None)
+    if not gathered:
         return []
+    pending: dict[tuple[str, str], set[str]] = {}
+    for client_id, via, ref in gathered:
+        pending.setdefault((client_id, via), set()).add(ref)
     moment = utcnow()
     rows = [row for (client_id, via), refs in sorted(pending.items())
             for row in ledger_rows(client_id, refs, via, moment)]

@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from urllib.parse import urlencode
 
 import orjson
@@ -31,8 +32,8 @@ from sqlalchemy.exc import OperationalError
 from adapter.db import Database
 from adapter.directory.schema import NS
 from adapter.export import exporter as exporter_module
-from adapter.models import AuditRecord, Child
-from adapter.security import audit
+from adapter.models import AuditRecord, Child, LedgerEntry
+from adapter.security import audit, ledger
 from adapter.security.caller import Caller
 from tests.api.conftest import Callers
 from tests.api.test_export import export, inline
@@ -226,6 +227,24 @@ def test_a_rolled_back_savepoint_drops_its_records(db: Database) -> None:
     assert counts(db, "system") == Counter({("read", "Patient", "kept"): 1,
                                             ("read", "Patient", "nested"): 1})
 
+
+
+def test_a_rolled_back_savepoint_drops_its_deliveries(db: Database) -> None:
+    """A batch entry that read a child and then failed delivered nothing: its savepoint's
+    rollback drops the delivery with the audit record, so the holder is never told to purge
+    what it never received; the transaction's other deliveries are written."""
+    reader = Caller("batch-reader", "E09000001", [], frozenset())
+    with db.write_transaction() as session:
+        ledger.record_delivery(session, reader, SimpleNamespace(resource_id="kept"))  # type: ignore[arg-type]
+        with pytest.raises(RuntimeError), session.begin_nested():
+            ledger.record_delivery(session, reader, SimpleNamespace(resource_id="dropped"))  # type: ignore[arg-type]
+            raise RuntimeError("the entry failed")
+        with session.begin_nested():
+            ledger.record_delivery(session, reader, SimpleNamespace(resource_id="nested"))  # type: ignore[arg-type]
+    with db.sessions() as session:
+        held = set(session.scalars(select(LedgerEntry.child_ref).where(
+            LedgerEntry.client_id == "batch-reader")))
+    assert held == {"kept", "nested"}
 
 # --- the served gateway -----------------------------------------------------------------
 
