@@ -30,29 +30,29 @@ def now_instant() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def search_url(resource_type: str, params: list[tuple[str, str]]) -> str:
-    """Return the absolute URL of a search with ``params``."""
-    query = urlencode(params)
-    return f"{fhir_base()}/{resource_type}" + (f"?{query}" if query else "")
-
-
 def page_links(resource_type: str, next_cursor: str | None,
                ignored: Iterable[str] = ()) -> list[dict[str, str]]:
-    """Return the ``self`` and ``next`` links: self shows only the parameters applied."""
+    """Return the ``self`` and ``next`` links: self shows only the parameters applied.
+
+    The search's URL and its applied parameters are encoded once for both links: a pair's
+    encoding does not depend on its neighbours, so ``urlencode`` of ``applied`` then the
+    cursor is the two encodings joined by ``&``."""
     dropped = set(ignored)
-    applied = [(k, v) for k, v in request.args.items(multi=True)
-               if k not in dropped and f"{k}={v}" not in dropped and k != "_cursor"]
-    links = [{"relation": "self", "url": search_url(resource_type, applied + _cursor_arg())}]
+    applied = urlencode([(k, v) for k, v in request.args.items(multi=True)
+                         if k not in dropped and f"{k}={v}" not in dropped and k != "_cursor"])
+    url = f"{fhir_base()}/{resource_type}"
+    links = [{"relation": "self", "url": _with_query(url, applied, request.args.get("_cursor"))}]
     if next_cursor:
-        links.append({"relation": "next",
-                      "url": search_url(resource_type, applied + [("_cursor", next_cursor)])})
+        links.append({"relation": "next", "url": _with_query(url, applied, next_cursor)})
     return links
 
 
-def _cursor_arg() -> list[tuple[str, str]]:
-    """Return the current page's cursor argument, if any."""
-    cursor = request.args.get("_cursor")
-    return [("_cursor", cursor)] if cursor else []
+def _with_query(url: str, applied: str, cursor: str | None) -> str:
+    """Return ``url`` with the encoded ``applied`` parameters and then ``cursor`` (if any) as
+    ``_cursor``."""
+    query = "&".join(part for part in (applied, urlencode([("_cursor", cursor)]) if cursor
+                                       else "") if part)
+    return f"{url}?{query}" if query else url
 
 
 def apply_elements(resource: dict[str, Any], elements: list[str] | None) -> dict[str, Any]:
@@ -73,10 +73,10 @@ def searchset(resource_type: str, matches: list[dict[str, Any]],
     """Return a search-set Bundle of ``matches`` and ``included`` resources; one that cannot
     be rendered is left out and named in an outcome entry (the others are still served)."""
     withheld: list[Unrenderable] = []
-    entries = [{"fullUrl": full_url(r), "resource": r, "search": {"mode": "match"}}
+    base = fhir_base()  # the same for every entry
+    entries = [_entry(base, r, "match")
                for r in renderable([apply_elements(r, elements) for r in matches], withheld)]
-    entries += [{"fullUrl": full_url(r), "resource": r, "search": {"mode": "include"}}
-                for r in renderable(included, withheld)]
+    entries += [_entry(base, r, "include") for r in renderable(included, withheld)]
     if ignored:
         entries.append({"resource": ignored_outcome(ignored), "search": {"mode": "outcome"}})
     if withheld:
@@ -89,6 +89,13 @@ def searchset(resource_type: str, matches: list[dict[str, Any]],
     if entries:
         bundle["entry"] = entries
     return bundle
+
+
+def _entry(base: str, resource: dict[str, Any], mode: str) -> dict[str, Any]:
+    """Return the search-set entry of ``resource`` (its ``fullUrl`` as ``full_url`` writes it
+    under the FHIR ``base``)."""
+    return {"fullUrl": f"{base}/{resource['resourceType']}/{resource['id']}",
+            "resource": resource, "search": {"mode": mode}}
 
 
 def renderable(resources: list[dict[str, Any]],

@@ -6,8 +6,9 @@ is answered from in docs/scale.md "Search". Served by the provider of ``Patient`
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from sqlalchemy import (
     Select,
@@ -19,7 +20,7 @@ from sqlalchemy import (
     select,
     union_all,
 )
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import Session, aliased
 
 from adapter import systems
 from adapter.errors import BadRequest
@@ -39,7 +40,6 @@ from adapter.models import Child, ChildName, LocalIdentifier, Organisation
 from adapter.models.canonical import normalise_name
 from adapter.security.caller import Caller
 from adapter.security.policy import hidden_unless, visible_to
-from adapter.store.children import child_query
 from adapter.store.membership import in_selected
 from adapter.store.organisations import given_match, organisation_code_condition
 from adapter.store.prefix import (
@@ -50,6 +50,8 @@ from adapter.store.prefix import (
     has_three_words,
     starts_with,
 )
+
+T = TypeVar("T")
 
 GENDER_CODES: Final = {"male": "1", "female": "2", "other": "9", "unknown": "X"}
 
@@ -113,23 +115,43 @@ def _name_condition(criterion: Criterion, which: str) -> Any:
     return in_selected(Child.id, matches[0] if len(matches) == 1 else union_all(*matches))
 
 
+def _nhs_number_condition(code: str, caller: Caller) -> Any:
+    """Match an NHS number (spaces ignored), never on shielded children for callers without
+    the right."""
+    return and_(Child.nhs_number == code.replace(" ", ""), hidden_unless(caller))
+
+
+def _upn_condition(code: str, caller: Caller) -> Any:
+    """Match a Unique Pupil Number, never on shielded children for callers without the
+    right."""
+    return and_(Child.upn == code.upper(), hidden_unless(caller))
+
+
+def _contactpoint_id_condition(code: str, _caller: Caller) -> Any:
+    """Match a ContactPoint ID."""
+    return Child.contactpoint_id == code.upper()
+
+
+@functools.lru_cache(maxsize=8)
+def _identifier_systems(own: systems.OwnSystems) -> dict[str, Callable[[str, Caller], Any]]:
+    """Return the condition of a value of each identifier system a child is found by (``own``:
+    this server's systems), in the order a value without a system tries them."""
+    return {systems.NHS_NUMBER: _nhs_number_condition, own.upn: _upn_condition,
+            own.contactpoint_id: _contactpoint_id_condition}
+
+
 def _identifier_condition(value: str, caller: Caller, own: systems.OwnSystems) -> Any:
     """Return a condition for one identifier token (system|value or value alone; ``own``:
-    this server's identifier systems)."""
+    this server's identifier systems). Only the condition of the system named is built."""
     system, code = split_token(value)
-    hidden_if_shielded = hidden_unless(caller)
-    by_system = {
-        systems.NHS_NUMBER: and_(Child.nhs_number == code.replace(" ", ""), hidden_if_shielded),
-        own.upn: and_(Child.upn == code.upper(), hidden_if_shielded),
-        own.contactpoint_id: Child.contactpoint_id == code.upper(),
-    }
+    by_system = _identifier_systems(own)
     if system in by_system:
-        return by_system[system]
+        return by_system[system](code, caller)
     if system and system.startswith(own.id_system("local/")):
         return _local_identifier_condition(system.rsplit("/", 1)[-1], code, caller)
     if system:
         return Child.id.is_(None)  # a system this directory does not hold matches nothing
-    return or_(*by_system.values())
+    return or_(*(condition(code, caller) for condition in by_system.values()))
 
 
 def _local_identifier_condition(org_code: str, value: str, caller: Caller) -> Any:
@@ -221,26 +243,76 @@ PATIENT_PARAMS: Final = {p.name: p for p in (
 )}
 
 
+def _by_id(value: str, _criterion: Criterion, _caller: Caller, _own: systems.OwnSystems) -> Any:
+    """Return ``_id``: the Patient's logical id."""
+    return Child.resource_id == value
+
+
+def _by_last_updated(value: str, criterion: Criterion, _caller: Caller,
+                     _own: systems.OwnSystems) -> Any:
+    """Return ``_lastUpdated``: when the entry last changed."""
+    return _date_condition(Child.last_updated, value, criterion.param.name, False)
+
+
+def _by_identifier(value: str, _criterion: Criterion, caller: Caller,
+                   own: systems.OwnSystems) -> Any:
+    """Return ``identifier`` (``_identifier_condition``)."""
+    return _identifier_condition(value, caller, own)
+
+
+def _by_birthdate(value: str, criterion: Criterion, _caller: Caller,
+                  _own: systems.OwnSystems) -> Any:
+    """Return ``birthdate``: the date of birth."""
+    return _date_condition(Child.birth_date, value, criterion.param.name, True)
+
+
+def _by_gender(value: str, _criterion: Criterion, _caller: Caller,
+               _own: systems.OwnSystems) -> Any:
+    """Return ``gender`` (``_gender_condition``)."""
+    return _gender_condition(value)
+
+
+def _by_postcode(value: str, _criterion: Criterion, caller: Caller,
+                 _own: systems.OwnSystems) -> Any:
+    """Return ``address-postalcode`` (``_postcode_condition``)."""
+    return _postcode_condition(value, caller)
+
+
+def _by_organization(value: str, criterion: Criterion, _caller: Caller,
+                     own: systems.OwnSystems) -> Any:
+    """Return ``organization`` (``_organization_condition``)."""
+    return _organization_condition(value, criterion.modifier, own)
+
+
+# The condition of one value of each parameter but the names (``_name_condition`` takes the
+# criterion whole), a table built once rather than per criterion of every request.
+ValueCondition = Callable[[str, Criterion, Caller, systems.OwnSystems], Any]
+VALUE_CONDITIONS: Final[dict[str, ValueCondition]] = {
+    "_id": _by_id, "_lastUpdated": _by_last_updated, "identifier": _by_identifier,
+    "birthdate": _by_birthdate, "gender": _by_gender, "address-postalcode": _by_postcode,
+    "organization": _by_organization,
+}
+
+
+@functools.lru_cache(maxsize=8)
+def own_systems(base: str) -> systems.OwnSystems:
+    """Return this server's identifier systems under the canonical ``base`` (one per base: a
+    server has one, tests a few)."""
+    return systems.OwnSystems(base)
+
+
 def criterion_condition(criterion: Criterion, caller: Caller, base: str) -> Any:
     """Return the SQL condition of one criterion (its values OR-ed; ``base``: the canonical
     base of this server's identifier systems).
 
     :raises BadRequest: a value is malformed.
     """
-    name, values = criterion.param.name, criterion.values
+    name = criterion.param.name
     if name in ("family", "given", "name"):
         return _name_condition(criterion, name)
-    own = systems.OwnSystems(base)
-    builders: dict[str, Callable[[str], Any]] = {
-        "_id": lambda v: Child.resource_id == v,
-        "_lastUpdated": lambda v: _date_condition(Child.last_updated, v, name, False),
-        "identifier": lambda v: _identifier_condition(v, caller, own),
-        "birthdate": lambda v: _date_condition(Child.birth_date, v, name, True),
-        "gender": _gender_condition,
-        "address-postalcode": lambda v: _postcode_condition(v, caller),
-        "organization": lambda v: _organization_condition(v, criterion.modifier, own),
-    }
-    return negated(criterion, or_(*(builders[name](value) for value in values)))
+    condition, own = VALUE_CONDITIONS[name], own_systems(base)
+    return negated(criterion, or_(*(condition(value, criterion, caller, own)
+                                    for value in criterion.values)))
 
 
 def _walked_family(search: SearchRequest) -> Criterion | None:
@@ -264,7 +336,7 @@ def _family_starts(name: Any, key: str) -> Any:
     return equal if len(key) == FIRST_LETTERS else and_(equal, starts_with(name.family_norm, key))
 
 
-def _walk_family_names(query: Select[Child], value: str, after: int | None) -> Select[Child]:
+def _walk_family_names(query: Select[int], value: str, after: int | None) -> Select[int]:
     """Return ``query`` joined to the children's names whose family name starts with
     ``value``, one row per child (its first such name, by ``child_name.id``), ordered by child
     id: the page is read in ``ix_child_name_family_walk``'s order (migration 0016) and stops
@@ -281,11 +353,14 @@ def _walk_family_names(query: Select[Child], value: str, after: int | None) -> S
 
 
 def patient_select(search: SearchRequest, caller: Caller, base: str,
-                   after: int | None = None) -> Select[Child]:
-    """Return the select of children matching ``search`` for ``caller`` (no paging; ``after``:
-    only the children of greater id, the keyset cursor of a next page). A family-name prefix
-    makes the select ordered by child id (``_walk_family_names``)."""
-    query = child_query().where(visible_to(caller))
+                   after: int | None = None) -> Select[int]:
+    """Return the select of the ids of the children matching ``search`` for ``caller`` (no
+    paging; ``after``: only the children of greater id, the keyset cursor of a next page). A
+    family-name prefix makes the select ordered by child id (``_walk_family_names``).
+
+    The ids alone, no ORM entity nor loader options: a search reads its page's entries by
+    their ids afterwards (``adapter.store.rows.entries_rows``), a count counts them."""
+    query = select(Child.id).where(visible_to(caller))
     walked = _walked_family(search)
     if walked is not None:
         query = _walk_family_names(query, walked.values[0], after)
@@ -293,3 +368,15 @@ def patient_select(search: SearchRequest, caller: Caller, base: str,
         if criterion is not walked:
             query = query.where(criterion_condition(criterion, caller, base))
     return query if after is None else query.where(Child.id > after)
+
+
+def selected(session: Session, statement: Select[T]) -> list[T]:
+    """Return the first column of the rows of ``statement``, run as a Core statement on the
+    session's own connection: in its transaction (the read snapshot the page's entries are
+    then read in, ``Database.read_transaction``), without the ORM's execution around a select
+    of plain columns. Pending changes are flushed first when the session autoflushes, as its
+    own ``execute`` would (a conditional update in a transaction Bundle sees the entries the
+    Bundle wrote before it)."""
+    if session.autoflush:
+        session.flush()
+    return list(session.connection().execute(statement).scalars())

@@ -27,7 +27,7 @@ from adapter.errors import (
 )
 from adapter.fhir import references
 from adapter.fhir.handlers import Page, Rendered, WriteResult
-from adapter.fhir.patient_search import PATIENT_PARAMS, patient_select
+from adapter.fhir.patient_search import PATIENT_PARAMS, patient_select, selected
 from adapter.fhir.search import SearchParam, SearchRequest, decode_cursor, encode_cursor
 from adapter.fhir.validation import require_valid, validate_stored
 from adapter.mapping import fhir as mapping
@@ -154,8 +154,7 @@ class PatientProvider:
         query = patient_select(search, caller, self.base, after).order_by(Child.id)
         # The page's ids first (the search's own conditions), then its children in one joined
         # SELECT: two statements whatever the page size, instead of one per loaded list.
-        ids = list(dict.fromkeys(session.scalars(
-            query.with_only_columns(Child.id).limit(search.count + 1))))
+        ids = list(dict.fromkeys(selected(session, query.limit(search.count + 1))))
         more = len(ids) > search.count
         entries = entries_rows(session, ids[:search.count])
         matches = [self._render(session, e, caller, "search").resource for e in entries]
@@ -177,7 +176,7 @@ class PatientProvider:
     def count(self, session: Session, search: SearchRequest, caller: Caller) -> int:
         """Return how many Patients match (no audit: no child's data is disclosed)."""
         query = patient_select(search, caller, self.base).with_only_columns(func.count(Child.id))
-        return int(session.scalar(query.order_by(None)) or 0)
+        return int(selected(session, query.order_by(None))[0] or 0)
 
     def create(self, session: Session, resource: dict[str, Any], caller: Caller) -> WriteResult:
         """Create an entry from a Patient (allocating a ContactPoint ID when it has none).
