@@ -40,12 +40,15 @@ def database_url(admin: str, name: str) -> str:
 
 @contextmanager
 def scratch_postgres(name: str) -> Iterator[str | None]:
-    """Yield the URL of a fresh PostgreSQL database ``name`` on the local server (None if the
-    server is unreachable), dropped afterwards."""
+    """Yield the URL of a fresh PostgreSQL database named ``name`` and this process's id on
+    the local server (None if the server is unreachable), dropped afterwards. The process id
+    keeps two runs of one benchmark at once (two checkouts on one machine) from dropping each
+    other's database."""
     import psycopg
 
     if not NAME.fullmatch(name):
         raise ValueError(f"not a plain database name: {name!r}")
+    name = f"{name}_{os.getpid()}"
     admin = admin_conninfo()
     try:
         with psycopg.connect(admin, autocommit=True) as conn:
