@@ -113,7 +113,11 @@ def make_engine(url: str, *, immediate: bool = False, read_only: bool = False,
         if read_only:
             event.listen(engine, "connect", _query_only)
         begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql(begin))
+        # On the driver's connection itself: this runs twice on every read (its snapshot,
+        # then its audit write), and ``exec_driver_sql`` would build a SQLAlchemy execution
+        # context for a statement that returns nothing.
+        event.listen(engine, "begin",
+                     lambda conn: conn.connection.driver_connection.execute(begin))
         return engine
     # No pre-ping (a round trip per checkout on the hot path): connections are recycled
     # instead, and a connection lost to a server restart answers one 503 (adapter.http).
