@@ -10,11 +10,12 @@ import functools
 import os
 import threading
 import weakref
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
+import psycopg
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, text
@@ -96,6 +97,72 @@ def _query_only(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+class _ResultView:
+    """A psycopg cursor as it stood when its ``description`` was asked for: that result, the
+    cursor's adapters and encoding (which do not change with the result) read live."""
+
+    def __init__(self, cursor: psycopg.Cursor[Any], result: Any) -> None:
+        self._cursor = cursor
+        self.pgresult = result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+
+class _Description(Sequence[psycopg.Column]):
+    """The DB-API ``description`` of a result, each column's ``psycopg.Column`` made only when
+    the description is first read through.
+
+    SQLAlchemy asks every cursor for its description but, once a compiled statement's result
+    metadata is cached, only tells None from a description (``DefaultExecutionContext.
+    _setup_result_proxy``, ``CursorResult._init_metadata``); psycopg builds one ``Column`` per
+    column on every ask, which for the 132 columns of an entry's SELECT
+    (``adapter.store.rows``) was the larger part of loading it (docs/scale.md "Reads")."""
+
+    def __init__(self, view: _ResultView, count: int) -> None:
+        self._view = view
+        self._count = count
+        self._columns: list[psycopg.Column] | None = None
+
+    def _made(self) -> list[psycopg.Column]:
+        """Return the columns, made on the first call."""
+        if self._columns is None:
+            view: Any = self._view
+            self._columns = [psycopg.Column(view, index) for index in range(self._count)]
+        return self._columns
+
+    def __len__(self) -> int:
+        return self._count
+
+    @overload
+    def __getitem__(self, index: int) -> psycopg.Column: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[psycopg.Column]: ...
+
+    def __getitem__(self, index: int | slice) -> psycopg.Column | list[psycopg.Column]:
+        return self._made()[index]
+
+    def __iter__(self) -> Iterator[psycopg.Column]:
+        return iter(self._made())
+
+    def __repr__(self) -> str:
+        return repr(self._made())
+
+
+class DescribedOnDemand(psycopg.Cursor[Any]):
+    """The cursor of PostgreSQL connections (``make_engine``): psycopg's, with a description
+    whose columns are made only when read (``_Description``)."""
+
+    @property
+    def description(self) -> Any:
+        """The columns of the current result, None when it returned no rows (DB-API)."""
+        result = self.pgresult
+        if result is None or not result.nfields:  # psycopg's own rules for these
+            return super().description
+        return _Description(_ResultView(self, result), result.nfields)
+
+
 def make_engine(url: str, *, immediate: bool = False, read_only: bool = False,
                 **kwargs: Any) -> Engine:
     """Create an engine for ``url``; SQLite files get their folder and pragmas.
@@ -121,7 +188,8 @@ def make_engine(url: str, *, immediate: bool = False, read_only: bool = False,
         return engine
     # No pre-ping (a round trip per checkout on the hot path): connections are recycled
     # instead, and a connection lost to a server restart answers one 503 (adapter.http).
-    return create_engine(url, pool_recycle=1800, **kwargs)
+    connect_args = {"cursor_factory": DescribedOnDemand, **kwargs.pop("connect_args", {})}
+    return create_engine(url, pool_recycle=1800, connect_args=connect_args, **kwargs)
 
 
 class WriterQueue:

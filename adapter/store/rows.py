@@ -12,12 +12,21 @@ resource types keep the ORM records (``adapter.store.children``).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import (
+    JSON,
+    LABEL_STYLE_NONE,
+    Select,
+    Text,
+    bindparam,
+    cast,
+    select,
+)
 from sqlalchemy import Row as SqlRow
-from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import Session, aliased
 
 from adapter.db import built_once
@@ -36,18 +45,25 @@ from adapter.security.caller import Caller
 
 @dataclass(frozen=True)
 class Part:
-    """Where one table's columns sit in the joined row, and the record class they make."""
+    """Where one table's columns sit in the joined row, the record class they make, and its
+    JSON columns (selected as their text, decoded here)."""
 
     cls: type[Row]
     start: int
     end: int
+    json: tuple[str, ...]
 
     def make(self, row: SqlRow[Any]) -> Any:
         """Return the record of this part of ``row`` (None when an outer join found none)."""
         values = row[self.start:self.end]
         if values[0] is None:  # the primary key: no such row
             return None
-        return self.cls(zip(self.cls.COLUMNS, values, strict=True))
+        record = self.cls(zip(self.cls.COLUMNS, values, strict=True))
+        fields = record.__dict__
+        for name in self.json:
+            if fields[name] is not None:  # SQL NULL stays None, as the JSON type reads it
+                fields[name] = json.loads(fields[name])
+        return record
 
 
 @dataclass(frozen=True)
@@ -68,7 +84,8 @@ class Layout:
 def _joined() -> tuple[Layout, Select[Any]]:
     """Return the layout of the joined row and the joined SELECT of entries (no condition
     yet), each table's columns in table order."""
-    authority, local_org, involvement_org = (aliased(Organisation) for _ in range(3))
+    authority, local_org, involvement_org = (aliased(Organisation, name=name)
+                                             for name in ("o1", "o2", "o3"))
     tables: list[tuple[type[Row], Any]] = [
         (ChildRow, Child), (OrganisationRow, authority), (NameRow, ChildName),
         (CarerRow, Carer), (LocalIdentifierRow, LocalIdentifier), (OrganisationRow, local_org),
@@ -77,10 +94,15 @@ def _joined() -> tuple[Layout, Select[Any]]:
     parts = []
     for cls, entity in tables:
         start = len(columns)
-        columns += [getattr(entity, name) for name in cls.COLUMNS]
-        parts.append(Part(cls, start, len(columns)))
+        attributes = [getattr(entity, name) for name in cls.COLUMNS]
+        json_names = tuple(name for name, attribute in zip(cls.COLUMNS, attributes, strict=True)
+                           if isinstance(attribute.type, JSON))
+        columns += [cast(attribute, Text) if isinstance(attribute.type, JSON) else attribute
+                    for attribute in attributes]
+        parts.append(Part(cls, start, len(columns), json_names))
     statement = (
         select(*columns)
+        .set_label_style(LABEL_STYLE_NONE)
         .join(authority, authority.id == Child.managing_organisation_id)
         .outerjoin(ChildName, ChildName.child_id == Child.id)
         .outerjoin(Carer, Carer.child_id == Child.id)
@@ -113,7 +135,7 @@ def entry_rows(session: Session, resource_id: str, caller: Caller) -> ChildRow |
     """Return the entry with FHIR id ``resource_id`` as records, None when there is none
     for ``caller`` (archived for an ordinary caller)."""
     statement = one_entry_statement(caller.has_right("admin"))
-    found = grouped(session.connection().execute(statement, {"rid": resource_id}))
+    found = grouped(session.connection().execute(statement, {"rid": resource_id}).all())
     return found[0] if found else None
 
 
@@ -121,30 +143,36 @@ def entries_rows(session: Session, ids: Sequence[int]) -> list[ChildRow]:
     """Return the entries with internal ids ``ids`` as records, in id order."""
     if not ids:
         return []
-    return grouped(session.connection().execute(entries_statement(), {"ids": list(ids)}))
+    return grouped(session.connection().execute(entries_statement(), {"ids": list(ids)}).all())
 
 
 def grouped(rows: Iterable[SqlRow[Any]]) -> list[ChildRow]:
     """Return the entries of joined rows (one entry's rows together), each with its lists
-    in the order of the ORM relationships."""
+    in the order of the ORM relationships.
+
+    An organisation met again (an authority, a GP practice of many children) is the record
+    made the first time, as the ORM's identity map shares it; nothing writes to it (the
+    disclosure policy copies what it changes, ``ChildRow.only``)."""
     layout = _joined()[0]
     children: dict[int, ChildRow] = {}
     parts: dict[int, tuple[dict[int, Any], ...]] = {}
+    organisations: dict[int, OrganisationRow] = {}
     for row in rows:
         child_id = row[layout.child.start]
         child = children.get(child_id)
         if child is None:
             child = children[child_id] = layout.child.make(row)
-            child.managing_organisation = layout.authority.make(row)
+            child.managing_organisation = _organisation(organisations, layout.authority, row)
             parts[child_id] = ({}, {}, {}, {})
         names, carers, local_ids, involvements = parts[child_id]
         _add(names, layout.name, row)
         _add(carers, layout.carer, row)
         if _add(local_ids, layout.local_id, row):
-            local_ids[row[layout.local_id.start]].organisation = layout.local_org.make(row)
+            local_ids[row[layout.local_id.start]].organisation = \
+                _organisation(organisations, layout.local_org, row)
         if _add(involvements, layout.involvement, row):
             involvements[row[layout.involvement.start]].organisation = \
-                layout.involvement_org.make(row)
+                _organisation(organisations, layout.involvement_org, row)
     for child_id, child in children.items():
         names, carers, local_ids, involvements = parts[child_id]
         child.names = sorted(names.values(), key=_position)
@@ -161,6 +189,17 @@ def _add(found: dict[int, Any], part: Part, row: SqlRow[Any]) -> bool:
         return False
     found[key] = part.make(row)
     return True
+
+
+def _organisation(made: dict[int, OrganisationRow], part: Part,
+                  row: SqlRow[Any]) -> OrganisationRow:
+    """Return the organisation of ``part`` of ``row``: the record in ``made`` by id, else a new
+    one, kept there (an inner join or a non-null key of an outer join: there is one)."""
+    key = row[part.start]
+    found = made.get(key)
+    if found is None:
+        found = made[key] = part.make(row)
+    return found
 
 
 def _position(record: Any) -> int:

@@ -211,3 +211,23 @@ def test_revinclude_still_loads_its_careteams(client: FlaskClient, callers: Call
     types = [e["resource"]["resourceType"] for e in page.json["entry"]]
     assert types[0] == "Patient" and "CareTeam" in types
     assert entry_loads["Child"] >= 1
+
+
+def test_a_page_is_each_entry_as_read_alone(demo: Database) -> None:
+    """A page of entries holds each entry as a read of it alone holds it, in id order,
+    whatever order the ids came in, the given names decoded; its organisations are one record
+    per organisation, as the ORM's identity map has them."""
+    admin = Caller("rows-admin", "X", [], RIGHTS[-1])
+    with demo.sessions() as session:
+        ids = list(session.scalars(select(Child.id).order_by(Child.id.desc())))
+        assert len(ids) > 1
+        page = entries_rows(session, ids)
+        assert [entry.id for entry in page] == sorted(ids)
+        for entry in page:
+            alone = entry_rows(session, entry.resource_id, admin)
+            assert alone is not None
+            assert patient(entry, admin) == patient(alone, admin)
+            assert all(isinstance(name.given, list) for name in entry.names)
+            assert all(isinstance(carer.given, list) for carer in entry.carers)
+        authorities = {entry.managing_organisation_id for entry in page}
+        assert len({id(entry.managing_organisation) for entry in page}) == len(authorities)
