@@ -8,10 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+import pytest
 from sqlalchemy import select, text
 
 from adapter.db import Database
 from adapter.models import Organisation
+from tests.conftest import BACKENDS
 
 
 def test_description_names_the_columns_of_its_result(db: Database) -> None:
@@ -34,13 +36,11 @@ def test_description_names_the_columns_of_its_result(db: Database) -> None:
         connection.rollback()
 
 
-def test_postgresql_description_is_psycopgs_for_its_own_result(db: Database,
-                                                               backend: str) -> None:
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b == "postgresql"])
+def test_postgresql_description_is_psycopgs_for_its_own_result(db: Database) -> None:
     """On PostgreSQL the columns read from the description are those a plain psycopg cursor
     describes (name, type, sizes), and a description read after the cursor ran another
     statement still describes the result it was asked of."""
-    if backend != "postgresql":
-        return
     query = "SELECT id, name, last_updated FROM organisation"
     with db.engine.connect() as connection:
         raw: Any = connection.connection.dbapi_connection
