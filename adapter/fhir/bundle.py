@@ -20,9 +20,10 @@ SUBSETTED: Final = {"system": "http://terminology.hl7.org/CodeSystem/v3-Observat
 MANDATORY_ELEMENTS: Final = frozenset({"resourceType", "id", "meta"})
 
 
-def full_url(resource: dict[str, Any]) -> str:
-    """Return the absolute URL of a resource."""
-    return f"{fhir_base()}/{resource['resourceType']}/{resource['id']}"
+def full_url(resource: dict[str, Any], base: str | None = None) -> str:
+    """Return the absolute URL of a resource (under the FHIR ``base``, default this
+    request's)."""
+    return f"{base or fhir_base()}/{resource['resourceType']}/{resource['id']}"
 
 
 def now_instant() -> str:
@@ -92,10 +93,9 @@ def searchset(resource_type: str, matches: list[dict[str, Any]],
 
 
 def _entry(base: str, resource: dict[str, Any], mode: str) -> dict[str, Any]:
-    """Return the search-set entry of ``resource`` (its ``fullUrl`` as ``full_url`` writes it
-    under the FHIR ``base``)."""
-    return {"fullUrl": f"{base}/{resource['resourceType']}/{resource['id']}",
-            "resource": resource, "search": {"mode": mode}}
+    """Return the search-set entry of ``resource`` (its ``fullUrl`` under the FHIR
+    ``base``)."""
+    return {"fullUrl": full_url(resource, base), "resource": resource, "search": {"mode": mode}}
 
 
 def renderable(resources: list[dict[str, Any]],
