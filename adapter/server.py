@@ -17,6 +17,7 @@ Linux copies it to each accepted one, so neither write waits for the other's ACK
 
 from __future__ import annotations
 
+import gc
 import socket
 from typing import Any
 
@@ -106,13 +107,28 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
             self.cfg.set("control_socket_disable", True)
 
     def load(self) -> Flask:
-        """Create the app in each worker (after fork: no shared database connections)."""
+        """Create the app in each worker (after fork: no shared database connections), then
+        freeze what it is made of (``frozen``)."""
         if self.app:
             loaded: Flask = import_app(self.app)
-            return loaded
-        from adapter import create_app
+        else:
+            from adapter import create_app
 
-        return create_app()
+            loaded = create_app()
+        return frozen(loaded)
+
+
+def frozen(app: Flask) -> Flask:
+    """Return ``app`` once every object alive in the worker is moved out of the garbage
+    collector's generations (``gc.freeze``): the app, its models, mappings, schemas and
+    SQLAlchemy's tables live as long as the worker, and a full collection, which requests'
+    allocations set off again and again, walked all of them every time. Measured on a search
+    page of 100 Patients on PostgreSQL, in process: about a sixth less CPU (docs/scale.md
+    "Reads"). What is frozen is never collected, so garbage is collected first; no request
+    is in flight yet."""
+    gc.collect()
+    gc.freeze()
+    return app
 
 
 def options(host: str, port: int, workers: int, max_header_bytes: int = 16_384,

@@ -4,6 +4,7 @@ over real sockets, and keep-alive connections and answers without a body still w
 
 from __future__ import annotations
 
+import gc
 import socket
 import struct
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import orjson
 
+from adapter.server import GatewayServer, options
 from tests.security.test_header_limit import served
 
 __all__ = ["served"]  # the fixture: `serve` on the test database, its port
@@ -87,3 +89,16 @@ def test_an_answer_without_a_body_is_sent_whole(served: int) -> None:
         status, _headers, body = exchange(sock, "GET", "/fhir/metadata")
         assert status == 200
         assert orjson.loads(body)["resourceType"] == "CapabilityStatement"
+
+
+def test_a_worker_freezes_what_its_app_is_made_of() -> None:
+    """A worker's loaded app, and everything alive with it, is out of the garbage collector's
+    generations (``adapter.server.frozen``): full collections no longer walk it."""
+    assert gc.get_freeze_count() == 0
+    server = GatewayServer(options("127.0.0.1", 0, 1), app="bench.bare_app:app")
+    try:
+        app = server.load()
+        assert app.name == "bench.bare_app"
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
