@@ -126,7 +126,9 @@ def directory(backend: str, children: int, folder: Path) -> Iterator[Directory]:
         cli(env, "clients", "set-limits", "demo-la", "--rate-limit", "100000000")
         app: Flask = create_app({"DATABASE_URL": url, "INSTANCE_PATH": str(instance)})
         served: Database = app.extensions["db"]
-        stack.callback(served.dispose)
+        # Closed, not only disposed: the app's harvesting sweep (adapter/security/limits.py)
+        # would otherwise reconnect to the scratch database after it is dropped.
+        stack.callback(served.close)
         yield Directory(backend, children, app.test_client(),
                         {"Accept": "application/fhir+json"}, served, samples(db), env)
 
