@@ -243,54 +243,20 @@ PATIENT_PARAMS: Final = {p.name: p for p in (
 )}
 
 
-def _by_id(value: str, _criterion: Criterion, _caller: Caller, _own: systems.OwnSystems) -> Any:
-    """Return ``_id``: the Patient's logical id."""
-    return Child.resource_id == value
-
-
-def _by_last_updated(value: str, criterion: Criterion, _caller: Caller,
-                     _own: systems.OwnSystems) -> Any:
-    """Return ``_lastUpdated``: when the entry last changed."""
-    return _date_condition(Child.last_updated, value, criterion.param.name, False)
-
-
-def _by_identifier(value: str, _criterion: Criterion, caller: Caller,
-                   own: systems.OwnSystems) -> Any:
-    """Return ``identifier`` (``_identifier_condition``)."""
-    return _identifier_condition(value, caller, own)
-
-
-def _by_birthdate(value: str, criterion: Criterion, _caller: Caller,
-                  _own: systems.OwnSystems) -> Any:
-    """Return ``birthdate``: the date of birth."""
-    return _date_condition(Child.birth_date, value, criterion.param.name, True)
-
-
-def _by_gender(value: str, _criterion: Criterion, _caller: Caller,
-               _own: systems.OwnSystems) -> Any:
-    """Return ``gender`` (``_gender_condition``)."""
-    return _gender_condition(value)
-
-
-def _by_postcode(value: str, _criterion: Criterion, caller: Caller,
-                 _own: systems.OwnSystems) -> Any:
-    """Return ``address-postalcode`` (``_postcode_condition``)."""
-    return _postcode_condition(value, caller)
-
-
-def _by_organization(value: str, criterion: Criterion, _caller: Caller,
-                     own: systems.OwnSystems) -> Any:
-    """Return ``organization`` (``_organization_condition``)."""
-    return _organization_condition(value, criterion.modifier, own)
-
-
 # The condition of one value of each parameter but the names (``_name_condition`` takes the
-# criterion whole), a table built once rather than per criterion of every request.
+# criterion whole): (value, criterion, caller, this server's systems), a table built once
+# rather than per criterion of every request.
 ValueCondition = Callable[[str, Criterion, Caller, systems.OwnSystems], Any]
 VALUE_CONDITIONS: Final[dict[str, ValueCondition]] = {
-    "_id": _by_id, "_lastUpdated": _by_last_updated, "identifier": _by_identifier,
-    "birthdate": _by_birthdate, "gender": _by_gender, "address-postalcode": _by_postcode,
-    "organization": _by_organization,
+    "_id": lambda v, _c, _caller, _own: Child.resource_id == v,
+    "_lastUpdated": lambda v, c, _caller, _own: _date_condition(
+        Child.last_updated, v, c.param.name, False),
+    "identifier": lambda v, _c, caller, own: _identifier_condition(v, caller, own),
+    "birthdate": lambda v, c, _caller, _own: _date_condition(
+        Child.birth_date, v, c.param.name, True),
+    "gender": lambda v, _c, _caller, _own: _gender_condition(v),
+    "address-postalcode": lambda v, _c, caller, _own: _postcode_condition(v, caller),
+    "organization": lambda v, c, _caller, own: _organization_condition(v, c.modifier, own),
 }
 
 
