@@ -33,6 +33,11 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # is imported (the security layer sits above this one: docs/architecture.md "Layers").
 GatheredWriter = Callable[[Connection, dict[str, Any]], None]
 _gathered_writer: list[GatheredWriter] = []
+# Records, after a write transaction was rolled back by ``error``, what the error's answer
+# itself discloses (a 409 naming the live entry that holds an NHS number):
+# ``adapter.security.audit.record_refusal_disclosure``, handed in likewise.
+RefusalRecorder = Callable[["Database", BaseException], None]
+_refusal_recorder: list[RefusalRecorder] = []
 
 
 T = TypeVar("T")
@@ -70,6 +75,12 @@ def built_once(build: Callable[..., T]) -> Callable[..., T]:
 def set_gathered_writer(writer: GatheredWriter) -> None:
     """Make ``writer`` what ``Database.read_transaction`` writes gathered rows with."""
     _gathered_writer[:] = [writer]
+
+
+def set_refusal_recorder(recorder: RefusalRecorder) -> None:
+    """Make ``recorder`` what a write transaction rolled back by an error calls, once its
+    lock is released, with the error."""
+    _refusal_recorder[:] = [recorder]
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -290,12 +301,24 @@ class Database:
         behind the busy timeout. A read of a child's data, which only writes its audit records
         and deliveries, uses ``read_transaction``.
         """
-        if self.writer_queue is None:
-            with self.write_sessions.begin() as session:
+        try:
+            if self.writer_queue is None:
+                with self.write_sessions.begin() as session:
+                    yield session
+                return
+            with self.writer_queue, self.write_sessions.begin() as session:
                 yield session
-            return
-        with self.writer_queue, self.write_sessions.begin() as session:
-            yield session
+        except Exception as error:
+            self.record_refusal(error)
+            raise
+
+    def record_refusal(self, error: BaseException) -> None:
+        """Record what the answer to ``error``, which rolled back a write transaction, will
+        disclose (``set_refusal_recorder``), in a transaction of its own: the rolled-back one
+        took its records with it, the writer lock is free again, and the answer is made only
+        after this returns."""
+        if _refusal_recorder:
+            _refusal_recorder[0](self, error)
 
     @contextmanager
     def read_transaction(self) -> Iterator[Session]:

@@ -31,6 +31,7 @@ from adapter.fhir.handlers import ResourceHandler
 from adapter.fhir.transaction import Entry, run_batch, run_transaction
 from adapter.imports.directory import CONFLICT, DB_ERRORS, ImportOutcome
 from adapter.registry import import_order
+from adapter.security import audit
 from adapter.security.access import require_scope
 from adapter.security.caller import Caller
 from adapter.store.statistics import analyzed_after
@@ -127,6 +128,7 @@ def _apply_chunk(chunk: list[Line], known: dict[str, ResourceHandler],
                     session.flush()
                 outcomes.append(_outcome(item, status, notes=notes))
             except GatewayError as error:
+                audit.record_duplicate(session, error, caller=caller)
                 outcomes.append(_outcome(item, "rejected", error))
             except DB_ERRORS:
                 outcomes.append(_outcome(item, "rejected", GatewayError(CONFLICT)))

@@ -330,6 +330,7 @@ def run_batch(entries: list[Entry], handlers: dict[str, ResourceHandler]) -> lis
             except GatewayError as error:
                 if entry.method == "GET":
                     _record_refused_read(session, entry, handlers, error)
+                audit.record_duplicate(session, error, caller=caller())
                 responses.append({"response": {
                     "status": str(error.status),
                     "outcome": _located(error, entry).to_outcome()}})

@@ -275,6 +275,7 @@ class EntryBatch:
                 rules.check(item, existing)
                 changed.append((item, merged, existing))
             except GatewayError as error:
+                audit.record_duplicate(self.session, error, caller=self.caller)
                 outcomes[item.position] = rejected(item, error, _cpid(item))
         outcomes.update(self._update(changed))
         outcomes.update(self._create(fresh))

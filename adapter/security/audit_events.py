@@ -27,7 +27,7 @@ from typing import Any, Final
 
 from adapter.models import AuditRecord
 from adapter.models.canonical import as_utc
-from adapter.security.audit import DISCLOSURES, QUALIFIERS
+from adapter.security.audit import DISCLOSURES, DUPLICATE, QUALIFIERS
 from adapter.systems import CONFIDENTIALITY, ODS_CODE, UKCORE_PROFILE_BASE, OwnSystems
 
 PROFILE: Final = f"{UKCORE_PROFILE_BASE}UKCore-AuditEvent"
@@ -71,6 +71,8 @@ EVENT_KINDS: Final = {
     "alert": EventKind((DCM, "110113", "Security Alert"), None, "E"),
     "token": EventKind((DCM, "110114", "User Authentication"), None, "E"),
     "audit-read": EventKind((DCM, "110101", "Audit Log Used"), None, "R"),
+    # A refused write whose 409 named the child's entry: what the caller learnt is read.
+    DUPLICATE: EventKind(REST, None, "R"),
 }
 # A disclosure that delivered no data (HEAD, 304) or was refused or failed is the same kind of
 # event as the disclosure, told apart by its outcome and its gateway action code
