@@ -1,10 +1,13 @@
 """Children's entries read with SQLAlchemy Core into light records (``adapter.models.rows``):
 the read, search, export and notification paths of ``Patient``.
 
-One joined SELECT per entry (or per page of entries): the child, its managing organisation,
-names, carers, local identifiers (with their organisations) and involvements (with theirs), the
-lists' product being a few rows per child. The statement is built once per visibility and run
-on the session's connection, so SQLAlchemy's compiled cache serves it and no ORM object is
+One joined SELECT per entry (or per handful of entries): the child, its managing
+organisation, names, carers, local identifiers (with their organisations) and involvements
+(with theirs), the lists' product being a few rows per child. A page of many entries is read
+by one SELECT of the children and one per list instead (``listed_rows``): the product repeats
+every child's columns in each of its rows, which costs more than four more statements once a
+page holds more than a few entries (``LISTED_FROM``). The statements are built once and run
+on the session's connection, so SQLAlchemy's compiled cache serves them and no ORM object is
 hydrated: measured on one entry of 4 rows of 132 columns, 93 µs in sqlite3 itself, 194 µs
 through Core, 844 µs through the ORM (docs/scale.md "Reads"). Writes, history and the other
 resource types keep the ORM records (``adapter.store.children``).
@@ -15,7 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import (
     JSON,
@@ -41,6 +44,13 @@ from adapter.models.rows import (
     Row,
 )
 from adapter.security.caller import Caller
+
+# From this many entries on, a page is read by one SELECT per table rather than the joined
+# SELECT, whose rows are the product of each entry's lists, every one repeating the child's
+# columns: measured on 1,000 demo children (docs/scale.md "Reads"), a page of 100 took half
+# the CPU and half the time on both databases read per table, one entry twice as long
+# (five statements instead of one), the two even at about 16 to 20 entries.
+LISTED_FROM: Final = 16
 
 
 @dataclass(frozen=True)
@@ -80,6 +90,17 @@ class Layout:
     involvement_org: Part
 
 
+def _part_columns(cls: type[Row], entity: Any, start: int) -> tuple[list[Any], Part]:
+    """Return the selected columns of ``entity`` in ``cls.COLUMNS`` order (JSON ones as
+    their text) and the part they make at ``start``."""
+    attributes = [getattr(entity, name) for name in cls.COLUMNS]
+    json_names = tuple(name for name, attribute in zip(cls.COLUMNS, attributes, strict=True)
+                       if isinstance(attribute.type, JSON))
+    columns = [cast(attribute, Text) if isinstance(attribute.type, JSON) else attribute
+               for attribute in attributes]
+    return columns, Part(cls, start, start + len(columns), json_names)
+
+
 @built_once
 def _joined() -> tuple[Layout, Select[Any]]:
     """Return the layout of the joined row and the joined SELECT of entries (no condition
@@ -93,13 +114,9 @@ def _joined() -> tuple[Layout, Select[Any]]:
     columns: list[Any] = []
     parts = []
     for cls, entity in tables:
-        start = len(columns)
-        attributes = [getattr(entity, name) for name in cls.COLUMNS]
-        json_names = tuple(name for name, attribute in zip(cls.COLUMNS, attributes, strict=True)
-                           if isinstance(attribute.type, JSON))
-        columns += [cast(attribute, Text) if isinstance(attribute.type, JSON) else attribute
-                    for attribute in attributes]
-        parts.append(Part(cls, start, len(columns), json_names))
+        more, part = _part_columns(cls, entity, len(columns))
+        columns += more
+        parts.append(part)
     statement = (
         select(*columns)
         .set_label_style(LABEL_STYLE_NONE)
@@ -131,6 +148,79 @@ def entries_statement() -> Select[Any]:
     return statement.where(Child.id.in_(bindparam("ids", expanding=True))).order_by(Child.id)
 
 
+@dataclass(frozen=True)
+class ListQuery:
+    """One of an entry's lists (names, carers, local identifiers, involvements) selected for
+    the entries of a page: its record part, the organisation part joined to it (if any), the
+    ``ChildRow`` attribute it fills and the key its items are sorted by."""
+
+    statement: Select[Any]
+    part: Part
+    organisation: Part | None
+    attribute: str
+    order: str
+
+
+@built_once
+def _page_statements() -> tuple[Select[Any], Part, Part, tuple[ListQuery, ...]]:
+    """Return the SELECT of a page's children with their managing organisations, its two
+    parts, and one SELECT per list (parameter ``ids``: the children's internal ids)."""
+    ids: Any = bindparam("ids", expanding=True)
+    child_columns, child = _part_columns(ChildRow, Child, 0)
+    authority = aliased(Organisation, name="o1")
+    org_columns, org = _part_columns(OrganisationRow, authority, child.end)
+    children = (select(*child_columns, *org_columns).set_label_style(LABEL_STYLE_NONE)
+                .join(authority, authority.id == Child.managing_organisation_id)
+                .where(Child.id.in_(ids)).order_by(Child.id))
+    tables: list[tuple[type[Row], Any, str, str, bool]] = [
+        (NameRow, ChildName, "names", "position", False),
+        (CarerRow, Carer, "carers", "position", False),
+        (LocalIdentifierRow, LocalIdentifier, "local_identifiers", "id", True),
+        (InvolvementRow, Involvement, "involvements", "position", True)]
+    lists = []
+    for cls, entity, attribute, order, joined in tables:
+        columns, part = _part_columns(cls, entity, 0)
+        organisation = None
+        statement = select(*columns)
+        if joined:
+            holder = aliased(Organisation, name="o2")
+            more, organisation = _part_columns(OrganisationRow, holder, part.end)
+            statement = select(*columns, *more).outerjoin(
+                holder, holder.id == entity.organisation_id)
+        statement = (statement.set_label_style(LABEL_STYLE_NONE)
+                     .where(entity.child_id.in_(ids)))
+        lists.append(ListQuery(statement, part, organisation, attribute, order))
+    return children, child, org, tuple(lists)
+
+
+def listed_rows(session: Session, ids: Sequence[int]) -> list[ChildRow]:
+    """Return the entries with internal ids ``ids`` as records, in id order, read by one
+    SELECT of the children and one per list (``_page_statements``)."""
+    if not ids:
+        return []
+    statement, child_part, org_part, lists = _page_statements()
+    connection = session.connection()
+    wanted = {"ids": list(ids)}
+    organisations: dict[int, OrganisationRow] = {}
+    children: dict[int, ChildRow] = {}
+    for row in connection.execute(statement, wanted).all():
+        child = children[row[0]] = child_part.make(row)
+        child.managing_organisation = _organisation(organisations, org_part, row)
+    for query in lists:
+        found: dict[int, list[Any]] = {key: [] for key in children}
+        for row in connection.execute(query.statement, wanted).all():
+            record = query.part.make(row)
+            if query.organisation is not None:
+                record.organisation = (_organisation(organisations, query.organisation, row)
+                                       if row[query.organisation.start] is not None else None)
+            found[record.child_id].append(record)
+        key = _position if query.order == "position" else _id
+        for child_id, items in found.items():
+            items.sort(key=key)
+            setattr(children[child_id], query.attribute, items)
+    return list(children.values())
+
+
 def entry_rows(session: Session, resource_id: str, caller: Caller) -> ChildRow | None:
     """Return the entry with FHIR id ``resource_id`` as records, None when there is none
     for ``caller`` (archived for an ordinary caller)."""
@@ -140,7 +230,18 @@ def entry_rows(session: Session, resource_id: str, caller: Caller) -> ChildRow |
 
 
 def entries_rows(session: Session, ids: Sequence[int]) -> list[ChildRow]:
-    """Return the entries with internal ids ``ids`` as records, in id order."""
+    """Return the entries with internal ids ``ids`` as records, in id order: by the joined
+    SELECT for a few, by one SELECT per table from ``LISTED_FROM`` entries on."""
+    if not ids:
+        return []
+    if len(ids) >= LISTED_FROM:
+        return listed_rows(session, ids)
+    return joined_rows(session, ids)
+
+
+def joined_rows(session: Session, ids: Sequence[int]) -> list[ChildRow]:
+    """Return the entries with internal ids ``ids`` as records, in id order, read by the
+    joined SELECT (``entries_statement``)."""
     if not ids:
         return []
     return grouped(session.connection().execute(entries_statement(), {"ids": list(ids)}).all())
