@@ -172,17 +172,27 @@ def _date_condition(column: Any, value: str, name: str, as_date: bool) -> Any:
     rng = parse_date(value, name)
     start: Any = rng.start.date() if as_date else rng.start
     end: Any = rng.end.date() if as_date else rng.end
-    return {
-        "eq": and_(column >= start, column < end), "ne": or_(column < start, column >= end),
-        "lt": column < start, "le": column < end, "gt": column >= end, "ge": column >= start,
-        "sa": column >= end, "eb": column < start,
-        "ap": and_(column >= _widen(start, -1), column < _widen(end, 1)),
-    }[rng.prefix]
+    return DATE_COMPARISONS[rng.prefix](column, start, end)
 
 
 def _widen(moment: Any, sign: int) -> Any:
     """Return ``moment`` moved by 10% of a year for ``ap`` (approximately), search.html#prefix."""
     return moment + sign * dt.timedelta(days=36)
+
+
+# Each prefix's comparison of a column with a date range [start, end), built only for the
+# prefix asked (search.html#prefix).
+DATE_COMPARISONS: Final[dict[str, Callable[[Any, Any, Any], Any]]] = {
+    "eq": lambda c, start, end: and_(c >= start, c < end),
+    "ne": lambda c, start, end: or_(c < start, c >= end),
+    "lt": lambda c, start, _end: c < start,
+    "le": lambda c, _start, end: c < end,
+    "gt": lambda c, _start, end: c >= end,
+    "ge": lambda c, start, _end: c >= start,
+    "sa": lambda c, _start, end: c >= end,
+    "eb": lambda c, start, _end: c < start,
+    "ap": lambda c, start, end: and_(c >= _widen(start, -1), c < _widen(end, 1)),
+}
 
 
 def _gender_condition(value: str) -> Any:
