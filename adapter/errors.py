@@ -70,12 +70,15 @@ class Conflict(GatewayError):
 class ExistingEntry(Conflict):
     """A create met an existing record it would duplicate (one live directory entry per NHS
     number). ``resource`` is ``Type/id`` of that record when the caller may be told it, else
-    None; a conditional create (``If-None-Exist``) answers with it instead of the 409."""
+    None; a conditional create (``If-None-Exist``) answers with it instead of the 409.
+    ``holder`` is ``Type/id`` of the stored record whether or not it is named (None for a
+    duplicate within one batch): the refusal is audited against it."""
 
-    def __init__(self, message: str, *, resource: str | None, expression: str | None = None
-                 ) -> None:
+    def __init__(self, message: str, *, resource: str | None, expression: str | None = None,
+                 holder: str | None = None) -> None:
         super().__init__(message, expression=expression)
         self.resource = resource
+        self.holder = holder or resource
 
 
 class Gone(GatewayError):

@@ -18,12 +18,13 @@ A record says what the client got, not only what it asked for:
   transaction was rolled back with whatever it recorded. A 429 is not recorded: the rate
   limit answers it without touching the database, and a record per refused request would put
   back the load it sheds.
-A write refused because another live entry holds the NHS number (409) names that entry when
-the caller may be shown it (``adapter.store.entry_rules.duplicate_refusal``): the answer tells
-the caller which child's entry holds the number, so it is recorded as ``duplicate-refused``
-(outcome 4) against that child (``record_duplicate``) — in the write's own transaction where
-the refusal is one entry's of a batch, a Bundle or an import that goes on; in a transaction of
-its own where the refusal rolled the write back (``record_refusal_disclosure``).
+A write refused because another live entry holds the NHS number (409) tells the caller that
+a child with that number is in the directory, and names the entry when the caller may be shown
+it (``adapter.store.entry_rules.duplicate_refusal``; a shielded child's only with the right),
+so it is recorded as ``duplicate-refused`` (outcome 4) against that child, its detail saying
+whether the entry was named (``record_duplicate``) — in the write's own transaction where the
+refusal is one entry's of a batch, a Bundle or an import that goes on; in a transaction of its
+own where the refusal rolled the write back (``record_refusal_disclosure``).
 None of these is a disclosure: the harvesting check (``adapter.security.limits``) and the
 delivery ledger (``adapter.security.ledger``) count only plain disclosures.
 """
@@ -62,8 +63,10 @@ REFUSED: Final = "refused"
 FAILED: Final = "failed"
 QUALIFIERS: Final = (HEAD, NOT_MODIFIED, REFUSED, FAILED)
 DUPLICATE: Final = "duplicate-refused"
-DUPLICATE_DETAIL: Final = ("a write was refused (409): the live entry holding its NHS number "
-                           "was named to the caller")
+DUPLICATE_NAMED: Final = ("a write was refused (409): the live entry holding its NHS number "
+                          "was named to the caller")
+DUPLICATE_UNNAMED: Final = ("a write was refused (409): the caller was told a live entry holds "
+                            "its NHS number, not which (not one it may be shown)")
 GATHERED: Final = "audit_gathered"
 HELD: Final = "audit_held"
 MARKS: Final = "audit_savepoint_marks"
@@ -205,33 +208,34 @@ def _record_and_deliver() -> Any:
 set_gathered_writer(write_gathered)
 
 
-def _named_entry(error: BaseException) -> str | None:
-    """Return the id of the child's entry a refusal names to its caller, if any."""
-    if not isinstance(error, ExistingEntry) or error.resource is None:
+def _held_entry(error: BaseException) -> str | None:
+    """Return the id of the child's entry a refusal told its caller about, if any."""
+    if not isinstance(error, ExistingEntry) or error.holder is None:
         return None
-    kind, _, resource_id = error.resource.partition("/")
+    kind, _, resource_id = error.holder.partition("/")
     return resource_id if kind == "Patient" and resource_id else None
 
 
-def record_duplicate(session: Session, error: BaseException, *, caller: Caller | None = None,
-                     detail: str | None = None) -> None:
-    """Gather in ``session`` the record of a refusal that names a child's entry (a 409 for
-    an NHS number another live entry holds); nothing for any other error. For a refusal
-    caught where the transaction goes on (a batch entry, an imported record)."""
-    named = _named_entry(error)
-    if named is not None:
-        record(session, DUPLICATE, resource_type="Patient", resource_id=named,
-               child_ref=named, outcome="4", caller=caller,
-               detail=detail or DUPLICATE_DETAIL)
+def record_duplicate(session: Session, error: BaseException, *,
+                     caller: Caller | None = None) -> None:
+    """Gather in ``session`` the record of a refusal that told its caller about a child's
+    entry (a 409 for an NHS number another live entry holds); nothing for any other error.
+    For a refusal caught where the transaction goes on (a batch entry, an imported record)."""
+    held = _held_entry(error)
+    if held is not None:
+        named = isinstance(error, ExistingEntry) and error.resource is not None
+        record(session, DUPLICATE, resource_type="Patient", resource_id=held, child_ref=held,
+               outcome="4", caller=caller,
+               detail=DUPLICATE_NAMED if named else DUPLICATE_UNNAMED)
 
 
 def record_refusal_disclosure(db: Database, error: BaseException) -> None:
-    """Record, in a transaction of its own, the entry named by a refusal that rolled its
+    """Record, in a transaction of its own, the entry told of by a refusal that rolled its
     write transaction back (``Database.write_transaction``), once however many transactions
     it leaves. When the record cannot be written, its error replaces the refusal (a 503
-    then, naming nothing): the name leaves only once its record is committed, as a read's
+    then, naming nothing): the answer leaves only once its record is committed, as a read's
     data does (docs/architecture.md "Audit before the answer")."""
-    if _named_entry(error) is None or getattr(error, "disclosure_recorded", False):
+    if _held_entry(error) is None or getattr(error, "disclosure_recorded", False):
         return
     with db.write_transaction() as session:
         record_duplicate(session, error)

@@ -56,15 +56,16 @@ def duplicate_refusal(holder: Holder, caller: Caller, expression: str) -> Existi
     number. It names the existing entry only when the caller may link the NHS number to it:
     never a shielded child's without the shielding right (docs/domain.md "Shielding": a
     search by NHS number never finds one), whom it tells only that the number is taken."""
+    resource = f"Patient/{holder.resource_id}"
     if may_link_identifier(holder.shielded, caller):
-        resource = f"Patient/{holder.resource_id}"
         return ExistingEntry(f"{ONE_LIVE_ENTRY} {resource} is the live entry with this NHS "
                              "number: update that entry rather than create another.",
                              resource=resource, expression=expression)
     return ExistingEntry(f"{ONE_LIVE_ENTRY} A live entry already has this NHS number, and it "
                          "is not one you may be shown: check the number; if it is right, the "
                          "national directory team can resolve the duplicate with the entry's "
-                         "managing authority.", resource=None, expression=expression)
+                         "managing authority.", resource=None, expression=expression,
+                         holder=resource)
 
 
 def require_unique_nhs_number(session: Session, nhs_number: str | None, contactpoint_id: str,

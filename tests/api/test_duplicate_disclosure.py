@@ -6,8 +6,9 @@ that child, exactly once, on every write path that can name it (docs/domain.md "
 Paths, from the write routes and the import paths that apply Patients: POST (JSON and XML),
 PUT onto another entry, a transaction Bundle (rolled back whole), a batch Bundle entry, a
 directory XML batch by HTTP, the ``import`` command with an NDJSON file and with a directory
-XML file. A 409 that names nobody (a shielded holder, a caller without the right) and a
-conditional create answered with the existing entry record no such disclosure.
+XML file. A shielded holder not named to the caller is recorded too, as not named; a
+duplicate within one batch (no stored entry) records nothing, and a conditional create
+answered with the existing entry nothing beside the read of it.
 """
 
 from __future__ import annotations
@@ -42,11 +43,18 @@ from tests.security.helpers import invoke
 
 def disclosures(db: Database, holder: str) -> list[tuple[str, str, str]]:
     """Return (action, outcome, client) of the duplicate-refused records naming ``holder``."""
+    return [row[:3] for row in recorded(db, holder)]
+
+
+def recorded(db: Database, holder: str) -> list[tuple[str, str, str, str]]:
+    """Return (action, outcome, client, detail) of the duplicate-refused records of
+    ``holder``, oldest first."""
     with db.sessions() as session:
         return [tuple(row) for row in session.execute(
-            select(AuditRecord.action, AuditRecord.outcome, AuditRecord.client_id)
+            select(AuditRecord.action, AuditRecord.outcome, AuditRecord.client_id,
+                   AuditRecord.detail)
             .where(AuditRecord.action == DUPLICATE, AuditRecord.child_ref == holder,
-                   AuditRecord.resource_id == holder))]
+                   AuditRecord.resource_id == holder).order_by(AuditRecord.id))]
 
 
 def total(db: Database) -> int:
@@ -109,18 +117,36 @@ def test_bundles_record_the_named_entry_once(client: FlaskClient, callers: Calle
     assert len(disclosures(demo, holder)) == 2
 
 
-def test_a_refusal_that_names_nobody_records_nothing(client: FlaskClient, callers: Callers,
-                                                     demo: Database) -> None:
-    """A shielded holder is not named to a caller without the right: no record of it; the
-    administrator, who is told, is recorded."""
+def test_a_shielded_holder_not_named_is_still_recorded(client: FlaskClient, callers: Callers,
+                                                        demo: Database) -> None:
+    """A shielded holder is not named to a caller without the right, but the 409 still tells
+    that caller the number is a live child's: recorded against the child, its detail saying
+    the entry was not named; the administrator, who is told which, is recorded as named."""
     shielded = shielded_with_nhs_number(client, callers)
     number = next(i["value"] for i in shielded["identifier"] if i["system"] == systems.NHS_NUMBER)
     body = patient(managing(client, callers), number)
-    before = total(demo)
-    assert client.post("/fhir/Patient", json=body, headers=callers.la).status_code == 409
-    assert total(demo) == before and disclosures(demo, shielded["id"]) == []
+    response = client.post("/fhir/Patient", json=body, headers=callers.la)
+    assert response.status_code == 409 and shielded["id"] not in response.text
     assert client.post("/fhir/Patient", json=body, headers=callers.admin).status_code == 409
-    assert len(disclosures(demo, shielded["id"])) == 1
+    (la, admin) = recorded(demo, shielded["id"])
+    assert la[:3] == (DUPLICATE, "4", "la-one") and "not which" in la[3]
+    assert admin[2] != "la-one" and "was named" in admin[3]
+
+
+def test_a_duplicate_within_one_batch_names_no_stored_entry(
+        client: FlaskClient, callers: Callers, demo: Database) -> None:
+    """Two records of one batch with the same new NHS number: the second is refused naming
+    its position, no stored entry, so no child's record is written for it."""
+    body = patient(managing(client, callers), fresh_nhs_number(demo))
+    template = entry_template(client, callers)
+    number = next(i["value"] for i in body["identifier"] if i["system"] == systems.NHS_NUMBER)
+    before = total(demo)
+    batch = batch_of(template, [new_record(template, number, years_ago(5)),
+                                new_record(template, number, years_ago(5))])
+    response = client.post("/directory/entries", data=batch,
+                           headers={**callers.la, "Content-Type": "application/xml"})
+    assert response.status_code == 200 and b"position 1" in response.data
+    assert total(demo) == before
 
 
 def test_imports_record_the_named_entry_once(app: Flask, client: FlaskClient,
