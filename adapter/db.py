@@ -12,14 +12,16 @@ import threading
 import weakref
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import psycopg
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Connection, Engine, Select, create_engine, event, text
+from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from adapter.settings import Settings
@@ -70,6 +72,67 @@ def built_once(build: Callable[..., T]) -> Callable[..., T]:
             return built[args]
 
     return once
+
+
+@dataclass(frozen=True)
+class DriverStatement:
+    """A SELECT kept for the process, compiled once for a dialect and run on the driver's own
+    cursor in a session's transaction: its SQL, its parameters' order (positional drivers)
+    or None (named), the values of its fixed parameters, and the result processors of the
+    columns that have one (SQLite's dates and booleans; psycopg returns Python values).
+
+    For the hottest read (one entry by id): SQLAlchemy's execution of a cached statement
+    looks its compiled form up by a key it hashes anew on every execution, then builds an
+    execution context and a result around the cursor, which for the entry's 132 columns
+    cost more than the database's own work (docs/scale.md "Reads")."""
+
+    sql: str
+    order: tuple[str, ...] | None
+    fixed: dict[str, Any]
+    processors: tuple[tuple[int, Callable[[Any], Any]], ...]
+
+    def rows(self, session: Session, values: dict[str, Any]) -> list[Sequence[Any]]:
+        """Return the rows of the statement for ``values`` (with the fixed parameters), run
+        in ``session``'s transaction; a driver error is raised as SQLAlchemy raises it
+        (``DBAPIError``), which the HTTP layer answers (503 for a database that is gone)."""
+        connection = session.connection()
+        params: dict[str, Any] = {**self.fixed, **values}
+        raw: Any = connection.connection.driver_connection
+        driver_error = connection.dialect.loaded_dbapi.Error
+        try:
+            cursor = raw.cursor()
+            try:
+                cursor.execute(self.sql, params if self.order is None
+                               else tuple([params[key] for key in self.order]))
+                rows: list[Any] = cursor.fetchall()
+            finally:
+                cursor.close()
+        except driver_error as error:
+            raise DBAPIError.instance(self.sql, None, error, driver_error) from error
+        return rows if not self.processors else [self._processed(row) for row in rows]
+
+    def _processed(self, row: Sequence[Any]) -> list[Any]:
+        """Return ``row`` with its columns' result processors applied."""
+        values = list(row)
+        for index, process in self.processors:
+            if values[index] is not None:
+                values[index] = process(values[index])
+        return values
+
+
+@built_once
+def driver_form(statement: Select[Any], dialect: Dialect, *given: str) -> DriverStatement:
+    """Return ``statement`` compiled for ``dialect`` to run on the driver; ``given`` names the
+    parameters each execution gives (the others keep the values the statement holds)."""
+    compiled = statement.compile(dialect=dialect)
+    processors = []
+    for index, column in enumerate(statement.selected_columns):
+        process = column.type.dialect_impl(dialect).result_processor(dialect, None)
+        if process is not None:
+            processors.append((index, process))
+    order = tuple(compiled.positiontup) if compiled.positiontup is not None else None
+    fixed = dict(compiled.construct_params(dict.fromkeys(given)))
+    return DriverStatement(compiled.string, order, fixed, tuple(processors))
 
 
 def set_gathered_writer(writer: GatheredWriter) -> None:

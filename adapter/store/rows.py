@@ -29,10 +29,9 @@ from sqlalchemy import (
     cast,
     select,
 )
-from sqlalchemy import Row as SqlRow
 from sqlalchemy.orm import Session, aliased
 
-from adapter.db import built_once
+from adapter.db import built_once, driver_form
 from adapter.models import Carer, Child, ChildName, Involvement, LocalIdentifier, Organisation
 from adapter.models.rows import (
     CarerRow,
@@ -63,7 +62,7 @@ class Part:
     end: int
     json: tuple[str, ...]
 
-    def make(self, row: SqlRow[Any]) -> Any:
+    def make(self, row: Sequence[Any]) -> Any:
         """Return the record of this part of ``row`` (None when an outer join found none)."""
         values = row[self.start:self.end]
         if values[0] is None:  # the primary key: no such row
@@ -223,9 +222,11 @@ def listed_rows(session: Session, ids: Sequence[int]) -> list[ChildRow]:
 
 def entry_rows(session: Session, resource_id: str, caller: Caller) -> ChildRow | None:
     """Return the entry with FHIR id ``resource_id`` as records, None when there is none
-    for ``caller`` (archived for an ordinary caller)."""
-    statement = one_entry_statement(caller.has_right("admin"))
-    found = grouped(session.connection().execute(statement, {"rid": resource_id}).all())
+    for ``caller`` (archived for an ordinary caller); its SELECT runs on the driver's cursor
+    (``DriverStatement``: a read by id is the hottest path)."""
+    driver = driver_form(one_entry_statement(caller.has_right("admin")),
+                         session.get_bind().dialect, "rid")
+    found = grouped(driver.rows(session, {"rid": resource_id}))
     return found[0] if found else None
 
 
@@ -247,7 +248,7 @@ def joined_rows(session: Session, ids: Sequence[int]) -> list[ChildRow]:
     return grouped(session.connection().execute(entries_statement(), {"ids": list(ids)}).all())
 
 
-def grouped(rows: Iterable[SqlRow[Any]]) -> list[ChildRow]:
+def grouped(rows: Iterable[Sequence[Any]]) -> list[ChildRow]:
     """Return the entries of joined rows (one entry's rows together), each with its lists
     in the order of the ORM relationships.
 
@@ -283,7 +284,7 @@ def grouped(rows: Iterable[SqlRow[Any]]) -> list[ChildRow]:
     return list(children.values())
 
 
-def _add(found: dict[int, Any], part: Part, row: SqlRow[Any]) -> bool:
+def _add(found: dict[int, Any], part: Part, row: Sequence[Any]) -> bool:
     """Add the record of ``part`` of ``row`` to ``found`` by id; return True when new."""
     key = row[part.start]
     if key is None or key in found:
@@ -293,7 +294,7 @@ def _add(found: dict[int, Any], part: Part, row: SqlRow[Any]) -> bool:
 
 
 def _organisation(made: dict[int, OrganisationRow], part: Part,
-                  row: SqlRow[Any]) -> OrganisationRow:
+                  row: Sequence[Any]) -> OrganisationRow:
     """Return the organisation of ``part`` of ``row``: the record in ``made`` by id, else a new
     one, kept there (an inner join or a non-null key of an outer join: there is one)."""
     key = row[part.start]
