@@ -147,6 +147,13 @@ def entries_statement() -> Select[Any]:
     return statement.where(Child.id.in_(bindparam("ids", expanding=True))).order_by(Child.id)
 
 
+@built_once
+def one_entry_by_id_statement() -> Select[Any]:
+    """Return the joined SELECT of one entry by internal id (parameter ``cid``), which the
+    search and its caller's visibility already chose."""
+    return _joined()[1].where(Child.id == bindparam("cid"))
+
+
 @dataclass(frozen=True)
 class ListQuery:
     """One of an entry's lists (names, carers, local identifiers, involvements) selected for
@@ -242,9 +249,13 @@ def entries_rows(session: Session, ids: Sequence[int]) -> list[ChildRow]:
 
 def joined_rows(session: Session, ids: Sequence[int]) -> list[ChildRow]:
     """Return the entries with internal ids ``ids`` as records, in id order, read by the
-    joined SELECT (``entries_statement``)."""
+    joined SELECT (``entries_statement``); one entry (a search by identifier's hit) on the
+    driver's cursor, as a read by id (``one_entry_by_id_statement``)."""
     if not ids:
         return []
+    if len(ids) == 1:
+        driver = driver_form(one_entry_by_id_statement(), session.get_bind().dialect, "cid")
+        return grouped(driver.rows(session, {"cid": ids[0]}))
     return grouped(session.connection().execute(entries_statement(), {"ids": list(ids)}).all())
 
 
