@@ -27,6 +27,9 @@ def child(settings: Settings, db: Database) -> None:
     db.read_engine.dispose(close=False)
     dispatcher = Dispatcher(settings, db)
     signal.signal(signal.SIGTERM, lambda *_: dispatcher.stop.set())
+    # SIGTERM was blocked across the fork (``serve``): one sent before the handler was set
+    # waits until now, and stops the dispatcher gracefully instead of killing it.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     dispatcher.run()
     os._exit(0)
 
@@ -44,9 +47,13 @@ def serve() -> None:
     for line in sys.stdin:
         command, _, argument = line.strip().partition(" ")
         if command == "fork":
+            # A test may ask to stop the child at once (everything was delivered before it
+            # started): the child unblocks SIGTERM once its handler is set (``child``).
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
             pid = os.fork()
             if pid == 0:
                 child(settings, db)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
             answer(str(pid))
         elif command in ("kill", "term"):
             os.kill(int(argument), signal.SIGKILL if command == "kill" else signal.SIGTERM)
