@@ -11,7 +11,7 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Hashable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import closing, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, overload
@@ -100,13 +100,10 @@ class DriverStatement:
         raw: Any = connection.connection.driver_connection
         driver_error = connection.dialect.loaded_dbapi.Error
         try:
-            cursor = raw.cursor()
-            try:
+            with closing(raw.cursor()) as cursor:
                 cursor.execute(self.sql, params if self.order is None
                                else tuple([params[key] for key in self.order]))
                 rows: list[Any] = cursor.fetchall()
-            finally:
-                cursor.close()
         except driver_error as error:
             raise DBAPIError.instance(self.sql, None, error, driver_error) from error
         return rows if not self.processors else [self._processed(row) for row in rows]

@@ -16,7 +16,7 @@ resource types keep the ORM records (``adapter.store.children``).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -164,7 +164,7 @@ class ListQuery:
     part: Part
     organisation: Part | None
     attribute: str
-    order: str
+    key: Callable[[Any], int]
 
 
 @built_once
@@ -178,13 +178,13 @@ def _page_statements() -> tuple[Select[Any], Part, Part, tuple[ListQuery, ...]]:
     children = (select(*child_columns, *org_columns).set_label_style(LABEL_STYLE_NONE)
                 .join(authority, authority.id == Child.managing_organisation_id)
                 .where(Child.id.in_(ids)).order_by(Child.id))
-    tables: list[tuple[type[Row], Any, str, str, bool]] = [
-        (NameRow, ChildName, "names", "position", False),
-        (CarerRow, Carer, "carers", "position", False),
-        (LocalIdentifierRow, LocalIdentifier, "local_identifiers", "id", True),
-        (InvolvementRow, Involvement, "involvements", "position", True)]
+    tables: list[tuple[type[Row], Any, str, Callable[[Any], int], bool]] = [
+        (NameRow, ChildName, "names", _position, False),
+        (CarerRow, Carer, "carers", _position, False),
+        (LocalIdentifierRow, LocalIdentifier, "local_identifiers", _id, True),
+        (InvolvementRow, Involvement, "involvements", _position, True)]
     lists = []
-    for cls, entity, attribute, order, joined in tables:
+    for cls, entity, attribute, key, joined in tables:
         columns, part = _part_columns(cls, entity, 0)
         organisation = None
         statement = select(*columns)
@@ -195,7 +195,7 @@ def _page_statements() -> tuple[Select[Any], Part, Part, tuple[ListQuery, ...]]:
                 holder, holder.id == entity.organisation_id)
         statement = (statement.set_label_style(LABEL_STYLE_NONE)
                      .where(entity.child_id.in_(ids)))
-        lists.append(ListQuery(statement, part, organisation, attribute, order))
+        lists.append(ListQuery(statement, part, organisation, attribute, key))
     return children, child, org, tuple(lists)
 
 
@@ -220,9 +220,8 @@ def listed_rows(session: Session, ids: Sequence[int]) -> list[ChildRow]:
                 record.organisation = (_organisation(organisations, query.organisation, row)
                                        if row[query.organisation.start] is not None else None)
             found[record.child_id].append(record)
-        key = _position if query.order == "position" else _id
         for child_id, items in found.items():
-            items.sort(key=key)
+            items.sort(key=query.key)
             setattr(children[child_id], query.attribute, items)
     return list(children.values())
 
